@@ -1,0 +1,381 @@
+"""Tests for lmc.datasets: strict JSONL/JSON loading, validation against a program, splits, and the shipped datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmc.datasets import (
+    Dataset,
+    Example,
+    from_records,
+    load_dataset,
+    shuffle,
+    split,
+    validate,
+)
+from lmc.errors import DatasetError
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = REPO / "datasets"
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    p = tmp_path / name
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_bytes(content.encode("utf-8"))
+    return p
+
+
+def error_of(path, **kw) -> str:
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, **kw)
+    msg = str(info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+class Ty:
+    """Stand-in for lmc.types: anything with .name and .check(value) -> str | None."""
+
+    def __init__(self, name, ok):
+        self.name = name
+        self._ok = ok
+
+    def check(self, value):
+        return None if self._ok(value) else f"got {value!r}"
+
+
+STR = Ty("str", lambda v: isinstance(v, str))
+INT = Ty("int", lambda v: isinstance(v, int) and not isinstance(v, bool))
+LABEL = Ty('"positive" | "negative"', lambda v: v in ("positive", "negative"))
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_jsonl_basic_ids_lines_and_sha(tmp_path):
+    p = write(tmp_path, "qa.jsonl", '{"id": "a", "q": "x"}\n\n{"q": "y", "extra": [1]}\n')
+    ds = load_dataset(p)
+    assert isinstance(ds, Dataset) and len(ds) == 2
+    assert ds.ids == ["a", "qa-3"]
+    assert [ex.line for ex in ds] == [1, 3]
+    assert ds[1].data == {"q": "y", "extra": [1]}
+    assert ds[1].get("extra") == [1] and ds[1].get("nope", 5) == 5
+    import hashlib
+
+    assert ds.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert ds.fields() == ["id", "q", "extra"]
+
+
+def test_missing_ids_are_deterministic(tmp_path):
+    p = write(tmp_path, "dev.jsonl", '{"q": 1}\n{"q": 2}\n')
+    assert load_dataset(p).ids == load_dataset(p).ids == ["dev-1", "dev-2"]
+
+
+def test_integer_ids_become_strings(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"id": 7}\n{"id": "8"}\n')
+    assert load_dataset(p).ids == ["7", "8"]
+
+
+def test_custom_id_field(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"key": "k1"}\n{"key": "k2"}\n')
+    assert load_dataset(p, id_field="key").ids == ["k1", "k2"]
+
+
+def test_bom_and_crlf_tolerated(tmp_path):
+    p = write(tmp_path, "d.jsonl", b'\xef\xbb\xbf{"id": "a", "q": "caf\xc3\xa9"}\r\n{"id": "b"}\r\n')
+    ds = load_dataset(p)
+    assert ds.ids == ["a", "b"] and ds[0].data["q"] == "café"
+
+
+def test_json_list_file(tmp_path):
+    p = write(tmp_path, "d.json", json.dumps([{"id": "x", "a": 1}, {"a": 2}]))
+    ds = load_dataset(p)
+    assert ds.ids == ["x", "d-2"] and [e.line for e in ds] == [1, 2]
+
+
+def test_json_list_errors(tmp_path):
+    assert "expected a JSON list of objects, got" in error_of(write(tmp_path, "o.json", '{"a": 1}'))
+    assert "item 2: expected a JSON object, got a number" in error_of(write(tmp_path, "l.json", '[{"a": 1}, 3]'))
+    assert "file is empty" in error_of(write(tmp_path, "e.json", "[]"))
+    msg = error_of(write(tmp_path, "bad.json", '[\n{"a": 1},\n{"a" 2}\n]'))
+    assert msg.startswith(f"{tmp_path / 'bad.json'}:3: not valid JSON: Expecting ':' delimiter")
+
+
+def test_malformed_json_line_names_line_and_column(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"id": "a"}\n' * 6 + '{"id": "b" "q": 1}\n')
+    msg = error_of(p)
+    assert msg == f"{p}:7: not valid JSON: Expecting ',' delimiter at column 12"
+
+
+def test_line_not_an_object(tmp_path):
+    assert ":2: expected a JSON object, got a list" in error_of(write(tmp_path, "d.jsonl", '{"a": 1}\n[1, 2]\n'))
+    assert ":1: expected a JSON object, got a string" in error_of(write(tmp_path, "s.jsonl", '"hello"\n'))
+
+
+def test_json_list_in_jsonl_file_gets_a_hint(tmp_path):
+    msg = error_of(write(tmp_path, "d.jsonl", '[\n{"a": 1}\n]\n'))
+    assert "looks like a JSON list" in msg
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_refused(tmp_path, token):
+    msg = error_of(write(tmp_path, "d.jsonl", f'{{"id": "a", "x": {token}}}\n'))
+    assert f":1: {token} is not valid JSON" in msg
+
+
+def test_duplicate_keys_refused(tmp_path):
+    msg = error_of(write(tmp_path, "d.jsonl", '{"id": "a"}\n{"answer": 1, "answer": 2}\n'))
+    assert ":2: duplicate key 'answer'" in msg
+    nested = error_of(write(tmp_path, "n.jsonl", '{"x": {"k": 1, "k": 1}}\n'))
+    assert "duplicate key 'k'" in nested
+
+
+def test_duplicate_ids_refused(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"id": "z"}\n{"id": "w"}\n{"id": "x"}\n{"id": "y"}\n{"id": "x"}\n')
+    assert error_of(p) == f"{p}:5: duplicate id 'x' (first on line 3)"
+
+
+def test_assigned_id_colliding_with_explicit_id(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"id": "d-2"}\n{"q": 1}\n')
+    assert "duplicate id 'd-2' (first on line 1)" in error_of(p)
+
+
+def test_bad_id_types(tmp_path):
+    assert "'id' must be a string or an integer, got a list" in error_of(write(tmp_path, "d.jsonl", '{"id": [1]}\n'))
+    assert "'id' must be a string or an integer" in error_of(write(tmp_path, "b.jsonl", '{"id": true}\n'))
+    assert "'id' is empty" in error_of(write(tmp_path, "e.jsonl", '{"id": " "}\n'))
+
+
+def test_empty_and_blank_files(tmp_path):
+    assert "file is empty" in error_of(write(tmp_path, "d.jsonl", ""))
+    assert "file is empty" in error_of(write(tmp_path, "b.jsonl", "\n  \n\r\n"))
+
+
+def test_missing_file_and_directory(tmp_path):
+    msg = error_of(tmp_path / "nope.jsonl")
+    assert "nope.jsonl: file not found" in msg
+    assert "is a directory" in error_of(tmp_path)
+
+
+def test_not_utf8(tmp_path):
+    msg = error_of(write(tmp_path, "d.jsonl", b'{"a": 1}\n{"a": "\xff\xfe"}\n'))
+    assert ":2: not valid UTF-8 (byte 0xff at column 8)" in msg
+    msg = error_of(write(tmp_path, "d.json", b'[\n{"a": "\xff"}]'))
+    assert ":2: not valid UTF-8" in msg
+
+
+def test_long_line_refused_without_reading_it_whole(tmp_path):
+    p = write(tmp_path, "d.jsonl", '{"a": 1}\n{"a": "' + "x" * 5000 + '"}\n')
+    msg = error_of(p, max_line_bytes=1000)
+    assert ":2: line is longer than the 1000 bytes limit" in msg
+    # exactly at the limit is fine (the newline is not counted against it)
+    q = write(tmp_path, "ok.jsonl", '{"a": "' + "x" * 91 + '"}\n')
+    assert len(load_dataset(q, max_line_bytes=100)) == 1
+
+
+def test_default_line_limit_is_10_mib(tmp_path):
+    p = tmp_path / "big.jsonl"
+    with p.open("w") as fh:
+        fh.write('{"a": "' + "x" * (10 * 1024 * 1024) + '"}\n')
+    assert "longer than the 10 MiB limit" in error_of(p)
+
+
+def test_example_inputs(tmp_path):
+    ds = load_dataset(write(tmp_path, "d.jsonl", '{"question": "q", "qestion": 1, "answer": "a"}\n'))
+    assert ds[0].inputs(["question"]) == {"question": "q"}
+    with pytest.raises(DatasetError) as info:
+        ds[0].inputs(["context"])
+    assert "d.jsonl:1: missing input field 'context'; expected fields: context" in str(info.value)
+
+
+def test_from_records():
+    ds = from_records([{"q": 1}, {"id": "b", "q": 2}], path="mem")
+    assert ds.ids == ["mem-1", "b"] and len(ds.sha256) == 64
+    assert from_records([{"q": 1}]).sha256 == from_records([{"q": 1}]).sha256
+    with pytest.raises(DatasetError):
+        from_records([{"id": "a"}, {"id": "a"}])
+
+
+# ---------------------------------------------------------------- validation
+
+
+def qa(tmp_path, content):
+    return load_dataset(write(tmp_path, "qa.jsonl", content))
+
+
+def test_validate_ok(tmp_path):
+    ds = qa(tmp_path, '{"question": "q1", "answer": "a"}\n{"question": "q2", "answer": "b"}\n')
+    validate(ds, {"question": STR}, {"answer": STR}, need_labels={"answer"})
+
+
+def test_validate_missing_input(tmp_path):
+    ds = qa(tmp_path, '{"question": "q"}\n' * 0 + '{"question": "a"}\n{"question": "b"}\n{"question": "c"}\n{"text": "d"}\n')
+    with pytest.raises(DatasetError) as info:
+        validate(ds, {"question": STR}, {}, need_labels=set())
+    assert str(info.value) == f"{ds.path}:4: missing input field 'question'; expected fields: question"
+    assert info.value.line == 4
+
+
+def test_validate_missing_input_suggests_close_key(tmp_path):
+    ds = qa(tmp_path, '{"qustion": "a"}\n')
+    with pytest.raises(DatasetError, match=r"did you mean 'qustion'\? expected fields: question"):
+        validate(ds, {"question": STR}, {}, need_labels=set())
+
+
+def test_validate_counts_more_problems(tmp_path):
+    ds = qa(tmp_path, '{"x": 1}\n{"x": 2}\n{"x": 3}\n')
+    with pytest.raises(DatasetError, match=r":1: missing input field 'question' \(2 more examples with problems\)"):
+        validate(ds, {"question": STR}, {}, need_labels=set())
+
+
+def test_validate_types(tmp_path):
+    ds = qa(tmp_path, '{"question": "a", "n": 1}\n{"question": 5, "n": 2}\n')
+    with pytest.raises(DatasetError) as info:
+        validate(ds, {"question": STR, "n": INT}, {}, need_labels=set())
+    assert ":2: input field 'question' is not str: got 5" in str(info.value)
+
+
+def test_validate_labels(tmp_path):
+    ds = qa(tmp_path, '{"review": "ok", "sentiment": "positive"}\n{"review": "bad"}\n')
+    with pytest.raises(DatasetError, match=r":2: missing label 'sentiment'"):
+        validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentiment"})
+    # without needing labels, a missing label is fine (e.g. `lmc run` on new inputs)
+    validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels=set())
+
+
+def test_validate_label_type(tmp_path):
+    ds = qa(tmp_path, '{"review": "ok", "sentiment": "meh"}\n')
+    with pytest.raises(DatasetError, match=r"label 'sentiment' is not \"positive\" \| \"negative\""):
+        validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentiment"})
+
+
+def test_validate_unknown_label_name(tmp_path):
+    ds = qa(tmp_path, '{"review": "ok", "sentiment": "positive"}\n')
+    with pytest.raises(DatasetError, match=r"label 'sentimnt' is not an output of the program; did you mean 'sentiment'"):
+        validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentimnt"})
+
+
+def test_validate_accepts_python_classes(tmp_path):
+    ds = qa(tmp_path, '{"a": 1, "b": 2.5, "c": true}\n')
+    validate(ds, {"a": int, "b": float, "c": bool}, {}, need_labels=set())
+    with pytest.raises(DatasetError, match="expected int, got a boolean"):
+        validate(ds, {"c": int}, {}, need_labels=set())
+
+
+# ---------------------------------------------------------------- splits
+
+
+def numbered(n):
+    return from_records([{"id": f"e{i}", "x": i} for i in range(n)], path="mem")
+
+
+def test_shuffle_deterministic_and_seeded():
+    exs = numbered(30).examples
+    a, b, c = shuffle(exs, 1), shuffle(exs, 1), shuffle(exs, 2)
+    assert [e.id for e in a] == [e.id for e in b]
+    assert [e.id for e in a] != [e.id for e in c]
+    assert sorted(e.id for e in a) == sorted(e.id for e in exs)
+    assert [e.id for e in exs][:3] == ["e0", "e1", "e2"]  # input not mutated
+
+
+def test_split_is_deterministic_disjoint_and_sized():
+    ds = numbered(20)
+    train, dev = split(ds, 0.3, seed=0)
+    assert len(dev) == 6 and len(train) == 14
+    assert set(train.ids).isdisjoint(dev.ids) and set(train.ids) | set(dev.ids) == set(ds.ids)
+    assert split(ds, 0.3, seed=0)[1].ids == dev.ids
+    assert split(ds, 0.3, seed=5)[1].ids != dev.ids
+    # each part keeps file order
+    assert train.ids == [i for i in ds.ids if i in set(train.ids)]
+    assert train.sha256 == ds.sha256
+
+
+def test_split_edge_cases():
+    t, d = split(numbered(2), 0.01)
+    assert len(t) == 1 and len(d) == 1
+    t, d = split(numbered(5), 0.0)
+    assert len(d) == 0 and len(t) == 5
+    with pytest.raises(DatasetError):
+        split(numbered(5), 1.5)
+
+
+# ---------------------------------------------------------------- the shipped datasets
+
+SHIPPED = {
+    "sentiment_train.jsonl": 100,
+    "sentiment_dev.jsonl": 60,
+    "sentiment_new.jsonl": 3,
+    "qa_train.jsonl": 30,
+    "qa_dev.jsonl": 20,
+    "multihop_train.jsonl": 20,
+    "multihop_dev.jsonl": 15,
+    "math_train.jsonl": 30,
+    "math_dev.jsonl": 20,
+    "arith_train.jsonl": 20,
+    "arith_dev.jsonl": 15,
+    "agent_train.jsonl": 15,
+    "agent_dev.jsonl": 10,
+}
+
+
+@pytest.mark.parametrize("name,count", sorted(SHIPPED.items()))
+def test_shipped_dataset_loads_with_expected_count(name, count):
+    ds = load_dataset(DATASETS / name)
+    assert len(ds) == count
+    assert all(not ex.id.startswith(Path(name).stem + "-") for ex in ds), "shipped examples carry explicit ids"
+
+
+def test_shipped_sentiment_is_balanced_and_well_formed():
+    for name in ("sentiment_train.jsonl", "sentiment_dev.jsonl"):
+        ds = load_dataset(DATASETS / name)
+        validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentiment"})
+        labels = [ex.data["sentiment"] for ex in ds]
+        assert labels.count("positive") == labels.count("negative")
+        for ex in ds:
+            assert 5 <= len(ex.data["review"].split()) <= 40, ex.id
+    train = {ex.data["review"] for ex in load_dataset(DATASETS / "sentiment_train.jsonl")}
+    dev = {ex.data["review"] for ex in load_dataset(DATASETS / "sentiment_dev.jsonl")}
+    assert not train & dev
+    new = load_dataset(DATASETS / "sentiment_new.jsonl")
+    assert all("sentiment" not in ex for ex in new)
+
+
+def test_shipped_numeric_sets_have_numeric_answers():
+    for stem in ("math", "arith", "agent"):
+        for part in ("train", "dev"):
+            for ex in load_dataset(DATASETS / f"{stem}_{part}.jsonl"):
+                assert isinstance(ex.data["answer"], (int, float)) and not isinstance(ex.data["answer"], bool), ex.id
+    for part in ("train", "dev"):
+        for ex in load_dataset(DATASETS / f"math_{part}.jsonl"):
+            assert isinstance(ex.data["answer"], int), ex.id
+
+
+def _corpus_text():
+    return [ex.data["title"] + " " + ex.data["text"] for ex in load_dataset(DATASETS / "corpus.jsonl")]
+
+
+def test_shipped_qa_answers_are_in_the_corpus():
+    from lmc.metrics import normalize_text
+
+    passages = [" " + normalize_text(t) + " " for t in _corpus_text()]
+    assert 60 <= len(passages) <= 120
+    for stem in ("qa", "multihop"):
+        for part in ("train", "dev"):
+            for ex in load_dataset(DATASETS / f"{stem}_{part}.jsonl"):
+                answer = ex.data["answer"]
+                assert isinstance(answer, str) and 1 <= len(answer.split()) <= 5, ex.id
+                needle = " " + normalize_text(answer) + " "
+                assert any(needle in p for p in passages), f"{ex.id}: {answer!r} not in corpus"
+
+
+def test_shipped_sets_do_not_share_questions():
+    for stem in ("qa", "multihop", "math", "arith", "agent"):
+        train = {ex.data["question"] for ex in load_dataset(DATASETS / f"{stem}_train.jsonl")}
+        dev = {ex.data["question"] for ex in load_dataset(DATASETS / f"{stem}_dev.jsonl")}
+        assert not train & dev, stem
