@@ -1,0 +1,254 @@
+"""Source spans, the exception families, the diagnostic collector and its renderer.
+
+Every failure a user can see is an `LmcError`: it carries a one-line message and
+the process exit code the CLI uses.  Compile-time problems are `Diagnostic`s
+collected per file and raised together as `CompileErrors`; run-time families
+(`DatasetError`, `ArtifactError`, `LMError`, `OutputParseError`, ...) are kept
+apart so callers can tell a bad program from a bad dataset from a dead server.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, NoReturn
+
+# Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_FAIL = 1  # errors found, quality regression, some examples failed
+EXIT_USAGE = 2  # bad input or setup
+EXIT_INFRA = 3  # LM unreachable, auth, too many infrastructure errors
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """Where a node sits in its source: 1-based lines and columns, end inclusive-exclusive."""
+
+    path: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+    def to_json(self) -> list:
+        return [self.line, self.col, self.end_line, self.end_col]
+
+
+NO_SPAN = Span("<builtin>", 0, 0, 0, 0)
+
+
+class LmcError(Exception):
+    """Base of every user-facing failure: a one-line message and an exit code."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+# ---------------------------------------------------------------- compile time
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem in a source file; sorts by position."""
+
+    span: Span
+    message: str
+    hint: str | None = None
+    severity: str = "error"
+
+    def headline(self) -> str:
+        text = self.message + (f"; {self.hint}" if self.hint else "")
+        return f"{self.span}: {self.severity}: {text}"
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.span.path,
+            "line": self.span.line,
+            "column": self.span.col,
+            "end_line": self.span.end_line,
+            "end_column": self.span.end_col,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class CompileError(LmcError):
+    """A single diagnosis tied to a source span (raised inside the front end)."""
+
+    exit_code = EXIT_FAIL
+
+    def __init__(self, message: str, span: Span, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.span = span
+
+    def diagnostic(self) -> Diagnostic:
+        return Diagnostic(self.span, self.message, self.hint)
+
+
+class CompileErrors(LmcError):
+    """All diagnostics of one or more files, sorted by position."""
+
+    exit_code = EXIT_FAIL
+
+    def __init__(self, diagnostics: Iterable[Diagnostic], sources: dict[str, str] | None = None):
+        self.diagnostics = sorted(set(diagnostics))
+        self.sources = sources or {}
+        first = self.diagnostics[0].headline() if self.diagnostics else "no diagnostics"
+        more = len(self.diagnostics) - 1
+        super().__init__(first + (f" (and {more} more)" if more > 0 else ""))
+
+    def render(self) -> str:
+        return "\n".join(render(d, self.sources.get(d.span.path)) for d in self.diagnostics)
+
+
+class Diagnostics:
+    """Collects diagnostics for a file; `raise_if_any` raises them all at once."""
+
+    def __init__(self, path: str, source: str):
+        self.path = path
+        self.source = source
+        self.items: list[Diagnostic] = []
+
+    def error(self, message: str, span: Span, hint: str | None = None) -> None:
+        self.items.append(Diagnostic(span, message, hint))
+
+    def add(self, err: CompileError) -> None:
+        self.items.append(err.diagnostic())
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise CompileErrors(self.items, {self.path: self.source})
+
+
+def fail(message: str, span: Span, hint: str | None = None) -> NoReturn:
+    raise CompileError(message, span, hint)
+
+
+def render(diag: Diagnostic, source: str | None) -> str:
+    """`path:line:col: error: message`, then the source line and carets under the span."""
+    out = [diag.headline()]
+    if source is not None and diag.span.line >= 1:
+        lines = source.splitlines()
+        if diag.span.line <= len(lines):
+            text = lines[diag.span.line - 1].expandtabs(1)
+            start = max(diag.span.col, 1)
+            if diag.span.end_line == diag.span.line and diag.span.end_col > start:
+                width = diag.span.end_col - start
+            else:
+                width = max(len(text) - start + 1, 1)
+            width = max(1, min(width, max(len(text) - start + 1, 1)))
+            gutter = f"{diag.span.line:>5} | "
+            out.append(gutter + text)
+            out.append(" " * (len(gutter) - 2) + "| " + " " * (start - 1) + "^" * width)
+    return "\n".join(out)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A hint naming the closest candidate, or None when nothing is close."""
+    match = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None
+
+
+def one_of(options: Iterable[str]) -> str:
+    opts = sorted(set(options))
+    return "expected one of: " + ", ".join(opts) if opts else "nothing is defined"
+
+
+# ---------------------------------------------------------------- run time
+
+
+class DatasetError(LmcError):
+    """A dataset file or one of its lines is unusable."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None, hint: str | None = None):
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        super().__init__(where + message, hint=hint)
+        self.path = path
+        self.line = line
+
+
+class ArtifactError(LmcError):
+    """An artifact or report that cannot be trusted or read."""
+
+
+class ReportError(LmcError):
+    """An evaluation report that cannot be compared or merged."""
+
+
+class ConfigError(LmcError):
+    """Bad options, configuration file or LM alias."""
+
+
+class LMError(LmcError):
+    """An LM call that failed after retries; names the provider and model, never the key."""
+
+    exit_code = EXIT_INFRA
+
+    def __init__(self, message: str, *, model: str | None = None, retryable: bool = False, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.model = model
+        self.retryable = retryable
+
+
+class LMAuthError(LMError):
+    """The provider refused the credentials."""
+
+
+class LMUnreachableError(LMError):
+    """The provider could not be reached (connection refused, DNS, persistent timeouts)."""
+
+
+class OutputParseError(LmcError):
+    """An LM reply that could not be parsed into the declared output fields."""
+
+    exit_code = EXIT_FAIL
+
+    def __init__(self, message: str, raw: str = "", field: str | None = None):
+        super().__init__(message)
+        self.raw = raw
+        self.field = field
+
+
+class ExampleError(LmcError):
+    """One example failed at run time (assert failed, tool raised, bad value); others go on."""
+
+    exit_code = EXIT_FAIL
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+class BudgetExceeded(LmcError):
+    """A --max-calls / --max-cost budget ran out."""
+
+    exit_code = EXIT_FAIL
+
+
+def json_line(err: LmcError) -> str:
+    return json.dumps({"error": type(err).__name__, "message": str(err)})
+
+
+@dataclass
+class Warnings:
+    """Non-fatal notes gathered while running (e.g. demos truncated to fit a context)."""
+
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if text not in self.items:
+            self.items.append(text)

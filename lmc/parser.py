@@ -1,0 +1,679 @@
+"""Parse .lmp text into the AST: loads grammars/lmp.lark once, turns trees into nodes."""
+
+from __future__ import annotations
+
+import ast as pyast
+import functools
+import re
+from pathlib import Path
+
+from . import nodes as n
+from .errors import CompileError, CompileErrors, Diagnostic, Span
+
+GRAMMAR = Path(__file__).parent / "grammars" / "lmp.lark"
+
+KEYWORDS = {
+    "signature", "module", "retriever", "tool", "lm", "metric", "program",
+    "for", "in", "if", "elif", "else", "while", "return", "assert", "suggest",
+    "and", "or", "not", "break", "continue",
+}
+CONSTANTS = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None, "null": None}
+
+# Words for terminals, so parse errors never show token names.
+TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LONG_STRING": "a string",
+    "FSTRING": "an f-string", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'",
+    "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
+    "VBAR": "'|'", "OPTMARK": "'?'", "ADDOP": "an operator", "MULOP": "an operator",
+    "COMPOP": "a comparison", "AUGOP": "'+='", "__ANON_0": "'->'", "MORETHAN": "'>'",
+    "CHECK_TARGET": "'for <module>'", "ASSERT": "'assert'", "SUGGEST": "'suggest'",
+    "$END": "the end of the file",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _lark():
+    from lark import Lark
+
+    return Lark(
+        GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=False,
+    )
+
+
+def _tok_word(lark, name: str) -> str:
+    if name in TOKEN_WORDS:
+        return TOKEN_WORDS[name]
+    try:
+        term = lark.get_terminal(name)
+        pat = term.pattern
+        if pat.type == "str":
+            return f"'{pat.value}'"
+    except KeyError:
+        pass
+    return name.lower()
+
+
+def _describe(tok) -> str:
+    if tok is None or tok.type == "$END":
+        return "the end of the file"
+    text = str(tok)
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"'{text}'"
+
+
+def parse(text: str, path: str = "<input>") -> n.File:
+    """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lark = _lark()
+    try:
+        tree = lark.parse(text)
+    except UnexpectedInput as e:
+        raise CompileErrors([_syntax_diagnostic(lark, e, text, path)], {path: text}) from None
+    except RecursionError:
+        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
+    builder = _Builder(path, text)
+    try:
+        decls = tuple(builder.decl(d) for d in tree.children)
+    except CompileError as e:
+        builder.errors.append(e.diagnostic())
+        decls = ()
+    except VisitError as e:  # pragma: no cover - we do not use Lark transformers
+        raise e.orig_exc from None
+    except RecursionError:
+        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
+    if builder.errors:
+        raise CompileErrors(builder.errors, {path: text})
+    comments = tuple(_comments(text, path))
+    end = text.count("\n") + 1
+    return n.File(Span(path, 1, 1, end, 1), path=path, decls=decls, comments=comments)
+
+
+def _comments(text: str, path: str):
+    """Comments with positions, found by a small scanner that skips strings."""
+    i, line, col = 0, 1, 1
+    size = len(text)
+    while i < size:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            col = 1
+            i += 1
+            continue
+        if text.startswith('"""', i):
+            j = text.find('"""', i + 3)
+            j = size if j < 0 else j + 3
+            chunk = text[i:j]
+            nl = chunk.count("\n")
+            if nl:
+                line += nl
+                col = len(chunk) - chunk.rfind("\n")
+            else:
+                col += len(chunk)
+            i = j
+            continue
+        if c in "\"'":
+            j = i + 1
+            while j < size and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            j = min(j + 1, size)
+            col += j - i
+            i = j
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            j = size if j < 0 else j
+            yield n.Comment(Span(path, line, col, line, col + (j - i)), text=text[i:j].rstrip())
+            col += j - i
+            i = j
+            continue
+        col += 1
+        i += 1
+
+
+def _syntax_diagnostic(lark, e, text: str, path: str) -> Diagnostic:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+    line = getattr(e, "line", 1) or 1
+    col = getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        if ch in "\"'":
+            return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string", "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
+        hint = None
+        shown = repr(ch) if ch else "character"
+        return Diagnostic(Span(path, line, col, line, col + 1), f"unexpected character {shown}", hint)
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        lines = text.splitlines() or [""]
+        line = len(lines)
+        col = len(lines[-1]) + 1
+        expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or ()
+        hint = _expected(lark, expected)
+        if "'}'" in {_tok_word(lark, t) for t in expected}:
+            hint = "a '{' block is not closed; expected '}'"
+        return Diagnostic(Span(path, line, col, line, col + 1), "unexpected end of file", hint)
+    assert isinstance(e, UnexpectedToken)
+    tok = e.token
+    expected = e.accepts or e.expected or set()
+    words = {_tok_word(lark, t) for t in expected}
+    end_col = (tok.end_column or col + 1) if (tok.end_line or line) == line else col + 1
+    msg = f"unexpected {_describe(tok)}"
+    hint = _expected(lark, expected)
+    text_tok = str(tok)
+    if text_tok in KEYWORDS and "a name" in words:
+        msg = f"'{text_tok}' is a keyword and cannot be used as a name"
+        hint = None
+    return Diagnostic(Span(path, line, col, line, max(end_col, col + 1)), msg, hint)
+
+
+_EXPR_START = {"a name", "a number", "a string"}
+
+
+def _expected(lark, names) -> str | None:
+    """Say what was expected in words, folding expression starters into 'an expression'."""
+    words = {_tok_word(lark, t) for t in names}
+    words.discard("the end of the file") if len(words) > 1 else None
+    if _EXPR_START <= words:
+        words -= {"a name", "a number", "a string", "an f-string", "'['", "'{'", "'('", "'not'", "an operator"}
+        words.add("an expression")
+    if not words:
+        return None
+    return "expected " + _join_or(sorted(words))
+
+
+def _join_or(words: list[str]) -> str:
+    if len(words) > 8:
+        words = words[:8] + ["..."]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+# ---------------------------------------------------------------- tree -> AST
+
+
+class _Builder:
+    """Turns a Lark parse tree into nodes; collects problems that the grammar lets through."""
+
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.text = text
+        self.errors: list[Diagnostic] = []
+
+    # -- spans -------------------------------------------------------------
+    def span(self, item) -> Span:
+        from lark import Token
+
+        if isinstance(item, Token):
+            return Span(self.path, item.line, item.column, item.end_line, item.end_column)
+        meta = item.meta
+        if getattr(meta, "empty", True):
+            return Span(self.path, 1, 1, 1, 1)
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def err(self, message: str, span: Span, hint: str | None = None) -> None:
+        self.errors.append(Diagnostic(span, message, hint))
+
+    def name(self, tok) -> str:
+        """A declared name: keywords and constants are refused here, where the grammar cannot."""
+        text = str(tok)
+        if text in KEYWORDS or text in CONSTANTS:
+            self.err(f"'{text}' is a keyword and cannot be used as a name", self.span(tok))
+        return text
+
+    # -- declarations ---------------------------------------------------------
+    def decl(self, t) -> n.Node:
+        return getattr(self, "d_" + t.data)(t)
+
+    def d_sig_block(self, t):
+        name, *rest = t.children
+        instructions = None
+        if rest and getattr(rest[0], "data", None) == "string":
+            instructions = self.string(rest.pop(0))
+        ins, outs = rest
+        return n.Signature(self.span(t), name=self.name(name), instructions=instructions,
+                           inputs=self.fields(ins), outputs=self.fields(outs), form="block")
+
+    def d_sig_inline(self, t):
+        name, ins, outs, *rest = t.children
+        instructions = self.string(rest[0]) if rest else None
+        return n.Signature(self.span(t), name=self.name(name), instructions=instructions,
+                           inputs=self.fields(ins), outputs=self.fields(outs), form="inline")
+
+    def d_sig_shorthand(self, t):
+        name, s = t.children
+        ins, outs = self.shorthand(s)
+        return n.Signature(self.span(t), name=self.name(name), inputs=ins, outputs=outs, form="shorthand")
+
+    def shorthand(self, s) -> tuple[tuple[n.Field, ...], tuple[n.Field, ...]]:
+        """`"question, context -> answer"`: all-str fields; positions point into the string."""
+        text = self.string(s)
+        sp = self.span(s)
+        if text.count("->") != 1:
+            self.err("a signature shorthand needs exactly one '->'", sp, 'write it as "inputs -> outputs", e.g. "question -> answer"')
+            return (), ()
+        left, right = text.split("->")
+        result = []
+        for part in (left, right):
+            fields = []
+            for raw in part.split(","):
+                name = raw.strip()
+                if not name:
+                    if part.strip():
+                        self.err("empty field name in signature shorthand", sp)
+                    continue
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                    self.err(f"'{name}' is not a valid field name", sp, "field names are letters, digits and '_'")
+                    continue
+                fields.append(n.Field(sp, name=name, type=None))
+            result.append(tuple(fields))
+        if not result[1]:
+            self.err("a signature needs at least one output field", sp)
+        return result[0], result[1]
+
+    def fields(self, t) -> tuple[n.Field, ...]:
+        out = []
+        for f in t.children:
+            name, *rest = f.children
+            typ = desc = None
+            for r in rest:
+                if getattr(r, "data", None) == "string":
+                    desc = self.string(r)
+                else:
+                    typ = self.type(r)
+            out.append(n.Field(self.span(f), name=self.name(name), type=typ, description=desc))
+        return tuple(out)
+
+    def type(self, t) -> n.TypeRef:
+        from lark import Token
+
+        if isinstance(t, Token):
+            return n.TypeRef(self.span(t), name=str(t))
+        if t.data == "type_union":
+            return self.type(t.children[0])
+        if t.data == "literal_union":
+            opt = bool(t.children and isinstance(t.children[-1], Token) and t.children[-1].type == "OPTMARK")
+            lits = tuple(self.string(c) for c in t.children if getattr(c, "data", None) == "string")
+            return n.TypeRef(self.span(t), name="literal", literals=lits, optional=opt)
+        if t.data == "type_paren":
+            inner = self.type(t.children[0])
+            opt = inner.optional or any(isinstance(c, Token) and c.type == "OPTMARK" for c in t.children[1:])
+            return n.TypeRef(self.span(t), name="literal", literals=inner.literals, optional=opt)
+        # type_atom
+        name = t.children[0]
+        opt = any(isinstance(c, Token) and c.type == "OPTMARK" for c in t.children[1:])
+        args = tuple(self.type(c) for c in t.children[1:] if not (isinstance(c, Token) and c.type == "OPTMARK"))
+        return n.TypeRef(self.span(t), name=self.name(name), args=args, optional=opt)
+
+    def d_module_decl(self, t):
+        name, kind, *rest = t.children
+        args, kwargs = self.call_args(rest[0]) if rest else ((), ())
+        sig = None
+        if args:
+            sig = args[0]
+            for extra in args[1:]:
+                self.err("a module takes one signature and then keyword settings", extra.span, "write settings as name=value")
+        return n.ModuleDecl(self.span(t), name=self.name(name), kind=str(kind), kind_span=self.span(kind),
+                            signature=sig, settings=kwargs)
+
+    def d_retriever_decl(self, t):
+        name, kind, *rest = t.children
+        args, kwargs = self.call_args(rest[0]) if rest else ((), ())
+        return n.RetrieverDecl(self.span(t), name=self.name(name), kind=str(kind), kind_span=self.span(kind),
+                               args=args, kwargs=kwargs)
+
+    def d_tool_decl(self, t):
+        name, *kids = t.children
+        impl_tree = kids.pop()
+        params = returns = desc = None
+        for k in kids:
+            d = getattr(k, "data", None)
+            if d == "tool_params":
+                params = self.params(k.children[0]) if k.children else ()
+            elif d == "string":
+                desc = self.string(k)
+            else:
+                returns = self.type(k)
+        return n.ToolDecl(self.span(t), name=self.name(name), params=params, returns=returns, description=desc,
+                          impl=self.expr(impl_tree))
+
+    def d_lm_decl(self, t):
+        name, model, *rest = t.children
+        kwargs: tuple = ()
+        if rest:
+            args, kwargs = self.call_args(rest[0])
+            for a in args:
+                self.err("LM settings are keyword arguments", a.span, "write them as name=value, e.g. temperature=0.2")
+        return n.LMDecl(self.span(t), name=self.name(name), model=self.string(model), settings=kwargs)
+
+    def d_metric_expr(self, t):
+        name, value = t.children
+        return n.MetricDecl(self.span(t), name=self.name(name), impl=self.expr(value))
+
+    def d_metric_block(self, t):
+        name, *rest = t.children
+        params = self.params(rest[0]) if len(rest) == 2 else ()
+        return n.MetricDecl(self.span(t), name=self.name(name), params=params, body=self.block(rest[-1]))
+
+    def d_program_decl(self, t):
+        name, *rest = t.children
+        body = rest.pop()
+        params: tuple = ()
+        outputs: tuple = ()
+        for r in rest:
+            if r.data == "params":
+                params = self.params(r)
+            elif r.children:
+                outputs = self.params(r.children[0])
+        return n.ProgramDecl(self.span(t), name=self.name(name), params=params, outputs=outputs, body=self.block(body))
+
+    def params(self, t) -> tuple[n.Param, ...]:
+        out = []
+        for p in t.children:
+            name, *rest = p.children
+            out.append(n.Param(self.span(p), name=self.name(name), type=self.type(rest[0]) if rest else None))
+        return tuple(out)
+
+    # -- statements ------------------------------------------------------------
+    def block(self, t) -> tuple:
+        return tuple(self.stmt(s) for s in t.children)
+
+    def stmt(self, t):
+        return getattr(self, "s_" + t.data)(t)
+
+    def s_assign(self, t):
+        name, value = t.children
+        return n.Assign(self.span(t), target=self.name(name), value=self.expr(value), target_span=self.span(name))
+
+    def s_aug_assign(self, t):
+        name, op, value = t.children
+        return n.Assign(self.span(t), target=self.name(name), value=self.expr(value), target_span=self.span(name), op=str(op))
+
+    def s_expr_stmt(self, t):
+        return n.ExprStmt(self.span(t), expr=self.expr(t.children[0]))
+
+    def s_return_stmt(self, t):
+        return n.Return(self.span(t), value=self.expr(t.children[0]) if t.children else None)
+
+    def s_check_stmt(self, t):
+        kw, cond, *rest = t.children
+        message = target = target_span = None
+        for r in rest:
+            if getattr(r, "type", None) == "CHECK_TARGET":
+                target = str(r).split()[-1]
+                target_span = self.span(r)
+            else:
+                message = self.expr(r)
+        return n.Check(self.span(t), kind=str(kw), cond=self.expr(cond), message=message,
+                       target=target, target_span=target_span)
+
+    def s_break_stmt(self, t):
+        return n.Break(self.span(t))
+
+    def s_continue_stmt(self, t):
+        return n.Continue(self.span(t))
+
+    def s_for_stmt(self, t):
+        var, it, body = t.children
+        return n.For(self.span(t), var=self.name(var), iter=self.expr(it), body=self.block(body))
+
+    def s_if_stmt(self, t):
+        cond, body, *rest = t.children
+        branches = [(self.expr(cond), self.block(body))]
+        orelse = None
+        for r in rest:
+            if r.data == "elif_clause":
+                branches.append((self.expr(r.children[0]), self.block(r.children[1])))
+            else:
+                orelse = self.block(r.children[0])
+        return n.If(self.span(t), branches=tuple(branches), orelse=orelse)
+
+    def s_while_stmt(self, t):
+        cond, *rest = t.children
+        body = rest.pop()
+        bound = self.expr(rest[0]) if rest else None
+        return n.While(self.span(t), cond=self.expr(cond), bound=bound, body=self.block(body))
+
+    # -- expressions -----------------------------------------------------------
+    def expr(self, t):
+        from lark import Token
+
+        if isinstance(t, Token):  # a bare terminal reaching here is a name
+            return n.Name(self.span(t), id=str(t))
+        return getattr(self, "e_" + t.data)(t)
+
+    def e_name(self, t):
+        tok = t.children[0]
+        if str(tok) in CONSTANTS:
+            return n.Const(self.span(t), value=CONSTANTS[str(tok)])
+        return n.Name(self.span(t), id=str(tok))
+
+    def e_number(self, t):
+        text = str(t.children[0])
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        return n.Const(self.span(t), value=value)
+
+    def e_const_str(self, t):
+        return n.Const(self.span(t), value=self.string(t.children[0]))
+
+    def e_string(self, t):
+        return n.Const(self.span(t), value=self.string(t))
+
+    def e_fstring(self, t):
+        tok = t.children[0]
+        return self.fstring(tok)
+
+    def e_list_expr(self, t):
+        return n.ListExpr(self.span(t), items=tuple(self.expr(c) for c in t.children))
+
+    def e_dict_expr(self, t):
+        items = tuple((self.expr(c.children[0]), self.expr(c.children[1])) for c in t.children)
+        return n.DictExpr(self.span(t), items=items)
+
+    def e_attr(self, t):
+        obj, name = t.children
+        return n.Attr(self.span(t), obj=self.expr(obj), name=self.name(name))
+
+    def e_index(self, t):
+        obj, idx = t.children
+        return n.Index(self.span(t), obj=self.expr(obj), index=self.expr(idx))
+
+    def e_call(self, t):
+        func, *rest = t.children
+        args, kwargs = self.call_args(rest[0]) if rest else ((), ())
+        return n.Call(self.span(t), func=self.expr(func), args=args, kwargs=kwargs)
+
+    def call_args(self, t):
+        args, kwargs = [], []
+        seen = set()
+        for a in t.children:
+            if getattr(a, "data", None) == "kwarg":
+                key, value = a.children
+                if str(key) in seen:
+                    self.err(f"keyword argument '{key}' given twice", self.span(key))
+                seen.add(str(key))
+                kwargs.append(n.Keyword(self.span(a), name=str(key), value=self.expr(value)))
+            else:
+                if kwargs:
+                    self.err("positional argument after keyword arguments", self.span(a))
+                args.append(self.expr(a))
+        return tuple(args), tuple(kwargs)
+
+    def e_binop(self, t):
+        left, op, right = t.children
+        return n.BinOp(self.span(t), op=str(op), left=self.expr(left), right=self.expr(right))
+
+    def e_unary(self, t):
+        op, operand = t.children
+        return n.UnaryOp(self.span(t), op=str(op), operand=self.expr(operand))
+
+    def e_not_op(self, t):
+        return n.UnaryOp(self.span(t), op="not", operand=self.expr(t.children[0]))
+
+    def e_compare(self, t):
+        left, op, right = t.children
+        return n.Compare(self.span(t), op=str(op), left=self.expr(left), right=self.expr(right))
+
+    def e_in_op(self, t):
+        left, right = t.children
+        return n.Compare(self.span(t), op="in", left=self.expr(left), right=self.expr(right))
+
+    def e_not_in_op(self, t):
+        left, right = t.children
+        return n.Compare(self.span(t), op="not in", left=self.expr(left), right=self.expr(right))
+
+    def e_and_op(self, t):
+        left, right = t.children
+        return n.BoolOp(self.span(t), op="and", left=self.expr(left), right=self.expr(right))
+
+    def e_or_op(self, t):
+        left, right = t.children
+        return n.BoolOp(self.span(t), op="or", left=self.expr(left), right=self.expr(right))
+
+    def e_kwarg(self, t):  # pragma: no cover - handled in call_args
+        raise CompileError("keyword argument outside a call", self.span(t))
+
+    # -- strings ---------------------------------------------------------------
+    def string(self, t) -> str:
+        tok = t.children[0] if hasattr(t, "children") else t
+        raw = str(tok)
+        try:
+            if raw.startswith('"""'):
+                body = raw[3:-3]
+                return _unescape(body, self.span(tok))
+            return _unescape(raw[1:-1], self.span(tok))
+        except CompileError as e:
+            self.errors.append(e.diagnostic())
+            return raw[1:-1]
+
+    def fstring(self, tok) -> n.FString:
+        raw = str(tok)[2:-1]
+        sp = self.span(tok)
+        parts: list = []
+        i = 0
+        buf = ""
+        while i < len(raw):
+            c = raw[i]
+            if c == "{" and raw.startswith("{{", i):
+                buf += "{"
+                i += 2
+                continue
+            if c == "}" and raw.startswith("}}", i):
+                buf += "}"
+                i += 2
+                continue
+            if c == "}":
+                self.err("single '}' in f-string", Span(sp.path, sp.line, sp.col + 2 + i, sp.line, sp.col + 3 + i), "write '}}' for a literal brace")
+                i += 1
+                continue
+            if c == "{":
+                j = raw.find("}", i)
+                if j < 0:
+                    self.err("unclosed '{' in f-string", Span(sp.path, sp.line, sp.col + 2 + i, sp.line, sp.col + 3 + i), "expected '}'")
+                    break
+                if buf:
+                    parts.append(_unescape(buf, sp))
+                    buf = ""
+                inner = raw[i + 1:j]
+                parts.append(self.fstring_expr(inner, sp, sp.col + 3 + i))
+                i = j + 1
+                continue
+            buf += c
+            i += 1
+        if buf:
+            parts.append(_unescape(buf, sp))
+        return n.FString(sp, parts=tuple(parts))
+
+    def fstring_expr(self, inner: str, sp: Span, col: int):
+        from lark.exceptions import UnexpectedInput
+
+        if not inner.strip():
+            self.err("empty expression in f-string", Span(sp.path, sp.line, col - 1, sp.line, col + 1))
+            return n.Const(sp, value="")
+        # Parse `x = <inner>` inside a throwaway program to reuse the expression grammar.
+        prefix = "program _f() { _ = "
+        try:
+            tree = _lark().parse(prefix + inner + " }")
+        except UnexpectedInput:
+            self.err(f"invalid expression in f-string: {inner.strip()!r}", Span(sp.path, sp.line, col, sp.line, col + len(inner)))
+            return n.Const(sp, value="")
+        assign = tree.children[0].children[-1].children[0]
+        sub = _Builder(sp.path, prefix + inner)
+        expr = sub.expr(assign.children[1])
+        return _shift(expr, sp.line, col - len(prefix) - 1)
+
+
+def _shift(node, line: int, dcol: int):
+    """Move a node parsed on a synthetic line 1 to its real place inside an f-string."""
+    from dataclasses import fields, replace
+
+    if isinstance(node, n.Node):
+        changes = {}
+        for f in fields(node):
+            v = getattr(node, f.name)
+            if isinstance(v, Span):
+                changes[f.name] = Span(v.path, line, v.col + dcol, line, v.end_col + dcol)
+            elif isinstance(v, (n.Node, tuple)):
+                changes[f.name] = _shift(v, line, dcol)
+        return replace(node, **changes)
+    if isinstance(node, tuple):
+        return tuple(_shift(x, line, dcol) for x in node)
+    return node
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0", "{": "\\{", "}": "\\}"}
+
+
+def _unescape(body: str, span: Span) -> str:
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt in _ESCAPES and nxt not in "{}":
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6] or ""):
+                out.append(chr(int(body[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            if nxt == "\n":
+                i += 2
+                continue
+            raise CompileError(f"unknown escape '\\{nxt}' in string", span, "known escapes: \\n \\t \\r \\\\ \\\" \\' \\uXXXX")
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def parse_file(path: str | Path) -> n.File:
+    """Read and parse a file; a missing or unreadable file is a one-line LmcError."""
+    from .errors import LmcError
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise LmcError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LmcError(f"{path}: is a directory, expected a .lmp file") from None
+    except OSError as e:
+        raise LmcError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CompileErrors([Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8", f"byte 0x{data[e.start]:02x} at offset {e.start}")]) from None
+    return parse(text.replace("\r\n", "\n"), str(path))

@@ -1,0 +1,355 @@
+"""A loopback OpenAI-compatible HTTP server with latency and fault injection, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+FAULT_KINDS = (
+    "429",  # rate limited, no Retry-After
+    "429_retry_after",  # rate limited with `Retry-After: <retry_after>`
+    "500",
+    "502",
+    "503",
+    "timeout",  # sleep past the client's timeout, then answer
+    "drop",  # close the connection without answering
+    "truncated",  # a 200 whose body stops half way (Content-Length promises more)
+    "non_json",  # a 200 whose body is HTML
+    "empty",  # a 200 with an empty completion
+)
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def body_hash(request: dict) -> str:
+    """Hash of the parts of a request that decide its answer (what a cache would key on)."""
+    keep = {k: request.get(k) for k in ("model", "messages", "prompt", "input", "temperature", "max_tokens", "stop", "n")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_responder(request: dict) -> str:
+    """A deterministic reply derived from the last message or the prompt."""
+    if request.get("messages"):
+        text = str(request["messages"][-1].get("content", ""))
+    else:
+        prompt = request.get("prompt", "")
+        text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    return "echo: " + text[-200:]
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+class LoopbackServer:
+    """An asyncio HTTP/1.1 keep-alive server on 127.0.0.1, run in a background thread.
+
+    `faults` maps a kind from FAULT_KINDS to the probability it hits a request. Whether a
+    request is faulted depends only on (seed, body hash, how often that body was seen), so
+    runs are reproducible whatever the arrival order. `max_faults` caps the total number of
+    faults and `faults_per_body` the number per distinct request (1 = fail once, then succeed).
+    """
+
+    def __init__(
+        self,
+        responder: Callable[[dict], str] | None = None,
+        *,
+        latency: float = 0.0,
+        faults: dict[str, float] | None = None,
+        seed: int = 0,
+        api_key: str | None = None,
+        retry_after: float = 1,
+        timeout_sleep: float = 5.0,
+        max_faults: int | None = None,
+        faults_per_body: int | None = None,
+        model_ids: tuple[str, ...] = ("loopback",),
+        status_for: Callable[[dict], tuple[int, str] | None] | None = None,
+    ):
+        unknown = set(faults or {}) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; expected some of {FAULT_KINDS}")
+        self.responder = responder or default_responder
+        self.latency = latency
+        self.faults = dict(faults or {})
+        self.seed = seed
+        self.api_key = api_key
+        self.retry_after = retry_after
+        self.timeout_sleep = timeout_sleep
+        self.max_faults = max_faults
+        self.faults_per_body = faults_per_body
+        self.model_ids = model_ids
+        self.status_for = status_for  # optional hook: request -> (status, message) to force an error answer
+        self.requests = 0
+        self.by_path: Counter = Counter()
+        self.by_body: Counter = Counter()
+        self.faults_injected: Counter = Counter()
+        self.connections = 0
+        self.max_open = 0
+        self._open = 0
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "LoopbackServer":
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+
+            async def boot() -> None:
+                self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=512)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+
+            loop.run_until_complete(boot())
+            loop.run_forever()
+            # Close what is still open so the thread ends without warnings.
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="lmserver", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("loopback server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        loop = self._loop
+
+        async def shutdown() -> None:
+            assert self._server is not None
+            self._server.close()
+            loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = None
+
+    def __enter__(self) -> "LoopbackServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.by_path.clear()
+            self.by_body.clear()
+            self.faults_injected.clear()
+
+    def duplicates(self) -> int:
+        """How many requests repeated a body already seen (retries included)."""
+        return sum(n - 1 for n in self.by_body.values() if n > 1)
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
+            self._open += 1
+            self.max_open = max(self.max_open, self._open)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                try:
+                    method, target, _version = line.decode("latin-1").split(" ", 2)
+                except ValueError:
+                    break
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = h.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(length) if length else b""
+                keep = await self._respond(method, target.split("?")[0], headers, body, writer)
+                if not keep or headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            with self._lock:
+                self._open -= 1
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    def _send(self, writer: asyncio.StreamWriter, status: int, payload: bytes, extra: dict | None = None,
+              content_type: str = "application/json", declared_length: int | None = None) -> None:
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {declared_length if declared_length is not None else len(payload)}",
+                "Connection: keep-alive"]
+        for k, v in (extra or {}).items():
+            head.append(f"{k}: {v}")
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
+
+    def _error(self, writer, status: int, message: str, kind: str, extra: dict | None = None) -> None:
+        payload = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+        self._send(writer, status, payload, extra)
+
+    def _pick_fault(self, bhash: str, nth: int) -> str | None:
+        if not self.faults:
+            return None
+        if self.max_faults is not None and sum(self.faults_injected.values()) >= self.max_faults:
+            return None
+        if self.faults_per_body is not None and nth > self.faults_per_body:
+            return None
+        rng = random.Random(f"{self.seed}:{bhash}:{nth}")
+        draw = rng.random()
+        acc = 0.0
+        for kind in FAULT_KINDS:
+            acc += self.faults.get(kind, 0.0)
+            if draw < acc:
+                return kind
+        return None
+
+    async def _respond(self, method: str, path: str, headers: dict, body: bytes, writer) -> bool:
+        with self._lock:
+            self.requests += 1
+            self.by_path[path] += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if self.api_key is not None and path != "/v1/models":
+            if headers.get("authorization", "") != f"Bearer {self.api_key}":
+                self._error(writer, 401, "Incorrect API key provided.", "invalid_request_error")
+                await writer.drain()
+                return True
+        if method == "GET" and path == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "lmserver"} for m in self.model_ids]
+            self._send(writer, 200, json.dumps({"object": "list", "data": data}).encode())
+            await writer.drain()
+            return True
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            self._error(writer, 404, f"no route for {method} {path}", "not_found")
+            await writer.drain()
+            return True
+        try:
+            request = json.loads(body or b"{}")
+        except ValueError:
+            self._error(writer, 400, "body is not JSON", "invalid_request_error")
+            await writer.drain()
+            return True
+        bhash = body_hash(request)
+        with self._lock:
+            self.by_body[bhash] += 1
+            nth = self.by_body[bhash]
+            fault = self._pick_fault(bhash, nth)
+            if fault:
+                self.faults_injected[fault] += 1
+        if self.status_for is not None:
+            forced = self.status_for(request)
+            if forced is not None:
+                self._error(writer, forced[0], forced[1], "invalid_request_error")
+                await writer.drain()
+                return True
+        if fault in ("429", "429_retry_after"):
+            extra = {"Retry-After": f"{self.retry_after:g}"} if fault == "429_retry_after" else None
+            self._error(writer, 429, "Rate limit reached, slow down.", "rate_limit_error", extra)
+            await writer.drain()
+            return True
+        if fault in ("500", "502", "503"):
+            self._error(writer, int(fault), "The server had an error.", "server_error")
+            await writer.drain()
+            return True
+        if fault == "timeout":
+            await asyncio.sleep(self.timeout_sleep)
+        if fault == "drop":
+            writer.transport.abort()
+            return False
+        if path == "/v1/embeddings":
+            payload = self._embeddings(request)
+        else:
+            text = "" if fault == "empty" else self.responder(request)
+            payload = self._completion(path, request, text)
+        data = json.dumps(payload).encode()
+        if fault == "truncated":
+            self._send(writer, 200, data[: len(data) // 2], declared_length=len(data))
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        if fault == "non_json":
+            self._send(writer, 200, b"<html><body>502 upstream hiccup</body></html>", content_type="application/json")
+            await writer.drain()
+            return True
+        self._send(writer, 200, data)
+        await writer.drain()
+        return True
+
+    def _completion(self, path: str, request: dict, text: str) -> dict:
+        if path == "/v1/chat/completions":
+            prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages") or [])
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            obj = "chat.completion"
+        else:
+            prompt = request.get("prompt", "")
+            prompt_text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            obj = "text_completion"
+        pt, ct = _tokens(prompt_text), _tokens(text)
+        return {
+            "id": "cmpl-" + body_hash(request),
+            "object": obj,
+            "created": int(time.time()),
+            "model": request.get("model", "loopback"),
+            "choices": [choice],
+            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+        }
+
+    def _embeddings(self, request: dict) -> dict:
+        inputs = request.get("input", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        data = []
+        for i, text in enumerate(inputs):
+            digest = hashlib.sha256(str(text).encode()).digest()
+            vec = [(b - 127.5) / 127.5 for b in digest[:16]]
+            data.append({"object": "embedding", "index": i, "embedding": vec})
+        tokens = sum(_tokens(str(t)) for t in inputs)
+        return {"object": "list", "data": data, "model": request.get("model", "loopback"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _main() -> None:
+    """Run a server in the foreground (for benchmarks that want it in another process)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--seconds", type=float, default=600.0)
+    args = ap.parse_args()
+    with LoopbackServer(latency=args.latency) as srv:
+        print(srv.url, flush=True)
+        time.sleep(args.seconds)  # bounded: the server always stops by itself
+
+
+if __name__ == "__main__":
+    _main()
