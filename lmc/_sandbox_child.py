@@ -1,0 +1,455 @@
+"""Child side of the sandbox: applies limits, installs the audit hook, runs one program, reports JSON.
+
+This file is executed as a script by `lmc.sandbox` in a fresh `python -I -S -B`
+process; it must not import anything from lmc (the child has no site-packages).
+Everything before `_install_hook` is trusted set-up; everything after it runs
+under the hook.  See docs/security.md for the threat model.
+"""
+
+import itertools
+import json
+import os
+import posix
+import sys
+import types
+
+import _ast
+import _signal
+import resource
+
+NOBODY = 65534
+# Files a program may open for writing; with RLIMIT_FSIZE this bounds its disk use.
+MAX_WRITE_OPENS = 64
+
+# Modules whose import is refused, by the reason given to the LM.  Checked on
+# every dotted component of an imported name and of an extension file's name.
+_NETWORK = frozenset({"socket", "_socket", "ssl", "_ssl"})
+_PROCESSES = frozenset({"subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "pty"})
+_NATIVE = frozenset(
+    {
+        "ctypes", "_ctypes", "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer",
+        "_testmultiphase", "_testimportmultiple", "_testclinic", "_xxsubinterpreters",
+        "_xxinterpchannels", "_xxtestfuzz", "xxlimited", "xxlimited_35", "xxsubtype", "cffi",
+    }
+)
+# Modules that reach files, users or the terminal without raising audit events.
+_OTHER = frozenset(
+    {
+        "gc", "pwd", "grp", "spwd", "nis", "resource", "mmap", "fcntl", "termios", "tty",
+        "sqlite3", "_sqlite3", "dbm", "_dbm", "_gdbm", "shelve", "syslog", "readline",
+        "curses", "_curses", "_curses_panel", "tkinter", "_tkinter", "_posixshmem",
+        "ossaudiodev", "webbrowser", "faulthandler", "pdb", "bdb",
+    }
+)
+_BLOCKED = _NETWORK | _PROCESSES | _NATIVE | _OTHER
+
+_NETWORK_EVENT_PREFIXES = frozenset(
+    {"socket", "ssl", "urllib", "http", "ftplib", "smtplib", "imaplib", "nntplib", "poplib", "telnetlib"}
+)
+
+# Modules a ProgramOfThought program is expected to use.  They are imported
+# before the privilege drop when the interpreter's own files would become
+# unreadable afterwards (a Python installed under a private home directory).
+_PRELOAD = (
+    "math", "cmath", "statistics", "fractions", "decimal", "itertools", "functools", "operator",
+    "re", "datetime", "collections", "string", "random", "heapq", "bisect", "textwrap",
+    "numbers", "copy", "unicodedata", "typing", "array", "struct", "enum", "calendar",
+    "dataclasses", "pprint", "base64", "difflib", "_strptime", "time", "json",
+)
+
+
+def _reason_table() -> dict:
+    reasons = {}
+    for name in _NETWORK:
+        reasons[name] = f"refused: network access is not allowed (import of '{name}')"
+    for name in _PROCESSES:
+        reasons[name] = f"refused: starting processes is not allowed (import of '{name}')"
+    for name in _NATIVE:
+        reasons[name] = f"refused: native code access is not allowed (import of '{name}')"
+    for name in _OTHER:
+        reasons[name] = f"refused: importing '{name}' is not allowed in the sandbox"
+    return reasons
+
+
+def _apply_limits(job: dict) -> None:
+    lim = job["limits"]
+    mb = int(lim["memory_mb"])
+    cpu = max(1, int(lim["cpu_s"]))
+    fsize = int(lim["max_file_bytes"])
+    # A soft CPU limit below the hard one delivers SIGXCPU first and SIGKILL a
+    # second later, in case the program installed a SIGXCPU handler.
+    settings = [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (fsize, fsize)),
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_NOFILE, (32, 32)),
+        (resource.RLIMIT_AS, (mb * 1024 * 1024, mb * 1024 * 1024)),
+    ]
+    for which, value in settings:
+        resource.setrlimit(which, value)
+    # Without this, writing past RLIMIT_FSIZE kills the process with SIGXFSZ
+    # instead of raising an OSError the program (and the LM) can see.
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+
+
+def _drop_privileges(job: dict) -> None:
+    if job.get("drop_to_nobody") and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+    # Set after the uid change: the process count is per (real) user, and 0
+    # makes every fork and thread creation fail for a non-root process.
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+
+
+def _disable_pyc() -> None:
+    # Loading .pyc files needs marshal.loads, which can build arbitrary (and
+    # memory-unsafe) code objects; refusing marshal needs imports from source.
+    import _frozen_importlib_external as external
+
+    def no_cache(*_args, **_kwargs):
+        raise NotImplementedError
+
+    external.cache_from_source = no_cache
+
+
+def _norm(path, cwd):
+    """Absolute, lexically normalised path; touches no filesystem, globals or builtins."""
+    if not path.startswith("/"):
+        path = cwd + "/" + path
+    parts = []
+    for part in path.split("/"):
+        if part == "" or part == ".":
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/" + "/".join(parts)
+
+
+def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> None:
+    """Install the audit hook that refuses what the sandbox does not allow.
+
+    The hook is one flat function that reads no globals or builtins: everything
+    it uses is bound here, before any untrusted code runs, to closure cells that
+    hold only immutable objects.  A program that reaches the hook's frame
+    through a traceback can therefore read but not change its policy (cells are
+    only reachable through the function object, which nothing else references).
+    Nor does the hook ever call back into objects the program controls: paths
+    are copied to exact `str`s before any method is used on them.
+    """
+    mapping = types.MappingProxyType
+    type_, issubclass_, len_, next_ = type, issubclass, len, next
+    str_, bytes_, int_ = str, bytes, int
+    str_get, bytes_get, decode = str.__getitem__, bytes.__getitem__, bytes.decode
+    all_ = slice(None)
+    denied, import_denied = PermissionError, ImportError
+    getcwd = posix.getcwd
+    norm = _norm
+    sandbox = sandbox_dir
+    sandbox_slash = sandbox_dir + "/"
+    roots = tuple(root + "/" for root in read_roots)
+    devices = frozenset({"/dev/null", "/dev/urandom", "/dev/random", "/dev/zero"})
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    import_reasons = mapping(_reason_table())
+    third_party = frozenset({"site-packages", "dist-packages"})
+    writes = itertools.count(1)
+    max_writes = max_write_opens
+    path_events = mapping(
+        {
+            # event: (indices of path arguments, is-a-change, verb for the message)
+            "os.listdir": ((0,), False, "listing"),
+            "os.scandir": ((0,), False, "listing"),
+            "os.walk": ((0,), False, "listing"),
+            "os.fwalk": ((0,), False, "listing"),
+            "os.getxattr": ((0,), False, "reading"),
+            "os.listxattr": ((0,), False, "reading"),
+            "os.chdir": ((0,), True, "changing directory to"),
+            "os.remove": ((0,), True, "removing"),
+            "os.rmdir": ((0,), True, "removing"),
+            "os.mkdir": ((0,), True, "creating"),
+            "os.rename": ((0, 1), True, "renaming"),
+            "os.chmod": ((0,), True, "changing"),
+            "os.chown": ((0,), True, "changing"),
+            "os.chflags": ((0,), True, "changing"),
+            "os.lchflags": ((0,), True, "changing"),
+            "os.utime": ((0,), True, "changing"),
+            "os.truncate": ((0,), True, "truncating"),
+            "os.setxattr": ((0,), True, "changing"),
+            "os.removexattr": ((0,), True, "changing"),
+            "shutil.copyfile": ((0, 1), True, "copying"),
+            "shutil.copymode": ((0, 1), True, "copying"),
+            "shutil.copystat": ((0, 1), True, "copying"),
+            "shutil.copytree": ((0, 1), True, "copying"),
+            "shutil.move": ((0, 1), True, "moving"),
+            "shutil.rmtree": ((0,), True, "removing"),
+            "shutil.chown": ((0,), True, "changing"),
+            "shutil.unpack_archive": ((0, 1), True, "unpacking"),
+            "tempfile.mkstemp": ((0,), True, "creating"),
+            "tempfile.mkdtemp": ((0,), True, "creating"),
+        }
+    )
+    processes = "refused: starting processes is not allowed"
+    signals = "refused: sending signals is not allowed"
+    code = "refused: building code objects directly is not allowed"
+    introspection = "refused: interpreter introspection (gc) is not allowed"
+    limits = "refused: changing resource limits is not allowed"
+    links = "refused: creating links is not allowed"
+    event_reasons = mapping(
+        {
+            "os.system": processes, "os.exec": processes, "os.fork": processes,
+            "os.forkpty": processes, "os.posix_spawn": processes, "os.spawn": processes,
+            "subprocess.Popen": processes, "os.startfile": processes, "pty.spawn": processes,
+            "webbrowser.open": processes,
+            "os.kill": signals, "os.killpg": signals, "signal.pthread_kill": signals,
+            "sys.addaudithook": "refused: changing the sandbox's audit hooks is not allowed",
+            "sys.setprofile": "refused: profiling hooks are not allowed",
+            "sys.settrace": "refused: tracing hooks are not allowed",
+            "code.__new__": code, "marshal.loads": code, "marshal.load": code,
+            "gc.get_objects": introspection, "gc.get_referrers": introspection,
+            "gc.get_referents": introspection,
+            "resource.setrlimit": limits, "resource.prlimit": limits,
+            "os.symlink": links, "os.link": links,
+        }
+    )
+    network = "refused: network access is not allowed"
+    native = "refused: native code access is not allowed"
+    prefix_reasons = mapping(
+        {
+            "socket": network, "ssl": network, "urllib": network, "http": network,
+            "ftplib": network, "smtplib": network, "imaplib": network, "nntplib": network,
+            "poplib": network, "telnetlib": network,
+            "ctypes": native, "fcntl": native, "mmap": native, "syslog": native,
+            "_posixsubprocess": processes,
+        }
+    )
+
+    def hook(event, args):
+        if event == "import":
+            comps = []
+            for arg in args[:2]:
+                if type_(arg) is not str_:
+                    if not issubclass_(type_(arg), str_):
+                        continue
+                    arg = str_get(arg, all_)
+                comps.extend(arg.rpartition("/")[2].split("."))
+            for comp in comps:
+                reason = import_reasons.get(comp)
+                if reason is not None:
+                    raise import_denied(reason)
+            return
+        if event == "open":
+            raw, mode, flags = args
+            indices = (0,)
+            if type_(flags) is int_ and flags & write_flags:
+                change = True
+            else:
+                change = type_(mode) is str_ and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+            # os.open (mode None) can make directory descriptors, usable as
+            # dir_fd to reach outside; allow it only inside the sandbox.
+            sandbox_only = mode is None
+            verb = "writing" if change else "reading"
+            if change and type_(raw) is not int_ and next_(writes) > max_writes:
+                raise denied(f"refused: more than {max_writes} files opened for writing")
+        else:
+            spec = path_events.get(event)
+            if spec is None:
+                reason = event_reasons.get(event)
+                if reason is None:
+                    if event == "object.__setattr__" and len_(args) > 1:
+                        name = args[1]
+                        if type_(name) is not str_ and issubclass_(type_(name), str_):
+                            name = str_get(name, all_)
+                        if type_(name) is str_ and name == "__code__":
+                            raise denied("refused: replacing a function's code is not allowed")
+                        return
+                    reason = prefix_reasons.get(event.partition(".")[0])
+                    if reason is None:
+                        return
+                raise denied(reason)
+            indices, change, verb = spec
+            sandbox_only = False
+        for index in indices:
+            if index >= len_(args):
+                continue
+            raw = args[index]
+            kind = type_(raw)
+            if kind is int_:
+                continue  # an already-open descriptor
+            if raw is None:
+                path = "."
+            elif kind is str_:
+                path = raw
+            elif issubclass_(kind, str_):
+                path = str_get(raw, all_)
+            elif issubclass_(kind, bytes_):
+                path = decode(bytes_get(raw, all_), "utf-8", "surrogateescape")
+            else:
+                raise denied("refused: unsupported path type")
+            full = norm(path, getcwd())
+            if full == sandbox or full.startswith(sandbox_slash):
+                continue
+            if full in devices and not sandbox_only:
+                continue
+            if not change and not sandbox_only:
+                allowed = False
+                for root in roots:
+                    if full.startswith(root) or full + "/" == root:
+                        for comp in full[len_(root):].split("/"):
+                            if comp in third_party:
+                                break
+                            reason = import_reasons.get(comp.partition(".")[0])
+                            if reason is not None:
+                                raise import_denied(reason)
+                        else:
+                            allowed = True
+                        break
+                if allowed:
+                    continue
+            shown = path if len_(path) <= 120 else path[:117] + "..."
+            raise denied(f"refused: {verb} {shown!r} is not allowed (outside the sandbox directory)")
+
+    sys.addaudithook(hook)
+
+
+def _jsonable(value, depth: int = 0):
+    """Convert a program's result to plain JSON data (lossy for exotic types)."""
+    if depth > 50:
+        raise ValueError("result is nested too deeply")
+    if value is None or isinstance(value, bool):
+        return None if value is None else bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, (list, tuple, range)) or type(value).__name__ in ("dict_keys", "dict_values", "dict_items"):
+        return [_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        items = [_jsonable(v, depth + 1) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(_jsonable(k, depth + 1)): _jsonable(v, depth + 1) for k, v in value.items()}
+    name = type(value).__name__
+    if name == "Fraction":
+        return int(value) if value.denominator == 1 else float(value)
+    if name == "Decimal":
+        if value.is_finite():
+            return int(value) if value == value.to_integral_value() else float(value)
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if hasattr(value, "isoformat") and name in ("date", "datetime", "time"):
+        return value.isoformat()
+    return str(value)
+
+
+def _error_line(exc: BaseException) -> int | None:
+    line = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<program>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _describe(exc: BaseException, memory_mb: int) -> str:
+    if isinstance(exc, MemoryError):
+        text = f"killed: exceeded {memory_mb} MB memory limit"
+    elif isinstance(exc, (PermissionError, ImportError)) and str(exc).startswith("refused: "):
+        text = str(exc)
+    elif isinstance(exc, SyntaxError):
+        text = f"{type(exc).__name__}: {exc.msg}"
+    elif isinstance(exc, OSError) and exc.errno == 27:  # EFBIG from RLIMIT_FSIZE
+        text = "refused: file size limit exceeded"
+    else:
+        try:
+            message = str(exc)
+        except Exception:  # a user exception whose __str__ fails
+            message = ""
+        first = message.strip().splitlines()[0] if message.strip() else ""
+        text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    line = _error_line(exc)
+    return f"{text} (line {line})" if line else text
+
+
+def _run(job: dict) -> dict:
+    code = job["code"]
+    memory_mb = int(job["limits"]["memory_mb"])
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    namespace.update(job["inputs"])
+    try:
+        tree = compile(code, "<program>", "exec", _ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
+        body = compile(tree, "<program>", "exec")
+        tail = compile(last, "<program>", "eval") if last is not None else None
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        return {"ok": False, "error": _describe(exc, memory_mb)}
+    value, has_value = None, False
+    try:
+        exec(body, namespace)
+        if tail is not None:
+            value = eval(tail, namespace)
+            has_value = value is not None
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            return {"ok": False, "error": f"SystemExit: {exc.code}"}
+    except BaseException as exc:  # the program's failure is data, reported to the LM
+        return {"ok": False, "error": _describe(exc, memory_mb)}
+    if "result" in namespace:
+        value, has_value = namespace["result"], True
+    try:
+        return {"ok": True, "has_value": has_value, "value": _jsonable(value) if has_value else None}
+    except BaseException as exc:
+        return {"ok": False, "error": "result is not JSON-serializable: " + _describe(exc, memory_mb)}
+
+
+def main() -> None:
+    job_path, result_fd = sys.argv[1], int(sys.argv[2])
+    with open(job_path, "rb") as handle:
+        job = json.loads(handle.read())
+    os.unlink(job_path)
+    _apply_limits(job)
+    if job.get("preload"):
+        for name in _PRELOAD:
+            __import__(name)
+    _drop_privileges(job)
+    _disable_pyc()
+    sandbox_dir = os.path.realpath(os.getcwd())
+    # The interpreter's own library, readable so that imports work; never the
+    # third-party site-packages below it (the hook refuses those paths).
+    read_roots = tuple(sorted({os.path.realpath(p) for p in sys.path if os.path.isdir(p)}))
+    if job.get("audit", True):
+        _install_hook(sandbox_dir, read_roots, MAX_WRITE_OPENS)
+    try:
+        report = _run(job)
+    except BaseException as exc:  # e.g. MemoryError while building the namespace
+        report = {"ok": False, "error": _describe(exc, int(job["limits"]["memory_mb"]))}
+    try:
+        sys.stdout.flush()
+    except BaseException:
+        pass
+    limit = int(job["limits"]["max_output_bytes"])
+    data = json.dumps(report).encode()
+    if len(data) > limit + 1024:
+        data = json.dumps({"ok": False, "error": f"refused: result is larger than {limit} bytes"}).encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(result_fd, view)
+        view = view[written:]
+    os.close(result_fd)
+
+
+if __name__ == "__main__":
+    main()
