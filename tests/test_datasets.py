@@ -70,6 +70,8 @@ def test_jsonl_basic_ids_lines_and_sha(tmp_path):
 
     assert ds.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
     assert ds.fields() == ["id", "q", "extra"]
+    assert len({ds[0], ds[1], ds[0]}) == 2  # examples can go in sets despite the dict field
+    assert ds[0] == load_dataset(p)[0]
 
 
 def test_missing_ids_are_deterministic(tmp_path):
@@ -255,10 +257,14 @@ def test_validate_label_type(tmp_path):
         validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentiment"})
 
 
-def test_validate_unknown_label_name(tmp_path):
-    ds = qa(tmp_path, '{"review": "ok", "sentiment": "positive"}\n')
-    with pytest.raises(DatasetError, match=r"label 'sentimnt' is not an output of the program; did you mean 'sentiment'"):
-        validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentimnt"})
+def test_validate_labels_need_not_be_outputs(tmp_path):
+    # a python metric may read any example field, e.g. the supporting passage ids
+    ds = qa(tmp_path, '{"question": "q", "supporting": ["a"]}\n{"question": "r", "suporting": []}\n')
+    with pytest.raises(DatasetError) as info:
+        validate(ds, {"question": STR}, {"answer": STR}, need_labels={"supporting", "question"})
+    assert str(info.value) == (
+        f"{ds.path}:2: missing label 'supporting'; did you mean 'suporting'? the metric needs: question, supporting"
+    )
 
 
 def test_validate_accepts_python_classes(tmp_path):
