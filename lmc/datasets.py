@@ -366,7 +366,7 @@ def _example_problem(
             return _missing(replace(ex, path=path), name, input_names, "input")
         why = check_value(inputs[name], ex.data[name])
         if why:
-            return DatasetError(f"input field '{name}' is not {type_label(inputs[name])}: {why}", path, ex.line)
+            return DatasetError(f"input field '{name}' does not fit {type_label(inputs[name])}: {why}", path, ex.line)
     for name in need:
         if name not in ex.data or ex.data[name] is None:
             hint = did_you_mean(name, ex.data.keys())
@@ -376,7 +376,7 @@ def _example_problem(
         if name in ex.data and ex.data[name] is not None:
             why = check_value(tp, ex.data[name])
             if why:
-                return DatasetError(f"label '{name}' is not {type_label(tp)}: {why}", path, ex.line)
+                return DatasetError(f"label '{name}' does not fit {type_label(tp)}: {why}", path, ex.line)
     return None
 
 

@@ -240,7 +240,7 @@ def test_validate_types(tmp_path):
     ds = qa(tmp_path, '{"question": "a", "n": 1}\n{"question": 5, "n": 2}\n')
     with pytest.raises(DatasetError) as info:
         validate(ds, {"question": STR, "n": INT}, {}, need_labels=set())
-    assert ":2: input field 'question' is not str: got 5" in str(info.value)
+    assert ":2: input field 'question' does not fit str: got 5" in str(info.value)
 
 
 def test_validate_labels(tmp_path):
@@ -253,7 +253,7 @@ def test_validate_labels(tmp_path):
 
 def test_validate_label_type(tmp_path):
     ds = qa(tmp_path, '{"review": "ok", "sentiment": "meh"}\n')
-    with pytest.raises(DatasetError, match=r"label 'sentiment' is not \"positive\" \| \"negative\""):
+    with pytest.raises(DatasetError, match=r"label 'sentiment' does not fit \"positive\" \| \"negative\""):
         validate(ds, {"review": STR}, {"sentiment": LABEL}, need_labels={"sentiment"})
 
 
@@ -385,3 +385,12 @@ def test_shipped_sets_do_not_share_questions():
         train = {ex.data["question"] for ex in load_dataset(DATASETS / f"{stem}_train.jsonl")}
         dev = {ex.data["question"] for ex in load_dataset(DATASETS / f"{stem}_dev.jsonl")}
         assert not train & dev, stem
+
+
+def test_validate_with_the_real_type_classes(tmp_path):
+    types = pytest.importorskip("lmc.types")
+    ds = qa(tmp_path, '{"review": "fine", "sentiment": "positive", "n": 2}\n{"review": "bad", "sentiment": "meh", "n": 3}\n')
+    label = types.parse_type('"positive" | "negative"')
+    validate(ds, {"review": types.parse_type("str"), "n": types.parse_type("int")}, {}, need_labels=set())
+    with pytest.raises(DatasetError, match=r":2: label 'sentiment' does not fit \"positive\" \| \"negative\""):
+        validate(ds, {"review": types.parse_type("str")}, {"sentiment": label}, need_labels={"sentiment"})
