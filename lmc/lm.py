@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import random
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -510,7 +511,9 @@ class LiteLLMBackend:
         for lid, (loop, session) in list(self._sessions.items()):
             if loop.is_closed():
                 if session.connector is not None:
-                    session.connector.close()
+                    waiter = session.connector.close()  # closes now; the awaitable only waits, which a dead loop cannot
+                    if asyncio.iscoroutine(waiter):
+                        waiter.close()
                 del self._sessions[lid]
 
     async def _direct(self, spec: LMSpec, req: LMRequest, timeout: float, key: str | None) -> LMResult:
@@ -644,6 +647,29 @@ def _table_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float
         return 0.0
 
 
+def _causes(e: BaseException) -> list[BaseException]:
+    out, seen = [], set()
+    while e is not None and id(e) not in seen and len(out) < 20:
+        seen.add(id(e))
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _caused_by_timeout(e: BaseException) -> bool:
+    names = {"APITimeoutError", "ReadTimeout", "ConnectTimeout", "TimeoutException", "ServerTimeoutError"}
+    return any(type(c).__name__ in names or isinstance(c, TimeoutError) for c in _causes(e)[1:])
+
+
+def _caused_by_connection_failure(e: BaseException) -> bool:
+    """litellm reports a refused connection as a 500 'Connection error.'; the cause chain tells the truth."""
+    names = {"ClientConnectorError", "ConnectError", "ClientConnectionError"}
+    for c in _causes(e):
+        if type(c).__name__ in names or isinstance(c, (ConnectionRefusedError, socket.gaierror)):
+            return True
+    return False
+
+
 def _from_litellm(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]) -> LMError:
     """Map a litellm/openai exception to an lmc error, scrubbing any secret from its text."""
     litellm = _litellm()
@@ -658,8 +684,11 @@ def _from_litellm(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]
         retry_after = _parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
     except AttributeError:
         retry_after = None
-    if isinstance(e, litellm.Timeout) or isinstance(e, asyncio.TimeoutError):
+    if isinstance(e, litellm.Timeout) or isinstance(e, asyncio.TimeoutError) or _caused_by_timeout(e):
         return LMTransientError(f"{_where(spec)} timed out after {timeout:g}s for {spec.model}", kind="timeout",
+                                model=spec.model)
+    if _caused_by_connection_failure(e):
+        return LMTransientError(f"cannot connect to {_where(spec)} for {spec.model}: {message}", kind="connection",
                                 model=spec.model)
     if isinstance(e, (litellm.AuthenticationError, litellm.PermissionDeniedError)):
         return _classify_status(spec, 401, message)
@@ -781,7 +810,7 @@ class LMClient:
 
     async def complete(self, spec: LMSpec, req: LMRequest, *, tag: str = "") -> LMResult:
         req = self._normalise(spec, req)
-        key = req.cache_key(spec.model, self._extra(spec))
+        key = req.cache_key(spec.model, self._extra(spec)) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -810,36 +839,53 @@ class LMClient:
         self.usage.add_result(tag, result)
         return result
 
-    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str) -> LMResult:
-        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+    async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest,
+                       limiter: _RateLimiter | None) -> LMResult:
+        if limiter is not None:
+            await limiter.wait()
+        result = await backend.call(spec, req, self.timeout)
+        if not result.text or not result.text.strip():
+            raise LMTransientError(f"{spec.model} returned an empty completion", kind="empty", model=spec.model)
+        return result
 
+    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str) -> LMResult:
         backend = self._backend_for(spec)
         sem, limiter = self._loop_state()
+        async with sem:
+            # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
+            try:
+                return await self._attempt(backend, spec, req, limiter)
+            except LMError as e:
+                if not e.retryable or self.max_retries == 0:
+                    if e.retryable:
+                        raise self._final_error(spec, e, 1) from None
+                    raise
+                first = e
+            return await self._retry(backend, spec, req, limiter, tag, first)
+
+    async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
+                     tag: str, first: LMError) -> LMResult:
+        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+
         attempts = self.max_retries + 1
+        self.usage.add_retry(tag)
+        await asyncio.sleep(self._wait_for(first, 1))
 
         def wait(state) -> float:
-            return self._wait_for(state.outcome.exception(), state.attempt_number)
+            return self._wait_for(state.outcome.exception(), state.attempt_number + 1)
 
         def before_sleep(state) -> None:
             self.usage.add_retry(tag)
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=wait, before_sleep=before_sleep,
+        retrying = AsyncRetrying(stop=stop_after_attempt(attempts - 1), wait=wait, before_sleep=before_sleep,
                                  retry=retry_if_exception(lambda e: isinstance(e, LMError) and e.retryable),
                                  reraise=False)
         try:
-            async with sem:
-                async for attempt in retrying:
-                    with attempt:
-                        if limiter is not None:
-                            await limiter.wait()
-                        result = await backend.call(spec, req, self.timeout)
-                        if not result.text or not result.text.strip():
-                            raise LMTransientError(f"{spec.model} returned an empty completion", kind="empty",
-                                                   model=spec.model)
-                        return result
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(backend, spec, req, limiter)
         except RetryError as e:
-            last = e.last_attempt.exception()
-            raise self._final_error(spec, last, attempts) from None
+            raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _final_error(self, spec: LMSpec, last: BaseException | None, attempts: int) -> LMError:

@@ -139,6 +139,8 @@ class LocalBackend:
     def _generate(self, req: Any, cancel: threading.Event) -> tuple:
         llm = self._load()
         start = time.perf_counter()
+        if cancel.is_set():  # cancelled while queued or while the model loaded
+            return "", 0, 0, "cancelled", 0.0, ()
         tokens = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
         max_tokens = max(1, min(int(req.max_tokens), self.n_ctx // 2))
         room = self.n_ctx - max_tokens

@@ -160,6 +160,12 @@ class LoopbackServer:
             self.by_body.clear()
             self.faults_injected.clear()
 
+    def stats(self) -> dict:
+        with self._lock:
+            return {"requests": self.requests, "by_path": dict(self.by_path), "duplicates": self.duplicates(),
+                    "faults_injected": dict(self.faults_injected), "connections": self.connections,
+                    "max_open": self.max_open}
+
     def duplicates(self) -> int:
         """How many requests repeated a body already seen (retries included)."""
         return sum(n - 1 for n in self.by_body.values() if n > 1)
@@ -233,6 +239,10 @@ class LoopbackServer:
         return None
 
     async def _respond(self, method: str, path: str, headers: dict, body: bytes, writer) -> bool:
+        if method == "GET" and path == "/v1/_stats":  # counters, for a server running in another process
+            self._send(writer, 200, json.dumps(self.stats()).encode())
+            await writer.drain()
+            return True
         with self._lock:
             self.requests += 1
             self.by_path[path] += 1
@@ -338,8 +348,50 @@ class LoopbackServer:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
+class ServerProcess:
+    """A LoopbackServer in a child process, so a benchmark's client and server do not share one GIL.
+
+    `with ServerProcess(latency=0.1) as srv: srv.url; srv.stats()["requests"]`
+    """
+
+    def __init__(self, *, latency: float = 0.0, seconds: float = 600.0):
+        self.latency = latency
+        self.seconds = seconds
+        self.proc = None
+        self.url = ""
+
+    def __enter__(self) -> "ServerProcess":
+        import subprocess
+        import sys
+
+        root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.lmserver", "--latency", str(self.latency), "--seconds", str(self.seconds)],
+            cwd=root, stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.proc.kill()
+            raise RuntimeError("loopback server process did not start")
+        return self
+
+    def stats(self) -> dict:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/_stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+            self.proc.stdout.close()
+
+
 def _main() -> None:
-    """Run a server in the foreground (for benchmarks that want it in another process)."""
+    """Run a server in the foreground until killed or `--seconds` pass (it always stops by itself)."""
     import argparse
 
     ap = argparse.ArgumentParser()
@@ -348,7 +400,7 @@ def _main() -> None:
     args = ap.parse_args()
     with LoopbackServer(latency=args.latency) as srv:
         print(srv.url, flush=True)
-        time.sleep(args.seconds)  # bounded: the server always stops by itself
+        time.sleep(args.seconds)
 
 
 if __name__ == "__main__":
