@@ -590,9 +590,7 @@ class _Checker:
                 continue
             if kw.name not in KIND_SETTINGS[kind]:
                 other = [k for k, v in KIND_SETTINGS.items() if kw.name in v]
-                hint = did_you_mean(kw.name, allowed)
-                if not hint and other:
-                    hint = f"'{kw.name}' is a setting of {', '.join(other)}"
+                hint = f"'{kw.name}' is a setting of {', '.join(other)}" if other else did_you_mean(kw.name, allowed)
                 self.error(f"unknown setting '{kw.name}' for {kind}", self.key_span(kw), hint or one_of(allowed))
             elif kw.name == "m":
                 self.number_setting(kw, integer=True, lo=2, what="an int of 2 or more")
@@ -737,9 +735,8 @@ class _Checker:
             outs = sorted({p.name for prog in self.programs.values() for p in prog.outputs})
             where = "any program"
         if f.id not in outs:
-            hint = did_you_mean(f.id, outs)
             opts = "expected one of: " + ", ".join(outs) if outs else "it declares no outputs"
-            self.error(f"metric field '{f.id}' is not an output of {where}", f.span, f"{hint} {opts}" if hint else opts)
+            self.error(f"metric field '{f.id}' is not an output of {where}", f.span, opts)
 
     def metric_block(self, d: n.MetricDecl) -> None:
         if len(d.params) != 2:
@@ -882,9 +879,9 @@ class _Checker:
         if ts.kind == "prediction":
             missing = [k for k in outs if ts.field(k) is None]
             if len(outs) == 1 and missing:
-                k = next(iter(outs))
-                self.error(f"return value has no field '{k}'; output '{k}' is declared {outs[k].name}, got {show(t)}", v.span,
-                           _pred_hint(t))
+                src = self.origin(v, scope) or "the returned prediction"
+                self.error(f"{src} has no output '{missing[0]}' to return", v.span,
+                           _pred_hint(t, outs[missing[0]]) or f'return {{"{missing[0]}": ...}}')
                 return
             for k in missing:
                 src = self.origin(v, scope) or "the returned value"

@@ -171,6 +171,14 @@ def _syntax_diagnostic(lark, e, text: str, path: str) -> Diagnostic:
     if text_tok in KEYWORDS and "a name" in words:
         msg = f"'{text_tok}' is a keyword and cannot be used as a name"
         hint = None
+    else:
+        # `for = 3`: the parser only notices at '=', but the problem is the keyword before it.
+        before = text.splitlines()[line - 1][: col - 1] if line - 1 < len(text.splitlines()) else ""
+        m = re.search(r"(?:^|[^A-Za-z0-9_.])([A-Za-z_]+)\s*$", before)
+        if m and m.group(1) in KEYWORDS and text_tok in ("=", "+=", "-=", "*=", "/="):
+            kw_col = m.start(1) + 1
+            return Diagnostic(Span(path, line, kw_col, line, kw_col + len(m.group(1))),
+                              f"'{m.group(1)}' is a keyword and cannot be used as a name", "pick another name")
     return Diagnostic(Span(path, line, col, line, max(end_col, col + 1)), msg, hint)
 
 
