@@ -7,13 +7,12 @@ under the hook.  See docs/security.md for the threat model.
 """
 
 import itertools
-import json
 import os
 import posix
 import sys
-import types
 
 import _ast
+import _json
 import _signal
 import resource
 
@@ -47,15 +46,63 @@ _NETWORK_EVENT_PREFIXES = frozenset(
     {"socket", "ssl", "urllib", "http", "ftplib", "smtplib", "imaplib", "nntplib", "poplib", "telnetlib"}
 )
 
-# Modules a ProgramOfThought program is expected to use.  They are imported
-# before the privilege drop when the interpreter's own files would become
-# unreadable afterwards (a Python installed under a private home directory).
+# Standard modules a ProgramOfThought program may use, none of which imports a
+# refused module.  When the privilege drop would make the interpreter's own
+# files unreadable (a Python installed under a private home directory), the
+# ones the program mentions are imported before the drop.
 _PRELOAD = (
-    "math", "cmath", "statistics", "fractions", "decimal", "itertools", "functools", "operator",
-    "re", "datetime", "collections", "string", "random", "heapq", "bisect", "textwrap",
-    "numbers", "copy", "unicodedata", "typing", "array", "struct", "enum", "calendar",
-    "dataclasses", "pprint", "base64", "difflib", "_strptime", "time", "json",
+    "math", "cmath", "statistics", "fractions", "decimal", "numbers", "random", "itertools",
+    "functools", "operator", "collections", "heapq", "bisect", "array", "struct", "re",
+    "string", "textwrap", "unicodedata", "difflib", "json", "csv", "datetime", "time",
+    "calendar", "copy", "pprint", "reprlib", "typing", "dataclasses", "enum", "abc",
+    "contextlib", "base64", "binascii", "hashlib", "zlib", "io", "fnmatch", "graphlib",
 )
+
+
+def _preload(code: str) -> None:
+    before = _BLOCKED & set(sys.modules)  # `resource`, imported by this file on purpose
+    words = set("".join(c if c.isalnum() or c == "_" else " " for c in code).split())
+    if words & {"datetime", "time", "calendar"}:
+        words.add("_strptime")  # imported lazily by strptime()
+    for name in (*_PRELOAD, "_strptime"):
+        if name in words:
+            try:
+                __import__(name)
+            except Exception:  # the program will see the failure when it imports
+                pass
+    leaked = (_BLOCKED & set(sys.modules)) - before
+    if leaked:
+        raise RuntimeError(f"pre-imports loaded refused modules: {sorted(leaked)}")
+
+
+# JSON straight from the C accelerator: the `json` package imports `re` and
+# `enum`, which would double the start-up time of a trivial program.
+class _ScanContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    memo: dict = {}
+
+    @staticmethod
+    def parse_constant(name):
+        return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
+
+
+def _json_loads(text: str):
+    value, end = _json.make_scanner(_ScanContext())(text, 0)
+    if text[end:].strip():
+        raise ValueError("trailing data after the JSON value")
+    return value
+
+
+def _json_dumps(value) -> str:
+    def refuse(obj):
+        raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
+
+    encode = _json.make_encoder({}, refuse, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return "".join(encode(value, 0))
 
 
 def _reason_table() -> dict:
@@ -140,7 +187,7 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     Nor does the hook ever call back into objects the program controls: paths
     are copied to exact `str`s before any method is used on them.
     """
-    mapping = types.MappingProxyType
+    mapping = type(type.__dict__)  # mappingproxy: a read-only view
     type_, issubclass_, len_, next_ = type, issubclass, len, next
     str_, bytes_, int_ = str, bytes, int
     str_get, bytes_get, decode = str.__getitem__, bytes.__getitem__, bytes.decode
@@ -418,12 +465,11 @@ def _run(job: dict) -> dict:
 def main() -> None:
     job_path, result_fd = sys.argv[1], int(sys.argv[2])
     with open(job_path, "rb") as handle:
-        job = json.loads(handle.read())
+        job = _json_loads(handle.read().decode("utf-8"))
     os.unlink(job_path)
     _apply_limits(job)
     if job.get("preload"):
-        for name in _PRELOAD:
-            __import__(name)
+        _preload(job["code"])
     _drop_privileges(job)
     _disable_pyc()
     sandbox_dir = os.path.realpath(os.getcwd())
@@ -441,9 +487,9 @@ def main() -> None:
     except BaseException:
         pass
     limit = int(job["limits"]["max_output_bytes"])
-    data = json.dumps(report).encode()
+    data = _json_dumps(report).encode()
     if len(data) > limit + 1024:
-        data = json.dumps({"ok": False, "error": f"refused: result is larger than {limit} bytes"}).encode()
+        data = _json_dumps({"ok": False, "error": f"refused: result is larger than {limit} bytes"}).encode()
     view = memoryview(data)
     while view:
         written = os.write(result_fd, view)
