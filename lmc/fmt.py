@@ -29,9 +29,9 @@ def format_file(file: n.File) -> str:
 # ---------------------------------------------------------------- expressions
 
 
-def string(value: str, quote: str = '"') -> str:
-    """A string literal that the parser reads back as `value`."""
-    if "\n" in value and quote == '"':
+def string(value: str, quote: str = '"', long_ok: bool = False) -> str:
+    """A string literal that the parser reads back as `value`; prose with newlines may use triple quotes."""
+    if "\n" in value and quote == '"' and long_ok:
         body = value.replace("\\", "\\\\").replace('"', '\\"')
         body = "".join(c if c in "\n\t" or c >= " " else f"\\u{ord(c):04x}" for c in body)
         return '"""' + body + '"""'
@@ -117,8 +117,7 @@ def fstring(e: n.FString, q: str = '"') -> str:
     out = []
     for part in e.parts:
         if isinstance(part, str):
-            body = string(part, q)[1:-1] if "\n" not in part or q != '"' else string(part.replace("\n", "\0"), q)[1:-1]
-            body = body.replace("\\u0000", "\\n") if "\n" in part else body
+            body = string(part, q)[1:-1]
             out.append(body.replace("{", "{{").replace("}", "}}"))
         else:
             out.append("{" + expr(part, 0, inner_q) + "}")
@@ -141,7 +140,7 @@ def param(p: n.Param) -> str:
 
 def sig_field(f: n.Field) -> str:
     text = f.name + (f": {type_ref(f.type)}" if f.type is not None else "")
-    return text + (f" {string(f.description)}" if f.description is not None else "")
+    return text + (f" {string(f.description, long_ok=True)}" if f.description is not None else "")
 
 
 def call_args(args, kwargs) -> str:
@@ -285,7 +284,7 @@ class _Printer:
             for c in self.pending(sp.end_line):
                 self.emit(0, c.text)
             self.emit(0, head)
-            self.emit(1, string(d.instructions) + self.trailing(sp.end_line))
+            self.emit(1, string(d.instructions, long_ok=True) + self.trailing(sp.end_line))
             self.last_line = sp.end_line
             return None
         self.leading(0, sp.line, False)
@@ -297,7 +296,7 @@ class _Printer:
             # the first field all go above it, so a second run finds them in the same place.
             for c in self.pending(first):
                 self.emit(1, c.text)
-            self.emit(1, string(d.instructions))
+            self.emit(1, string(d.instructions, long_ok=True))
             self.last_line = first - 1
         # Descriptions line up in one column, two spaces after the longest described field.
         heads = [(f, f.name + (f": {type_ref(f.type)}" if f.type is not None else "")) for f in d.inputs]
@@ -305,7 +304,7 @@ class _Printer:
                   for i, f in enumerate(d.outputs)]
         width = max((len(h) for f, h in heads if f.description is not None), default=0)
         for f, h in heads:
-            text = h if f.description is None else h.ljust(width) + "  " + string(f.description)
+            text = h if f.description is None else h.ljust(width) + "  " + string(f.description, long_ok=True)
             self.simple(1, f, text, keep_blank=False)
         if not d.outputs:
             self.emit(1, "->")

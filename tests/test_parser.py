@@ -1,0 +1,96 @@
+"""Parser tests: golden AST summaries of valid programs, spans, and syntax errors said in words."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lmc import nodes as n
+from lmc.errors import CompileErrors
+from lmc.parser import parse, parse_file
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "parser"
+UPDATE = os.environ.get("LMC_UPDATE_GOLDEN") == "1"
+FILES = sorted(FIXTURES.glob("*.lmp"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+def test_golden_ast_summary(path: Path):
+    got = n.summary(parse_file(path))
+    golden = path.with_suffix(".json")
+    if UPDATE or not golden.exists():
+        golden.write_text(json.dumps(got, indent=1, ensure_ascii=False) + "\n")
+    assert got == json.loads(golden.read_text())
+
+
+def test_every_node_has_a_span_inside_the_file():
+    f = parse_file(FIXTURES / "kitchen_sink.lmp")
+    lines = (FIXTURES / "kitchen_sink.lmp").read_text().count("\n") + 1
+    count = 0
+    for node in n.walk(f):
+        sp = node.span
+        assert sp is not None and 1 <= sp.line <= sp.end_line <= lines, node
+        count += 1
+    assert count > 200
+
+
+def test_spans_point_at_the_source():
+    f = parse('program p(q: str) -> (a: str) {\n  x = f"a {q} b"\n  return {"a": x}\n}\n', "s.lmp")
+    assign = f.decls[0].body[0]
+    assert (assign.span.line, assign.span.col) == (2, 3)
+    assert (assign.target_span.col, assign.target_span.end_col) == (3, 4)
+    fs = assign.value
+    inner = fs.parts[1]
+    assert isinstance(inner, n.Name) and (inner.span.line, inner.span.col, inner.span.end_col) == (2, 12, 13)
+
+
+def test_comments_are_collected_but_not_inside_strings():
+    f = parse('# top\nsignature S(a -> b) "not # a comment"  # trailing\n', "c.lmp")
+    assert [(c.span.line, c.text) for c in f.comments] == [(1, "# top"), (2, "# trailing")]
+
+
+def test_constants_and_numbers():
+    f = parse("program p() -> (a: str) { x = [true, False, none, null, 3, 2.5, 1e2] }", "k.lmp")
+    values = [c.value for c in f.decls[0].body[0].value.items]
+    assert values == [True, False, None, None, 3, 2.5, 100.0]
+
+
+def test_string_escapes():
+    f = parse(r'signature S(a -> b) "tab\tquote\"nl\nu\u00e9"', "e.lmp")
+    assert f.decls[0].instructions == 'tab\tquote"nl\nu\u00e9'
+
+
+SYNTAX_ERRORS = [
+    ("program p( {", "1:12", "unexpected '{'"),
+    ('signature S(a -> b) "x', "1:21", "unterminated string"),
+    ("program p() -> (a: str) {\n  x = 1\n", "2:8", "unexpected end of file"),
+    ("module m = Predict(S, 3)", "1:23", "a module takes one signature and then keyword settings"),
+    ("program p() -> (a: str) { if = 2 }", "1:27", "'if' is a keyword and cannot be used as a name"),
+    ("program p() -> (a: str) { x = f(a=1, a=2) }", "1:38", "keyword argument 'a' given twice"),
+    ("program p() -> (a: str) { x = f\"{}\" }", "1:33", "empty expression in f-string"),
+    ("program p() -> (a: str) { x = 'a\\q' }", "1:31", "unknown escape '\\q' in string"),
+    ("signature S = \"a b\"", "1:15", "a signature shorthand needs exactly one '->'"),
+    ("program p() -> (a: str) { x = $ }", "1:31", "unexpected character '$'"),
+]
+
+
+@pytest.mark.parametrize("src,where,message", SYNTAX_ERRORS)
+def test_syntax_errors_in_words(src, where, message):
+    with pytest.raises(CompileErrors) as e:
+        parse(src, "bad.lmp")
+    d = e.value.diagnostics[0]
+    assert f"{d.span.line}:{d.span.col}" == where
+    assert d.message == message
+    text = e.value.render()
+    for token_name in ("NAME", "LBRACE", "RPAR", "__ANON", "$END", "STRING"):
+        assert token_name not in text
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_crash():
+    src = "program p() -> (a: str) { x = " + "[" * 3000 + "]" * 3000 + " }"
+    with pytest.raises(CompileErrors):
+        parse(src, "deep.lmp")
