@@ -901,15 +901,19 @@ class LMClient:
     # -------------------------------------------------------- sizes
 
     def count_tokens(self, spec: LMSpec, text: str) -> int:
+        """Exact for the local model (its tokenizer), about len/4 for the rest."""
         if spec.is_local:
-            return self._backend_for(spec).count_tokens(text) if self.backend is None else _estimate(text)
+            counter = getattr(self._backend_for(spec), "count_tokens", None)
+            if counter is not None:
+                return int(counter(text))
         return _estimate(text)
 
     def context_window(self, spec: LMSpec) -> int | None:
+        """The model's input window in tokens, or None when litellm's table does not know it."""
         if spec.is_local:
             from lmc.local import LOCAL_N_CTX
 
-            return LOCAL_N_CTX
+            return int(getattr(self._backend_for(spec), "n_ctx", LOCAL_N_CTX))
         info = model_info(spec.model)
         if not info:
             return None
