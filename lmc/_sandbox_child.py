@@ -46,35 +46,6 @@ _NETWORK_EVENT_PREFIXES = frozenset(
     {"socket", "ssl", "urllib", "http", "ftplib", "smtplib", "imaplib", "nntplib", "poplib", "telnetlib"}
 )
 
-# Standard modules a ProgramOfThought program may use, none of which imports a
-# refused module.  When the privilege drop would make the interpreter's own
-# files unreadable (a Python installed under a private home directory), the
-# ones the program mentions are imported before the drop.
-_PRELOAD = (
-    "math", "cmath", "statistics", "fractions", "decimal", "numbers", "random", "itertools",
-    "functools", "operator", "collections", "heapq", "bisect", "array", "struct", "re",
-    "string", "textwrap", "unicodedata", "difflib", "json", "csv", "datetime", "time",
-    "calendar", "copy", "pprint", "reprlib", "typing", "dataclasses", "enum", "abc",
-    "contextlib", "base64", "binascii", "hashlib", "zlib", "io", "fnmatch", "graphlib",
-)
-
-
-def _preload(code: str) -> None:
-    before = _BLOCKED & set(sys.modules)  # `resource`, imported by this file on purpose
-    words = set("".join(c if c.isalnum() or c == "_" else " " for c in code).split())
-    if words & {"datetime", "time", "calendar"}:
-        words.add("_strptime")  # imported lazily by strptime()
-    for name in (*_PRELOAD, "_strptime"):
-        if name in words:
-            try:
-                __import__(name)
-            except Exception:  # the program will see the failure when it imports
-                pass
-    leaked = (_BLOCKED & set(sys.modules)) - before
-    if leaked:
-        raise RuntimeError(f"pre-imports loaded refused modules: {sorted(leaked)}")
-
-
 # JSON straight from the C accelerator: the `json` package imports `re` and
 # `enum`, which would double the start-up time of a trivial program.
 class _ScanContext:
@@ -409,7 +380,7 @@ def _error_line(exc: BaseException) -> int | None:
 
 def _describe(exc: BaseException, memory_mb: int) -> str:
     if isinstance(exc, MemoryError):
-        text = f"killed: exceeded {memory_mb} MB memory limit"
+        return f"killed: exceeded {memory_mb} MB memory limit"
     elif isinstance(exc, (PermissionError, ImportError)) and str(exc).startswith("refused: "):
         text = str(exc)
     elif isinstance(exc, SyntaxError):
@@ -468,8 +439,6 @@ def main() -> None:
         job = _json_loads(handle.read().decode("utf-8"))
     os.unlink(job_path)
     _apply_limits(job)
-    if job.get("preload"):
-        _preload(job["code"])
     _drop_privileges(job)
     _disable_pyc()
     sandbox_dir = os.path.realpath(os.getcwd())

@@ -102,8 +102,7 @@ def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool) -> 
             "max_file_bytes": limits.max_file_bytes,
             "max_output_bytes": limits.max_output_bytes,
         },
-        "drop_to_nobody": _is_root(),
-        "preload": _is_root() and not _stdlib_world_readable(),
+        "drop_to_nobody": _drops_privileges(),
         "audit": audit,
     }
     return json.dumps(job).encode()
@@ -111,6 +110,12 @@ def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool) -> 
 
 def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _drops_privileges() -> bool:
+    """Whether the child runs as `nobody`: only when started as root, and only if
+    `nobody` can still read the standard library (else lazy imports would break)."""
+    return _is_root() and _stdlib_world_readable()
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,7 +198,7 @@ def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool =
         job_path = os.path.join(workdir, ".job.json")
         with open(job_path, "wb") as handle:
             handle.write(job)
-        if _is_root():
+        if _drops_privileges():
             os.chown(workdir, _NOBODY, _NOBODY)
         return _supervise(job_path, workdir, limits, started)
     finally:
