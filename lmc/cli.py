@@ -102,6 +102,16 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------- other commands
+
+# Each family of commands lives in its own presentation module; they register here.
+from . import cli_compile, cli_eval, cli_run  # noqa: E402
+
+cli_run.register(app)
+cli_compile.register(app)
+cli_eval.register(app)
+
+
 # ---------------------------------------------------------------- entry point
 
 

@@ -1,0 +1,218 @@
+"""The frozen artifact: one diff-friendly JSON file; writing is atomic, reading verifies and never runs code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from . import ir as I
+from .errors import ArtifactError
+
+FORMAT = "lmc-artifact/1"
+FORMAT_VERSION = 1
+MAX_ARTIFACT_BYTES = 200 * 1024 * 1024
+_ABS = re.compile(r"^(/|[A-Za-z]:[\\/]|~)")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    ir: I.IR
+    program: dict  # name, path, source, sha256
+    compile: dict  # the compile report
+    lm: dict | None  # the LM the artifact was compiled with (model, api_base, settings; never a key)
+
+    @property
+    def name(self) -> str:
+        return self.program.get("name", self.ir.entry)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as stored in artifacts and reports: relative to the working directory, never absolute."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def predictor_view(p: I.Predictor) -> dict:
+    """The human-readable part of the artifact (what `inspect` and `diff` read)."""
+    def fields(fs):
+        return [{"name": f.name, "type": f.type.name, **({"description": f.description} if f.description else {})} for f in fs]
+
+    return {
+        "module": p.module,
+        "role": p.role,
+        "signature": {"name": p.signature.name, "inputs": fields(p.signature.inputs), "outputs": fields(p.signature.outputs)},
+        "instructions": p.instructions,
+        "demos": [dict(d) for d in p.demos],
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in p.settings},
+    }
+
+
+def to_json(art: Artifact) -> dict:
+    ir_json = I.to_json(art.ir)
+    return {
+        "format": FORMAT,
+        "lmc_version": __version__,
+        "program": art.program,
+        "lm": art.lm,
+        "predictors": {p.id: predictor_view(p) for p in art.ir.predictors},
+        "compile": art.compile,
+        "ir": ir_json,
+        "ir_sha256": hashlib.sha256(I.dumps(ir_json).encode("utf-8")).hexdigest(),
+    }
+
+
+def dumps(art: Artifact) -> str:
+    return json.dumps(to_json(art), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write(art: Artifact, path: str | os.PathLike) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves half an artifact."""
+    text = dumps(art)
+    atomic_write_text(path, text)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_dup(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def read(path: str | os.PathLike) -> Artifact:
+    """Load and verify an artifact; any problem is one ArtifactError naming the file."""
+    p = Path(path)
+    shown = str(path)
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise ArtifactError(f"{shown}: no such file") from None
+    except OSError as e:
+        raise ArtifactError(f"{shown}: cannot read: {e.strerror}") from None
+    if p.is_dir():
+        raise ArtifactError(f"{shown}: is a directory, expected an artifact (.lmc.json)")
+    if size > MAX_ARTIFACT_BYTES:
+        raise ArtifactError(f"{shown}: {size} bytes is too large for an artifact")
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{shown}: not UTF-8 text; expected an artifact written by `lmc compile`") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_dup)
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{shown}:{e.lineno}: not valid JSON: {e.msg} at column {e.colno}") from None
+    except ValueError as e:
+        raise ArtifactError(f"{shown}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise ArtifactError(f"{shown}: JSON nested too deeply") from None
+    return from_json(data, shown)
+
+
+def from_json(data: Any, shown: str = "<artifact>") -> Artifact:
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{shown}: expected a JSON object at the top level")
+    fmt = data.get("format")
+    if not isinstance(fmt, str) or not fmt.startswith("lmc-artifact/"):
+        if isinstance(data.get("format"), str) and data["format"].startswith("lmc-report/"):
+            raise ArtifactError(f"{shown}: this is an evaluation report, not an artifact")
+        raise ArtifactError(f"{shown}: not an lmc artifact (no 'format': 'lmc-artifact/N')")
+    try:
+        version = int(fmt.split("/", 1)[1])
+    except ValueError:
+        raise ArtifactError(f"{shown}: bad format '{fmt}'") from None
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{shown}: artifact format {version} is newer than this lmc reads ({FORMAT_VERSION}); "
+                            f"upgrade lmc (artifact written by lmc {data.get('lmc_version', '?')})")
+    for key in ("program", "ir", "ir_sha256"):
+        if key not in data:
+            raise ArtifactError(f"{shown}: missing '{key}'")
+    ir_json = data["ir"]
+    try:
+        digest = hashlib.sha256(I.dumps(ir_json).encode("utf-8")).hexdigest()
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{shown}: IR is not plain JSON: {e}") from None
+    if digest != data["ir_sha256"]:
+        raise ArtifactError(f"{shown}: IR does not match its sha256; the artifact was edited or corrupted — recompile it")
+    ir = I.from_json(ir_json, f"{shown}: ir")
+    program = data["program"]
+    if not isinstance(program, dict) or not isinstance(program.get("source", ""), str):
+        raise ArtifactError(f"{shown}: malformed 'program'")
+    src = program.get("source")
+    if src is not None and program.get("sha256") and sha256_text(src) != program["sha256"]:
+        raise ArtifactError(f"{shown}: program source does not match its sha256; the artifact was edited")
+    _refuse_absolute_paths(ir, shown)
+    _check_predictor_view(data, ir, shown)
+    return Artifact(ir=ir, program=program, compile=data.get("compile") or {}, lm=data.get("lm"))
+
+
+def _check_predictor_view(data: dict, ir: I.IR, shown: str) -> None:
+    """The readable predictor view must say what the IR says; a hand edit there is refused."""
+    view = data.get("predictors")
+    if view is None:
+        return
+    expected = {p.id: predictor_view(p) for p in ir.predictors}
+    if not isinstance(view, dict) or set(view) != set(expected):
+        raise ArtifactError(f"{shown}: 'predictors' does not match the IR; the artifact was edited — recompile it")
+    for pid, v in view.items():
+        if json.dumps(v, sort_keys=True) != json.dumps(expected[pid], sort_keys=True):
+            raise ArtifactError(f"{shown}: predictor '{pid}' was edited by hand (it no longer matches the IR); recompile it")
+
+
+def _refuse_absolute_paths(ir: I.IR, shown: str) -> None:
+    for r in ir.retrievers:
+        if _ABS.match(r.path) or ".." in Path(r.path).parts:
+            raise ArtifactError(f"{shown}: retriever '{r.name}' uses path '{r.path}'; artifacts hold only paths relative to the project")
+
+
+def is_artifact_path(path: str | os.PathLike) -> bool:
+    name = str(path)
+    if name.endswith(".lmc.json"):
+        return True
+    if name.endswith(".json"):
+        try:
+            with open(name, "rb") as f:
+                head = f.read(4096).decode("utf-8", "replace")
+        except OSError:
+            return False
+        return '"lmc-artifact/' in head or '"ir"' in head
+    return False
