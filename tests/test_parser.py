@@ -94,3 +94,27 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
     src = "program p() -> (a: str) { x = " + "[" * 3000 + "]" * 3000 + " }"
     with pytest.raises(CompileErrors):
         parse(src, "deep.lmp")
+
+
+def test_textmate_grammar_is_valid_and_knows_every_keyword():
+    import re
+
+    grammar = json.loads((ROOT / "editors" / "lmp.tmLanguage.json").read_text())
+    assert grammar["scopeName"] == "source.lmp"
+    patterns = []
+
+    def collect(x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k in ("match", "begin", "end"):
+                    patterns.append(re.compile(v))
+                collect(v)
+        elif isinstance(x, list):
+            for v in x:
+                collect(v)
+
+    collect(grammar)
+    from lmc.parser import KEYWORDS
+
+    for kw in KEYWORDS:
+        assert any(p.search(f" {kw} ") for p in patterns), kw
