@@ -400,6 +400,9 @@ def _describe(exc: BaseException, memory_mb: int) -> str:
     return f"{text} (line {line})" if line else text
 
 
+_UNSET = object()
+
+
 def _run(job: dict) -> dict:
     code = job["code"]
     memory_mb = int(job["limits"]["memory_mb"])
@@ -425,7 +428,10 @@ def _run(job: dict) -> dict:
             return {"ok": False, "error": f"SystemExit: {exc.code}"}
     except BaseException as exc:  # the program's failure is data, reported to the LM
         return {"ok": False, "error": _describe(exc, memory_mb)}
-    if "result" in namespace:
+    # An input that happens to be called `result` is not the program's answer
+    # unless the program rebinds it.
+    given = job["inputs"].get("result", _UNSET)
+    if "result" in namespace and namespace["result"] is not given:
         value, has_value = namespace["result"], True
     try:
         return {"ok": True, "has_value": has_value, "value": _jsonable(value) if has_value else None}
@@ -451,10 +457,11 @@ def main() -> None:
         report = _run(job)
     except BaseException as exc:  # e.g. MemoryError while building the namespace
         report = {"ok": False, "error": _describe(exc, int(job["limits"]["memory_mb"]))}
-    try:
-        sys.stdout.flush()
-    except BaseException:
-        pass
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:  # the program may have closed or replaced it
+            pass
     limit = int(job["limits"]["max_output_bytes"])
     data = _json_dumps(report).encode()
     if len(data) > limit + 1024:
@@ -464,6 +471,9 @@ def main() -> None:
         written = os.write(result_fd, view)
         view = view[written:]
     os.close(result_fd)
+    # Skip interpreter shutdown: atexit handlers, __del__ methods and leftover
+    # threads belong to the program and must not run after its report.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -258,3 +258,15 @@ def test_jsonable_bounds_nesting():
         nested = [nested]
     with pytest.raises(ValueError):
         child._jsonable(nested)
+
+
+def test_an_input_named_result_is_not_the_answer_unless_rebound():
+    r = run_code("print(result * 2)", {"result": 21})
+    assert r.ok and r.value == "42"
+    r = run_code("result = result * 2", {"result": 21})
+    assert r.ok and r.value == 42
+
+
+def test_atexit_handlers_do_not_run_after_the_report():
+    r = run_code("import atexit\natexit.register(lambda: print('late'))\nresult = 1")
+    assert r.ok and r.value == 1 and "late" not in r.stdout

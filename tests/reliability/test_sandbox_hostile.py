@@ -218,12 +218,26 @@ def test_fork_bomb_is_refused():
     assert r.error == "refused: starting processes is not allowed (line 3)"
 
 
-def test_fork_fails_by_process_limit_even_without_the_hook():
+@pytest.fixture
+def dropped(monkeypatch):
+    """Force the drop to `nobody` when running as root, even if the stdlib would become unreadable
+    (these programs only use modules the child has already imported)."""
+    if sandbox._is_root():
+        monkeypatch.setattr(sandbox, "_drops_privileges", lambda: True)
+
+
+def test_fork_fails_by_process_limit_even_without_the_hook(dropped):
     """RLIMIT_NPROC=0 stops fork on its own (as root only after the drop to nobody: root ignores NPROC)."""
-    if sandbox._is_root() and not sandbox._drops_privileges():
-        pytest.skip("child stays root here (private stdlib), so the audit hook is the only fork barrier")
     r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False)
-    assert "BlockingIOError" in r.error or "Resource temporarily unavailable" in r.error
+    assert r.error == "BlockingIOError: [Errno 11] Resource temporarily unavailable (line 3)"
+
+
+def test_privilege_drop_alone_protects_roots_files(dropped, fake_home):
+    if not sandbox._is_root():
+        pytest.skip("only a root parent drops privileges")
+    key = str(fake_home / ".ssh" / "id_rsa")
+    r = hostile(f"import os\nassert os.getuid() == 65534\nresult = open({key!r}).read()", audit=False)
+    assert r.error.startswith("PermissionError: [Errno 13] Permission denied")
 
 
 def test_signalling_other_processes_is_refused():
