@@ -60,6 +60,10 @@ def _litellm() -> Any:
     """Import litellm once, with its telemetry, callbacks, logging and network price fetch off."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    import warnings
+
+    # Its pydantic models warn about ReadOnly TypedDict items on first use: noise to a user.
+    warnings.filterwarnings("ignore", message=".*ReadOnly.*", category=UserWarning)
     import litellm
 
     litellm.telemetry = False
@@ -72,6 +76,9 @@ def _litellm() -> Any:
     litellm.disable_add_user_agent_to_request_tags = True
     litellm.drop_params = True  # e.g. response_format on a provider that lacks it: drop, don't fail
     litellm.num_retries = 0  # retries are ours
+    # Its aiohttp transport leaves sessions that warn "Unclosed client session" at exit; httpx costs ~1 ms more
+    # per call, which only the litellm path pays (OpenAI-compatible api_base servers go direct).
+    litellm.disable_aiohttp_transport = True
     for name in ("callbacks", "success_callback", "failure_callback", "_async_success_callback",
                  "_async_failure_callback", "input_callback", "service_callback"):
         if isinstance(getattr(litellm, name, None), list):
