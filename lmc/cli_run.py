@@ -2,8 +2,223 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from .errors import ConfigError, did_you_mean
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> dict:
+    """`--input '{...}'` and `-i field=value` as one dict, checked against the program's inputs."""
+    values: dict = {}
+    if raw_json is not None:
+        try:
+            obj = json.loads(raw_json)
+        except ValueError as e:
+            raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
+                              "expected an object such as '{\"question\": \"...\"}'") from None
+        if not isinstance(obj, dict):
+            raise ConfigError("--input must be a JSON object such as '{\"question\": \"...\"}'")
+        values.update(obj)
+    for pair in pairs or ():
+        name, eq, text = pair.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise ConfigError(f"-i '{pair}': expected field=value")
+        tp = types.get(name)
+        if tp is not None and tp.kind == "str":
+            values[name] = text  # a str field keeps exactly what was typed, even "42"
+            continue
+        try:
+            values[name] = json.loads(text)
+        except ValueError:
+            values[name] = text
+    expected = ", ".join(types) or "none"
+    for name, tp in types.items():
+        if name not in values:
+            if tp.kind == "optional":
+                continue
+            hint = did_you_mean(name, values)
+            raise ConfigError(f"missing input field '{name}'" + (f"; {hint}" if hint else "")
+                              + f" (expected fields: {expected})")
+        why = tp.check(values[name])
+        if why:
+            raise ConfigError(f"input field '{name}' does not fit {tp.name}: {why}")
+    for name in values:
+        if name not in types:
+            hint = did_you_mean(name, types)
+            raise ConfigError(f"unknown input field '{name}'" + (f"; {hint}" if hint else "")
+                              + f" (expected fields: {expected})")
+    return values
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command()
+    def run(
+        target: Annotated[Path, typer.Argument(help="a .lmp program (zero-shot) or a compiled *.lmc.json artifact")],
+        program: Annotated[Optional[str], typer.Option("--program", help="which program of the file to run")] = None,
+        input: Annotated[Optional[str], typer.Option("--input", help="one input as a JSON object")] = None,
+        field: Annotated[Optional[list[str]], typer.Option("-i", help="one input field as name=value (repeatable)")] = None,
+        data: Annotated[Optional[Path], typer.Option("--data", help="JSONL inputs, one example per line")] = None,
+        out: Annotated[Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists)")] = None,
+        lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
+        api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
+        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", help="examples and LM calls at once (default 8)")] = None,
+        rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute")] = None,
+        trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
+        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", help="retries of a call after a failed assert/suggest (default 2)")] = None,
+    ) -> None:
+        """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
+        try:
+            code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
+                        rpm, trace, max_backtracks)
+        except KeyboardInterrupt:
+            _err("interrupted; rerun to resume")
+            raise typer.Exit(130) from None
+        raise typer.Exit(code)
+
+
+def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
+         max_backtracks) -> int:
+    from .load import load_target
+    from .runner import make_runtime
+
+    single = input is not None or bool(field)
+    if single and data is not None:
+        raise ConfigError("give either --input/-i or --data, not both")
+    if not single and data is None:
+        raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
+    if data is not None and out is None:
+        raise ConfigError("--data needs --out FILE for the results")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"-j must be at least 1, got {concurrency}")
+    tgt = load_target(target, program)
+    rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
+                      use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
+                      trace_prompts=trace is not None)
+    types = {f.name: f.type for f in rt.ir.program().inputs}
+    if single:
+        values = parse_inputs(input, field, types)
+        return _single(rt, values, trace)
+    return _batch(rt, data, out, trace, concurrency or rt.client.concurrency)
+
+
+def _single(rt, values: dict, trace: Path | None) -> int:
+    from .datasets import Example
+    from .runner import LineWriter, preflight, run_one, trace_line
+
+    preflight(rt)
+
+    async def go():
+        try:
+            return await run_one(rt, values)
+        finally:
+            await rt.client.aclose()
+
+    result = asyncio.run(go())
+    if trace is not None:
+        w = LineWriter(trace)
+        try:
+            w.write(trace_line(Example("input", 0, values, "--input"), result))
+        finally:
+            w.close()
+    if not result.ok:
+        _err(f"error: {result.error}")
+        return 1
+    sys.stdout.write(json.dumps(result.outputs, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> int:
+    from .datasets import load_dataset, validate
+    from .runner import LineWriter, Summary, preflight, read_previous, run_batch, select_todo
+
+    if out.resolve() == data.resolve():
+        raise ConfigError(f"--out {out} is the --data file; results would overwrite the inputs")
+    prog = rt.ir.program()
+    dataset = load_dataset(data)
+    validate(dataset, {f.name: f.type for f in prog.inputs})
+    prev = read_previous(out)
+    if prev.dropped:
+        _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
+    summary = Summary(total=len(dataset))
+    todo = select_todo(dataset, prev, summary)
+    names = [f.name for f in prog.inputs]
+    if todo:
+        preflight(rt)
+    writer = LineWriter(out)
+    tracer = LineWriter(trace) if trace is not None else None
+    progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
+
+    async def go():
+        try:
+            return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
+                                   summary=summary, on_result=progress.update if progress else None)
+        finally:
+            await rt.client.aclose()
+
+    try:
+        if progress:
+            progress.start()
+        asyncio.run(go())
+    finally:
+        if progress:
+            progress.stop()
+        writer.close()
+        if tracer is not None:
+            tracer.close()
+    if summary.stopped_by is not None:
+        err = summary.stopped_by
+        _err(f"error: {err}")
+        _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {out}; rerun to resume")
+        return err.exit_code
+    _err(f"{'done' if not (summary.failed or summary.previously_failed) else 'done with failures'}: {summary.line()}")
+    for w in rt.warnings.items + rt.client.warnings.items:
+        _err(f"warning: {w}")
+    return summary.exit_code()
+
+
+class _Progress:
+    """A rich progress bar on stderr: examples, throughput, LM calls and cost."""
+
+    def __init__(self, total: int, summary):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.summary = summary
+        self.bar = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False)
+        self.task = self.bar.add_task("run", total=total, info="")
+        self.start_time = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self.start_time = time.perf_counter()
+        self.bar.start()
+
+    def update(self, ex, result) -> None:
+        import time
+
+        s = self.summary
+        elapsed = max(time.perf_counter() - self.start_time, 1e-9)
+        info = (f"{s.done / elapsed:.1f} ex/s · {s.calls} calls ({s.cached_calls} cached) · ${s.cost:.4f}"
+                + (f" · {s.failed} failed" if s.failed else ""))
+        self.bar.update(self.task, advance=1, info=info)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
