@@ -274,6 +274,34 @@ class _Ctx:
 async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
                       exclude_demo_ids: frozenset = frozenset()) -> Result:
     """Run the program on one example; never raises for example-level failures."""
+    ens = rt.ir.extra("ensemble")
+    if ens and program is None:
+        return await _run_ensemble(rt, ens, inputs, example_id, exclude_demo_ids)
+    return await _run_single(rt, inputs, program=program, example_id=example_id, exclude_demo_ids=exclude_demo_ids)
+
+
+async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclude) -> Result:
+    """Every member (a predictor table) runs the program; each output is the members' majority."""
+    from .builtins import BUILTINS
+
+    start = time.perf_counter()
+    results = []
+    for preds in ens["members"]:
+        member = replace(rt.ir, predictors=tuple(preds), extras=())
+        results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude))
+    trace = [c for r in results for c in r.trace]
+    ok = [r for r in results if r.ok]
+    if not ok:
+        first = results[0]
+        return Result(None, error=first.error, error_kind=first.error_kind, trace=trace,
+                      duration_s=time.perf_counter() - start)
+    majority = BUILTINS["majority"].fn
+    outputs = {name: majority([r.outputs[name] for r in ok]) for name in ok[0].outputs}
+    return Result(outputs, trace=trace, duration_s=time.perf_counter() - start)
+
+
+async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
+                      exclude_demo_ids: frozenset = frozenset()) -> Result:
     start = time.perf_counter()
     ctx = _Ctx(example_id, [], {}, exclude_demos=exclude_demo_ids)
     try:
@@ -302,10 +330,13 @@ async def run_program(rt: Runtime, ctx: _Ctx, name: str, inputs: dict) -> dict:
     while True:
         ctx.counts = {}
         ctx.last_call = None
+        attempt_start = len(ctx.trace)
         try:
             value = await _exec_block(rt, ctx, prog.body, dict(env))
             return _outputs(prog, value)
         except _Backtrack as b:
+            # The rerun replays every call (free, from the memo): the trace keeps only the final attempt.
+            del ctx.trace[attempt_start:]
             ctx.attempts[b.key] = ctx.attempts.get(b.key, 0) + 1
             ctx.feedback[(b.module, b.occurrence)] = b.feedback
 
