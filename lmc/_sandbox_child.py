@@ -164,7 +164,9 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     str_get, bytes_get, decode = str.__getitem__, bytes.__getitem__, bytes.decode
     all_ = slice(None)
     denied, import_denied = PermissionError, ImportError
-    getcwd = posix.getcwd
+    getcwd, lstat = posix.getcwd, posix.lstat
+    oserror = OSError
+    device_types = (0o020000, 0o060000)  # S_IFCHR, S_IFBLK
     norm = _norm
     sandbox = sandbox_dir
     sandbox_slash = sandbox_dir + "/"
@@ -308,6 +310,13 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
                 raise denied("refused: unsupported path type")
             full = norm(path, getcwd())
             if full == sandbox or full.startswith(sandbox_slash):
+                # A root child could mknod (no audit event) a disk device here.
+                try:
+                    kind = lstat(full).st_mode & 0o170000
+                except oserror:
+                    kind = 0
+                if kind in device_types:
+                    raise denied("refused: opening device files is not allowed")
                 continue
             if full in devices and not sandbox_only:
                 continue

@@ -102,7 +102,7 @@ def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool) -> 
             "max_file_bytes": limits.max_file_bytes,
             "max_output_bytes": limits.max_output_bytes,
         },
-        "drop_to_nobody": _drops_privileges(),
+        "drop_to_nobody": _plan().self_drop,
         "audit": audit,
     }
     return json.dumps(job).encode()
@@ -112,15 +112,73 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def _drops_privileges() -> bool:
-    """Whether the child runs as `nobody`: only when started as root, and only if
-    `nobody` can still read the standard library (else lazy imports would break)."""
-    return _is_root() and _stdlib_world_readable()
+@dataclass(frozen=True)
+class _Plan:
+    """How the child is started: decided once per process by probing what this machine allows."""
+
+    prefix: tuple[str, ...]  # argv before the interpreter: unshare, setpriv
+    self_drop: bool  # the child calls setuid(nobody) itself
+    unprivileged: bool  # the program runs as nobody (so the work directory is chowned)
+
+
+@functools.lru_cache(maxsize=1)
+def _plan() -> _Plan:
+    net = _netns_prefix()
+    if not _is_root():
+        return _Plan(net, self_drop=False, unprivileged=False)
+    priv = _setpriv_prefix(net)
+    if priv:
+        return _Plan(net + priv, self_drop=False, unprivileged=True)
+    if _stdlib_world_readable():
+        return _Plan(net, self_drop=True, unprivileged=True)
+    return _Plan(net, self_drop=False, unprivileged=False)
+
+
+def _probe(prefix: tuple[str, ...]) -> bool:
+    try:
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-I", "-S", "-c", "import statistics"],
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+def _setpriv_prefix(net: tuple[str, ...]) -> tuple[str, ...]:
+    """`setpriv` arguments that run the child as `nobody` with no capabilities, or () if unavailable.
+
+    When `nobody` could not read the standard library (a Python under /root),
+    the child keeps exactly one capability, CAP_DAC_READ_SEARCH, so imports
+    still work; it still cannot write, signal, fork past RLIMIT_NPROC or make
+    device nodes.
+    """
+    tool = shutil.which("setpriv")
+    if not tool or not sys.platform.startswith("linux"):
+        return ()
+    caps = "-all" if _stdlib_world_readable() else "-all,+dac_read_search"
+    prefix = (
+        tool,
+        f"--reuid={_NOBODY}",
+        f"--regid={_NOBODY}",
+        "--clear-groups",
+        f"--inh-caps={caps}",
+        f"--ambient-caps={caps}",
+        f"--bounding-set={caps}",
+        "--no-new-privs",
+        "--",
+    )
+    return prefix if _probe(net + prefix) else ()
 
 
 @functools.lru_cache(maxsize=1)
 def _stdlib_world_readable() -> bool:
-    """Whether the unprivileged child can still read the standard library to import lazily."""
+    """Whether an unprivileged child can still read the standard library to import lazily."""
     path = Path(sysconfig.get_paths()["stdlib"]).resolve()
     for directory in [path, *path.parents]:
         try:
@@ -141,20 +199,8 @@ def _netns_prefix() -> tuple[str, ...]:
     tool = shutil.which("unshare")
     if not tool or not sys.platform.startswith("linux"):
         return ()
-    prefix = (tool, "--net") if _is_root() else (tool, "--user", "--net")
-    try:
-        probe = subprocess.run(
-            [*prefix, "--", sys.executable, "-I", "-S", "-c", ""],
-            env={},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    return prefix if probe.returncode == 0 else ()
+    prefix = (tool, "--net", "--") if _is_root() else (tool, "--user", "--net", "--")
+    return prefix if _probe(prefix) else ()
 
 
 def _signal_name(number: int) -> str:
@@ -198,8 +244,9 @@ def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool =
         job_path = os.path.join(workdir, ".job.json")
         with open(job_path, "wb") as handle:
             handle.write(job)
-        if _drops_privileges():
+        if _plan().unprivileged:
             os.chown(workdir, _NOBODY, _NOBODY)
+            os.chown(job_path, _NOBODY, _NOBODY)
         return _supervise(job_path, workdir, limits, started)
     finally:
         _remove_tree(workdir)
@@ -207,7 +254,7 @@ def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool =
 
 def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: float) -> SandboxResult:
     result_r, result_w = os.pipe()
-    argv = [*_netns_prefix(), sys.executable, "-I", "-S", "-B", "-X", "utf8", str(_CHILD), job_path, str(result_w)]
+    argv = [*_plan().prefix, sys.executable, "-I", "-S", "-B", "-X", "utf8", str(_CHILD), job_path, str(result_w)]
     try:
         proc = subprocess.Popen(
             argv,

@@ -220,10 +220,11 @@ def test_fork_bomb_is_refused():
 
 @pytest.fixture
 def dropped(monkeypatch):
-    """Force the drop to `nobody` when running as root, even if the stdlib would become unreadable
-    (these programs only use modules the child has already imported)."""
+    """As root, use the plainest drop (the child's own setuid to nobody, no capability kept);
+    these programs only use modules the child has already imported."""
     if sandbox._is_root():
-        monkeypatch.setattr(sandbox, "_drops_privileges", lambda: True)
+        plan = sandbox._Plan(sandbox._netns_prefix(), self_drop=True, unprivileged=True)
+        monkeypatch.setattr(sandbox, "_plan", lambda: plan)
 
 
 def test_fork_fails_by_process_limit_even_without_the_hook(dropped):
@@ -238,6 +239,29 @@ def test_privilege_drop_alone_protects_roots_files(dropped, fake_home):
     key = str(fake_home / ".ssh" / "id_rsa")
     r = hostile(f"import os\nassert os.getuid() == 65534\nresult = open({key!r}).read()", audit=False)
     assert r.error.startswith("PermissionError: [Errno 13] Permission denied")
+
+
+def test_default_plan_alone_stops_fork_writes_and_devices(fake_home):
+    """Whatever the plan chosen on this machine, the layers under the hook hold on their own."""
+    plan = sandbox._plan()
+    if not plan.unprivileged:
+        pytest.skip(f"the child is not unprivileged here: {plan}")
+    r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False)
+    assert "BlockingIOError" in r.error
+    key = str(fake_home / ".ssh" / "id_rsa")
+    r = hostile(f"open({key!r}, 'a').write('x')", audit=False)
+    assert r.error.startswith("PermissionError: [Errno 13]")
+    r = hostile("import os\nos.mknod('null', 0o20600, os.makedev(1, 3))", audit=False)
+    assert r.error.startswith("PermissionError: ")
+
+
+def test_device_files_are_refused_even_for_a_root_child(monkeypatch):
+    if not sandbox._is_root():
+        pytest.skip("only root can make device nodes")
+    monkeypatch.setattr(sandbox, "_plan", lambda: sandbox._Plan(sandbox._netns_prefix(), False, False))
+    # (1, 3) is /dev/null: harmless if the refusal ever failed.
+    r = hostile("import os\nos.mknod('null', 0o20600, os.makedev(1, 3))\nopen('null', 'rb').read()")
+    assert r.error == "refused: opening device files is not allowed (line 3)"
 
 
 def test_signalling_other_processes_is_refused():
