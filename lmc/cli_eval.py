@@ -1,9 +1,341 @@
-"""The `eval` command family of the CLI (presentation only)."""
+"""The `eval` command and the `report merge` command of the CLI (presentation only; logic in evalreport and gate)."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
+
+from .errors import EXIT_USAGE, CompileErrors, ConfigError, LmcError
+
+# ---------------------------------------------------------------- shared options
+
+Baseline = Annotated[Optional[str], typer.Option("--baseline", help="artifact or .lmp to evaluate now, or a report JSON written earlier with --report", show_default=False)]
+MinScore = Annotated[Optional[float], typer.Option("--min-score", help="fail (exit 1) when the mean score is below this", show_default=False)]
+MaxDrop = Annotated[Optional[float], typer.Option("--max-drop", help="fail (exit 1) on a significant drop larger than this vs --baseline (default 0 with --baseline)", show_default=False)]
+Confidence = Annotated[float, typer.Option("--confidence", help="confidence of the paired test and the intervals")]
+MaxErrors = Annotated[Optional[int], typer.Option("--max-errors", help="fail (exit 3) when more examples than this hit LM or parse errors", show_default=False)]
+AllowChange = Annotated[bool, typer.Option("--allow-program-change", help="compare with a baseline of another program name")]
+Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here (one test case per example)", show_default=False)]
+SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
+GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
+Format = Annotated[str, typer.Option("--format", help="text, or json for the verdict as JSON on stdout")]
+
+
+def _err(text: str = "") -> None:
+    sys.stderr.write(text.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _console():
+    from rich.console import Console
+
+    # Not a terminal (CI logs, tests): a fixed width so the table does not wrap into unreadable columns.
+    width = None if sys.stderr.isatty() else 160
+    return Console(file=sys.stderr, width=width, highlight=False, soft_wrap=False)
+
+
+def _check_format(format: str) -> None:
+    if format not in ("text", "json"):
+        raise ConfigError(f"unknown --format '{format}'; expected one of: json, text")
+
+
+def _check_writable(*paths: Optional[Path]) -> None:
+    """Refuse an output path in a missing directory now, not after minutes of LM calls."""
+    for p in paths:
+        if p is None:
+            continue
+        parent = p.parent if str(p.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError(f"{p}: cannot write there; directory '{parent}' does not exist")
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory; expected a file path")
+
+
+def _fail_json(format: str, err: LmcError) -> None:
+    """With --format json a script still gets one JSON document when the run could not be judged."""
+    if format == "json":
+        doc = {"verdict": "error", "exit_code": err.exit_code, "reason": f"error: {err}", "reasons": [str(err)]}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+# ---------------------------------------------------------------- presentation
+
+
+def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
+    from rich.table import Table
+
+    from .gate import report_stats
+
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for name, justify in (("", "left"), ("target", "left"), ("score", "right"), (f"{confidence:.0%} CI", "left"),
+                          ("n", "right"), ("passed", "right"), ("errors", "right"), ("calls", "right"),
+                          ("cached", "right"), ("tokens", "right"), ("cost", "right"), ("time", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)
+    for label, rep in rows:
+        s = report_stats(rep, confidence)
+        table.add_row(label, s["target"], f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
+                      str(s["passed"]), str(s["errors"]), str(s["calls"]), str(s["cached_calls"]),
+                      str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
+    _console().print(table)
+
+
+def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
+            format: str, extra_lines: list[str]) -> None:
+    """Gate, write JUnit/Markdown, print the verdict (reason last) and exit with its code."""
+    from .gate import apply_gates, render_markdown, verdict_json, write_junit, write_text_atomic
+
+    try:
+        verdict = apply_gates(cand, base, opts)
+    except LmcError as e:
+        _fail_json(format, e)
+        raise
+    rows = [("candidate", cand)] + ([("baseline", base)] if base is not None else [])
+    _table(rows, opts.confidence)
+    notes = list(extra_lines)
+    if junit is not None:
+        write_junit(cand, verdict, junit, base)
+        notes.append(f"wrote {junit}")
+    markdown = None
+    if summary is not None or github_summary:
+        markdown = render_markdown(cand, base, verdict)
+    if summary is not None:
+        write_text_atomic(summary, markdown)
+        notes.append(f"wrote {summary}")
+    if github_summary:
+        target = os.environ.get("GITHUB_STEP_SUMMARY")
+        if target:
+            try:
+                with open(target, "a", encoding="utf-8") as fh:
+                    fh.write(markdown + "\n")
+                notes.append("appended the summary to $GITHUB_STEP_SUMMARY")
+            except OSError as e:
+                notes.append(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({target}): {e.strerror}")
+        else:
+            notes.append("note: --github-summary: $GITHUB_STEP_SUMMARY is not set, nothing appended")
+    if format == "json":
+        print(json.dumps(verdict_json(cand, base, verdict, opts), indent=2, sort_keys=True))
+    for line in notes + verdict.lines:
+        _err(line)
+    # SystemExit rather than typer.Exit: cli.main() passes it through unchanged, whatever click does with Exit.
+    raise SystemExit(verdict.exit_code)
+
+
+def _progress(total: int, labels: list[str]):
+    """A transient progress bar on a terminal; nothing in logs and tests."""
+    if not sys.stderr.isatty() or total == 0:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=_console(), transient=True)
+    tasks = [progress.add_task(f"eval {label}", total=total) for label in labels]
+    return progress, (lambda i, _out: progress.advance(tasks[i]))
+
+
+def _load(path: str, program: Optional[str], role: str):
+    """A target, with compile errors of a .lmp being bad input here (exit 2), shown in full, reason last."""
+    from .gate import is_report
+    from .load import load_target
+
+    if Path(path).is_file() and is_report(path):
+        raise ConfigError(f"{path}: is an evaluation report; the {role} must be a program (.lmp) or an artifact")
+    try:
+        return load_target(path, program)
+    except CompileErrors as e:
+        _err(e.render())
+        n = len(e.diagnostics)
+        raise LmcError(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)") from None
+
+
+# ---------------------------------------------------------------- commands
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    report_app = typer.Typer(help="Work with evaluation reports (lmc-report/1).", no_args_is_help=True)
+    app.add_typer(report_app, name="report")
+
+    @app.command("eval")
+    def eval_(
+        target: Annotated[str, typer.Argument(help="program (.lmp) or compiled artifact (.lmc.json) to score", show_default=False)],
+        data: Annotated[str, typer.Option("--data", help="JSONL examples with the program's inputs and gold labels", show_default=False)],
+        metric: Annotated[Optional[str], typer.Option("--metric", help="metric to score with (default: the program's only metric)", show_default=False)] = None,
+        program: Annotated[Optional[str], typer.Option("--program", help="program of the .lmp file to evaluate", show_default=False)] = None,
+        threshold: Annotated[float, typer.Option("--threshold", help="an example passes when its score is at least this")] = 1.0,
+        lm: Annotated[Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)] = None,
+        api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
+        cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
+        no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
+        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", help="examples run at once (default 8)", show_default=False)] = None,
+        rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute", show_default=False)] = None,
+        shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
+        min_score: MinScore = None,
+        baseline: Baseline = None,
+        max_drop: MaxDrop = None,
+        confidence: Confidence = 0.95,
+        max_errors: MaxErrors = None,
+        allow_program_change: AllowChange = False,
+        report: Annotated[Optional[Path], typer.Option("--report", help="write the full report (lmc-report/1 JSON) here", show_default=False)] = None,
+        junit: Junit = None,
+        summary: SummaryOut = None,
+        github_summary: GithubSummary = False,
+        format: Format = "text",
+    ) -> None:
+        """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
+        try:
+            _eval(**locals())
+        except LmcError as e:
+            _fail_json(format, e)
+            raise
+
+    @report_app.command("merge")
+    def merge(
+        parts: Annotated[list[str], typer.Argument(help="shard reports written by lmc eval --shard i/N --report", show_default=False)],
+        out: Annotated[Optional[Path], typer.Option("-o", "--out", help="write the merged report here", show_default=False)] = None,
+        min_score: MinScore = None,
+        baseline: Annotated[Optional[str], typer.Option("--baseline", help="a report JSON (merge never evaluates)", show_default=False)] = None,
+        max_drop: MaxDrop = None,
+        confidence: Confidence = 0.95,
+        max_errors: MaxErrors = None,
+        allow_program_change: AllowChange = False,
+        junit: Junit = None,
+        summary: SummaryOut = None,
+        github_summary: GithubSummary = False,
+        format: Format = "text",
+    ) -> None:
+        """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
+        try:
+            _merge(**locals())
+        except LmcError as e:
+            _fail_json(format, e)
+            raise
+
+
+def _gate_options(**kw):
+    from .gate import GateOptions
+
+    opts = GateOptions(**kw)
+    opts.validate()
+    return opts
+
+
+def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, shard, min_score,
+          baseline, max_drop, confidence, max_errors, allow_program_change, report, junit, summary, github_summary,
+          format) -> None:
+    from . import evalreport as E
+    from .datasets import load_dataset
+    from .gate import parse_shard
+
+    # Everything that can be refused is refused before the first LM call.
+    _check_format(format)
+    opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
+                         confidence=confidence, allow_program_change=allow_program_change)
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold:g}")
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"-j must be at least 1, got {jobs}")
+    if rpm is not None and rpm <= 0:
+        raise ConfigError(f"--rpm must be positive, got {rpm:g}")
+    shard_spec = parse_shard(shard) if shard is not None else None
+    _check_writable(report, junit, summary)
+
+    from .load import choose_lm, load_config
+
+    config = load_config()
+    cand_t = _load(target, program, "target")
+    cand_metric = E.choose_metric(cand_t.ir, metric, target)
+    dataset = load_dataset(data)
+    E.check_data(cand_t.ir, dataset, cand_metric)
+    examples = E.select_shard(dataset, shard_spec)
+    cand_mref = E.metric_ref(cand_metric, threshold)
+    dref = E.data_ref(dataset)
+
+    base_report = None
+    base_t = None
+    if baseline is not None:
+        if not Path(baseline).exists():
+            raise ConfigError(f"{baseline}: no such file (--baseline)")
+        if E.baseline_is_report(baseline):
+            base_report = E.load_baseline_report(baseline)
+            E.check_baseline_report(base_report, cand_t.name, E.target_ref(cand_t.kind, target), cand_mref, dref,
+                                    examples, allow_program_change=allow_program_change)
+        else:
+            base_t = _load(baseline, program, "baseline")
+            base_metric = E.baseline_metric(base_t.ir, cand_metric, baseline)
+            E.check_baseline_target(base_t.name, baseline, E.metric_ref(base_metric, threshold), cand_t.name,
+                                    cand_mref, dref, examples, allow_program_change=allow_program_change)
+            E.check_data(base_t.ir, dataset, base_metric)
+
+    from .lm import LMClient
+
+    E_jobs = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric)]
+    if base_t is not None:
+        E_jobs.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric))
+    client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
+                      concurrency=jobs or config.concurrency or 8, rpm=rpm)
+    concurrency = jobs or config.concurrency or 8
+    progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(E_jobs)])
+    try:
+        if progress is not None:
+            progress.start()
+        runs = E.evaluate_targets(E_jobs, examples, threshold=threshold, client=client, concurrency=concurrency,
+                                  api_base=api_base or config.api_base, extra_lms=config.alias_specs(),
+                                  on_result=on_result)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+    cand = E.build_report(program=cand_t.name, program_sha256=cand_t.sha256, kind=cand_t.kind, path=target,
+                          ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard_spec,
+                          run=runs[0])
+    base = base_report
+    if base_t is not None:
+        base = E.build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=baseline,
+                              ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset,
+                              shard=shard_spec, run=runs[1])
+    notes = []
+    if report is not None:
+        cand.save(report)
+        notes.append(f"wrote {report}")
+    if shard_spec is not None:
+        notes.insert(0, f"shard {shard_spec[0]}/{shard_spec[1]}: {len(examples)} of {len(dataset)} examples")
+    if not examples:
+        if opts.min_score is None and opts.baseline is None and opts.max_errors is None:
+            for line in notes:
+                _err(line)
+            _err(f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate")
+            raise SystemExit(0)
+    _finish(cand, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
+            extra_lines=notes)
+
+
+def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary,
+           github_summary, format) -> None:
+    from .gate import Report, is_report, merge_reports
+
+    _check_format(format)
+    opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
+                         confidence=confidence, allow_program_change=allow_program_change)
+    _check_writable(out, junit, summary)
+    reports = [Report.load(p) for p in parts]
+    base = None
+    if baseline is not None:
+        if not Path(baseline).exists():
+            raise ConfigError(f"{baseline}: no such file (--baseline)")
+        from .artifact import is_artifact_path
+
+        if not is_report(baseline) and (baseline.endswith(".lmp") or is_artifact_path(baseline)):
+            raise ConfigError(f"{baseline}: report merge never evaluates, so --baseline must be a report; "
+                              f"write one with `lmc eval {baseline} --data ... --report base.json`")
+        base = Report.load(baseline)
+    merged = merge_reports(reports)
+    notes = [f"merged {len(reports)} shard reports: {merged.summary.n} examples"]
+    if out is not None:
+        merged.save(out)
+        notes.append(f"wrote {out}")
+    _finish(merged, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
+            extra_lines=notes)
