@@ -160,6 +160,29 @@ def _disable_pyc() -> None:
     external.cache_from_source = no_cache
 
 
+def _convert_path_arguments() -> None:
+    """Give the hook plain strings where pathlib passes Path objects to `os` functions.
+
+    The hook refuses path objects it cannot read without calling their code, so
+    `Path('d').mkdir()` would fail; converting before the call keeps pathlib
+    usable.  Undoing this only makes the program's own calls fail.
+    """
+    fspath, pathlike = os.fspath, os.PathLike
+
+    def converting(function):
+        def call(*args, **kwargs):
+            args = tuple(fspath(a) if isinstance(a, pathlike) else a for a in args)
+            return function(*args, **kwargs)
+
+        call.__name__ = function.__name__
+        call.__doc__ = function.__doc__
+        return call
+
+    for name in ("listdir", "scandir", "mkdir", "rmdir", "remove", "unlink", "rename", "replace",
+                 "chmod", "truncate", "utime", "open", "chdir"):
+        setattr(os, name, converting(getattr(os, name)))
+
+
 def _norm(path, cwd):
     """Absolute, lexically normalised path; touches no filesystem, globals or builtins."""
     if not path.startswith("/"):
@@ -278,11 +301,28 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     def hook(event, args):
         if event == "import":
             comps = []
-            for arg in args[:2]:
+            for index in (0, 1):
+                if index >= len_(args) or args[index] is None:
+                    continue
+                arg = args[index]
                 if type_(arg) is not str_:
                     if not issubclass_(type_(arg), str_):
-                        continue
+                        raise import_denied("refused: unsupported module name or path")
                     arg = str_get(arg, all_)
+                if index == 1:
+                    # An extension module is native code: load it only from the
+                    # interpreter's own library, never from a file the program wrote.
+                    full = norm(arg, getcwd())
+                    trusted = False
+                    for root in roots:
+                        if full.startswith(root):
+                            trusted = True
+                            for comp in full[len_(root):].split("/"):
+                                if comp in third_party:
+                                    trusted = False
+                            break
+                    if not trusted:
+                        raise import_denied(native + " (extension module outside the standard library)")
                 comps.extend(arg.rpartition("/")[2].split("."))
             for comp in comps:
                 reason = import_reasons.get(comp)
@@ -486,6 +526,7 @@ def main() -> None:
     _drop_privileges(job)
     _preload(job["code"])
     _disable_pyc()
+    _convert_path_arguments()
     sandbox_dir = os.path.realpath(os.getcwd())
     # The interpreter's own library, readable so that imports work; never the
     # third-party site-packages below it (the hook refuses those paths).

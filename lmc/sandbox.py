@@ -356,7 +356,7 @@ def _parse_report(data: bytes) -> dict | None:
     """Validate the child's JSON report; the child is untrusted, so check every field."""
     try:
         report = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(report, dict) or not isinstance(report.get("ok"), bool):
         return None

@@ -270,3 +270,15 @@ def test_an_input_named_result_is_not_the_answer_unless_rebound():
 def test_atexit_handlers_do_not_run_after_the_report():
     r = run_code("import atexit\natexit.register(lambda: print('late'))\nresult = 1")
     assert r.ok and r.value == 1 and "late" not in r.stdout
+
+
+def test_pathlib_works_inside_the_sandbox():
+    code = (
+        "from pathlib import Path\n"
+        "d = Path('data')\n"
+        "d.mkdir()\n"
+        "(d / 'a.txt').write_text('hello')\n"
+        "result = [p.name for p in d.iterdir()] + [(d / 'a.txt').read_text()]\n"
+    )
+    r = run_code(code)
+    assert r.ok and r.value == ["a.txt", "hello"], r.error

@@ -477,3 +477,27 @@ def test_path_objects_that_lie_are_refused():
     )
     r = hostile(code)
     assert r.error.startswith("refused: reading '/etc/passwd'")
+
+
+def test_native_extension_written_by_the_program_is_refused():
+    code = (
+        "import importlib.machinery as m, importlib.util as u, os\n"
+        "path = os.path.abspath('evil.cpython-311-x86_64-linux-gnu.so')\n"
+        "open(path, 'wb').write(b'\\x7fELF not really')\n"
+        "spec = u.spec_from_file_location('evil', path, loader=m.ExtensionFileLoader('evil', path))\n"
+        "u.module_from_spec(spec)\n"
+    )
+    r = hostile(code)
+    assert r.error == "refused: native code access is not allowed (extension module outside the standard library) (line 5)"
+
+
+def test_a_forged_report_cannot_crash_the_parent():
+    code = "import os, sys\nos.write(int(sys.argv[2]), b'[' * 30000 + b']' * 30000)\nos._exit(0)"
+    r = hostile(code)
+    assert r.error.startswith("crashed: ")
+
+
+def test_a_forged_report_only_fools_its_own_result():
+    code = "import os, sys\nos.write(int(sys.argv[2]), b'{\"ok\": true, \"has_value\": true, \"value\": 7}')\nos._exit(0)"
+    r = run_code(code)
+    assert r.ok and r.value == 7
