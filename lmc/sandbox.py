@@ -11,7 +11,6 @@ result back as JSON.  The threat model is docs/security.md.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -76,6 +75,8 @@ async def arun_code(
     code: str, inputs: dict | None = None, limits: SandboxLimits = SandboxLimits()
 ) -> SandboxResult:
     """`run_code` without blocking the event loop (the wait happens in a worker thread)."""
+    import asyncio  # only async callers pay for it
+
     return await asyncio.to_thread(_run, code, inputs, limits)
 
 
