@@ -90,7 +90,10 @@ def _expr(e, q: str) -> tuple[str, int]:
     if isinstance(e, n.DictExpr):
         return "{" + ", ".join(f"{expr(k, 0, q)}: {expr(v, 0, q)}" for k, v in e.items) + "}", 9
     if isinstance(e, n.Attr):
-        return f"{expr(e.obj, _PREC_POSTFIX, q)}.{e.name}", _PREC_POSTFIX
+        obj = expr(e.obj, _PREC_POSTFIX, q)
+        if isinstance(e.obj, n.Const) and not isinstance(e.obj.value, (str, bool, type(None))):
+            obj = f"({obj})"  # `0.x` would lex as the number `0.`
+        return f"{obj}.{e.name}", _PREC_POSTFIX
     if isinstance(e, n.Index):
         return f"{expr(e.obj, _PREC_POSTFIX, q)}[{expr(e.index, 0, q)}]", _PREC_POSTFIX
     if isinstance(e, n.Call):

@@ -184,7 +184,8 @@ def _stmts(depth: int):
     simple = st.one_of(
         st.builds(lambda t, v, op: n.Assign(S, target=t, value=v, op=op), names, exprs, st.sampled_from(["=", "+=", "-="])),
         st.builds(lambda v: n.ExprStmt(S, expr=v), exprs.filter(_safe_stmt_expr).filter(lambda e: isinstance(e, n.Call))),
-        st.builds(lambda v: n.Return(S, value=v), st.one_of(st.none(), exprs)),
+        # A bare `return` would swallow an expression starting the next line, so generated ones carry a value.
+        st.builds(lambda v: n.Return(S, value=v), exprs),
         st.builds(lambda k, c, m, t: n.Check(S, kind=k, cond=c, message=m, target=t),
                   st.sampled_from(["assert", "suggest"]), exprs, st.one_of(st.none(), exprs), st.one_of(st.none(), names)),
         st.just(n.Break(S)),
