@@ -86,8 +86,10 @@ def register(app: typer.Typer) -> None:
                         rpm, trace, max_backtracks)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
-            raise typer.Exit(130) from None
-        raise typer.Exit(code)
+            code = 130
+        # SystemExit, not typer.Exit: under standalone_mode=False click turns Exit(n) into a return
+        # value that cli.main drops, while SystemExit reaches main's handler with its code.
+        raise SystemExit(code)
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
