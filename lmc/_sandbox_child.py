@@ -42,10 +42,6 @@ _OTHER = frozenset(
 )
 _BLOCKED = _NETWORK | _PROCESSES | _NATIVE | _OTHER
 
-_NETWORK_EVENT_PREFIXES = frozenset(
-    {"socket", "ssl", "urllib", "http", "ftplib", "smtplib", "imaplib", "nntplib", "poplib", "telnetlib"}
-)
-
 # Standard modules a ProgramOfThought program is likely to use, none of which
 # imports a refused module.  Those the program mentions are imported before the
 # hook, from their cached bytecode; after it, modules compile from source

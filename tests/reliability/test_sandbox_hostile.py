@@ -278,7 +278,8 @@ def test_infinite_loop_is_killed_at_the_time_limit():
 
 
 def test_infinite_loop_is_killed_at_the_cpu_limit():
-    r = hostile("while True:\n    pass\n", SandboxLimits(timeout_s=10.0, cpu_s=1), bound=5.0)
+    # A generous wall clock: on a crowded machine one CPU-second can take many wall seconds.
+    r = hostile("while True:\n    pass\n", SandboxLimits(timeout_s=20.0, cpu_s=1), bound=20.0)
     assert r.error == "killed: exceeded 1 s CPU time limit"
 
 
