@@ -251,6 +251,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     dataset = load_dataset(data)
     E.check_data(cand_t.ir, dataset, cand_metric)
     examples = E.select_shard(dataset, shard_spec)
+    if not examples and (min_score is not None or baseline is not None or max_errors is not None):
+        raise ConfigError(f"shard {shard} holds no examples of {data}, so there is nothing to gate; "
+                          "gate once after `lmc report merge` instead")
     cand_mref = E.metric_ref(cand_metric, threshold)
     dref = E.data_ref(dataset)
 
@@ -272,17 +275,17 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
 
     from .lm import LMClient
 
-    E_jobs = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric)]
+    work = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric)]
     if base_t is not None:
-        E_jobs.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric))
+        work.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric))
     client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
                       concurrency=jobs or config.concurrency or 8, rpm=rpm)
     concurrency = jobs or config.concurrency or 8
-    progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(E_jobs)])
+    progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:
             progress.start()
-        runs = E.evaluate_targets(E_jobs, examples, threshold=threshold, client=client, concurrency=concurrency,
+        runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
                                   api_base=api_base or config.api_base, extra_lms=config.alias_specs(),
                                   on_result=on_result)
     finally:
@@ -304,11 +307,12 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     if shard_spec is not None:
         notes.insert(0, f"shard {shard_spec[0]}/{shard_spec[1]}: {len(examples)} of {len(dataset)} examples")
     if not examples:
-        if opts.min_score is None and opts.baseline is None and opts.max_errors is None:
-            for line in notes:
-                _err(line)
-            _err(f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate")
-            raise SystemExit(0)
+        reason = f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate"
+        if format == "json":
+            print(json.dumps({"verdict": "pass", "exit_code": 0, "reason": reason, "reasons": []}, indent=2, sort_keys=True))
+        for line in notes + [reason]:
+            _err(line)
+        raise SystemExit(0)
     _finish(cand, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
             extra_lines=notes)
 

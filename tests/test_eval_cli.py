@@ -474,3 +474,20 @@ def test_merge_refusals(ws, lmc, server, base_report):
                    "--baseline must be a report")
     assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", "--max-drop", "0.1"), "--max-drop needs --baseline")
     assert not Path("all.json").exists()
+
+
+def test_empty_shard(ws, lmc, server):
+    from lmc.gate import in_shard
+
+    count = 60  # more shards than examples: some hold none
+    empty = next(i for i in range(1, count + 1) if not any(in_shard(f"ex-{k:02d}", i, count) for k in range(1, N + 1)))
+    code, out, err = lmc.eval("cand.lmp", "--shard", f"{empty}/{count}", "--report", "empty.json", "--format", "json")
+    assert code == 0 and json.loads(out)["verdict"] == "pass"
+    assert err[-1] == f"PASS: shard {empty}/{count} holds no examples of dev.jsonl; nothing to gate"
+    assert Report.load("empty.json").summary.n == 0
+    assert_refused(lmc.eval("cand.lmp", "--shard", f"{empty}/{count}", "--min-score", "0.5"), "nothing to gate")
+    assert server.requests == 0
+
+
+def test_missing_data_file_is_refused(ws, lmc, server):
+    assert_refused(lmc.eval("cand.lmp", data="nope.jsonl"), "nope.jsonl: file not found")
