@@ -472,6 +472,11 @@ async def _check(rt: Runtime, ctx: _Ctx, s: I.Check, env: dict) -> None:
         if past is None:
             past = next((c.outputs for c in reversed(ctx.trace) if c.module == target[0] and c.outputs), {})
         previous = "; ".join(f"{k}: {prompts.show_value(v, multiline_ok=False)}" for k, v in (past or {}).items())
+        prior = ctx.feedback.get((target[0], target[1]))
+        if prior:
+            # Earlier rejected answers stay in the prompt: the retry differs from the last one (a
+            # deterministic LM or the memo would otherwise repeat it) and the LM sees what it already tried.
+            previous = prior["previous_answer"] + "\n" + previous
         raise _Backtrack(key, target[0], target[1], {"previous_answer": previous, "feedback": message})
     if s.kind == "assert":
         raise RunError(f"assertion failed: {message}", "assert", s.line)
