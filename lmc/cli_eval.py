@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import EXIT_USAGE, CompileErrors, ConfigError, LmcError
+from .errors import CompileError, CompileErrors, ConfigError, LmcError
 
 # ---------------------------------------------------------------- shared options
 
@@ -150,6 +150,9 @@ def _load(path: str, program: Optional[str], role: str):
         _err(e.render())
         n = len(e.diagnostics)
         raise LmcError(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)") from None
+    except CompileError as e:
+        # A single diagnosis from lowering would otherwise exit 1, which here means "quality regressed".
+        raise LmcError(f"{path}: the {role} does not compile: {e.span}: {e}") from None
 
 
 # ---------------------------------------------------------------- commands
