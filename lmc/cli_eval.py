@@ -67,21 +67,35 @@ def _fail_json(format: str, err: LmcError) -> None:
 
 
 def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
+    """One row per evaluated side; the targets go on their own lines so the table fits a 100-column terminal."""
+    from rich import box
     from rich.table import Table
 
     from .gate import report_stats
 
-    table = Table(title=None, show_edge=False, pad_edge=False)
-    for name, justify in (("", "left"), ("target", "left"), ("score", "right"), (f"{confidence:.0%} CI", "left"),
-                          ("n", "right"), ("passed", "right"), ("errors", "right"), ("calls", "right"),
-                          ("cached", "right"), ("tokens", "right"), ("cost", "right"), ("time", "right")):
-        table.add_column(name, justify=justify, no_wrap=True)
+    console = _console()
+    for label, rep in rows:
+        console.print(f"{label}: {rep.target.path} ({rep.target.kind} '{rep.program.name}') on {rep.data.path}"
+                      + (f", shard {rep.shard}" if rep.shard else ""), markup=False)
+    if console.width < 100:
+        # Too narrow for eleven columns: the same numbers as one line per side.
+        for label, rep in rows:
+            s = report_stats(rep, confidence)
+            console.print(
+                f"{label}: score {s['score']:.3f} ({confidence:.0%} CI {s['score_lo']:.3f}-{s['score_hi']:.3f}), "
+                f"n {s['n']}, passed {s['passed']}, errors {s['errors']}, calls {s['calls']} ({s['cached_calls']} cached), "
+                f"{s['prompt_tokens'] + s['completion_tokens']} tokens, ${s['cost']:.4f}, {s['duration_s']:.1f}s",
+                markup=False)
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "tokens", "cost", "time"):
+        table.add_column(name, justify="left" if name in ("", f"{confidence:.0%} CI") else "right", no_wrap=True)
     for label, rep in rows:
         s = report_stats(rep, confidence)
-        table.add_row(label, s["target"], f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
+        table.add_row(label, f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
                       str(s["passed"]), str(s["errors"]), str(s["calls"]), str(s["cached_calls"]),
                       str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
-    _console().print(table)
+    console.print(table)
 
 
 def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
