@@ -194,6 +194,7 @@ def test_lm_auth_failure_is_exit_3(ws, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3, err
     assert err[-1].startswith("error: authentication failed for")
+    assert "the-right-key" not in "\n".join(err)
 
 
 # ---------------------------------------------------------------- reports as baselines, outputs
@@ -491,3 +492,13 @@ def test_empty_shard(ws, lmc, server):
 
 def test_missing_data_file_is_refused(ws, lmc, server):
     assert_refused(lmc.eval("cand.lmp", data="nope.jsonl"), "nope.jsonl: file not found")
+
+
+def test_corrupt_baseline_artifact_is_refused(ws, lmc, server):
+    make_artifact("base.lmp", "base.lmc.json")
+    text = Path("base.lmc.json").read_text()
+    Path("base.lmc.json").write_text(text.replace("Classify the sentiment", "Classify the mood"))
+    code, out, err = lmc.eval("cand.lmp", "--baseline", "base.lmc.json", "--format", "json")
+    assert_refused((code, out, err), "base.lmc.json:")
+    assert json.loads(out)["exit_code"] == 2
+    assert server.requests == 0
