@@ -279,6 +279,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     if baseline is not None:
         if not Path(baseline).exists():
             raise ConfigError(f"{baseline}: no such file (--baseline)")
+        if not baseline.endswith((".lmp", ".json")):
+            raise ConfigError(f"{baseline}: --baseline expects a program (.lmp), an artifact (.lmc.json) "
+                              "or a report (.json written by --report)")
         if E.baseline_is_report(baseline):
             base_report = E.load_baseline_report(baseline)
             E.check_baseline_report(base_report, cand_t.name, E.target_ref(cand_t.kind, target), cand_mref, dref,

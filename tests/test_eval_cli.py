@@ -441,6 +441,7 @@ def test_baseline_report_missing_candidate_ids_is_refused(ws, lmc, server):
     ("two_metrics.lmp", [], "the program defines several metrics (acc, em); choose one with --metric NAME"),
     ("two_metrics.lmp", ["--metric", "acx"], "unknown metric 'acx'; did you mean 'acc'? defined: acc, em"),
     ("cand.lmp", ["--baseline", "nowhere.json"], "nowhere.json: no such file"),
+    ("cand.lmp", ["--baseline", "dev.jsonl"], "dev.jsonl: --baseline expects a program (.lmp), an artifact"),
 ])
 def test_bad_targets_and_metrics(ws, lmc, server, target, args, fragment):
     assert_refused(lmc.eval(target, *args), fragment)
