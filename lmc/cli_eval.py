@@ -298,15 +298,16 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     work = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric)]
     if base_t is not None:
         work.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric))
-    client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
-                      concurrency=jobs or config.concurrency or 8, rpm=rpm)
+    extra_lms = config.alias_specs()
     concurrency = jobs or config.concurrency or 8
+    client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
+                      concurrency=concurrency, rpm=rpm)
     progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:
             progress.start()
         runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
-                                  api_base=api_base or config.api_base, extra_lms=config.alias_specs(),
+                                  api_base=api_base or config.api_base, extra_lms=extra_lms,
                                   on_result=on_result)
     finally:
         if progress is not None:
