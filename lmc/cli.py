@@ -118,7 +118,10 @@ cli_eval.register(app)
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns the exit code of a `typer.Exit` instead of raising it.
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):
+            return rv
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:  # click's own exits (e.g. --help)

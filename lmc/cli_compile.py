@@ -1,9 +1,178 @@
-"""The `compile` command family of the CLI (presentation only)."""
+"""The `compile`, `inspect` and `diff` commands (presentation only; the work is in compile.py and artifact.py)."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from .errors import LmcError
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def compile_cmd(
+    program: Annotated[Path, typer.Argument(help="the .lmp program (or an artifact to compile further)")],
+    train: Annotated[Path, typer.Option("--train", help="training examples (JSONL or JSON list)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="where to write the artifact (*.lmc.json)")],
+    dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="none, labeled, bootstrap, random-search, mipro, knn, ensemble, finetune-data")] = "bootstrap",
+    then: Annotated[Optional[list[str]], typer.Option("--then", help="further passes, run in order after --optimizer")] = None,
+    passes: Annotated[Optional[Path], typer.Option("--passes", help="a YAML list of passes (replaces --optimizer/--then)")] = None,
+    program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
+    concurrency: Annotated[int, typer.Option("-j", "--concurrency", help="examples (and LM calls) in flight")] = 8,
+    lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
+    teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
+    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro)")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="score that counts as a success (default 1.0)")] = None,
+    max_demos: Annotated[int, typer.Option("--max-demos", help="bootstrapped demos per predictor")] = 4,
+    max_labeled: Annotated[int, typer.Option("--max-labeled", help="labeled demos per predictor")] = 4,
+    max_rounds: Annotated[int, typer.Option("--max-rounds", help="bootstrap rounds (later rounds sample)")] = 1,
+    candidates: Annotated[int, typer.Option("--candidates", help="random-search/mipro demo-set candidates")] = 6,
+    trials: Annotated[int, typer.Option("--trials", help="mipro search trials")] = 16,
+    instructions: Annotated[int, typer.Option("--instructions", help="mipro instruction proposals per predictor")] = 4,
+    minibatch: Annotated[Optional[int], typer.Option("--minibatch", help="mipro dev minibatch size (default min(25, dev))")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="knn: demos chosen per input")] = None,
+    ensemble_size: Annotated[int, typer.Option("--ensemble-size", help="ensemble: members")] = 3,
+    finetune_dir: Annotated[Optional[Path], typer.Option("--finetune-dir", help="finetune-data: output folder")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="stop the search after this many LM calls")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="stop the search after this much spend (USD)")] = None,
+    allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
+    cache_dir: Annotated[str, typer.Option("--cache-dir", help="LM call cache")] = ".lmc/cache",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
+    rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
+) -> None:
+    """Optimize every LM call of a program on examples and write a frozen artifact."""
+    from .compile import CompileOptions, compile_program, load_passes_file
+
+    params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
+              "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
+              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir or Path(str(out)).with_suffix("").with_suffix("").as_posix() + ".finetune")}
+    if passes is not None:
+        names, file_params = load_passes_file(str(passes))
+        params.update(file_params)
+    else:
+        names = [optimizer] + list(then or [])
+    for bad, value in (("--max-demos", max_demos), ("--max-labeled", max_labeled), ("--candidates", candidates), ("--trials", trials)):
+        if value < 0:
+            raise LmcError(f"{bad} must be >= 0, got {value}")
+    if concurrency < 1:
+        raise LmcError(f"-j must be >= 1, got {concurrency}")
+    opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
+                          program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
+                          lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
+                          max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
+                          use_cache=not no_cache, rpm=rpm, params={k_: v for k_, v in params.items() if v is not None})
+    console = _console()
+    state = {"stage": "starting", "best": None, "scored": 0}
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        state["stage"] = msg
+        console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
+
+    def on_score(name: str, score: float) -> None:
+        state["scored"] += 1
+        if state["best"] is None or score > state["best"]:
+            state["best"] = score
+
+    result = compile_program(opts, log=log, on_score=on_score)
+    _print_summary(console, result, str(out))
+
+
+def _print_summary(console, result, out: str) -> None:
+    from rich.table import Table
+
+    rep = result.artifact.compile
+    t = Table(title=f"compiled {result.artifact.name} → {out}", show_header=True, header_style="bold")
+    for col in ("", "dev score", "LM calls", "cached", "tokens", "cost", "time"):
+        t.add_column(col, justify="right" if col else "left")
+    s = result.stats
+    fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    t.add_row("zero-shot", fmt(result.baseline), "", "", "", "", "")
+    t.add_row("compiled", fmt(result.final), str(s["calls"] - s["cached_calls"]), str(s["cached_calls"]),
+              str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
+    console.print(t)
+    if len(result.candidates) > 1:
+        c = Table(title="candidates", show_header=True, header_style="bold")
+        c.add_column("candidate")
+        c.add_column("dev", justify="right")
+        for cand in result.candidates:
+            c.add_row(cand["name"], fmt(cand.get("dev")))
+        console.print(c)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if rep.get("budget", {}).get("exhausted"):
+        console.print("[yellow]the budget ran out; the artifact holds the best program found before that[/yellow]")
+
+
+def inspect_cmd(
+    artifact: Annotated[Path, typer.Argument(help="an artifact (*.lmc.json) or a .lmp program")],
+    predictor: Annotated[Optional[str], typer.Option("--predictor", help="only this predictor")] = None,
+    emit_prompts: Annotated[Optional[Path], typer.Option("--emit-prompts", help="write each predictor's prompt as a text file here")] = None,
+    lm: Annotated[Optional[str], typer.Option("--lm", help="render for this LM's prompt format")] = None,
+    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Show each predictor's exact prompt, with its demos, instructions and settings."""
+    from .inspect import render_predictors
+    from .load import choose_lm, load_config, load_target
+
+    target = load_target(artifact)
+    spec = choose_lm(lm, None, load_config(), target)
+    views = render_predictors(target, spec.mode, predictor)
+    if emit_prompts is not None:
+        emit_prompts.mkdir(parents=True, exist_ok=True)
+        for v in views:
+            (emit_prompts / f"{v['id']}.txt").write_text(v["prompt"] + "\n", encoding="utf-8")
+        sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
+        return
+    if format == "json":
+        print(json.dumps(views, indent=2, ensure_ascii=False))
+        return
+    from rich.panel import Panel
+
+    console = _console()
+    out = __import__("rich.console", fromlist=["Console"]).Console(highlight=False, soft_wrap=True)
+    rep = target.artifact.compile if target.artifact else {}
+    if rep:
+        scores = rep.get("scores", {})
+        out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
+                  f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
+                  f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}")
+    for v in views:
+        title = f"{v['id']}  ({v['role']} of module {v['module']}, {len(v['demos'])} demos, {spec.mode} format for {spec.model})"
+        out.print(Panel(v["prompt"], title=title, title_align="left", expand=True))
+    del console
+
+
+def diff_cmd(
+    a: Annotated[Path, typer.Argument(help="the old artifact")],
+    b: Annotated[Path, typer.Argument(help="the new artifact")],
+    format: Annotated[str, typer.Option("--format", help="text, markdown or json")] = "text",
+) -> None:
+    """Show what changed between two artifacts: instructions, demos, settings, scores."""
+    from .artifact import read
+    from .inspect import diff_artifacts, render_diff
+
+    changes = diff_artifacts(read(a), read(b))
+    if format == "json":
+        print(json.dumps(changes, indent=2, ensure_ascii=False))
+    else:
+        print(render_diff(changes, str(a), str(b), markdown=(format == "markdown")))
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("compile")(compile_cmd)
+    app.command("inspect")(inspect_cmd)
+    app.command("diff")(diff_cmd)

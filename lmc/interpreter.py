@@ -798,7 +798,8 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
     demos = _select_demos(rt, ctx, p, values)
     prompt, demos = _fit_context(rt, spec, p, values, demos, mode, feedback)
     temp = temperature if temperature is not None else p.setting("temperature", spec.setting("temperature", 0.0))
-    overrides = {"temperature": temp, "max_tokens": p.setting("max_tokens"), "sample": sample}
+    max_tokens = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
+    overrides = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
     last_raw, last_err = "", None
     for attempt in range(3):
         if attempt == 1:
@@ -834,6 +835,21 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
             return parsed
         last_raw, last_err = result.text, err
     raise OutputParseError(f"predictor '{pid}': {last_err.message} (raw output: {_short(last_raw)})", last_raw)
+
+
+_SHORT_KINDS = ("literal", "bool", "int", "float")
+
+
+def default_max_tokens(p: I.Predictor, mode: str) -> int:
+    """An upper bound that fits the outputs: a label needs a few tokens, free text and reasoning more.
+
+    Base models rarely stop on their own, so a tight bound is what keeps them fast."""
+    kinds = [f.type.args[0].kind if f.type.kind == "optional" else f.type.kind for f in p.signature.outputs]
+    if all(k in _SHORT_KINDS for k in kinds):
+        return 16 * len(kinds) if mode == "completion" else 64
+    if mode == "completion":
+        return 96 if len(kinds) == 1 else 256
+    return 1024
 
 
 def _short(raw: str, limit: int = 200) -> str:

@@ -258,6 +258,5 @@ def test_example_programs_are_formatted():
         assert format_source(p.read_text(), str(p)) == p.read_text(), f"{p.name} is not fmt-clean"
 
 
-@pytest.mark.xfail(reason="lmc.cli.main drops the exit code app() returns with standalone_mode=False", strict=False)
 def test_cli_process_exit_code_for_errors():
     assert _lmc("check", str(FIXTURES / "unknown_signature.lmp")).returncode == 1

@@ -293,11 +293,8 @@ def test_ctrl_c_keeps_finished_lines_and_resumes(tmp_path):
     assert sorted(ids) == [f"r{i:03d}" for i in range(40)]
 
 
-# ---------------------------------------------------------------- known bugs in files this suite does not own
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main drops the code of typer.Exit(n): click returns it under "
-                                       "standalone_mode=False and main() ignores the return value")
 def test_cli_main_keeps_typer_exit_codes(tmp_path):
     from lmc.cli import main
 

@@ -1,0 +1,107 @@
+"""`bootstrap`: run a teacher over training examples; traces that pass the metric become demos for every predictor.
+
+The teacher is the program itself, primed with labeled demos when the trainset can
+fill them (a small model answers far more examples right with a few examples in its
+prompt, so fewer calls are spent finding successes), optionally on `--teacher-lm`.
+An example is never shown as its own demo.  Later rounds retry the failures with
+sampling (temperature > 0) to find more successful traces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Sequence
+
+from .. import ir as I
+from ..datasets import Example
+from . import Context, labeled_demos, with_demos
+
+TEACHER_TEMPERATURE = 0.7
+
+
+def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
+    labeled = labeled_demos(ir, ctx.trainset, int(ctx.opt("max_labeled", 4)), ctx.rng("teacher"))
+    usable = {pid: ds for pid, ds in labeled.items() if ds and not ir.predictor(pid).demos}
+    teacher = with_demos(ir, usable) if usable else ir
+    if round_ > 0:
+        # A distinct temperature per round gives each round fresh samples (and fresh cache keys).
+        temp = round(TEACHER_TEMPERATURE + 0.01 * round_, 2)
+        teacher = teacher.with_predictors([p.with_settings(temperature=temp) for p in teacher.predictors])
+    return replace(teacher, extras=())
+
+
+async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, *,
+                  max_rounds: int = 1, label: str = "bootstrap", want_all: bool = False) -> tuple[dict, dict]:
+    """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all)."""
+    demos: dict[str, list[dict]] = {p.id: [] for p in ir.predictors}
+    stats = {"tried": 0, "passed": 0}
+    done: set[str] = set()
+
+    def full() -> bool:
+        return not want_all and all(len(v) >= max_demos for v in demos.values())
+
+    for round_ in range(max(1, max_rounds)):
+        teacher = _teacher_ir(ir, ctx, round_)
+        rt = (ctx.teacher_runtime or ctx.make_runtime)(teacher)
+        pending = [ex for ex in order if ex.id not in done]
+        i = 0
+        while i < len(pending) and not full():
+            need = max(1, min(max_demos - min(len(v) for v in demos.values()), ctx.concurrency)) if not want_all else ctx.concurrency
+            batch = pending[i:i + need]
+            i += len(batch)
+            outcomes = await ctx.run_all(teacher, batch, exclude_self=True, runtime=rt)
+            # Results are consumed in example order, so concurrency never changes which demos are kept.
+            for out in outcomes:
+                stats["tried"] += 1
+                if not out.passed:
+                    continue
+                stats["passed"] += 1
+                done.add(out.example.id)
+                for call in out.result.trace:
+                    bucket = demos.get(call.predictor)
+                    if bucket is None or call.outputs is None or call.error:
+                        continue
+                    if want_all or len(bucket) < max_demos:
+                        bucket.append({**call.inputs, **call.outputs, "_id": out.example.id})
+                if full():
+                    break
+        ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed")
+        if full():
+            break
+    return {pid: tuple(v) for pid, v in demos.items()}, stats
+
+
+def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled: int, salt: str) -> dict:
+    """Bootstrapped demos first, then labeled examples to fill up to max(max_demos, max_labeled) per predictor."""
+    total = max(max_demos, max_labeled)
+    labeled = labeled_demos(ir, ctx.trainset, total, ctx.rng(salt)) if max_labeled > 0 else {}
+    out = {}
+    for p in ir.predictors:
+        chosen = list(boot.get(p.id, ()))[:max_demos]
+        n_boot = len(chosen)
+        used = {d.get("_id") for d in chosen}
+        for d in labeled.get(p.id, ()):
+            if len(chosen) >= total or len(chosen) - n_boot >= max_labeled:
+                break
+            if d.get("_id") not in used:
+                chosen.append(d)
+                used.add(d.get("_id"))
+        out[p.id] = tuple(chosen)
+    return out
+
+
+async def bootstrap_ir(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, label: str) -> tuple[I.IR, dict]:
+    max_labeled = int(ctx.opt("max_labeled", 4))
+    boot, stats = await collect(ir, ctx, order, max_demos, max_rounds=int(ctx.opt("max_rounds", 1)), label=label)
+    if stats["tried"]:
+        ctx.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
+    return with_demos(ir, merge_demos(ir, boot, ctx, max_demos, max_labeled, label)), stats
+
+
+async def run(ir: I.IR, ctx: Context) -> I.IR:
+    max_demos = int(ctx.opt("max_demos", 4))
+    new_ir, stats = await bootstrap_ir(ir, ctx, ctx.trainset, max_demos, "bootstrap")
+    counts = ", ".join(f"{p.id}={len(p.demos)}" for p in new_ir.predictors)
+    ctx.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
+    return new_ir
