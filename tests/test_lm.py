@@ -383,6 +383,38 @@ def test_json_mode_and_extra_settings_reach_the_server():
     assert "max_completion_tokens" not in req
 
 
+def test_server_models_and_embeddings(lm_server):
+    import json as _json
+    import urllib.request
+
+    with urllib.request.urlopen(lm_server.url + "/models", timeout=5) as resp:
+        assert _json.loads(resp.read())["data"][0]["id"] == "loopback"
+    body = _json.dumps({"model": "e", "input": ["a", "b"]}).encode()
+    req = urllib.request.Request(lm_server.url + "/embeddings", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        data = _json.loads(resp.read())["data"]
+    assert len(data) == 2 and data[0]["embedding"] != data[1]["embedding"]
+
+
+def test_fault_injection_is_deterministic_per_seed():
+    def faulted(seed):
+        with LoopbackServer(faults={"500": 0.5}, seed=seed) as srv:
+            client = LMClient(use_cache=False, max_retries=0)
+            spec = parse_lm("openai/loop", srv.url)
+            out = []
+            for i in range(12):
+                try:
+                    run(client.complete(spec, LMRequest(messages=({"role": "user", "content": str(i)},))))
+                    out.append(0)
+                except LMError:
+                    out.append(1)
+            client.close()
+            return out
+
+    a = faulted(1)
+    assert a == faulted(1) and 0 < sum(a) < 12 and a != faulted(2)
+
+
 def test_client_survives_several_event_loops(lm_server):
     client = LMClient(use_cache=False)
     spec = parse_lm("openai/loop", lm_server.url)
