@@ -23,8 +23,16 @@ install: $(VENV)/.installed
 test: install
 	$(BIN)/python -m pytest
 
+DEMO := build/sentiment.lmc.json
+
 demo: install
-	$(BIN)/python -m lmc.demo
+	@mkdir -p build
+	$(BIN)/lmc compile programs/sentiment.lmp --train datasets/sentiment_train.jsonl \
+	  --dev datasets/sentiment_dev.jsonl --optimizer bootstrap --seed 0 -o $(DEMO)
+	@rm -f build/sentiment_new.out.jsonl
+	$(BIN)/lmc run $(DEMO) --data datasets/sentiment_new.jsonl --out build/sentiment_new.out.jsonl
+	@$(BIN)/python -c "import json; rev = {r['id']: r['review'] for r in map(json.loads, open('datasets/sentiment_new.jsonl'))}; [print(f\"{o['id']}: {(o['outputs'] or {}).get('sentiment', o['error'])}  <- {rev[o['id']]}\") for o in map(json.loads, open('build/sentiment_new.out.jsonl'))]"
+	$(BIN)/lmc inspect $(DEMO)
 
 bench: install
 	$(BIN)/python bench/run_all.py
