@@ -1,0 +1,325 @@
+"""Optimizer passes on the scripted FakeLM, with hand-checked demos, call counts and candidate lists."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from lmc.check import check_source
+from lmc.datasets import from_records, shuffle
+from lmc.errors import LmcError
+from lmc.interpreter import Runtime, run_example
+from lmc.lm import LMClient, parse_lm
+from lmc.lower import lower
+from lmc.optimize import Context, labeled_demos, run_pass
+from tests.fakelm import FakeLM, full_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SENTIMENT = """
+signature Classify {
+  "Classify the sentiment of the review."
+  review: str
+  -> sentiment: "positive" | "negative"
+}
+module classify = Predict(Classify)
+program main(review: str) -> (sentiment: "positive" | "negative") {
+  return classify(review=review)
+}
+metric acc = accuracy(sentiment)
+"""
+
+COT = """
+signature Solve(question: str -> answer: int)
+  "Solve the problem."
+module solve = ChainOfThought(Solve)
+program main(question: str) -> (answer: int) {
+  return solve(question=question)
+}
+metric em = exact_match(answer)
+"""
+
+TWO_STEP = """
+signature MakeQuery(question: str -> query: str)
+  "Write a search query."
+signature Reply(query: str, question: str -> answer: str)
+  "Answer the question."
+module make_query = Predict(MakeQuery)
+module reply = Predict(Reply)
+program main(question: str) -> (answer: str) {
+  q = make_query(question=question).query
+  return reply(query=q, question=question)
+}
+metric em = exact_match(answer)
+"""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def tag(text: str, name: str) -> str | None:
+    m = re.search(rf"<{name}>\s*(.*?)\s*</{name}>", text, re.S)
+    return m.group(1) if m else None
+
+
+def last_user(req) -> str:
+    return str(req.messages[-1]["content"])
+
+
+def earlier(req) -> str:
+    """Everything a request shows before its final user turn: instructions and demos."""
+    return "\n".join(str(m["content"]) for m in req.messages[:-1])
+
+
+def system(req) -> str:
+    return str(req.messages[0]["content"])
+
+
+def sentiment_lm(spec, req) -> str:
+    """Right on plain reviews; wrong on 'MISLEAD'; right on 'FLAKY' only when sampling (temperature > 0)."""
+    review = tag(last_user(req), "review") or ""
+    right = "negative" if "bad" in review else "positive"
+    wrong = "positive" if right == "negative" else "negative"
+    if "MISLEAD" in review or ("FLAKY" in review and req.temperature == 0):
+        return f"<sentiment>{wrong}</sentiment>"
+    return f"<sentiment>{right}</sentiment>"
+
+
+def reviews(spec: list[tuple[str, str, str]]) -> list[dict]:
+    return [{"id": i, "review": r, "sentiment": s} for i, r, s in spec]
+
+
+TRAIN = reviews([
+    ("t1", "a good film", "positive"),
+    ("t2", "MISLEAD a bad plot", "negative"),
+    ("t3", "bad acting", "negative"),
+    ("t4", "good music", "positive"),
+    ("t5", "FLAKY good ending", "positive"),
+    ("t6", "a bad script", "negative"),
+    ("t7", "good cast", "positive"),
+    ("t8", "MISLEAD good sets", "positive"),
+])
+DEV = reviews([
+    ("d1", "good", "positive"),
+    ("d2", "bad", "negative"),
+    ("d3", "MISLEAD good", "positive"),
+    ("d4", "bad day", "negative"),
+])
+
+
+def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = None, *, seed: int = 0,
+             concurrency: int = 4, prompt_script=None, **options) -> tuple[Context, FakeLM, object]:
+    fake = script if isinstance(script, FakeLM) else FakeLM(script)
+    client = LMClient(cache_dir=None, backend=fake)
+    spec = parse_lm("openai/test")
+    ir = lower(check_source(source, "t.lmp"))
+
+    def make(x):
+        return Runtime(x, client, lm=spec, base_dir=str(ROOT))
+
+    prompt_rt = None
+    if prompt_script is not None:
+        pclient = LMClient(cache_dir=None, backend=prompt_script)
+
+        def prompt_rt(x):
+            return Runtime(x, pclient, lm=spec, base_dir=str(ROOT))
+
+    ctx = Context(make_runtime=make, trainset=list(from_records(train, path="train.jsonl")),
+                  devset=list(from_records(dev or train, path="dev.jsonl")), metric=ir.metrics[0], seed=seed,
+                  concurrency=concurrency, options={"source": source, **options}, prompt_runtime=prompt_rt)
+    return ctx, fake, ir
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def demo_ids(ir, pid: str | None = None) -> list[str]:
+    p = ir.predictor(pid) if pid else ir.predictors[0]
+    return [d["_id"] for d in p.demos]
+
+
+# ---------------------------------------------------------------- labeled
+
+
+def test_labeled_picks_k_demos_in_the_seeded_order():
+    import random
+
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_labeled=3, seed=7)
+    out = run(run_pass("labeled", ir, ctx))
+    order = list(TRAIN)
+    random.Random("7:labeled").shuffle(order)
+    expected = [r["id"] for r in order[:3]]
+    assert demo_ids(out) == expected
+    first = out.predictors[0].demos[0]
+    assert first["review"] == order[0]["review"] and first["sentiment"] == order[0]["sentiment"]
+    assert fake.calls == []  # labeled demos cost no LM call
+    # another seed, another (but still seeded) order
+    ctx2, _, _ = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_labeled=3, seed=8)
+    again = run(run_pass("labeled", ir, ctx2))
+    assert len(demo_ids(again)) == 3 and demo_ids(again) != expected
+    ctx3, _, _ = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_labeled=3, seed=7)
+    assert demo_ids(run(run_pass("labeled", ir, ctx3))) == expected
+
+
+def test_labeled_with_k_larger_than_the_trainset_takes_them_all():
+    ctx, _, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN[:2], max_labeled=5)
+    out = run(run_pass("labeled", ir, ctx))
+    assert sorted(demo_ids(out)) == ["t1", "t2"]
+
+
+def test_labeled_notes_predictors_the_dataset_cannot_fill():
+    rows = [{"id": f"q{i}", "question": f"q{i}", "answer": "x"} for i in range(4)]
+    ctx, _, ir = make_ctx(TWO_STEP, "unused", rows, max_labeled=2)
+    out = run(run_pass("labeled", ir, ctx))
+    assert demo_ids(out, "make_query") == []  # the dataset has no 'query' field
+    assert len(demo_ids(out, "reply")) == 0  # nor the 'query' input of reply
+    assert any("make_query" in n for n in ctx.notes)
+
+
+# ---------------------------------------------------------------- bootstrap
+
+
+def test_bootstrap_keeps_exactly_the_passing_traces():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=8, max_labeled=0)
+    out = run(run_pass("bootstrap", ir, ctx))
+    # t2 and t8 are answered wrongly, t5 too at temperature 0: none of them becomes a demo
+    assert demo_ids(out) == ["t1", "t3", "t4", "t6", "t7"]
+    for d in out.predictors[0].demos:
+        assert d["sentiment"] == next(r["sentiment"] for r in TRAIN if r["id"] == d["_id"])
+        assert set(d) == {"review", "sentiment", "_id"}
+    assert len(fake.calls) == len(TRAIN)  # one teacher call per example, no retry in one round
+    assert ctx.train_scores["teacher_pass_rate"] == round(5 / 8, 4)
+
+
+def test_bootstrap_stops_once_every_predictor_has_max_demos():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=2, max_labeled=0, concurrency=8)
+    out = run(run_pass("bootstrap", ir, ctx))
+    # batches ask only for what is missing: [t1, t2] gives one, then [t3] gives the second
+    assert demo_ids(out) == ["t1", "t3"]
+    assert [tag(last_user(r), "review") for r in fake.requests] == ["a good film", "MISLEAD a bad plot", "bad acting"]
+
+
+def test_bootstrap_fills_with_labeled_demos_after_the_bootstrapped_ones():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=2, max_labeled=3)
+    out = run(run_pass("bootstrap", ir, ctx))
+    ids = demo_ids(out)
+    assert ids[:2] == ["t1", "t3"] and len(ids) == 3 and len(set(ids)) == 3
+    assert ids[2] in {r["id"] for r in TRAIN}
+
+
+def test_an_example_is_never_its_own_demo_in_the_teacher_prompt():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=8, max_labeled=4)
+    run(run_pass("bootstrap", ir, ctx))
+    assert len(fake.calls) == len(TRAIN)
+    primed = 0
+    for req in fake.requests:
+        own = tag(last_user(req), "review")
+        shown = earlier(req)
+        assert own not in shown, f"the teacher saw {own!r} among its own demos"
+        primed += shown.count("<review>")
+    # the teacher is primed with 4 labeled demos, minus the example itself when it is one of them
+    assert primed == 4 * len(TRAIN) - 4
+
+
+def test_bootstrap_rounds_retry_failures_at_a_sampling_temperature():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=8, max_labeled=0, max_rounds=2)
+    out = run(run_pass("bootstrap", ir, ctx))
+    assert demo_ids(out) == ["t1", "t3", "t4", "t6", "t7", "t5"]  # t5 passes once sampled
+    first = fake.requests[: len(TRAIN)]
+    retries = fake.requests[len(TRAIN):]
+    assert all(r.temperature == 0 for r in first)
+    # only the three failures are retried, each at a temperature > 0
+    assert sorted(tag(last_user(r), "review") for r in retries) == sorted(
+        ["MISLEAD a bad plot", "FLAKY good ending", "MISLEAD good sets"])
+    assert all(r.temperature > 0 for r in retries)
+
+
+def test_bootstrap_demos_hold_reasoning_of_chain_of_thought():
+    def lm(spec, req):
+        q = tag(last_user(req), "question")
+        a, b = (int(x) for x in re.findall(r"\d+", q))
+        return f"<reasoning>{a} plus {b} makes {a + b}.</reasoning>\n<answer>{a + b if a < 5 else 0}</answer>"
+
+    rows = [{"id": f"c{a}", "question": f"What is {a} + 10?", "answer": a + 10} for a in range(1, 8)]
+    ctx, fake, ir = make_ctx(COT, lm, rows, max_demos=3, max_labeled=0)
+    out = run(run_pass("bootstrap", ir, ctx))
+    demos = out.predictors[0].demos
+    assert [d["_id"] for d in demos] == ["c1", "c2", "c3"]
+    assert demos[0] == {"question": "What is 1 + 10?", "reasoning": "1 plus 10 makes 11.", "answer": 11, "_id": "c1"}
+
+
+def test_bootstrap_gives_every_predictor_of_a_multi_step_program_its_demos():
+    def lm(spec, req):
+        user = last_user(req)
+        if "<query>" in user:  # the reply step: right when the query is the expected one
+            q = tag(user, "question")
+            return f"<answer>{q.upper() if 'WRONG' not in q else 'nope'}</answer>"
+        q = tag(user, "question")
+        return f"<query>search {q}</query>"
+
+    rows = [{"id": f"m{i}", "question": w, "answer": w.upper()} for i, w in enumerate(["alpha", "WRONG beta", "gamma"])]
+    ctx, fake, ir = make_ctx(TWO_STEP, lm, rows, max_demos=4, max_labeled=0)
+    out = run(run_pass("bootstrap", ir, ctx))
+    assert out.predictor("make_query").demos == (
+        {"question": "alpha", "query": "search alpha", "_id": "m0"},
+        {"question": "gamma", "query": "search gamma", "_id": "m2"},
+    )
+    assert out.predictor("reply").demos == (
+        {"query": "search alpha", "question": "alpha", "answer": "ALPHA", "_id": "m0"},
+        {"query": "search gamma", "question": "gamma", "answer": "GAMMA", "_id": "m2"},
+    )
+
+
+# ---------------------------------------------------------------- random-search
+
+
+def demo_count_lm(wanted: int):
+    """Like sentiment_lm, but MISLEAD reviews are answered right when the prompt shows exactly `wanted` demos."""
+    def lm(spec, req):
+        n = earlier(req).count("<review>")
+        review = tag(last_user(req), "review") or ""
+        right = "negative" if "bad" in review else "positive"
+        if "MISLEAD" in review and n != wanted:
+            right = "positive" if right == "negative" else "negative"
+        return f"<sentiment>{right}</sentiment>"
+    return lm
+
+
+def test_random_search_tries_zero_shot_labeled_and_n_bootstraps_and_keeps_the_best():
+    ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(3), TRAIN, DEV, max_demos=4, max_labeled=0, candidates=4)
+    out = run(run_pass("random-search", ir, ctx))
+    names = [c.name for c in ctx.candidates]
+    assert names == ["random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap"] + [
+        f"random-search:bootstrap-{i}" for i in range(1, 5)]  # N + 3 candidates
+    passing = {"t1", "t3", "t4", "t5", "t6", "t7"}  # the zero-shot teacher gets MISLEAD wrong
+    for c in ctx.candidates:
+        n = len(c.ir.predictors[0].demos)
+        assert c.score == (1.0 if n == 3 else 0.75), (c.name, n)
+        assert {d["_id"] for d in c.ir.predictors[0].demos} <= passing
+    assert len(ctx.candidates[0].ir.predictors[0].demos) == 0
+    best = [c for c in ctx.candidates if c.score == 1.0]
+    assert best, "the seeded demo counts should include a 3-demo candidate"
+    assert out == best[0].ir
+
+
+def test_random_search_labeled_only_candidate_has_labeled_demos():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, max_demos=2, max_labeled=3, candidates=1)
+    run(run_pass("random-search", ir, ctx))
+    lab = next(c for c in ctx.candidates if c.name.endswith("labeled-only"))
+    assert len(lab.ir.predictors[0].demos) == 3
+    # labeled demos carry the gold label, even for examples the LM gets wrong
+    for d in lab.ir.predictors[0].demos:
+        assert d["sentiment"] == next(r["sentiment"] for r in TRAIN if r["id"] == d["_id"])
+
+
+def test_scores_are_memoised_by_fingerprint():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV)
+    assert run(ctx.score(ir)) == 0.75
+    n = len(fake.calls)
+    assert n == len(DEV)
+    assert run(ctx.score(ir)) == 0.75 and len(fake.calls) == n
