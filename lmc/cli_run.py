@@ -177,6 +177,7 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
             progress.start()
         asyncio.run(go())
     finally:
+        summary.retries = rt.client.usage.retries
         if progress:
             progress.stop()
         writer.close()

@@ -214,6 +214,7 @@ class Summary:
     calls: int = 0
     cached_calls: int = 0
     cost: float = 0.0
+    retries: int = 0  # LM attempts repeated after a transient failure (rate limit, 5xx, timeout, bad body)
     duration_s: float = 0.0
     stopped_by: LmcError | None = None  # the run-stopping error, if any
 
@@ -231,7 +232,8 @@ class Summary:
         text = (f"{self.done} run ({self.ok} ok, {self.failed} failed)"
                 + (f", {self.skipped} already done" if self.skipped else "")
                 + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
-                f"{self.calls} LM calls ({self.cached_calls} cached), ${self.cost:.4f}")
+                f"{self.calls} LM calls ({self.cached_calls} cached"
+                + (f", {self.retries} retries" if self.retries else "") + f"), ${self.cost:.4f}")
         return text
 
 
