@@ -323,3 +323,60 @@ def test_scores_are_memoised_by_fingerprint():
     n = len(fake.calls)
     assert n == len(DEV)
     assert run(ctx.score(ir)) == 0.75 and len(fake.calls) == n
+
+
+# ---------------------------------------------------------------- mipro
+
+
+def magic_lm(spec, req):
+    """MISLEAD reviews are answered right only under an instruction that mentions sarcasm."""
+    review = tag(last_user(req), "review") or ""
+    right = "negative" if "bad" in review else "positive"
+    if "MISLEAD" in review and "sarcasm" not in system(req):
+        right = "positive" if right == "negative" else "negative"
+    return f"<sentiment>{right}</sentiment>"
+
+
+def proposer_lm(spec, req):
+    text = full_text(req)
+    if "common mistake" in text:
+        return "<instruction>Classify the review; beware of sarcasm, which flips the sentiment.</instruction>"
+    tip = tag(text, "tip") or "?"
+    return f"<instruction>Classify the review's sentiment carefully ({tip[:20]}).</instruction>"
+
+
+def test_mipro_proposes_instructions_with_the_prompt_lm_and_keeps_the_best_full_dev_combination():
+    proposer = FakeLM(proposer_lm)
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
+                             candidates=2, instructions=5, trials=12, minibatch=4)
+    out = run(run_pass("mipro", ir, ctx))
+    # the prompt LM (not the task LM) proposed: one call per instruction, grounded in data, program and step
+    assert len(proposer.calls) == 5
+    first = proposer.calls[0].text
+    assert "8 training examples" in first and "Field 'sentiment' takes 2 values" in first
+    assert "program main(review: str)" in first and "step 'classify'" in first
+    assert not any("ProposeInstruction" in c.text or "<tip>" in c.text for c in fake.calls)
+    # distinct temperatures make distinct proposals (and cache keys)
+    assert len({r.temperature for r in proposer.requests}) == 5
+    full = [c for c in ctx.candidates if c.name.startswith("mipro:trial-")]
+    assert full, "mipro scored no combination on the full dev set"
+    best = max(c.score for c in full)
+    assert run(ctx.score(out)) == best == 1.0
+    assert "sarcasm" in out.predictors[0].instructions
+
+
+def test_mipro_is_deterministic_for_a_seed():
+    outs = []
+    for _ in range(2):
+        ctx, _, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2,
+                              candidates=2, instructions=3, trials=6, minibatch=2, seed=3)
+        outs.append((run(run_pass("mipro", ir, ctx)), [(c.name, c.score) for c in ctx.candidates]))
+    assert outs[0] == outs[1]
+
+
+def test_mipro_refuses_a_minibatch_larger_than_dev():
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), minibatch=5)
+    with pytest.raises(LmcError) as e:
+        run(run_pass("mipro", ir, ctx))
+    assert "--minibatch 5" in str(e.value) and "4 examples" in str(e.value) and "\n" not in str(e.value)
+    assert fake.calls == []  # refused before any LM call

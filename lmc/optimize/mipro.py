@@ -36,7 +36,7 @@ TIPS = (
 PROPOSER_SOURCE = '''
 signature ProposeInstruction {
   "You improve the instruction of one step of a language-model program so that the step gives better answers."
-  program: str "the program's source code"
+  code: str "the program's source code"
   dataset: str "a summary of the training data"
   step: str "the step to instruct: its name, inputs and outputs"
   examples: str "a few inputs and outputs of this step that were judged correct"
@@ -45,8 +45,8 @@ signature ProposeInstruction {
   -> instruction: str "the new instruction: one to three sentences, no preamble"
 }
 module propose = Predict(ProposeInstruction, temperature=0.9, max_tokens=160)
-program main(program: str, dataset: str, step: str, examples: str, current: str, tip: str) -> (instruction: str) {
-  return propose(program=program, dataset=dataset, step=step, examples=examples, current=current, tip=tip)
+program main(code: str, dataset: str, step: str, examples: str, current: str, tip: str) -> (instruction: str) {
+  return propose(code=code, dataset=dataset, step=step, examples=examples, current=current, tip=tip)
 }
 '''
 
@@ -104,7 +104,7 @@ async def propose_instructions(ir: I.IR, ctx: Context, demo_sets: dict, source: 
         found = [p.instructions]
         sets = [s for s in demo_sets.get(p.id, []) if s]
         for i in range(n):
-            inputs = {"program": source[:4000], "dataset": summary, "step": _step_text(p),
+            inputs = {"code": source[:4000], "dataset": summary, "step": _step_text(p),
                       "examples": _examples_text(sets[i % len(sets)] if sets else (), p),
                       "current": p.instructions, "tip": TIPS[i % len(TIPS)]}
             # A distinct temperature per proposal gives distinct samples and cache keys.
