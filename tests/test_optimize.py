@@ -380,3 +380,118 @@ def test_mipro_refuses_a_minibatch_larger_than_dev():
         run(run_pass("mipro", ir, ctx))
     assert "--minibatch 5" in str(e.value) and "4 examples" in str(e.value) and "\n" not in str(e.value)
     assert fake.calls == []  # refused before any LM call
+
+
+# ---------------------------------------------------------------- ensemble
+
+
+def styled_lm(spec, req):
+    """Each member's instruction decides its answer, so a vote is visible."""
+    s = system(req)
+    return "<sentiment>positive</sentiment>" if "ALPHA" in s else "<sentiment>negative</sentiment>"
+
+
+def seeded_members(ctx, ir, styles_scores):
+    from dataclasses import replace
+
+    for style, score in styles_scores:
+        cand = ir.with_predictors([replace(ir.predictors[0], instructions=f"Classify. Style {style}.")])
+        ctx.record(f"member-{style}", cand, score)
+
+
+def test_ensemble_picks_the_top_distinct_candidates_and_never_crashes_the_compile():
+    ctx, fake, ir = make_ctx(SENTIMENT, styled_lm, TRAIN, DEV[:1], ensemble_size=2)
+    seeded_members(ctx, ir, [("ALPHA", 0.5), ("BETA", 0.9), ("GAMMA", 0.7), ("BETA", 0.9)])
+    out = run(run_pass("ensemble", ir, ctx))
+    # whatever the vote did, the result is the ensemble or its best member (BETA), never a lower one
+    assert "BETA" in out.predictors[0].instructions
+    assert not any("Traceback" in n for n in ctx.notes)
+
+
+@pytest.mark.xfail(strict=True, reason="interpreter._run_ensemble expects Predictor objects in ir.extras['ensemble'], "
+                   "which cannot survive JSON (fingerprint, artifact); it must decode the members' tagged IR JSON")
+def test_ensemble_votes_per_output_field_and_survives_the_artifact(tmp_path):
+    from lmc.artifact import Artifact, read, write
+
+    ctx, fake, ir = make_ctx(SENTIMENT, styled_lm, TRAIN, DEV[1:2], ensemble_size=3)  # d2: negative
+    seeded_members(ctx, ir, [("ALPHA", 0.9), ("BETA", 0.8), ("GAMMA", 0.7)])
+    out = run(run_pass("ensemble", ir, ctx))
+    ens = out.extra("ensemble")
+    assert ens and ens["names"] == ["member-ALPHA", "member-BETA", "member-GAMMA"]
+    fake.calls.clear()
+    rt = ctx.make_runtime(out)
+    r = run(run_example(rt, {"review": "anything"}))
+    assert r.outputs == {"sentiment": "negative"}  # ALPHA says positive, BETA and GAMMA outvote it
+    assert len(fake.calls) == 3
+    write(Artifact(ir=out, program={"name": "main"}, compile={}, lm=None), tmp_path / "e.lmc.json")
+    back = read(tmp_path / "e.lmc.json").ir
+    r2 = run(run_example(ctx.make_runtime(back), {"review": "anything"}))
+    assert r2.outputs == {"sentiment": "negative"}
+
+
+# ---------------------------------------------------------------- knn
+
+
+def test_knn_stores_pools_and_picks_different_demos_for_different_inputs():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, k=2, max_labeled=0)
+    out = run(run_pass("knn", ir, ctx))
+    knn = out.extra("knn")
+    assert knn["k"] == 2 and out.predictors[0].demos == ()
+    pool = knn["pools"]["classify"]
+    # the passing traces first, then the remaining examples as labeled demos (gold labels): all of the trainset
+    assert [d["_id"] for d in pool[:5]] == ["t1", "t3", "t4", "t6", "t7"]
+    assert sorted(d["_id"] for d in pool) == sorted(r["id"] for r in TRAIN)
+    assert all(d["sentiment"] == next(r["sentiment"] for r in TRAIN if r["id"] == d["_id"]) for d in pool)
+    fake.calls.clear()
+    rt = ctx.make_runtime(out)
+    run(run_example(rt, {"review": "the acting was bad acting"}))
+    run(run_example(rt, {"review": "lovely music, good music"}))
+    shown = [earlier(r) for r in fake.requests]
+    assert shown[0] != shown[1]
+    assert shown[0].count("<review>") == 2 and shown[1].count("<review>") == 2
+    # the most similar demo sits right before the question
+    assert shown[0].rstrip().endswith("<sentiment>negative</sentiment>") and "bad acting" in shown[0].split("<review>")[-1]
+    assert "good music" in shown[1].split("<review>")[-1]
+
+
+def test_knn_never_shows_an_example_its_own_demo():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, k=3, max_labeled=0)
+    out = run(run_pass("knn", ir, ctx))
+    from lmc.evaluate import evaluate
+
+    fake.calls.clear()
+    run(evaluate(ctx.make_runtime(out), ctx.trainset[:1], ctx.metric, exclude_self=True))
+    assert len(fake.calls) == 1
+    assert "a good film" not in earlier(fake.requests[0])
+
+
+# ---------------------------------------------------------------- finetune-data
+
+
+def test_finetune_data_writes_openai_chat_jsonl_per_predictor(tmp_path):
+    def lm(spec, req):
+        user = last_user(req)
+        q = tag(user, "question")
+        if "<query>" in user:
+            return f"<answer>{q.upper() if 'WRONG' not in q else 'nope'}</answer>"
+        return f"<query>search {q}</query>"
+
+    rows = [{"id": f"m{i}", "question": w, "answer": w.upper()} for i, w in enumerate(["alpha", "WRONG beta", "gamma"])]
+    ctx, fake, ir = make_ctx(TWO_STEP, lm, rows, finetune_dir=str(tmp_path / "ft"))
+    out = run(run_pass("finetune-data", ir, ctx))
+    assert out == ir  # the program is unchanged
+    files = sorted(p.name for p in (tmp_path / "ft").iterdir())
+    assert files == ["make_query.jsonl", "reply.jsonl"]
+    for name in files:
+        lines = (tmp_path / "ft" / name).read_text(encoding="utf-8").splitlines()
+        assert len(lines) == 2  # alpha and gamma pass; the failing example is not training data
+        for line in lines:
+            row = json.loads(line)
+            assert set(row) == {"messages"}
+            roles = [m["role"] for m in row["messages"]]
+            assert roles == ["system", "user", "assistant"]
+            assert all(isinstance(m["content"], str) and m["content"] for m in row["messages"])
+            assert "beta" not in line
+    reply = [json.loads(x) for x in (tmp_path / "ft" / "reply.jsonl").read_text().splitlines()]
+    assert "search alpha" in reply[0]["messages"][1]["content"]  # the generated query is an input of reply
+    assert "ALPHA" in reply[0]["messages"][2]["content"]

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from .. import ir as I
+from ..errors import BudgetExceeded, LMError
 from . import Context
 from .random_search import search
+
+
+def member_tables(members: list) -> list[list[dict]]:
+    """Each member's predictor table as tagged IR JSON, so the extra survives fingerprints and artifacts."""
+    return [I.to_json(m.ir)["predictors"] for m in members]
 
 
 async def run(ir: I.IR, ctx: Context) -> I.IR:
@@ -25,10 +31,20 @@ async def run(ir: I.IR, ctx: Context) -> I.IR:
     if len(members) < 2:
         ctx.notes.append("ensemble: fewer than two distinct candidates; kept the best single program")
         return members[0].ir if members else ir
-    best = members[0].ir
-    ens = best.with_extra("ensemble", {"members": [list(m.ir.predictors) for m in members],
-                                       "names": [m.name for m in members]})
-    score = await ctx.score(ens, label="ensemble")
+    best = members[0]
+    ens = best.ir.with_extra("ensemble", {"members": member_tables(members), "names": [m.name for m in members]})
+    try:
+        score = await ctx.score(ens, label="ensemble")
+    except (BudgetExceeded, LMError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a runtime that cannot run the vote must not crash the compile
+        ctx.notes.append(f"ensemble: could not run the vote ({type(e).__name__}: {e}); kept the best single program")
+        return best.ir
     ctx.record("ensemble", ens, score, members=[m.name for m in members])
     ctx.log(f"ensemble of {len(members)}: {score:.3f} on dev")
+    if score < best.score:
+        # A vote that scores below its best member is worse on the evidence we have.
+        ctx.notes.append(f"ensemble: the vote scored {score:.3f}, below its best member {best.name} "
+                         f"({best.score:.3f}); kept that member")
+        return best.ir
     return ens
