@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast as pyast
 import functools
 import re
+from bisect import bisect_right
 from pathlib import Path
 
 from . import nodes as n
@@ -64,6 +65,298 @@ def _lark():
     )
 
 
+# ---------------------------------------------------------------- fast LALR driver
+#
+# Lark's own parse loop (with propagate_positions) costs about half a second on a
+# 5,000-line file, and importing Lark costs ~60 ms more.  The driver below runs the
+# same LALR tables and the same per-state (contextual) lexers, but builds a small
+# tree directly, with positions taken from every token a rule consumed — exactly
+# the positions Lark's propagate_positions would give.  The tables are plain data
+# cached next to Lark's, so a warm run never imports Lark.  Any input the driver
+# rejects is handed to Lark itself, which produces the same tree or the syntax
+# error we report, so error messages are unchanged.
+
+_TABLES_FORMAT = 1
+
+
+class _Tok:
+    """A terminal: its type, text and [start, end) offsets in the source."""
+
+    __slots__ = ("type", "value", "start", "end", "cs", "ce")
+
+    def __init__(self, type_: str, value: str, start: int, end: int):
+        self.type = type_
+        self.value = value
+        self.start = self.cs = start
+        self.end = self.ce = end
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Tok({self.type}, {self.value!r})"
+
+
+class _Tree:
+    """A rule's result.  start/end are its own span (-1: empty); cs/ce the span of the
+    outermost rule that was inlined into it (`?atom: "(" expr ")"`), which a parent uses."""
+
+    __slots__ = ("data", "children", "start", "end", "cs", "ce")
+
+    def __init__(self, data: str, children: list, start: int = -1, end: int = -1):
+        self.data = data
+        self.children = children
+        self.start = self.cs = start
+        self.end = self.ce = end
+
+    def __repr__(self) -> str:
+        return f"Tree({self.data}, {self.children!r})"
+
+
+class _Reject(Exception):
+    """The fast driver cannot take this input; Lark decides."""
+
+
+def _build_tables() -> dict | None:
+    """Plain-data copy of Lark's LALR tables and contextual lexers; None if the grammar uses a feature the driver lacks."""
+    from lark.lexer import UnlessCallback
+    from lark.parsers.lalr_analysis import Shift
+
+    lk = _lark()
+    if lk.options.postlex is not None or lk.options.lexer_callbacks or lk.options.maybe_placeholders:
+        return None
+    frontend = lk.parser
+    table = frontend.parser.parser.parse_table
+    rule_ids: dict = {}
+    rules: list = []
+
+    def rule_id(rule) -> int:
+        if rule not in rule_ids:
+            opts = rule.options
+            if opts.template_source:
+                raise _Reject("templates")
+            syms = rule.expansion
+            include = [(i, (not s.is_term) and s.name.startswith("_")) for i, s in enumerate(syms)
+                       if opts.keep_all_tokens or not (s.is_term and s.filter_out)]
+            plain = len(include) == len(syms) and not any(e for _, e in include)
+            rule_ids[rule] = len(rules)
+            rules.append((rule.origin.name, len(syms), rule.alias or rule.origin.name,
+                          bool(opts.expand1 and not rule.alias), None if plain else tuple(include)))
+        return rule_ids[rule]
+
+    try:
+        actions = []
+        for state in range(len(table.states)):
+            row = {}
+            for sym, (action, arg) in table.states[state].items():
+                row[sym] = arg if action is Shift else ~rule_id(arg)
+            actions.append(row)
+        if sorted(table.states) != list(range(len(table.states))):
+            return None
+        lexers: list = []
+        lexer_ids: dict = {}
+        state_lexer = []
+        for state in range(len(table.states)):
+            basic = frontend.lexer.lexers[state]
+            if id(basic) not in lexer_ids:
+                scanner = basic.scanner
+                unless = {}
+                for typ, cb in basic.callback.items():
+                    if not isinstance(cb, UnlessCallback):
+                        return None
+                    words = {}
+                    for t in cb.scanner.terminals:
+                        if t.pattern.type != "str" or t.pattern.flags:
+                            return None
+                        words[t.pattern.value] = t.name
+                    unless[typ] = words
+                lexer_ids[id(basic)] = len(lexers)
+                lexers.append(([(m.pattern, m.flags) for m in scanner._mres], tuple(sorted(basic.ignore_types)), unless))
+            state_lexer.append(lexer_ids[id(basic)])
+    except _Reject:
+        return None
+    start = table.start_states["start"]
+    return {"start": start, "end": table.end_states["start"], "actions": actions, "rules": rules,
+            "lexers": lexers, "state_lexer": state_lexer}
+
+
+@functools.lru_cache(maxsize=1)
+def _tables() -> dict | None:
+    """The driver's tables: from the cache when it holds this exact grammar, else built with Lark and cached."""
+    import marshal
+    import os
+    import zlib
+
+    grammar = GRAMMAR.read_text(encoding="utf-8")
+    where = None
+    if not os.environ.get("LMC_NO_GRAMMAR_CACHE"):
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmc"
+        where = base / f"lmp-tables-{_TABLES_FORMAT}-{zlib.crc32(grammar.encode()):08x}.marshal"
+        try:
+            fmt, cached_grammar, tables = marshal.loads(where.read_bytes())
+            if fmt == _TABLES_FORMAT and cached_grammar == grammar:
+                return tables
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+    tables = _build_tables()
+    if where is not None:
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, grammar, tables)))
+            os.replace(tmp, where)
+        except OSError:
+            pass
+    return tables
+
+
+class _Driver:
+    """Runs the cached tables over a text; lexers are compiled the first time their state is reached."""
+
+    def __init__(self, tables: dict):
+        self.start = tables["start"]
+        self.end = tables["end"]
+        self.actions = tables["actions"]
+        self.rules = tables["rules"]
+        self.specs = tables["lexers"]
+        self.state_lexer = tables["state_lexer"]
+        self.compiled: list = [None] * len(self.specs)
+
+    def lexer(self, index: int):
+        spec = self.specs[index]
+        pats, ignore, unless = spec
+        lex = ([re.compile(p, f).match for p, f in pats], frozenset(ignore), unless)
+        self.compiled[index] = lex
+        return lex
+
+    def parse(self, text: str, comments: list | None = None) -> _Tree:
+        """The tree Lark would build (same shape, same positions); raises _Reject where Lark would have to decide."""
+        actions = self.actions
+        rules = self.rules
+        state_lexer = self.state_lexer
+        compiled = self.compiled
+        end_state = self.end
+        stack = [self.start]
+        values: list = []
+        pos = 0
+        size = len(text)
+        while True:
+            # -- next token, lexed with the lexer of the current state
+            typ = "$END"
+            while pos < size:
+                li = state_lexer[stack[-1]]
+                matchers, ignore, unless = compiled[li] or self.lexer(li)
+                for match in matchers:
+                    m = match(text, pos)
+                    if m is not None:
+                        break
+                else:
+                    raise _Reject("no token")
+                typ = m.lastgroup
+                end = m.end()
+                if typ in ignore:
+                    if comments is not None and typ == "COMMENT":
+                        comments.append((pos, end))
+                    pos = end
+                    typ = "$END"
+                    continue
+                value = m.group()
+                if typ in unless:
+                    typ = unless[typ].get(value, typ)
+                tok = _Tok(typ, value, pos, end)
+                pos = end
+                break
+            # -- feed it: reduce as long as the table says so, then shift
+            while True:
+                act = actions[stack[-1]].get(typ)
+                if act is None:
+                    raise _Reject("unexpected token")
+                if act >= 0:
+                    if typ == "$END":  # pragma: no cover - Lark's tables never shift $END
+                        raise _Reject("shift at end")
+                    stack.append(act)
+                    values.append(tok)
+                    break
+                origin, n_kids, data, expand1, include = rules[~act]
+                if expand1 and n_kids == 1 and include is None:
+                    # `?expr: or_expr` and the like: the child is the result, and its container
+                    # is its own, so only the state changes.  Most reductions are these.
+                    del stack[-1]
+                    stack.append(actions[stack[-1]][origin])
+                    if typ == "$END" and stack[-1] == end_state:
+                        return values[-1]
+                    continue
+                if n_kids:
+                    kids = values[-n_kids:]
+                    del values[-n_kids:]
+                    del stack[-n_kids:]
+                else:
+                    kids = []
+                cs = ce = -1
+                for c in kids:
+                    if c.cs >= 0:
+                        cs = c.cs
+                        break
+                for c in reversed(kids):
+                    if c.ce >= 0:
+                        ce = c.ce
+                        break
+                if include is None:
+                    children = kids
+                else:
+                    children = []
+                    for i, expand in include:
+                        if expand:
+                            children += kids[i].children
+                        else:
+                            children.append(kids[i])
+                if expand1 and len(children) == 1:
+                    res = children[0]
+                    if cs >= 0 and type(res) is _Tree:
+                        if res.start < 0:
+                            res.start, res.end = cs, ce
+                        res.cs, res.ce = cs, ce
+                else:
+                    res = _Tree(data, children, cs, ce)
+                stack.append(actions[stack[-1]][origin])
+                values.append(res)
+                if typ == "$END" and stack[-1] == end_state:
+                    return values[-1]
+            if typ == "$END":  # pragma: no cover - the loop above returns or rejects
+                raise _Reject("end")
+
+
+@functools.lru_cache(maxsize=1)
+def _driver() -> _Driver | None:
+    tables = _tables()
+    return _Driver(tables) if tables is not None else None
+
+
+def _from_lark(item):
+    """Lark's own tree in the driver's shape (used when Lark accepts what the driver rejected)."""
+    from lark import Token
+
+    if isinstance(item, Token):
+        return _Tok(item.type, str(item), item.start_pos, item.end_pos)
+    meta = item.meta
+    empty = getattr(meta, "empty", True)
+    return _Tree(item.data, [_from_lark(c) for c in item.children],
+                 -1 if empty else meta.start_pos, -1 if empty else meta.end_pos)
+
+
+def _parse_tree(text: str, comments: list | None = None) -> _Tree:
+    """The parse tree of `text`; a syntax error is raised as Lark's UnexpectedInput."""
+    driver = _driver()
+    if driver is not None:
+        try:
+            return driver.parse(text, comments)
+        except _Reject:
+            pass
+    if comments is not None:
+        comments.clear()
+    return _from_lark(_lark().parse(text))
+
+
 def _tok_word(lark, name: str) -> str:
     if name in TOKEN_WORDS:
         return TOKEN_WORDS[name]
@@ -88,25 +381,24 @@ def _describe(tok) -> str:
 
 def parse(text: str, path: str = "<input>") -> n.File:
     """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
-    from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
-
     if text.startswith("\ufeff"):
         text = text[1:]
-    lark = _lark()
     try:
-        tree = lark.parse(text)
-    except UnexpectedInput as e:
-        raise CompileErrors([_syntax_diagnostic(lark, e, text, path)], {path: text}) from None
+        tree = _parse_tree(text)
     except RecursionError:
         raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
+    except Exception as e:
+        from lark.exceptions import UnexpectedInput
+
+        if not isinstance(e, UnexpectedInput):
+            raise
+        raise CompileErrors([_syntax_diagnostic(_lark(), e, text, path)], {path: text}) from None
     builder = _Builder(path, text)
     try:
         decls = tuple(builder.decl(d) for d in tree.children)
     except CompileError as e:
         builder.errors.append(e.diagnostic())
         decls = ()
-    except VisitError as e:  # pragma: no cover - we do not use Lark transformers
-        raise e.orig_exc from None
     except RecursionError:
         raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
     if builder.errors:
@@ -234,17 +526,19 @@ class _Builder:
         self.path = path
         self.text = text
         self.errors: list[Diagnostic] = []
+        self.line_starts = [0]
+        self.line_starts += [m.end() for m in re.finditer("\n", text)]
 
     # -- spans -------------------------------------------------------------
     def span(self, item) -> Span:
-        from lark import Token
-
-        if isinstance(item, Token):
-            return Span(self.path, item.line, item.column, item.end_line, item.end_column)
-        meta = item.meta
-        if getattr(meta, "empty", True):
+        start = item.start
+        if start < 0:
             return Span(self.path, 1, 1, 1, 1)
-        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+        starts = self.line_starts
+        line = bisect_right(starts, start)
+        end = item.end
+        end_line = bisect_right(starts, end, line - 1)
+        return Span(self.path, line, start - starts[line - 1] + 1, end_line, end - starts[end_line - 1] + 1)
 
     def err(self, message: str, span: Span, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(span, message, hint))
@@ -320,24 +614,22 @@ class _Builder:
         return tuple(out)
 
     def type(self, t) -> n.TypeRef:
-        from lark import Token
-
-        if isinstance(t, Token):
+        if isinstance(t, _Tok):
             return n.TypeRef(self.span(t), name=str(t))
         if t.data == "type_union":
             return self.type(t.children[0])
         if t.data == "literal_union":
-            opt = bool(t.children and isinstance(t.children[-1], Token) and t.children[-1].type == "OPTMARK")
+            opt = bool(t.children and isinstance(t.children[-1], _Tok) and t.children[-1].type == "OPTMARK")
             lits = tuple(self.string(c) for c in t.children if getattr(c, "data", None) == "string")
             return n.TypeRef(self.span(t), name="literal", literals=lits, optional=opt)
         if t.data == "type_paren":
             inner = self.type(t.children[0])
-            opt = inner.optional or any(isinstance(c, Token) and c.type == "OPTMARK" for c in t.children[1:])
+            opt = inner.optional or any(isinstance(c, _Tok) and c.type == "OPTMARK" for c in t.children[1:])
             return n.TypeRef(self.span(t), name="literal", literals=inner.literals, optional=opt)
         # type_atom
         name = t.children[0]
-        opt = any(isinstance(c, Token) and c.type == "OPTMARK" for c in t.children[1:])
-        args = tuple(self.type(c) for c in t.children[1:] if not (isinstance(c, Token) and c.type == "OPTMARK"))
+        opt = any(isinstance(c, _Tok) and c.type == "OPTMARK" for c in t.children[1:])
+        args = tuple(self.type(c) for c in t.children[1:] if not (isinstance(c, _Tok) and c.type == "OPTMARK"))
         return n.TypeRef(self.span(t), name=self.name(name), args=args, optional=opt)
 
     def d_module_decl(self, t):
@@ -471,9 +763,7 @@ class _Builder:
 
     # -- expressions -----------------------------------------------------------
     def expr(self, t):
-        from lark import Token
-
-        if isinstance(t, Token):  # a bare terminal reaching here is a name
+        if isinstance(t, _Tok):  # a bare terminal reaching here is a name
             return n.Name(self.span(t), id=str(t))
         return getattr(self, "e_" + t.data)(t)
 
@@ -620,16 +910,18 @@ class _Builder:
         return n.FString(sp, parts=tuple(parts))
 
     def fstring_expr(self, inner: str, sp: Span, col: int):
-        from lark.exceptions import UnexpectedInput
-
         if not inner.strip():
             self.err("empty expression in f-string", Span(sp.path, sp.line, col - 1, sp.line, col + 1))
             return n.Const(sp, value="")
         # Parse `x = <inner>` inside a throwaway program to reuse the expression grammar.
         prefix = "program _f() { _ = "
         try:
-            tree = _lark().parse(prefix + inner + " }")
-        except UnexpectedInput:
+            tree = _parse_tree(prefix + inner + " }")
+        except Exception as e:
+            from lark.exceptions import UnexpectedInput
+
+            if not isinstance(e, UnexpectedInput):
+                raise
             self.err(f"invalid expression in f-string: {inner.strip()!r}", Span(sp.path, sp.line, col, sp.line, col + len(inner)))
             return n.Const(sp, value="")
         assign = tree.children[0].children[-1].children[0]
