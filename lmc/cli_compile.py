@@ -58,7 +58,7 @@ def compile_cmd(
 
     params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
               "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
-              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir or Path(str(out)).with_suffix("").with_suffix("").as_posix() + ".finetune")}
+              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None}
     if passes is not None:
         names, file_params = load_passes_file(str(passes))
         params.update(file_params)

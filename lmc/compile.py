@@ -171,7 +171,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
     proposer = runtime_with(parse_lm(opts.prompt_lm, opts.api_base)) if opts.prompt_lm else None
     params = dict(opts.params)
+    # Internal knobs the passes read; they are not compile parameters, so the report leaves them out.
     params.setdefault("source", target.source)
+    params.setdefault("finetune_dir", finetune_dir_for(opts.out))
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
                   threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=params, log=log,
                   on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)
@@ -220,7 +222,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     usage = client.usage
     report = {
         "optimizer": list(opts.passes),
-        "options": {k: v for k, v in sorted(params.items()) if k != "source"},
+        "options": _report_options(params, opts.passes),
         "metric": {"name": metric.name, "spec": metric.spec, "threshold": threshold},
         "seed": opts.seed,
         "lm": spec.model,
@@ -243,6 +245,27 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     stats = {"duration_s": round(duration, 3), **usage.to_json()}
     atomic_write_text(_stats_path(opts.out), _json(stats))
     return CompileResult(artifact, baseline, final, report["candidates"], list(ctx.notes), stats, split_note)
+
+
+def finetune_dir_for(out: str) -> str:
+    """Where finetune-data writes by default: next to the artifact, `OUT.finetune/`."""
+    name = str(out)
+    return (name[: -len(".lmc.json")] if name.endswith(".lmc.json") else name) + ".finetune"
+
+
+def _report_options(params: dict, passes: list[str]) -> dict:
+    """Pass parameters as the artifact records them: no program text, paths relative, never absolute.
+
+    The finetune folder derives from -o, so it is recorded only when finetune-data ran; otherwise
+    two compiles that differ only in their output name would differ in bytes."""
+    out = {}
+    for k, v in sorted(params.items()):
+        if k == "source" or (k == "finetune_dir" and "finetune-data" not in passes):
+            continue
+        if k == "finetune_dir":
+            v = portable_path(v)
+        out[k] = v
+    return out
 
 
 def _stats_path(out: str) -> str:

@@ -1,0 +1,252 @@
+"""`lmc compile` end to end against the loopback server: artifacts, determinism, budgets, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lmserver import LoopbackServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-test-SECRET"
+
+SENTIMENT = """# sentiment with a metric
+signature Classify {
+  "Classify the sentiment of the review."
+  review: str
+  -> sentiment: "positive" | "negative"
+}
+module classify = Predict(Classify)
+program main(review: str) -> (sentiment: "positive" | "negative") {
+  return classify(review=review)
+}
+metric acc = accuracy(sentiment)
+"""
+
+
+def tag(text: str, name: str) -> str | None:
+    m = re.search(rf"<{name}>\s*(.*?)\s*</{name}>", text, re.S)
+    return m.group(1) if m else None
+
+
+def responder(request: dict) -> str:
+    """Right on plain reviews, wrong on MISLEAD ones unless the prompt shows at least two demos."""
+    msgs = request.get("messages") or []
+    if not msgs:
+        return "positive"
+    if "<instruction>" in str(msgs[0].get("content", "")) or "ProposeInstruction" in str(msgs[0].get("content", "")):
+        tip = tag(str(msgs[-1]["content"]), "tip") or "x"
+        return f"<instruction>Classify the sentiment of the review; {tip}</instruction>"
+    review = tag(str(msgs[-1]["content"]), "review") or ""
+    right = "negative" if "bad" in review else "positive"
+    demos = sum(str(m.get("content", "")).count("<review>") for m in msgs[:-1])
+    if "MISLEAD" in review and demos < 2:
+        right = "positive" if right == "negative" else "negative"
+    return f"<sentiment>{right}</sentiment>"
+
+
+def rows(n: int, prefix: str, mislead_every: int = 3) -> list[dict]:
+    out = []
+    for i in range(n):
+        word = "bad" if i % 2 else "good"
+        extra = " MISLEAD" if i % mislead_every == 0 else ""
+        out.append({"id": f"{prefix}{i:02d}", "review": f"a {word} thing number {i}{extra}",
+                    "sentiment": "negative" if i % 2 else "positive"})
+    return out
+
+
+def write_jsonl(path: Path, items: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in items), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LoopbackServer(responder) as srv:
+        yield srv
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """A project folder with the program and data, the working directory of every command."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.delenv("LMC_LM", raising=False)
+    (tmp_path / "s.lmp").write_text(SENTIMENT, encoding="utf-8")
+    write_jsonl(tmp_path / "train.jsonl", rows(12, "t"))
+    write_jsonl(tmp_path / "dev.jsonl", rows(6, "d"))
+    return tmp_path
+
+
+@pytest.fixture
+def lmc(ws, server, capsys):
+    """Runs `lmc ...` in-process; returns (exit code, stdout, stderr). Never a traceback."""
+    def run(*args: str) -> tuple[int, str, str]:
+        from lmc.cli import main
+
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err + captured.out
+        assert "internal error" not in captured.err, captured.err
+        return code, captured.out, captured.err
+
+    def compile_(*args: str, out: str = "out.lmc.json", lm: bool = True) -> tuple[int, str, str]:
+        extra = ["--lm", "openai/test", "--api-base", server.url] if lm else []
+        return run("compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out,
+                   "--cache-dir", "cache", *extra, *args)
+
+    run.compile = compile_
+    return run
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def artifact(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- the artifact
+
+
+def test_compile_writes_an_artifact_that_runs(lmc, ws, server):
+    code, out, err = lmc.compile("--optimizer", "bootstrap", "--max-demos", "2", "--max-labeled", "0")
+    assert code == 0, err
+    art = artifact("out.lmc.json")
+    assert art["format"] == "lmc-artifact/1"
+    demos = art["predictors"]["classify"]["demos"]
+    assert [d["_id"] for d in demos] == ["t01", "t02"]  # t00 is MISLEAD and fails zero-shot
+    rep = art["compile"]
+    assert rep["optimizer"] == ["bootstrap"] and rep["seed"] == 0
+    assert rep["metric"]["name"] == "acc"
+    assert rep["data"]["train"] == {"path": "train.jsonl", "sha256": rep["data"]["train"]["sha256"], "n": 12}
+    assert rep["data"]["dev"]["n"] == 6
+    # dev: d00 and d03 are MISLEAD; zero-shot misses both, two demos fix them
+    assert rep["scores"]["baseline"]["dev"] == pytest.approx(4 / 6, abs=1e-6)
+    assert rep["scores"]["final"]["dev"] == 1.0
+    assert "zero-shot" in err and "compiled" in err
+    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
+                         "--input", '{"review": "bad stuff MISLEAD"}')
+    assert code == 0, err
+    assert json.loads(out) == {"sentiment": "negative"}
+
+
+def test_artifact_holds_no_key_and_no_absolute_path(lmc, ws, server):
+    # an absolute -o, and absolute data paths, must not leak into the artifact
+    code, _, err = lmc("compile", str(ws / "s.lmp"), "--train", str(ws / "train.jsonl"), "--dev", str(ws / "dev.jsonl"),
+                       "-o", str(ws / "abs" / "a.lmc.json"), "--optimizer", "labeled", "--lm", "openai/test",
+                       "--api-base", server.url, "--cache-dir", str(ws / "cache"))
+    assert code == 0, err
+    for name in ("a.lmc.json", "a.stats.json"):
+        text = (ws / "abs" / name).read_text(encoding="utf-8")
+        assert SECRET not in text, name
+        assert str(Path.home()) not in text and str(ws) not in text, name
+        assert "/tmp" not in text and "/root" not in text, name
+
+
+def test_random_search_reports_every_candidate_and_keeps_the_best(lmc, ws):
+    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "2", "--max-demos", "2",
+                               "--max-labeled", "1")
+    assert code == 0, err
+    rep = artifact("out.lmc.json")["compile"]
+    names = [c["name"] for c in rep["candidates"]]
+    assert names == ["as-written", "random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap",
+                     "random-search:bootstrap-1", "random-search:bootstrap-2"]
+    scores = {c["name"]: c["dev"] for c in rep["candidates"]}
+    assert all(isinstance(s, float) for s in scores.values())
+    assert scores["random-search:zero-shot"] == scores["as-written"] == pytest.approx(4 / 6, abs=1e-6)
+    assert scores["random-search:labeled-only"] == pytest.approx(4 / 6, abs=1e-6)  # one demo is not enough
+    assert rep["scores"]["final"]["dev"] == max(scores.values()) == 1.0
+    assert "candidates" in err  # the summary table lists them
+
+
+def test_bootstrap_then_mipro_and_a_passes_file_compose(lmc, ws):
+    code, _, err = lmc.compile("--optimizer", "bootstrap", "--then", "mipro", "--max-demos", "1",
+                               "--trials", "4", "--instructions", "2", "--candidates", "1", "--minibatch", "3")
+    assert code == 0, err
+    art = artifact("out.lmc.json")
+    rep = art["compile"]
+    assert rep["optimizer"] == ["bootstrap", "mipro"]
+    assert any(c["name"].startswith("mipro:trial-") for c in rep["candidates"])
+    assert rep["scores"]["final"]["dev"] >= rep["scores"]["baseline"]["dev"]
+    (ws / "passes.yaml").write_text("passes:\n  - labeled\n  - name: random-search\n    candidates: 1\n",
+                                    encoding="utf-8")
+    code, _, err = lmc.compile("--passes", "passes.yaml", out="p.lmc.json")
+    assert code == 0, err
+    rep = artifact("p.lmc.json")["compile"]
+    assert rep["optimizer"] == ["labeled", "random-search"] and rep["options"]["candidates"] == 1
+    assert [c["name"] for c in rep["candidates"]][-1] == "random-search:bootstrap-1"
+
+
+# ---------------------------------------------------------------- determinism and the cache
+
+
+def test_same_seed_data_and_cache_give_byte_identical_artifacts_and_a_warm_recompile_calls_nothing(lmc, ws, server):
+    args = ("--optimizer", "random-search", "--candidates", "2", "--max-demos", "2")
+    code, _, err = lmc.compile(*args, out="a.lmc.json")
+    assert code == 0, err
+    before = server.requests
+    code, _, err = lmc.compile(*args, out="b.lmc.json")
+    assert code == 0, err
+    assert server.requests == before, "a warm-cache recompile must make no LM call"
+    assert (ws / "a.lmc.json").read_bytes() == (ws / "b.lmc.json").read_bytes()
+    stats = json.loads((ws / "b.stats.json").read_text())
+    assert stats["calls"] == stats["cached_calls"] > 0
+    # a cold cache (fresh directory) and another -j give the same bytes too
+    code, _, err = lmc.compile(*args, "--cache-dir", "cache2", "-j", "1", out="c.lmc.json")
+    assert code == 0, err
+    assert (ws / "a.lmc.json").read_bytes() == (ws / "c.lmc.json").read_bytes()
+    code, _, err = lmc.compile(*args, "-j", "16", out="d.lmc.json")
+    assert code == 0, err
+    assert (ws / "a.lmc.json").read_bytes() == (ws / "d.lmc.json").read_bytes()
+    # another seed is another compile
+    code, _, err = lmc.compile(*args, "--seed", "5", out="e.lmc.json")
+    assert code == 0, err
+    assert artifact("e.lmc.json")["compile"]["seed"] == 5
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def test_max_calls_ends_the_search_with_the_best_program_so_far(lmc, ws):
+    # zero-shot scoring takes 6 calls; the bootstrap candidates need more than the budget leaves
+    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "6", "--max-calls", "20",
+                               "--no-cache")
+    assert code == 0, err
+    rep = artifact("out.lmc.json")["compile"]
+    assert rep["budget"] == {"max_calls": 20, "max_cost": None, "exhausted": True}
+    assert rep["lm_requests"] <= 20
+    assert any("budget exhausted" in n for n in rep["notes"])
+    assert "budget ran out" in err
+    scored = [c["dev"] for c in rep["candidates"] if c["dev"] is not None]
+    assert rep["scores"]["final"]["dev"] == max(scored)
+    assert len(rep["candidates"]) < 1 + 9
+
+
+def test_budget_spent_before_the_first_candidate_is_an_error_unless_allow_partial(lmc, ws, server):
+    code, _, err = lmc.compile("--optimizer", "bootstrap", "--max-calls", "3", "--no-cache")
+    assert code != 0
+    line = err.strip().splitlines()[-1]  # after the progress lines, one line says why
+    assert line.startswith("error: ") and "Traceback" not in err
+    assert "budget" in line and "--allow-partial" in line
+    assert not (ws / "out.lmc.json").exists()
+    code, _, err = lmc.compile("--optimizer", "bootstrap", "--max-calls", "3", "--no-cache", "--allow-partial")
+    assert code == 0, err
+    art = artifact("out.lmc.json")
+    assert art["compile"]["budget"]["exhausted"] is True
+    assert art["predictors"]["classify"]["demos"] == []  # the program as written
+    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
+                         "--input", '{"review": "good"}')
+    assert code == 0 and json.loads(out) == {"sentiment": "positive"}, err
