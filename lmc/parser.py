@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast as pyast
 import functools
+import gc
 import re
 from bisect import bisect_right
 from pathlib import Path
@@ -221,20 +222,23 @@ class _Driver:
         self.specs = tables["lexers"]
         self.state_lexer = tables["state_lexer"]
         self.compiled: list = [None] * len(self.specs)
+        self.state_lexers: list = [None] * len(self.state_lexer)
 
-    def lexer(self, index: int):
-        spec = self.specs[index]
-        pats, ignore, unless = spec
-        lex = ([re.compile(p, f).match for p, f in pats], frozenset(ignore), unless)
-        self.compiled[index] = lex
+    def lexer(self, state: int):
+        """Compile a state's lexer on first use: compiling all of them would cost ~35 ms."""
+        index = self.state_lexer[state]
+        lex = self.compiled[index]
+        if lex is None:
+            pats, ignore, unless = self.specs[index]
+            lex = self.compiled[index] = ([re.compile(p, f).match for p, f in pats], frozenset(ignore), unless)
+        self.state_lexers[state] = lex
         return lex
 
     def parse(self, text: str, comments: list | None = None) -> _Tree:
         """The tree Lark would build (same shape, same positions); raises _Reject where Lark would have to decide."""
         actions = self.actions
         rules = self.rules
-        state_lexer = self.state_lexer
-        compiled = self.compiled
+        lexers = self.state_lexers
         end_state = self.end
         stack = [self.start]
         values: list = []
@@ -244,8 +248,7 @@ class _Driver:
             # -- next token, lexed with the lexer of the current state
             typ = "$END"
             while pos < size:
-                li = state_lexer[stack[-1]]
-                matchers, ignore, unless = compiled[li] or self.lexer(li)
+                matchers, ignore, unless = lexers[stack[-1]] or self.lexer(stack[-1])
                 for match in matchers:
                     m = match(text, pos)
                     if m is not None:
@@ -383,6 +386,18 @@ def parse(text: str, path: str = "<input>") -> n.File:
     """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
     if text.startswith("\ufeff"):
         text = text[1:]
+    # The trees and nodes built here hold no cycles, so the cycle collector would only
+    # rescan them again and again (a third of the parse time on a large file).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(text, path)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _parse(text: str, path: str) -> n.File:
     try:
         tree = _parse_tree(text)
     except RecursionError:
