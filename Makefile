@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # litellm otherwise fetches its price table from the network at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install test demo bench lock clean
+.PHONY: install test demo bench bench-venv lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,8 +34,19 @@ demo: install
 	@$(BIN)/python -c "import json; rev = {r['id']: r['review'] for r in map(json.loads, open('datasets/sentiment_new.jsonl'))}; [print(f\"{o['id']}: {(o['outputs'] or {}).get('sentiment', o['error'])}  <- {rev[o['id']]}\") for o in map(json.loads, open('build/sentiment_new.out.jsonl'))]"
 	$(BIN)/lmc inspect $(DEMO)
 
-bench: install
-	$(BIN)/python bench/run_all.py
+# Benchmarks run in their own venv holding lmc (editable) and dspy==3.4.1 side by side; see bench/README.md.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements-bench.txt
+	test -x $(BENCH_VENV)/bin/python || $(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(BENCH_VENV)/bin/pip install -q -r bench/requirements-bench.txt
+	$(BENCH_VENV)/bin/pip install -q --no-deps -e . && $(BENCH_VENV)/bin/pip install -q -e ".[local,test]"
+	touch $@
+
+bench-venv: $(BENCH_VENV)/.installed
+
+bench: bench-venv
+	$(BENCH_VENV)/bin/python bench/run_all.py $(BENCH_ARGS)
 
 # Regenerate the hashed lock file after changing dependencies in pyproject.toml.
 lock:

@@ -1,0 +1,340 @@
+"""Run every benchmark under bench/, print its figures against their targets, and rewrite bench/RESULTS.md.
+
+    python bench/run_all.py [--quick] [--only NAME[,NAME...]]
+
+Each benchmark runs in a child process (one crash or one leaked thread cannot spoil the others) and hands
+back its `run()` dict as JSON. RESULTS.md keeps one delimited section per benchmark, so `--only` rewrites
+just the sections it re-ran and leaves the others (and the hand-filled `make demo` section) as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    value: object
+    target: str = ""
+    ok: bool | None = None  # None: reported, no target
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    module: str
+    title: str
+    kwargs: dict
+    quick_kwargs: dict
+    figures: Callable[[dict], list[Figure]]
+
+
+def _g(d: dict, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _check_figs(r: dict) -> list[Figure]:
+    return [
+        Figure(f"`lmc check` on a {r['lines']}-line program (best of 3)", f"{r['check_wall_s_best_of_3']} s", "< 0.5 s",
+               r["meets_target"]),
+        Figure("`lmc --help` wall time", f"{r['help_wall_s_best_of_3']} s"),
+        Figure("`import lmc.cli`", f"{r['import_lmc_cli_ms']} ms"),
+        Figure("litellm imported by `import lmc.cli` / by `lmc check`",
+               f"{r['litellm_imported_by_import_lmc_cli']} / {r['litellm_imported_by_check']}", "False / False",
+               not r["litellm_imported_by_import_lmc_cli"] and not r["litellm_imported_by_check"]),
+    ]
+
+
+def _gate_figs(r: dict) -> list[Figure]:
+    return [
+        Figure(f"gate false-alarm rate (unchanged program, {r['trials']} re-runs of {r['n_examples']} examples)",
+               _pct(r["false_alarm_rate"]), "<= 5%", r["false_alarm_rate"] <= 0.05),
+        Figure("gate detection rate (true 5-point drop, mean of concentrated/diffuse)", _pct(r["detection_rate"])),
+    ]
+
+
+def _lm_overhead_figs(r: dict) -> list[Figure]:
+    out = [
+        Figure("LM client per-call overhead over raw HTTP, plain-HTTP path", f"{r['direct_overhead_ms']} ms", "<= 1.0 ms",
+               r["direct_overhead_ms"] <= 1.0),
+        Figure("LM client per-call overhead over raw HTTP, litellm path", f"{r['litellm_overhead_ms']} ms"),
+        Figure("cache hit cost", f"{r['cache_hit_ms']} ms"),
+        Figure(f"throughput, {r['throughput_calls']} calls at 100 ms, 64 in flight, plain-HTTP path (of ideal)",
+               _pct(r["direct_vs_ideal"]), ">= 90%", r["direct_vs_ideal"] >= 0.9),
+        Figure("same, litellm path (of ideal)", _pct(r["litellm_vs_ideal"])),
+    ]
+    return out
+
+
+def _runtime_figs(r: dict) -> list[Figure]:
+    return [
+        Figure("`lmc run` batch path per-call overhead over raw HTTP (-j 1)", f"{r['overhead_ms_per_call']} ms",
+               "<= 1.0 ms", r["overhead_ms_per_call"] <= 1.0),
+        Figure(f"`lmc run` -j 64, {r['calls']} calls at 100 ms latency (of ideal)", _pct(r["j64_fraction_of_ideal"]),
+               ">= 90%", r["j64_fraction_of_ideal"] >= 0.9),
+    ]
+
+
+def _dspy_figs(r: dict) -> list[Figure]:
+    return [
+        Figure("raw HTTP round trip (bare aiohttp)", f"{r['raw_http_ms']} ms"),
+        Figure("DSPy 3.4.1 per-call overhead (Predict, zero latency)", f"{r['dspy_overhead_ms']} ms"),
+        Figure("lmc per-call overhead, default litellm path", f"{r['lmc_overhead_ms']} ms", "<= 1.0 ms",
+               r["meets_overhead_target"]),
+        Figure("lmc per-call overhead, LMC_DIRECT_HTTP=1", f"{r['lmc_direct_overhead_ms']} ms", "<= 1.0 ms",
+               r["meets_overhead_target_direct"]),
+        Figure("overhead ratio lmc/DSPy (litellm path; direct path)",
+               f"{r['overhead_ratio_lmc_over_dspy']}; {r['overhead_ratio_lmc_direct_over_dspy']}", "< 1",
+               (r["overhead_ratio_lmc_direct_over_dspy"] or 9) < 1),
+        Figure(f"DSPy Evaluate, 16 threads, {r['calls']} calls at 100 ms (of ideal {r['ideal_s_at_16']} s)",
+               f"{r['dspy_t16_s']} s = {_pct(r['dspy_t16_fraction_of_ideal'])}"),
+        Figure(f"DSPy Evaluate, 64 threads (of ideal {r['ideal_s_at_64']} s)",
+               f"{r['dspy_t64_s']} s = {_pct(r['dspy_t64_fraction_of_ideal'])}"),
+        Figure("lmc -j 64, default litellm path", f"{r['lmc_j64_s']} s = {_pct(r['lmc_j64_fraction_of_ideal'])}",
+               ">= 90%", r["meets_throughput_target"]),
+        Figure("lmc -j 64, LMC_DIRECT_HTTP=1", f"{r['lmc_direct_j64_s']} s = {_pct(r['lmc_direct_j64_fraction_of_ideal'])}",
+               ">= 90%", r["meets_throughput_target_direct"]),
+        Figure("speed-up lmc -j 64 vs DSPy 64 threads (litellm path; direct path)",
+               f"{r['speedup_lmc_j64_vs_dspy_t64']}x; {r['speedup_lmc_direct_j64_vs_dspy_t64']}x"),
+        Figure("warm-cache rerun of `lmc run` (HTTP requests: cold, warm)",
+               f"{r['warm_cache']['cold_requests']}, {r['warm_cache']['warm_requests']}", "warm = 0",
+               r["meets_warm_cache_target"]),
+        Figure("machine load (1-min average, start / end)", f"{r['load_avg_1m_at_start']} / {r['load_avg_1m_at_end']}"),
+    ]
+
+
+def _local_figs(r: dict) -> list[Figure]:
+    if "skipped" in r:
+        return [Figure("embedded model", r["skipped"])]
+    raw, ser, con, two = r["raw_serial"], r["lmc_serial"], r["lmc_concurrent"], r["raw_two_instances"]
+    return [
+        Figure(f"prompt (prefill) tokens/s, raw llama.cpp, {raw['prompt_tokens']}-token demo prompt", raw["prompt_tok_s"]),
+        Figure("completion (decode) tokens/s, raw llama.cpp, greedy", raw["completion_tok_s"]),
+        Figure(f"calls/s, raw llama.cpp serial ({raw['calls']} calls)", raw["calls_per_s"]),
+        Figure(f"calls/s, lmc client serial (mean {ser['mean_prompt_tokens']} prompt tokens)", ser["calls_per_s"]),
+        Figure("calls/s, lmc client with all calls in flight (queued on one worker)", con["calls_per_s"]),
+        Figure("calls/s, raw llama.cpp, two 1-thread instances in parallel", two["calls_per_s"]),
+        Figure("lmc serial / raw serial", r["lmc_serial_vs_raw"]),
+        Figure("two instances / one 2-thread instance", r["two_instances_vs_raw_serial"]),
+        Figure("machine load (1-min average, start / end)", f"{r['load_avg_1m_at_start']} / {r['load_avg_1m_at_end']}"),
+    ]
+
+
+def _sst2_figs(r: dict) -> list[Figure]:
+    runs = r["runs"]
+    out = []
+    for opt in ("zero-shot", "labeled", "bootstrap", "random-search", "mipro"):
+        for system in ("lmc", "dspy"):
+            x = runs.get(f"{system}/{opt}")
+            if x is None:
+                out.append(Figure(f"{system} {opt}", "not run yet"))
+                continue
+            if "error" in x:
+                out.append(Figure(f"{system} {opt}", f"FAILED: {x['error']}"))
+                continue
+            calls = "" if opt == "zero-shot" else f"; compile: {x['compile_calls']} LM calls, {x['compile_wall_s']} s"
+            extra = f", {x.get('test_parse_failures', x.get('test_no_answer', 0))} unparsed answers"
+            out.append(Figure(f"{system} {opt}: test accuracy (n={x['test_n']})",
+                              f"{_pct(x['test_acc'])}{extra}{calls}"))
+    warm = runs.get("lmc/warm-recompile")
+    best_l, best_d = r["lmc_best_test_acc"], r["dspy_best_test_acc"]
+    out += [
+        Figure("lmc best compiled test accuracy", _pct(best_l), ">= 88%", r["meets_acc_target"]),
+        Figure("lmc best vs DSPy best", f"{_pct(best_l)} vs {_pct(best_d)}", "lmc >= DSPy", r["beats_dspy"]),
+        Figure("lmc compile LM calls <= DSPy's, optimizer by optimizer", r["no_more_calls_than_dspy"], "True",
+               r["no_more_calls_than_dspy"]),
+        Figure("warm-cache recompile (bootstrap): LM calls; byte-identical artifact",
+               "not run yet" if warm is None else f"{warm.get('compile_calls')}; {warm.get('identical_artifact')}",
+               "0; True", None if warm is None or "error" in warm else
+               warm.get("compile_calls") == 0 and bool(warm.get("identical_artifact"))),
+    ]
+    return out
+
+
+BENCHES = (
+    Bench("check", "bench_check", "Front end: `lmc check` speed and CLI start-up", {}, {}, _check_figs),
+    Bench("gate", "bench_gate", "CI gate: false alarms and detection", {}, {"trials": 100, "precise_trials": 0}, _gate_figs),
+    Bench("lm_overhead", "bench_lm_overhead", "LM client: overhead and throughput", {}, {"n": 100}, _lm_overhead_figs),
+    Bench("runtime", "bench_runtime", "`lmc run` runtime: overhead and throughput", {}, {"n": 200}, _runtime_figs),
+    Bench("overhead_dspy", "bench_overhead_dspy", "lmc vs DSPy 3.4.1: per-call overhead, throughput, warm cache",
+          {}, {"quick": True}, _dspy_figs),
+    Bench("local", "bench_local", "Embedded model (Gemma 3 270M) throughput", {}, {"quick": True}, _local_figs),
+    Bench("sst2", "bench_sst2", "SST-2 compile: lmc vs DSPy 3.4.1 on Gemma 3 270M", {}, {"quick": True}, _sst2_figs),
+)
+
+
+# ------------------------------------------------------------------ machine and RESULTS.md
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, AttributeError):
+        mem = "RAM unknown"
+    return f"{cpu}, {os.cpu_count()} cores, {mem}; {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def _versions() -> str:
+    out = []
+    for pkg in ("dspy", "litellm", "llama_cpp_python"):
+        try:
+            from importlib.metadata import version
+
+            out.append(f"{pkg} {version(pkg)}")
+        except Exception:  # noqa: BLE001
+            out.append(f"{pkg} not installed")
+    return ", ".join(out)
+
+
+def render_section(b: Bench, result: dict, figures: list[Figure], seconds: float, command: str) -> str:
+    lines = [f"<!-- bench:{b.name} -->", f"## {b.title}", "",
+             f"`{command}` — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, {seconds:.0f} s, "
+             f"load average {os.getloadavg()[0]:.1f} at the end", "",
+             "| figure | value | target | |", "|---|---|---|---|"]
+    for f in figures:
+        mark = "" if f.ok is None else ("PASS" if f.ok else "MISS")
+        lines.append(f"| {f.label} | {f.value} | {f.target} | {mark} |")
+    lines += ["", "<details><summary>raw figures</summary>", "", "```json",
+              json.dumps(result, indent=1, sort_keys=True, default=str)[:12000], "```", "", "</details>",
+              f"<!-- /bench:{b.name} -->", ""]
+    return "\n".join(lines)
+
+
+DEMO_PLACEHOLDER = """<!-- manual:demo -->
+## `make demo` wall time (measured by hand)
+
+| run | wall time | target |
+|---|---|---|
+| clean clone, no wheel cache (llama-cpp-python built from source) | _to be measured_ | < 10 min |
+| clean clone, llama-cpp-python wheel in pip's cache | _to be measured_ | < 10 min |
+<!-- /manual:demo -->
+"""
+
+
+def _sections(text: str) -> dict[str, str]:
+    return {m.group(1): m.group(0) for m in
+            re.finditer(r"<!-- (?:bench|manual):([\w-]+) -->.*?<!-- /(?:bench|manual):\1 -->\n?", text, re.S)}
+
+
+def write_results(new: dict[str, str], commands: list[str]) -> None:
+    old = _sections(RESULTS.read_text()) if RESULTS.exists() else {}
+    sections = {**old, **new}
+    sections.setdefault("demo", DEMO_PLACEHOLDER)
+    head = [
+        "# Benchmark results", "",
+        "Rewritten by `bench/run_all.py` (`make bench`); each section keeps the date and command of its own last run,",
+        "so sections can come from different runs (`--only`). Targets come from issues 3, 4 and 6.", "",
+        f"- Machine: {machine()}",
+        f"- Updated: {dt.datetime.now().strftime('%Y-%m-%d %H:%M %Z').strip()} with {_versions()}",
+        "- Commands of this update: " + "; ".join(f"`{c}`" for c in commands),
+        "- This machine is shared: other jobs ran during these measurements (see each section's load average);",
+        "  timings are upper bounds for an idle 2-core machine, and ratios against DSPy are measured in the same run.",
+        "",
+    ]
+    order = [b.name for b in BENCHES] + ["demo"]
+    body = [sections[k].rstrip("\n") + "\n" for k in order if k in sections]
+    body += [v.rstrip("\n") + "\n" for k, v in sections.items() if k not in order]
+    RESULTS.write_text("\n".join(head) + "\n" + "\n".join(body))
+
+
+# ------------------------------------------------------------------ running
+
+
+def _child(name: str, kwargs: str, out: str) -> None:
+    sys.path[:0] = [str(ROOT), str(BENCH)]
+    b = next(b for b in BENCHES if b.name == name)
+    mod = __import__(b.module)
+    result = mod.run(**json.loads(kwargs))
+    Path(out).write_text(json.dumps(result, default=str))
+
+
+def run_one(b: Bench, quick: bool) -> tuple[dict, float]:
+    import tempfile
+
+    kwargs = b.quick_kwargs if quick else b.kwargs
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        out = Path(tmp.name)
+    start = time.perf_counter()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, __file__, "--child", b.name, json.dumps(kwargs), str(out)], cwd=ROOT, env=env)
+    took = time.perf_counter() - start
+    try:
+        if proc.returncode != 0:
+            raise RuntimeError(f"{b.module}.run() exited with {proc.returncode}")
+        return json.loads(out.read_text()), took
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        _child(*sys.argv[2:5])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller runs of every benchmark (SST-2: dev 50, test 100)")
+    ap.add_argument("--only", help="comma-separated names: " + ", ".join(b.name for b in BENCHES))
+    a = ap.parse_args()
+    names = [b.name for b in BENCHES]
+    chosen = names if not a.only else [n.strip() for n in a.only.split(",")]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        ap.error(f"unknown benchmark(s) {unknown}; expected some of {names}")
+    command = "python bench/run_all.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+    new: dict[str, str] = {}
+    missed = 0
+    for b in BENCHES:
+        if b.name not in chosen:
+            continue
+        print(f"\n=== {b.name}: {b.title}", flush=True)
+        try:
+            result, took = run_one(b, a.quick)
+            figures = b.figures(result)
+        except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
+            print(f"FAILED: {e}", flush=True)
+            new[b.name] = (f"<!-- bench:{b.name} -->\n## {b.title}\n\n`{command}`: FAILED: {e}\n"
+                           f"<!-- /bench:{b.name} -->\n")
+            missed += 1
+            continue
+        for f in figures:
+            mark = "" if f.ok is None else ("PASS" if f.ok else "MISS")
+            print(f"  {f.label}: {f.value}" + (f"  (target {f.target}) {mark}" if f.target else ""), flush=True)
+            missed += f.ok is False
+        new[b.name] = render_section(b, result, figures, took, command)
+        write_results(new, [command])  # after each benchmark, so a long run keeps what it measured
+    write_results(new, [command])
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}; {missed} target(s) missed or benchmarks failed", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
