@@ -115,9 +115,35 @@ cli_eval.register(app)
 # ---------------------------------------------------------------- entry point
 
 
+def _plain_check(args: list[str]) -> Optional[tuple[list[Path], str]]:
+    """`check PATH... [--format F]` as (paths, format); None for anything else (help, other options)."""
+    if not args or args[0] != "check":
+        return None
+    paths: list[Path] = []
+    fmt = "text"
+    rest = iter(args[1:])
+    for a in rest:
+        if a == "--format":
+            fmt = next(rest, "-")
+            if fmt.startswith("-"):
+                return None
+        elif a.startswith("--format="):
+            fmt = a[len("--format="):]
+        elif a.startswith("-") or not a:
+            return None
+        else:
+            paths.append(Path(a))
+    return (paths, fmt) if paths else None
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
     try:
+        # typer coerces every argument through pydantic, whose import costs more than checking a
+        # 5,000-line file; the plain `lmc check` call goes straight to the command instead.
+        plain = _plain_check(sys.argv[1:] if argv is None else list(argv))
+        if plain is not None:
+            check(*plain)  # always raises typer.Exit, handled below like the typer path
         # Without standalone mode click returns the exit code of a `typer.Exit` instead of raising it.
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int):
