@@ -136,12 +136,12 @@ def run(quick: bool = False, fresh: bool = False, only_system: str | None = None
     for name, rows in parts.items():
         files[name] = out_dir / f"{name}.jsonl"
         files[name].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # Interleaved, so an interrupted run still holds comparable pairs; cheapest optimizers first.
-    plan = []
-    for opt in ("zero-shot", *OPTIMIZERS):
-        plan += [(system, opt) for system in ("lmc", "dspy") if only_system in (None, system)]
-        if opt == "bootstrap" and only_system in (None, "lmc"):
-            plan.append(("lmc", "warm-recompile"))
+    # lmc's cheap optimizers first (their accuracy is what prompt work needs), then DSPy's counterparts, then
+    # the searches pair by pair; an interrupted run still holds comparable pairs.
+    order = [("lmc", "zero-shot"), ("lmc", "labeled"), ("lmc", "bootstrap"), ("lmc", "warm-recompile"),
+             ("dspy", "zero-shot"), ("dspy", "labeled"), ("dspy", "bootstrap"),
+             ("lmc", "random-search"), ("dspy", "random-search"), ("lmc", "mipro"), ("dspy", "mipro")]
+    plan = [(system, opt) for system, opt in order if only_system in (None, system)]
     runs: dict[str, dict] = {}
     server = None
     try:
