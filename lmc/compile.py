@@ -113,6 +113,18 @@ def load_passes_file(path: str) -> tuple[list[str], dict]:
     return names, params
 
 
+def check_pass_options(passes: list[str], params: dict, n_dev: int) -> None:
+    """Refuse option values a pass would reject, before any LM call is spent."""
+    minibatch = params.get("minibatch")
+    if "mipro" in passes and minibatch is not None:
+        from .optimize.mipro import minibatch_problem
+
+        if int(minibatch) < 1:
+            raise ConfigError(f"--minibatch must be >= 1, got {minibatch}")
+        if int(minibatch) > n_dev:
+            raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
+
+
 def _dataset_json(ds: Dataset) -> dict:
     return {"path": portable_path(ds.path), "sha256": ds.sha256, "n": len(ds)}
 
@@ -155,6 +167,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     ir = target.ir
     metric = pick_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
+    check_pass_options(opts.passes, opts.params, len(dev))
     if split_note:
         log(split_note)
     threshold = opts.threshold if opts.threshold is not None else 1.0

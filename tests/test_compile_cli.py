@@ -250,3 +250,45 @@ def test_budget_spent_before_the_first_candidate_is_an_error_unless_allow_partia
     code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
                          "--input", '{"review": "good"}')
     assert code == 0 and json.loads(out) == {"sentiment": "positive"}, err
+
+
+# ---------------------------------------------------------------- bad input
+
+
+BAD_INPUTS = [
+    ("missing_input", {"train": [{"id": "x1", "text": "good", "sentiment": "positive"}]}, [],
+     ("train.jsonl:1:", "missing input field 'review'")),
+    ("wrong_label_type", {"train": [{"id": "x1", "review": "good", "sentiment": 3}]}, [],
+     ("train.jsonl:1:", "label 'sentiment'", "got 3")),
+    ("empty_trainset", {"train": []}, [], ("train.jsonl", "empty")),
+    ("unknown_metric", {}, ["--metric", "accuracyy"], ("unknown metric 'accuracyy'", "acc", "exact_match")),
+    ("metric_field_not_output", {"lmp": SENTIMENT.replace("accuracy(sentiment)", "accuracy(label)")}, [],
+     ("metric field 'label' is not an output",)),
+    ("minibatch_too_large", {}, ["--optimizer", "mipro", "--minibatch", "50"], ("--minibatch 50 is larger than the dev set (6 examples)",)),
+    ("unknown_optimizer", {}, ["--optimizer", "bootstarp"], ("unknown optimizer 'bootstarp'", "did you mean 'bootstrap'")),
+    ("bad_passes_yaml", {"passes": "passes: [bootstrap\n"}, ["--passes", "passes.yaml"], ("passes.yaml", "YAML")),
+    ("passes_not_a_list", {"passes": "passes: 3\n"}, ["--passes", "passes.yaml"], ("passes.yaml", "list of passes")),
+    ("unknown_pass_in_file", {"passes": "- labeled\n- mipr\n"}, ["--passes", "passes.yaml"], ("unknown optimizer 'mipr'",)),
+    ("negative_demos", {}, ["--max-demos", "-1"], ("--max-demos",)),
+]
+
+
+@pytest.mark.parametrize("case, files, args, expected", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_and_calls_no_lm(lmc, ws, server, case, files, args, expected):
+    if "train" in files:
+        write_jsonl(ws / "train.jsonl", files["train"])
+    if "lmp" in files:
+        (ws / "s.lmp").write_text(files["lmp"], encoding="utf-8")
+    if "passes" in files:
+        (ws / "passes.yaml").write_text(files["passes"], encoding="utf-8")
+    before = server.requests
+    code, out, err = lmc.compile(*args)
+    assert code not in (0, 70), err
+    if case != "metric_field_not_output":
+        line = one_error_line(err)
+    else:
+        line = err.strip().splitlines()[0]
+    for fragment in expected:
+        assert fragment in line, line
+    assert server.requests == before
+    assert not (ws / "out.lmc.json").exists()

@@ -51,6 +51,10 @@ program main(code: str, dataset: str, step: str, examples: str, current: str, ti
 '''
 
 
+def minibatch_problem(minibatch: int, n_dev: int) -> str:
+    return f"--minibatch {minibatch} is larger than the dev set ({n_dev} examples)"
+
+
 def data_summary(ctx: Context, ir: I.IR) -> str:
     """A short, deterministic description of the trainset: size, fields, label balance, lengths."""
     ex = ctx.trainset
@@ -135,7 +139,7 @@ async def run(ir: I.IR, ctx: Context) -> I.IR:
     max_labeled = int(ctx.opt("max_labeled", 4))
     minibatch = ctx.options.get("minibatch")
     if minibatch is not None and int(minibatch) > len(ctx.devset):
-        raise LmcError(f"the dev set has {len(ctx.devset)} examples; --minibatch {minibatch} needs at least that many",
+        raise LmcError(minibatch_problem(int(minibatch), len(ctx.devset)),
                        hint="lower --minibatch or give a larger --dev set")
     minibatch = int(minibatch or min(25, len(ctx.devset)))
 
