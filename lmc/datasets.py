@@ -105,9 +105,25 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        # 1e999 is valid JSON syntax that Python reads as infinity: the same bad value as Infinity.
+        raise _BadValue(f"{text[:40]} overflows to infinity; write a smaller number or a string")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise _BadValue(f"a number with {len(text)} digits is too long; write it as a string") from None
+
+
 def _parse(text: str) -> Any:
-    """json.loads that refuses NaN/Infinity and duplicate keys; raises JSONDecodeError or _BadValue."""
-    return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_object_without_duplicates)
+    """json.loads that refuses NaN/Infinity (also 1e999), huge ints and duplicate keys; raises JSONDecodeError or _BadValue."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int,
+                      object_pairs_hook=_object_without_duplicates)
 
 
 def _type_name(value: Any) -> str:

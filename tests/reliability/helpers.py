@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SENTIMENT = ROOT / "programs" / "sentiment.lmp"
 PY = sys.executable
+PYCACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "lmc-reliability-pycache")
 
 # The CLI offers no knob for the LM client's timeout or retry wait (finding F1 in the report):
 # tests shorten them through these environment variables, read by `patch_client_defaults`.
@@ -81,12 +82,15 @@ def lmc_cmd(*args: str) -> list[str]:
 
 
 def run_lmc(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    full = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT), **FAST_ENV, **(env or {})}
-    full.pop("LMC_LM", None)
+    full = subprocess_env(**(env or {}))
     return subprocess.run(lmc_cmd(*args), cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def subprocess_env(**extra: str) -> dict:
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT), **FAST_ENV, **extra}
+    # Bytecode cached outside the checkout: compiling every module from source at each start makes
+    # a killed-and-restarted CLI spend most of its life importing.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT), **FAST_ENV,
+           "PYTHONPYCACHEPREFIX": PYCACHE, **extra}
     env.pop("LMC_LM", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
