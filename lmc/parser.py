@@ -348,7 +348,10 @@ def _from_lark(item):
 
 
 def _parse_tree(text: str, comments: list | None = None) -> _Tree:
-    """The parse tree of `text`; a syntax error is raised as Lark's UnexpectedInput."""
+    """The parse tree of `text`; a syntax error is raised as Lark's UnexpectedInput.
+
+    When `comments` is a list, the [start, end) offsets of the comments the lexer skipped are
+    appended to it, or None if Lark had to parse (its lexer does not report them)."""
     driver = _driver()
     if driver is not None:
         try:
@@ -356,7 +359,7 @@ def _parse_tree(text: str, comments: list | None = None) -> _Tree:
         except _Reject:
             pass
     if comments is not None:
-        comments.clear()
+        comments[:] = [None]
     return _from_lark(_lark().parse(text))
 
 
@@ -398,8 +401,9 @@ def parse(text: str, path: str = "<input>") -> n.File:
 
 
 def _parse(text: str, path: str) -> n.File:
+    found: list = []
     try:
-        tree = _parse_tree(text)
+        tree = _parse_tree(text, found)
     except RecursionError:
         raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
     except Exception as e:
@@ -418,7 +422,11 @@ def _parse(text: str, path: str) -> n.File:
         raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
     if builder.errors:
         raise CompileErrors(builder.errors, {path: text})
-    comments = tuple(_comments(text, path))
+    if found == [None]:
+        comments = tuple(_comments(text, path))
+    else:
+        span = builder.span
+        comments = tuple(n.Comment(span(_Tok("COMMENT", "", start, end)), text=text[start:end].rstrip()) for start, end in found)
     end = text.count("\n") + 1
     return n.File(Span(path, 1, 1, end, 1), path=path, decls=decls, comments=comments)
 
@@ -537,16 +545,23 @@ def _join_or(words: list[str]) -> str:
 class _Builder:
     """Turns a Lark parse tree into nodes; collects problems that the grammar lets through."""
 
-    def __init__(self, path: str, text: str):
+    def __init__(self, path: str, text: str, at: tuple[int, int] | None = None):
         self.path = path
         self.text = text
         self.errors: list[Diagnostic] = []
         self.line_starts = [0]
         self.line_starts += [m.end() for m in re.finditer("\n", text)]
+        # (line, column shift) when `text` is one synthetic line standing for a piece of an f-string.
+        self.at = at
 
     # -- spans -------------------------------------------------------------
     def span(self, item) -> Span:
         start = item.start
+        if self.at is not None:
+            line, dcol = self.at
+            if start < 0:
+                return Span(self.path, line, 1 + dcol, line, 1 + dcol)
+            return Span(self.path, line, start + 1 + dcol, line, item.end + 1 + dcol)
         if start < 0:
             return Span(self.path, 1, 1, 1, 1)
         starts = self.line_starts
@@ -567,7 +582,7 @@ class _Builder:
 
     # -- declarations ---------------------------------------------------------
     def decl(self, t) -> n.Node:
-        return getattr(self, "d_" + t.data)(t)
+        return _DECLS[t.data](self, t)
 
     def d_sig_block(self, t):
         name, *rest = t.children
@@ -721,7 +736,7 @@ class _Builder:
         return tuple(self.stmt(s) for s in t.children)
 
     def stmt(self, t):
-        return getattr(self, "s_" + t.data)(t)
+        return _STMTS[t.data](self, t)
 
     def s_assign(self, t):
         name, value = t.children
@@ -780,7 +795,7 @@ class _Builder:
     def expr(self, t):
         if isinstance(t, _Tok):  # a bare terminal reaching here is a name
             return n.Name(self.span(t), id=str(t))
-        return getattr(self, "e_" + t.data)(t)
+        return _EXPRS[t.data](self, t)
 
     def e_name(self, t):
         tok = t.children[0]
@@ -940,28 +955,15 @@ class _Builder:
             self.err(f"invalid expression in f-string: {inner.strip()!r}", Span(sp.path, sp.line, col, sp.line, col + len(inner)))
             return n.Const(sp, value="")
         assign = tree.children[0].children[-1].children[0]
-        sub = _Builder(sp.path, prefix + inner)
-        expr = sub.expr(assign.children[1])
-        return _shift(expr, sp.line, col - len(prefix) - 1)
+        # Positions in the throwaway line map straight to the f-string's line and columns.
+        sub = _Builder(sp.path, prefix + inner, at=(sp.line, col - len(prefix) - 1))
+        return sub.expr(assign.children[1])
 
 
-def _shift(node, line: int, dcol: int):
-    """Move a node parsed on a synthetic line 1 to its real place inside an f-string."""
-    from dataclasses import fields, replace
-
-    if isinstance(node, n.Node):
-        changes = {}
-        for f in fields(node):
-            v = getattr(node, f.name)
-            if isinstance(v, Span):
-                changes[f.name] = Span(v.path, line, v.col + dcol, line, v.end_col + dcol)
-            elif isinstance(v, (n.Node, tuple)):
-                changes[f.name] = _shift(v, line, dcol)
-        return replace(node, **changes)
-    if isinstance(node, tuple):
-        return tuple(_shift(x, line, dcol) for x in node)
-    return node
-
+# Tree label -> builder method, looked up once here instead of by name for every node.
+_DECLS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("d_")}
+_STMTS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("s_")}
+_EXPRS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("e_")}
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0", "{": "\\{", "}": "\\}"}
 
