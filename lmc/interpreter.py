@@ -800,6 +800,9 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
     temp = temperature if temperature is not None else p.setting("temperature", spec.setting("temperature", 0.0))
     max_tokens = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
     overrides = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
+    outs = p.signature.outputs
+    if mode == "completion" and len(outs) == 1 and outs[0].type.kind == "literal":
+        overrides["choices"] = tuple(outs[0].type.args)
     last_raw, last_err = "", None
     for attempt in range(3):
         if attempt == 1:

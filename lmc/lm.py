@@ -226,11 +226,17 @@ class LMRequest:
     stop: tuple[str, ...] = ()
     sample: int = 0  # index of a repeated sample, so n samples at temperature > 0 differ in the cache
     json_mode: bool = False
+    # The reply must be one of these strings (a literal-union output).  Backends that can
+    # constrain decoding (the embedded model, through a grammar) do; others ignore it and the
+    # reply is parsed as usual.
+    choices: tuple[str, ...] = ()
 
     def canonical(self, model: str, extra: dict | None = None) -> dict:
         settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
                     "stop": list(self.stop), "json_mode": bool(self.json_mode)}
         settings.update(extra or {})
+        if self.choices:  # only when set, so existing cache keys stay valid
+            settings["choices"] = list(self.choices)
         body: dict = {"v": CACHE_VERSION, "model": model, "settings": settings, "sample": int(self.sample)}
         if self.messages is not None:
             body["messages"] = [dict(m) for m in self.messages]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import concurrent.futures
 import logging
 import os
@@ -159,6 +160,10 @@ class LocalBackend:
 
         kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None,
                         "stopping_criteria": _criteria(stopping)}
+        choices = getattr(req, "choices", ())
+        if choices:
+            # A small base model often answers off-format; a grammar makes it pick one option.
+            kwargs["grammar"] = self._grammar(tuple(choices))
         if req.temperature and req.temperature > 0:
             kwargs.update(temperature=float(req.temperature), seed=1_000_003 * int(req.sample) + 17)
         else:
@@ -169,6 +174,18 @@ class LocalBackend:
         return (choice.get("text") or "", int(usage.get("prompt_tokens", len(tokens))),
                 int(usage.get("completion_tokens", 0)), choice.get("finish_reason"),
                 time.perf_counter() - start, warnings)
+
+    def _grammar(self, choices: tuple[str, ...]) -> Any:
+        grammars = self.__dict__.setdefault("_grammars", {})
+        g = grammars.get(choices)
+        if g is None:
+            import llama_cpp
+
+            alts = " | ".join(json.dumps(c) for c in choices)
+            with _Quiet():
+                g = llama_cpp.LlamaGrammar.from_string(f'root ::= " "? ({alts})', verbose=False)
+            grammars[choices] = g
+        return g
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)

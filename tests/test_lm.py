@@ -517,3 +517,19 @@ def test_cpu_without_avx2_is_refused():
     with pytest.raises(ConfigError, match="AVX2"):
         check_cpu("processor: 0\nflags\t\t: fpu sse sse2 avx\n")
     check_cpu("processor: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n")
+
+
+@pytest.mark.local_model
+@local
+def test_local_choices_constrain_the_reply():
+    client = LMClient(use_cache=False)
+    spec = parse_lm("local/gemma-3-270m")
+    req = LMRequest(prompt="Once upon a time there was a", max_tokens=8, choices=("positive", "negative"))
+    res = run(client.complete(spec, req))
+    assert res.text.strip() in ("positive", "negative")
+
+
+def test_choices_enter_the_cache_key_only_when_set():
+    plain = LMRequest(prompt="x")
+    assert plain.cache_key("m") == LMRequest(prompt="x", choices=()).cache_key("m")
+    assert plain.cache_key("m") != LMRequest(prompt="x", choices=("a", "b")).cache_key("m")
