@@ -87,7 +87,13 @@ def compile_cmd(
         if state["best"] is None or score > state["best"]:
             state["best"] = score
 
-    result = compile_program(opts, log=log, on_score=on_score)
+    try:
+        result = compile_program(opts, log=log, on_score=on_score)
+    except KeyboardInterrupt:
+        # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
+        sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
+                         "so rerunning the same command resumes\n")
+        raise SystemExit(130) from None
     _print_summary(console, result, str(out))
 
 

@@ -292,3 +292,98 @@ def test_bad_input_is_one_line_and_calls_no_lm(lmc, ws, server, case, files, arg
         assert fragment in line, line
     assert server.requests == before
     assert not (ws / "out.lmc.json").exists()
+
+
+# ---------------------------------------------------------------- tampering
+
+
+def _edit_ir(art):
+    art["ir"]["predictors"][0]["instructions"] = "Always say positive."
+
+
+def _edit_view(art):
+    art["predictors"]["classify"]["instructions"] = "Always say positive."
+
+
+def _edit_format(art):
+    art["format"] = "lmc-artifact/99"
+
+
+def _edit_source(art):
+    art["program"]["source"] += "\n# edited\n"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_edit_ir, "IR does not match its sha256"),
+    (_edit_view, "predictor 'classify' was edited by hand"),
+    (_edit_format, "artifact format 99 is newer"),
+    (_edit_source, "program source does not match its sha256"),
+], ids=["ir", "predictor_view", "format", "source"])
+def test_a_tampered_artifact_is_refused_in_one_line(lmc, ws, server, edit, expected):
+    code, _, err = lmc.compile("--optimizer", "labeled")
+    assert code == 0, err
+    art = artifact("out.lmc.json")
+    edit(art)
+    (ws / "bad.lmc.json").write_text(json.dumps(art, indent=2), encoding="utf-8")
+    before = server.requests
+    for cmd in (("run", "bad.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "x"}'),
+                ("inspect", "bad.lmc.json")):
+        code, out, err = lmc(*cmd)
+        assert code != 0
+        line = one_error_line(err)
+        assert "bad.lmc.json" in line and expected in line, line
+    assert server.requests == before
+
+
+# ---------------------------------------------------------------- interruption and resume
+
+
+def _subprocess_compile(ws: Path, url: str, out: str) -> subprocess.Popen:
+    env = {**os.environ, "OPENAI_API_KEY": SECRET, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
+    env.pop("LMC_LM", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmc", "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out,
+         "--optimizer", "random-search", "--candidates", "3", "--max-demos", "2", "--cache-dir", "cache", "-j", "1",
+         "--lm", "openai/test", "--api-base", url],
+        cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_an_interrupted_compile_resumes_from_the_cache_without_repeating_a_call(ws):
+    """Ctrl-C, then kill -9, then a rerun that completes: no finished call is asked twice."""
+    answered: list[str] = []
+
+    def slow(request: dict) -> str:
+        time.sleep(0.03)
+        reply = responder(request)
+        answered.append(json.dumps(request.get("messages"), sort_keys=True) + str(request.get("temperature")))
+        return reply
+
+    with LoopbackServer(slow) as srv:
+        for sig, stop_at in ((signal.SIGINT, 8), (signal.SIGKILL, 20)):
+            proc = _subprocess_compile(ws, srv.url, "out.lmc.json")
+            deadline = time.time() + 60
+            while len(answered) < stop_at and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            assert proc.poll() is None, "the compile ended before it could be interrupted"
+            finished = len(answered)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
+            assert "Traceback" not in err
+            if sig == signal.SIGINT:
+                assert err.strip().splitlines()[-1].startswith("interrupted; no artifact was written"), err
+            assert not (ws / "out.lmc.json").exists(), "an interrupted compile must not leave an artifact"
+            assert not [p for p in ws.iterdir() if ".tmp" in p.name]
+            time.sleep(0.1)
+            # with -j 1 at most the one call in flight at the signal was answered but never cached
+            assert len(answered) <= finished + 1
+        done_before = list(answered)
+        proc = _subprocess_compile(ws, srv.url, "out.lmc.json")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert len(answered) > len(done_before), "the rerun had work left"
+        # one call per interruption may have been answered by the server but never received (or cached)
+        repeats = len(answered) - len(set(answered))
+        assert repeats <= 2, f"{repeats} answered calls were asked again after the restarts"
+    art = artifact(ws / "out.lmc.json")
+    assert art["compile"]["scores"]["final"]["dev"] == 1.0
