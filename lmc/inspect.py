@@ -52,8 +52,9 @@ def diff_artifacts(a: Artifact, b: Artifact) -> dict:
             ch["instructions"] = {"old": x["instructions"], "new": y["instructions"]}
         dx = [_demo_key(d) for d in x["demos"]]
         dy = [_demo_key(d) for d in y["demos"]]
-        added = [d for d, k in zip(y["demos"], dy) if k not in dx]
-        removed = [d for d, k in zip(x["demos"], dx) if k not in dy]
+        order = [f.name for f in b.ir.predictor(pid).signature.inputs + b.ir.predictor(pid).signature.outputs]
+        added = [_in_order(d, order) for d, k in zip(y["demos"], dy) if k not in dx]
+        removed = [_in_order(d, order) for d, k in zip(x["demos"], dx) if k not in dy]
         if added or removed:
             ch["demos"] = {"added": added, "removed": removed, "old_count": len(dx), "new_count": len(dy)}
         elif dx != dy:
@@ -72,6 +73,11 @@ def diff_artifacts(a: Artifact, b: Artifact) -> dict:
     if ea != eb or any(a.ir.extra(k) != b.ir.extra(k) for k in ea & eb):
         out["extras"] = {"old": sorted(ea), "new": sorted(eb)}
     return out
+
+
+def _in_order(d: dict, order: list[str]) -> dict:
+    """A demo's fields in signature order (inputs, then outputs), as a reviewer reads a step."""
+    return {**{k: d[k] for k in order if k in d}, **{k: v for k, v in d.items() if k not in order}}
 
 
 def _demo_key(d: dict) -> str:
