@@ -77,7 +77,7 @@ def _lark():
 # rejects is handed to Lark itself, which produces the same tree or the syntax
 # error we report, so error messages are unchanged.
 
-_TABLES_FORMAT = 1
+_TABLES_FORMAT = 2
 
 
 class _Tok:
@@ -181,6 +181,21 @@ def _build_tables() -> dict | None:
             "lexers": lexers, "state_lexer": state_lexer}
 
 
+def _lark_stamp() -> str:
+    """Where the installed Lark lives and when it was written, found without importing it."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("lark")
+    if spec is None or not spec.origin:
+        return ""
+    try:
+        st = os.stat(spec.origin)
+    except OSError:
+        return spec.origin
+    return f"{spec.origin}|{st.st_mtime_ns}|{st.st_size}"
+
+
 @functools.lru_cache(maxsize=1)
 def _tables() -> dict | None:
     """The driver's tables: from the cache when it holds this exact grammar, else built with Lark and cached."""
@@ -189,13 +204,16 @@ def _tables() -> dict | None:
     import zlib
 
     grammar = GRAMMAR.read_text(encoding="utf-8")
+    # The tables also depend on how Lark shapes trees; a reinstalled Lark (seen without importing it,
+    # which is what the cache saves) rebuilds them.
+    stamp = _lark_stamp()
     where = None
     if not os.environ.get("LMC_NO_GRAMMAR_CACHE"):
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lmc"
         where = base / f"lmp-tables-{_TABLES_FORMAT}-{zlib.crc32(grammar.encode()):08x}.marshal"
         try:
-            fmt, cached_grammar, tables = marshal.loads(where.read_bytes())
-            if fmt == _TABLES_FORMAT and cached_grammar == grammar:
+            fmt, cached_stamp, cached_grammar, tables = marshal.loads(where.read_bytes())
+            if fmt == _TABLES_FORMAT and cached_stamp == stamp and cached_grammar == grammar:
                 return tables
         except (OSError, ValueError, EOFError, TypeError):
             pass
@@ -204,7 +222,7 @@ def _tables() -> dict | None:
         try:
             where.parent.mkdir(parents=True, exist_ok=True)
             tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, grammar, tables)))
+            tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)))
             os.replace(tmp, where)
         except OSError:
             pass
@@ -952,9 +970,12 @@ class _Builder:
 
             if not isinstance(e, UnexpectedInput):
                 raise
+            tree = None
+        block = tree.children[0].children[-1] if tree is not None else None
+        if block is None or len(block.children) != 1:  # `{a b}` would parse as `_ = a` then `b`
             self.err(f"invalid expression in f-string: {inner.strip()!r}", Span(sp.path, sp.line, col, sp.line, col + len(inner)))
             return n.Const(sp, value="")
-        assign = tree.children[0].children[-1].children[0]
+        assign = block.children[0]
         # Positions in the throwaway line map straight to the f-string's line and columns.
         sub = _Builder(sp.path, prefix + inner, at=(sp.line, col - len(prefix) - 1))
         return sub.expr(assign.children[1])
