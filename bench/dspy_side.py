@@ -260,6 +260,8 @@ def _qa_program(api_base: str):
 
 def overhead(args: argparse.Namespace) -> dict:
     """Seconds per sequential `Predict` call at zero server latency (best of 3 passes after a warm-up)."""
+    import dspy
+
     predict = _qa_program(args.api_base)
     for i in range(20):
         assert predict(question=f"warm up {i}?").answer == "ok"
@@ -269,7 +271,11 @@ def overhead(args: argparse.Namespace) -> dict:
         for i in range(args.calls):
             predict(question=f"question number {rep}-{i}?")
         best = min(best, (time.perf_counter() - start) / args.calls)
-    return {"dspy_ms_per_call": round(best * 1000, 3), "calls": args.calls}
+    # DSPy 3.4 picks an engine per LM ("auto": its vendored lm15 client or litellm); say which one ran.
+    return {"dspy_ms_per_call": round(best * 1000, 3), "calls": args.calls,
+            "dspy_engine": type(getattr(predict.lm or dspy.settings.lm, "_engine_store", {}) and
+                                next(iter(dspy.settings.lm._engine_store.values()))).__name__,
+            "litellm_loaded": "litellm" in sys.modules}
 
 
 def throughput(args: argparse.Namespace) -> dict:

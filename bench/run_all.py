@@ -103,6 +103,8 @@ def _dspy_figs(r: dict) -> list[Figure]:
     return [
         Figure("raw HTTP round trip (bare aiohttp)", f"{r['raw_http_ms']} ms"),
         Figure("DSPy 3.4.1 per-call overhead (Predict, zero latency)", f"{r['dspy_overhead_ms']} ms"),
+        Figure("DSPy engine; litellm loaded; server requests per DSPy call",
+               f"{r.get('dspy_engine')}; {r.get('dspy_loaded_litellm')}; {r.get('dspy_requests_per_call')}"),
         Figure("lmc per-call overhead, default litellm path", f"{r['lmc_overhead_ms']} ms", "<= 1.0 ms",
                r["meets_overhead_target"]),
         Figure("lmc per-call overhead, LMC_DIRECT_HTTP=1", f"{r['lmc_direct_overhead_ms']} ms", "<= 1.0 ms",
