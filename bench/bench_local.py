@@ -127,11 +127,18 @@ def run(quick: bool = False) -> dict:
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": f"local model unavailable: {e}"}
     n = 8 if quick else 24
-    out = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
-    out["raw_serial"] = _raw(n)
-    out["lmc_serial"] = _lmc(n, concurrent=False)
-    out["lmc_concurrent"] = _lmc(n, concurrent=True)
-    out["raw_two_instances"] = _raw_two(n)
+    out = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(), "rounds": 2}
+    # Two alternated rounds, each figure its best: on a shared machine one round can land in a burst of load.
+    for _ in range(2):
+        for name, fn in (("raw_serial", lambda: _raw(n)), ("lmc_serial", lambda: _lmc(n, concurrent=False)),
+                         ("lmc_concurrent", lambda: _lmc(n, concurrent=True)), ("raw_two_instances", lambda: _raw_two(n))):
+            res = fn()
+            prev = out.get(name)
+            if prev is None:
+                out[name] = res
+            else:
+                out[name] = {k: (max(v, prev[k]) if k.endswith("_s") and k != "seconds" else
+                                 min(v, prev[k]) if k == "seconds" else v) for k, v in res.items()}
     out["lmc_serial_vs_raw"] = round(out["lmc_serial"]["calls_per_s"] / out["raw_serial"]["calls_per_s"], 3)
     out["lmc_concurrent_vs_serial"] = round(out["lmc_concurrent"]["calls_per_s"] / out["lmc_serial"]["calls_per_s"], 3)
     out["two_instances_vs_raw_serial"] = round(out["raw_two_instances"]["calls_per_s"] / out["raw_serial"]["calls_per_s"], 3)
