@@ -124,6 +124,7 @@ def run() -> dict:
             f"import sys; sys.argv=['lmc','check',{str(path)!r}]\n"
             "from lmc.cli import main\nmain(['check', sys.argv[2]])")
     cli_imports = _import_profile("import lmc.cli")
+    help_imports = _import_profile("from lmc.cli import main\nmain(['--help'])")
     in_process = _in_process(source)
     agreement = _driver_agrees_with_lark(source)
     checked = check_imports["modules"]
@@ -144,6 +145,7 @@ def run() -> dict:
         "import_lmc_cli_ms": round(cli_imports["modules"].get("lmc.cli", 0) / 1000, 1),
         "litellm_imported_by_import_lmc_cli": any(m.startswith("litellm") for m in cli_imports["modules"]),
         "litellm_imported_by_check": any(m.startswith("litellm") for m in checked),
+        "litellm_imported_by_help": any(m.startswith("litellm") for m in help_imports["modules"]),
         "imported_by_check": {name: any(m == name or m.startswith(name + ".") for m in checked)
                               for name in ("lark", "pydantic", "rich", "litellm", "asyncio")},
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
