@@ -417,13 +417,8 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
             raise RunError(f"cannot loop over {_kind(items)}", line=s.line)
         for item in list(items):
             env[s.var] = item
-            try:
-                for stmt in s.body:
-                    await _exec(rt, ctx, stmt, env)
-            except _Break:
+            if not await _loop_body(rt, ctx, s.body, env):
                 break
-            except _Continue:
-                continue
     elif t is I.Branch:
         for cond, body in s.branches:
             if _truthy(await _eval(rt, ctx, cond, env)):
@@ -434,15 +429,8 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
             await _exec(rt, ctx, stmt, env)
     elif t is I.WhileLoop:
         for _ in range(s.bound):
-            if not _truthy(await _eval(rt, ctx, s.cond, env)):
+            if not _truthy(await _eval(rt, ctx, s.cond, env)) or not await _loop_body(rt, ctx, s.body, env):
                 break
-            try:
-                for stmt in s.body:
-                    await _exec(rt, ctx, stmt, env)
-            except _Break:
-                break
-            except _Continue:
-                continue
     elif t is I.Check:
         await _check(rt, ctx, s, env)
     elif t is I.BreakLoop:
@@ -451,6 +439,18 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
         raise _Continue()
     else:  # pragma: no cover - the IR is closed
         raise RunError(f"unknown statement {t.__name__}")
+
+
+async def _loop_body(rt: Runtime, ctx: _Ctx, body: tuple, env: dict) -> bool:
+    """Run one iteration; False when the loop must stop (`break`)."""
+    try:
+        for stmt in body:
+            await _exec(rt, ctx, stmt, env)
+    except _Break:
+        return False
+    except _Continue:
+        pass
+    return True
 
 
 async def _check(rt: Runtime, ctx: _Ctx, s: I.Check, env: dict) -> None:
