@@ -17,7 +17,7 @@ from typing import Any, Callable
 from . import ir as I
 from .artifact import Artifact, atomic_write_text, portable_path, sha256_file, write
 from .datasets import Dataset, load_dataset, split, validate
-from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError
+from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warnings
 from .evaluate import metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
 from .optimize import PASS_NAMES, Context, run_pass
@@ -175,10 +175,12 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
                       concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
     extra_lms = config.alias_specs()
+    warnings = Warnings()  # shared by every runtime of the compile, reported at the end
 
     def runtime_with(lm_spec):
         def make(x: I.IR):
-            return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms)
+            return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms,
+                           warnings=warnings)
         return make
 
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
@@ -232,6 +234,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     finally:
         await client.aclose()
 
+    for w in warnings.items + client.warnings.items:
+        if w not in ctx.notes:
+            ctx.notes.append(w)
     usage = client.usage
     report = {
         "optimizer": list(opts.passes),
