@@ -387,3 +387,13 @@ def test_an_interrupted_compile_resumes_from_the_cache_without_repeating_a_call(
         assert repeats <= 2, f"{repeats} answered calls were asked again after the restarts"
     art = artifact(ws / "out.lmc.json")
     assert art["compile"]["scores"]["final"]["dev"] == 1.0
+
+
+def test_without_dev_the_trainset_is_split_with_the_seed_and_says_so(lmc, ws, server):
+    code, _, err = lmc("compile", "s.lmp", "--train", "train.jsonl", "-o", "out.lmc.json", "--optimizer", "none",
+                       "--cache-dir", "cache", "--seed", "3", "--lm", "openai/test", "--api-base", server.url)
+    assert code == 0, err
+    assert "no --dev given: split train.jsonl with seed 3 into 8 train and 4 dev examples" in err
+    data = artifact("out.lmc.json")["compile"]["data"]
+    assert data["train"]["n"] == 8 and data["dev"]["n"] == 4
+    assert data["split"] == {"from": "train.jsonl", "dev_fraction": 0.3, "seed": 3}
