@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast as pyast
 import functools
 import gc
 import re
@@ -145,6 +144,8 @@ def _build_tables() -> dict | None:
                           bool(opts.expand1 and not rule.alias), None if plain else tuple(include)))
         return rule_ids[rule]
 
+    if sorted(table.states) != list(range(len(table.states))):
+        return None
     try:
         actions = []
         for state in range(len(table.states)):
@@ -152,15 +153,13 @@ def _build_tables() -> dict | None:
             for sym, (action, arg) in table.states[state].items():
                 row[sym] = arg if action is Shift else ~rule_id(arg)
             actions.append(row)
-        if sorted(table.states) != list(range(len(table.states))):
-            return None
         lexers: list = []
         lexer_ids: dict = {}
         state_lexer = []
         for state in range(len(table.states)):
             basic = frontend.lexer.lexers[state]
             if id(basic) not in lexer_ids:
-                scanner = basic.scanner
+                scanner = basic.scanner  # built lazily by Lark; building it also fills basic.callback
                 unless = {}
                 for typ, cb in basic.callback.items():
                     if not isinstance(cb, UnlessCallback):
@@ -374,7 +373,7 @@ def _parse_tree(text: str, comments: list | None = None) -> _Tree:
     if driver is not None:
         try:
             return driver.parse(text, comments)
-        except _Reject:
+        except Exception:  # _Reject, or a driver bug: either way Lark's answer is the right one
             pass
     if comments is not None:
         comments[:] = [None]
