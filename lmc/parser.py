@@ -176,8 +176,26 @@ def _build_tables() -> dict | None:
     except _Reject:
         return None
     start = table.start_states["start"]
-    return {"start": start, "end": table.end_states["start"], "actions": actions, "rules": rules,
-            "lexers": lexers, "state_lexer": state_lexer}
+    return _plain({"start": start, "end": table.end_states["start"], "actions": actions, "rules": rules,
+                   "lexers": lexers, "state_lexer": state_lexer})
+
+
+def _plain(value):
+    """Plain str/int/tuple/list/dict copies: a freshly built Lark names rules with Token (a str
+    subclass), which marshal refuses, while one loaded from Lark's cache uses plain str."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    raise TypeError(f"unexpected {type(value).__name__} in parser tables")
 
 
 def _lark_stamp() -> str:
@@ -223,7 +241,7 @@ def _tables() -> dict | None:
             tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
             tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)))
             os.replace(tmp, where)
-        except OSError:
+        except (OSError, ValueError):
             pass
     return tables
 
