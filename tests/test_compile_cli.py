@@ -397,3 +397,47 @@ def test_without_dev_the_trainset_is_split_with_the_seed_and_says_so(lmc, ws, se
     data = artifact("out.lmc.json")["compile"]["data"]
     assert data["train"]["n"] == 8 and data["dev"]["n"] == 4
     assert data["split"] == {"from": "train.jsonl", "dev_fraction": 0.3, "seed": 3}
+
+
+# ---------------------------------------------------------------- run-time strategies and side outputs
+
+
+def test_knn_artifact_runs_with_demos_chosen_per_input(lmc, ws, server):
+    code, _, err = lmc.compile("--optimizer", "knn", "--k", "2")
+    assert code == 0, err
+    art = artifact("out.lmc.json")
+    pools = art["ir"]["extras"]["items"][0]
+    assert pools[0] == "knn" and len(pools[1]["pools"]["classify"]) == 12
+    assert art["compile"]["scores"]["final"]["dev"] == 1.0  # two similar demos fix the MISLEAD reviews
+    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
+                         "--input", '{"review": "a bad thing number 3 MISLEAD"}')
+    assert code == 0 and json.loads(out) == {"sentiment": "negative"}, err
+
+
+def test_ensemble_and_finetune_data_from_the_cli(lmc, ws):
+    code, _, err = lmc.compile("--optimizer", "ensemble", "--candidates", "2", "--ensemble-size", "3")
+    assert code == 0, err
+    rep = artifact("out.lmc.json")["compile"]
+    assert rep["optimizer"] == ["ensemble"] and any(c["name"].startswith("ensemble:") for c in rep["candidates"])
+    code, _, err = lmc.compile("--optimizer", "finetune-data", "--max-labeled", "0", out="ft.lmc.json")
+    assert code == 0, err
+    files = sorted(p.name for p in (ws / "ft.finetune").iterdir())
+    assert files == ["classify.jsonl"]
+    lines = (ws / "ft.finetune" / "classify.jsonl").read_text().splitlines()
+    assert len(lines) == 8  # the 12 training reviews minus the 4 MISLEAD ones the unprimed teacher gets wrong
+    assert all("MISLEAD" not in line for line in lines)
+    assert artifact("ft.lmc.json")["compile"]["options"]["finetune_dir"] == "ft.finetune"
+
+
+def test_an_artifact_compiles_further(lmc, ws, server):
+    code, _, err = lmc.compile("--optimizer", "labeled", "--max-labeled", "1", out="a.lmc.json")
+    assert code == 0, err
+    code, _, err = lmc("compile", "a.lmc.json", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "b.lmc.json",
+                       "--optimizer", "bootstrap", "--max-demos", "2", "--max-labeled", "0", "--cache-dir", "cache",
+                       "--lm", "openai/test", "--api-base", server.url)
+    assert code == 0, err
+    a, b = artifact("a.lmc.json"), artifact("b.lmc.json")
+    assert len(a["predictors"]["classify"]["demos"]) == 1
+    assert b["compile"]["scores"]["baseline"]["dev"] == a["compile"]["scores"]["final"]["dev"]
+    assert b["compile"]["scores"]["final"]["dev"] == 1.0
+    assert b["program"]["sha256"] == a["program"]["sha256"]
