@@ -258,6 +258,21 @@ class _Driver:
         self.state_lexer = tables["state_lexer"]
         self.compiled: list = [None] * len(self.specs)
         self.state_lexers: list = [None] * len(self.state_lexer)
+        self.chains: dict = {}
+
+    def unit_chain(self, key: tuple) -> int:
+        """The top state after every unit reduction that (state below, top state, lookahead) leads to."""
+        below, top, typ = key
+        while True:
+            act = self.actions[top].get(typ)
+            if act is None or act >= 0:
+                return top
+            origin, n_kids, _, expand1, include = self.rules[~act]
+            if not (expand1 and n_kids == 1 and include is None):
+                return top
+            top = self.actions[below][origin]
+            if typ == "$END" and top == self.end:
+                return top
 
     def lexer(self, state: int):
         """Compile a state's lexer on first use: compiling all of them would cost ~35 ms."""
@@ -274,6 +289,7 @@ class _Driver:
         actions = self.actions
         rules = self.rules
         lexers = self.state_lexers
+        chains = self.chains
         end_state = self.end
         stack = [self.start]
         values: list = []
@@ -318,10 +334,15 @@ class _Driver:
                 origin, n_kids, data, expand1, include = rules[~act]
                 if expand1 and n_kids == 1 and include is None:
                     # `?expr: or_expr` and the like: the child is the result, and its container
-                    # is its own, so only the state changes.  Most reductions are these.
-                    del stack[-1]
-                    stack.append(actions[stack[-1]][origin])
-                    if typ == "$END" and stack[-1] == end_state:
+                    # is its own, so only the top state changes.  Most reductions are these, in
+                    # chains (atom -> postfix -> ... -> expr) that depend only on the two top
+                    # states and the lookahead, so each chain is walked once and remembered.
+                    key = (stack[-2], stack[-1], typ)
+                    top = chains.get(key)
+                    if top is None:
+                        top = chains[key] = self.unit_chain(key)
+                    stack[-1] = top
+                    if typ == "$END" and top == end_state:
                         return values[-1]
                     continue
                 if n_kids:
