@@ -74,11 +74,25 @@ def _env(bytecode_cache: bool = True) -> dict:
     return env
 
 
+_PREFIX: list[str] = []  # ["chrt", "-f", "10"] with --rt
+
+
+def _realtime_prefix() -> list[str]:
+    """`chrt -f 10` when this user may use it: the timed child then runs as soon as it is ready instead
+    of queueing behind other jobs, which is what an idle machine gives (cache and core sharing remain)."""
+    import shutil
+
+    if shutil.which("chrt") and subprocess.run(["chrt", "-f", "10", "true"], capture_output=True).returncode == 0:
+        return ["chrt", "-f", "10"]
+    return []
+
+
 def _time(cmd: list[str], runs: int = 3, bytecode_cache: bool = True) -> tuple[float, float, subprocess.CompletedProcess]:
     """Best wall and best CPU (user + sys of the child) seconds over `runs`; CPU time shows the
     cost when other jobs share the machine and stretch the wall time."""
     import resource
 
+    cmd = _PREFIX + cmd
     best = best_cpu = float("inf")
     proc = None
     for _ in range(runs):
@@ -93,7 +107,7 @@ def _time(cmd: list[str], runs: int = 3, bytecode_cache: bool = True) -> tuple[f
 
 def _import_profile(code: str) -> dict:
     """Module -> cumulative import microseconds, from `python -X importtime`."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
+    proc = subprocess.run(_PREFIX + [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
     modules = {}
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -103,7 +117,10 @@ def _import_profile(code: str) -> dict:
     return {"modules": modules}
 
 
-def run() -> dict:
+def run(realtime: bool = False) -> dict:
+    """Figures as a dict; `realtime` times the children under `chrt -f 10` where allowed (opt-in:
+    on a shared machine the default wall times mostly measure the other jobs)."""
+    _PREFIX[:] = _realtime_prefix() if realtime else []
     source = generate()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,6 +166,7 @@ def run() -> dict:
         "imported_by_check": {name: any(m == name or m.startswith(name + ".") for m in checked)
                               for name in ("lark", "pydantic", "rich", "litellm", "asyncio")},
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "scheduling": " ".join(_PREFIX) or "normal",
         "in_process_cpu_s": in_process,
         "driver_vs_lark": agreement,
     }
@@ -209,7 +227,7 @@ def _in_process(source: str) -> dict:
 
 
 if __name__ == "__main__":
-    result = run()
+    result = run(realtime="--rt" in sys.argv)
     if "--record" in sys.argv:
         (ROOT / "bench" / "results").mkdir(exist_ok=True)
         (ROOT / "bench" / "results" / "check.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
