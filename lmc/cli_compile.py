@@ -75,26 +75,65 @@ def compile_cmd(
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
                           use_cache=not no_cache, rpm=rpm, params={k_: v for k_, v in params.items() if v is not None})
     console = _console()
-    state = {"stage": "starting", "best": None, "scored": 0}
+    state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()
+    live = _LiveView(console, state, t0) if console.is_terminal else None
 
     def log(msg: str) -> None:
         state["stage"] = msg
-        console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
+        if live is None:
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
+        else:
+            live.note(msg)
 
     def on_score(name: str, score: float) -> None:
         state["scored"] += 1
         if state["best"] is None or score > state["best"]:
             state["best"] = score
 
+    def observe(client) -> None:
+        state["client"] = client
+
     try:
-        result = compile_program(opts, log=log, on_score=on_score)
+        if live is not None:
+            with live:
+                result = compile_program(opts, log=log, on_score=on_score, observe=observe)
+        else:
+            result = compile_program(opts, log=log, on_score=on_score, observe=observe)
     except KeyboardInterrupt:
         # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
         sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
                          "so rerunning the same command resumes\n")
         raise SystemExit(130) from None
     _print_summary(console, result, str(out))
+
+
+class _LiveView:
+    """A status panel on a terminal: stage, candidates scored, best score, calls and cost, refreshed live."""
+
+    def __init__(self, console, state: dict, t0: float):
+        from rich.live import Live
+
+        self.console, self.state, self.t0 = console, state, t0
+        self.live = Live(self, console=console, refresh_per_second=4, transient=True)
+
+    def note(self, msg: str) -> None:
+        self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/dim] {msg}")
+
+    def __rich__(self):
+        s = self.state
+        usage = s["client"].usage if s["client"] is not None else None
+        calls = f"{usage.live_calls} LM calls ({usage.cached_calls} cached), ${usage.cost:.4f}" if usage else "starting"
+        best = "—" if s["best"] is None else f"{s['best']:.3f}"
+        return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s['stage'][:70]}\n"
+                f"        candidates scored: {s['scored']}   best dev score: {best}   {calls}")
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.live.__exit__(*exc)
 
 
 def _print_summary(console, result, out: str) -> None:

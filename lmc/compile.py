@@ -154,7 +154,8 @@ def prepare_data(opts: CompileOptions, ir: I.IR, metric: I.MetricIR) -> tuple[Da
 
 
 async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
-                        on_score: Callable[[str, float], None] = lambda n, s: None) -> CompileResult:
+                        on_score: Callable[[str, float], None] = lambda n, s: None,
+                        observe: Callable[[Any], None] = lambda client: None) -> CompileResult:
     from .interpreter import Runtime
     from .lm import LMClient, parse_lm
 
@@ -174,6 +175,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
                       concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
+    observe(client)  # lets a live view read the running usage
     extra_lms = config.alias_specs()
     warnings = Warnings()  # shared by every runtime of the compile, reported at the end
 
@@ -305,5 +307,5 @@ def _plain_detail(detail: dict) -> dict:
     return {k: v for k, v in detail.items() if isinstance(v, (int, float, str, list, dict, bool)) or v is None}
 
 
-def compile_program(opts: CompileOptions, **kw) -> CompileResult:
+def compile_program(opts: CompileOptions, **kw: Any) -> CompileResult:
     return asyncio.run(compile_async(opts, **kw))
