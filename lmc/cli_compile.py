@@ -185,10 +185,11 @@ def inspect_cmd(
     if format == "json":
         print(json.dumps(views, indent=2, ensure_ascii=False))
         return
+    from rich.console import Console
     from rich.panel import Panel
+    from rich.text import Text
 
-    console = _console()
-    out = __import__("rich.console", fromlist=["Console"]).Console(highlight=False, soft_wrap=True)
+    out = Console(highlight=False)
     rep = target.artifact.compile if target.artifact else {}
     if rep:
         scores = rep.get("scores", {})
@@ -196,9 +197,9 @@ def inspect_cmd(
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}")
     for v in views:
-        title = f"{v['id']}  ({v['role']} of module {v['module']}, {len(v['demos'])} demos, {spec.mode} format for {spec.model})"
-        out.print(Panel(v["prompt"], title=title, title_align="left", expand=True))
-    del console
+        title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
+        # Text, not markup: prompts contain brackets that rich would read as style tags.
+        out.print(Panel(Text(v["prompt"]), title=Text(title), title_align="left", expand=True))
 
 
 def diff_cmd(
