@@ -195,7 +195,7 @@ def inspect_cmd(
         scores = rep.get("scores", {})
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
-                  f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}")
+                  f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
     for v in views:
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
