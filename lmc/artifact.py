@@ -181,6 +181,7 @@ def from_json(data: Any, shown: str = "<artifact>") -> Artifact:
     if src is not None and program.get("sha256") and sha256_text(src) != program["sha256"]:
         raise ArtifactError(f"{shown}: program source does not match its sha256; the artifact was edited")
     _refuse_absolute_paths(ir, shown)
+    _refuse_foreign_key_names(ir, data.get("lm"), shown)
     _check_predictor_view(data, ir, shown)
     return Artifact(ir=ir, program=program, compile=data.get("compile") or {}, lm=data.get("lm"))
 
@@ -196,6 +197,21 @@ def _check_predictor_view(data: dict, ir: I.IR, shown: str) -> None:
     for pid, v in view.items():
         if json.dumps(v, sort_keys=True) != json.dumps(expected[pid], sort_keys=True):
             raise ArtifactError(f"{shown}: predictor '{pid}' was edited by hand (it no longer matches the IR); recompile it")
+
+
+_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+
+
+def _refuse_foreign_key_names(ir: I.IR, lm: Any, shown: str) -> None:
+    """The env var an LM's key is read from must look like an API key's (a hostile artifact could name
+    AWS_SECRET_ACCESS_KEY and have lmc send it as a bearer token)."""
+    names = [dict(a.settings).get("api_key_env") for a in ir.lms]
+    if isinstance(lm, dict):
+        names.append(lm.get("api_key_env"))
+    for name in names:
+        if name is not None and not (isinstance(name, str) and _KEY_ENV_NAME.fullmatch(name)):
+            raise ArtifactError(f"{shown}: names {str(name)[:60]!r} as an API key variable; "
+                                "an artifact may only name variables called *_API_KEY")
 
 
 def _refuse_absolute_paths(ir: I.IR, shown: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,35 @@ def choose_lm(flag: str | None, api_base: str | None, config: Config, target: Ta
         return parse_lm(config.lm, base, api_key_env=config.api_key_env)
     if target is not None and target.artifact is not None and target.artifact.lm:
         spec = target.artifact.lm
-        return parse_lm(spec["model"], base or spec.get("api_base"), api_key_env=spec.get("api_key_env"),
-                        settings=spec.get("settings") or {})
+        if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
+            raise ConfigError(f"{target.path}: malformed 'lm' entry; expected {{\"model\": \"provider/model\", ...}}")
+        art_base, key_env = spec.get("api_base"), spec.get("api_key_env")
+        check_artifact_key_env(key_env, target.path)
+        if not base and art_base and not is_loopback(art_base):
+            # Where the key is sent is the user's choice, not the artifact's: a shared artifact naming
+            # its own server would otherwise receive the user's API key with the first request.
+            raise ConfigError(f"{target.path} was compiled against {art_base!r}; pass --api-base {art_base} "
+                              "(or set api_base in lmc.yaml) to send requests there",
+                              hint="an artifact alone never chooses a remote server for your API key")
+        return parse_lm(spec["model"], base or art_base, api_key_env=key_env, settings=spec.get("settings") or {})
     return parse_lm(DEFAULT_LM, base)
+
+
+_KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
+
+
+def check_artifact_key_env(name: object, where: str) -> None:
+    """An artifact may name the variable holding its key only as *_API_KEY, never e.g. AWS_SECRET_ACCESS_KEY."""
+    if name is not None and not (isinstance(name, str) and _KEY_ENV_NAME.fullmatch(name)):
+        raise ConfigError(f"{where}: names {str(name)[:60]!r} as its API key variable; "
+                          "an artifact may only name variables called *_API_KEY")
+
+
+def is_loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    try:
+        host = (urlparse(str(url)).hostname or "").lower()
+    except ValueError:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
