@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -75,7 +76,10 @@ def _eval(target: Path, data: Path, out: Path, log: Path) -> dict:
 
 
 def _compile(opt: str, files: dict[str, Path], out_dir: Path, quick: bool, log: Path, cache: Path,
-             artifact: Path) -> dict:
+             artifact: Path, warm: bool = False) -> dict:
+    if not warm:
+        # A compile cut short leaves a partly filled cache, and resuming on it would undercount real calls.
+        shutil.rmtree(cache, ignore_errors=True)
     args = ["compile", str(PROGRAM), "--train", str(files["train"]), "--dev", str(files["dev"]), "--optimizer", opt,
             "--lm", LM, "--seed", "0", "--cache-dir", str(cache), "-o", str(artifact)]
     if quick and opt in ("random-search", "mipro"):
@@ -105,7 +109,7 @@ def lmc_run(opt: str, files: dict[str, Path], out_dir: Path, quick: bool) -> dic
         if not first.exists():
             raise RuntimeError("warm-recompile needs the bootstrap run first")
         again = out_dir / "lmc-bootstrap-warm.lmc.json"
-        res = _compile("bootstrap", files, out_dir, quick, log, out_dir / "cache-bootstrap", again)
+        res = _compile("bootstrap", files, out_dir, quick, log, out_dir / "cache-bootstrap", again, warm=True)
         res["identical_artifact"] = again.read_bytes() == first.read_bytes()
         return {"system": "lmc", "optimizer": opt, **res}
     artifact = out_dir / f"lmc-{opt}.lmc.json"
@@ -125,6 +129,15 @@ def dspy_run(opt: str, files: dict[str, Path], out_dir: Path, quick: bool, serve
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"DSPy {opt} failed (exit {proc.returncode}); see {log}")
     return {"system": "dspy", "optimizer": opt, **json.loads(out.read_text())}
+
+
+def _code_version() -> dict:
+    """The lmc commit a run measured, and whether lmc/ had uncommitted edits (others work in this checkout)."""
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return proc.stdout.strip()
+
+    return {"lmc_commit": git("rev-parse", "--short", "HEAD"), "lmc_dirty": bool(git("status", "--porcelain", "lmc"))}
 
 
 def run(quick: bool = False, fresh: bool = False, only_system: str | None = None) -> dict:
@@ -166,6 +179,7 @@ def run(quick: bool = False, fresh: bool = False, only_system: str | None = None
                 runs[f"{system}/{opt}"] = {"system": system, "optimizer": opt, "error": str(e)}
                 continue
             res["run_wall_s"] = round(time.perf_counter() - start, 1)
+            res.update(_code_version())
             res["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
             path.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
             runs[f"{system}/{opt}"] = res
