@@ -160,8 +160,9 @@ def _sst2_figs(r: dict) -> list[Figure]:
                 continue
             calls = "" if opt == "zero-shot" else f"; compile: {x['compile_calls']} LM calls, {x['compile_wall_s']} s"
             extra = f", {x.get('test_parse_failures', x.get('test_no_answer', 0))} unparsed answers"
+            code = f" [lmc {x['lmc_commit']}{'+edits' if x.get('lmc_dirty') else ''}]" if "lmc_commit" in x else ""
             out.append(Figure(f"{system} {opt}: test accuracy (n={x['test_n']})",
-                              f"{_pct(x['test_acc'])}{extra}{calls}"))
+                              f"{_pct(x['test_acc'])}{extra}{calls}{code}"))
     warm = runs.get("lmc/warm-recompile")
     best_l, best_d = r["lmc_best_test_acc"], r["dspy_best_test_acc"]
     out += [
