@@ -140,9 +140,10 @@ def test_run_survives_20_kill9_and_resumes_exactly(tmp_path):
     rng = random.Random(1234)
     n = 400
     write_jsonl(tmp_path / "in.jsonl", reviews(n))
-    with TimedServer(sentiment_responder, latency=0.03) as srv:
+    # ~40 answers a second: 20 lives of about 0.25 s each leave about half the work for the final rerun.
+    with TimedServer(sentiment_responder, latency=0.05) as srv:
         cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                      "--out", "out.jsonl", "--cache-dir", "cache", "-j", "4")
+                      "--out", "out.jsonl", "--cache-dir", "cache", "-j", "2")
         kills: list[float] = []
         for _ in range(KILLS):
             rc, at, err = _kill_at_random(cmd, tmp_path, srv, rng, signal.SIGKILL, 0.5)
@@ -163,8 +164,8 @@ def test_run_survives_20_kill9_and_resumes_exactly(tmp_path):
     assert _check_cache(tmp_path / "cache") == n
     bad, total = _repeats_after_kills(srv, kills)
     assert bad == 0, f"{bad} requests answered before a kill were sent again ({total} repeats in all)"
-    # At most the requests in flight at each kill (-j 4) can be repeated.
-    assert total <= 4 * len(kills)
+    # At most the requests in flight at each kill (-j 2) can be repeated.
+    assert total <= 2 * len(kills)
 
 
 @pytest.mark.slow
