@@ -286,8 +286,8 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
 
     start = time.perf_counter()
     results = []
-    for preds in ens["members"]:
-        member = replace(rt.ir, predictors=tuple(preds), extras=())
+    for preds in _ensemble_members(rt, ens):
+        member = replace(rt.ir, predictors=preds, extras=())
         results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude))
     trace = [c for r in results for c in r.trace]
     ok = [r for r in results if r.ok]
@@ -298,6 +298,15 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
     majority = BUILTINS["majority"].fn
     outputs = {name: majority([r.outputs[name] for r in ok]) for name in ok[0].outputs}
     return Result(outputs, trace=trace, duration_s=time.perf_counter() - start)
+
+
+def _ensemble_members(rt: Runtime, ens: dict) -> list[tuple[I.Predictor, ...]]:
+    """Members are stored as IR JSON (the extra must survive artifacts); decoded once per runtime."""
+    cache = rt.__dict__.setdefault("_ensemble_cache", {})
+    key = id(ens)
+    if key not in cache:
+        cache[key] = (ens, [tuple(I.from_json_node(p) for p in preds) for preds in ens["members"]])
+    return cache[key][1]
 
 
 async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
@@ -865,9 +874,9 @@ def _select_demos(rt: Runtime, ctx: _Ctx, p: I.Predictor, values: dict) -> tuple
     if knn and p.id in knn.get("pools", {}):
         from .optimize.knn import choose_demos
 
-        demos = choose_demos(knn, p, values)
-    else:
-        demos = p.demos
+        # Leave the example itself out of the pool before choosing, so it still gets k demos.
+        return choose_demos(knn, p, values, exclude=ctx.exclude_demos)
+    demos = p.demos
     if ctx.exclude_demos:
         demos = tuple(d for d in demos if d.get("_id") not in ctx.exclude_demos)
     return demos

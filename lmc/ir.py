@@ -459,6 +459,13 @@ def _load(value: Any, path: str = "ir") -> Any:
     return value
 
 
+def from_json_node(data: Any, path: str = "ir") -> Any:
+    """One IR node (e.g. a Predictor) from its JSON, through the same closed table."""
+    if isinstance(data, dict) and data.get(_TAG) is None:
+        raise ArtifactError(f"{path}: expected an IR node")
+    return _load(data, path)
+
+
 def to_json(ir: IR) -> dict:
     return _dump(ir)
 

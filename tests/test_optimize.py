@@ -408,8 +408,6 @@ def test_ensemble_picks_the_top_distinct_candidates_and_never_crashes_the_compil
     assert not any("Traceback" in n for n in ctx.notes)
 
 
-@pytest.mark.xfail(strict=True, reason="interpreter._run_ensemble expects Predictor objects in ir.extras['ensemble'], "
-                   "which cannot survive JSON (fingerprint, artifact); it must decode the members' tagged IR JSON")
 def test_ensemble_votes_per_output_field_and_survives_the_artifact(tmp_path):
     from lmc.artifact import Artifact, read, write
 
@@ -495,3 +493,15 @@ def test_finetune_data_writes_openai_chat_jsonl_per_predictor(tmp_path):
     reply = [json.loads(x) for x in (tmp_path / "ft" / "reply.jsonl").read_text().splitlines()]
     assert "search alpha" in reply[0]["messages"][1]["content"]  # the generated query is an input of reply
     assert "ALPHA" in reply[0]["messages"][2]["content"]
+
+
+def test_knn_leaves_the_example_out_before_choosing_so_it_still_gets_k_demos():
+    from lmc.ir import FieldSpec, Predictor, SignatureIR
+    from lmc.optimize.knn import choose_demos
+    from lmc.types import STR
+
+    p = Predictor("p", "m", "main", SignatureIR("S", "", (FieldSpec("q", STR),), (FieldSpec("a", STR),)), "")
+    pool = [{"q": f"apple pie number {i}", "a": str(i), "_id": f"e{i}"} for i in range(6)]
+    knn = {"k": 3, "pools": {"p": pool}}
+    chosen = choose_demos(knn, p, {"q": "apple pie number 2"}, exclude=frozenset({"e2"}))
+    assert len(chosen) == 3 and all(d["_id"] != "e2" for d in chosen)

@@ -24,9 +24,9 @@ def _text(p: I.Predictor, values: dict) -> str:
     return " ".join(show_value(values.get(f.name), multiline_ok=False) for f in p.signature.inputs if f.name in values)
 
 
-def choose_demos(knn: dict, p: I.Predictor, values: dict) -> tuple[dict, ...]:
+def choose_demos(knn: dict, p: I.Predictor, values: dict, exclude: frozenset = frozenset()) -> tuple[dict, ...]:
     """The k pool demos most similar to `values` (deterministic: ties keep pool order)."""
-    pool = knn["pools"].get(p.id, [])
+    pool = [d for d in knn["pools"].get(p.id, []) if d.get("_id") not in exclude]
     k = int(knn.get("k", 4))
     if len(pool) <= k:
         return tuple(pool)
