@@ -167,8 +167,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(e, click.exceptions.ClickException):
             _err(f"error: {e.format_message()}")
             return EXIT_USAGE
-        if isinstance(e, click.exceptions.Abort):
-            _err("aborted")
+        if isinstance(e, click.exceptions.Abort):  # click's form of Ctrl-C
+            _err("interrupted; finished work was kept (rerun the same command to resume)")
             return 130
         _err(f"internal error: {type(e).__name__}: {e} (set LMC_DEBUG=1 for a traceback)")
         if os.environ.get("LMC_DEBUG"):
