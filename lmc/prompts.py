@@ -178,7 +178,17 @@ def _system(p: Predictor, json_mode: bool) -> str:
 
 
 def _tagged(fields: tuple[FieldSpec, ...], values: dict) -> str:
-    return "\n".join(f"<{f.name}>\n{show_value(values[f.name])}\n</{f.name}>" for f in fields if f.name in values)
+    names = [f.name for f in fields]
+    return "\n".join(f"<{f.name}>\n{_defuse(show_value(values[f.name]), names)}\n</{f.name}>"
+                     for f in fields if f.name in values)
+
+
+def _defuse(text: str, names: list[str]) -> str:
+    """Input text is data: a field tag inside it (`</review>`) must not end or open a field."""
+    if "<" not in text:
+        return text
+    pattern = re.compile(r"<(/?)(" + "|".join(re.escape(n) for n in names) + r")>")
+    return pattern.sub(lambda m: f"&lt;{m.group(1)}{m.group(2)}&gt;", text)
 
 
 def _answer(fields: tuple[FieldSpec, ...], values: dict, json_mode: bool) -> str:

@@ -64,7 +64,9 @@ def test_injection_never_reaches_the_system_message_or_the_outputs(cli, seen_req
         assert text not in system
     for k, m in msgs.items():
         assert [x["role"] for x in m] == ["system", "user"]
-        assert INJECTIONS[k] in m[-1]["content"]  # passed whole, not dropped or rewritten
+        # Passed whole, not dropped: only a field tag inside it is defused (`</review>` -> `&lt;/review&gt;`).
+        defused = INJECTIONS[k].replace("</review>", "&lt;/review&gt;").replace("<review>", "&lt;review&gt;")
+        assert defused in m[-1]["content"]
 
 
 def test_the_program_is_unchanged_by_what_it_reads(cli, seen_requests, tmp_path):
@@ -78,8 +80,6 @@ def test_the_program_is_unchanged_by_what_it_reads(cli, seen_requests, tmp_path)
     assert I.dumps(I.to_json(load_target(SENTIMENT).ir)) == before
 
 
-@pytest.mark.xfail(strict=True, reason="lmc/prompts.py: an input holding '</review>' closes its field tag early, "
-                   "so injected text lands outside the field in the user message (owner: prompts.py)")
 def test_a_closing_tag_in_the_input_cannot_end_the_field_early(cli, seen_requests, tmp_path):
     srv, requests = seen_requests
     _run(cli, srv, tmp_path)
