@@ -295,9 +295,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
 
     from .lm import LMClient
 
-    work = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric)]
+    work = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric, cand_t.kind == "artifact")]
     if base_t is not None:
-        work.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric))
+        work.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric, base_t.kind == "artifact"))
     extra_lms = config.alias_specs()
     concurrency = jobs or config.concurrency or 8
     client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,

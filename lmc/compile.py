@@ -182,7 +182,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     def runtime_with(lm_spec):
         def make(x: I.IR):
             return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms,
-                           warnings=warnings)
+                           warnings=warnings, from_artifact=target.kind == "artifact")
         return make
 
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None

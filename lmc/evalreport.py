@@ -139,6 +139,7 @@ class Job:
     ir: IR
     lm: Any  # LMSpec
     metric: MetricIR
+    from_artifact: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,8 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
         runs = []
         try:
             for i, job in enumerate(jobs):
-                rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}))
+                rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
+                             from_artifact=job.from_artifact)
                 before = _usage(client)
                 start = time.perf_counter()
                 callback = (lambda out, i=i: on_result(i, out)) if on_result else None

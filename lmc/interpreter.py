@@ -128,6 +128,7 @@ class Runtime:
     trace_prompts: bool = False
     sandbox_limits: Any = None
     extra_lms: dict = field(default_factory=dict)  # alias -> LMSpec from lmc.yaml
+    from_artifact: bool = False  # the IR came from someone's artifact: its aliases may not pick where keys go
     _retrievers: dict = field(default_factory=dict)
     _tools: dict = field(default_factory=dict)
     _specs: dict = field(default_factory=dict)
@@ -151,8 +152,17 @@ class Runtime:
             spec = self.extra_lms[name]
         elif (alias := self.ir.lm_alias(name)) is not None:
             settings = dict(alias.settings)
-            api_base = settings.pop("api_base", None) or self.api_base
+            alias_base = settings.pop("api_base", None)
             key_env = settings.pop("api_key_env", None)
+            if self.from_artifact:
+                from .load import check_artifact_key_env, is_loopback
+
+                where = f"LM alias '{name}' in the artifact"
+                check_artifact_key_env(key_env, where)
+                if alias_base and not self.api_base and not is_loopback(alias_base):
+                    raise ConfigError(f"{where} sends requests to {alias_base}; an artifact may not choose a remote "
+                                      "server for your key", hint="pass --api-base to use a server you trust")
+            api_base = self.api_base if (self.from_artifact and self.api_base) else (alias_base or self.api_base)
             spec = parse_lm(alias.model, api_base, api_key_env=key_env, settings=settings)
         else:
             spec = parse_lm(name, self.api_base)

@@ -47,7 +47,7 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend)
     rt = Runtime(target.ir, client, lm=spec, api_base=base, trace_prompts=trace_prompts,
-                 extra_lms=config.alias_specs())
+                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact")
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")

@@ -77,9 +77,6 @@ def test_an_artifact_cannot_name_a_non_api_key_variable(cli, env, tmp_path, wher
     assert "aws-SECRET" not in out + err
 
 
-@pytest.mark.xfail(strict=True, reason="lmc/interpreter.py Runtime.lm_for: an `lm` alias in an artifact's IR may set "
-                   "a remote api_base, and the user's key for that provider is sent there without --api-base "
-                   "(owner: interpreter.py; load.choose_lm now refuses the same for the artifact's top-level lm)")
 def test_an_alias_in_an_artifact_cannot_pick_a_remote_server(env, tmp_path):
     from lmc.errors import ConfigError
     from lmc.load import load_target
