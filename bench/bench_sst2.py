@@ -217,6 +217,10 @@ def summarize(runs: dict[str, dict], quick: bool, parts: dict) -> dict:
 
 
 def main() -> None:
+    import signal
+
+    # A plain SIGTERM would skip `finally` and leave llama.cpp's server running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="dev 50, test 100, fewer candidates")
     ap.add_argument("--fresh", action="store_true", help="redo runs that already have results")
