@@ -713,6 +713,9 @@ def _from_litellm(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]
         lowered = message.lower()
         kind = "connection" if any(w in lowered for w in ("connect", "refused", "resolve", "unreachable")) else "bad_body"
         return LMTransientError(f"cannot reach {_where(spec)} for {spec.model}: {message}", kind=kind, model=spec.model)
+    if isinstance(status, int) and (status >= 500 or status == 429):
+        # The status decides: litellm may raise BadRequestError for a 503 whose body says "invalid request".
+        return _classify_status(spec, status, message, retry_after)
     if isinstance(e, (litellm.BadRequestError, litellm.NotFoundError)):
         return LMError(f"{spec.model} rejected the request: {message}", model=spec.model)
     if isinstance(status, int) and status >= 400:
@@ -743,13 +746,34 @@ class _RateLimiter:
             await asyncio.sleep(slot - now)
 
 
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw}")
+    return value
+
+
 class LMClient:
     """Cached, retried, rate-limited and accounted LM calls; one per process run."""
 
     def __init__(self, *, cache_dir: str | os.PathLike | None = ".lmc/cache", use_cache: bool = True,
-                 concurrency: int = 8, rpm: float | None = None, timeout: float = 60.0, max_retries: int = 6,
+                 concurrency: int = 8, rpm: float | None = None, timeout: float | None = None,
+                 max_retries: int | None = None,
                  backend: Backend | None = None, max_calls: int | None = None, max_cost: float | None = None,
-                 retry_wait: float = 0.5, retry_max_wait: float = 30.0, direct_http: bool | None = None):
+                 retry_wait: float | None = None, retry_max_wait: float | None = None,
+                 direct_http: bool | None = None):
+        # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
+        # LMC_RETRY_MAX_WAIT), then the built-in defaults.
+        timeout = _env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
+        max_retries = int(_env_number("LMC_MAX_RETRIES", 6)) if max_retries is None else max_retries
+        retry_wait = _env_number("LMC_RETRY_WAIT", 0.5) if retry_wait is None else retry_wait
+        retry_max_wait = _env_number("LMC_RETRY_MAX_WAIT", 30.0) if retry_max_wait is None else retry_max_wait
         self.cache = DiskCache(cache_dir) if (use_cache and cache_dir is not None) else None
         self.concurrency = max(1, int(concurrency))
         self.rpm = rpm
@@ -871,20 +895,21 @@ class LMClient:
     async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str) -> LMResult:
         backend = self._backend_for(spec)
         sem, limiter = self._loop_state()
-        async with sem:
-            # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
-            try:
+        # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
+        # A call holds its concurrency slot only while a request is in flight, never while it waits to retry.
+        try:
+            async with sem:
                 return await self._attempt(backend, spec, req, limiter)
-            except LMError as e:
-                if not e.retryable or self.max_retries == 0:
-                    if e.retryable:
-                        raise self._final_error(spec, e, 1) from None
-                    raise
-                first = e
-            return await self._retry(backend, spec, req, limiter, tag, first)
+        except LMError as e:
+            if not e.retryable or self.max_retries == 0:
+                if e.retryable:
+                    raise self._final_error(spec, e, 1) from None
+                raise
+            first = e
+        return await self._retry(backend, spec, req, limiter, tag, first, sem)
 
     async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
-                     tag: str, first: LMError) -> LMResult:
+                     tag: str, first: LMError, sem: asyncio.Semaphore) -> LMResult:
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
         attempts = self.max_retries + 1
@@ -903,7 +928,8 @@ class LMClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(backend, spec, req, limiter)
+                    async with sem:
+                        return await self._attempt(backend, spec, req, limiter)
         except RetryError as e:
             raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
         raise AssertionError("unreachable")  # pragma: no cover

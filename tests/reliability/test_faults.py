@@ -159,13 +159,7 @@ def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, 
     assert err.count("error:") == 1 and "cannot reach" in err
 
 
-@pytest.mark.parametrize("direct", [
-    "1",
-    pytest.param("0", marks=pytest.mark.xfail(strict=True, reason=(
-        "lmc/lm.py _from_litellm: litellm raises BadRequestError (status_code 503) when a 503 body says "
-        "type 'invalid_request_error'; the isinstance check runs before the status check, so the 503 is "
-        "reported as 'rejected the request' and never retried"))),
-], ids=["direct-http", "litellm"])
+@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-http", "litellm"])
 def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp_path, monkeypatch, direct):
     """A server that always answers 503 is up but broken: each example is retried, then fails with a reason."""
     monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
@@ -183,10 +177,6 @@ def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp
     assert requests == 4 * 9  # 1 + LMC_TEST_MAX_RETRIES attempts each
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lmc/lm.py LMClient._call_with_retries holds its concurrency slot through the retry backoff sleep, so "
-    "faulted calls idle slots that healthy calls could use: under 10% faults at -j 64 the direct path keeps "
-    "only ~66% of its fault-free throughput (bench/bench_reliability.py)"))
 def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
     """With one slot, a healthy call must not wait out another call's backoff."""
     import asyncio
