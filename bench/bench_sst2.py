@@ -164,6 +164,8 @@ def run(quick: bool = False, fresh: bool = False, only_system: str | None = None
                 runs[f"{system}/{opt}"] = json.loads(path.read_text())
                 print(f"[sst2] {system} {opt}: done earlier ({path.name})", flush=True)
                 continue
+            if os.environ.get("LMC_SST2_SUMMARY_ONLY"):
+                continue  # report what has been measured, start nothing new
             print(f"[sst2] {system} {opt} ...", flush=True)
             start = time.perf_counter()
             try:
