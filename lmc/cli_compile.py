@@ -52,6 +52,7 @@ def compile_cmd(
     cache_dir: Annotated[str, typer.Option("--cache-dir", help="LM call cache")] = ".lmc/cache",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
+    keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
@@ -73,7 +74,7 @@ def compile_cmd(
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, params={k_: v for k_, v in params.items() if v is not None})
+                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, params={k_: v for k_, v in params.items() if v is not None})
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()

@@ -47,6 +47,7 @@ class CompileOptions:
     cache_dir: str = ".lmc/cache"
     use_cache: bool = True
     rpm: float | None = None
+    keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     params: dict = field(default_factory=dict)  # per-pass knobs: max_demos, candidates, trials, ...
 
 
@@ -232,7 +233,14 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 if best is not None:
                     current, final = best.ir, best.score
         if final is not None and baseline is not None and final < baseline:
-            ctx.notes.append(f"the compiled program scores {final:.3f} on dev, below the zero-shot {baseline:.3f}")
+            if opts.keep_worse:
+                ctx.notes.append(f"the compiled program scores {final:.3f} on dev, below the program as written "
+                                 f"({baseline:.3f}); kept it because of --keep-worse")
+            else:
+                # A compiler must not make a program worse: the one the user wrote wins a tie or a loss.
+                ctx.notes.append(f"the optimized program scored {final:.3f} on dev, below the program as written "
+                                 f"({baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
+                current, final = ir, baseline
     finally:
         await client.aclose()
 

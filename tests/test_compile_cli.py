@@ -50,6 +50,8 @@ def responder(request: dict) -> str:
     demos = sum(str(m.get("content", "")).count("<review>") for m in msgs[:-1])
     if "MISLEAD" in review and demos < 2:
         right = "positive" if right == "negative" else "negative"
+    if "FRAGILE" in review and demos > 0:  # demos confuse the model on these
+        right = "positive" if right == "negative" else "negative"
     return f"<sentiment>{right}</sentiment>"
 
 
@@ -127,7 +129,9 @@ def test_compile_writes_an_artifact_that_runs(lmc, ws, server):
     art = artifact("out.lmc.json")
     assert art["format"] == "lmc-artifact/1"
     demos = art["predictors"]["classify"]["demos"]
-    assert [d["_id"] for d in demos] == ["t01", "t02"]  # t00 is MISLEAD and fails zero-shot
+    # t00 is MISLEAD and fails zero-shot; the classes alternate in the order of the type's options
+    assert sorted(d["_id"] for d in demos) == ["t01", "t02"]
+    assert [d["sentiment"] for d in demos] == ["positive", "negative"]
     rep = art["compile"]
     assert rep["optimizer"] == ["bootstrap"] and rep["seed"] == 0
     assert rep["metric"]["name"] == "acc"
@@ -441,3 +445,19 @@ def test_an_artifact_compiles_further(lmc, ws, server):
     assert b["compile"]["scores"]["baseline"]["dev"] == a["compile"]["scores"]["final"]["dev"]
     assert b["compile"]["scores"]["final"]["dev"] == 1.0
     assert b["program"]["sha256"] == a["program"]["sha256"]
+
+
+def test_a_compile_never_returns_a_program_worse_than_the_one_written(lmc, ws):
+    fragile = [{**r, "review": r["review"].replace(" MISLEAD", "") + " FRAGILE"} for r in rows(6, "f")]
+    write_jsonl(ws / "dev.jsonl", fragile)
+    code, out, err = lmc.compile("--optimizer", "labeled", "--max-labeled", "2")
+    assert code == 0, err
+    art = artifact(ws / "out.lmc.json")
+    assert art["compile"]["scores"]["baseline"]["dev"] == 1.0
+    assert art["compile"]["scores"]["final"]["dev"] == 1.0
+    assert all(not p["demos"] for p in art["predictors"].values())  # the program as written
+    assert any("kept the program as written" in n for n in art["compile"]["notes"])
+    code, out, err = lmc.compile("--optimizer", "labeled", "--max-labeled", "2", "--keep-worse", out="worse.lmc.json")
+    assert code == 0, err
+    worse = artifact(ws / "worse.lmc.json")
+    assert worse["compile"]["scores"]["final"]["dev"] == 0.0 and worse["predictors"]["classify"]["demos"]

@@ -153,10 +153,24 @@ def test_labeled_picks_k_demos_in_the_seeded_order():
     out = run(run_pass("labeled", ir, ctx))
     order = list(TRAIN)
     random.Random("7:labeled").shuffle(order)
-    expected = [r["id"] for r in order[:3]]
+    # Taken in the seeded order until there are k with ceil(k/2) of each class, then classes alternate
+    # (positive first, the type's order), so a small model does not copy a majority label.
+    taken = []
+    for r in order:
+        counts = {c: sum(1 for t in taken if t["sentiment"] == c) for c in ("positive", "negative")}
+        if len(taken) >= 3 and all(n >= 2 for n in counts.values()):
+            break
+        taken.append(r)
+    pos = [r["id"] for r in taken if r["sentiment"] == "positive"]
+    neg = [r["id"] for r in taken if r["sentiment"] == "negative"]
+    expected = [x for pair in zip(pos, neg) for x in pair][:3]
+    if len(expected) < 3:
+        expected += (pos[len(neg):] + neg[len(pos):])[: 3 - len(expected)]
     assert demo_ids(out) == expected
+    assert [d["sentiment"] for d in out.predictors[0].demos][:2] == ["positive", "negative"]
     first = out.predictors[0].demos[0]
-    assert first["review"] == order[0]["review"] and first["sentiment"] == order[0]["sentiment"]
+    src = next(r for r in TRAIN if r["id"] == first["_id"])
+    assert first["review"] == src["review"] and first["sentiment"] == src["sentiment"]
     assert fake.calls == []  # labeled demos cost no LM call
     # another seed, another (but still seeded) order
     ctx2, _, _ = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_labeled=3, seed=8)
@@ -505,3 +519,13 @@ def test_knn_leaves_the_example_out_before_choosing_so_it_still_gets_k_demos():
     knn = {"k": 3, "pools": {"p": pool}}
     chosen = choose_demos(knn, p, {"q": "apple pie number 2"}, exclude=frozenset({"e2"}))
     assert len(chosen) == 3 and all(d["_id"] != "e2" for d in chosen)
+
+
+def test_bootstrap_balances_the_classes_of_a_classifier():
+    # t1, t4 and t7 (positive) pass before t3 (negative): with 2 demos, one of each class is kept.
+    rows = [r for r in TRAIN if r["id"] in ("t1", "t4", "t7", "t3")]
+    rows = [rows[0], rows[2], rows[3], rows[1]]  # t1, t4, t7, t3
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, rows, max_demos=2, max_labeled=0, concurrency=1)
+    out = run(run_pass("bootstrap", ir, ctx))
+    assert [d["sentiment"] for d in out.predictors[0].demos] == ["positive", "negative"]
+    assert demo_ids(out) == ["t1", "t3"]

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
-from . import Context, labeled_demos, with_demos
+from . import Context, balanced, enough, labeled_demos, with_demos
 
 TEACHER_TEMPERATURE = 0.7
 
@@ -38,8 +38,10 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
     stats = {"tried": 0, "passed": 0}
     done: set[str] = set()
 
+    preds = {p.id: p for p in ir.predictors}
+
     def full() -> bool:
-        return not want_all and all(len(v) >= max_demos for v in demos.values())
+        return not want_all and all(enough(v, preds[pid], max_demos) for pid, v in demos.items())
 
     for round_ in range(max(1, max_rounds)):
         teacher = _teacher_ir(ir, ctx, round_)
@@ -62,14 +64,16 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
                     bucket = demos.get(call.predictor)
                     if bucket is None or call.outputs is None or call.error:
                         continue
-                    if want_all or len(bucket) < max_demos:
+                    if want_all or not enough(bucket, preds[call.predictor], max_demos):
                         bucket.append({**call.inputs, **call.outputs, "_id": out.example.id})
                 if full():
                     break
         ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed")
         if full():
             break
-    return {pid: tuple(v) for pid, v in demos.items()}, stats
+    if want_all:
+        return {pid: tuple(v) for pid, v in demos.items()}, stats
+    return {pid: balanced(v, preds[pid], max_demos) for pid, v in demos.items()}, stats
 
 
 def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled: int, salt: str) -> dict:
