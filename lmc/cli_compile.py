@@ -53,6 +53,7 @@ def compile_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
     keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
+    score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
@@ -74,7 +75,7 @@ def compile_cmd(
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, params={k_: v for k_, v in params.items() if v is not None})
+                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev, params={k_: v for k_, v in params.items() if v is not None})
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()

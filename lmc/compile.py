@@ -48,6 +48,7 @@ class CompileOptions:
     use_cache: bool = True
     rpm: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
+    score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
     params: dict = field(default_factory=dict)  # per-pass knobs: max_demos, candidates, trials, ...
 
 
@@ -197,13 +198,16 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                   on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)
     try:
         baseline = None
-        try:
-            log("scoring the program as written (zero-shot) on dev")
-            baseline = await ctx.score(ir, label="zero-shot")
-            ctx.record("as-written", ir, baseline)
-        except BudgetExceeded as e:
-            ctx.budget_exhausted = True
-            ctx.notes.append(f"budget exhausted before the first candidate was scored: {e}")
+        if opts.score_dev:
+            try:
+                log("scoring the program as written (zero-shot) on dev")
+                baseline = await ctx.score(ir, label="zero-shot")
+                ctx.record("as-written", ir, baseline)
+            except BudgetExceeded as e:
+                ctx.budget_exhausted = True
+                ctx.notes.append(f"budget exhausted before the first candidate was scored: {e}")
+        else:
+            ctx.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
         current = ir
         if not ctx.budget_exhausted:
             for name in opts.passes:
@@ -224,8 +228,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 raise LmcError("the budget (--max-calls/--max-cost) ran out before the first candidate was scored; "
                                "nothing was written", hint="raise the budget, or pass --allow-partial to write the zero-shot program")
             current = ir
-        else:
+        elif opts.score_dev or ctx.best() is not None:
             try:
+                # Free when a search already scored this program (scores are memoised).
                 final = await ctx.score(current, label="final")
             except BudgetExceeded:
                 ctx.budget_exhausted = True

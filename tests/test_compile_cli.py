@@ -461,3 +461,12 @@ def test_a_compile_never_returns_a_program_worse_than_the_one_written(lmc, ws):
     assert code == 0, err
     worse = artifact(ws / "worse.lmc.json")
     assert worse["compile"]["scores"]["final"]["dev"] == 0.0 and worse["predictors"]["classify"]["demos"]
+
+
+def test_no_score_dev_makes_a_labeled_compile_free(lmc, ws, server):
+    before = server.requests
+    code, out, err = lmc.compile("--optimizer", "labeled", "--max-labeled", "2", "--no-score-dev")
+    assert code == 0, err
+    assert server.requests == before  # no LM call at all, like a plain few-shot setup
+    art = artifact(ws / "out.lmc.json")
+    assert art["compile"]["scores"]["final"]["dev"] is None and art["predictors"]["classify"]["demos"]
