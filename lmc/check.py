@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
-from .errors import CompileErrors, Diagnostic, Diagnostics, LmcError, Span, did_you_mean, one_of
+from .errors import CompileErrors, Diagnostics, LmcError, Span, did_you_mean, one_of
 from .types import (
     ANY, BOOL, FLOAT, INT, JSON, NONE, STR, Type, assignable, dict_of, list_of, literal, optional, prediction, unify,
 )
@@ -196,23 +195,9 @@ def check_source(text: str, path: str) -> Checked:
 
 def check_path(path) -> Checked:
     """Read (UTF-8, BOM and CRLF accepted), parse and check one file."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise LmcError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LmcError(f"{path}: is a directory, expected a .lmp file") from None
-    except OSError as e:
-        raise LmcError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise CompileErrors(
-            [Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8", f"byte 0x{data[e.start]:02x} at offset {e.start}")]
-        ) from None
-    return check_source(text, str(path))
+    from .parser import read_source
+
+    return check_source(read_source(path), str(path))
 
 
 def check(file: n.File, source: str) -> Checked:

@@ -1053,8 +1053,8 @@ def _unescape(body: str, span: Span) -> str:
     return "".join(out)
 
 
-def parse_file(path: str | Path) -> n.File:
-    """Read and parse a file; a missing or unreadable file is a one-line LmcError."""
+def read_source(path: str | Path) -> str:
+    """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""
     from .errors import LmcError
 
     p = Path(path)
@@ -1070,5 +1070,11 @@ def parse_file(path: str | Path) -> n.File:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise CompileErrors([Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8", f"byte 0x{data[e.start]:02x} at offset {e.start}")]) from None
-    return parse(text.replace("\r\n", "\n"), str(path))
+        raise CompileErrors([Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8",
+                                        f"byte 0x{data[e.start]:02x} at offset {e.start}")]) from None
+    return text.replace("\r\n", "\n")
+
+
+def parse_file(path: str | Path) -> n.File:
+    """Read and parse a file; a missing or unreadable file is a one-line LmcError."""
+    return parse(read_source(path), str(path))
