@@ -146,6 +146,29 @@ def _local_figs(r: dict) -> list[Figure]:
     ]
 
 
+def _reliability_figs(r: dict) -> list[Figure]:
+    out = []
+    for name, label in (("litellm", "default litellm path"), ("direct_http", "LMC_DIRECT_HTTP=1")):
+        x = r[name]
+        faulty = x["faulty"]
+        out += [
+            Figure(f"completion rate, {r['n']} examples, -j {r['concurrency']}, {int(r['fault_rate'] * 100)}% faults ({label})",
+                   f"{x['completion_rate']:.1%}", "100%", x["completion_rate"] == 1.0),
+            Figure(f"requests repeated beyond the injected faults ({label})", faulty["repeats_beyond_faults"], "0",
+                   faulty["repeats_beyond_faults"] <= 0),
+            Figure(f"throughput with faults vs fault-free ({label})", x["throughput_vs_clean"], ">= 0.85",
+                   x["throughput_vs_clean"] >= 0.85),
+        ]
+    k = r["crash_resume"]
+    out += [
+        Figure(f"answered requests sent again after {k['kills']} random kill -9s", k["repeated_settled_requests"], "0",
+               k["repeated_settled_requests"] == 0),
+        Figure("final rerun: lines / unique ids / examples", f"{k['lines']} / {k['unique_ids']} / {k['examples']}",
+               "all equal", k["lines"] == k["unique_ids"] == k["examples"]),
+    ]
+    return out
+
+
 def _sst2_figs(r: dict) -> list[Figure]:
     runs = r["runs"]
     out = []
@@ -196,6 +219,8 @@ BENCHES = (
           {}, {"quick": True}, _dspy_figs),
     Bench("local", "bench_local", "Embedded model (Gemma 3 270M) throughput", {}, {"quick": True}, _local_figs),
     Bench("sst2", "bench_sst2", "SST-2 compile: lmc vs DSPy 3.4.1 on Gemma 3 270M", {}, {"quick": True}, _sst2_figs),
+    Bench("reliability", "bench_reliability", "Reliability under load: faults and kill -9",
+          {}, {"n": 1000, "kills": 5}, _reliability_figs),
 )
 
 
