@@ -241,7 +241,10 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
                     out: LineWriter | None, trace: LineWriter | None = None, concurrency: int = DEFAULT_CONCURRENCY,
                     program: str | None = None, summary: Summary | None = None,
                     on_result: Callable[[Example, Result], None] | None = None) -> Summary:
-    """Run `examples` with at most `concurrency` at once, writing each line as it finishes.
+    """Run `examples`, writing each line as it finishes.
+
+    The LM client allows `concurrency` requests in flight; twice as many examples run at once,
+    so an example waiting out a retry backoff does not leave a request slot idle.
 
     A run-stopping error (auth, unreachable, budget, config) cancels the rest; what
     finished is already on disk, and examples cut short write nothing, so a rerun does them.
@@ -268,7 +271,7 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
             if on_result is not None:
                 on_result(ex, result)
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, len(examples))))]
+    workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(2 * concurrency, len(examples))))]
     try:
         await asyncio.gather(*workers)
     except LmcError as e:
