@@ -82,6 +82,10 @@ def _compile(opt: str, files: dict[str, Path], out_dir: Path, quick: bool, log: 
         shutil.rmtree(cache, ignore_errors=True)
     args = ["compile", str(PROGRAM), "--train", str(files["train"]), "--dev", str(files["dev"]), "--optimizer", opt,
             "--lm", LM, "--seed", "0", "--cache-dir", str(cache), "-o", str(artifact)]
+    if opt in ("labeled", "bootstrap"):
+        # DSPy's LabeledFewShot and BootstrapFewShot never look at the dev set; scoring it (lmc's default,
+        # to refuse a compiled program worse than the one written) would make the call counts incomparable.
+        args.append("--no-score-dev")
     if quick and opt in ("random-search", "mipro"):
         args += ["--candidates", "3"] + (["--trials", "6", "--instructions", "2"] if opt == "mipro" else [])
     start = time.perf_counter()
