@@ -123,7 +123,7 @@ def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = No
 
     prompt_rt = None
     if prompt_script is not None:
-        pclient = LMClient(cache_dir=None, backend=prompt_script)
+        pclient = LMClient(cache_dir=None, backend=prompt_script, retry_wait=0.001, retry_max_wait=0.002)
 
         def prompt_rt(x):
             return Runtime(x, pclient, lm=spec, base_dir=str(ROOT))
@@ -377,6 +377,24 @@ def test_mipro_proposes_instructions_with_the_prompt_lm_and_keeps_the_best_full_
     best = max(c.score for c in full)
     assert run(ctx.score(out)) == best == 1.0
     assert "sarcasm" in out.predictors[0].instructions
+
+
+def test_mipro_survives_proposals_the_prompt_lm_cannot_give():
+    """A base model's empty completions for some proposals cost those candidates, not the compile."""
+    def flaky(spec, req):
+        if req.temperature in (0.91, 0.93):
+            return ""  # every retry too: the LM client gives up on this proposal
+        return proposer_lm(spec, req)
+
+    proposer = FakeLM(flaky)
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
+                             candidates=2, instructions=5, trials=12, minibatch=4)
+    ctx.logged = []
+    ctx.log = ctx.logged.append
+    out = run(run_pass("mipro", ir, ctx))
+    assert {r.temperature for r in proposer.requests} == {0.9, 0.91, 0.92, 0.93, 0.94}
+    assert sum(1 for line in ctx.logged if "failed:" in line and "proposal" in line) == 2
+    assert "sarcasm" in out.predictors[0].instructions  # the proposals that came still won
 
 
 def test_mipro_is_deterministic_for_a_seed():

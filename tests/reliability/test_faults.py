@@ -187,7 +187,7 @@ def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
     def script(spec, req):
         if request_text(req) == "flaky" and not getattr(script, "failed", False):
             script.failed = True
-            return LMTransientError("server answered 503", kind="server", model=spec.model)
+            return LMTransientError("server answered 429", kind="rate_limit", model=spec.model)
         return "ok"
 
     client = LMClient(cache_dir=None, use_cache=False, concurrency=1, backend=FakeLM(script), retry_wait=1.0,
@@ -196,7 +196,7 @@ def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
 
     async def go():
         flaky = asyncio.ensure_future(client.complete(spec, make_request(spec, messages=[{"role": "user", "content": "flaky"}])))
-        await asyncio.sleep(0.05)  # the flaky call has failed once and is waiting 0.5-1 s to retry
+        await asyncio.sleep(0.05)  # the flaky call was rate-limited once and is waiting 0.5-1 s to retry
         t0 = time.monotonic()
         await client.complete(spec, make_request(spec, messages=[{"role": "user", "content": "healthy"}]))
         healthy_took = time.monotonic() - t0
@@ -204,3 +204,21 @@ def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
         return healthy_took
 
     assert asyncio.run(go()) < 0.3
+
+
+def test_one_off_server_errors_retry_sooner_than_rate_limits():
+    """A lone 5xx or dropped connection retries after a fifth of the base wait; a 429 backs off from the full base."""
+    from lmc.lm import LMClient, LMTransientError
+
+    client = LMClient(cache_dir=None, use_cache=False, retry_wait=1.0, retry_max_wait=30.0)
+    for kind in ("server", "connection", "bad_body", "empty"):
+        waits = [client._wait_for(LMTransientError("x", kind=kind), 1) for _ in range(50)]
+        assert 0.1 <= min(waits) and max(waits) <= 0.2, kind
+        second = [client._wait_for(LMTransientError("x", kind=kind), 2) for _ in range(50)]
+        assert 0.2 <= min(second) and max(second) <= 0.4, kind
+    for kind in ("rate_limit", "timeout"):
+        waits = [client._wait_for(LMTransientError("x", kind=kind), 1) for _ in range(50)]
+        assert 0.5 <= min(waits) and max(waits) <= 1.0, kind
+    assert client._wait_for(LMTransientError("x", kind="server", retry_after=3.0), 1) == 3.0
+    capped = LMClient(cache_dir=None, use_cache=False, retry_wait=1.0, retry_max_wait=2.0)
+    assert max(capped._wait_for(LMTransientError("x", kind="rate_limit"), 6) for _ in range(20)) <= 2.0
