@@ -20,9 +20,11 @@ N = 5000
 CONCURRENCY = 64
 LATENCY = 0.05
 FAULT_RATE = 0.10
-# Every kind but "timeout": with the CLI's fixed 60 s client timeout (there is no knob for it), one
-# timed-out request holds a slot for a minute and the figure would measure that constant, not lmc.
-KINDS = ("429", "429_retry_after", "500", "502", "503", "drop", "truncated", "non_json", "empty")
+# Every kind the test server can inject. A "timeout" fault holds the request for 2 s; the client gives up
+# after LMC_TIMEOUT=1 s, a setting a user would pick for a server that answers in 50 ms (the 60 s default
+# would make the figure measure that constant, not lmc).
+KINDS = ("429", "429_retry_after", "500", "502", "503", "timeout", "drop", "truncated", "non_json", "empty")
+CLIENT_TIMEOUT_S = "1"
 PROGRAM = ROOT / "programs" / "sentiment.lmp"
 
 
@@ -31,7 +33,8 @@ def _serve(latency: float, rate: float, seconds: float) -> None:
     from tests.reliability.helpers import sentiment_responder
 
     faults = {k: rate / len(KINDS) for k in KINDS} if rate else None
-    with LoopbackServer(sentiment_responder, latency=latency, faults=faults, seed=11, retry_after=1) as srv:
+    with LoopbackServer(sentiment_responder, latency=latency, faults=faults, seed=11, retry_after=1,
+                        timeout_sleep=2.0) as srv:
         print(srv.url, flush=True)
         time.sleep(seconds)
 
@@ -67,6 +70,7 @@ def _env(direct: bool) -> dict:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
     env.pop("LMC_LM", None)
     env["LMC_DIRECT_HTTP"] = "1" if direct else "0"
+    env["LMC_TIMEOUT"] = CLIENT_TIMEOUT_S
     return env
 
 
@@ -121,7 +125,7 @@ def _kills(kills: int, n: int, seed: int) -> dict:
 
 def run(n: int = N, kills: int = 20) -> dict:
     out: dict = {"n": n, "concurrency": CONCURRENCY, "latency_s": LATENCY, "fault_rate": FAULT_RATE,
-                 "fault_kinds": list(KINDS)}
+                 "fault_kinds": list(KINDS), "client_timeout_s": float(CLIENT_TIMEOUT_S), "timeout_fault_holds_s": 2.0}
     for name, direct in (("litellm", False), ("direct_http", True)):
         clean = _load_run(n, 0.0, direct)
         faulty = _load_run(n, FAULT_RATE, direct)

@@ -144,7 +144,8 @@ def _code_version() -> dict:
     return {"lmc_commit": git("rev-parse", "--short", "HEAD"), "lmc_dirty": bool(git("status", "--porcelain", "lmc"))}
 
 
-def run(quick: bool = False, fresh: bool = False, only_system: str | None = None) -> dict:
+def run(quick: bool = False, fresh: bool = False, only_system: str | None = None,
+        only_optimizers: tuple[str, ...] | None = None) -> dict:
     """Run (or resume) every SST-2 run and return the figures; per-run JSON lands under bench/results/."""
     out_dir = BENCH / "results" / ("sst2-quick" if quick else "sst2")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,7 @@ def run(quick: bool = False, fresh: bool = False, only_system: str | None = None
                 runs[f"{system}/{opt}"] = json.loads(path.read_text())
                 print(f"[sst2] {system} {opt}: done earlier ({path.name})", flush=True)
                 continue
-            if os.environ.get("LMC_SST2_SUMMARY_ONLY"):
+            if os.environ.get("LMC_SST2_SUMMARY_ONLY") or (only_optimizers and opt not in only_optimizers):
                 continue  # report what has been measured, start nothing new
             print(f"[sst2] {system} {opt} ...", flush=True)
             start = time.perf_counter()
@@ -231,8 +232,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="dev 50, test 100, fewer candidates")
     ap.add_argument("--fresh", action="store_true", help="redo runs that already have results")
     ap.add_argument("--system", choices=("lmc", "dspy"), help="only this side")
+    ap.add_argument("--optimizers", help="comma-separated subset, e.g. labeled,bootstrap (the summary keeps all)")
     a = ap.parse_args()
-    print(json.dumps(run(a.quick, a.fresh, a.system), indent=2, sort_keys=True, default=str))
+    only = tuple(a.optimizers.split(",")) if a.optimizers else None
+    print(json.dumps(run(a.quick, a.fresh, a.system, only), indent=2, sort_keys=True, default=str))
 
 
 if __name__ == "__main__":

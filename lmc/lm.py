@@ -60,6 +60,14 @@ MAX_RETRY_AFTER = 60.0
 # ---------------------------------------------------------------- litellm, loaded lazily
 
 
+_LITELLM_WARM = False
+
+
+def _mark_litellm_warm() -> None:
+    global _LITELLM_WARM
+    _LITELLM_WARM = True
+
+
 @lru_cache(maxsize=1)
 def _litellm() -> Any:
     """Import litellm once, with its telemetry, callbacks, logging and network price fetch off."""
@@ -600,8 +608,9 @@ class LiteLLMBackend:
         start = time.perf_counter()
         try:
             # litellm's aiohttp transport does not always enforce `timeout`: under load a response 1.5 s late
-            # was accepted with timeout=1 (tests/reliability/test_faults.py). The deadline is ours as well.
-            async with asyncio.timeout(timeout):
+            # was accepted with timeout=1 (tests/reliability/test_faults.py). The deadline is ours as well,
+            # except on the process's first litellm call, whose lazy imports take ~0.5 s of CPU.
+            async with asyncio.timeout(timeout if _LITELLM_WARM else None):
                 if spec.mode == "chat":
                     resp = await litellm.acompletion(messages=list(req.messages or ()), **kwargs)
                     choice = resp.choices[0]
@@ -614,6 +623,8 @@ class LiteLLMBackend:
             raise
         except Exception as e:  # noqa: BLE001 - every litellm failure is mapped to an lmc error below
             raise _from_litellm(spec, e, timeout, secrets) from None
+        finally:
+            _mark_litellm_warm()
         latency = time.perf_counter() - start
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
@@ -900,6 +911,8 @@ class LMClient:
             await limiter.wait()
         result = await backend.call(spec, req, self.timeout)
         if not result.text or not result.text.strip():
+            if spec.is_local:  # sampled with a seed fixed per request: asking again gives the same nothing
+                raise LMError(f"{spec.model} returned an empty completion", model=spec.model)
             raise LMTransientError(f"{spec.model} returned an empty completion", kind="empty", model=spec.model)
         return result
 

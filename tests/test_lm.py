@@ -116,6 +116,18 @@ def test_empty_results_are_not_cached(tmp_path):
     assert len(entries) == 1 and "fine" in entries[0].read_text()
 
 
+def test_the_local_model_is_not_asked_again_for_an_empty_completion(tmp_path):
+    """Its sampling seed is fixed per request, so a retry would only repeat the same empty answer."""
+    from lmc.errors import LMError
+
+    fake = FakeLM(["", "fine"])
+    client = LMClient(cache_dir=tmp_path, backend=fake, retry_wait=0.001, max_retries=3)
+    with pytest.raises(LMError) as e:
+        run(client.complete(parse_lm("local/gemma-3-270m"), CHAT))
+    assert "empty completion" in str(e.value) and len(fake.calls) == 1 and client.usage.retries == 0
+    assert cache_files(tmp_path) == []
+
+
 def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch):
     secret = "sk-loopback-SECRET-4242"
     monkeypatch.setenv("LOOP_KEY", secret)
