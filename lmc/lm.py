@@ -49,11 +49,11 @@ _OPENAI_COMPATIBLE = frozenset({"openai", "text-completion-openai", "hosted_vllm
 _COMPLETION_PREFIXES = ("local/", "text-completion-openai/", "text-completion-codestral/", "azure_text/")
 _REQUEST_FIELDS = ("temperature", "max_tokens", "stop")
 _DUMMY_KEY = "sk-no-key-required"
-# A lone 5xx, dropped connection, torn body or empty completion is most often one bad request, not a
-# provider asking us to slow down: its backoff starts at a fifth of the base wait (0.1 s by default) and
-# doubles from there. Rate limits and timeouts start from the full base. Under 10% injected faults this
-# took `lmc run`'s tail from ~0.5 s of waiting to ~0.1 s (bench/bench_reliability.py).
-_ONE_OFF_KINDS = frozenset({"server", "connection", "bad_body", "empty"})
+# A lone 5xx, connection dropped mid-answer, torn body or empty completion is most often one bad request,
+# not a provider asking us to slow down: its backoff starts at a fifth of the base wait (0.1 s by default)
+# and doubles from there. Rate limits, timeouts and refused connections (a server down or restarting)
+# start from the full base.
+_ONE_OFF_KINDS = frozenset({"server", "bad_body", "empty"})
 MAX_RETRY_AFTER = 60.0
 
 
