@@ -218,6 +218,28 @@ def test_bootstrap_stops_once_every_predictor_has_max_demos():
     assert [tag(last_user(r), "review") for r in fake.requests] == ["a good film", "MISLEAD a bad plot", "bad acting"]
 
 
+def test_bootstrap_does_not_run_examples_of_a_class_it_already_has_enough_of():
+    """With gold labels known, a passing trace would only repeat its label: full classes are skipped."""
+    train = reviews([("p1", "good one", "positive"), ("p2", "good two", "positive"), ("p3", "good three", "positive"),
+                     ("p4", "good four", "positive"), ("n1", "bad one", "negative"), ("p5", "good five", "positive"),
+                     ("n2", "bad two", "negative")])
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, train, max_demos=2, max_labeled=0, concurrency=8)
+    out = run(run_pass("bootstrap", ir, ctx))
+    # [p1, p2] gives a positive (p2's pass is not needed); then only negatives are run: n1
+    assert demo_ids(out) == ["p1", "n1"]
+    assert [tag(last_user(r), "review") for r in fake.requests] == ["good one", "good two", "bad one"]
+
+
+def test_bootstrap_gives_up_on_a_class_the_teacher_never_gets_right_and_fills_with_the_others():
+    train = reviews([(f"n{i}", f"MISLEAD bad {i}", "negative") for i in range(7)]
+                    + [("p1", "good one", "positive"), ("p2", "good two", "positive")])
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, train, max_demos=2, max_labeled=0)
+    out = run(run_pass("bootstrap", ir, ctx))
+    assert demo_ids(out) == ["p1", "p2"]
+    tried = [tag(last_user(r), "review") for r in fake.requests]
+    assert sum(1 for t in tried if "MISLEAD" in t) == 6 == 3 * 2  # 3 x max_demos tries of the lost class
+
+
 def test_bootstrap_fills_with_labeled_demos_after_the_bootstrapped_ones():
     ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, max_demos=2, max_labeled=3)
     out = run(run_pass("bootstrap", ir, ctx))

@@ -10,12 +10,13 @@ sampling (temperature > 0) to find more successful traces.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
-from . import Context, balanced, enough, labeled_demos, with_demos
+from . import Context, balanced, enough, label_field, labeled_demos, with_demos
 
 TEACHER_TEMPERATURE = 0.7
 
@@ -33,25 +34,73 @@ def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
 
 async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, *,
                   max_rounds: int = 1, label: str = "bootstrap", want_all: bool = False) -> tuple[dict, dict]:
-    """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all)."""
-    demos: dict[str, list[dict]] = {p.id: [] for p in ir.predictors}
-    stats = {"tried": 0, "passed": 0}
-    done: set[str] = set()
+    """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all).
 
+    A classifier's demos must cover its classes (see `enough`). When the training examples carry the
+    gold class, an example whose class every classifier already holds enough of is not run: a passing
+    trace reproduces its gold label, so it could only add a demo nobody needs. A class the teacher
+    never gets right stops being tried after 3 x max_demos of its examples; the others then fill up.
+    """
+    demos: dict[str, list[dict]] = {p.id: [] for p in ir.predictors}
+    stats = {"tried": 0, "passed": 0, "skipped": 0}
+    done: set[str] = set()
     preds = {p.id: p for p in ir.predictors}
+    # Only a metric that compares the label with its gold value says what a passing trace's label is.
+    m = ctx.metric
+    equality = m is not None and m.kind == "builtin" and m.builtin in ("accuracy", "exact_match")
+    fields = {pid: (f if equality and f is not None and m.field == f.name else None)
+              for pid, f in ((pid, label_field(p)) for pid, p in preds.items())}
 
     def full() -> bool:
         return not want_all and all(enough(v, preds[pid], max_demos) for pid, v in demos.items())
+
+    def useful(ex: Example, tried: Counter) -> bool:
+        if want_all:
+            return True
+        for pid, bucket in demos.items():
+            if enough(bucket, preds[pid], max_demos):
+                continue
+            f = fields[pid]
+            gold = ex.get(m.gold) if f is not None else None
+            if f is None or gold not in f.type.args:
+                return True  # nothing known about what this example would add
+            quota = -(-max_demos // len(f.type.args))
+            have = Counter(d.get(f.name) for d in bucket)
+            given_up = [c for c in f.type.args if have[c] < quota and tried[(pid, c)] >= 3 * max_demos]
+            if tried[(pid, gold)] >= 3 * max_demos and have[gold] < quota:
+                continue  # the teacher never gets this class right
+            if have[gold] < quota or (given_up and len(bucket) < max_demos):
+                return True
+        return False
 
     for round_ in range(max(1, max_rounds)):
         teacher = _teacher_ir(ir, ctx, round_)
         rt = (ctx.teacher_runtime or ctx.make_runtime)(teacher)
         pending = [ex for ex in order if ex.id not in done]
-        i = 0
-        while i < len(pending) and not full():
-            need = max(1, min(max_demos - min(len(v) for v in demos.values()), ctx.concurrency)) if not want_all else ctx.concurrency
-            batch = pending[i:i + need]
-            i += len(batch)
+        tried_ids: set[str] = set()
+        tried: Counter = Counter()
+        while not full():
+            # The batch size depends on the demos still missing, never on -j: which examples run (and so the
+            # artifact) must not change with concurrency. want_all runs everything, so any size gives the same.
+            need = max(1, max_demos - min(len(v) for v in demos.values())) if not want_all else ctx.concurrency
+            batch: list[Example] = []
+            for ex in pending:
+                if len(batch) >= need:
+                    break
+                if ex.id in tried_ids:
+                    continue
+                if useful(ex, tried):
+                    batch.append(ex)
+                else:
+                    stats["skipped"] += 1
+                    tried_ids.add(ex.id)
+            if not batch:
+                break
+            tried_ids.update(ex.id for ex in batch)
+            for ex in batch:
+                for pid, f in fields.items():
+                    if f is not None and ex.get(m.gold) in f.type.args:
+                        tried[(pid, ex.get(m.gold))] += 1
             outcomes = await ctx.run_all(teacher, batch, exclude_self=True, runtime=rt)
             # Results are consumed in example order, so concurrency never changes which demos are kept.
             for out in outcomes:
