@@ -126,13 +126,28 @@ def _kills(kills: int, n: int, seed: int) -> dict:
             "unique_ids": len(set(ids)), "repeated_settled_requests": bad, "repeated_in_flight_requests": total - bad}
 
 
-def run(n: int = N, kills: int = 20) -> dict:
+def _fastest(runs: list[dict]) -> dict:
+    """The fastest run, with the worst completion and repeat counts of all (those must hold in every run)."""
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["completed"] = min(r["completed"] for r in runs)
+    best["repeats_beyond_faults"] = max(r["repeats_beyond_faults"] for r in runs)
+    return best
+
+
+def run(n: int = N, kills: int = 20, repeats: int = 3) -> dict:
     out: dict = {"n": n, "concurrency": CONCURRENCY, "latency_s": LATENCY, "fault_rate": FAULT_RATE,
                  "fault_kinds": list(KINDS), "client_timeout_s": float(CLIENT_TIMEOUT_S), "timeout_fault_holds_s": 2.0}
     for name, direct in (("litellm", False), ("direct_http", True)):
-        clean = _load_run(n, 0.0, direct)
-        faulty = _load_run(n, FAULT_RATE, direct)
-        no_timeouts = _load_run(n, FAULT_RATE, direct, KINDS_NO_TIMEOUT)
+        # A 5,000-example run lasts seconds, so one run's noise moves the ratio by 0.1 or more: each
+        # configuration runs `repeats` times, interleaved, and the fastest run of each is compared.
+        trials: dict[str, list[dict]] = {"clean": [], "faulty": [], "no_timeouts": []}
+        for _ in range(repeats):
+            trials["clean"].append(_load_run(n, 0.0, direct))
+            trials["faulty"].append(_load_run(n, FAULT_RATE, direct))
+            trials["no_timeouts"].append(_load_run(n, FAULT_RATE, direct, KINDS_NO_TIMEOUT))
+        clean, faulty, no_timeouts = (_fastest(trials[k]) for k in ("clean", "faulty", "no_timeouts"))
+        for k, runs in trials.items():
+            out.setdefault("all_seconds", {}).setdefault(name, {})[k] = [r["seconds"] for r in runs]
         out[name] = {"clean": clean, "faulty": faulty, "faulty_without_timeouts": no_timeouts,
                      "completion_rate": round(min(faulty["completed"], no_timeouts["completed"]) / n, 4),
                      "throughput_vs_clean": round(faulty["throughput"] / clean["throughput"], 3),
@@ -146,4 +161,4 @@ if __name__ == "__main__":
         _serve(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), tuple(sys.argv[5].split(",")))
     else:
         quick = "--quick" in sys.argv
-        print(json.dumps(run(n=1000 if quick else N, kills=5 if quick else 20), indent=2))
+        print(json.dumps(run(n=1000 if quick else N, kills=5 if quick else 20, repeats=1 if quick else 3), indent=2))
