@@ -23,37 +23,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from tests.lmserver import ServerProcess  # noqa: E402
+
 CALLS = 400
 LATENCY = 0.1
 TARGET_OVERHEAD_MS = 1.0
 TARGET_FRACTION = 0.90
 
 
-class DualServer:
-    """`dspy_side.py serve` in a child process."""
-
-    def __init__(self, latency: float):
-        self.latency = latency
-
-    def __enter__(self) -> "DualServer":
-        self.proc = subprocess.Popen([sys.executable, str(BENCH / "dspy_side.py"), "serve", "--latency", str(self.latency)],
-                                     cwd=ROOT, stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            self.proc.kill()
-            raise RuntimeError("loopback server did not start")
-        return self
-
-    def requests(self) -> int:
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + "/_stats", timeout=5) as resp:
-            return json.loads(resp.read())["requests"]
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.proc.stdout.close()
+def _dual_server(latency: float) -> ServerProcess:
+    """`dspy_side.py serve` (answers in DSPy's format or lmc's, whoever asks) in a child process."""
+    return ServerProcess(argv=[str(BENCH / "dspy_side.py"), "serve", "--latency", str(latency)])
 
 
 def _dspy(cmd: str, url: str, *extra: str) -> dict:
@@ -64,7 +44,7 @@ def _dspy(cmd: str, url: str, *extra: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _warm_cache(url: str, srv: DualServer, n: int = 50) -> dict:
+def _warm_cache(url: str, srv: ServerProcess, n: int = 50) -> dict:
     """`lmc run` twice over the same data and cache dir: the second run must make no HTTP request."""
     from bench_runtime import PROGRAM
 
@@ -75,14 +55,14 @@ def _warm_cache(url: str, srv: DualServer, n: int = 50) -> dict:
         data.write_text("".join(json.dumps({"id": str(i), "question": f"warm {i}?"}) + "\n" for i in range(n)))
         counts = []
         for k in range(2):
-            before = srv.requests()
+            before = srv.stats()["requests"]
             proc = subprocess.run([sys.executable, "-m", "lmc", "run", str(prog), "--data", str(data), "--out",
                                    str(Path(tmp) / f"out{k}.jsonl"), "--lm", "openai/test", "--api-base", url,
                                    "--cache-dir", str(Path(tmp) / "cache"), "-j", "16"],
                                   cwd=ROOT, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"lmc run failed: {proc.stderr[-1000:]}")
-            counts.append(srv.requests() - before)
+            counts.append(srv.stats()["requests"] - before)
     return {"cold_requests": counts[0], "warm_requests": counts[1]}
 
 
@@ -107,7 +87,7 @@ def run(calls: int = CALLS, quick: bool = False) -> dict:
 
     n_overhead = 100 if quick else 300
     out: dict = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "calls": calls}
-    with DualServer(0.0) as srv:
+    with _dual_server(0.0) as srv:
         per: dict[str, float] = {}
         # Alternate the four so drift in machine load hits each alike; keep each one's best pass.
         for _ in range(2):
@@ -115,7 +95,7 @@ def run(calls: int = CALLS, quick: bool = False) -> dict:
                              ("lmc", lambda: _lmc_batch(srv.url, 1, n_overhead, False) / n_overhead),
                              ("lmc_direct", lambda: _lmc_batch(srv.url, 1, n_overhead, True) / n_overhead),
                              ("dspy", lambda: _dspy("overhead", srv.url, "--calls", str(n_overhead))["dspy_ms_per_call"] / 1000)):
-                before = srv.requests()
+                before = srv.stats()["requests"]
                 if name == "dspy":
                     res = _dspy("overhead", srv.url, "--calls", str(n_overhead))
                     out["dspy_engine"], out["dspy_loaded_litellm"] = res["dspy_engine"], res["litellm_loaded"]
@@ -124,7 +104,7 @@ def run(calls: int = CALLS, quick: bool = False) -> dict:
                     value = fn()
                 per[name] = min(per.get(name, math.inf), value)
                 if name == "dspy":  # proof that no DSPy call was served from a cache: 20 warm-up + 3 passes
-                    out["dspy_requests_per_call"] = round((srv.requests() - before) / (20 + 3 * n_overhead), 3)
+                    out["dspy_requests_per_call"] = round((srv.stats()["requests"] - before) / (20 + 3 * n_overhead), 3)
         rtt = per.pop("raw")
         out["warm_cache"] = _warm_cache(srv.url, srv)
     out["raw_http_ms"] = round(rtt * 1000, 3)
@@ -136,7 +116,7 @@ def run(calls: int = CALLS, quick: bool = False) -> dict:
         out[f"overhead_ratio_{name}_over_dspy"] = round(out[f"{name}_overhead_ms"] / d, 3) if d > 0 else None
     ideal = math.ceil(calls / 64) * LATENCY  # 64 in flight: ceil(400/64) rounds of one latency each
     ideal16 = math.ceil(calls / 16) * LATENCY
-    with DualServer(LATENCY) as srv:
+    with _dual_server(LATENCY) as srv:
         lmc64 = _lmc_batch(srv.url, 64, calls, False)
         direct64 = _lmc_batch(srv.url, 64, calls, True)
         dspy = {t: _dspy("throughput", srv.url, "--calls", str(calls), "--threads", str(t))["dspy_elapsed_s"]

@@ -42,31 +42,11 @@ def _serve(latency: float, rate: float, seconds: float, kinds: tuple[str, ...]) 
         time.sleep(seconds)
 
 
-class _Server:
+def _server(rate: float, kinds: tuple[str, ...] = KINDS):
     """The loopback server in a child process, so client and server do not share one GIL."""
+    from tests.lmserver import ServerProcess
 
-    def __init__(self, latency: float, rate: float, kinds: tuple[str, ...] = KINDS):
-        self.args = [str(latency), str(rate), "900", ",".join(kinds)]
-
-    def __enter__(self) -> "_Server":
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", *self.args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            self.proc.kill()
-            raise RuntimeError("benchmark server did not start")
-        return self
-
-    def stats(self) -> dict:
-        import urllib.request
-
-        with urllib.request.urlopen(self.url + "/_stats", timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.proc.stdout.close()
+    return ServerProcess(argv=[__file__, "--serve", str(LATENCY), str(rate), "900", ",".join(kinds)])
 
 
 def _env(direct: bool) -> dict:
@@ -81,7 +61,7 @@ def _load_run(n: int, rate: float, direct: bool, kinds: tuple[str, ...] = KINDS)
     """One `lmc run` of n examples with the CLI's own retry settings; wall time and what the server saw."""
     from tests.reliability.helpers import expected_sentiment, reviews, write_jsonl
 
-    with tempfile.TemporaryDirectory() as tmp, _Server(LATENCY, rate, kinds) as srv:
+    with tempfile.TemporaryDirectory() as tmp, _server(rate, kinds) as srv:
         d = Path(tmp)
         write_jsonl(d / "in.jsonl", reviews(n))
         cmd = [sys.executable, "-m", "lmc", "run", str(PROGRAM), "--lm", "openai/test", "--api-base", srv.url,

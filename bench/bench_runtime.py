@@ -24,25 +24,11 @@ program main(question: str) -> (answer: str) { return qa(question=question) }
 N = 400
 
 
-class _Server:
+def _server(latency: float):
     """A loopback server in a child process (its own GIL) answering every chat request `<answer>ok</answer>`."""
+    from tests.lmserver import ServerProcess
 
-    def __init__(self, latency: float):
-        self.latency = latency
-
-    def __enter__(self) -> "_Server":
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.latency)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().strip()
-        if not self.url.startswith("http://"):
-            self.proc.kill()
-            raise RuntimeError("benchmark server did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(5)
-        self.proc.stdout.close()
+    return ServerProcess(argv=[__file__, "--serve", str(latency)])
 
 
 def _serve(latency: float) -> None:
@@ -104,11 +90,11 @@ def _batch(url: str, concurrency: int, n: int = N) -> float:
 
 
 def run(n: int = N) -> dict:
-    with _Server(0.0) as srv:
+    with _server(0.0) as srv:
         rtt = asyncio.run(_raw_rtt(srv.url, n))
         best = min(_batch(srv.url, 1, n) for _ in range(3))
     per_call = best / n
-    with _Server(0.1) as srv:
+    with _server(0.1) as srv:
         took64 = _batch(srv.url, 64, n)
     ideal = math.ceil(n / 64) * 0.1
     return {

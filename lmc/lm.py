@@ -60,12 +60,7 @@ MAX_RETRY_AFTER = 60.0
 # ---------------------------------------------------------------- litellm, loaded lazily
 
 
-_LITELLM_WARM = False
-
-
-def _mark_litellm_warm() -> None:
-    global _LITELLM_WARM
-    _LITELLM_WARM = True
+_LITELLM_WARM = False  # set after the process's first litellm call
 
 
 @lru_cache(maxsize=1)
@@ -598,6 +593,7 @@ class LiteLLMBackend:
 
     async def _litellm(self, spec: LMSpec, req: LMRequest, timeout: float, key: str | None,
                        secrets: list[str]) -> LMResult:
+        global _LITELLM_WARM
         litellm = _litellm()
         kwargs = {"model": spec.model, "timeout": timeout, "max_retries": 0, "num_retries": 0,
                   **self._params(spec, req)}
@@ -624,7 +620,7 @@ class LiteLLMBackend:
         except Exception as e:  # noqa: BLE001 - every litellm failure is mapped to an lmc error below
             raise _from_litellm(spec, e, timeout, secrets) from None
         finally:
-            _mark_litellm_warm()
+            _LITELLM_WARM = True
         latency = time.perf_counter() - start
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)

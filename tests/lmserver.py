@@ -354,9 +354,9 @@ class ServerProcess:
     `with ServerProcess(latency=0.1) as srv: srv.url; srv.stats()["requests"]`
     """
 
-    def __init__(self, *, latency: float = 0.0, seconds: float = 600.0):
-        self.latency = latency
-        self.seconds = seconds
+    def __init__(self, *, latency: float = 0.0, seconds: float = 600.0, argv: list[str] | None = None):
+        """`argv` (after the Python executable) starts another server script that prints its URL first."""
+        self.argv = argv or ["-m", "tests.lmserver", "--latency", str(latency), "--seconds", str(seconds)]
         self.proc = None
         self.url = ""
 
@@ -365,9 +365,7 @@ class ServerProcess:
         import sys
 
         root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.lmserver", "--latency", str(self.latency), "--seconds", str(self.seconds)],
-            cwd=root, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, *self.argv], cwd=root, stdout=subprocess.PIPE, text=True)
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://127.0.0.1:"):
             self.proc.kill()

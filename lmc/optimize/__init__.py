@@ -114,13 +114,18 @@ def label_field(p: I.Predictor) -> I.FieldSpec | None:
     return lits[0] if len(lits) == 1 else None
 
 
+def class_quota(f: I.FieldSpec, k: int) -> int:
+    """Demos each class of label field `f` needs among k: k / classes, rounded up."""
+    return -(-k // len(f.type.args))
+
+
 def enough(demos: Sequence[dict], p: I.Predictor, k: int) -> bool:
     """k demos, and for a classifier at least k/classes of every class (small models copy the majority
     label of their demos); a class that never shows up stops counting after 3k candidates."""
     f = label_field(p)
     if f is None:
         return len(demos) >= k
-    quota = -(-k // len(f.type.args))
+    quota = class_quota(f, k)
     counts = {v: 0 for v in f.type.args}
     for d in demos:
         if d.get(f.name) in counts:

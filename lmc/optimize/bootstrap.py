@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
-from . import Context, balanced, enough, label_field, labeled_demos, with_demos
+from . import Context, balanced, class_quota, enough, label_field, labeled_demos, with_demos
 
 TEACHER_TEMPERATURE = 0.7
 
@@ -64,7 +64,7 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
             gold = ex.get(m.gold) if f is not None else None
             if f is None or gold not in f.type.args:
                 return True  # nothing known about what this example would add
-            quota = -(-max_demos // len(f.type.args))
+            quota = class_quota(f, max_demos)
             have = Counter(d.get(f.name) for d in bucket)
             given_up = [c for c in f.type.args if have[c] < quota and tried[(pid, c)] >= 3 * max_demos]
             if tried[(pid, gold)] >= 3 * max_demos and have[gold] < quota:
@@ -117,7 +117,8 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
                         bucket.append({**call.inputs, **call.outputs, "_id": out.example.id})
                 if full():
                     break
-        ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed")
+        skipped = f", {stats['skipped']} examples of classes already covered not run" if stats["skipped"] else ""
+        ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
         if full():
             break
     if want_all:

@@ -97,9 +97,8 @@ def _clean_instruction(text: str) -> str | None:
 
 async def propose_instructions(ir: I.IR, ctx: Context, demo_sets: dict, source: str, n: int) -> dict[str, list[str]]:
     from ..check import check_source
-    from ..evaluate import run_example
-    from ..errors import BudgetExceeded, LMAuthError, LMError, LMUnreachableError
     from ..lower import lower
+    from ..runner import run_one
 
     proposer = lower(check_source(PROPOSER_SOURCE, "<mipro proposer>"))
     rt = (ctx.prompt_runtime or ctx.make_runtime)(proposer)
@@ -115,16 +114,13 @@ async def propose_instructions(ir: I.IR, ctx: Context, demo_sets: dict, source: 
             # A distinct temperature per proposal gives distinct samples and cache keys.
             prop = proposer.with_predictors([proposer.predictor("propose").with_settings(temperature=round(0.9 + 0.01 * i, 2))])
             rt.ir = prop
-            try:
-                res = await run_example(rt, inputs)
-            except (LMAuthError, LMUnreachableError, BudgetExceeded):
-                raise
-            except LMError as e:
-                # One proposal the LM could not give (e.g. a small base model's empty completions) costs
-                # one candidate, not the compile: the current instruction is always in the pool.
-                ctx.log(f"mipro: proposal {i + 1} for {p.id} failed: {e}")
+            # A proposal the LM cannot give (e.g. a small base model's empty completions) costs one
+            # candidate, not the compile: only run-stopping failures (auth, unreachable, budget) raise.
+            res = await run_one(rt, inputs)
+            if not res.ok:
+                ctx.log(f"mipro: proposal {i + 1} for {p.id} failed: {res.error}")
                 continue
-            text = _clean_instruction(res.outputs["instruction"]) if res.ok else None
+            text = _clean_instruction(res.outputs["instruction"])
             if text and text not in found:
                 found.append(text)
         out[p.id] = found
