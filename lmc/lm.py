@@ -478,7 +478,7 @@ class LiteLLMBackend:
 
     Measured on 2 cores against the loopback server (bench/bench_lm_overhead.py): litellm's
     call wrapper (logging objects, cost calculators, the OpenAI SDK's request transforms)
-    adds ~3-4 ms of CPU per call and reaches ~43% of ideal throughput at 64 in flight, while the
+    adds 3-5 ms of CPU per call and reaches 30-43% of ideal throughput at 64 in flight, while the
     direct POST adds under 0.1 ms over a bare aiohttp round trip and reaches ~92% of the
     best possible. The direct POST is opt-in (LMC_DIRECT_HTTP=1): by default every call goes through litellm.
     """
@@ -802,7 +802,7 @@ class LMClient:
         if direct_http is None:
             # Every call goes through litellm unless the user opts in to the plain-HTTP path for
             # OpenAI-compatible servers (LMC_DIRECT_HTTP=1): it costs ~0.01 ms per call where
-            # litellm costs ~3-4 ms, which matters for throughput against a local server.
+            # litellm costs 3-5 ms, which matters for throughput against a local server.
             direct_http = os.environ.get("LMC_DIRECT_HTTP", "").lower() in ("1", "true", "yes")
         self._remote = LiteLLMBackend(direct=direct_http, pool=max(100, self.concurrency)) if backend is None else None
         self._local: Any = None
