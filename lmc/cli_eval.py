@@ -84,16 +84,19 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
             console.print(
                 f"{label}: score {s['score']:.3f} ({confidence:.0%} CI {s['score_lo']:.3f}-{s['score_hi']:.3f}), "
                 f"n {s['n']}, passed {s['passed']}, errors {s['errors']}, calls {s['calls']} ({s['cached_calls']} cached), "
+                f"requests {s['requests']} ({s['retries']} retries, {s['failed_requests']} failed), "
                 f"{s['prompt_tokens'] + s['completion_tokens']} tokens, ${s['cost']:.4f}, {s['duration_s']:.1f}s",
                 markup=False)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "tokens", "cost", "time"):
+    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "requests", "tokens",
+                 "cost", "time"):
         table.add_column(name, justify="left" if name in ("", f"{confidence:.0%} CI") else "right", no_wrap=True)
     for label, rep in rows:
         s = report_stats(rep, confidence)
         table.add_row(label, f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
                       str(s["passed"]), str(s["errors"]), str(s["calls"]), str(s["cached_calls"]),
+                      str(s["requests"]) + (f" ({s['failed_requests']} failed)" if s["failed_requests"] else ""),
                       str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
     console.print(table)
 
@@ -190,6 +193,12 @@ def register(app: typer.Typer) -> None:
         jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", help="examples run at once (default 8)", show_default=False)] = None,
         rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute", show_default=False)] = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
+        max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3", show_default=False)] = None,
+        max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="spend at most this much (USD); each request reserves its worst case before it is sent", show_default=False)] = None,
+        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)", show_default=False)] = None,
+        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", help="USD per million completion tokens of such an LM", show_default=False)] = None,
+        max_lm_errors: Annotated[str, typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5)")] = "20%",
+        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -242,7 +251,8 @@ def _gate_options(**kw):
 
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, shard, min_score,
           baseline, max_drop, confidence, max_errors, allow_program_change, report, junit, summary, github_summary,
-          format) -> None:
+          format, max_calls=None, max_cost=None, price_per_mtok_in=None, price_per_mtok_out=None,
+          max_lm_errors="20%", truncate_inputs=False) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -259,6 +269,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     shard_spec = parse_shard(shard) if shard is not None else None
     _check_writable(report, junit, summary)
+    from .budget import config_price, parse_error_limit
+
+    error_limit = parse_error_limit(max_lm_errors)
 
     from .load import choose_lm, load_config
 
@@ -301,14 +314,16 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     extra_lms = config.alias_specs()
     concurrency = jobs or config.concurrency or 8
     client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
-                      concurrency=concurrency, rpm=rpm)
+                      concurrency=concurrency, rpm=rpm, max_calls=max_calls, max_cost=max_cost,
+                      price=config_price(price_per_mtok_in, price_per_mtok_out, config), max_lm_errors=error_limit)
+    E.check_lms(work, client, api_base=api_base or config.api_base, extra_lms=extra_lms)
     progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:
             progress.start()
         runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
                                   api_base=api_base or config.api_base, extra_lms=extra_lms,
-                                  on_result=on_result)
+                                  on_result=on_result, truncate_inputs=truncate_inputs)
     finally:
         if progress is not None:
             progress.stop()

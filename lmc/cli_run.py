@@ -79,11 +79,18 @@ def register(app: typer.Typer) -> None:
         rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
         max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="send at most this many LM requests (retries and failures count; cache hits are free)")] = None,
+        max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
+        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
+        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", help="USD per million completion tokens of such an LM")] = None,
+        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
+            caps = {"max_calls": max_calls, "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in,
+                    "price_per_mtok_out": price_per_mtok_out, "truncate_inputs": truncate_inputs}
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks)
+                        rpm, trace, max_backtracks, caps)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -93,7 +100,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks) -> int:
+         max_backtracks, caps: dict | None = None) -> int:
     from .load import load_target
     from .runner import make_runtime
 
@@ -109,7 +116,7 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None)
+                      trace_prompts=trace is not None, **(caps or {}))
     types = {f.name: f.type for f in rt.ir.program().inputs}
     if single:
         values = parse_inputs(input, field, types)
@@ -177,7 +184,7 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
             progress.start()
         asyncio.run(go())
     finally:
-        summary.retries = rt.client.usage.retries
+        summary.add_client(rt.client.usage)
         if progress:
             progress.stop()
         writer.close()

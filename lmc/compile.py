@@ -17,6 +17,7 @@ from typing import Any, Callable
 from . import ir as I
 from .artifact import Artifact, atomic_write_text, portable_path, sha256_file, write
 from .datasets import Dataset, load_dataset, split, validate
+from .budget import DEFAULT_LM_ERRORS, config_price, parse_error_limit
 from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warnings
 from .evaluate import metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
@@ -43,6 +44,10 @@ class CompileOptions:
     threshold: float | None = None
     max_calls: int | None = None
     max_cost: float | None = None
+    price_per_mtok_in: float | None = None  # the price of LMs litellm's table does not list (USD per 1M tokens)
+    price_per_mtok_out: float | None = None
+    max_lm_errors: str = DEFAULT_LM_ERRORS  # failed LM calls (a share or a count) before the compile stops, exit 3
+    truncate_inputs: bool = False
     allow_partial: bool = False
     cache_dir: str = ".lmc/cache"
     use_cache: bool = True
@@ -176,7 +181,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     threshold = opts.threshold if opts.threshold is not None else 1.0
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
-                      concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
+                      concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost,
+                      price=config_price(opts.price_per_mtok_in, opts.price_per_mtok_out, config),
+                      max_lm_errors=parse_error_limit(opts.max_lm_errors))
     observe(client)  # lets a live view read the running usage
     extra_lms = config.alias_specs()
     warnings = Warnings()  # shared by every runtime of the compile, reported at the end
@@ -184,11 +191,21 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     def runtime_with(lm_spec):
         def make(x: I.IR):
             return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms,
-                           warnings=warnings, from_artifact=target.kind == "artifact")
+                           warnings=warnings, from_artifact=target.kind == "artifact",
+                           truncate_inputs=opts.truncate_inputs)
         return make
 
-    teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
-    proposer = runtime_with(parse_lm(opts.prompt_lm, opts.api_base)) if opts.prompt_lm else None
+    teacher_spec = parse_lm(opts.teacher_lm, opts.api_base) if opts.teacher_lm else None
+    prompt_spec = parse_lm(opts.prompt_lm, opts.api_base) if opts.prompt_lm else None
+    teacher = runtime_with(teacher_spec) if teacher_spec else None
+    proposer = runtime_with(prompt_spec) if prompt_spec else None
+    # Refused before the first call: a --max-cost over an LM with no known price, or a server not listening.
+    main_rt = runtime_with(spec)(ir)
+    used = main_rt.lms() + [s for s in (teacher_spec, prompt_spec) if s is not None]
+    client.check_prices(used)
+    from .runner import preflight
+
+    preflight(main_rt, extra=used)
     params = dict(opts.params)
     # Internal knobs the passes read; they are not compile parameters, so the report leaves them out.
     params.setdefault("source", target.source)
@@ -208,6 +225,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 ctx.notes.append(f"budget exhausted before the first candidate was scored: {e}")
         else:
             ctx.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
+        client.check_health()  # every call failed (or too many): no artifact, however the budget ended
         current = ir
         if not ctx.budget_exhausted:
             for name in opts.passes:
@@ -222,6 +240,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                     break
                 if ctx.budget_exhausted:
                     break
+        client.check_health()
         final = None
         if ctx.budget_exhausted and baseline is None:
             if not opts.allow_partial:
@@ -246,6 +265,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 ctx.notes.append(f"the optimized program scored {final:.3f} on dev, below the program as written "
                                  f"({baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
                 current, final = ir, baseline
+        client.check_health()
     finally:
         await client.aclose()
 

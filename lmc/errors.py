@@ -212,6 +212,10 @@ class LMUnreachableError(LMError):
     """The provider could not be reached (connection refused, DNS, persistent timeouts)."""
 
 
+class LMFailure(LMError):
+    """Too many of a run's LM calls failed (or all of them): the run stops rather than ship a result built on gaps."""
+
+
 class OutputParseError(LmcError):
     """An LM reply that could not be parsed into the declared output fields."""
 

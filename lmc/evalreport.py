@@ -154,15 +154,33 @@ class Run:
 def _usage(client: Any) -> dict:
     u = client.usage
     return {"calls": u.calls, "cached_calls": u.cached_calls, "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens, "cost": u.cost}
+            "completion_tokens": u.completion_tokens, "cost": u.cost, "requests": u.requests, "retries": u.retries,
+            "failed_requests": u.failed_requests}
+
+
+def check_lms(jobs: Sequence[Job], client: Any, *, api_base: str | None = None, extra_lms: dict | None = None) -> None:
+    """Before any call: a --max-cost needs every LM's price, and a configured server must be listening."""
+    from .interpreter import Runtime
+    from .runner import preflight
+
+    for job in jobs:
+        rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
+                     from_artifact=job.from_artifact)
+        client.check_prices(rt.lms())
+        preflight(rt)
 
 
 def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, threshold: float, client: Any,
                      concurrency: int, api_base: str | None = None, extra_lms: dict | None = None,
-                     on_result: Callable[[int, Any], None] | None = None) -> list[Run]:
-    """Evaluate each job in turn on `examples` with one shared client (hence one cache); LM auth/unreachable errors propagate."""
+                     on_result: Callable[[int, Any], None] | None = None, truncate_inputs: bool = False) -> list[Run]:
+    """Evaluate each job in turn on `examples` with one shared client (hence one cache).
+
+    Run-stopping LM errors propagate (auth refused, unreachable, --max-lm-errors passed).  A budget
+    that runs out, or a run in which every LM call failed, is an LMFailure (exit 3): an evaluation
+    with holes is not a verdict."""
     import asyncio
 
+    from .errors import BudgetExceeded, LMFailure
     from .evaluate import evaluate
     from .interpreter import Runtime
 
@@ -171,7 +189,7 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
         try:
             for i, job in enumerate(jobs):
                 rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
-                             from_artifact=job.from_artifact)
+                             from_artifact=job.from_artifact, truncate_inputs=truncate_inputs)
                 before = _usage(client)
                 start = time.perf_counter()
                 callback = (lambda out, i=i: on_result(i, out)) if on_result else None
@@ -181,8 +199,12 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
                 usage = {k: after[k] - before[k] for k in after}
                 usage["cost"] = round(max(usage["cost"], 0.0), 8)
                 runs.append(Run(outcomes, usage, time.perf_counter() - start))
+        except BudgetExceeded as e:
+            client.check_health()  # every call failed: say that, not "budget"
+            raise LMFailure(f"{e}; the evaluation stopped before every example was scored") from None
         finally:
             await client.aclose()
+        client.check_health()
         return runs
 
     return asyncio.run(main())

@@ -64,6 +64,9 @@ class Config:
     cache_dir: str | None = None
     concurrency: int | None = None
     lms: dict = field(default_factory=dict)  # alias -> {model, api_base, api_key_env, settings...}
+    # USD per million tokens for LMs litellm's price table does not list (e.g. your own vLLM; 0 = free).
+    price_per_mtok_in: float | None = None
+    price_per_mtok_out: float | None = None
 
     def alias_specs(self) -> dict:
         from .lm import parse_lm
@@ -99,7 +102,8 @@ def _parse_config(p: Path) -> Config:
         raise ConfigError(f"{p}: cannot read: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-    known = {"lm", "api_base", "api_key_env", "api_key", "cache_dir", "concurrency", "lms"}
+    known = {"lm", "api_base", "api_key_env", "api_key", "cache_dir", "concurrency", "lms", "price_per_mtok_in",
+             "price_per_mtok_out"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{p}: unknown setting '{key}'; expected one of: {', '.join(sorted(known))}")
@@ -127,7 +131,13 @@ def _parse_config(p: Path) -> Config:
     conc = data.get("concurrency")
     if conc is not None and (not isinstance(conc, int) or conc < 1):
         raise ConfigError(f"{p}: 'concurrency' must be a positive integer")
-    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms)
+    prices = {}
+    for name in ("price_per_mtok_in", "price_per_mtok_out"):
+        value = data.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ConfigError(f"{p}: '{name}' must be a number of 0 or more (USD per million tokens)")
+        prices[name] = value
+    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms, **prices)
 
 
 def choose_lm(flag: str | None, api_base: str | None, config: Config, target: Target | None = None) -> Any:

@@ -13,9 +13,8 @@ from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlparse
 
 from .datasets import Dataset, Example
-from .errors import (EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError, DatasetError, LMAuthError,
-                     LMError, LmcError, LMUnreachableError)
-from .interpreter import Result, Runtime, run_example
+from .errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError, DatasetError, LMError, LmcError, LMUnreachableError
+from .interpreter import RUN_STOPPING, Result, Runtime, run_example
 from .load import Target, choose_lm, load_config
 
 DEFAULT_CACHE_DIR = ".lmc/cache"
@@ -31,8 +30,15 @@ FSYNC_EVERY_S = 1.0
 def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None = None,
                  cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
-                 trace_prompts: bool = False, config: Any = None, backend: Any = None) -> Runtime:
-    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`)."""
+                 trace_prompts: bool = False, config: Any = None, backend: Any = None,
+                 max_calls: int | None = None, max_cost: float | None = None,
+                 price_per_mtok_in: float | None = None, price_per_mtok_out: float | None = None,
+                 max_lm_errors: str | None = None, truncate_inputs: bool = False) -> Runtime:
+    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`).
+
+    Caps (`max_calls`, `max_cost`) are checked here against the LMs the program uses: a
+    --max-cost over an LM whose price is unknown is refused before anything runs."""
+    from .budget import config_price, parse_error_limit
     from .lm import LMClient
 
     config = config if config is not None else load_config()
@@ -45,9 +51,15 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
         raise ConfigError(f"concurrency must be at least 1, got {j}")
     if rpm is not None and rpm <= 0:
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
-    client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend)
+    client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend,
+                      max_calls=max_calls, max_cost=max_cost,
+                      price=config_price(price_per_mtok_in, price_per_mtok_out, config),
+                      max_lm_errors=parse_error_limit(max_lm_errors) if max_lm_errors is not None else None)
     rt = Runtime(target.ir, client, lm=spec, api_base=base, trace_prompts=trace_prompts,
-                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact")
+                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact",
+                 truncate_inputs=truncate_inputs)
+    if max_cost is not None:
+        client.check_prices(rt.lms())
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
@@ -55,14 +67,14 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
     return rt
 
 
-def preflight(rt: Runtime) -> None:
+def preflight(rt: Runtime, extra: Iterable[Any] = ()) -> None:
     """Fail fast (LMUnreachableError) when a configured api_base refuses connections.
 
     Retries with backoff are right for a flaky server but make a mistyped URL cost half
     a minute; one TCP connect answers that in milliseconds and sends no request.
     """
     seen = set()
-    specs = [rt.default_lm()] + [rt.lm_for(p) for p in rt.ir.predictors]
+    specs = [rt.default_lm()] + rt.lms() + list(extra)
     for spec in specs:
         if not spec.api_base or spec.api_base in seen or spec.is_local:
             continue
@@ -87,7 +99,7 @@ async def run_one(rt: Runtime, inputs: dict, *, program: str | None = None, exam
     """Run one example; only run-stopping failures (auth, unreachable, budget, config) raise."""
     try:
         return await run_example(rt, inputs, program=program, example_id=example_id)
-    except (LMAuthError, LMUnreachableError, BudgetExceeded, ConfigError):
+    except (*RUN_STOPPING, ConfigError):
         raise
     except LMError as e:
         return Result(None, error=str(e), error_kind="lm")
@@ -215,12 +227,21 @@ class Summary:
     cached_calls: int = 0
     cost: float = 0.0
     retries: int = 0  # LM attempts repeated after a transient failure (rate limit, 5xx, timeout, bad body)
+    requests: int = 0  # LM requests sent (first tries, retries, failures), as the client counted them
+    failed_requests: int = 0
     duration_s: float = 0.0
     stopped_by: LmcError | None = None  # the run-stopping error, if any
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    def add_client(self, usage: Any) -> None:
+        """Requests, retries, failures and spend as the LM client counted them, cut-short examples included."""
+        self.retries = usage.retries
+        self.requests = usage.requests
+        self.failed_requests = usage.failed_requests
+        self.cost = usage.cost
 
     def exit_code(self) -> int:
         if self.stopped_by is not None:
@@ -232,8 +253,9 @@ class Summary:
         text = (f"{self.done} run ({self.ok} ok, {self.failed} failed)"
                 + (f", {self.skipped} already done" if self.skipped else "")
                 + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
-                f"{self.calls} LM calls ({self.cached_calls} cached"
-                + (f", {self.retries} retries" if self.retries else "") + f"), ${self.cost:.4f}")
+                f"{self.calls} LM calls ({self.cached_calls} cached), {self.requests} requests sent"
+                + (f" ({self.retries} retries" + (f", {self.failed_requests} failed" if self.failed_requests else "")
+                   + ")" if self.retries or self.failed_requests else "") + f", ${self.cost:.4f}")
         return text
 
 
@@ -255,7 +277,14 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
 
     async def worker() -> None:
         for ex in pending:
-            result = await run_one(rt, ex.inputs(input_names), program=program, example_id=ex.id)
+            if isinstance(s.stopped_by, BudgetExceeded):
+                return
+            try:
+                result = await run_one(rt, ex.inputs(input_names), program=program, example_id=ex.id)
+            except BudgetExceeded as e:
+                # Requests in flight in other workers are paid for: they finish and are written; nothing new starts.
+                s.stopped_by = s.stopped_by or e
+                return
             if result.ok:
                 s.ok += 1
             else:
