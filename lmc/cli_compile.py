@@ -16,7 +16,8 @@ from .errors import LmcError
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    # Not a terminal (CI logs, tests): wide enough that the summary table's columns are never cut.
+    return Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
 def compile_cmd(

@@ -278,6 +278,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     config = load_config()
     cand_t = _load(target, program, "target")
     cand_metric = E.choose_metric(cand_t.ir, metric, target)
+    from .evaluate import check_metric
+
+    check_metric(cand_metric)
     dataset = load_dataset(data)
     E.check_data(cand_t.ir, dataset, cand_metric)
     examples = E.select_shard(dataset, shard_spec)

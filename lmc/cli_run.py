@@ -193,6 +193,7 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
     if summary.stopped_by is not None:
         err = summary.stopped_by
         _err(f"error: {err}")
+        _err(f"stopped: {summary.line()}")
         _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {out}; rerun to resume")
         return err.exit_code
     _err(f"{'done' if not (summary.failed or summary.previously_failed) else 'done with failures'}: {summary.line()}")

@@ -19,7 +19,7 @@ from .artifact import Artifact, atomic_write_text, portable_path, sha256_file, w
 from .datasets import Dataset, load_dataset, split, validate
 from .budget import DEFAULT_LM_ERRORS, config_price, parse_error_limit
 from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warnings
-from .evaluate import metric_needs_gold
+from .evaluate import check_metric, metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
 from .optimize import PASS_NAMES, Context, run_pass
 
@@ -174,6 +174,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     target = load_target(opts.program, opts.program_name)
     ir = target.ir
     metric = pick_metric(ir, opts.metric, opts.program)
+    check_metric(metric)
     train, dev, split_note = prepare_data(opts, ir, metric)
     check_pass_options(opts.passes, opts.params, len(dev))
     if split_note:
@@ -297,7 +298,11 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     duration = time.perf_counter() - started
     stats = {"duration_s": round(duration, 3), **usage.to_json()}
     atomic_write_text(_stats_path(opts.out), _json(stats))
-    return CompileResult(artifact, baseline, final, report["candidates"], list(ctx.notes), stats, split_note)
+    notes = list(ctx.notes)
+    if usage.errors:  # within --max-lm-errors, but the user should know the scores rest on fewer answers
+        notes.append(f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
+                     f"their examples scored 0 (--max-lm-errors {opts.max_lm_errors})")
+    return CompileResult(artifact, baseline, final, report["candidates"], notes, stats, split_note)
 
 
 def finetune_dir_for(out: str) -> str:

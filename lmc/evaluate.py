@@ -41,6 +41,13 @@ def metric_arity(fn: Callable, what: str) -> int:
     return arity
 
 
+def check_metric(metric: I.MetricIR) -> None:
+    """Import a python metric and check its signature now, before any LM call is spent."""
+    if metric.kind == "python":
+        fn = load_python_ref(metric.ref, what=f"metric '{metric.name}'")
+        metric_arity(fn, f"metric '{metric.name}' ({metric.ref})")
+
+
 async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> float:
     """A metric's score in [0, 1] for one prediction; raises LmcError when the metric itself fails."""
     if metric.kind == "builtin":

@@ -488,16 +488,16 @@ def test_local_model_greedy_stop_and_tokens(tmp_path):
 
 @pytest.mark.local_model
 @local
-def test_local_model_truncates_overlong_prompt_with_a_warning():
+def test_local_model_refuses_an_overlong_prompt_instead_of_dropping_its_head():
     from lmc.local import LocalBackend
 
-    backend = LocalBackend(n_ctx=256)  # a small window keeps the overlong prompt cheap to evaluate
+    backend = LocalBackend(n_ctx=256, slots=0)  # a small window keeps the overlong prompt cheap to tokenize
     client = LMClient(use_cache=False, backend=backend)
     spec = parse_lm("local/gemma-3-270m")
-    res = run(client.complete(spec, LMRequest(prompt="one two three " * 120 + "\nfour five", max_tokens=4)))
-    assert res.prompt_tokens <= 256 - 4
-    assert res.warnings and "dropped its first" in res.warnings[0]
-    assert client.warnings.items == list(res.warnings)
+    with pytest.raises(LMError, match=r"input of [\d,]+ tokens does not fit the 256-token context of "
+                                      r"local/gemma-3-270m with 4 tokens kept for the answer"):
+        run(client.complete(spec, LMRequest(prompt="one two three " * 120 + "\nfour five", max_tokens=4)))
+    assert client.usage.errors == 1 and client.usage.calls == 0
     backend.close()
 
 
