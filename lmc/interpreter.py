@@ -26,7 +26,7 @@ from . import ir as I
 from . import prompts
 from .errors import (BudgetExceeded, ConfigError, ExampleError, LMAuthError, LMError, LMFailure, LmcError,
                      LMUnreachableError, OutputParseError, Warnings)
-from .lm import LMClient, LMSpec, Usage, make_request, parse_lm
+from .lm import LMClient, LMSpec, Usage, current_meter, make_request, parse_lm
 from .types import Type, coerce
 
 DEFAULT_LM = "local/gemma-3-270m"
@@ -158,12 +158,18 @@ class Runtime:
         return parse_lm(env or DEFAULT_LM, self.api_base)
 
     def lms(self) -> list[LMSpec]:
-        """Every LM the program's predictors call (ensemble members share their predictors' settings)."""
+        """Every LM the program calls: its predictors' (ensemble members share their settings) and the
+        models of its embeddings retrievers."""
         out: list[LMSpec] = []
         for p in self.ir.predictors:
             spec = self.lm_for(p)
             if spec not in out:
                 out.append(spec)
+        for r in self.ir.retrievers:
+            if r.kind == "embeddings" and r.model:
+                spec = LMSpec(r.model, self.api_base)
+                if spec not in out:
+                    out.append(spec)
         return out
 
     def lm_for(self, p: I.Predictor) -> LMSpec:
@@ -205,7 +211,7 @@ class Runtime:
                 r = BM25Retriever(spec.path, text_field=spec.text_field, k=spec.k, base_dir=self.base_dir)
             else:
                 r = EmbeddingsRetriever(spec.path, model=spec.model, text_field=spec.text_field, k=spec.k,
-                                        base_dir=self.base_dir, api_base=self.api_base)
+                                        base_dir=self.base_dir, api_base=self.api_base, meter=self.client)
             self._retrievers[name] = r
         return r
 
@@ -366,6 +372,7 @@ async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, 
         return Result(None, error=error, error_kind=kind, trace=ctx.trace, duration_s=time.perf_counter() - start,
                       lm_usage=ctx.meter)
 
+    token = current_meter.set(ctx.meter)  # embedding requests of retrievers count for this example too
     try:
         outputs = await run_program(rt, ctx, program or rt.ir.entry, inputs)
         return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter)
@@ -383,6 +390,8 @@ async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, 
         return failed(str(e), "runtime")
     except RecursionError:
         return failed("program recursion too deep", "runtime")
+    finally:
+        current_meter.reset(token)
 
 
 async def run_program(rt: Runtime, ctx: _Ctx, name: str, inputs: dict) -> dict:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -349,6 +351,11 @@ class Usage:
         if self.by_tag:
             out["by_tag"] = {k: v.to_json() for k, v in sorted(self.by_tag.items())}
         return out
+
+
+# The Usage of the example being run, for requests made outside `LMClient.complete` (embeddings);
+# set by the interpreter around each example, copied into the tasks it starts.
+current_meter: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("lmc_current_meter", default=None)
 
 
 class LMTransientError(LMError):
@@ -1065,6 +1072,34 @@ class LMClient:
         if kind == "empty":
             return LMError(f"{spec.model} returned an empty completion {attempts} times", model=spec.model)
         return LMError(f"{spec.model} failed after {attempts} attempts: {text}", model=spec.model)
+
+    @contextlib.contextmanager
+    def embedding_request(self, model: str, texts: list[str]):
+        """Count one embeddings request against the caps and in the accounting, like any LM request.
+
+        Yields a dict; set its "prompt_tokens" from the provider's usage so the spend is exact
+        (otherwise a priced model is charged the request's worst case)."""
+        if self._fatal is not None:
+            raise self._fatal
+        spec = LMSpec(model)
+        hold = self.ledger.reserve(self.usage, spec, LMRequest(prompt="\n".join(texts), max_tokens=0))
+        meter = current_meter.get()
+        box: dict = {"prompt_tokens": None}
+        failed, cost = True, hold.cost
+        try:
+            yield box
+            failed = False
+            price = self.ledger.price_of(spec)
+            if box["prompt_tokens"] is not None and price is not None:
+                cost = price.cost(int(box["prompt_tokens"]), 0)
+        finally:
+            self.ledger.release(hold)
+            for u in (self.usage, meter):
+                if u is None:
+                    continue
+                u.add_request("", failed=failed, cost=cost)
+                if not failed:
+                    u.add_result("", LMResult(text="", prompt_tokens=int(box["prompt_tokens"] or 0)))
 
     # -------------------------------------------------------- sizes
 

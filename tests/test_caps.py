@@ -413,3 +413,39 @@ def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_i
     assert "review number 1" in sent and "the end" in sent and "[...]" in sent  # head and tail kept, middle cut
     assert len(sent) < 128_000 * 4
     assert "cut inputs from their middle" in err
+
+
+# ---------------------------------------------------------------- embeddings requests count too
+
+
+RAG = """
+retriever docs = embeddings("corpus.jsonl", model="openai/text-embedding-3-small", k=1)
+signature Answer(context: list[str], question: str -> answer: str)
+module a = Predict(Answer)
+program main(question: str) -> (answer: str) {
+  found = docs(question)
+  return a(context=found, question=question)
+}
+"""
+
+
+def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws):
+    (ws / "rag.lmp").write_text(RAG, encoding="utf-8")
+    write_jsonl(ws / "corpus.jsonl", [{"text": f"fact {i}"} for i in range(5)])
+    write_jsonl(ws / "in.jsonl", [{"id": f"q{i}", "question": f"question {i}"} for i in range(6)])
+    with LoopbackServer(responder) as srv:
+        args = ("run", "rag.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--no-cache", "-j", "1",
+                "--cache-dir", "c1")
+        code, _, err = lmc(*args, "--out", "o.jsonl")
+        assert code == 0, err
+        by_path = dict(srv.by_path)
+        sent = srv.requests
+        lines = [json.loads(x) for x in (ws / "o.jsonl").read_text().splitlines()]
+        # One embedding of the corpus (the first example builds the index), one per question, one LM call each.
+        assert by_path == {"/v1/embeddings": 7, "/v1/chat/completions": 6}
+        assert sum(line["usage"]["requests"] for line in lines) == sent == 13
+        assert f"{sent} requests sent" in err
+        srv.reset_counters()
+        code, _, err = lmc(*args[:-2], "--cache-dir", "c2", "--out", "p.jsonl", "--max-calls", "4")
+        assert code == 1 and "--max-calls 4" in err, err
+        assert srv.requests <= 4
