@@ -173,6 +173,10 @@ def test_a_dead_endpoint_exits_3_before_any_work(lmc, ws):
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [last_line(err)]
     assert "cannot reach" in last_line(err)
     assert nothing_written(ws)
+    code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", f"http://127.0.0.1:{port}/v1",
+                       "--report", "r.json")
+    assert code == 3 and "cannot reach" in last_line(err), err
+    assert not (ws / "r.json").exists()
 
 
 def test_a_refused_key_exits_3_without_retries(lmc, ws):
@@ -449,3 +453,19 @@ def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws)
         code, _, err = lmc(*args[:-2], "--cache-dir", "c2", "--out", "p.jsonl", "--max-calls", "4")
         assert code == 1 and "--max-calls 4" in err, err
         assert srv.requests <= 4
+
+
+def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws):
+    write_jsonl(ws / "in.jsonl", reviews(30, labels=False))
+
+    def half(request):
+        return (500, "upstream failed") if share(request) < 50 else None
+
+    with LoopbackServer(responder, status_for=half) as srv:
+        code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "a.jsonl", "-j", "1")
+        assert code == 1, err  # every example has its line, the failed ones with their reason
+        assert len((ws / "a.jsonl").read_text().splitlines()) == 30
+        code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "b.jsonl", "-j", "1",
+                           "--max-lm-errors", "20%", "--cache-dir", "other")
+    assert code == 3 and "over --max-lm-errors 20%" in err, err
+    assert len((ws / "b.jsonl").read_text().splitlines()) < 30
