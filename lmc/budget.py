@@ -145,17 +145,15 @@ class Ledger:
 
     def reserve(self, usage: Any, spec: Any, req: Any) -> Hold:
         """Count this request against the caps or raise BudgetExceeded; nothing is sent on a refusal."""
+        # The messages name the cap only: they land in artifact notes, which must not depend on timing.
         if self.max_calls is not None and usage.requests + self.held_requests + 1 > self.max_calls:
-            raise BudgetExceeded(f"LM call budget spent: {usage.requests} requests sent"
-                                 + (f", {self.held_requests} in flight" if self.held_requests else "")
-                                 + f" of --max-calls {self.max_calls}")
+            raise BudgetExceeded(f"LM call budget spent (--max-calls {self.max_calls})")
         if self.max_cost is not None and self.price_of(spec) is None:
             self.check_prices([spec])
         worst = self.worst_cost(spec, req)
         if self.max_cost is not None and usage.cost + self.held_cost + worst > self.max_cost * (1 + 1e-9):
-            raise BudgetExceeded(f"LM cost budget spent: ${usage.cost:.4f} spent"
-                                 + (f", ${self.held_cost:.4f} held by requests in flight" if self.held_cost else "")
-                                 + f", the next request may cost up to ${worst:.4f}, over --max-cost ${self.max_cost:g}")
+            raise BudgetExceeded(f"LM cost budget spent: the next request's worst case does not fit what is left "
+                                 f"of --max-cost ${self.max_cost:g}")
         self.held_requests += 1
         self.held_cost += worst
         return Hold(worst)

@@ -338,7 +338,7 @@ def test_call_budget(tmp_path):
     spec = parse_lm("openai/m")
     run(client.complete(spec, LMRequest(prompt="a")))
     run(client.complete(spec, LMRequest(prompt="b")))
-    with pytest.raises(BudgetExceeded, match="2 requests sent of --max-calls 2"):
+    with pytest.raises(BudgetExceeded, match=r"LM call budget spent \(--max-calls 2\)"):
         run(client.complete(spec, LMRequest(prompt="c")))
     assert run(client.complete(spec, LMRequest(prompt="a"))).cached  # cached calls are free
     assert len(fake.calls) == 2
