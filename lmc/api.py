@@ -158,18 +158,24 @@ def _run_sync(coro):
 
 def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
          cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int = 8, max_backtracks: int | None = None,
-         trace_prompts: bool = False) -> Program:
+         trace_prompts: bool = False, max_calls: int | None = None, max_cost: float | None = None,
+         price_per_mtok_in: float | None = None, price_per_mtok_out: float | None = None,
+         truncate_inputs: bool = False) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     The LM is chosen as `lmc run` chooses it: `lm=`, then LMC_LM, then lmc.yaml, then the
     artifact's LM, then the embedded local model.  `cache_dir=None` turns the cache off.
+    `max_calls`/`max_cost` cap every call made through the returned program, as the CLI's flags do
+    (a spent budget raises `BudgetExceeded`); `prog.runtime.client.usage` holds the accounting.
     """
     from .load import load_target
     from .runner import make_runtime
 
     target = load_target(path, program)
     rt = make_runtime(target, lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=cache_dir is not None,
-                      concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts)
+                      concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
+                      max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
+                      price_per_mtok_out=price_per_mtok_out, truncate_inputs=truncate_inputs)
     return Program(target, rt)
 
 
