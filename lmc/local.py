@@ -88,13 +88,15 @@ class _Quiet:
             os.close(self._saved)
 
 
-def runtime_dir() -> Path | None:
-    """A directory only this user can write: $XDG_RUNTIME_DIR/lmc, else <tmp>/lmc-<uid>; None if neither is safe."""
+def runtime_dir(candidates: list[Path] | None = None) -> Path | None:
+    """A directory only this user can write, the same for all of the user's processes: /tmp/lmc-<uid>
+    (else the same under $TMPDIR); None if none is safe.
+
+    Not $XDG_RUNTIME_DIR or $TMPDIR first: a cron job, a CI step and a login shell see different
+    values, and processes that look in different places never take turns."""
     uid = os.getuid()
-    candidates = []
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        candidates.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "lmc")
-    candidates.append(Path(tempfile.gettempdir()) / f"lmc-{uid}")
+    if candidates is None:
+        candidates = [Path("/tmp") / f"lmc-{uid}", Path(tempfile.gettempdir()) / f"lmc-{uid}"]
     for d in candidates:
         try:
             d.mkdir(mode=0o700, exist_ok=True)

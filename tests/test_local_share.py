@@ -143,21 +143,18 @@ def test_as_many_slots_as_the_cores_allow(tmp_path, monkeypatch):
     assert default_slots(n_threads=2) == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
-def test_the_lock_directory_is_private(tmp_path, monkeypatch):
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    (shared / "lmc").mkdir(mode=0o777)
-    os.chmod(shared / "lmc", 0o777)  # anyone could plant or hold our lock files here
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    d = runtime_dir()
-    assert d == tmp_path / "tmp" / f"lmc-{os.getuid()}"
-    assert (d.stat().st_mode & 0o777) == 0o700
-    monkeypatch.setattr(tempfile, "tempdir", None)
+def test_the_lock_directory_is_private(tmp_path):
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    os.chmod(planted, 0o777)  # anyone could plant or hold our lock files here
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    fresh = tmp_path / "fresh"
+    assert runtime_dir([planted, link, fresh]) == fresh
+    assert (fresh.stat().st_mode & 0o777) == 0o700
+    assert runtime_dir([planted, link]) is None
+    assert runtime_dir() == Path("/tmp") / f"lmc-{os.getuid()}"  # one place for every process of the user
 
 
 def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_cut():
