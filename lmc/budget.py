@@ -48,6 +48,7 @@ class Price:
 
 
 EMBEDDED = Price(0.0, 0.0, "the embedded model")
+GIVEN = "the price you gave"
 
 
 def user_price(per_mtok_in: float | None, per_mtok_out: float | None, where: str = PRICE_FLAGS) -> Price | None:
@@ -59,7 +60,7 @@ def user_price(per_mtok_in: float | None, per_mtok_out: float | None, where: str
     for value in (per_mtok_in, per_mtok_out):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"{where}: a price must be a number of 0 or more (USD per million tokens), got {value!r}")
-    return Price(per_mtok_in / 1e6, per_mtok_out / 1e6, "the price you gave")
+    return Price(per_mtok_in / 1e6, per_mtok_out / 1e6, GIVEN)
 
 
 def config_price(per_mtok_in: float | None, per_mtok_out: float | None, config: Any) -> Price | None:
@@ -172,7 +173,7 @@ class Ledger:
             return float(result.cost or 0.0)
         if not result.prompt_tokens and not result.completion_tokens:
             return max(float(result.cost or 0.0), hold.cost)
-        if price.source == "the price you gave" or not result.cost:
+        if price.source == GIVEN or not result.cost:
             return price.cost(result.prompt_tokens, result.completion_tokens)
         return float(result.cost)
 
