@@ -90,6 +90,15 @@ _DENY = {
     "swapoff": (168, 225), "acct": (163, 89), "quotactl": (179, 60), "quotactl_fd": (443, 443),
     "iopl": (172, None), "ioperm": (173, None), "uselib": (134, None), "personality": (135, 92),
     "syslog": (103, 116), "lookup_dcookie": (212, 18),
+    # Landlock has no right for changing a file's metadata: without these a
+    # program could chmod the user's private key world-readable.  By path
+    # only (an O_PATH descriptor of any file is a path here); the descriptor
+    # forms need a real open, which Landlock already confines.
+    "chmod": (90, None), "chown": (92, None), "lchown": (94, None), "fchmodat": (268, 53),
+    "fchmodat2": (452, 452), "fchownat": (260, 54), "utime": (132, None), "utimes": (235, None),
+    "futimesat": (261, None), "utimensat": (280, 88), "setxattr": (188, 5), "lsetxattr": (189, 6),
+    "removexattr": (197, 14), "lremovexattr": (198, 15), "setxattrat": (463, 463),
+    "removexattrat": (466, 466), "open_tree_attr": (467, 467), "file_setattr": (469, 469),
 }
 # Allowed only when the first argument is the process's own pid: a program
 # may signal itself (abort, raise), never its parent or the user's processes.
