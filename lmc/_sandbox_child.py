@@ -241,21 +241,11 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
             "os.rmdir": ((0,), True, "removing"),
             "os.mkdir": ((0,), True, "creating"),
             "os.rename": ((0, 1), True, "renaming"),
-            "os.chmod": ((0,), True, "changing"),
-            "os.chown": ((0,), True, "changing"),
-            "os.chflags": ((0,), True, "changing"),
-            "os.lchflags": ((0,), True, "changing"),
-            "os.utime": ((0,), True, "changing"),
             "os.truncate": ((0,), True, "truncating"),
-            "os.setxattr": ((0,), True, "changing"),
-            "os.removexattr": ((0,), True, "changing"),
             "shutil.copyfile": ((0, 1), True, "copying"),
-            "shutil.copymode": ((0, 1), True, "copying"),
-            "shutil.copystat": ((0, 1), True, "copying"),
             "shutil.copytree": ((0, 1), True, "copying"),
             "shutil.move": ((0, 1), True, "moving"),
             "shutil.rmtree": ((0,), True, "removing"),
-            "shutil.chown": ((0,), True, "changing"),
             "shutil.unpack_archive": ((0, 1), True, "unpacking"),
             "tempfile.mkstemp": ((0,), True, "creating"),
             "tempfile.mkdtemp": ((0,), True, "creating"),
@@ -267,6 +257,12 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     introspection = "refused: interpreter introspection (gc) is not allowed"
     limits = "refused: changing resource limits is not allowed"
     links = "refused: creating links is not allowed"
+    # The kernel filter refuses these everywhere (Landlock cannot tell the
+    # sandbox's files from the user's); the hint keeps the LM's retry useful.
+    metadata = (
+        "refused: changing file permissions, owners, times or extended attributes is not allowed"
+        " (shutil.copyfile copies contents without them)"
+    )
     event_reasons = mapping(
         {
             "os.system": processes, "os.exec": processes, "os.fork": processes,
@@ -282,6 +278,9 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
             "gc.get_referents": introspection,
             "resource.setrlimit": limits, "resource.prlimit": limits,
             "os.symlink": links, "os.link": links,
+            "os.chmod": metadata, "os.chown": metadata, "os.chflags": metadata, "os.lchflags": metadata,
+            "os.utime": metadata, "os.setxattr": metadata, "os.removexattr": metadata,
+            "shutil.copymode": metadata, "shutil.copystat": metadata, "shutil.chown": metadata,
         }
     )
     network = "refused: network access is not allowed"
