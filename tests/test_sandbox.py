@@ -306,13 +306,17 @@ def test_landlock_rights_degrade_by_abi_version():
     assert not c.READ_TREE_RIGHTS & ~(c.FS_READ_FILE | c.FS_READ_DIR)
 
 
-def test_read_rules_cover_the_stdlib_but_not_its_site_packages():
+def test_read_rules_cover_the_stdlib_but_not_its_site_packages(monkeypatch):
     import sysconfig
 
     from lmc import _confine as c
 
+    # What the child has mapped when it confines itself (this test process maps far more).
+    libc = next(p for p in c._mapped_files() if os.path.basename(p).startswith("libc.so"))
+    monkeypatch.setattr(c, "_mapped_files", lambda: [libc])
     stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
     rules = dict(c.read_rules([stdlib]))
+    assert rules[libc] == c.FS_READ_FILE and rules[os.path.dirname(libc)] == c.READ_TREE_RIGHTS
     assert rules[stdlib] == c.FS_READ_DIR  # listing only: imports scan it
     assert rules[os.path.join(stdlib, "json")] == c.READ_TREE_RIGHTS
     assert not [p for p in rules if "site-packages" in p.split("/") or "dist-packages" in p.split("/")]

@@ -145,7 +145,7 @@ ESCAPES: tuple[Escape, ...] = (
       "fd = os.open(canary, os.O_PATH)\n"
       "attempt('read', lambda: open(f'/proc/self/fd/{fd}').read())\n"
       "attempt('append', lambda: open(f'/proc/self/fd/{fd}', 'a').write('pwned'))\nresult = outcome()"),
-    E("linkat-empty-path", "link an O_PATH fd of the canary into the sandbox (AT_EMPTY_PATH, root child's capability)",
+    E("linkat-empty-path", "link an O_PATH fd of the canary into the sandbox (linkat AT_EMPTY_PATH)",
       "ctypes, lib = libc()\nfd = os.open(canary, os.O_PATH)\n"
       "checked(ctypes, lib.linkat(fd, b'', -100, b'stolen', 0x1000))\nresult = open('stolen').read()"),
     E("rename-exchange", "atomically exchange a sandbox file with the canary (renameat2 RENAME_EXCHANGE)",
