@@ -262,6 +262,14 @@ def _mapped_files() -> list[str]:
     return sorted(set(found))
 
 
+def _shared_libraries(directory: str) -> list[str]:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return [e.path for e in entries if ".so" in e.name and e.is_file()]
+
+
 def read_rules(stdlib_dirs: list[str]) -> list[tuple[str, int]]:
     """Every path the child may read after confinement, with the rights granted beneath it."""
     rules: list[tuple[str, int]] = []
@@ -280,8 +288,15 @@ def read_rules(stdlib_dirs: list[str]) -> list[tuple[str, int]]:
     # world-readable, no user data) is readable, never executable.
     for path in _mapped_files():
         rules.append((path, FS_READ_FILE))
-        if os.path.basename(path).startswith(("libc.so", "libc-")):
+        name = os.path.basename(path)
+        if name.startswith(("libc.so", "libc-")):
             rules.append((os.path.dirname(path), READ_TREE_RIGHTS))
+        elif name.startswith("libpython"):
+            # A Python with its own libraries (conda, a custom prefix) keeps
+            # zlib, libffi, ... beside libpython; that directory may also hold
+            # the standard library with its site-packages, so only the shared
+            # libraries themselves are granted.
+            rules.extend((lib, FS_READ_FILE) for lib in _shared_libraries(os.path.dirname(path)))
     for path in ("/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random", "/dev/zero"):
         rules.append((os.path.realpath(path), FS_READ_FILE))
     rules.append(("/dev/null", FS_READ_FILE | FS_WRITE_FILE | FS_TRUNCATE))
