@@ -386,3 +386,19 @@ def confine(sandbox_dir: str, rules: list, *, require_seccomp: bool = True, simu
         return f"Landlock ABI {abi} (no seccomp: {seccomp_missing})"
     _install_seccomp(deny_truncate=level < 3)
     return f"Landlock ABI {abi} + seccomp"
+
+
+def status(sandbox_dir: str, rules: list, *, strict: bool, simulate_missing: bool = False) -> dict:
+    """Confine this process and say how, as the child reports it to the parent.
+
+    {"confined": what}; else {"refused": why} when the boundary is required
+    (LMC_SANDBOX=strict, the default), or {"unconfined": why} when the user
+    opted in to less.  A half-applied boundary is refused too in strict mode.
+    """
+    try:
+        return {"confined": confine(sandbox_dir, rules, require_seccomp=strict, simulate_missing=simulate_missing)}
+    except Unavailable as exc:
+        why = str(exc)
+    except OSError as exc:
+        why = f"applying the kernel sandbox failed: {exc.strerror or exc}"
+    return {"refused": why} if strict else {"unconfined": why}

@@ -2,7 +2,7 @@
 
 This file is executed as a script by `lmc.sandbox` in a fresh `python -I -S -B`
 process; it must not import anything from lmc (the child has no site-packages;
-`lmc/_confine.py` is loaded by path).  Everything before `_confine` is trusted
+`lmc/_confine.py` is loaded by path).  Everything before `confine()` is trusted
 set-up; from there on the kernel (Landlock, seccomp) holds the process, and the
 audit hook installed next only turns common attempts into friendly refusals.
 See docs/security.md for the threat model.
@@ -521,62 +521,40 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _load_confine():
-    """`lmc/_confine.py`, loaded by path: the lmc package itself is not importable here."""
-    import _frozen_importlib as bootstrap
-    import _frozen_importlib_external as external
+def _confinement(job: dict):
+    """Load `lmc/_confine.py` while the interpreter's files are still readable (before the uid drop).
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_confine.py")
-    spec = external.spec_from_file_location("_lmc_confine", path)
-    module = bootstrap.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_confinement(job: dict):
-    """Load the confinement code while the interpreter's files are still readable (before the uid drop).
-
-    Returns (module or None, its read rules, modules loaded for it, why it could not be loaded).
-    """
-    if not job.get("kernel", True):
-        return None, [], (), "the kernel layer was switched off by the caller (tests only)"
-    before = set(sys.modules)
-    rules: list = []
-    try:
-        module = _load_confine()
-        rules = module.read_rules(list(sys.path))
-    except Exception as exc:  # no ctypes in this Python, say
-        module, why = None, f"cannot load the kernel confinement code: {type(exc).__name__}: {exc}"
-    else:
-        why = ""
-    return module, rules, tuple(set(sys.modules) - before), why
-
-
-def _confine(job: dict, module, rules: list, loaded: tuple, why: str) -> dict:
-    """Put this process behind the kernel boundary (Landlock + seccomp) before any untrusted code runs.
-
-    Returns the status for the parent: {"confined": what}, or {"refused": why}
-    when the boundary is required (LMC_SANDBOX=strict, the default) but
-    missing, or {"unconfined": why} when the caller opted in to less.
+    Loaded by path: the lmc package is not importable here.  Returns a function
+    that confines this process and returns the status for the parent.
     """
     strict = job.get("isolation", "strict") == "strict"
-    if module is None:
-        if not job.get("kernel", True):
-            return {"unconfined": why}
-        return {"refused": why} if strict else {"unconfined": why}
+    if not job.get("kernel", True):
+        return lambda: {"unconfined": "the kernel layer was switched off by the caller (tests only)"}
+    before = set(sys.modules)
     try:
-        simulate = bool(job.get("simulate_missing"))
-        return {"confined": module.confine(os.getcwd(), rules, require_seccomp=strict, simulate_missing=simulate)}
-    except module.Unavailable as exc:
-        why = str(exc)
-    except OSError as exc:  # the kernel may have accepted part of it: strict mode never runs on that
-        why = f"applying the kernel sandbox failed: {exc.strerror or exc}"
-    finally:
-        # ctypes was needed for the set-up only; the program must import it
-        # (and meet the audit hook) if it wants it.
-        for name in loaded:
-            sys.modules.pop(name, None)
-    return {"refused": why} if strict else {"unconfined": why}
+        import _frozen_importlib as bootstrap
+        import _frozen_importlib_external as external
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_confine.py")
+        spec = external.spec_from_file_location("_lmc_confine", path)
+        module = bootstrap.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rules = module.read_rules(list(sys.path))
+    except Exception as exc:  # no ctypes in this Python, say
+        why = f"cannot load the kernel confinement code: {type(exc).__name__}: {exc}"
+        return lambda: {"refused": why} if strict else {"unconfined": why}
+    loaded = set(sys.modules) - before
+
+    def confine() -> dict:
+        try:
+            return module.status(os.getcwd(), rules, strict=strict, simulate_missing=bool(job.get("simulate_missing")))
+        finally:
+            # ctypes was needed for the set-up only; the program must import
+            # it (and meet the audit hook) if it wants it.
+            for name in loaded:
+                sys.modules.pop(name, None)
+
+    return confine
 
 
 def main() -> None:
@@ -584,11 +562,11 @@ def main() -> None:
     with open(job_path, "rb") as handle:
         job = _json_loads(handle.read().decode("utf-8"))
     os.unlink(job_path)
-    confinement = _load_confinement(job)
+    confine = _confinement(job)
     _apply_limits(job)
     _drop_privileges(job)
     _preload(job["code"])
-    status = _confine(job, *confinement)
+    status = confine()
     # The status goes first on the result pipe, before the program can write
     # there, so the parent can trust it.
     _write_all(result_fd, (_json_dumps(status) + "\n").encode())

@@ -435,6 +435,8 @@ def _check_status(line: bytes, strict: bool) -> None:
         if strict:  # the child should have refused; never accept less than asked
             raise SandboxUnavailable(unconfined)
         _warn_weak(unconfined)
+    elif strict and line and not isinstance(status.get("confined"), str):
+        raise SandboxUnavailable("the sandbox process did not confirm its confinement")
 
 
 @functools.lru_cache(maxsize=8)
