@@ -33,6 +33,16 @@ from tests.reliability.escape_corpus import ENV_SECRET_NAME, ESCAPES, MODES
 
 ROOT = Path(__file__).resolve().parents[2]
 MARK = "CANARY-"  # every secret starts with it; no path or message does
+BENIGN = """
+import statistics, hashlib, zlib, json, datetime, pathlib
+d = pathlib.Path('work')
+d.mkdir()
+(d / 'data.json').write_text(json.dumps([3, 1, 2]))
+(d / 'data.json').rename(d / 'numbers.json')
+numbers = json.loads((d / 'numbers.json').read_text())
+result = [statistics.median(numbers), hashlib.sha256(b'x').hexdigest()[:8], zlib.crc32(b'x'),
+          datetime.date(2024, 3, 1).isoformat(), sorted(p.name for p in d.iterdir())]
+"""
 USERS = ("root", "unprivileged")
 
 
@@ -106,6 +116,12 @@ def _make_world(uid: int | None) -> tuple[Path, list[dict], str]:
                     "abstract_name": f"lmc-escape-{world.name}-{n:03d}",
                 },
             })
+    # The same user must still get ordinary work done behind the boundary.
+    benign_dir = world / "cases" / "benign"
+    benign_dir.mkdir()
+    cases.append({"key": "benign/full", "mode": "full", "code": BENIGN,
+                  "inputs": {"case_dir": str(benign_dir), "unix_path": str(world / "sock" / "benign.sock"),
+                             "abstract_name": f"lmc-escape-{world.name}-benign"}})
     if uid is not None:
         for dirpath, dirnames, filenames in os.walk(world):
             for name in [*dirnames, *filenames]:
@@ -140,12 +156,13 @@ def _run_corpus(user: str) -> CorpusRun:
             argv = as_nobody.command(argv, needs)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT), "TMPDIR": str(world / "tmp"),
                "HOME": str(world), "PYTHONDONTWRITEBYTECODE": "1", ENV_SECRET_NAME: env_secret}
-        before = {c["key"]: _snapshot(Path(c["inputs"]["case_dir"])) for c in cases}
+        before = {c["key"]: _snapshot(Path(c["inputs"]["case_dir"])) for c in cases if c["key"] != "benign/full"}
         top_before = sorted(os.listdir(world))
         done = subprocess.run(argv, cwd=world, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         records = {r["key"]: r for r in json.loads(done.stdout)}
-        changed = {c["key"]: _diff(before[c["key"]], _snapshot(Path(c["inputs"]["case_dir"]))) for c in cases}
+        changed = {key: _diff(snap, _snapshot(Path(c["inputs"]["case_dir"])))
+                   for c in cases for key, snap in [(c["key"], before.get(c["key"]))] if snap is not None}
         world_changes = []
         if sorted(os.listdir(world)) != top_before:
             world_changes.append(f"top level now {sorted(os.listdir(world))}")
@@ -204,6 +221,12 @@ def test_attack_is_live_without_the_sandbox(corpus, escape):
         assert evidence, (corpus.user, key, corpus.records[key])
     else:
         assert not evidence, (corpus.user, key, evidence)
+
+
+def test_ordinary_programs_work_for_this_user(corpus):
+    r = corpus.records["benign/full"]
+    assert r["ok"], r["error"]
+    assert json.loads(r["value"]) == [2, "2d711642", 2363233923, "2024-03-01", ["numbers.json"]]
 
 
 def test_no_secret_anywhere_in_what_the_contained_runs_printed(corpus):
