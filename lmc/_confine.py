@@ -1,9 +1,9 @@
 """Kernel confinement of the sandbox child: Landlock rules and a seccomp filter, set through raw system calls.
 
-The sandbox child (`lmc/_sandbox_child.py`) calls `confine` on itself after its
-trusted set-up and before any untrusted code runs; the parent (`lmc.sandbox`)
-calls `probe` to refuse early, before an LM call is spent, where the kernel
-offers no boundary.  Standard library only (the child has no site-packages),
+The sandbox child (`lmc/_sandbox_child.py`) calls `status` (which confines it)
+after its trusted set-up and before any untrusted code runs; the parent
+(`lmc.sandbox`) calls `landlock_abi` and `seccomp_check` to refuse early,
+before an LM call is spent, where the kernel offers no boundary.  Standard library only (the child has no site-packages),
 and no lmc imports: the child loads this file by path.  Why these layers and
 what each one holds is docs/security.md section 1.
 """
