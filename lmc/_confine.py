@@ -3,8 +3,9 @@
 The sandbox child (`lmc/_sandbox_child.py`) calls `status` (which confines it)
 after its trusted set-up and before any untrusted code runs; the parent
 (`lmc.sandbox`) calls `landlock_abi` and `seccomp_check` to refuse early,
-before an LM call is spent, where the kernel offers no boundary.  Standard library only (the child has no site-packages),
-and no lmc imports: the child loads this file by path.  Why these layers and
+before an LM call is spent, where the kernel offers no boundary.  Standard
+library only (the child has no site-packages), and no lmc imports: the child
+loads this file by path.  Why these layers and
 what each one holds is docs/security.md section 1.
 """
 
@@ -183,7 +184,8 @@ def landlock_abi(*, simulate_missing: bool = False) -> int:
     if simulate_missing:
         raise Unavailable(_WHY[errno.ENOSYS] + " [simulated by LMC_SANDBOX_TEST_NO_LANDLOCK]")
     try:
-        return _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(_CREATE_RULESET_VERSION))
+        flags = ctypes.c_uint32(_CREATE_RULESET_VERSION)
+        return _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), flags)
     except OSError as exc:
         raise Unavailable(_WHY.get(exc.errno, f"landlock_create_ruleset failed: {exc.strerror}")) from None
 

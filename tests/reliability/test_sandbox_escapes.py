@@ -204,7 +204,8 @@ def test_escape_is_contained(corpus, escape):
         key = f"{escape.id}/{mode}"
         r = corpus.records[key]
         assert not r["error"] or not r["error"].startswith("runner: "), r["error"]
-        assert not _escaped(corpus, key, escape.may_finish), (corpus.user, key, _escaped(corpus, key, escape.may_finish))
+        evidence = _escaped(corpus, key, escape.may_finish)
+        assert not evidence, (corpus.user, key, evidence)
         if not escape.may_finish:
             assert r["ok"] is False and r["error"] and "\n" not in r["error"], (corpus.user, key, r)
     assert not corpus.world_changes, corpus.world_changes

@@ -1,4 +1,4 @@
-"""Where the kernel offers no boundary, ProgramOfThought refuses with one line (and never spends an LM call), unless LMC_SANDBOX=weak."""
+"""Where the kernel offers no boundary, ProgramOfThought refuses in one line, before any LM call, unless LMC_SANDBOX=weak."""
 
 from __future__ import annotations
 
