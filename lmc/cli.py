@@ -105,11 +105,13 @@ def _atomic_write(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- other commands
 
 # Each family of commands lives in its own presentation module; they register here.
-from . import cli_compile, cli_eval, cli_run  # noqa: E402
+from . import cli_compile, cli_eval, cli_export, cli_report, cli_run  # noqa: E402
 
 cli_run.register(app)
 cli_compile.register(app)
 cli_eval.register(app)
+cli_report.register(app)
+cli_export.register(app)
 
 
 # ---------------------------------------------------------------- entry point

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_report import HtmlOut
 from .errors import LmcError
 
 
@@ -54,6 +55,7 @@ def compile_cmd(
     rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
     keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
     score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
+    html: HtmlOut = None,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
@@ -71,6 +73,10 @@ def compile_cmd(
             raise LmcError(f"{bad} must be >= 0, got {value}")
     if concurrency < 1:
         raise LmcError(f"-j must be >= 1, got {concurrency}")
+    if html is not None:
+        from .report_html import check_out_path
+
+        check_out_path(html)
     opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
@@ -108,6 +114,11 @@ def compile_cmd(
                          "so rerunning the same command resumes\n")
         raise SystemExit(130) from None
     _print_summary(console, result, str(out))
+    if html is not None:
+        from .report_html import checked_stats, render_compile, write_html
+
+        write_html(html, render_compile(result.artifact, str(out), checked_stats(result.stats, out)))
+        console.print(f"wrote {html}", markup=False)
 
 
 class _LiveView:

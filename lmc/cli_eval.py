@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .cli_report import HtmlOut
 from .errors import CompileError, CompileErrors, ConfigError, LmcError
 
 # ---------------------------------------------------------------- shared options
@@ -99,7 +100,7 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
 
 
 def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
-            format: str, extra_lines: list[str]) -> None:
+            format: str, extra_lines: list[str], html: Optional[Path] = None, html_context=None) -> None:
     """Gate, write JUnit/Markdown, print the verdict (reason last) and exit with its code."""
     from .gate import apply_gates, render_markdown, verdict_json, write_junit, write_text_atomic
 
@@ -120,6 +121,12 @@ def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path],
     if summary is not None:
         write_text_atomic(summary, markdown)
         notes.append(f"wrote {summary}")
+    if html is not None:
+        from .report_html import context_from_files, render_eval, write_html
+
+        ctx = html_context if html_context is not None else context_from_files(cand)
+        write_html(html, render_eval(cand, base, verdict, ctx, confidence=opts.confidence))
+        notes.append(f"wrote {html}")
     if github_summary:
         target = os.environ.get("GITHUB_STEP_SUMMARY")
         if target:
@@ -200,6 +207,7 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
+        html: HtmlOut = None,
         format: Format = "text",
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
@@ -222,6 +230,7 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
+        html: HtmlOut = None,
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
@@ -242,7 +251,7 @@ def _gate_options(**kw):
 
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, shard, min_score,
           baseline, max_drop, confidence, max_errors, allow_program_change, report, junit, summary, github_summary,
-          format) -> None:
+          format, html=None) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -258,7 +267,7 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     if rpm is not None and rpm <= 0:
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     shard_spec = parse_shard(shard) if shard is not None else None
-    _check_writable(report, junit, summary)
+    _check_writable(report, junit, summary, html)
 
     from .load import choose_lm, load_config
 
@@ -334,18 +343,23 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         for line in notes + [reason]:
             _err(line)
         raise SystemExit(0)
+    html_context = None
+    if html is not None:
+        from .report_html import eval_context
+
+        html_context = eval_context(cand_t.ir, examples)
     _finish(cand, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes)
+            extra_lines=notes, html=html, html_context=html_context)
 
 
 def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary,
-           github_summary, format) -> None:
+           github_summary, format, html=None) -> None:
     from .gate import Report, is_report, merge_reports
 
     _check_format(format)
     opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
                          confidence=confidence, allow_program_change=allow_program_change)
-    _check_writable(out, junit, summary)
+    _check_writable(out, junit, summary, html)
     reports = [Report.load(p) for p in parts]
     base = None
     if baseline is not None:
@@ -363,4 +377,4 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
         merged.save(out)
         notes.append(f"wrote {out}")
     _finish(merged, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes)
+            extra_lines=notes, html=html)

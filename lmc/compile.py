@@ -21,6 +21,7 @@ from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warning
 from .evaluate import metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
 from .optimize import PASS_NAMES, Context, run_pass
+from .timeline import Timeline
 
 DEFAULT_DEV_FRACTION = 0.3
 
@@ -177,6 +178,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
                       concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
+    timeline = Timeline(started)
+    timeline.client = client
+    log = timeline.wrap_log(log)
     observe(client)  # lets a live view read the running usage
     extra_lms = config.alias_specs()
     warnings = Warnings()  # shared by every runtime of the compile, reported at the end
@@ -195,7 +199,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     params.setdefault("finetune_dir", finetune_dir_for(opts.out))
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
                   threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=params, log=log,
-                  on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)
+                  on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer, on_record=timeline.candidate)
     try:
         baseline = None
         if opts.score_dev:
@@ -275,7 +279,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                         lm=spec.to_json())
     write(artifact, opts.out)
     duration = time.perf_counter() - started
-    stats = {"duration_s": round(duration, 3), **usage.to_json()}
+    # The sidecar names its artifact, so a report never pairs a stale timeline with a newer compile.
+    stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(),
+             "artifact_sha256": sha256_file(opts.out)}
     atomic_write_text(_stats_path(opts.out), _json(stats))
     return CompileResult(artifact, baseline, final, report["candidates"], list(ctx.notes), stats, split_note)
 
