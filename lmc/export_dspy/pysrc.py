@@ -59,8 +59,16 @@ def lit(value: Any, _depth: int = 0) -> str:
 
 def comment(text: Any) -> str:
     """Text for a `#` comment: one physical line, ASCII only, every control character escaped."""
-    s = repr(str(text))[1:-1]
-    return s.encode("ascii", "backslashreplace").decode("ascii")
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F:
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, f"\\x{code:02x}"))
+        elif code > 0x7E:
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 def py_type(t: Any, _depth: int = 0) -> str:

@@ -198,8 +198,11 @@ def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Seque
     from . import compile_view as C
 
     art = cleaned(art)
+    from .clean import stats as clean_stats
+
     data, note = stats
-    timeline = (data or {}).get("timeline") if data else None
+    data = clean_stats(data) if data is not None else None
+    timeline = data.get("timeline") if data else None
     written, why = as_written(art)
     changes = None
     if written is not None:
