@@ -76,7 +76,7 @@ def compile_cmd(
     if html is not None:
         from .report_html import check_out_path
 
-        check_out_path(html)
+        check_out_path(html, make_parent=True)  # like -o, the directory is made when missing
     opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,

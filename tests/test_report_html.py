@@ -339,3 +339,15 @@ def test_compile_page_survives_a_malformed_compile_section(compiled):
     text = render_compile(replace(art, compile=junk), "s.lmc.json", ({"timeline": {"samples": [{"t": "x"}]}}, None))
     assert "&lt;script&gt;x&lt;/script&gt;" in text and "&lt;b&gt;note&lt;/b&gt;" in text
     assert text.count("<script") == 1
+
+
+def test_merged_shards_get_a_page_too(ws, lmc):
+    for i in (1, 2):
+        code, _, err = lmc("eval", "cand.lmp", "--data", "dev.jsonl", "--shard", f"{i}/2", "--report", f"s{i}.json")
+        assert code == 0, err
+    code, _, err = lmc("report", "merge", "s1.json", "s2.json", "--html", "merged.html", lm=False)
+    assert code == 0 and "wrote merged.html" in err, err
+    dom = browser.parse((ws / "merged.html").read_text())
+    rows = dom.find("table", id="examples").find("tbody").find_all("tr")
+    assert len(rows) == 40 and "review" in rows[0].text()  # inputs found again through the report's data path
+    assert dom.find("section", id="confusion")

@@ -219,11 +219,11 @@ def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Seque
 # ---------------------------------------------------------------- writing
 
 
-def check_out_path(path: str | os.PathLike, flag: str = "--html") -> None:
-    """Refuse an unwritable output path before any work is done."""
+def check_out_path(path: str | os.PathLike, flag: str = "--html", *, make_parent: bool = False) -> None:
+    """Refuse an unwritable output path before any work is done (`make_parent`: a missing directory will be made)."""
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
+    if not make_parent and not parent.is_dir():
         raise ConfigError(f"{p}: cannot write there ({flag}); directory '{parent}' does not exist")
     if p.is_dir():
         raise ConfigError(f"{p}: is a directory ({flag}); expected a file path such as report.html")
@@ -235,7 +235,12 @@ def write_html(path: str | os.PathLike, text: str) -> None:
 
     safe = text.encode("utf-8", "replace").decode("utf-8")
     try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, safe)
+        # mkstemp makes the file private; a report is meant to be opened and shared like any other file.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
     except OSError as e:
         raise ConfigError(f"{path}: cannot write the HTML report: {e.strerror or e}") from None
 

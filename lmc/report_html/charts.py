@@ -86,8 +86,11 @@ def hbars(rows: Sequence[tuple[str, float | None, str]], *, title: str, ref: flo
         body.append("</g>")
     body.append(_line(left, head - 4, left, head + row_h * len(rows), "axis"))
     if ref is not None:
+        label = ref_label or f"{ref:.3f}"
         body.append(_line(x(ref), head - 8, x(ref), head + row_h * len(rows) + 2, "ref"))
-        body.append(_text(x(ref) + 4, head - 10, ref_label or f"{ref:.3f}"))
+        # Near the right edge the label goes left of the line, so it is never cut off.
+        right_side = x(ref) + 4 + 6 * len(label) < WIDTH
+        body.append(_text(x(ref) + (4 if right_side else -4), head - 10, label, "start" if right_side else "end"))
     return _svg(height, body, title)
 
 
@@ -121,10 +124,10 @@ def delta_interval(delta: float, lo: float, hi: float, *, max_drop: float, title
     x = lambda v: left + plot_w * (max(-span, min(v, span)) + span) / (2 * span)  # noqa: E731
     mid = head + 18
     body = [_text(0, 14, title, cls="title")]
-    for i in range(-4, 5):
-        v = span * i / 4
+    for i in range(-2, 3):
+        v = span * i / 2
         body.append(_line(x(v), head, x(v), head + 36, "grid"))
-        body.append(_text(x(v), head + 50, f"{v:+.2f}" if v else "0", "middle"))
+        body.append(_text(x(v), head + 50, f"{v:+.3g}" if v else "0", "middle"))
     body.append(_line(x(0), head - 2, x(0), head + 38, "zero"))
     if max_drop > 0:
         body.append(_line(x(-max_drop), head - 2, x(-max_drop), head + 38, "ref"))

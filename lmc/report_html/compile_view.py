@@ -17,7 +17,7 @@ def _scores(art: Artifact) -> tuple[float | None, float | None]:
 
 
 def header(art: Artifact, path: str) -> Markup:
-    return join([el("h1", "lmc compile ", badge("artifact", "info"), " ", art.name), meta(art, path)])
+    return join([el("h1", f"lmc compile: {art.name}"), meta(art, path)])
 
 
 def meta(art: Artifact, path: str) -> Markup:
@@ -59,7 +59,7 @@ def overview(art: Artifact, stats: dict | None, notes: list[str]) -> Markup:
     cards.append(_card(str(len(c.get("candidates") or [])), "candidates scored"))
     if stats:
         live = stats.get("calls", 0) - stats.get("cached_calls", 0)
-        cards += [_card(f"{live:,}", f"LM calls ({stats.get('cached_calls', 0):,} from cache)"),
+        cards += [_card(f"{live:,}", f"live LM calls (+{stats.get('cached_calls', 0):,} from cache)"),
                   _card(money(stats.get("cost")), "cost"), _card(f"{stats.get('duration_s', 0):.1f}s", "wall time")]
     else:
         cards.append(_card(f"{c.get('lm_requests', 0):,}", "LM requests"))

@@ -31,7 +31,7 @@ def header(cand: gate.Report, verdict: gate.Verdict) -> Markup:
             f", shard {cand.shard}" if cand.shard else "", ")"]
     metric = [f"metric {cand.metric.name} = ", el("code", cand.metric.spec),
               f", an example passes at score ≥ {cand.metric.threshold:g}"]
-    return join([el("h1", "lmc eval ", badge(verdict.label.upper(), verdict.label), " ", cand.program.name),
+    return join([el("h1", f"lmc eval: {cand.program.name} ", badge(verdict.label.upper(), verdict.label)),
                  el("p", bits, class_="meta"), el("p", metric, class_="meta")])
 
 
@@ -42,7 +42,7 @@ def overview(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
         _card(f"{s['passed']}/{s['n']}", "examples passed"),
         _card(str(s["errors"]), f"errors ({s['infra_errors']} LM/parse)"),
         _card(str(s["calls"]), f"LM calls ({s['cached_calls']} cached)"),
-        _card(f"{s['prompt_tokens'] + s['completion_tokens']:,}", "tokens"),
+        _card(f"{s['prompt_tokens'] + s['completion_tokens']:,}", "tokens (live calls)"),
         _card(money(s["cost"]), "cost"),
         _card(f"{s['duration_s']:.1f}s", "wall time"),
     ]
@@ -176,7 +176,7 @@ def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
         inputs = ctx.inputs.get(e.id) if ctx.inputs is not None else None
         cells = [
             el("td", str(e.line), class_="num", data_sort=e.line),
-            el("td", e.id, class_="mono"),
+            el("td", e.id, class_="mono nowrap" if len(e.id) <= 40 else "mono"),
             el("td", fields_block(inputs, ctx.input_order) if inputs is not None else el("span", "not available", class_="muted")),
             el("td", fields_block(e.prediction) if e.prediction is not None else el("span", "—", class_="muted")),
             el("td", fields_block(e.gold)),

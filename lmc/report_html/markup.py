@@ -148,6 +148,7 @@ th { background:var(--alt); font-weight:600; white-space:nowrap; }
 tbody tr:nth-child(even) { background:#fbfcfd; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 table.examples td { max-width:420px; }
+td.nowrap { white-space:nowrap; }
 table.examples th[data-key] { cursor:pointer; }
 table.examples th[aria-sort=ascending]::after { content:" ▲"; font-size:10px; }
 table.examples th[aria-sort=descending]::after { content:" ▼"; font-size:10px; }
@@ -155,9 +156,9 @@ tr:target { outline:2px solid var(--accent); }
 .badge { display:inline-block; padding:1px 8px; border-radius:10px; font-size:12px; font-weight:600; color:#fff; white-space:nowrap; }
 .badge.pass { background:var(--good); } .badge.fail { background:var(--bad); } .badge.error { background:var(--warn); }
 .badge.info { background:#6b7687; } .badge.up { background:var(--good); } .badge.down { background:var(--bad); }
-.cards { display:flex; flex-wrap:wrap; gap:12px; margin:12px 0; }
-.card { border:1px solid var(--line); border-radius:8px; padding:10px 14px; min-width:150px; background:var(--alt); }
-.card .big { font-size:24px; font-weight:650; font-variant-numeric:tabular-nums; }
+.cards { display:grid; grid-template-columns:repeat(auto-fill, minmax(130px, 1fr)); gap:10px; margin:12px 0; }
+.card { border:1px solid var(--line); border-radius:8px; padding:8px 12px; background:var(--alt); }
+.card .big { font-size:21px; font-weight:650; font-variant-numeric:tabular-nums; }
 .card .label { color:var(--muted); font-size:12px; }
 .verdict { border-left:4px solid var(--muted); padding:6px 12px; background:var(--alt); margin:10px 0; }
 .verdict.pass { border-color:var(--good); } .verdict.fail { border-color:var(--bad); } .verdict.error { border-color:var(--warn); }
@@ -178,7 +179,7 @@ tr:target { outline:2px solid var(--accent); }
 .pred { border:1px solid var(--line); border-radius:8px; padding:4px 14px 10px; margin:14px 0; }
 ul.diff li { margin:2px 0; }
 ul.diff .add { color:var(--good); } ul.diff .del { color:var(--bad); }
-svg { display:block; max-width:100%; height:auto; margin:6px 0 12px; }
+svg { display:block; width:100%; max-width:900px; height:auto; margin:6px 0 12px; }
 svg text { font:11px system-ui,sans-serif; fill:#3b4452; }
 svg .title { font-size:12px; font-weight:600; }
 svg .axis { stroke:#9aa4b2; stroke-width:1; }
