@@ -23,7 +23,7 @@ import pytest
 from lmc import ir as I
 from lmc.artifact import Artifact, read, write
 from lmc.cli import main
-from lmc.export_dspy import ExportError, export
+from lmc.export_dspy import export
 from lmc.load import load_target
 from tests.lmserver import LoopbackServer
 
@@ -341,3 +341,19 @@ def test_program_of_thought_keeps_dspy_code_prompts(in_dspy):
     assert gen.startswith("You will be given") and "SUBMIT" in gen
     answer = got["state"]["compute.generate_output.predict"]["signature"]["instructions"]
     assert answer == in_dspy["cases"]["pot_arith"]["exported"]["compute.generate_output.predict"]["signature"]["instructions"]
+
+
+def test_run_time_strategies_are_noted_not_exported(tmp_path):
+    def change(ir: I.IR) -> I.IR:
+        demo = {"review": "Fine.", "sentiment": "positive", "_id": "k1"}
+        best = _set(ir, "classify", demos=(demo,))
+        return best.with_extra("knn", {"k": 2, "method": "bm25", "pools": {"classify": [demo, demo]}}).with_extra(
+            "ensemble", {"members": [], "names": ["random-search:bootstrap-2", "random-search:zero-shot"]})
+
+    art = _artifact(ROOT / "programs/sentiment.lmp", tmp_path / "s.lmc.json", change)
+    result = export(art, tmp_path / "out")
+    notes = "\n".join(result.notes)
+    assert "knn: lmc picks 2 demos per input from pools (classify: 2)" in notes
+    assert "the export is the best single one (random-search:bootstrap-2)" in notes
+    state = json.loads(Path(result.state_path).read_text())
+    assert state["classify"]["demos"] == [{"review": "Fine.", "sentiment": "positive"}]

@@ -130,7 +130,8 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
                   Param(f"{name}.extract.predict", ext.id, _fields(ext, ext_order), instructions=ext.instructions)]
         return Mod(m.name, attr, kind, sig, params, _config(step), settings)
     if kind == "ProgramOfThought":
-        code, ans = _predictor(ir, m, "code"), _predictor(ir, m, "answer")
+        # The code step is not mapped: its instructions assume lmc's sandbox protocol (`result = ...`).
+        ans = _predictor(ir, m, "answer")
         sig = Sig(sig_cls, ans.instructions, _without(ans.signature.inputs, "code", "code_output"), ans.signature.outputs)
         order = (_plain(sig.inputs) + [("final_generated_code", "code", "python code that answers the question"),
                                        ("code_output", "code_output", "output of previously-generated python code"),
@@ -139,7 +140,6 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
         params = [Param(f"{name}.code_generate.predict", None), Param(f"{name}.code_regenerate.predict", None),
                   Param(f"{name}.generate_output.predict", ans.id, _fields(ans, order), rename={"code": "final_generated_code"},
                         instructions=ans.instructions)]
-        _ = code  # its instructions assume lmc's sandbox protocol (`result = ...`); see notes()
         return Mod(m.name, attr, kind, sig, params, _config(ans), settings)
     raise ExportError(f"module '{m.name}' has kind {repr(kind)[:40]}, which lmc does not define")
 

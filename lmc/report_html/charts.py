@@ -63,7 +63,7 @@ def _tick_label(v: float, top: float) -> str:
 
 
 def hbars(rows: Sequence[tuple[str, float | None, str]], *, title: str, ref: float | None = None,
-          ref_label: str = "", top: float = 1.0) -> Markup:
+          ref_label: str = "", top: float = 1.0, fmt: str = "{:.3f}") -> Markup:
     """One horizontal bar per row (label, value, css class), top to bottom in the given order; `ref` draws a dashed line."""
     left, right, row_h, head = 215, 60, 20, 26
     plot_w = WIDTH - left - right
@@ -82,7 +82,7 @@ def hbars(rows: Sequence[tuple[str, float | None, str]], *, title: str, ref: flo
         else:
             w = max(x(value) - left, 1.0)
             body.append(f'<rect x="{left}" y="{_f(y + 3)}" width="{_f(w)}" height="{row_h - 6}" class="{esc(cls)}"/>')
-            body.append(_text(left + w + 5, y + 14, f"{value:.3f}"))
+            body.append(_text(left + w + 5, y + 14, fmt.format(value)))
         body.append("</g>")
     body.append(_line(left, head - 4, left, head + row_h * len(rows), "axis"))
     if ref is not None:

@@ -8,7 +8,7 @@ from typing import Any
 from .. import ir as I
 from ..artifact import Artifact
 from . import charts
-from .markup import Markup, badge, el, esc, fields_block, join, money, num, section, table, value_block
+from .markup import Markup, badge, el, esc, join, money, num, section, table, value_block
 
 
 def _scores(art: Artifact) -> tuple[float | None, float | None]:
@@ -165,9 +165,7 @@ def spend(art: Artifact, stats: dict | None, timeline: dict | None, stats_note: 
 
 
 def _count_bars(items: list[tuple[str, float, str]], top: float) -> Markup:
-    svg = charts.hbars(items, title="LM requests per predictor", top=top)
-    # hbars prints values with three decimals (scores); counts read better whole.
-    return Markup(svg.replace(".000</text>", "</text>"))
+    return charts.hbars(items, title="LM requests per predictor", top=top, fmt="{:,.0f}")
 
 
 def predictors(art: Artifact, written: I.IR | None, anchors: dict[str, str]) -> Markup:
