@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__
 from . import ir as I
 from .errors import ArtifactError
+from .files import atomic_write_text  # noqa: F401 - re-exported: compile.py writes its sidecar with it
 
 FORMAT = "lmc-artifact/1"
 FORMAT_VERSION = 1
@@ -92,18 +93,6 @@ def write(art: Artifact, path: str | os.PathLike) -> None:
     """Write atomically (temp file + rename), so a crash never leaves half an artifact."""
     text = dumps(art)
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
 
 
 def _reject_constant(name: str) -> Any:

@@ -114,9 +114,9 @@ def fmt(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- other commands

@@ -75,7 +75,8 @@ def compile_cmd(
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev, params={k_: v for k_, v in params.items() if v is not None})
+                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev,
+                          passes_file=str(passes) if passes is not None else None, params={k_: v for k_, v in params.items() if v is not None})
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()
@@ -179,9 +180,13 @@ def inspect_cmd(
     spec = choose_lm(lm, None, load_config(), target)
     views = render_predictors(target, spec.mode, predictor)
     if emit_prompts is not None:
-        emit_prompts.mkdir(parents=True, exist_ok=True)
-        for v in views:
-            (emit_prompts / f"{v['id']}.txt").write_text(v["prompt"] + "\n", encoding="utf-8")
+        from .files import Output, atomic_write_text, check_outputs
+
+        files = [(emit_prompts / f"{v['id']}.txt", v) for v in views]
+        check_outputs([Output("--emit-prompts", str(emit_prompts), directory=True)]
+                      + [Output("--emit-prompts", str(f)) for f, _ in files], [("artifact", str(artifact))])
+        for f, v in files:
+            atomic_write_text(f, v["prompt"] + "\n")
         sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
         return
     if format == "json":

@@ -44,16 +44,11 @@ def _check_format(format: str) -> None:
         raise ConfigError(f"unknown --format '{format}'; expected one of: json, text")
 
 
-def _check_writable(*paths: Optional[Path]) -> None:
-    """Refuse an output path in a missing directory now, not after minutes of LM calls."""
-    for p in paths:
-        if p is None:
-            continue
-        parent = p.parent if str(p.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError(f"{p}: cannot write there; directory '{parent}' does not exist")
-        if p.is_dir():
-            raise ConfigError(f"{p}: is a directory; expected a file path")
+def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple[str, Any]]) -> None:
+    """Refuse outputs that would overwrite an input or each other, or cannot be written, before any LM call."""
+    from .files import Output, check_outputs
+
+    check_outputs([Output(label, str(p)) for label, p in outputs if p is not None], inputs)
 
 
 def _fail_json(format: str, err: LmcError) -> None:
@@ -258,7 +253,6 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     if rpm is not None and rpm <= 0:
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     shard_spec = parse_shard(shard) if shard is not None else None
-    _check_writable(report, junit, summary)
 
     from .load import choose_lm, load_config
 
@@ -292,6 +286,13 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
             E.check_baseline_target(base_t.name, baseline, E.metric_ref(base_metric, threshold), cand_t.name,
                                     cand_mref, dref, examples, allow_program_change=allow_program_change)
             E.check_data(base_t.ir, dataset, base_metric)
+
+    from .runner import input_files
+
+    inputs = input_files(cand_t, config, "target") + [("--data file", data)]
+    if baseline is not None:
+        inputs += input_files(base_t, None, "--baseline") if base_t is not None else [("--baseline", baseline)]
+    _check_outputs([("--report", report), ("--junit", junit), ("--summary", summary)], inputs)
 
     from .lm import LMClient
 
@@ -345,7 +346,8 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
     _check_format(format)
     opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
                          confidence=confidence, allow_program_change=allow_program_change)
-    _check_writable(out, junit, summary)
+    _check_outputs([("-o", out), ("--junit", junit), ("--summary", summary)],
+                   [("shard report", p) for p in parts] + [("--baseline", baseline)])
     reports = [Report.load(p) for p in parts]
     base = None
     if baseline is not None:

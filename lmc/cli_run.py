@@ -94,8 +94,9 @@ def register(app: typer.Typer) -> None:
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
          max_backtracks) -> int:
-    from .load import load_target
-    from .runner import make_runtime
+    from .files import Output, check_outputs
+    from .load import load_config, load_target
+    from .runner import input_files, make_runtime
 
     single = input is not None or bool(field)
     if single and data is not None:
@@ -106,10 +107,18 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
         raise ConfigError("--data needs --out FILE for the results")
     if concurrency is not None and concurrency < 1:
         raise ConfigError(f"-j must be at least 1, got {concurrency}")
+    config = load_config()
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None)
+                      trace_prompts=trace is not None, config=config)
+    # Nothing is written (and no LM call made) until every output is known not to clobber an input.
+    inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
+    outputs = [Output("--out", str(out)) if out is not None else None,
+               Output("--trace", str(trace)) if trace is not None else None]
+    if rt.client.cache is not None:
+        outputs.append(Output("--cache-dir", str(rt.client.cache.root), directory=True))
+    check_outputs(outputs, inputs)
     types = {f.name: f.type for f in rt.ir.program().inputs}
     if single:
         values = parse_inputs(input, field, types)
@@ -148,8 +157,6 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
     from .datasets import load_dataset, validate
     from .runner import LineWriter, Summary, preflight, read_previous, run_batch, select_todo
 
-    if out.resolve() == data.resolve():
-        raise ConfigError(f"--out {out} is the --data file; results would overwrite the inputs")
     prog = rt.ir.program()
     dataset = load_dataset(data)
     validate(dataset, {f.name: f.type for f in prog.inputs})

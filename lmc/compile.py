@@ -49,6 +49,7 @@ class CompileOptions:
     rpm: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
+    passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
     params: dict = field(default_factory=dict)  # per-pass knobs: max_demos, candidates, trials, ...
 
 
@@ -127,6 +128,23 @@ def check_pass_options(passes: list[str], params: dict, n_dev: int) -> None:
             raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
 
 
+def check_compile_outputs(opts: CompileOptions, target: Target, config: Config) -> None:
+    """Refuse, before any LM call, an artifact, sidecar or fine-tuning file that would overwrite an input."""
+    from .files import Output, check_outputs
+    from .runner import input_files
+
+    inputs = input_files(target, config) + [("--train file", opts.train), ("--dev file", opts.dev),
+                                            ("--passes file", opts.passes_file)]
+    outputs = [Output("-o", opts.out), Output("the stats file next to -o", _stats_path(opts.out))]
+    if opts.use_cache and opts.cache_dir:
+        outputs.append(Output("--cache-dir", opts.cache_dir, directory=True))
+    if "finetune-data" in opts.passes:
+        folder = opts.params.get("finetune_dir") or finetune_dir_for(opts.out)
+        outputs.append(Output("--finetune-dir", folder, directory=True))
+        outputs += [Output("--finetune-dir", str(Path(folder) / f"{p.id}.jsonl")) for p in target.ir.predictors]
+    check_outputs(outputs, inputs)
+
+
 def _dataset_json(ds: Dataset) -> dict:
     return {"path": portable_path(ds.path), "sha256": ds.sha256, "n": len(ds)}
 
@@ -171,6 +189,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     metric = pick_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
     check_pass_options(opts.passes, opts.params, len(dev))
+    check_compile_outputs(opts, target, config)
     if split_note:
         log(split_note)
     threshold = opts.threshold if opts.threshold is not None else 1.0

@@ -21,12 +21,12 @@ import math
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Iterable, Sequence
 
 from lmc.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError, ReportError
+from lmc.files import atomic_write_text
 
 REPORT_FORMAT = "lmc-report/1"
 INFRA_ERROR_KINDS = frozenset({"lm", "parse"})
@@ -234,18 +234,7 @@ def is_report(path: str | os.PathLike) -> bool:
     return isinstance(obj, dict) and str(obj.get("format", "")).startswith("lmc-report/")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_text_atomic = atomic_write_text
 
 
 def _reject_constant(name: str) -> float:

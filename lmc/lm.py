@@ -10,7 +10,6 @@ import math
 import os
 import random
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -384,21 +383,18 @@ class DiskCache:
 
     def put(self, key: str, payload: dict) -> None:
         path = self._path(key)
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError as e:
+            log.warning("cannot write cache entry %s: %s", path, e)
+            return
         entry = {"v": CACHE_VERSION, "sum": hashlib.sha256(blob).hexdigest(), "payload": payload}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(json.dumps(entry, sort_keys=True).encode())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            from .files import atomic_write_bytes
+
+            atomic_write_bytes(path, json.dumps(entry, sort_keys=True, allow_nan=False).encode(), fsync=False)
+        except ValueError as e:  # a NaN in the payload: JSON cannot hold it, so the entry is not kept
+            log.warning("cannot write cache entry %s: %s", path, e)
         except OSError as e:  # a full or read-only disk costs a cache write, never the call
             log.warning("cannot write cache entry %s: %s", path, e)
 

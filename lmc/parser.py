@@ -237,10 +237,9 @@ def _tables() -> dict | None:
     tables = _build_tables()
     if where is not None:
         try:
-            where.parent.mkdir(parents=True, exist_ok=True)
-            tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)))
-            os.replace(tmp, where)
+            from .files import atomic_write_bytes
+
+            atomic_write_bytes(where, marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)), fsync=False)
         except (OSError, ValueError):
             pass
     return tables

@@ -281,12 +281,11 @@ class EmbeddingsRetriever:
         if file is None:
             return
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".tmp{os.getpid()}")
+            from .files import atomic_write_text
+
             blob = {"model": self.model, "corpus_sha256": corpus.sha256, "text_field": self.text_field, "vectors": vectors}
-            tmp.write_text(json.dumps(blob), encoding="utf-8")
-            os.replace(tmp, file)  # readers never see half a file
-        except OSError:
+            atomic_write_text(file, json.dumps(blob, allow_nan=False), fsync=False)  # readers never see half a file
+        except (OSError, ValueError):
             pass  # a read-only or full disk costs the cache, not the run
 
     def _install(self, corpus: _Corpus, vectors: list[list[float]]) -> None:

@@ -55,6 +55,15 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
     return rt
 
 
+def input_files(target: Target, config: Any = None, label: str = "program") -> list[tuple[str, str]]:
+    """The files a run of `target` reads, as (label, path): the target, its retrievers' corpora, lmc.yaml."""
+    out = [(label, target.path)]
+    out += [(f"corpus of retriever '{r.name}'", r.path) for r in target.ir.retrievers]
+    if config is not None and getattr(config, "path", None):
+        out.append(("configuration", config.path))
+    return out
+
+
 def preflight(rt: Runtime) -> None:
     """Fail fast (LMUnreachableError) when a configured api_base refuses connections.
 
@@ -159,12 +168,9 @@ def read_previous(path: str | os.PathLike) -> Previous:
         keep.append(raw)
         prev.done[obj["id"]] = obj.get("error") is None
     if changed:
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(b"".join(line + b"\n" for line in keep))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
+        from .files import atomic_write_bytes
+
+        atomic_write_bytes(p, b"".join(line + b"\n" for line in keep))
     return prev
 
 
