@@ -155,41 +155,50 @@ def _single(rt, values: dict, trace: Path | None) -> int:
 
 def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> int:
     from .datasets import load_dataset, validate
-    from .runner import LineWriter, Summary, preflight, read_previous, run_batch, select_todo
+    from .outfile import ResultsFile, run_stamp
+    from .runner import LineWriter, Summary, preflight, run_batch
 
     prog = rt.ir.program()
     dataset = load_dataset(data)
     validate(dataset, {f.name: f.type for f in prog.inputs})
-    prev = read_previous(out)
-    if prev.dropped:
-        _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
-    summary = Summary(total=len(dataset))
-    todo = select_todo(dataset, prev, summary)
     names = [f.name for f in prog.inputs]
-    if todo:
-        preflight(rt)
-    writer = LineWriter(out)
-    tracer = LineWriter(trace) if trace is not None else None
-    progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
+    # Locked from here to the end of the run: a second run on the same --out fails at once.
+    with ResultsFile(out) as results:
+        prev = results.read(run_stamp(rt))
+        if prev.dropped:
+            _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
+        plan = results.plan(dataset.examples, names, prev)
+        if plan.changed:
+            n = len(plan.changed)
+            _err(f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
+                 f"{'its line was' if n == 1 else 'their lines were'} written")
+        summary = Summary(total=len(dataset), skipped=plan.skipped, previously_failed=plan.previously_failed,
+                          changed=len(plan.changed))
+        todo = plan.todo
+        if todo:
+            preflight(rt)
+        writer = LineWriter(fd=results.fd)
+        tracer = LineWriter(trace) if trace is not None else None
+        progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
 
-    async def go():
+        async def go():
+            try:
+                return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
+                                       summary=summary, on_result=progress.update if progress else None)
+            finally:
+                await rt.client.aclose()
+
         try:
-            return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
-                                   summary=summary, on_result=progress.update if progress else None)
+            if progress:
+                progress.start()
+            asyncio.run(go())
         finally:
-            await rt.client.aclose()
-
-    try:
-        if progress:
-            progress.start()
-        asyncio.run(go())
-    finally:
-        summary.retries = rt.client.usage.retries
-        if progress:
-            progress.stop()
-        writer.close()
-        if tracer is not None:
-            tracer.close()
+            summary.retries = rt.client.usage.retries
+            if progress:
+                progress.stop()
+            writer.close()
+            if tracer is not None:
+                tracer.close()
     if summary.stopped_by is not None:
         err = summary.stopped_by
         _err(f"error: {err}")

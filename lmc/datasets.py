@@ -138,7 +138,7 @@ def load_dataset(path: str | os.PathLike, *, id_field: str = "id", max_line_byte
     """Load a `.jsonl` file (one object per line) or a `.json` file (a list of objects).
 
     Every problem is a DatasetError naming the file and line.  Examples without
-    `id_field` get the deterministic id `<file-stem>-<line>`.
+    `id_field` get an id from their content (`content_id`), which no insertion shifts.
     """
     p = Path(path)
     shown = str(path)
@@ -259,8 +259,21 @@ def _read_json_list(p: Path, shown: str) -> tuple[str, list[tuple[int, Any]]]:
     return digest, records
 
 
+def content_id(stem: str, data: dict, seen: dict[str, int]) -> str:
+    """`<stem>-<12 hex of the record's sha256>`: stays with the record when lines are inserted or moved.
+
+    (Ids from line numbers made a rerun after an insertion at the top skip the new input
+    and keep an old answer under its id.)  The n-th identical record gets `-n` appended,
+    so duplicates are told apart in file order, deterministically."""
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    base = f"{stem}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]}"
+    seen[base] = seen.get(base, 0) + 1
+    return base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
 def _examples(records: list[tuple[int, dict]], shown: str, stem: str, id_field: str) -> tuple[Example, ...]:
     first_line: dict[str, int] = {}
+    seen: dict[str, int] = {}
     out = []
     for lineno, data in records:
         if id_field in data:
@@ -271,7 +284,7 @@ def _examples(records: list[tuple[int, dict]], shown: str, stem: str, id_field: 
             if not ex_id.strip():
                 raise DatasetError(f"'{id_field}' is empty", shown, lineno)
         else:
-            ex_id = f"{stem}-{lineno}"
+            ex_id = content_id(stem, data, seen)
         if ex_id in first_line:
             raise DatasetError(f"duplicate id '{ex_id}' (first on line {first_line[ex_id]})", shown, lineno)
         first_line[ex_id] = lineno

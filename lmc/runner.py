@@ -106,11 +106,6 @@ async def run_one(rt: Runtime, inputs: dict, *, program: str | None = None, exam
         return Result(None, error=f"internal error: {type(e).__name__}: {e}", error_kind="internal")
 
 
-def result_line(ex: Example, result: Result) -> dict:
-    return {"id": ex.id, "line": ex.line, "outputs": result.outputs, "error": result.error,
-            "error_kind": result.error_kind, "usage": result.usage()}
-
-
 def trace_line(ex: Example, result: Result) -> dict:
     return {"id": ex.id, "line": ex.line, "ok": result.ok, "error": result.error,
             "duration_s": round(result.duration_s, 4), "calls": [c.to_json() for c in result.trace]}
@@ -126,62 +121,23 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# ---------------------------------------------------------------- resume
-
-
-@dataclass
-class Previous:
-    """What an earlier run left in the output file."""
-
-    done: dict[str, bool] = field(default_factory=dict)  # id -> ok
-    dropped: int = 0  # torn or unreadable lines removed
-
-
-def read_previous(path: str | os.PathLike) -> Previous:
-    """Ids already written to `path`; a torn last line (a crash mid-write) is cut off so appends stay clean."""
-    p = Path(path)
-    prev = Previous()
-    if not p.exists():
-        return prev
-    if p.is_dir():
-        raise DatasetError("is a directory, expected a .jsonl output file", str(path))
-    data = p.read_bytes()
-    keep: list[bytes] = []
-    changed = False
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        changed = True  # no final newline: the last line is torn whatever it holds
-        lines.pop()
-        prev.dropped += 1
-    for raw in lines:
-        try:
-            obj = json.loads(raw)
-            ok = isinstance(obj, dict) and isinstance(obj.get("id"), str)
-        except ValueError:
-            ok = False
-        if not ok:
-            prev.dropped += 1
-            changed = True
-            continue
-        keep.append(raw)
-        prev.done[obj["id"]] = obj.get("error") is None
-    if changed:
-        from .files import atomic_write_bytes
-
-        atomic_write_bytes(p, b"".join(line + b"\n" for line in keep))
-    return prev
+# ---------------------------------------------------------------- writing lines
 
 
 class LineWriter:
-    """Appends whole lines with one write each; fsyncs every few lines or seconds, and on close."""
+    """Appends whole lines with one write each; fsyncs every few lines or seconds, and on close.
 
-    def __init__(self, path: str | os.PathLike):
-        p = Path(path)
-        if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    Given `fd` (an O_APPEND descriptor someone else owns, e.g. a locked `outfile.ResultsFile`),
+    it writes there and leaves closing it to the owner."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, fd: int | None = None):
+        self.owns = fd is None
+        if fd is None:
+            p = Path(path)
+            if p.parent and not p.parent.exists():
+                p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = fd
         self.pending = 0
         self.last_sync = time.monotonic()
 
@@ -203,7 +159,8 @@ class LineWriter:
     def close(self) -> None:
         if self.fd >= 0:
             self.sync()
-            os.close(self.fd)
+            if self.owns:
+                os.close(self.fd)
             self.fd = -1
 
 
@@ -214,6 +171,7 @@ class LineWriter:
 class Summary:
     total: int = 0  # examples in the data
     skipped: int = 0  # already in the output file
+    changed: int = 0  # in the output file, but run again because their input changed
     ok: int = 0
     failed: int = 0
     previously_failed: int = 0
@@ -237,6 +195,7 @@ class Summary:
         rate = self.done / self.duration_s if self.duration_s > 0 else 0.0
         text = (f"{self.done} run ({self.ok} ok, {self.failed} failed)"
                 + (f", {self.skipped} already done" if self.skipped else "")
+                + (f", {self.changed} re-run because their input changed" if self.changed else "")
                 + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
                 f"{self.calls} LM calls ({self.cached_calls} cached"
                 + (f", {self.retries} retries" if self.retries else "") + f"), ${self.cost:.4f}")
@@ -255,13 +214,17 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
     A run-stopping error (auth, unreachable, budget, config) cancels the rest; what
     finished is already on disk, and examples cut short write nothing, so a rerun does them.
     """
+    from .outfile import input_digest, result_line, run_stamp
+
     s = summary or Summary(total=len(examples))
     start = time.perf_counter()
     pending = iter(examples)
+    stamp = run_stamp(rt)
 
     async def worker() -> None:
         for ex in pending:
-            result = await run_one(rt, ex.inputs(input_names), program=program, example_id=ex.id)
+            inputs = ex.inputs(input_names)
+            result = await run_one(rt, inputs, program=program, example_id=ex.id)
             if result.ok:
                 s.ok += 1
             else:
@@ -271,7 +234,7 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
             s.cached_calls += usage["cached_calls"]
             s.cost += usage["cost"]
             if out is not None:
-                out.write(result_line(ex, result))
+                out.write(result_line(ex, result, input_digest(inputs), stamp))
             if trace is not None:
                 trace.write(trace_line(ex, result))
             if on_result is not None:
@@ -288,18 +251,6 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
         await asyncio.gather(*workers, return_exceptions=True)
         s.duration_s = time.perf_counter() - start
     return s
-
-
-def select_todo(dataset: Dataset, prev: Previous, summary: Summary) -> list[Example]:
-    todo = []
-    for ex in dataset.examples:
-        if ex.id in prev.done:
-            summary.skipped += 1
-            if not prev.done[ex.id]:
-                summary.previously_failed += 1
-        else:
-            todo.append(ex)
-    return todo
 
 
 def input_types(rt: Runtime, program: str | None = None) -> dict:

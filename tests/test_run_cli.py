@@ -120,7 +120,9 @@ def test_batch_streams_one_line_per_example(cli, server, tmp_path):
     rows = read_lines(tmp_path / "out.jsonl")
     assert sorted(r["id"] for r in rows) == [f"r{i:03d}" for i in range(12)]
     for r in rows:
-        assert set(r) == {"id", "line", "outputs", "error", "error_kind", "usage"}
+        assert list(r) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind",
+                           "usage"]
+        assert len(r["input_sha256"]) == len(r["program_sha256"]) == 64 and r["lm"] == "openai/test"
         assert r["outputs"] == {"sentiment": "positive"} and r["error"] is None
         assert r["line"] == int(r["id"][1:]) + 1
         assert r["usage"]["calls"] == 1 and r["usage"]["prompt_tokens"] > 0
