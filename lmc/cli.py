@@ -153,8 +153,40 @@ def _plain_check(args: list[str]) -> Optional[tuple[list[Path], str]]:
     return (paths, fmt) if paths else None
 
 
+_terminated = False  # set when SIGTERM asked us to stop: the exit code is then 143, not 130
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (what `timeout`, CI runners and `kill` send) stops lmc exactly as Ctrl-C does: whatever
+    handles SIGINT now (asyncio's runner cancels its task; otherwise KeyboardInterrupt) handles it."""
+    import signal
+
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job of a shell): still stop
+        raise KeyboardInterrupt
+
+
+def _install_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
+    _install_sigterm()
+    code = _main(argv)
+    # 128 + the signal's number, as a shell reports a process stopped by it.
+    return 143 if code == 130 and _terminated else code
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     try:
         # typer coerces every argument through pydantic, whose import costs more than checking a
         # 5,000-line file; the plain `lmc check` call goes straight to the command instead.

@@ -18,12 +18,33 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse(text: str):
+    raise _NotFinite(f"{text} is not a finite number")
+
+
+def _strict_json(text: str):
+    """json.loads without NaN, Infinity or 1e999 (Python's json reads them; no JSON file can hold them)."""
+    def finite(t: str) -> float:
+        value = float(t)
+        if value in (float("inf"), float("-inf")):
+            _refuse(t)
+        return value
+
+    return json.loads(text, parse_constant=_refuse, parse_float=finite)
+
+
 def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> dict:
     """`--input '{...}'` and `-i field=value` as one dict, checked against the program's inputs."""
     values: dict = {}
     if raw_json is not None:
         try:
-            obj = json.loads(raw_json)
+            obj = _strict_json(raw_json)
+        except _NotFinite as e:
+            raise ConfigError(f"--input: {e}; JSON has no such number") from None
         except ValueError as e:
             raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
                               "expected an object such as '{\"question\": \"...\"}'") from None
@@ -40,8 +61,8 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             values[name] = text  # a str field keeps exactly what was typed, even "42"
             continue
         try:
-            values[name] = json.loads(text)
-        except ValueError:
+            values[name] = _strict_json(text)
+        except ValueError:  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
             values[name] = text
     expected = ", ".join(types) or "none"
     for name, tp in types.items():
@@ -75,15 +96,17 @@ def register(app: typer.Typer) -> None:
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", help="examples and LM calls at once (default 8)")] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute")] = None,
+        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help="examples and LM calls at once (default 8)")] = None,
+        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
-        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
+        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks)
+                        rpm, trace, max_backtracks, example_timeout, max_steps)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -93,7 +116,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks) -> int:
+         max_backtracks, example_timeout=None, max_steps=None) -> int:
     from .files import Output, check_outputs
     from .load import load_config, load_target
     from .runner import input_files, make_runtime
@@ -105,13 +128,12 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
         raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
     if data is not None and out is None:
         raise ConfigError("--data needs --out FILE for the results")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"-j must be at least 1, got {concurrency}")
     config = load_config()
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None, config=config)
+                      trace_prompts=trace is not None, config=config, example_timeout=example_timeout,
+                      max_steps=max_steps)
     # Nothing is written (and no LM call made) until every output is known not to clobber an input.
     inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
     outputs = [Output("--out", str(out)) if out is not None else None,
@@ -148,7 +170,7 @@ def _single(rt, values: dict, trace: Path | None) -> int:
     if not result.ok:
         _err(f"error: {result.error}")
         return 1
-    sys.stdout.write(json.dumps(result.outputs, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result.outputs, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0
 

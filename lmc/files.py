@@ -11,7 +11,6 @@ the new one, never half of either.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from dataclasses import dataclass
@@ -59,22 +58,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True)
 
 
 # ---------------------------------------------------------------- strict JSON
-
-
-class NonFiniteError(ValueError):
-    """A NaN or infinity on its way into a JSON file (which cannot hold one)."""
-
-
-def dumps(value: Any, **kw: Any) -> str:
-    """json.dumps that never writes NaN/Infinity: those are not JSON, and lmc itself refuses to read them back."""
-    try:
-        return json.dumps(value, allow_nan=False, **kw)
-    except ValueError as e:
-        if "Out of range float" not in str(e):
-            raise
-        where = find_non_finite(value)
-        raise NonFiniteError(f"{where or 'a value'} is not a finite number (NaN or infinity); "
-                             "JSON cannot hold it") from None
+# lmc writes JSON with allow_nan=False everywhere; NaN and infinity are refused where a value is
+# produced (interpreter, output parsing, inputs), and this finds them for those checks.
 
 
 def find_non_finite(value: Any, where: str = "") -> str | None:
@@ -148,9 +133,9 @@ def check_writable(o: Output) -> None:
     p = Path(o.path)
     if p.exists():
         if o.directory and not p.is_dir():
-            raise ConfigError(f"{o.label} {o.path}: is a file; expected a folder")
+            raise ConfigError(f"{o.label} {o.path}: is a file; expected a directory")
         if not o.directory and p.is_dir():
-            raise ConfigError(f"{o.label} {o.path}: is a folder; expected a file path")
+            raise ConfigError(f"{o.label} {o.path}: is a directory; expected a file path")
         if not o.directory and not os.access(p, os.W_OK):
             raise ConfigError(f"{o.label} {o.path}: the file is read-only")
     # Walk up the path as the user wrote it (messages name what they typed) to the first thing that exists.
@@ -158,7 +143,7 @@ def check_writable(o: Output) -> None:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise ConfigError(f"{o.label} {o.path}: cannot create it; '{folder}' is a file, not a folder")
+        raise ConfigError(f"{o.label} {o.path}: cannot create it; '{folder}' is a file, not a directory")
     _probe(folder, o)
 
 

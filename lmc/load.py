@@ -64,6 +64,7 @@ class Config:
     cache_dir: str | None = None
     concurrency: int | None = None
     lms: dict = field(default_factory=dict)  # alias -> {model, api_base, api_key_env, settings...}
+    settings: dict = field(default_factory=dict)  # the run settings it gives (settings.YAML_KEYS), as written
 
     def alias_specs(self) -> dict:
         from .lm import parse_lm
@@ -99,10 +100,15 @@ def _parse_config(p: Path) -> Config:
         raise ConfigError(f"{p}: cannot read: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-    known = {"lm", "api_base", "api_key_env", "api_key", "cache_dir", "concurrency", "lms"}
+    from .errors import did_you_mean
+    from .settings import YAML_KEYS
+
+    known = {"api_key_env", "api_key", "lms", *YAML_KEYS}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{p}: unknown setting '{key}'; expected one of: {', '.join(sorted(known))}")
+            hint = did_you_mean(str(key), known)
+            raise ConfigError(f"{p}: unknown setting '{key}'" + (f"; {hint}" if hint else "")
+                              + f" (expected one of: {', '.join(sorted(known))})")
     lms = data.get("lms") or {}
     if not isinstance(lms, dict):
         raise ConfigError(f"{p}: 'lms' must map alias names to settings")
@@ -127,7 +133,8 @@ def _parse_config(p: Path) -> Config:
     conc = data.get("concurrency")
     if conc is not None and (not isinstance(conc, int) or conc < 1):
         raise ConfigError(f"{p}: 'concurrency' must be a positive integer")
-    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms)
+    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms,
+                  {k: data[k] for k in YAML_KEYS if data.get(k) is not None})
 
 
 def choose_lm(flag: str | None, api_base: str | None, config: Config, target: Target | None = None) -> Any:

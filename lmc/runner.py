@@ -18,8 +18,7 @@ from .errors import (EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError
 from .interpreter import Result, Runtime, run_example
 from .load import Target, choose_lm, load_config
 
-DEFAULT_CACHE_DIR = ".lmc/cache"
-DEFAULT_CONCURRENCY = 8
+from .settings import DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY  # noqa: E402,F401 - kept importable from here
 # fsync the output after this many lines or seconds: a crash loses at most that much, never a torn line.
 FSYNC_EVERY_LINES = 64
 FSYNC_EVERY_S = 1.0
@@ -29,25 +28,27 @@ FSYNC_EVERY_S = 1.0
 
 
 def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None = None,
-                 cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, use_cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
-                 trace_prompts: bool = False, config: Any = None, backend: Any = None) -> Runtime:
-    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`)."""
+                 trace_prompts: bool = False, config: Any = None, backend: Any = None, max_steps: int | None = None,
+                 example_timeout: float | None = None) -> Runtime:
+    """The Runtime a command or the Python API runs `target` with.
+
+    Every setting left None here comes from the environment, then lmc.yaml, then the default
+    (`settings.resolve`); the LM is chosen by `load.choose_lm`."""
     from .lm import LMClient
+    from .settings import resolve
 
     config = config if config is not None else load_config()
-    spec = choose_lm(lm, api_base, config, target)
-    base = api_base or config.api_base
-    if cache_dir is None and use_cache:
-        cache_dir = config.cache_dir or DEFAULT_CACHE_DIR
-    j = concurrency or config.concurrency or DEFAULT_CONCURRENCY
-    if j < 1:
-        raise ConfigError(f"concurrency must be at least 1, got {j}")
-    if rpm is not None and rpm <= 0:
-        raise ConfigError(f"--rpm must be positive, got {rpm:g}")
-    client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend)
-    rt = Runtime(target.ir, client, lm=spec, api_base=base, trace_prompts=trace_prompts,
-                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact")
+    st = resolve({"lm": lm, "api_base": api_base, "cache_dir": os.fspath(cache_dir) if cache_dir else None,
+                  "concurrency": concurrency, "rpm": rpm, "max_steps": max_steps,
+                  "example_timeout": example_timeout}, config)
+    spec = choose_lm(lm, st.api_base, config, target)
+    client = LMClient(cache_dir=st.cache_dir if use_cache else None, use_cache=use_cache, concurrency=st.concurrency,
+                      rpm=st.rpm, backend=backend)
+    rt = Runtime(target.ir, client, lm=spec, api_base=st.api_base, trace_prompts=trace_prompts,
+                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact", max_steps=st.max_steps,
+                 example_timeout=st.example_timeout)
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
@@ -112,7 +113,7 @@ def trace_line(ex: Example, result: Result) -> dict:
 
 
 def encode_line(obj: dict) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8")
+    return (json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _jsonable(value: Any) -> Any:

@@ -92,9 +92,9 @@ CASES = [
     (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--trace", "o.jsonl"],
      "--out and --trace are both o.jsonl"),
     (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--cache-dir", "passes.yaml"],
-     "--cache-dir passes.yaml: is a file; expected a folder"),
+     "--cache-dir passes.yaml: is a file; expected a directory"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "data.jsonl/r.json"], "'data.jsonl' is a file"),
-    (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "."], "is a folder; expected a file path"),
+    (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "."], "is a directory; expected a file path"),
 ]
 
 
