@@ -132,3 +132,33 @@ def test_no_arguments_prints_help_and_exits_2(run):
 def test_version(run):
     code, out, err = run("--version")
     assert code == 0 and out.strip() == f"lmc {__version__}"
+
+
+ENUMERATED = [
+    (["check", "x.lmp", "--format", "jsn"], "'jsn' is not one of: text, json; did you mean 'json'?"),
+    (["inspect", "x.lmc.json", "--format", "txt"], "'txt' is not one of: text, json; did you mean 'text'?"),
+    (["diff", "a.lmc.json", "b.lmc.json", "--format", "markdwn"],
+     "'markdwn' is not one of: text, markdown, json; did you mean 'markdown'?"),
+    (["eval", "x.lmp", "--data", "d.jsonl", "--format", "xml"], "'xml' is not one of: text, json"),
+    (["report", "merge", "a.json", "--format", "yaml"], "'yaml' is not one of: text, json"),
+    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--optimizer", "miprov2"],
+     "did you mean 'mipro'?"),
+    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--then", "random_search"],
+     "did you mean 'random-search'?"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", ENUMERATED, ids=[" ".join(a[:1] + a[-2:]) for a, _ in ENUMERATED])
+def test_enumerated_options_refuse_unknown_values_with_the_list(run, args, fragment):
+    code, _, err = run(*args)
+    assert code == 2, err
+    assert fragment in err, err
+    if args[0] != "check":  # check's fast path skips typer (and its usage line) for speed
+        assert err.startswith(f"Usage: lmc {args[0]}")
+
+
+@pytest.mark.parametrize("words", [("run",), ("compile",), ("eval",)], ids=lambda w: w[0])
+def test_minus_j_zero_is_a_usage_error_everywhere(run, words):
+    required = {"run": ["x.lmp"], "compile": ["x.lmp", "--train", "t", "-o", "o"], "eval": ["x.lmp", "--data", "d"]}
+    code, _, err = run(*words, *required[words[0]], "-j", "0")
+    assert code == 2 and "greater than or equal to 1" in err, err
