@@ -157,12 +157,13 @@ def _run_sync(coro):
 
 
 def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
-         cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int = 8, max_backtracks: int | None = None,
+         cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int | None = None, max_backtracks: int | None = None,
          trace_prompts: bool = False) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     The LM is chosen as `lmc run` chooses it: `lm=`, then LMC_LM, then lmc.yaml, then the
-    artifact's LM, then the embedded local model.  `cache_dir=None` turns the cache off.
+    artifact's LM, then the embedded local model; `concurrency` likewise comes from
+    LMC_CONCURRENCY or lmc.yaml when not given.  `cache_dir=None` turns the cache off.
     """
     from .load import load_target
     from .runner import make_runtime
