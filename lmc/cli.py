@@ -170,18 +170,24 @@ def _on_sigterm(signum, frame) -> None:
         raise KeyboardInterrupt
 
 
-def _install_sigterm() -> None:
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    global _terminated
+    _terminated = False
+    # Only where SIGTERM still kills outright (an embedding program's own handler is left alone), and
+    # only for this call: main() also runs inside test processes.
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if install:
         signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
-    _install_sigterm()
-    code = _main(argv)
+    try:
+        code = _main(argv)
+    finally:
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # 128 + the signal's number, as a shell reports a process stopped by it.
     return 143 if code == 130 and _terminated else code
 

@@ -128,6 +128,9 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
         raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
     if data is not None and out is None:
         raise ConfigError("--data needs --out FILE for the results")
+    if single and out is not None:
+        raise ConfigError("--out is for --data; a single input prints its outputs as JSON (use --trace to keep "
+                          "its trace)")
     config = load_config()
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,

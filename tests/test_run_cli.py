@@ -102,6 +102,7 @@ def test_single_input_that_fails_exits_1_with_raw_output(cli, server):
     (["--input", '{"review": 3}'], "input field 'review' does not fit str"),
     (["-i", "review"], "expected field=value"),
     ([], "nothing to run"),
+    (["-i", "review=x", "--out", "o.jsonl"], "--out is for --data"),
 ])
 def test_bad_single_inputs_are_one_line_usage_errors(cli, server, args, expected):
     code, out, err = cli("run", SENTIMENT, *lm_args(server), *args)
