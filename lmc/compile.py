@@ -93,10 +93,13 @@ def load_passes_file(path: str) -> tuple[list[str], dict]:
     """A YAML list of passes: `- bootstrap` or `- {name: random-search, candidates: 8}`."""
     import yaml
 
+    from .limits import read_bounded
+
+    raw = read_bounded(path, "config", lambda m: ConfigError(f"{path}: {m}"))
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML") from None

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import ir as I
-from . import prompts
+from . import limits, prompts
 from .errors import (BudgetExceeded, ConfigError, ExampleError, LMError, LmcError, OutputParseError, Warnings)
+from .limits import SizeLimitError
 from .lm import LMClient, LMSpec, make_request, parse_lm
 from .types import Type, coerce
 
@@ -110,6 +111,8 @@ class RunError(LmcError):
     def __init__(self, message: str, kind: str = "runtime", line: int | None = None):
         super().__init__(message + (f" (line {line})" if line else ""))
         self.kind = kind
+        self.text = message
+        self.line = line
 
 
 # ---------------------------------------------------------------- runtime
@@ -395,6 +398,12 @@ def _outputs(prog: I.ProgramIR, value: Any) -> dict:
     out = {}
     for f in prog.outputs:
         v = raw[f.name]
+        if isinstance(v, (list, dict)):
+            # Sublists may be shared (`x = [x, x]`): a value small in memory can be exponential as JSON.
+            try:
+                limits.to_json(v, default=str, what=f"output '{f.name}'")
+            except SizeLimitError as e:
+                raise RunError(str(e), "runtime") from None
         err = f.type.check(v)
         if err:
             try:
@@ -418,6 +427,18 @@ async def _exec_block(rt: Runtime, ctx: _Ctx, body: tuple, env: dict) -> Any:
 
 
 async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
+    try:
+        await _exec_stmt(rt, ctx, s, env)
+    except RunError as err:
+        # Expressions carry no line in the IR; the innermost statement around a failure gives it one.
+        if err.line or not getattr(s, "line", 0):
+            raise
+        raise RunError(err.text, err.kind, s.line) from None
+    except SizeLimitError as err:  # a value too large to print into a prompt or an f-string
+        raise RunError(str(err), line=getattr(s, "line", None)) from None
+
+
+async def _exec_stmt(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
     t = type(s)
     if t is I.Assign:
         value = await _eval(rt, ctx, s.value, env)
@@ -522,22 +543,52 @@ def _binop(op: str, a: Any, b: Any, line: int = 0) -> Any:
                 b = prompts.show_value(b, multiline_ok=False)
             if isinstance(a, list) and isinstance(b, tuple):
                 b = list(b)
+            _check_sum(a, b)
             return a + b
         if op == "-":
             return a - b
         if op == "*":
+            _check_product(a, b)
             return a * b
         if op == "/":
             return a / b
         if op == "//":
             return a // b
         if op == "%":
+            if isinstance(a, (str, bytes)):
+                # Python would read this as printf-style formatting ("%0*d" % (10**9, 1) is a 1 GB string).
+                raise TypeError
             return a % b
     except ZeroDivisionError:
         raise RunError("division by zero", line=line) from None
+    except SizeLimitError as err:
+        raise RunError(str(err), line=line) from None
+    except OverflowError:
+        raise RunError(f"'{op}' overflowed: the result is too large", line=line) from None
     except TypeError:
         raise RunError(f"cannot apply '{op}' to {_kind(a)} and {_kind(b)}", line=line) from None
     raise RunError(f"unknown operator '{op}'", line=line)
+
+
+def _check_sum(a: Any, b: Any) -> None:
+    """`+` of texts or lists: the result's size is checked before it is built."""
+    if isinstance(a, str) and isinstance(b, str):
+        limits.check_chars(len(a) + len(b), "a text")
+    elif isinstance(a, list) and isinstance(b, list):
+        limits.check_items(len(a) + len(b), "a list")
+
+
+def _check_product(a: Any, b: Any) -> None:
+    """`*` repeats a text or list, or multiplies ints whose size adds up: all checked before allocating."""
+    if isinstance(a, (str, list)) and isinstance(b, int) or isinstance(b, (str, list)) and isinstance(a, int):
+        seq, n = (a, b) if isinstance(a, (str, list)) else (b, a)
+        total = len(seq) * max(int(n), 0)
+        if isinstance(seq, str):
+            limits.check_chars(total, "a repeated text")
+        else:
+            limits.check_items(total, "a repeated list")
+    elif isinstance(a, int) and isinstance(b, int):
+        limits.check_int_product(a, b)
 
 
 _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -563,11 +614,14 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
         return await call_module(rt, ctx, e.module, kwargs)
     if t is I.FStr:
         out = []
+        size = 0
         for part in e.parts:
-            if isinstance(part, str):
-                out.append(part)
-            else:
-                out.append(prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False))
+            if not isinstance(part, str):
+                part = prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False)
+            size += len(part)
+            if size > limits.MAX_CHARS:
+                raise RunError(f"an f-string of more than {limits.count(limits.MAX_CHARS)} characters exceeds the limit")
+            out.append(part)
         return "".join(out)
     if t is I.ListOf:
         return [await _eval(rt, ctx, x, env) for x in e.items]
@@ -617,7 +671,9 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
             return BUILTINS[e.name].fn(*args, **kwargs)
         except RunError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError) as err:
+        except SizeLimitError as err:
+            raise RunError(str(err), line=e.line) from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             raise RunError(f"{e.name}(): {err}", line=e.line) from None
     if t is I.CallRetriever:
         q = await _eval(rt, ctx, e.query, env)

@@ -89,8 +89,10 @@ def load_config(start: str | os.PathLike | None = None) -> Config:
 def _parse_config(p: Path) -> Config:
     import yaml
 
+    from .limits import read_bounded
+
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_bounded(p, "config", lambda m: ConfigError(f"{p}: {m}")).decode("utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)

@@ -134,9 +134,14 @@ def read_previous(path: str | os.PathLike) -> Previous:
     prev = Previous()
     if not p.exists():
         return prev
-    if p.is_dir():
-        raise DatasetError("is a directory, expected a .jsonl output file", str(path))
-    data = p.read_bytes()
+    from .limits import read_bounded
+
+    def fail(message: str) -> DatasetError:
+        if message == "is a directory":
+            message = "is a directory, expected a .jsonl output file"
+        return DatasetError(message, str(path))
+
+    data = read_bounded(p, "data", fail)  # a FIFO or device as --out is refused, not read forever
     keep: list[bytes] = []
     changed = False
     lines = data.split(b"\n")
