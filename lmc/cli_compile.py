@@ -54,6 +54,7 @@ def compile_cmd(
     rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
     keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
     score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
+    allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
@@ -75,7 +76,8 @@ def compile_cmd(
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev, params={k_: v for k_, v in params.items() if v is not None})
+                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev, params={k_: v for k_, v in params.items() if v is not None},
+                          allow_python=tuple(allow_python or ()))
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()
@@ -172,12 +174,20 @@ def inspect_cmd(
     format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
-    from .inspect import render_predictors
+    from .inspect import lm_view, python_view, render_predictors, render_python
     from .load import choose_lm, load_config, load_target
 
+    if format not in ("text", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, text")
+    config = load_config()
     target = load_target(artifact)
-    spec = choose_lm(lm, None, load_config(), target)
+    # Inspecting sends no request: the artifact's own server only decides the prompt format here,
+    # so a remote one (refused by `run` without --api-base) is shown, not refused.
+    art_lm = target.artifact.lm if target.artifact is not None else None
+    shown_base = art_lm.get("api_base") if isinstance(art_lm, dict) else None
+    spec = choose_lm(lm, shown_base if isinstance(shown_base, str) else None, config, target)
     views = render_predictors(target, spec.mode, predictor)
+    python = python_view(target, tuple(config.allow_python))
     if emit_prompts is not None:
         emit_prompts.mkdir(parents=True, exist_ok=True)
         for v in views:
@@ -185,7 +195,9 @@ def inspect_cmd(
         sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
         return
     if format == "json":
-        print(json.dumps(views, indent=2, ensure_ascii=False))
+        doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
+               "predictors": views}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     from rich.console import Console
     from rich.panel import Panel
@@ -198,6 +210,11 @@ def inspect_cmd(
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+    for line in render_python(python):
+        out.print(line, markup=False, soft_wrap=True)
+    for entry in lm_view(target):
+        out.print(f"lm {entry['name']}: {entry['model']}" + (f" at {entry['api_base']}" if entry["api_base"] else "")
+                  + f"  ({entry['use']})", markup=False, soft_wrap=True)
     for v in views:
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
@@ -213,7 +230,9 @@ def diff_cmd(
     from .artifact import read
     from .inspect import diff_artifacts, render_diff
 
-    changes = diff_artifacts(read(a), read(b))
+    if format not in ("text", "markdown", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, markdown, text")
+    changes = diff_artifacts(read(a), read(b), (str(a), str(b)))
     if format == "json":
         print(json.dumps(changes, indent=2, ensure_ascii=False))
     else:

@@ -79,11 +79,12 @@ def register(app: typer.Typer) -> None:
         rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
         max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks)
+                        rpm, trace, max_backtracks, allow_python)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks) -> int:
+         max_backtracks, allow_python=None) -> int:
     from .load import load_target
     from .runner import make_runtime
 
@@ -109,7 +110,7 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None)
+                      trace_prompts=trace is not None, allow_python=allow_python)
     types = {f.name: f.type for f in rt.ir.program().inputs}
     if single:
         values = parse_inputs(input, field, types)

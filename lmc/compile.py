@@ -49,6 +49,7 @@ class CompileOptions:
     rpm: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
+    allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
     params: dict = field(default_factory=dict)  # per-pass knobs: max_demos, candidates, trials, ...
 
 
@@ -168,8 +169,11 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     for name in opts.passes:
         if name not in PASS_NAMES:
             await run_pass(name, None, None)  # raises the did-you-mean error
+    from .pyrefs import parse_allow, policy_for
+
     config = load_config()
     target = load_target(opts.program, opts.program_name)
+    python = policy_for(target, tuple(config.allow_python) + parse_allow(opts.allow_python, "--allow-python"))
     ir = target.ir
     metric = pick_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
@@ -187,7 +191,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     def runtime_with(lm_spec):
         def make(x: I.IR):
             return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms,
-                           warnings=warnings, from_artifact=target.kind == "artifact")
+                           warnings=warnings, from_artifact=target.kind == "artifact", python=python)
         return make
 
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
@@ -196,6 +200,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     # Internal knobs the passes read; they are not compile parameters, so the report leaves them out.
     params.setdefault("source", target.source)
     params.setdefault("finetune_dir", finetune_dir_for(opts.out))
+    runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
                   threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=params, log=log,
                   on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)

@@ -140,6 +140,7 @@ class Job:
     lm: Any  # LMSpec
     metric: MetricIR
     from_artifact: bool = False
+    python: Any = None  # pyrefs.PythonPolicy: what its tools and metrics may import
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,14 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
     from .evaluate import evaluate
     from .interpreter import Runtime
 
+    # Every target is vetted (imports allowed, LM aliases not re-routing keys) before the first LM call.
+    runtimes = [Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
+                        from_artifact=job.from_artifact, python=job.python).vet() for job in jobs]
+
     async def main() -> list[Run]:
         runs = []
         try:
-            for i, job in enumerate(jobs):
-                rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
-                             from_artifact=job.from_artifact)
+            for i, (job, rt) in enumerate(zip(jobs, runtimes)):
                 before = _usage(client)
                 start = time.perf_counter()
                 callback = (lambda out, i=i: on_result(i, out)) if on_result else None

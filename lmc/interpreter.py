@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast as pyast
 import asyncio
 import hashlib
-import importlib
 import json
 import math
 import operator
@@ -132,10 +131,21 @@ class Runtime:
     sandbox_limits: Any = None
     extra_lms: dict = field(default_factory=dict)  # alias -> LMSpec from lmc.yaml
     from_artifact: bool = False  # the IR came from someone's artifact: its aliases may not pick where keys go
+    python: Any = None  # pyrefs.PythonPolicy: which python(...) references may be imported (None: none)
     _retrievers: dict = field(default_factory=dict)
     _tools: dict = field(default_factory=dict)
     _specs: dict = field(default_factory=dict)
     warnings: Warnings = field(default_factory=Warnings)
+
+    def vet(self) -> "Runtime":
+        """Refuse now, before any LM call, what this run may not do: import an unlisted python(...)
+        reference, or let an artifact's LM alias choose where the key goes."""
+        from .pyrefs import check
+
+        check(self.ir, self.python)
+        for p in self.ir.predictors:
+            self.lm_for(p)
+        return self
 
     # -- LMs -------------------------------------------------------------------
     def default_lm(self) -> LMSpec:
@@ -158,10 +168,12 @@ class Runtime:
             alias_base = settings.pop("api_base", None)
             key_env = settings.pop("api_key_env", None)
             if self.from_artifact:
-                from .load import check_artifact_key_env, is_loopback
+                from .load import check_artifact_key_env
+                from .netguard import check_artifact_lm, is_loopback
 
                 where = f"LM alias '{name}' in the artifact"
                 check_artifact_key_env(key_env, where)
+                check_artifact_lm(alias.model, settings, where)
                 if alias_base and not self.api_base and not is_loopback(alias_base):
                     raise ConfigError(f"{where} sends requests to {alias_base}; an artifact may not choose a remote "
                                       "server for your key", hint="pass --api-base to use a server you trust")
@@ -199,7 +211,7 @@ class Runtime:
         if fn is None:
             spec = self.ir.tool(name)
             if spec.kind == "python":
-                fn = load_python_ref(spec.ref, what=f"tool '{name}'")
+                fn = load_python_ref("tool", name, spec.ref, self.python)
             elif spec.kind == "calculator":
                 fn = calculator
             else:
@@ -208,24 +220,11 @@ class Runtime:
         return fn
 
 
-def load_python_ref(ref: str, what: str) -> Callable:
-    """Import `pkg.mod:fn` — user code, trusted because the program names it explicitly."""
-    mod_name, _, attr = (ref or "").partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"{what}: bad reference '{ref}'; expected 'package.module:function'")
-    import sys
+def load_python_ref(kind: str, name: str, ref: str | None, policy: Any) -> Callable:
+    """Import `pkg.mod:fn` for a tool or metric — only as the run's PythonPolicy allows (lmc/pyrefs.py)."""
+    from .pyrefs import PyRef, import_ref
 
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure of user code is a config error
-        raise ConfigError(f"{what}: cannot import '{mod_name}': {type(e).__name__}: {e}") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"{what}: '{mod_name}' has no function '{attr}'")
-    return fn
+    return import_ref(PyRef(kind, name, ref or ""), policy)
 
 
 # ---------------------------------------------------------------- a safe calculator tool

@@ -31,9 +31,15 @@ FSYNC_EVERY_S = 1.0
 def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None = None,
                  cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
-                 trace_prompts: bool = False, config: Any = None, backend: Any = None) -> Runtime:
-    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`)."""
+                 trace_prompts: bool = False, config: Any = None, backend: Any = None,
+                 allow_python: Iterable[str] | None = None) -> Runtime:
+    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`).
+
+    What the run may import (`allow_python` plus lmc.yaml's list, see lmc/pyrefs.py) and where an
+    artifact's LM aliases may send the key are checked here, before any LM call.
+    """
     from .lm import LMClient
+    from .pyrefs import parse_allow, policy_for
 
     config = config if config is not None else load_config()
     spec = choose_lm(lm, api_base, config, target)
@@ -46,13 +52,15 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
     if rpm is not None and rpm <= 0:
         raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend)
+    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
     rt = Runtime(target.ir, client, lm=spec, api_base=base, trace_prompts=trace_prompts,
-                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact")
+                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact",
+                 python=policy_for(target, allowed))
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
         rt.max_backtracks = max_backtracks
-    return rt
+    return rt.vet()
 
 
 def preflight(rt: Runtime) -> None:
