@@ -792,8 +792,9 @@ def _clip(text: str, limit: int = 1500) -> str:
 
 
 async def _program_of_thought(rt, ctx, m: I.ModuleIR, kwargs, feedback) -> dict:
-    from .sandbox import SandboxLimits, arun_code
+    from .sandbox import SandboxLimits, arun_code, require_isolation
 
+    require_isolation()  # refuse before spending an LM call where no sandbox can start
     max_iters = int(m.setting("max_iters", 3))
     limits = rt.sandbox_limits or SandboxLimits(timeout_s=float(m.setting("timeout", 5.0)))
     code_id = m.predictor_id("code")
