@@ -22,10 +22,13 @@ import pytest
 from tests.reliability.helpers import ROOT, SENTIMENT, labeled_reviews, subprocess_env, write_jsonl
 
 CEILING_MB = 256  # address space of the child: Python and lmc's CLI fit, reading any of these inputs would not
-_WRAP = ("import resource, sys\n"
+# Peak RSS from VmHWM: it belongs to this process image alone, while ru_maxrss survives exec and would
+# report the (large) pytest process this child was forked from.
+_WRAP = ("import sys\n"
          "from lmc.cli import main\n"
          "code = main(sys.argv[1:])\n"
-         "sys.stderr.write('\\nMAXRSS_KB %d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+         "sys.stderr.write('\\nMAXRSS_KB %s\\n' % hwm)\n"
          "sys.exit(code)\n")
 
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
