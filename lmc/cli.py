@@ -101,7 +101,12 @@ def fmt(
     for path in paths:
         if not path.exists():
             raise LmcError(f"{path}: no such file")
-        text = path.read_text(encoding="utf-8")
+        from .limits import read_bounded
+
+        try:
+            text = read_bounded(path, "program").decode("utf-8")
+        except UnicodeDecodeError:
+            raise LmcError(f"{path}: not UTF-8 text; expected a .lmp file") from None
         out = format_source(text, str(path))
         if out != text:
             changed.append(path)

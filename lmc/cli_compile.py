@@ -60,6 +60,7 @@ def compile_cmd(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
     keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
     score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
+    allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
@@ -82,7 +83,8 @@ def compile_cmd(
                           use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev,
                           max_steps=max_steps, example_timeout=example_timeout,
                           passes_file=str(passes) if passes is not None else None,
-                          params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params)
+                          params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
+                          allow_python=tuple(allow_python or ()))
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()
@@ -179,12 +181,20 @@ def inspect_cmd(
     format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
-    from .inspect import render_predictors
+    from .inspect import lm_view, python_view, render_predictors, render_python
     from .load import choose_lm, load_config, load_target
 
+    if format not in ("text", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, text")
+    config = load_config()
     target = load_target(artifact)
-    spec = choose_lm(lm, None, load_config(), target)
+    # Inspecting sends no request: the artifact's own server only decides the prompt format here,
+    # so a remote one (refused by `run` without --api-base) is shown, not refused.
+    art_lm = target.artifact.lm if target.artifact is not None else None
+    shown_base = art_lm.get("api_base") if isinstance(art_lm, dict) else None
+    spec = choose_lm(lm, shown_base if isinstance(shown_base, str) else None, config, target)
     views = render_predictors(target, spec.mode, predictor)
+    python = python_view(target, tuple(config.allow_python))
     if emit_prompts is not None:
         from .files import Output, atomic_write_text, check_outputs
 
@@ -196,7 +206,9 @@ def inspect_cmd(
         sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
         return
     if format == "json":
-        print(json.dumps(views, indent=2, ensure_ascii=False, allow_nan=False))
+        doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
+               "predictors": views}
+        print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
         return
     from rich.console import Console
     from rich.panel import Panel
@@ -209,6 +221,11 @@ def inspect_cmd(
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+    for line in render_python(python):
+        out.print(line, markup=False, soft_wrap=True)
+    for entry in lm_view(target):
+        out.print(f"lm {entry['name']}: {entry['model']}" + (f" at {entry['api_base']}" if entry["api_base"] else "")
+                  + f"  ({entry['use']})", markup=False, soft_wrap=True)
     for v in views:
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
@@ -224,7 +241,9 @@ def diff_cmd(
     from .artifact import read
     from .inspect import diff_artifacts, render_diff
 
-    changes = diff_artifacts(read(a), read(b))
+    if format not in ("text", "markdown", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, markdown, text")
+    changes = diff_artifacts(read(a), read(b), (str(a), str(b)))
     if format == "json":
         print(json.dumps(changes, indent=2, ensure_ascii=False, allow_nan=False))
     else:

@@ -203,6 +203,7 @@ def register(app: typer.Typer) -> None:
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
         format: Format = "text",
+        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         try:
@@ -244,7 +245,7 @@ def _gate_options(**kw):
 
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
-          summary, github_summary, format) -> None:
+          summary, github_summary, format, allow_python=None) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -301,10 +302,14 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     _check_outputs(outputs, inputs, cache_dir=None if no_cache else st.cache_dir)
 
     from .lm import LMClient
+    from .pyrefs import parse_allow, policy_for
 
-    work = [E.Job(cand_t.ir, choose_lm(lm, st.api_base, config, cand_t), cand_metric, cand_t.kind == "artifact")]
+    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
+    work = [E.Job(cand_t.ir, choose_lm(lm, st.api_base, config, cand_t), cand_metric, cand_t.kind == "artifact",
+                  policy_for(cand_t, allowed))]
     if base_t is not None:
-        work.append(E.Job(base_t.ir, choose_lm(lm, st.api_base, config, base_t), base_metric, base_t.kind == "artifact"))
+        work.append(E.Job(base_t.ir, choose_lm(lm, st.api_base, config, base_t), base_metric, base_t.kind == "artifact",
+                          policy_for(base_t, allowed)))
     extra_lms = config.alias_specs()
     concurrency = st.concurrency
     client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm)

@@ -102,11 +102,12 @@ def register(app: typer.Typer) -> None:
         max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")] = None,
         example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
+        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks, example_timeout, max_steps)
+                        rpm, trace, max_backtracks, example_timeout, max_steps, allow_python)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -116,7 +117,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks, example_timeout=None, max_steps=None) -> int:
+         max_backtracks, example_timeout=None, max_steps=None, allow_python=None) -> int:
     from .files import Output, check_outputs
     from .load import load_config, load_target
     from .runner import input_files, make_runtime
@@ -136,7 +137,7 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
                       trace_prompts=trace is not None, config=config, example_timeout=example_timeout,
-                      max_steps=max_steps)
+                      max_steps=max_steps, allow_python=allow_python)
     # Nothing is written (and no LM call made) until every output is known not to clobber an input.
     inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
     outputs = [Output("--out", str(out)) if out is not None else None,

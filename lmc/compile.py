@@ -51,6 +51,7 @@ class CompileOptions:
     example_timeout: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
+    allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
     passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
     params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
@@ -97,13 +98,15 @@ def load_passes_file(path: str) -> tuple[list[str], list[dict]]:
     """A YAML list of passes, `- bootstrap` or `- {name: random-search, candidates: 8}`: names and each one's options."""
     import yaml
 
+    from .limits import read_bounded
     from .optimize import PASS_NAMES
     from .optimize.options import check_pass_entry
 
+    raw = read_bounded(path, "config", lambda m: ConfigError(f"{path}: {m}"))
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML") from None
@@ -210,6 +213,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     for name in opts.passes:
         if name not in PASS_NAMES:
             await run_pass(name, None, None)  # raises the did-you-mean error
+    from .pyrefs import parse_allow, policy_for
     from .settings import resolve
 
     plan = pass_plan(opts)
@@ -221,6 +225,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")
     target = load_target(opts.program, opts.program_name)
+    python = policy_for(target, tuple(config.allow_python) + parse_allow(opts.allow_python, "--allow-python"))
     ir = target.ir
     metric = pick_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
@@ -239,14 +244,15 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     def runtime_with(lm_spec):
         def make(x: I.IR):
             return Runtime(x, client, lm=lm_spec, api_base=opts.api_base, extra_lms=extra_lms,
-                           warnings=warnings, from_artifact=target.kind == "artifact", max_steps=st.max_steps,
-                           example_timeout=st.example_timeout)
+                           warnings=warnings, from_artifact=target.kind == "artifact", python=python,
+                           max_steps=st.max_steps, example_timeout=st.example_timeout)
         return make
 
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
     proposer = runtime_with(parse_lm(opts.prompt_lm, opts.api_base)) if opts.prompt_lm else None
     # The program text is an internal knob of mipro's proposer, not a compile parameter.
     internal = {"source": target.source}
+    runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
                   threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=dict(internal), log=log,
                   on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)

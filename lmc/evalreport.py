@@ -145,6 +145,7 @@ class Job:
     lm: Any  # LMSpec
     metric: MetricIR
     from_artifact: bool = False
+    python: Any = None  # pyrefs.PythonPolicy: what its tools and metrics may import
 
 
 @dataclass(frozen=True)
@@ -172,14 +173,15 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
     from .evaluate import evaluate
     from .interpreter import Runtime
 
+    # Every target is vetted (imports allowed, LM aliases not re-routing keys) before the first LM call.
+    runtimes = [Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
+                        from_artifact=job.from_artifact, python=job.python, example_timeout=example_timeout,
+                        **({"max_steps": max_steps} if max_steps is not None else {})).vet() for job in jobs]
+
     async def main() -> list[Run]:
         runs = []
         try:
-            for i, job in enumerate(jobs):
-                rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
-                             from_artifact=job.from_artifact, example_timeout=example_timeout)
-                if max_steps is not None:
-                    rt.max_steps = max_steps
+            for i, (job, rt) in enumerate(zip(jobs, runtimes)):
                 before = _usage(client)
                 start = time.perf_counter()
                 callback = (lambda out, i=i: on_result(i, out)) if on_result else None

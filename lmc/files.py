@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -128,6 +129,10 @@ def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[tuple[str, 
         check_writable(o)
 
 
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 def check_writable(o: Output) -> None:
     """The location can be written: its kind fits, and the nearest existing folder accepts a new file."""
     p = Path(o.path)
@@ -136,6 +141,11 @@ def check_writable(o: Output) -> None:
             raise ConfigError(f"{o.label} {o.path}: is a file; expected a directory")
         if not o.directory and p.is_dir():
             raise ConfigError(f"{o.label} {o.path}: is a directory; expected a file path")
+        mode = p.stat().st_mode
+        if not o.directory and not stat.S_ISREG(mode):
+            # lmc replaces whole files by renaming over them (or appends to --out): never over a FIFO or device.
+            kind = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
+            raise ConfigError(f"{o.label} {o.path}: is {kind}" + (", not a regular file" if kind[0] == "a" else ""))
         if not o.directory and not os.access(p, os.W_OK):
             raise ConfigError(f"{o.label} {o.path}: the file is read-only")
     # Walk up the path as the user wrote it (messages name what they typed) to the first thing that exists.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Iterable, Sequence
 
-from lmc.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError, ReportError
+from lmc.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError, LmcError, ReportError
 from lmc.files import atomic_write_text
 
 REPORT_FORMAT = "lmc-report/1"
@@ -218,13 +218,16 @@ class Report:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Report:
+        from .limits import read_bounded
+
         path = os.fspath(path)
+
+        def fail(message: str) -> ReportError:
+            return ReportError(f"{path}: no such report file" if message == "no such file" else f"{path}: {message}")
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            raise ReportError(f"{path}: no such report file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_bounded(path, "artifact", fail).decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: cannot read report ({exc.__class__.__name__}: {exc})") from None
         return cls.from_json(_decode_json(text, path), path)
 
@@ -244,10 +247,12 @@ def summarize(examples: Sequence[ExampleResult], **accounting: Any) -> Summary:
 
 def is_report(path: str | os.PathLike) -> bool:
     """True when `path` holds JSON whose `format` is an lmc report (so `--baseline` need not be re-evaluated)."""
+    from .limits import read_bounded
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except (OSError, ValueError):
+        # Bounded and regular files only; a FIFO or device is refused by whoever reads it next.
+        obj = json.loads(read_bounded(path, "artifact"))
+    except (LmcError, OSError, ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and str(obj.get("format", "")).startswith("lmc-report/")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast as pyast
 import asyncio
 import hashlib
-import importlib
 import json
 import math
 import operator
@@ -22,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import ir as I
-from . import prompts
+from . import limits, prompts
 from .errors import (BudgetExceeded, ConfigError, ExampleError, LMError, LmcError, OutputParseError, Warnings)
 from .files import find_non_finite
+from .limits import SizeLimitError
 from .lm import LMClient, LMSpec, make_request, parse_lm
 from .types import Type, coerce
 
@@ -117,16 +117,8 @@ class RunError(LmcError):
     def __init__(self, message: str, kind: str = "runtime", line: int | None = None):
         super().__init__(message + (f" (line {line})" if line else ""))
         self.kind = kind
-        self.bare = message
-        self.line = line or None
-
-    def at(self, line: int) -> RunError:
-        """Name the statement's line when the expression that failed did not know it."""
-        if self.line is None and line:
-            self.line = line
-            self.message = f"{self.bare} (line {line})"
-            self.args = (self.message,)
-        return self
+        self.text = message
+        self.line = line
 
 
 # ---------------------------------------------------------------- runtime
@@ -148,10 +140,21 @@ class Runtime:
     from_artifact: bool = False  # the IR came from someone's artifact: its aliases may not pick where keys go
     max_steps: int = DEFAULT_MAX_STEPS  # statements + loop iterations per example (--max-steps)
     example_timeout: float | None = None  # seconds per example (--example-timeout); None = no limit
+    python: Any = None  # pyrefs.PythonPolicy: which python(...) references may be imported (None: none)
     _retrievers: dict = field(default_factory=dict)
     _tools: dict = field(default_factory=dict)
     _specs: dict = field(default_factory=dict)
     warnings: Warnings = field(default_factory=Warnings)
+
+    def vet(self) -> "Runtime":
+        """Refuse now, before any LM call, what this run may not do: import an unlisted python(...)
+        reference, or let an artifact's LM alias choose where the key goes."""
+        from .pyrefs import check
+
+        check(self.ir, self.python)
+        for p in self.ir.predictors:
+            self.lm_for(p)
+        return self
 
     # -- LMs -------------------------------------------------------------------
     def default_lm(self) -> LMSpec:
@@ -174,10 +177,12 @@ class Runtime:
             alias_base = settings.pop("api_base", None)
             key_env = settings.pop("api_key_env", None)
             if self.from_artifact:
-                from .load import check_artifact_key_env, is_loopback
+                from .load import check_artifact_key_env
+                from .netguard import check_artifact_lm, is_loopback
 
                 where = f"LM alias '{name}' in the artifact"
                 check_artifact_key_env(key_env, where)
+                check_artifact_lm(alias.model, settings, where)
                 if alias_base and not self.api_base and not is_loopback(alias_base):
                     raise ConfigError(f"{where} sends requests to {alias_base}; an artifact may not choose a remote "
                                       "server for your key", hint="pass --api-base to use a server you trust")
@@ -215,7 +220,7 @@ class Runtime:
         if fn is None:
             spec = self.ir.tool(name)
             if spec.kind == "python":
-                fn = load_python_ref(spec.ref, what=f"tool '{name}'")
+                fn = load_python_ref("tool", name, spec.ref, self.python)
             elif spec.kind == "calculator":
                 fn = calculator
             else:
@@ -224,24 +229,11 @@ class Runtime:
         return fn
 
 
-def load_python_ref(ref: str, what: str) -> Callable:
-    """Import `pkg.mod:fn` — user code, trusted because the program names it explicitly."""
-    mod_name, _, attr = (ref or "").partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"{what}: bad reference '{ref}'; expected 'package.module:function'")
-    import sys
+def load_python_ref(kind: str, name: str, ref: str | None, policy: Any) -> Callable:
+    """Import `pkg.mod:fn` for a tool or metric — only as the run's PythonPolicy allows (lmc/pyrefs.py)."""
+    from .pyrefs import PyRef, import_ref
 
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure of user code is a config error
-        raise ConfigError(f"{what}: cannot import '{mod_name}': {type(e).__name__}: {e}") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"{what}: '{mod_name}' has no function '{attr}'")
-    return fn
+    return import_ref(PyRef(kind, name, ref or ""), policy)
 
 
 # ---------------------------------------------------------------- a safe calculator tool
@@ -431,6 +423,12 @@ def _outputs(prog: I.ProgramIR, value: Any) -> dict:
     out = {}
     for f in prog.outputs:
         v = raw[f.name]
+        if isinstance(v, (list, dict)):
+            # Sublists may be shared (`x = [x, x]`): a value small in memory can be exponential as JSON.
+            try:
+                limits.to_json(v, default=str, what=f"output '{f.name}'")
+            except SizeLimitError as e:
+                raise RunError(str(e), "runtime") from None
         err = f.type.check(v)
         if err:
             try:
@@ -472,8 +470,13 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
         await _checkpoint(ctx, ctx.line)
     try:
         await _exec_stmt(rt, ctx, s, env)
-    except RunError as e:
-        raise e.at(s.line)
+    except RunError as err:
+        # Expressions carry no line in the IR; the innermost statement around a failure gives it one.
+        if err.line or not getattr(s, "line", 0):
+            raise
+        raise RunError(err.text, err.kind, s.line) from None
+    except SizeLimitError as err:  # a value too large to print into a prompt or an f-string
+        raise RunError(str(err), line=getattr(s, "line", None)) from None
 
 
 async def _exec_stmt(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
@@ -599,24 +602,52 @@ def _binop_value(op: str, a: Any, b: Any, line: int = 0) -> Any:
                 b = prompts.show_value(b, multiline_ok=False)
             if isinstance(a, list) and isinstance(b, tuple):
                 b = list(b)
+            _check_sum(a, b)
             return a + b
         if op == "-":
             return a - b
         if op == "*":
+            _check_product(a, b)
             return a * b
         if op == "/":
             return a / b
         if op == "//":
             return a // b
         if op == "%":
+            if isinstance(a, (str, bytes)):
+                # Python would read this as printf-style formatting ("%0*d" % (10**9, 1) is a 1 GB string).
+                raise TypeError
             return a % b
     except ZeroDivisionError:
         raise RunError("division by zero", line=line) from None
+    except SizeLimitError as err:
+        raise RunError(str(err), line=line) from None
     except OverflowError:
         raise RunError(f"'{op}' of {_show(a)} and {_show(b)} is too large a number", line=line) from None
     except TypeError:
         raise RunError(f"cannot apply '{op}' to {_kind(a)} and {_kind(b)}", line=line) from None
     raise RunError(f"unknown operator '{op}'", line=line)
+
+
+def _check_sum(a: Any, b: Any) -> None:
+    """`+` of texts or lists: the result's size is checked before it is built."""
+    if isinstance(a, str) and isinstance(b, str):
+        limits.check_chars(len(a) + len(b), "a text")
+    elif isinstance(a, list) and isinstance(b, list):
+        limits.check_items(len(a) + len(b), "a list")
+
+
+def _check_product(a: Any, b: Any) -> None:
+    """`*` repeats a text or list, or multiplies ints whose size adds up: all checked before allocating."""
+    if isinstance(a, (str, list)) and isinstance(b, int) or isinstance(b, (str, list)) and isinstance(a, int):
+        seq, n = (a, b) if isinstance(a, (str, list)) else (b, a)
+        total = len(seq) * max(int(n), 0)
+        if isinstance(seq, str):
+            limits.check_chars(total, "a repeated text")
+        else:
+            limits.check_items(total, "a repeated list")
+    elif isinstance(a, int) and isinstance(b, int):
+        limits.check_int_product(a, b)
 
 
 _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -642,11 +673,14 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
         return await call_module(rt, ctx, e.module, kwargs)
     if t is I.FStr:
         out = []
+        size = 0
         for part in e.parts:
-            if isinstance(part, str):
-                out.append(part)
-            else:
-                out.append(prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False))
+            if not isinstance(part, str):
+                part = prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False)
+            size += len(part)
+            if size > limits.MAX_CHARS:
+                raise RunError(f"an f-string of more than {limits.count(limits.MAX_CHARS)} characters exceeds the limit")
+            out.append(part)
         return "".join(out)
     if t is I.ListOf:
         return [await _eval(rt, ctx, x, env) for x in e.items]
@@ -696,6 +730,8 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
             value = BUILTINS[e.name].fn(*args, **kwargs)
         except RunError:
             raise
+        except SizeLimitError as err:
+            raise RunError(str(err), line=e.line) from None
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             raise RunError(f"{e.name}(): {err}", line=e.line) from None
         if isinstance(value, float) and not math.isfinite(value):

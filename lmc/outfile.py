@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -84,9 +85,18 @@ class ResultsFile:
 
     # -- lock ------------------------------------------------------------------
     def open(self) -> ResultsFile:
+        if os.path.exists(self.path):
+            from .limits import open_input
+
+            # A FIFO or device is refused (it would be read forever), and so is a file over the data limit.
+            fd, _ = open_input(self.path, "data", lambda m: ConfigError(f"--out {self.shown}: {m}"))
+            os.close(fd)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced by something else since the check above
+                os.close(fd)
+                raise ConfigError(f"--out {self.shown}: is not a regular file")
             try:
                 _lock(fd)
             except BlockingIOError:

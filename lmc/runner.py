@@ -31,12 +31,15 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
                  trace_prompts: bool = False, config: Any = None, backend: Any = None, max_steps: int | None = None,
-                 example_timeout: float | None = None) -> Runtime:
+                 example_timeout: float | None = None, allow_python: Iterable[str] | None = None) -> Runtime:
     """The Runtime a command or the Python API runs `target` with.
 
     Every setting left None here comes from the environment, then lmc.yaml, then the default
-    (`settings.resolve`); the LM is chosen by `load.choose_lm`."""
+    (`settings.resolve`); the LM is chosen by `load.choose_lm`.  What the run may import
+    (`allow_python` plus lmc.yaml's list, see lmc/pyrefs.py) and where an artifact's LM aliases
+    may send the key are checked here, before any LM call."""
     from .lm import LMClient
+    from .pyrefs import parse_allow, policy_for
     from .settings import resolve
 
     config = config if config is not None else load_config()
@@ -46,14 +49,15 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
     spec = choose_lm(lm, st.api_base, config, target)
     client = LMClient(cache_dir=st.cache_dir if use_cache else None, use_cache=use_cache, concurrency=st.concurrency,
                       rpm=st.rpm, backend=backend)
+    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
     rt = Runtime(target.ir, client, lm=spec, api_base=st.api_base, trace_prompts=trace_prompts,
                  extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact", max_steps=st.max_steps,
-                 example_timeout=st.example_timeout)
+                 example_timeout=st.example_timeout, python=policy_for(target, allowed))
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
         rt.max_backtracks = max_backtracks
-    return rt
+    return rt.vet()
 
 
 def input_files(target: Target, config: Any = None, label: str = "program") -> list[tuple[str, str]]:

@@ -40,6 +40,7 @@ def ws(tmp_path, monkeypatch, server):
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "passes.yaml").write_text("- none\n")
     (tmp_path / "d.stats.json").write_text(json.dumps(rows))  # a dev set that happens to sit where a stats file goes
+    os.mkfifo(tmp_path / "fifo")
     server.reset_counters()
     return tmp_path
 
@@ -58,7 +59,7 @@ def lmc(capsys, server):
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}  # (is_file skips the FIFO)
 
 
 def refused(result, *fragments: str) -> None:
@@ -95,6 +96,9 @@ CASES = [
      "--cache-dir passes.yaml: is a file; expected a directory"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "data.jsonl/r.json"], "'data.jsonl' is a file"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "."], "is a directory; expected a file path"),
+    (["eval", "prog.lmp", "--data", "data.jsonl", "--summary", "/dev/null"],
+     "--summary /dev/null: is a character device, not a regular file"),
+    (["eval", "prog.lmp", "--data", "data.jsonl", "--junit", "fifo"], "--junit fifo: is a FIFO (named pipe)"),
 ]
 
 
