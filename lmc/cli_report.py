@@ -29,17 +29,18 @@ def html_cmd(
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="as for lmc eval", show_default=False)] = None,
     max_errors: Annotated[Optional[int], typer.Option("--max-errors", help="as for lmc eval", show_default=False)] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="confidence of the intervals and the paired test")] = 0.95,
-    allow_program_change: Annotated[bool, typer.Option("--allow-program-change", help="compare with a baseline of another program name")] = False,
+    allow_program_change: Annotated[bool, typer.Option("--allow-different-program", "--allow-program-change", help="as for lmc eval: compare with a baseline that is another program")] = False,
 ) -> None:
     """Write one self-contained HTML page (no network needed to view it) for an eval report or a compiled artifact."""
     from . import report_html as H
     from .artifact import is_artifact_path, read
     from .gate import GateOptions, Report, apply_gates, is_report
 
-    H.check_out_path(out, "-o")
-    for p, flag in ((source, "SOURCE"), (baseline, "--baseline"), (artifact, "--artifact"), (data, "--data"), (stats, "--stats")):
+    named = [("SOURCE", source), ("--baseline", baseline), ("--artifact", artifact), ("--data", data), ("--stats", stats)]
+    for flag, p in named:
         if p is not None and not p.is_file():
             raise ConfigError(f"{p}: no such file ({flag})")
+    H.check_out_path(out, "-o", named)
     if is_report(source):
         cand = Report.load(source)
         base = None

@@ -357,3 +357,12 @@ def test_run_time_strategies_are_noted_not_exported(tmp_path):
     assert "the export is the best single one (random-search:bootstrap-2)" in notes
     state = json.loads(Path(result.state_path).read_text())
     assert state["classify"]["demos"] == [{"review": "Fine.", "sentiment": "positive"}]
+
+
+def test_export_never_overwrites_its_artifact(tmp_path, capsys):
+    art = _artifact(ROOT / "programs/sentiment.lmp", tmp_path / "prog.json")
+    before = art.read_bytes()
+    code = main(["export", str(art), "--to", "dspy", "-o", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "writing it would destroy an input" in err[-1], err
+    assert art.read_bytes() == before

@@ -45,7 +45,8 @@ def default_name(path: str | os.PathLike) -> str:
 
 def export(source: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> ExportResult:
     """Write `<out_dir>/<name>.py` and `<out_dir>/<name>.json`; the notes list what did not carry over."""
-    from ..artifact import atomic_write_text, portable_path, sha256_file
+    from ..artifact import portable_path, sha256_file
+    from ..files import Output, atomic_write_text, check_outputs
     from ..load import load_target
     from .assemble import Module
     from .plan import plan
@@ -57,6 +58,9 @@ def export(source: str | os.PathLike, out_dir: str | os.PathLike, *, name: str |
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a directory (-o expects a directory)")
+    py_path, json_path = out / f"{stem}.py", out / f"{stem}.json"
+    # `x.json` exported next to itself would otherwise be overwritten by its own state file.
+    check_outputs([Output("the module", str(py_path)), Output("the state file", str(json_path))], [("artifact", source)])
     target = load_target(source)  # verifies an artifact; parses a .lmp; never runs code
     ir = target.ir
     try:
@@ -70,8 +74,6 @@ def export(source: str | os.PathLike, out_dir: str | os.PathLike, *, name: str |
         compile(text, f"{stem}.py", "exec")  # a syntax check only: nothing runs
     except SyntaxError as e:  # a bug in the exporter, not in the user's artifact
         raise ExportError(f"internal error: the generated module does not parse ({e.msg} at line {e.lineno})") from None
-    out.mkdir(parents=True, exist_ok=True)
-    py_path, json_path = out / f"{stem}.py", out / f"{stem}.json"
     atomic_write_text(py_path, text)
     atomic_write_text(json_path, json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return ExportResult(str(py_path), str(json_path), module.notes)

@@ -219,28 +219,19 @@ def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Seque
 # ---------------------------------------------------------------- writing
 
 
-def check_out_path(path: str | os.PathLike, flag: str = "--html", *, make_parent: bool = False) -> None:
-    """Refuse an unwritable output path before any work is done (`make_parent`: a missing directory will be made)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not make_parent and not parent.is_dir():
-        raise ConfigError(f"{p}: cannot write there ({flag}); directory '{parent}' does not exist")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory ({flag}); expected a file path such as report.html")
+def check_out_path(path: str | os.PathLike, flag: str = "--html", inputs: Sequence[tuple[str, Any]] = ()) -> None:
+    """Refuse, before any work, an output path that is an input, a directory, or cannot be written."""
+    from ..files import Output, check_outputs
+
+    check_outputs([Output(flag, os.fspath(path))], inputs)
 
 
 def write_html(path: str | os.PathLike, text: str) -> None:
     """Atomic write; text that cannot be UTF-8 (lone surrogates from JSON escapes) is replaced, never fatal."""
-    from ..gate import write_text_atomic
-
     safe = text.encode("utf-8", "replace").decode("utf-8")
+    from ..files import atomic_write_text
+
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, safe)
-        # mkstemp makes the file private; a report is meant to be opened and shared like any other file.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(path, 0o666 & ~mask)
+        atomic_write_text(path, safe)
     except OSError as e:
         raise ConfigError(f"{path}: cannot write the HTML report: {e.strerror or e}") from None
-
