@@ -349,6 +349,8 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         notes.insert(0, f"shard {shard_spec[0]}/{shard_spec[1]}: {len(examples)} of {len(dataset)} examples")
     if not examples:
         reason = f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate"
+        if html is not None:
+            notes.append(f"note: {html} not written: the shard has no examples to show")
         if format == "json":
             print(json.dumps({"verdict": "pass", "exit_code": 0, "reason": reason, "reasons": []}, indent=2, sort_keys=True))
         for line in notes + [reason]:
