@@ -63,12 +63,14 @@ def user_price(per_mtok_in: float | None, per_mtok_out: float | None, where: str
     return Price(per_mtok_in / 1e6, per_mtok_out / 1e6, GIVEN)
 
 
-def config_price(per_mtok_in: float | None, per_mtok_out: float | None, config: Any) -> Price | None:
-    """The user's price for LMs litellm does not price: the flags, else lmc.yaml's price_per_mtok_in/out."""
-    if per_mtok_in is not None or per_mtok_out is not None:
-        return user_price(per_mtok_in, per_mtok_out)
-    return user_price(getattr(config, "price_per_mtok_in", None), getattr(config, "price_per_mtok_out", None),
-                      where=f"price_per_mtok_in and price_per_mtok_out in {getattr(config, 'path', None) or 'lmc.yaml'}")
+def settings_price(st: Any) -> Price | None:
+    """The user's price for LMs litellm does not price, from the resolved settings (flag, environment, lmc.yaml)."""
+    sources = getattr(st, "sources", {}) or {}
+    where = PRICE_FLAGS
+    origin = {sources.get("price_per_mtok_in"), sources.get("price_per_mtok_out")} - {None, "default"}
+    if origin and not origin & {"--price-per-mtok-in", "--price-per-mtok-out"}:
+        where = "price_per_mtok_in and price_per_mtok_out (" + ", ".join(sorted(origin)) + ")"
+    return user_price(st.price_per_mtok_in, st.price_per_mtok_out, where)
 
 
 def table_price(model: str) -> Price | None:

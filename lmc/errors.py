@@ -216,6 +216,12 @@ class LMFailure(LMError):
     """Too many of a run's LM calls failed (or all of them): the run stops rather than ship a result built on gaps."""
 
 
+class LMRedirectError(LMUnreachableError):
+    """The LM server answered with a redirect; lmc never follows one (the request or key would go elsewhere)."""
+
+    exit_code = EXIT_USAGE
+
+
 class OutputParseError(LmcError):
     """An LM reply that could not be parsed into the declared output fields."""
 

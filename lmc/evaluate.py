@@ -41,10 +41,10 @@ def metric_arity(fn: Callable, what: str) -> int:
     return arity
 
 
-def check_metric(metric: I.MetricIR) -> None:
-    """Import a python metric and check its signature now, before any LM call is spent."""
+def check_metric(metric: I.MetricIR, policy: Any) -> None:
+    """Import a python metric (as `policy` allows) and check its signature now, before any LM call is spent."""
     if metric.kind == "python":
-        fn = load_python_ref(metric.ref, what=f"metric '{metric.name}'")
+        fn = load_python_ref("metric", metric.name, metric.ref, policy)
         metric_arity(fn, f"metric '{metric.name}' ({metric.ref})")
 
 
@@ -61,7 +61,7 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
         return to_score(fn(gold, predicted))
     if metric.kind == "python":
         what = f"metric '{metric.name}' ({metric.ref})"
-        fn = load_python_ref(metric.ref, what=f"metric '{metric.name}'")
+        fn = load_python_ref("metric", metric.name, metric.ref, rt.python)
         args = (example, pred, [c.to_json(False) for c in trace or ()])[: metric_arity(fn, what)]
         try:
             value = fn(*args)

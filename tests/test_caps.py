@@ -154,8 +154,8 @@ def test_cache_hits_cost_nothing_against_the_cap(lmc, ws):
         code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled"))
         assert code == 0, err
         first = srv.requests
-        # The same compile again needs no request at all, so a cap of 0 cannot stop it.
-        code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled", "--max-calls", "0", out="again.lmc.json"))
+        # The same compile again needs no request at all, so the smallest cap cannot stop it.
+        code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled", "--max-calls", "1", out="again.lmc.json"))
         assert code == 0, err
         assert srv.requests == first
     assert json.loads((ws / "again.stats.json").read_text())["requests"] == 0
@@ -484,3 +484,80 @@ def test_the_python_api_takes_the_same_caps(ws):
         assert srv.requests == 2 == prog.runtime.client.usage.requests
         with pytest.raises(ConfigError, match="--max-cost needs the price of openai/test"):
             load(ws / "s.lmp", lm="openai/test", api_base=srv.url, max_cost=1.0)
+
+
+# ---------------------------------------------------------------- one resolution: flag > environment > lmc.yaml
+
+
+COMPILE_BASE = ["compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "out.lmc.json"]
+# key -> (flag args, environment, lmc.yaml text, check of (LMClient kwargs, runtimes))
+CAP_SOURCES = {
+    "max_calls": (["--max-calls", "500"], {"LMC_MAX_CALLS": "500"}, "max_calls: 500\n",
+                  lambda c, rts: c["max_calls"] == 500),
+    "max_cost": (["--max-cost", "5", "--price-per-mtok-in", "2", "--price-per-mtok-out", "8"],
+                 {"LMC_MAX_COST": "5", "LMC_PRICE_PER_MTOK_IN": "2", "LMC_PRICE_PER_MTOK_OUT": "8"},
+                 "max_cost: 5\nprice_per_mtok_in: 2\nprice_per_mtok_out: 8\n",
+                 lambda c, rts: c["max_cost"] == 5.0 and (c["price"].input, c["price"].output) == (2e-6, 8e-6)),
+    "max_lm_errors": (["--max-lm-errors", "35%"], {"LMC_MAX_LM_ERRORS": "35%"}, "max_lm_errors: 35%\n",
+                      lambda c, rts: c["max_lm_errors"].text == "35%"),
+    "truncate_inputs": (["--truncate-inputs"], {"LMC_TRUNCATE_INPUTS": "true"}, "truncate_inputs: true\n",
+                        lambda c, rts: rts and all(rt.truncate_inputs for rt in rts)),
+}
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    from lmc import interpreter, lm
+
+    got = {"clients": [], "runtimes": []}
+    init_client, init_rt = lm.LMClient.__init__, interpreter.Runtime.__init__
+
+    def client(self, *a, **kw):
+        got["clients"].append(kw)
+        init_client(self, *a, **kw)
+
+    def runtime(self, *a, **kw):
+        init_rt(self, *a, **kw)
+        got["runtimes"].append(self)
+
+    monkeypatch.setattr(lm.LMClient, "__init__", client)
+    monkeypatch.setattr(interpreter.Runtime, "__init__", runtime)
+    return got
+
+
+@pytest.mark.parametrize("key", list(CAP_SOURCES))
+@pytest.mark.parametrize("cmd", ["run", "compile", "eval"])
+@pytest.mark.parametrize("source", ["flag", "env", "yaml"])
+def test_every_command_takes_each_cap_from_each_source(lmc, ws, recorded, monkeypatch, cmd, key, source):
+    flags, env, yaml_text, check = CAP_SOURCES[key]
+    write_jsonl(ws / "in.jsonl", reviews(3, labels=False))
+    with LoopbackServer(responder) as srv:
+        base = {"run": ["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"],
+                "compile": COMPILE_BASE + ["--optimizer", "labeled"],
+                "eval": ["eval", "s.lmp", "--data", "dev.jsonl"]}[cmd]
+        args = [*base, *LM, "--api-base", srv.url]
+        if source == "flag":
+            args += flags
+        elif source == "env":
+            for k, v in env.items():
+                monkeypatch.setenv(k, v)
+        else:
+            (ws / "lmc.yaml").write_text(yaml_text)
+        code, _, err = lmc(*args)
+    assert code == 0, err
+    assert check(recorded["clients"][-1], recorded["runtimes"]), (recorded["clients"][-1], err)
+
+
+def test_the_default_error_limit_is_20_percent_for_compile_and_eval_and_off_for_run(lmc, ws, recorded):
+    write_jsonl(ws / "in.jsonl", reviews(2, labels=False))
+    with LoopbackServer(responder) as srv:
+        for args, expected in ((["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"], None),
+                               (["eval", "s.lmp", "--data", "dev.jsonl"], "20%"),
+                               (COMPILE_BASE, "20%")):
+            code, _, err = lmc(*args, *LM, "--api-base", srv.url)
+            assert code == 0, err
+            limit = recorded["clients"][-1]["max_lm_errors"]
+            assert (limit.text if limit is not None else None) == expected, args
+    (ws / "lmc.yaml").write_text("max_lm_errors: lots\n")
+    code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", "http://127.0.0.1:9/v1")
+    assert code == 2 and "'max_lm_errors': 'lots' is not a valid max lm errors" in err, err
