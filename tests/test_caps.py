@@ -472,18 +472,18 @@ def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws):
 
 
 def test_the_python_api_takes_the_same_caps(ws):
-    from lmc.api import load  # not `lmc.load`: importing the submodule lmc/load.py rebinds that name
+    import lmc
     from lmc.errors import BudgetExceeded, ConfigError
 
     with LoopbackServer(responder) as srv:
-        prog = load(ws / "s.lmp", lm="openai/test", api_base=srv.url, cache_dir=None, max_calls=2)
+        prog = lmc.load(ws / "s.lmp", lm="openai/test", api_base=srv.url, cache_dir=None, max_calls=2)
         assert prog(review="review number 1") == {"sentiment": "negative"}
         assert prog(review="review number 2") == {"sentiment": "positive"}
         with pytest.raises(BudgetExceeded):
             prog(review="review number 3")
         assert srv.requests == 2 == prog.runtime.client.usage.requests
         with pytest.raises(ConfigError, match="--max-cost needs the price of openai/test"):
-            load(ws / "s.lmp", lm="openai/test", api_base=srv.url, max_cost=1.0)
+            lmc.load(ws / "s.lmp", lm="openai/test", api_base=srv.url, max_cost=1.0)
 
 
 # ---------------------------------------------------------------- one resolution: flag > environment > lmc.yaml
