@@ -205,7 +205,7 @@ def inspect_cmd(
     format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
-    from .inspect import lm_view, python_view, render_predictors, render_python
+    from .artifact_view import lm_view, python_view, render_predictors, render_python
     from .load import choose_lm, load_config, load_target
 
     if format not in ("text", "json"):
@@ -263,7 +263,7 @@ def diff_cmd(
 ) -> None:
     """Show what changed between two artifacts: instructions, demos, settings, scores."""
     from .artifact import read
-    from .inspect import diff_artifacts, render_diff
+    from .artifact_view import diff_artifacts, render_diff
 
     if format not in ("text", "markdown", "json"):
         raise LmcError(f"unknown --format '{format}'; expected one of: json, markdown, text")

@@ -194,7 +194,7 @@ def render_compile(art: Any, path: str, stats: tuple[dict | None, str | None], n
 
 def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Sequence[str] = ()) -> list:
     from ..artifact import Artifact
-    from ..inspect import diff_artifacts
+    from ..artifact_view import diff_artifacts
     from . import compile_view as C
 
     art = cleaned(art)

@@ -1,4 +1,6 @@
-"""What an artifact says, for people: each predictor's exact prompt, and what changed between two artifacts."""
+"""What an artifact says, for people: each predictor's exact prompt, and what changed between two artifacts.
+
+Named artifact_view, not inspect, so it never shadows the standard library module `inspect`."""
 
 from __future__ import annotations
 
