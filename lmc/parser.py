@@ -10,7 +10,7 @@ from pathlib import Path
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
 from .lalr import Tok, lark_parser, parse_tree
-from .syntax import CONSTANTS, KEYWORDS, syntax_diagnostic
+from .syntax import CONSTANTS, KEYWORDS, shorthand_fields, syntax_diagnostic
 
 __all__ = ["CONSTANTS", "KEYWORDS", "parse", "parse_file", "read_source"]
 
@@ -134,6 +134,10 @@ class _Builder:
         end_line = bisect_right(starts, end, line - 1)
         return Span(self.path, line, start - starts[line - 1] + 1, end_line, end - starts[end_line - 1] + 1)
 
+    def head(self, t, word: str) -> Span:
+        """The span of the keyword `word` that starts the statement `t` (the grammar drops it from the tree)."""
+        return self.span(Tok("KEYWORD", word, t.start, t.start + len(word)))
+
     def err(self, message: str, span: Span, hint: str | None = None) -> None:
         self.errors.append(Diagnostic(span, message, hint))
 
@@ -154,45 +158,29 @@ class _Builder:
         if rest and getattr(rest[0], "data", None) == "string":
             instructions = self.string(rest.pop(0))
         ins, outs = rest
-        return n.Signature(self.span(t), name=self.name(name), instructions=instructions,
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), instructions=instructions,
                            inputs=self.fields(ins), outputs=self.fields(outs), form="block")
 
     def d_sig_inline(self, t):
         name, ins, outs, *rest = t.children
         instructions = self.string(rest[0]) if rest else None
-        return n.Signature(self.span(t), name=self.name(name), instructions=instructions,
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), instructions=instructions,
                            inputs=self.fields(ins), outputs=self.fields(outs), form="inline")
 
     def d_sig_shorthand(self, t):
         name, s = t.children
         ins, outs = self.shorthand(s)
-        return n.Signature(self.span(t), name=self.name(name), inputs=ins, outputs=outs, form="shorthand")
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), inputs=ins, outputs=outs,
+                           form="shorthand")
 
     def shorthand(self, s) -> tuple[tuple[n.Field, ...], tuple[n.Field, ...]]:
         """`"question, context -> answer"`: all-str fields; positions point into the string."""
-        text = self.string(s)
         sp = self.span(s)
-        if text.count("->") != 1:
-            self.err("a signature shorthand needs exactly one '->'", sp, 'write it as "inputs -> outputs", e.g. "question -> answer"')
-            return (), ()
-        left, right = text.split("->")
-        result = []
-        for part in (left, right):
-            fields = []
-            for raw in part.split(","):
-                name = raw.strip()
-                if not name:
-                    if part.strip():
-                        self.err("empty field name in signature shorthand", sp)
-                    continue
-                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                    self.err(f"'{name}' is not a valid field name", sp, "field names are letters, digits and '_'")
-                    continue
-                fields.append(n.Field(sp, name=name, type=None))
-            result.append(tuple(fields))
-        if not result[1]:
-            self.err("a signature needs at least one output field", sp)
-        return result[0], result[1]
+        ins, outs, problems = shorthand_fields(self.string(s))
+        for message, hint in problems:
+            self.err(message, sp, hint)
+        return (tuple(n.Field(sp, name=x, name_span=sp, type=None) for x in ins),
+                tuple(n.Field(sp, name=x, name_span=sp, type=None) for x in outs))
 
     def fields(self, t) -> tuple[n.Field, ...]:
         out = []
@@ -204,7 +192,7 @@ class _Builder:
                     desc = self.string(r)
                 else:
                     typ = self.type(r)
-            out.append(n.Field(self.span(f), name=self.name(name), type=typ, description=desc))
+            out.append(n.Field(self.span(f), name=self.name(name), name_span=self.span(name), type=typ, description=desc))
         return tuple(out)
 
     def type(self, t) -> n.TypeRef:
@@ -234,13 +222,13 @@ class _Builder:
             sig = args[0]
             for extra in args[1:]:
                 self.err("a module takes one signature and then keyword settings", extra.span, "write settings as name=value")
-        return n.ModuleDecl(self.span(t), name=self.name(name), kind=str(kind), kind_span=self.span(kind),
+        return n.ModuleDecl(self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind),
                             signature=sig, settings=kwargs)
 
     def d_retriever_decl(self, t):
         name, kind, *rest = t.children
         args, kwargs = self.call_args(rest[0]) if rest else ((), ())
-        return n.RetrieverDecl(self.span(t), name=self.name(name), kind=str(kind), kind_span=self.span(kind),
+        return n.RetrieverDecl(self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind),
                                args=args, kwargs=kwargs)
 
     def d_tool_decl(self, t):
@@ -255,7 +243,7 @@ class _Builder:
                 desc = self.string(k)
             else:
                 returns = self.type(k)
-        return n.ToolDecl(self.span(t), name=self.name(name), params=params, returns=returns, description=desc,
+        return n.ToolDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, returns=returns, description=desc,
                           impl=self.expr(impl_tree))
 
     def d_lm_decl(self, t):
@@ -265,16 +253,18 @@ class _Builder:
             args, kwargs = self.call_args(rest[0])
             for a in args:
                 self.err("LM settings are keyword arguments", a.span, "write them as name=value, e.g. temperature=0.2")
-        return n.LMDecl(self.span(t), name=self.name(name), model=self.string(model), settings=kwargs)
+        return n.LMDecl(self.span(t), name=self.name(name), name_span=self.span(name), model=self.string(model),
+                        model_span=self.span(model), settings=kwargs)
 
     def d_metric_expr(self, t):
         name, value = t.children
-        return n.MetricDecl(self.span(t), name=self.name(name), impl=self.expr(value))
+        return n.MetricDecl(self.span(t), name=self.name(name), name_span=self.span(name), impl=self.expr(value))
 
     def d_metric_block(self, t):
         name, *rest = t.children
         params = self.params(rest[0]) if len(rest) == 2 else ()
-        return n.MetricDecl(self.span(t), name=self.name(name), params=params, body=self.block(rest[-1]))
+        return n.MetricDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params,
+                            body=self.block(rest[-1]))
 
     def d_program_decl(self, t):
         name, *rest = t.children
@@ -286,13 +276,15 @@ class _Builder:
                 params = self.params(r)
             elif r.children:
                 outputs = self.params(r.children[0])
-        return n.ProgramDecl(self.span(t), name=self.name(name), params=params, outputs=outputs, body=self.block(body))
+        return n.ProgramDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, outputs=outputs,
+                             body=self.block(body))
 
     def params(self, t) -> tuple[n.Param, ...]:
         out = []
         for p in t.children:
             name, *rest = p.children
-            out.append(n.Param(self.span(p), name=self.name(name), type=self.type(rest[0]) if rest else None))
+            out.append(n.Param(self.span(p), name=self.name(name), name_span=self.span(name),
+                               type=self.type(rest[0]) if rest else None))
         return tuple(out)
 
     # -- statements ------------------------------------------------------------
@@ -320,13 +312,13 @@ class _Builder:
         kw, cond, *rest = t.children
         message = target = target_span = None
         for r in rest:
-            if getattr(r, "type", None) == "CHECK_TARGET":
+            if getattr(r, "type", None) == "CHECK_TARGET":  # `for <module>`: the span is the module's name
                 target = str(r).split()[-1]
-                target_span = self.span(r)
+                target_span = self.span(Tok("NAME", target, r.end - len(target), r.end))
             else:
                 message = self.expr(r)
         return n.Check(self.span(t), kind=str(kw), cond=self.expr(cond), message=message,
-                       target=target, target_span=target_span)
+                       target=target, target_span=target_span, keyword_span=self.span(kw))
 
     def s_break_stmt(self, t):
         return n.Break(self.span(t))
@@ -336,7 +328,8 @@ class _Builder:
 
     def s_for_stmt(self, t):
         var, it, body = t.children
-        return n.For(self.span(t), var=self.name(var), iter=self.expr(it), body=self.block(body))
+        return n.For(self.span(t), var=self.name(var), iter=self.expr(it), body=self.block(body),
+                     var_span=self.span(var), keyword_span=self.head(t, "for"))
 
     def s_if_stmt(self, t):
         cond, body, *rest = t.children
@@ -353,7 +346,8 @@ class _Builder:
         cond, *rest = t.children
         body = rest.pop()
         bound = self.expr(rest[0]) if rest else None
-        return n.While(self.span(t), cond=self.expr(cond), bound=bound, body=self.block(body))
+        return n.While(self.span(t), cond=self.expr(cond), bound=bound, body=self.block(body),
+                       keyword_span=self.head(t, "while"))
 
     # -- expressions -----------------------------------------------------------
     def expr(self, t):
@@ -391,7 +385,7 @@ class _Builder:
 
     def e_attr(self, t):
         obj, name = t.children
-        return n.Attr(self.span(t), obj=self.expr(obj), name=self.name(name))
+        return n.Attr(self.span(t), obj=self.expr(obj), name=self.name(name), name_span=self.span(name))
 
     def e_index(self, t):
         obj, idx = t.children
@@ -411,7 +405,7 @@ class _Builder:
                 if str(key) in seen:
                     self.err(f"keyword argument '{key}' given twice", self.span(key))
                 seen.add(str(key))
-                kwargs.append(n.Keyword(self.span(a), name=str(key), value=self.expr(value)))
+                kwargs.append(n.Keyword(self.span(a), name=str(key), name_span=self.span(key), value=self.expr(value)))
             else:
                 if kwargs:
                     self.err("positional argument after keyword arguments", self.span(a))

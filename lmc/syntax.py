@@ -112,3 +112,39 @@ def _join_or(words: list[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
     return ", ".join(words[:-1]) + " or " + words[-1]
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SHORTHAND_HINT = 'write it as "inputs -> outputs", e.g. "question -> answer"'
+
+
+def shorthand_fields(text: str) -> tuple[list[str], list[str], list[tuple[str, str | None]]]:
+    """A signature shorthand's input and output names, and its problems as (message, hint) pairs.
+
+    Both `signature S = "..."` and `Predict("...")` are read here, so they accept the same texts.
+    A name written twice is kept twice: the checker reports it where it knows the signature's name.
+
+    >>> shorthand_fields("question, context -> answer")
+    (['question', 'context'], ['answer'], [])
+    >>> shorthand_fields("q, 1x -> ")[2]
+    [("'1x' is not a valid field name", "field names are letters, digits and '_'"), ('a signature needs at least one output field', None)]
+    """
+    if text.count("->") != 1:
+        return [], [], [("a signature shorthand needs exactly one '->'", _SHORTHAND_HINT)]
+    problems: list[tuple[str, str | None]] = []
+    sides: list[list[str]] = []
+    for side in text.split("->"):
+        names = []
+        for raw in side.split(","):
+            name = raw.strip()
+            if not name and not side.strip():
+                continue
+            if not _FIELD_NAME.fullmatch(name):
+                problems.append((f"'{name}' is not a valid field name" if name else "empty field name in signature shorthand",
+                                 "field names are letters, digits and '_'"))
+                continue
+            names.append(name)
+        sides.append(names)
+    if not sides[1]:
+        problems.append(("a signature needs at least one output field", None))
+    return sides[0], sides[1], problems

@@ -260,3 +260,19 @@ def test_example_programs_are_formatted():
 
 def test_cli_process_exit_code_for_errors():
     assert _lmc("check", str(FIXTURES / "unknown_signature.lmp")).returncode == 1
+
+
+def test_diagnostics_point_at_names_wherever_the_spacing_puts_them():
+    src = ('signature QA = "question -> answer"\n'
+           'module  qa = Predict(QA,   temprature=0.1)\n'
+           'program   main(question: str) -> (answer: str) {\n'
+           '  for    qa in [1] { x = 1 }\n'
+           '  return qa(question=question)\n'
+           '}\n'
+           'program   main(question: str) -> (answer: str) { return {"answer": question} }\n')
+    with pytest.raises(CompileErrors) as e:
+        check_source(src, "s.lmp")
+    where = {d.message.split(";")[0]: (d.span.line, d.span.col, d.span.end_col) for d in e.value.diagnostics}
+    assert where["unknown setting 'temprature' for Predict"] == (2, 28, 38)
+    assert where["cannot assign to module 'qa'"] == (4, 10, 12)
+    assert where["'main' is already declared"] == (7, 11, 15)
