@@ -1,6 +1,6 @@
 """Builds the `route_*` datasets (six BANKING77 intents) from the BANKING77 JSONL files, seeded and byte-for-byte.
 
-    python datasets/make_banking_route.py [--source DIR]           # write datasets/route_{train,dev,test}.jsonl
+    python datasets/make_banking_route.py [--source DIR]           # write datasets/route_{train,dev,test,new}.jsonl
     python datasets/make_banking_route.py [--source DIR] --check   # exit 1 unless the shipped files match
 
 DIR holds `banking77_train.jsonl` and `banking77_test.jsonl` as described in
@@ -32,6 +32,7 @@ INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_faile
            "terminate_account")
 SEED = 0
 PER_INTENT = {"train": 20, "dev": 5, "test": 10}  # train and dev from BANKING77's train split, test from its test split
+NEW = 4  # unlabeled messages for `lmc run`: more of the six intents' test rows, not in route_test
 
 
 def label(intent: str) -> str:
@@ -62,6 +63,7 @@ def build(folder: Path) -> dict[str, bytes]:
     # A message written the same way in both splits would leak the test answer into the demos.
     test_texts = {_norm(r["text"]) for r in test_rows}
     parts: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
+    unused_tests: list[dict] = []
     for intent in INTENTS:
         seen: set[str] = set()
         pool = []
@@ -77,6 +79,7 @@ def build(folder: Path) -> dict[str, bytes]:
         tests = [r for r in test_rows if r["intent"] == intent]
         random.Random(f"{SEED}:test:{intent}").shuffle(tests)
         parts["test"] += tests[:PER_INTENT["test"]]
+        unused_tests += tests[PER_INTENT["test"]:]
     out = {}
     for part, rows in parts.items():
         # Interleave the intents: BANKING77 lists each intent's messages together, and an optimizer
@@ -85,6 +88,9 @@ def build(folder: Path) -> dict[str, bytes]:
         lines = [json.dumps({"id": r["id"], "message": r["text"], "intent": label(r["intent"])}, ensure_ascii=False)
                  for r in rows]
         out[f"route_{part}.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
+    new = random.Random(f"{SEED}:new").sample(unused_tests, NEW)
+    lines = [json.dumps({"id": r["id"], "message": r["text"]}, ensure_ascii=False) for r in new]
+    out["route_new.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
     return out
 
 

@@ -22,9 +22,9 @@ from tests.lmserver import LoopbackServer
 ROOT = Path(__file__).resolve().parent.parent
 INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing",
            "terminate account")
-# What the four unlabeled messages of route_new.jsonl ask for.
-NEW_GOLD = {"route-new-001": "card arrival", "route-new-002": "lost or stolen card",
-            "route-new-003": "top up failed", "route-new-004": "transfer timing"}
+# BANKING77's labels of the four unlabeled messages of route_new.jsonl (rows of its test split).
+NEW_GOLD = {"banking77-test-81": "exchange rate", "banking77-test-1903": "terminate account",
+            "banking77-test-2069": "transfer timing", "banking77-test-2650": "top up failed"}
 BIAS = "exchange rate"  # what the scripted model answers when no demo shows the right intent
 
 
@@ -123,7 +123,7 @@ def test_make_demo_recipe_end_to_end(demo_dir, capsys):
     assert line.startswith("baseline 0.167 -> candidate 1.000: delta +0.833") and "improvement p=" in line
     assert err[-1].startswith("PASS: significant improvement vs baseline (delta +0.833, p=")
 
-    printed = [x for x in "".join(outputs["shell"]).splitlines() if x.startswith("route-new-")]
+    printed = [x for x in "".join(outputs["shell"]).splitlines() if x.startswith("banking77-test-")]
     new = {r["id"]: r["message"] for r in _rows("route_new.jsonl")}
     assert printed == [f"{i}: {NEW_GOLD[i]}  <- {new[i]}" for i in NEW_GOLD]
 
