@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # litellm otherwise fetches its price table from the network at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install test demo bench bench-venv lock clean
+.PHONY: install test test-dspy chromium demo bench bench-venv lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,23 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
 
 install: $(VENV)/.installed
 
-test: install
+# The DSPy export tests run inside whichever Python has dspy: $$LMC_DSPY_PYTHON, or .venv-bench when it
+# exists (`make bench-venv`); elsewhere they skip with that reason. `make test` does not build the
+# bench venv (it downloads DSPy and its dependencies); `make test-dspy` does, then runs just them.
+test: install chromium
 	$(BIN)/python -m pytest
+
+test-dspy: install bench-venv
+	LMC_DSPY_PYTHON=$(BENCH_VENV)/bin/python $(BIN)/python -m pytest tests/test_export_dspy.py
+
+# The HTML report tests render pages in headless Chromium. Install it where that is possible (root
+# and apt-get), quietly; anywhere else those tests skip and say why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium is not installed and could not be installed here; the HTML report tests will be skipped"
 
 DEMO := build/route.lmc.json
 

@@ -69,6 +69,22 @@ def _check_figs(r: dict) -> list[Figure]:
     ]
 
 
+def _parse_scaling_figs(r: dict) -> list[Figure]:
+    runs = r["runs"]
+    small, large = (runs[k] for k in sorted(runs, key=float)[:: len(runs) - 1])
+    return [
+        Figure(f"parse, {small['bytes'] / 1e6:.0f} MB / {large['bytes'] / 1e6:.0f} MB program (CPU)",
+               f"{small['parse_cpu_s']} s / {large['parse_cpu_s']} s"),
+        Figure(f"parse time ratio for {r['size_factor']}x the size", r["parse_ratio"], f"~{r['size_factor']:.0f} (linear)",
+               r["parse_ratio"] <= 1.3 * r["size_factor"]),
+        Figure("check (names and types) after parse, small / large (CPU)",
+               f"{small['check_cpu_s']} s / {large['check_cpu_s']} s"),
+        Figure("check time ratio", r["check_ratio"], f"~{r['size_factor']:.0f} (linear)",
+               r["check_ratio"] <= 1.3 * r["size_factor"]),
+        Figure("peak RSS, small / large", f"{small['peak_rss_mb']} MB / {large['peak_rss_mb']} MB"),
+    ]
+
+
 def _gate_figs(r: dict) -> list[Figure]:
     return [
         Figure(f"gate false-alarm rate (unchanged program, {r['trials']} re-runs of {r['n_examples']} examples)",
@@ -250,6 +266,8 @@ def _sst2_figs(r: dict) -> list[Figure]:
 
 BENCHES = (
     Bench("check", "bench_check", "Front end: `lmc check` speed and CLI start-up", {}, {}, _check_figs),
+    Bench("parse_scaling", "bench_parse_scaling", "Front end: parse and check time grow linearly with program size",
+          {}, {"sizes_mb": (1, 10)}, _parse_scaling_figs),
     Bench("gate", "bench_gate", "CI gate: false alarms and detection", {}, {"trials": 100, "precise_trials": 0}, _gate_figs),
     Bench("lm_overhead", "bench_lm_overhead", "LM client: overhead and throughput", {}, {"n": 100}, _lm_overhead_figs),
     Bench("runtime", "bench_runtime", "`lmc run` runtime: overhead and throughput", {}, {"n": 200}, _runtime_figs),

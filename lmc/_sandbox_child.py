@@ -1,9 +1,11 @@
-"""Child side of the sandbox: applies limits, installs the audit hook, runs one program, reports JSON.
+"""Child side of the sandbox: applies limits and the kernel boundary, installs the audit hook, runs one program.
 
 This file is executed as a script by `lmc.sandbox` in a fresh `python -I -S -B`
-process; it must not import anything from lmc (the child has no site-packages).
-Everything before `_install_hook` is trusted set-up; everything after it runs
-under the hook.  See docs/security.md for the threat model.
+process; it must not import anything from lmc (the child has no site-packages;
+`lmc/_confine.py` is loaded by path).  Everything before `confine()` is trusted
+set-up; from there on the kernel (Landlock, seccomp) holds the process, and the
+audit hook installed next only turns common attempts into friendly refusals.
+See docs/security.md for the threat model.
 """
 
 import itertools
@@ -239,21 +241,11 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
             "os.rmdir": ((0,), True, "removing"),
             "os.mkdir": ((0,), True, "creating"),
             "os.rename": ((0, 1), True, "renaming"),
-            "os.chmod": ((0,), True, "changing"),
-            "os.chown": ((0,), True, "changing"),
-            "os.chflags": ((0,), True, "changing"),
-            "os.lchflags": ((0,), True, "changing"),
-            "os.utime": ((0,), True, "changing"),
             "os.truncate": ((0,), True, "truncating"),
-            "os.setxattr": ((0,), True, "changing"),
-            "os.removexattr": ((0,), True, "changing"),
             "shutil.copyfile": ((0, 1), True, "copying"),
-            "shutil.copymode": ((0, 1), True, "copying"),
-            "shutil.copystat": ((0, 1), True, "copying"),
             "shutil.copytree": ((0, 1), True, "copying"),
             "shutil.move": ((0, 1), True, "moving"),
             "shutil.rmtree": ((0,), True, "removing"),
-            "shutil.chown": ((0,), True, "changing"),
             "shutil.unpack_archive": ((0, 1), True, "unpacking"),
             "tempfile.mkstemp": ((0,), True, "creating"),
             "tempfile.mkdtemp": ((0,), True, "creating"),
@@ -265,6 +257,12 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     introspection = "refused: interpreter introspection (gc) is not allowed"
     limits = "refused: changing resource limits is not allowed"
     links = "refused: creating links is not allowed"
+    # The kernel filter refuses these everywhere (Landlock cannot tell the
+    # sandbox's files from the user's); the hint keeps the LM's retry useful.
+    metadata = (
+        "refused: changing file permissions, owners, times or extended attributes is not allowed"
+        " (shutil.copyfile copies contents without them)"
+    )
     event_reasons = mapping(
         {
             "os.system": processes, "os.exec": processes, "os.fork": processes,
@@ -280,6 +278,9 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
             "gc.get_referents": introspection,
             "resource.setrlimit": limits, "resource.prlimit": limits,
             "os.symlink": links, "os.link": links,
+            "os.chmod": metadata, "os.chown": metadata, "os.chflags": metadata, "os.lchflags": metadata,
+            "os.utime": metadata, "os.setxattr": metadata, "os.removexattr": metadata,
+            "shutil.copymode": metadata, "shutil.copystat": metadata, "shutil.chown": metadata,
         }
     )
     network = "refused: network access is not allowed"
@@ -513,14 +514,64 @@ def _run(job: dict) -> dict:
         return {"ok": False, "error": "result is not JSON-serializable: " + _describe(exc, memory_mb)}
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _confinement(job: dict):
+    """Load `lmc/_confine.py` while the interpreter's files are still readable (before the uid drop).
+
+    Loaded by path: the lmc package is not importable here.  Returns a function
+    that confines this process and returns the status for the parent.
+    """
+    strict = job.get("isolation", "strict") == "strict"
+    if not job.get("kernel", True):
+        return lambda: {"unconfined": "the kernel layer was switched off by the caller (tests only)"}
+    before = set(sys.modules)
+    try:
+        import _frozen_importlib as bootstrap
+        import _frozen_importlib_external as external
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_confine.py")
+        spec = external.spec_from_file_location("_lmc_confine", path)
+        module = bootstrap.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rules = module.read_rules(list(sys.path))
+    except Exception as exc:  # no ctypes in this Python, say
+        why = f"cannot load the kernel confinement code: {type(exc).__name__}: {exc}"
+        return lambda: {"refused": why} if strict else {"unconfined": why}
+    loaded = set(sys.modules) - before
+
+    def confine() -> dict:
+        try:
+            return module.status(os.getcwd(), rules, strict=strict, simulate_missing=bool(job.get("simulate_missing")))
+        finally:
+            # ctypes was needed for the set-up only; the program must import
+            # it (and meet the audit hook) if it wants it.
+            for name in loaded:
+                sys.modules.pop(name, None)
+
+    return confine
+
+
 def main() -> None:
     job_path, result_fd = sys.argv[1], int(sys.argv[2])
     with open(job_path, "rb") as handle:
         job = _json_loads(handle.read().decode("utf-8"))
     os.unlink(job_path)
+    confine = _confinement(job)
     _apply_limits(job)
     _drop_privileges(job)
     _preload(job["code"])
+    status = confine()
+    # The status goes first on the result pipe, before the program can write
+    # there, so the parent can trust it.
+    _write_all(result_fd, (_json_dumps(status) + "\n").encode())
+    if "refused" in status:
+        os._exit(0)
     _disable_pyc()
     _convert_path_arguments()
     sandbox_dir = os.path.realpath(os.getcwd())
@@ -542,10 +593,7 @@ def main() -> None:
     data = _json_dumps(report).encode()
     if len(data) > limit + 1024:
         data = _json_dumps({"ok": False, "error": f"refused: result is larger than {limit} bytes"}).encode()
-    view = memoryview(data)
-    while view:
-        written = os.write(result_fd, view)
-        view = view[written:]
+    _write_all(result_fd, data)
     os.close(result_fd)
     # Skip interpreter shutdown: atexit handlers, __del__ methods and leftover
     # threads belong to the program and must not run after its report.

@@ -157,19 +157,23 @@ def _run_sync(coro):
 
 
 def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
-         cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int = 8, max_backtracks: int | None = None,
-         trace_prompts: bool = False) -> Program:
+         cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int | None = None, max_backtracks: int | None = None,
+         trace_prompts: bool = False, allow_python: Sequence[str] = ()) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     The LM is chosen as `lmc run` chooses it: `lm=`, then LMC_LM, then lmc.yaml, then the
-    artifact's LM, then the embedded local model.  `cache_dir=None` turns the cache off.
+    artifact's LM, then the embedded local model; `concurrency` likewise comes from
+    LMC_CONCURRENCY or lmc.yaml when not given.  `cache_dir=None` turns the cache off.
+    `allow_python` lists the modules its tools and metrics may import, as `--allow-python`
+    does (a .lmp's own directory is allowed; an artifact imports nothing unlisted).
     """
     from .load import load_target
     from .runner import make_runtime
 
     target = load_target(path, program)
     rt = make_runtime(target, lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=cache_dir is not None,
-                      concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts)
+                      concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
+                      allow_python=[allow_python] if isinstance(allow_python, str) else allow_python)
     return Program(target, rt)
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from . import __version__
 from . import ir as I
 from .errors import ArtifactError
+from .files import atomic_write_text  # noqa: F401 - re-exported: compile.py writes its sidecar with it
 
 FORMAT = "lmc-artifact/1"
 FORMAT_VERSION = 1
-MAX_ARTIFACT_BYTES = 200 * 1024 * 1024
 _ABS = re.compile(r"^(/|[A-Za-z]:[\\/]|~)")
 
 
@@ -94,18 +94,6 @@ def write(art: Artifact, path: str | os.PathLike) -> None:
     atomic_write_text(path, text)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    if p.parent and not p.parent.exists():
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -121,20 +109,18 @@ def _no_dup(pairs):
 
 def read(path: str | os.PathLike) -> Artifact:
     """Load and verify an artifact; any problem is one ArtifactError naming the file."""
-    p = Path(path)
+    from .limits import read_bounded
+
     shown = str(path)
+
+    def fail(message: str) -> ArtifactError:
+        if message == "is a directory":
+            message = "is a directory, expected an artifact (.lmc.json)"
+        return ArtifactError(f"{shown}: {message}")
+
+    raw = read_bounded(path, "artifact", fail)  # regular files up to the artifact limit (200 MB by default)
     try:
-        size = p.stat().st_size
-    except FileNotFoundError:
-        raise ArtifactError(f"{shown}: no such file") from None
-    except OSError as e:
-        raise ArtifactError(f"{shown}: cannot read: {e.strerror}") from None
-    if p.is_dir():
-        raise ArtifactError(f"{shown}: is a directory, expected an artifact (.lmc.json)")
-    if size > MAX_ARTIFACT_BYTES:
-        raise ArtifactError(f"{shown}: {size} bytes is too large for an artifact")
-    try:
-        text = p.read_bytes().decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ArtifactError(f"{shown}: not UTF-8 text; expected an artifact written by `lmc compile`") from None
     try:
@@ -225,10 +211,16 @@ def is_artifact_path(path: str | os.PathLike) -> bool:
     if name.endswith(".lmc.json"):
         return True
     if name.endswith(".json"):
+        import stat
+
         try:
-            with open(name, "rb") as f:
-                head = f.read(4096).decode("utf-8", "replace")
+            # Non-blocking, and only a regular file is sniffed: a FIFO named x.json must not hang us here.
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return False
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return False
+            head = f.read(4096).decode("utf-8", "replace")
         return '"lmc-artifact/' in head or '"ir"' in head
     return False

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .limits import check_chars, check_items, range_length, to_json
 from .types import ANY, BOOL, FLOAT, INT, NONE, STR, Type, list_of, unify
 
 
@@ -99,7 +101,7 @@ def _to_str(x: Any) -> str:
     if x is None:
         return "null"
     if isinstance(x, (list, dict)):
-        return json.dumps(x, ensure_ascii=False)
+        return to_json(x, what="str() of this value")
     return str(x)
 
 
@@ -171,7 +173,7 @@ def _kind(x: Any) -> str:
 def _key(x: Any) -> Any:
     """A hashable key for any JSON-like value (lists and dicts included)."""
     if isinstance(x, (list, dict)):
-        return json.dumps(x, sort_keys=True, ensure_ascii=False)
+        return to_json(x, sort_keys=True, what="an item compared by unique() or majority()")
     return x
 
 
@@ -204,22 +206,40 @@ def _majority(xs: list) -> Any:
 
 
 def _join(xs: list, sep: str = " ") -> str:
-    return sep.join(_to_str(x) for x in xs)
+    if not isinstance(sep, str):
+        raise ValueError(f"join() separator must be a str, got {_kind(sep)}")
+    if not isinstance(xs, (list, str, dict)):
+        raise ValueError(f"join() needs a list, got {_kind(xs)}")
+    parts = []
+    size = len(sep) * max(len(xs) - 1, 0)
+    check_chars(size, "join() result")
+    for x in xs:  # item by item: the running length is checked before the whole text exists
+        part = _to_str(x)
+        size += len(part)
+        check_chars(size, "join() result")
+        parts.append(part)
+    return sep.join(parts)
 
 
 def _split(s: str, sep: str | None = None) -> list[str]:
     if sep == "":
         raise ValueError("split() separator is empty")
+    if isinstance(s, str):
+        # Counted without building the parts, so a huge text is refused before the list exists.
+        n = s.count(sep) + 1 if isinstance(sep, str) else sum(1 for _ in re.finditer(r"\S+", s))
+        check_items(n, "split() result")
     return s.split(sep)
 
 
 def _range(a: int, b: int | None = None, step: int = 1) -> list[int]:
+    for v in (a, b, step):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise ValueError(f"range() needs int arguments, got {_kind(v)}")
     if step == 0:
         raise ValueError("range() step must not be zero")
-    values = list(range(a) if b is None else range(a, b, step))
-    if len(values) > 1_000_000:
-        raise ValueError("range() is too large (over 1,000,000 items)")
-    return values
+    start, stop = (0, a) if b is None else (a, b)
+    check_items(range_length(start, stop, step), "range")  # before a single item is built
+    return list(range(start, stop, step))
 
 
 def _minmax(fn: Callable, name: str) -> Callable:

@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CompileErrors, LmcError
+from .cli_common import choice, refusal
+from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CompileErrors, LmcError, did_you_mean
 
 app = typer.Typer(
     name="lmc",
@@ -27,19 +28,35 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        print(f"lmc {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="print lmc's version and exit", is_eager=True,
+                                          callback=_show_version)] = False,
+) -> None:
+    """lmc — a compiler for language-model programs."""
+
+
 # ---------------------------------------------------------------- check / fmt
 
 
 @app.command()
 def check(
     paths: Annotated[list[Path], typer.Argument(help=".lmp files to check")],
-    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    format: Annotated[str, typer.Option("--format", help="text or json", callback=choice("text", "json"))] = "text",
 ) -> None:
     """Parse and type-check .lmp files; report every error of every file."""
     from .check import check_path
 
-    if format not in ("text", "json"):
-        raise LmcError(f"unknown --format '{format}'; expected one of: json, text")
+    if format not in ("text", "json"):  # the fast path in main() skips the option callback
+        raise LmcError(f"--format: {refusal(format, ('text', 'json'))}")
     diagnostics = []
     usage_errors = []
     rendered = []
@@ -84,7 +101,12 @@ def fmt(
     for path in paths:
         if not path.exists():
             raise LmcError(f"{path}: no such file")
-        text = path.read_text(encoding="utf-8")
+        from .limits import read_bounded
+
+        try:
+            text = read_bounded(path, "program").decode("utf-8")
+        except UnicodeDecodeError:
+            raise LmcError(f"{path}: not UTF-8 text; expected a .lmp file") from None
         out = format_source(text, str(path))
         if out != text:
             changed.append(path)
@@ -97,19 +119,21 @@ def fmt(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from .files import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- other commands
 
 # Each family of commands lives in its own presentation module; they register here.
-from . import cli_compile, cli_eval, cli_run  # noqa: E402
+from . import cli_compile, cli_eval, cli_export, cli_report, cli_run  # noqa: E402
 
 cli_run.register(app)
 cli_compile.register(app)
 cli_eval.register(app)
+cli_report.register(app)
+cli_export.register(app)
 
 
 # ---------------------------------------------------------------- entry point
@@ -136,8 +160,46 @@ def _plain_check(args: list[str]) -> Optional[tuple[list[Path], str]]:
     return (paths, fmt) if paths else None
 
 
+_terminated = False  # set when SIGTERM asked us to stop: the exit code is then 143, not 130
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (what `timeout`, CI runners and `kill` send) stops lmc exactly as Ctrl-C does: whatever
+    handles SIGINT now (asyncio's runner cancels its task; otherwise KeyboardInterrupt) handles it."""
+    import signal
+
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job of a shell): still stop
+        raise KeyboardInterrupt
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Run the CLI; every LmcError becomes its message and exit code, never a traceback."""
+    import signal
+    import threading
+
+    global _terminated
+    _terminated = False
+    # Only where SIGTERM still kills outright (an embedding program's own handler is left alone), and
+    # only for this call: main() also runs inside test processes.
+    install = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if install:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        code = _main(argv)
+    finally:
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # 128 + the signal's number, as a shell reports a process stopped by it.
+    return 143 if code == 130 and _terminated else code
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
     try:
         # typer coerces every argument through pydantic, whose import costs more than checking a
         # 5,000-line file; the plain `lmc check` call goes straight to the command instead.
@@ -145,7 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if plain is not None:
             check(*plain)  # always raises typer.Exit, handled below like the typer path
         # Without standalone mode click returns the exit code of a `typer.Exit` instead of raising it.
-        rv = app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False, prog_name="lmc")
         if isinstance(rv, int):
             return rv
     except typer.Exit as e:
@@ -162,12 +224,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         _err("interrupted; finished work was kept (rerun the same command to resume)")
         return 130
     except Exception as e:  # a bug: still no traceback for the user, but enough to report it
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            _err(f"error: {e.format_message()}")
-            return EXIT_USAGE
-        if isinstance(e, click.exceptions.Abort):  # click's form of Ctrl-C
+        if _is_click_error(e):
+            return _usage_error(e)
+        if type(e).__name__ == "Abort":  # click's form of Ctrl-C
             _err("interrupted; finished work was kept (rerun the same command to resume)")
             return 130
         _err(f"internal error: {type(e).__name__}: {e} (set LMC_DEBUG=1 for a traceback)")
@@ -175,6 +234,63 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         return 70
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- usage errors
+
+
+def _is_click_error(e: BaseException) -> bool:
+    """click's exceptions, or the copies typer (>= 0.29) vendors: recognised by shape, not by class."""
+    return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
+
+
+def _usage_error(e: Exception) -> int:
+    """The command's usage line, then one `error:` line with a did-you-mean; exit 2."""
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError":  # `lmc` or `lmc report` alone: typer printed the help
+        return EXIT_USAGE
+    if ctx is None or getattr(e, "exit_code", 1) != EXIT_USAGE:
+        message = e.format_message()
+        _err(f"error: {message[:1].lower() + message[1:]}")
+        return EXIT_USAGE
+    _err(ctx.get_usage())
+    _err(f"error: {_usage_message(e, ctx)} (see '{ctx.command_path} --help')")
+    return EXIT_USAGE
+
+
+def _usage_message(e: Exception, ctx) -> str:
+    import difflib
+    import re
+
+    kind = type(e).__name__
+    command = ctx.command
+    if kind == "NoSuchOption":
+        name = getattr(e, "option_name", "") or ""
+        known = [o for p in command.get_params(ctx) for o in (*p.opts, *p.secondary_opts) if o.startswith("-")]
+        # Compared without the dashes, which every option shares and which would make anything look close.
+        bare = {o.lstrip("-"): o for o in known}
+        close = difflib.get_close_matches(name.split("=")[0].lstrip("-"), sorted(bare), n=1, cutoff=0.6)
+        hint = f"did you mean '{bare[close[0]]}'?" if close else None
+        return f"no such option '{name}'" + (f"; {hint}" if hint else "")
+    if kind in ("MissingParameter", "BadParameter"):
+        param = getattr(e, "param", None)
+        if param is not None:
+            label = (f"argument {(param.name or '?').upper()}" if param.param_type_name == "argument"
+                     else "option " + " / ".join(f"'{o}'" for o in param.opts))
+        else:
+            label = "a parameter"
+        if kind == "MissingParameter":
+            return f"missing {label}"
+        message = getattr(e, "message", "") or str(e)
+        return f"invalid value for {label}: {message.removeprefix('Value error, ')}"
+    message = e.format_message()
+    unknown = re.match(r"No such command '(.+?)'", message)
+    if unknown and hasattr(command, "list_commands"):
+        names = [n for n in command.list_commands(ctx) if not getattr(command.get_command(ctx, n), "hidden", False)]
+        hint = did_you_mean(unknown.group(1), names)
+        return (f"unknown command '{unknown.group(1)}'" + (f"; {hint}" if hint else "")
+                + f" (commands: {', '.join(names)})")
+    return message[:1].lower() + message[1:]
 
 
 def entry() -> None:

@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import LmcError
+from .cli_common import choice, choices
+from .cli_report import HtmlOut
+from .errors import ConfigError, LmcError
 
 
 def _console():
@@ -19,63 +21,79 @@ def _console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+_PASSES = ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data")
+
+
 def compile_cmd(
     program: Annotated[Path, typer.Argument(help="the .lmp program (or an artifact to compile further)")],
     train: Annotated[Path, typer.Option("--train", help="training examples (JSONL or JSON list)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="where to write the artifact (*.lmc.json)")],
     dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="none, labeled, bootstrap, random-search, mipro, knn, ensemble, finetune-data")] = "bootstrap",
-    then: Annotated[Optional[list[str]], typer.Option("--then", help="further passes, run in order after --optimizer")] = None,
-    passes: Annotated[Optional[Path], typer.Option("--passes", help="a YAML list of passes (replaces --optimizer/--then)")] = None,
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", callback=choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))] = None,
+    then: Annotated[Optional[list[str]], typer.Option("--then", callback=choices(*_PASSES), help="further passes, run in order after --optimizer")] = None,
+    passes: Annotated[Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    concurrency: Annotated[int, typer.Option("-j", "--concurrency", help="examples (and LM calls) in flight")] = 8,
+    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help="examples (and LM calls) in flight (default 8)")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro)")] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="score that counts as a success (default 1.0)")] = None,
-    max_demos: Annotated[int, typer.Option("--max-demos", help="bootstrapped demos per predictor")] = 4,
-    max_labeled: Annotated[int, typer.Option("--max-labeled", help="labeled demos per predictor")] = 4,
-    max_rounds: Annotated[int, typer.Option("--max-rounds", help="bootstrap rounds (later rounds sample)")] = 1,
-    candidates: Annotated[int, typer.Option("--candidates", help="random-search/mipro demo-set candidates")] = 6,
-    trials: Annotated[int, typer.Option("--trials", help="mipro search trials")] = 16,
-    instructions: Annotated[int, typer.Option("--instructions", help="mipro instruction proposals per predictor")] = 4,
-    minibatch: Annotated[Optional[int], typer.Option("--minibatch", help="mipro dev minibatch size (default min(25, dev))")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="knn: demos chosen per input")] = None,
-    ensemble_size: Annotated[int, typer.Option("--ensemble-size", help="ensemble: members")] = 3,
-    finetune_dir: Annotated[Optional[Path], typer.Option("--finetune-dir", help="finetune-data: output folder")] = None,
-    max_calls: Annotated[Optional[int], typer.Option("--max-calls", help="stop the search after this many LM calls")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", help="stop the search after this much spend (USD)")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
+    max_demos: Annotated[Optional[int], typer.Option("--max-demos", min=0, help="bootstrapped demos per predictor (default 4)")] = None,
+    max_labeled: Annotated[Optional[int], typer.Option("--max-labeled", min=0, help="labeled demos per predictor (default 4)")] = None,
+    max_rounds: Annotated[Optional[int], typer.Option("--max-rounds", min=1, help="bootstrap rounds, later rounds sample (default 1)")] = None,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="random-search/mipro/ensemble demo-set candidates (default 6)")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="mipro search trials (default 16)")] = None,
+    instructions: Annotated[Optional[int], typer.Option("--instructions", min=1, help="mipro instruction proposals per predictor (default 4)")] = None,
+    minibatch: Annotated[Optional[int], typer.Option("--minibatch", min=1, help="mipro dev minibatch size (default min(25, dev))")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, help="knn: demos chosen per input (default --max-demos)")] = None,
+    ensemble_size: Annotated[Optional[int], typer.Option("--ensemble-size", min=2, help="ensemble: members (default 3)")] = None,
+    finetune_dir: Annotated[Optional[Path], typer.Option("--finetune-dir", help="finetune-data: output folder (default OUT.finetune/)")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="stop the search after this many LM calls")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.000001, help="stop the search after this much spend (USD)")] = None,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
-    cache_dir: Annotated[str, typer.Option("--cache-dir", help="LM call cache")] = ".lmc/cache",
+    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-    rpm: Annotated[Optional[float], typer.Option("--rpm", help="requests per minute limit")] = None,
+    rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
+    example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
     keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
     score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
+    allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
+    html: HtmlOut = None,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     from .compile import CompileOptions, compile_program, load_passes_file
 
+    # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
               "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
               "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None}
+    pass_params: list[dict] = []
     if passes is not None:
-        names, file_params = load_passes_file(str(passes))
-        params.update(file_params)
+        if optimizer is not None or then:
+            raise ConfigError("--passes replaces --optimizer and --then; give the passes in one place")
+        names, pass_params = load_passes_file(str(passes))
     else:
-        names = [optimizer] + list(then or [])
-    for bad, value in (("--max-demos", max_demos), ("--max-labeled", max_labeled), ("--candidates", candidates), ("--trials", trials)):
-        if value < 0:
-            raise LmcError(f"{bad} must be >= 0, got {value}")
-    if concurrency < 1:
-        raise LmcError(f"-j must be >= 1, got {concurrency}")
+        names = [optimizer or "bootstrap"] + list(then or [])
+    if html is not None:
+        from .report_html import check_out_path
+
+        from .report_html import stats_path
+
+        check_out_path(html, "--html", [("program", program), ("--train", train), ("--dev", dev), ("-o", out),
+                                        ("stats sidecar", stats_path(out))])
     opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev, params={k_: v for k_, v in params.items() if v is not None})
+                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev,
+                          max_steps=max_steps, example_timeout=example_timeout,
+                          passes_file=str(passes) if passes is not None else None,
+                          params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
+                          allow_python=tuple(allow_python or ()))
     console = _console()
     state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
     t0 = time.perf_counter()
@@ -108,6 +126,11 @@ def compile_cmd(
                          "so rerunning the same command resumes\n")
         raise SystemExit(130) from None
     _print_summary(console, result, str(out))
+    if html is not None:
+        from .report_html import checked_stats, render_compile, write_html
+
+        write_html(html, render_compile(result.artifact, str(out), checked_stats(result.stats, out)))
+        console.print(f"wrote {html}", markup=False)
 
 
 class _LiveView:
@@ -169,23 +192,37 @@ def inspect_cmd(
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="only this predictor")] = None,
     emit_prompts: Annotated[Optional[Path], typer.Option("--emit-prompts", help="write each predictor's prompt as a text file here")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="render for this LM's prompt format")] = None,
-    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
-    from .inspect import render_predictors
+    from .inspect import lm_view, python_view, render_predictors, render_python
     from .load import choose_lm, load_config, load_target
 
+    if format not in ("text", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, text")
+    config = load_config()
     target = load_target(artifact)
-    spec = choose_lm(lm, None, load_config(), target)
+    # Inspecting sends no request: the artifact's own server only decides the prompt format here,
+    # so a remote one (refused by `run` without --api-base) is shown, not refused.
+    art_lm = target.artifact.lm if target.artifact is not None else None
+    shown_base = art_lm.get("api_base") if isinstance(art_lm, dict) else None
+    spec = choose_lm(lm, shown_base if isinstance(shown_base, str) else None, config, target)
     views = render_predictors(target, spec.mode, predictor)
+    python = python_view(target, tuple(config.allow_python))
     if emit_prompts is not None:
-        emit_prompts.mkdir(parents=True, exist_ok=True)
-        for v in views:
-            (emit_prompts / f"{v['id']}.txt").write_text(v["prompt"] + "\n", encoding="utf-8")
+        from .files import Output, atomic_write_text, check_outputs
+
+        files = [(emit_prompts / f"{v['id']}.txt", v) for v in views]
+        check_outputs([Output("--emit-prompts", str(emit_prompts), directory=True)]
+                      + [Output("--emit-prompts", str(f)) for f, _ in files], [("artifact", str(artifact))])
+        for f, v in files:
+            atomic_write_text(f, v["prompt"] + "\n")
         sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
         return
     if format == "json":
-        print(json.dumps(views, indent=2, ensure_ascii=False))
+        doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
+               "predictors": views}
+        print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
         return
     from rich.console import Console
     from rich.panel import Panel
@@ -198,6 +235,11 @@ def inspect_cmd(
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+    for line in render_python(python):
+        out.print(line, markup=False, soft_wrap=True)
+    for entry in lm_view(target):
+        out.print(f"lm {entry['name']}: {entry['model']}" + (f" at {entry['api_base']}" if entry["api_base"] else "")
+                  + f"  ({entry['use']})", markup=False, soft_wrap=True)
     for v in views:
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
@@ -207,15 +249,17 @@ def inspect_cmd(
 def diff_cmd(
     a: Annotated[Path, typer.Argument(help="the old artifact")],
     b: Annotated[Path, typer.Argument(help="the new artifact")],
-    format: Annotated[str, typer.Option("--format", help="text, markdown or json")] = "text",
+    format: Annotated[str, typer.Option("--format", callback=choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
 ) -> None:
     """Show what changed between two artifacts: instructions, demos, settings, scores."""
     from .artifact import read
     from .inspect import diff_artifacts, render_diff
 
-    changes = diff_artifacts(read(a), read(b))
+    if format not in ("text", "markdown", "json"):
+        raise LmcError(f"unknown --format '{format}'; expected one of: json, markdown, text")
+    changes = diff_artifacts(read(a), read(b), (str(a), str(b)))
     if format == "json":
-        print(json.dumps(changes, indent=2, ensure_ascii=False))
+        print(json.dumps(changes, indent=2, ensure_ascii=False, allow_nan=False))
     else:
         print(render_diff(changes, str(a), str(b), markdown=(format == "markdown")))
 

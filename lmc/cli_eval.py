@@ -10,6 +10,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .cli_common import choice
+from .cli_report import HtmlOut
 from .errors import CompileError, CompileErrors, ConfigError, LmcError
 
 # ---------------------------------------------------------------- shared options
@@ -19,11 +21,11 @@ MinScore = Annotated[Optional[float], typer.Option("--min-score", help="fail (ex
 MaxDrop = Annotated[Optional[float], typer.Option("--max-drop", help="fail (exit 1) on a significant drop larger than this vs --baseline (default 0 with --baseline)", show_default=False)]
 Confidence = Annotated[float, typer.Option("--confidence", help="confidence of the paired test and the intervals")]
 MaxErrors = Annotated[Optional[int], typer.Option("--max-errors", help="fail (exit 3) when more examples than this hit LM or parse errors", show_default=False)]
-AllowChange = Annotated[bool, typer.Option("--allow-program-change", help="compare with a baseline of another program name")]
+AllowChange = Annotated[bool, typer.Option("--allow-different-program", "--allow-program-change", help="compare with a baseline that is another program (not this program's source, nor an edit of the same file)")]
 Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here (one test case per example)", show_default=False)]
 SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
 GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
-Format = Annotated[str, typer.Option("--format", help="text, or json for the verdict as JSON on stdout")]
+Format = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
 
 
 def _err(text: str = "") -> None:
@@ -44,23 +46,22 @@ def _check_format(format: str) -> None:
         raise ConfigError(f"unknown --format '{format}'; expected one of: json, text")
 
 
-def _check_writable(*paths: Optional[Path]) -> None:
-    """Refuse an output path in a missing directory now, not after minutes of LM calls."""
-    for p in paths:
-        if p is None:
-            continue
-        parent = p.parent if str(p.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError(f"{p}: cannot write there; directory '{parent}' does not exist")
-        if p.is_dir():
-            raise ConfigError(f"{p}: is a directory; expected a file path")
+def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple[str, Any]],
+                   cache_dir: Optional[str] = None) -> None:
+    """Refuse outputs that would overwrite an input or each other, or cannot be written, before any LM call."""
+    from .files import Output, check_outputs
+
+    outs = [Output(label, str(p)) for label, p in outputs if p is not None]
+    if cache_dir:
+        outs.append(Output("--cache-dir", cache_dir, directory=True))
+    check_outputs(outs, inputs)
 
 
 def _fail_json(format: str, err: LmcError) -> None:
     """With --format json a script still gets one JSON document when the run could not be judged."""
     if format == "json":
         doc = {"verdict": "error", "exit_code": err.exit_code, "reason": f"error: {err}", "reasons": [str(err)]}
-        print(json.dumps(doc, indent=2, sort_keys=True))
+        print(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False))
 
 
 # ---------------------------------------------------------------- presentation
@@ -99,7 +100,7 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
 
 
 def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
-            format: str, extra_lines: list[str]) -> None:
+            format: str, extra_lines: list[str], html: Optional[Path] = None, html_context=None) -> None:
     """Gate, write JUnit/Markdown, print the verdict (reason last) and exit with its code."""
     from .gate import apply_gates, render_markdown, verdict_json, write_junit, write_text_atomic
 
@@ -120,6 +121,12 @@ def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path],
     if summary is not None:
         write_text_atomic(summary, markdown)
         notes.append(f"wrote {summary}")
+    if html is not None:
+        from .report_html import context_from_files, render_eval, write_html
+
+        ctx = html_context if html_context is not None else context_from_files(cand)
+        write_html(html, render_eval(cand, base, verdict, ctx, confidence=opts.confidence))
+        notes.append(f"wrote {html}")
     if github_summary:
         target = os.environ.get("GITHUB_STEP_SUMMARY")
         if target:
@@ -132,7 +139,7 @@ def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path],
         else:
             notes.append("note: --github-summary: $GITHUB_STEP_SUMMARY is not set, nothing appended")
     if format == "json":
-        print(json.dumps(verdict_json(cand, base, verdict, opts), indent=2, sort_keys=True))
+        print(json.dumps(verdict_json(cand, base, verdict, opts), indent=2, sort_keys=True, allow_nan=False))
     for line in notes + verdict.lines:
         _err(line)
     # SystemExit rather than typer.Exit: cli.main() passes it through unchanged, whatever click does with Exit.
@@ -182,13 +189,15 @@ def register(app: typer.Typer) -> None:
         data: Annotated[str, typer.Option("--data", help="JSONL examples with the program's inputs and gold labels", show_default=False)],
         metric: Annotated[Optional[str], typer.Option("--metric", help="metric to score with (default: the program's only metric)", show_default=False)] = None,
         program: Annotated[Optional[str], typer.Option("--program", help="program of the .lmp file to evaluate", show_default=False)] = None,
-        threshold: Annotated[float, typer.Option("--threshold", help="an example passes when its score is at least this")] = 1.0,
+        threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="an example passes when its score is at least this")] = 1.0,
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
         cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", help="examples run at once (default 8)", show_default=False)] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute", show_default=False)] = None,
+        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="examples run at once (default 8)", show_default=False)] = None,
+        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute", show_default=False)] = None,
+        example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False)] = None,
+        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False)] = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
@@ -200,7 +209,9 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
+        html: HtmlOut = None,
         format: Format = "text",
+        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         try:
@@ -222,6 +233,7 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
+        html: HtmlOut = None,
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
@@ -240,9 +252,9 @@ def _gate_options(**kw):
     return opts
 
 
-def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, shard, min_score,
-          baseline, max_drop, confidence, max_errors, allow_program_change, report, junit, summary, github_summary,
-          format) -> None:
+def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
+          max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
+          summary, github_summary, format, allow_python=None, html=None) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -251,18 +263,14 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     _check_format(format)
     opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
                          confidence=confidence, allow_program_change=allow_program_change)
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold:g}")
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"-j must be at least 1, got {jobs}")
-    if rpm is not None and rpm <= 0:
-        raise ConfigError(f"--rpm must be positive, got {rpm:g}")
     shard_spec = parse_shard(shard) if shard is not None else None
-    _check_writable(report, junit, summary)
 
     from .load import choose_lm, load_config
+    from .settings import resolve
 
     config = load_config()
+    st = resolve({"lm": lm, "api_base": api_base, "cache_dir": cache_dir, "concurrency": jobs, "rpm": rpm,
+                  "max_steps": max_steps, "example_timeout": example_timeout}, config)
     cand_t = _load(target, program, "target")
     cand_metric = E.choose_metric(cand_t.ir, metric, target)
     dataset = load_dataset(data)
@@ -284,43 +292,55 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
                               "or a report (.json written by --report)")
         if E.baseline_is_report(baseline):
             base_report = E.load_baseline_report(baseline)
-            E.check_baseline_report(base_report, cand_t.name, E.target_ref(cand_t.kind, target), cand_mref, dref,
-                                    examples, allow_program_change=allow_program_change)
+            E.check_baseline_report(base_report, E.program_ref(cand_t), E.target_ref(cand_t.kind, target), cand_mref,
+                                    dref, examples, allow_program_change=allow_program_change)
         else:
             base_t = _load(baseline, program, "baseline")
             base_metric = E.baseline_metric(base_t.ir, cand_metric, baseline)
-            E.check_baseline_target(base_t.name, baseline, E.metric_ref(base_metric, threshold), cand_t.name,
-                                    cand_mref, dref, examples, allow_program_change=allow_program_change)
+            E.check_baseline_target(E.program_ref(base_t), baseline, E.metric_ref(base_metric, threshold),
+                                    E.program_ref(cand_t), cand_mref, dref, examples,
+                                    allow_program_change=allow_program_change)
             E.check_data(base_t.ir, dataset, base_metric)
 
-    from .lm import LMClient
+    from .runner import input_files
 
-    work = [E.Job(cand_t.ir, choose_lm(lm, api_base, config, cand_t), cand_metric, cand_t.kind == "artifact")]
+    inputs = input_files(cand_t, config, "target") + [("--data file", data)]
+    if baseline is not None:
+        inputs += input_files(base_t, None, "--baseline") if base_t is not None else [("--baseline", baseline)]
+    outputs = [("--report", report), ("--junit", junit), ("--summary", summary), ("--html", html)]
+    _check_outputs(outputs, inputs, cache_dir=None if no_cache else st.cache_dir)
+
+    from .lm import LMClient
+    from .pyrefs import parse_allow, policy_for
+
+    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
+    work = [E.Job(cand_t.ir, choose_lm(lm, st.api_base, config, cand_t), cand_metric, cand_t.kind == "artifact",
+                  policy_for(cand_t, allowed))]
     if base_t is not None:
-        work.append(E.Job(base_t.ir, choose_lm(lm, api_base, config, base_t), base_metric, base_t.kind == "artifact"))
+        work.append(E.Job(base_t.ir, choose_lm(lm, st.api_base, config, base_t), base_metric, base_t.kind == "artifact",
+                          policy_for(base_t, allowed)))
     extra_lms = config.alias_specs()
-    concurrency = jobs or config.concurrency or 8
-    client = LMClient(cache_dir=cache_dir or config.cache_dir or ".lmc/cache", use_cache=not no_cache,
-                      concurrency=concurrency, rpm=rpm)
+    concurrency = st.concurrency
+    client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm)
     progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:
             progress.start()
         runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
-                                  api_base=api_base or config.api_base, extra_lms=extra_lms,
-                                  on_result=on_result)
+                                  api_base=st.api_base, extra_lms=extra_lms, on_result=on_result,
+                                  max_steps=st.max_steps, example_timeout=st.example_timeout)
     finally:
         if progress is not None:
             progress.stop()
 
     cand = E.build_report(program=cand_t.name, program_sha256=cand_t.sha256, kind=cand_t.kind, path=target,
                           ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard_spec,
-                          run=runs[0])
+                          run=runs[0], program_path=E.program_ref(cand_t).path)
     base = base_report
     if base_t is not None:
         base = E.build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=baseline,
                               ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset,
-                              shard=shard_spec, run=runs[1])
+                              shard=shard_spec, run=runs[1], program_path=E.program_ref(base_t).path)
     notes = []
     if report is not None:
         cand.save(report)
@@ -329,23 +349,31 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         notes.insert(0, f"shard {shard_spec[0]}/{shard_spec[1]}: {len(examples)} of {len(dataset)} examples")
     if not examples:
         reason = f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate"
+        if html is not None:
+            notes.append(f"note: {html} not written: the shard has no examples to show")
         if format == "json":
             print(json.dumps({"verdict": "pass", "exit_code": 0, "reason": reason, "reasons": []}, indent=2, sort_keys=True))
         for line in notes + [reason]:
             _err(line)
         raise SystemExit(0)
+    html_context = None
+    if html is not None:
+        from .report_html import eval_context
+
+        html_context = eval_context(cand_t.ir, examples)
     _finish(cand, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes)
+            extra_lines=notes, html=html, html_context=html_context)
 
 
 def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary,
-           github_summary, format) -> None:
+           github_summary, format, html=None) -> None:
     from .gate import Report, is_report, merge_reports
 
     _check_format(format)
     opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
                          confidence=confidence, allow_program_change=allow_program_change)
-    _check_writable(out, junit, summary)
+    _check_outputs([("-o", out), ("--junit", junit), ("--summary", summary), ("--html", html)],
+                   [("shard report", p) for p in parts] + [("--baseline", baseline)])
     reports = [Report.load(p) for p in parts]
     base = None
     if baseline is not None:
@@ -363,4 +391,4 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
         merged.save(out)
         notes.append(f"wrote {out}")
     _finish(merged, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes)
+            extra_lines=notes, html=html)

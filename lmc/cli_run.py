@@ -18,12 +18,33 @@ def _err(text: str) -> None:
     sys.stderr.flush()
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse(text: str):
+    raise _NotFinite(f"{text} is not a finite number")
+
+
+def _strict_json(text: str):
+    """json.loads without NaN, Infinity or 1e999 (Python's json reads them; no JSON file can hold them)."""
+    def finite(t: str) -> float:
+        value = float(t)
+        if value in (float("inf"), float("-inf")):
+            _refuse(t)
+        return value
+
+    return json.loads(text, parse_constant=_refuse, parse_float=finite)
+
+
 def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> dict:
     """`--input '{...}'` and `-i field=value` as one dict, checked against the program's inputs."""
     values: dict = {}
     if raw_json is not None:
         try:
-            obj = json.loads(raw_json)
+            obj = _strict_json(raw_json)
+        except _NotFinite as e:
+            raise ConfigError(f"--input: {e}; JSON has no such number") from None
         except ValueError as e:
             raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
                               "expected an object such as '{\"question\": \"...\"}'") from None
@@ -40,8 +61,8 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             values[name] = text  # a str field keeps exactly what was typed, even "42"
             continue
         try:
-            values[name] = json.loads(text)
-        except ValueError:
+            values[name] = _strict_json(text)
+        except ValueError:  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
             values[name] = text
     expected = ", ".join(types) or "none"
     for name, tp in types.items():
@@ -75,15 +96,18 @@ def register(app: typer.Typer) -> None:
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", help="examples and LM calls at once (default 8)")] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", help="at most this many LM requests per minute")] = None,
+        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help="examples and LM calls at once (default 8)")] = None,
+        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
-        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")] = None,
+        example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
+        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
+        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks)
+                        rpm, trace, max_backtracks, example_timeout, max_steps, allow_python)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -93,9 +117,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks) -> int:
-    from .load import load_target
-    from .runner import make_runtime
+         max_backtracks, example_timeout=None, max_steps=None, allow_python=None) -> int:
+    from .files import Output, check_outputs
+    from .load import load_config, load_target
+    from .runner import input_files, make_runtime
 
     single = input is not None or bool(field)
     if single and data is not None:
@@ -104,12 +129,22 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
         raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
     if data is not None and out is None:
         raise ConfigError("--data needs --out FILE for the results")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"-j must be at least 1, got {concurrency}")
+    if single and out is not None:
+        raise ConfigError("--out is for --data; a single input prints its outputs as JSON (use --trace to keep "
+                          "its trace)")
+    config = load_config()
     tgt = load_target(target, program)
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None)
+                      trace_prompts=trace is not None, config=config, example_timeout=example_timeout,
+                      max_steps=max_steps, allow_python=allow_python)
+    # Nothing is written (and no LM call made) until every output is known not to clobber an input.
+    inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
+    outputs = [Output("--out", str(out)) if out is not None else None,
+               Output("--trace", str(trace)) if trace is not None else None]
+    if rt.client.cache is not None:
+        outputs.append(Output("--cache-dir", str(rt.client.cache.root), directory=True))
+    check_outputs(outputs, inputs)
     types = {f.name: f.type for f in rt.ir.program().inputs}
     if single:
         values = parse_inputs(input, field, types)
@@ -139,50 +174,57 @@ def _single(rt, values: dict, trace: Path | None) -> int:
     if not result.ok:
         _err(f"error: {result.error}")
         return 1
-    sys.stdout.write(json.dumps(result.outputs, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json.dumps(result.outputs, ensure_ascii=False, indent=2, allow_nan=False) + "\n")
     sys.stdout.flush()
     return 0
 
 
 def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> int:
     from .datasets import load_dataset, validate
-    from .runner import LineWriter, Summary, preflight, read_previous, run_batch, select_todo
+    from .outfile import ResultsFile, run_stamp
+    from .runner import LineWriter, Summary, preflight, run_batch
 
-    if out.resolve() == data.resolve():
-        raise ConfigError(f"--out {out} is the --data file; results would overwrite the inputs")
     prog = rt.ir.program()
     dataset = load_dataset(data)
     validate(dataset, {f.name: f.type for f in prog.inputs})
-    prev = read_previous(out)
-    if prev.dropped:
-        _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
-    summary = Summary(total=len(dataset))
-    todo = select_todo(dataset, prev, summary)
     names = [f.name for f in prog.inputs]
-    if todo:
-        preflight(rt)
-    writer = LineWriter(out)
-    tracer = LineWriter(trace) if trace is not None else None
-    progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
+    # Locked from here to the end of the run: a second run on the same --out fails at once.
+    with ResultsFile(out) as results:
+        prev = results.read(run_stamp(rt))
+        if prev.dropped:
+            _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
+        plan = results.plan(dataset.examples, names, prev)
+        if plan.changed:
+            n = len(plan.changed)
+            _err(f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
+                 f"{'its line was' if n == 1 else 'their lines were'} written")
+        summary = Summary(total=len(dataset), skipped=plan.skipped, previously_failed=plan.previously_failed,
+                          changed=len(plan.changed))
+        todo = plan.todo
+        if todo:
+            preflight(rt)
+        writer = LineWriter(fd=results.fd)
+        tracer = LineWriter(trace) if trace is not None else None
+        progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
 
-    async def go():
+        async def go():
+            try:
+                return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
+                                       summary=summary, on_result=progress.update if progress else None)
+            finally:
+                await rt.client.aclose()
+
         try:
-            return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
-                                   summary=summary, on_result=progress.update if progress else None)
+            if progress:
+                progress.start()
+            asyncio.run(go())
         finally:
-            await rt.client.aclose()
-
-    try:
-        if progress:
-            progress.start()
-        asyncio.run(go())
-    finally:
-        summary.retries = rt.client.usage.retries
-        if progress:
-            progress.stop()
-        writer.close()
-        if tracer is not None:
-            tracer.close()
+            summary.retries = rt.client.usage.retries
+            if progress:
+                progress.stop()
+            writer.close()
+            if tracer is not None:
+                tracer.close()
     if summary.stopped_by is not None:
         err = summary.stopped_by
         _err(f"error: {err}")

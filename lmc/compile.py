@@ -21,6 +21,7 @@ from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warning
 from .evaluate import metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
 from .optimize import PASS_NAMES, Context, run_pass
+from .timeline import Timeline
 
 DEFAULT_DEV_FRACTION = 0.3
 
@@ -35,7 +36,7 @@ class CompileOptions:
     metric: str | None = None
     passes: list[str] = field(default_factory=lambda: ["bootstrap"])
     seed: int = 0
-    concurrency: int = 8
+    concurrency: int | None = None  # None: $LMC_CONCURRENCY, lmc.yaml, then 8 (settings.resolve)
     lm: str | None = None
     api_base: str | None = None
     teacher_lm: str | None = None
@@ -44,12 +45,17 @@ class CompileOptions:
     max_calls: int | None = None
     max_cost: float | None = None
     allow_partial: bool = False
-    cache_dir: str = ".lmc/cache"
+    cache_dir: str | None = None  # None: $LMC_CACHE_DIR, lmc.yaml, then .lmc/cache
     use_cache: bool = True
     rpm: float | None = None
+    max_steps: int | None = None
+    example_timeout: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
-    params: dict = field(default_factory=dict)  # per-pass knobs: max_demos, candidates, trials, ...
+    allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
+    passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
+    params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
+    pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
 
 
 @dataclass
@@ -89,42 +95,85 @@ def pick_metric(ir: I.IR, name: str | None, where: str) -> I.MetricIR:
     raise ConfigError(f"{where} defines several metrics ({', '.join(m.name for m in ir.metrics)}); pick one with --metric")
 
 
-def load_passes_file(path: str) -> tuple[list[str], dict]:
-    """A YAML list of passes: `- bootstrap` or `- {name: random-search, candidates: 8}`."""
+def load_passes_file(path: str) -> tuple[list[str], list[dict]]:
+    """A YAML list of passes, `- bootstrap` or `- {name: random-search, candidates: 8}`: names and each one's options."""
     import yaml
 
+    from .limits import read_bounded
+    from .optimize import PASS_NAMES
+    from .optimize.options import check_pass_entry
+
+    raw = read_bounded(path, "config", lambda m: ConfigError(f"{path}: {m}"))
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"{path}:{mark.line + 1 if mark else 1}: not valid YAML") from None
+    if isinstance(data, dict):
+        extra = sorted(set(data) - {"passes"})
+        if extra:
+            raise ConfigError(f"{path}: unknown key '{extra[0]}'; expected 'passes:' and a list of passes")
     items = data.get("passes") if isinstance(data, dict) else data
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{path}: expected a list of passes (e.g. '- bootstrap')")
-    names, params = [], {}
+    names, options = [], []
     for i, item in enumerate(items, 1):
         if isinstance(item, str):
-            names.append(item)
+            name, own = item, {}
         elif isinstance(item, dict) and isinstance(item.get("name"), str):
-            names.append(item["name"])
-            params.update({k.replace("-", "_"): v for k, v in item.items() if k != "name"})
+            name, own = item["name"], {k: v for k, v in item.items() if k != "name"}
         else:
             raise ConfigError(f"{path}: pass {i}: expected a name or a mapping with 'name'")
-    return names, params
+        if name not in PASS_NAMES:
+            from .errors import did_you_mean
+
+            hint = did_you_mean(name, PASS_NAMES)
+            raise ConfigError(f"{path}: pass {i}: unknown optimizer '{name}'", hint=(hint + " " if hint else "")
+                              + "expected one of: " + ", ".join(PASS_NAMES))
+        names.append(name)
+        options.append(check_pass_entry(name, own, f"{path}: pass {i} ({name})"))
+    return names, options
 
 
-def check_pass_options(passes: list[str], params: dict, n_dev: int) -> None:
+def pass_plan(opts: CompileOptions) -> list[tuple[str, dict]]:
+    """Each pass with the options it runs with; refuses options no pass uses, unknown keys, bad values."""
+    from .optimize.options import check_chain, options_for
+
+    own = list(opts.pass_params) + [{}] * (len(opts.passes) - len(opts.pass_params))
+    check_chain(opts.passes, opts.params, {"--teacher-lm": opts.teacher_lm, "--prompt-lm": opts.prompt_lm})
+    plan = [(name, options_for(name, opts.params, mine)) for name, mine in zip(opts.passes, own)]
+    for name, o in plan:
+        if name == "finetune-data" and not o.get("finetune_dir"):
+            o["finetune_dir"] = finetune_dir_for(opts.out)
+    return plan
+
+
+def check_pass_options(plan: list[tuple[str, dict]], n_dev: int) -> None:
     """Refuse option values a pass would reject, before any LM call is spent."""
-    minibatch = params.get("minibatch")
-    if "mipro" in passes and minibatch is not None:
-        from .optimize.mipro import minibatch_problem
+    for name, o in plan:
+        minibatch = o.get("minibatch")
+        if name == "mipro" and minibatch is not None and int(minibatch) > n_dev:
+            from .optimize.mipro import minibatch_problem
 
-        if int(minibatch) < 1:
-            raise ConfigError(f"--minibatch must be >= 1, got {minibatch}")
-        if int(minibatch) > n_dev:
             raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
+
+
+def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, plan: list[tuple[str, dict]]) -> None:
+    """Refuse, before any LM call, an artifact, sidecar or fine-tuning file that would overwrite an input."""
+    from .files import Output, check_outputs
+    from .runner import input_files
+
+    inputs = input_files(target, config) + [("--train file", opts.train), ("--dev file", opts.dev),
+                                            ("--passes file", opts.passes_file)]
+    outputs = [Output("-o", opts.out), Output("the stats file next to -o", _stats_path(opts.out))]
+    if opts.use_cache and opts.cache_dir:
+        outputs.append(Output("--cache-dir", opts.cache_dir, directory=True))
+    for folder in sorted({o["finetune_dir"] for name, o in plan if name == "finetune-data"}):
+        outputs.append(Output("--finetune-dir", folder, directory=True))
+        outputs += [Output("--finetune-dir", str(Path(folder) / f"{p.id}.jsonl")) for p in target.ir.predictors]
+    check_outputs(outputs, inputs)
 
 
 def _dataset_json(ds: Dataset) -> dict:
@@ -165,37 +214,52 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     for name in opts.passes:
         if name not in PASS_NAMES:
             await run_pass(name, None, None)  # raises the did-you-mean error
+    from .pyrefs import parse_allow, policy_for
+    from .settings import resolve
+
+    plan = pass_plan(opts)
     config = load_config()
+    st = resolve({"lm": opts.lm, "api_base": opts.api_base, "cache_dir": opts.cache_dir,
+                  "concurrency": opts.concurrency, "rpm": opts.rpm, "max_steps": opts.max_steps,
+                  "example_timeout": opts.example_timeout}, config)
+    opts = replace(opts, cache_dir=st.cache_dir, concurrency=st.concurrency, rpm=st.rpm, api_base=st.api_base)
+    if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")
     target = load_target(opts.program, opts.program_name)
+    python = policy_for(target, tuple(config.allow_python) + parse_allow(opts.allow_python, "--allow-python"))
     ir = target.ir
     metric = pick_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
-    check_pass_options(opts.passes, opts.params, len(dev))
+    check_pass_options(plan, len(dev))
+    check_compile_outputs(opts, target, config, plan)
     if split_note:
         log(split_note)
     threshold = opts.threshold if opts.threshold is not None else 1.0
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
                       concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
+    timeline = Timeline(started)
+    timeline.client = client
+    log = timeline.wrap_log(log)
     observe(client)  # lets a live view read the running usage
     extra_lms = config.alias_specs()
     warnings = Warnings()  # shared by every runtime of the compile, reported at the end
 
     def runtime_with(lm_spec):
         def make(x: I.IR):
-            return Runtime(x, client, lm=lm_spec, api_base=opts.api_base or config.api_base, extra_lms=extra_lms,
-                           warnings=warnings, from_artifact=target.kind == "artifact")
+            return Runtime(x, client, lm=lm_spec, api_base=opts.api_base, extra_lms=extra_lms,
+                           warnings=warnings, from_artifact=target.kind == "artifact", python=python,
+                           max_steps=st.max_steps, example_timeout=st.example_timeout)
         return make
 
     teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
     proposer = runtime_with(parse_lm(opts.prompt_lm, opts.api_base)) if opts.prompt_lm else None
-    params = dict(opts.params)
-    # Internal knobs the passes read; they are not compile parameters, so the report leaves them out.
-    params.setdefault("source", target.source)
-    params.setdefault("finetune_dir", finetune_dir_for(opts.out))
+    # The program text is an internal knob of mipro's proposer, not a compile parameter.
+    internal = {"source": target.source}
+    runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
-                  threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=params, log=log,
-                  on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer)
+                  threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=dict(internal), log=log,
+                  on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer, on_record=timeline.candidate)
     try:
         baseline = None
         if opts.score_dev:
@@ -210,8 +274,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
             ctx.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
         current = ir
         if not ctx.budget_exhausted:
-            for name in opts.passes:
+            for name, own in plan:
                 log(f"pass {name}")
+                ctx.options = {**internal, **own}  # each pass sees its own options only
                 try:
                     current = await run_pass(name, current, ctx)
                 except BudgetExceeded as e:
@@ -255,7 +320,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     usage = client.usage
     report = {
         "optimizer": list(opts.passes),
-        "options": _report_options(params, opts.passes),
+        "passes": [{"name": name, "options": _report_options(own)} for name, own in plan],
         "metric": {"name": metric.name, "spec": metric.spec, "threshold": threshold},
         "seed": opts.seed,
         "lm": spec.model,
@@ -275,7 +340,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                         lm=spec.to_json())
     write(artifact, opts.out)
     duration = time.perf_counter() - started
-    stats = {"duration_s": round(duration, 3), **usage.to_json()}
+    # The sidecar names its artifact, so a report never pairs a stale timeline with a newer compile.
+    stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(),
+             "artifact_sha256": sha256_file(opts.out)}
     atomic_write_text(_stats_path(opts.out), _json(stats))
     return CompileResult(artifact, baseline, final, report["candidates"], list(ctx.notes), stats, split_note)
 
@@ -286,19 +353,12 @@ def finetune_dir_for(out: str) -> str:
     return (name[: -len(".lmc.json")] if name.endswith(".lmc.json") else name) + ".finetune"
 
 
-def _report_options(params: dict, passes: list[str]) -> dict:
-    """Pass parameters as the artifact records them: no program text, paths relative, never absolute.
+def _report_options(options: dict) -> dict:
+    """A pass's options as the artifact records them: what it ran with, paths relative, never absolute.
 
-    The finetune folder derives from -o, so it is recorded only when finetune-data ran; otherwise
-    two compiles that differ only in their output name would differ in bytes."""
-    out = {}
-    for k, v in sorted(params.items()):
-        if k == "source" or (k == "finetune_dir" and "finetune-data" not in passes):
-            continue
-        if k == "finetune_dir":
-            v = portable_path(v)
-        out[k] = v
-    return out
+    The finetune folder derives from -o, so only finetune-data records it (two compiles that differ
+    only in their output name stay byte-identical otherwise)."""
+    return {k: portable_path(v) if k == "finetune_dir" else v for k, v in sorted(options.items()) if v is not None}
 
 
 def _stats_path(out: str) -> str:
@@ -309,7 +369,7 @@ def _stats_path(out: str) -> str:
 def _json(data: Any) -> str:
     import json
 
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def _r(x: float | None) -> float | None:

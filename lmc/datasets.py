@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from lmc.errors import DatasetError, did_you_mean
+from lmc.limits import human, open_input
 
 # A JSONL line longer than this is refused.  Real examples are a few KB; a 10 MiB
 # line is almost always a mis-saved file (a whole JSON list on one line, a binary
@@ -138,21 +139,25 @@ def load_dataset(path: str | os.PathLike, *, id_field: str = "id", max_line_byte
     """Load a `.jsonl` file (one object per line) or a `.json` file (a list of objects).
 
     Every problem is a DatasetError naming the file and line.  Examples without
-    `id_field` get the deterministic id `<file-stem>-<line>`.
+    `id_field` get an id from their content (`content_id`), which no insertion shifts.
     """
     p = Path(path)
     shown = str(path)
     if not p.exists():
         raise DatasetError("file not found", shown, hint="expected a .jsonl file with one JSON object per line")
-    if p.is_dir():
-        raise DatasetError("is a directory, expected a .jsonl or .json file", shown)
-    try:
+
+    def fail(message: str) -> DatasetError:
+        if message == "is a directory":
+            message = "is a directory, expected a .jsonl or .json file"
+        return DatasetError(message, shown)
+
+    # Regular files under the data limit only, checked on the open descriptor before reading.
+    fd, cap = open_input(p, "data", fail)
+    with os.fdopen(fd, "rb") as fh:
         if p.suffix.lower() == ".json":
-            digest, records = _read_json_list(p, shown)
+            digest, records = _read_json_list(fh, shown)
         else:
-            digest, records = _read_jsonl(p, shown, max_line_bytes)
-    except PermissionError:
-        raise DatasetError("cannot be read (permission denied)", shown) from None
+            digest, records = _read_jsonl(fh, shown, max_line_bytes, cap)
     if not records:
         raise DatasetError("file is empty; expected at least one JSON object", shown)
     return Dataset(shown, digest, _examples(records, shown, p.stem, id_field))
@@ -169,37 +174,40 @@ def from_records(records: Sequence[Mapping], *, path: str = "<memory>", id_field
     return Dataset(path, hashlib.sha256(blob).hexdigest(), _examples(lines, path, Path(path).stem or "example", id_field))
 
 
-def _read_jsonl(p: Path, shown: str, max_line_bytes: int) -> tuple[str, list[tuple[int, Any]]]:
+def _read_jsonl(fh, shown: str, max_line_bytes: int, cap: int) -> tuple[str, list[tuple[int, Any]]]:
     digest = hashlib.sha256()
     records: list[tuple[int, Any]] = []
-    with p.open("rb") as fh:
-        lineno = 0
-        while True:
-            raw = fh.readline(max_line_bytes + 1)
-            if not raw:
-                break
-            lineno += 1
-            if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-                raise DatasetError(
-                    f"line is longer than the {_human(max_line_bytes)} limit; expected one JSON object per line",
-                    shown,
-                    lineno,
-                )
-            digest.update(raw)
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DatasetError(
-                    f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8",
-                    shown,
-                    lineno,
-                ) from None
-            text = text.strip()  # also drops the \r of CRLF files
-            if not text:
-                continue
-            records.append((lineno, _parse_line(text, shown, lineno)))
+    total = 0
+    lineno = 0
+    while True:
+        raw = fh.readline(max_line_bytes + 1)
+        if not raw:
+            break
+        lineno += 1
+        total += len(raw)
+        if total > cap:
+            raise DatasetError(f"grew past the {human(cap)} limit for a dataset while it was read", shown)
+        if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+            raise DatasetError(
+                f"line is longer than the {_human(max_line_bytes)} limit; expected one JSON object per line",
+                shown,
+                lineno,
+            )
+        digest.update(raw)
+        if lineno == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM):]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8",
+                shown,
+                lineno,
+            ) from None
+        text = text.strip()  # also drops the \r of CRLF files
+        if not text:
+            continue
+        records.append((lineno, _parse_line(text, shown, lineno)))
     return digest.hexdigest(), records
 
 
@@ -220,13 +228,15 @@ def _parse_line(text: str, shown: str, lineno: int) -> dict:
     return value
 
 
-def _read_json_list(p: Path, shown: str) -> tuple[str, list[tuple[int, Any]]]:
-    size = p.stat().st_size
+def _read_json_list(fh, shown: str) -> tuple[str, list[tuple[int, Any]]]:
+    size = os.fstat(fh.fileno()).st_size
     if size > MAX_JSON_FILE_BYTES:
         raise DatasetError(
             f"a .json file over {_human(MAX_JSON_FILE_BYTES)} is refused; use .jsonl, one object per line", shown
         )
-    data = p.read_bytes()
+    data = fh.read(MAX_JSON_FILE_BYTES + 1)
+    if len(data) > MAX_JSON_FILE_BYTES:
+        raise DatasetError(f"grew past {_human(MAX_JSON_FILE_BYTES)} while it was read", shown)
     digest = hashlib.sha256(data).hexdigest()
     if data.startswith(_BOM):
         data = data[len(_BOM):]
@@ -259,8 +269,21 @@ def _read_json_list(p: Path, shown: str) -> tuple[str, list[tuple[int, Any]]]:
     return digest, records
 
 
+def content_id(stem: str, data: dict, seen: dict[str, int]) -> str:
+    """`<stem>-<12 hex of the record's sha256>`: stays with the record when lines are inserted or moved.
+
+    (Ids from line numbers made a rerun after an insertion at the top skip the new input
+    and keep an old answer under its id.)  The n-th identical record gets `-n` appended,
+    so duplicates are told apart in file order, deterministically."""
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    base = f"{stem}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:12]}"
+    seen[base] = seen.get(base, 0) + 1
+    return base if seen[base] == 1 else f"{base}-{seen[base]}"
+
+
 def _examples(records: list[tuple[int, dict]], shown: str, stem: str, id_field: str) -> tuple[Example, ...]:
     first_line: dict[str, int] = {}
+    seen: dict[str, int] = {}
     out = []
     for lineno, data in records:
         if id_field in data:
@@ -271,7 +294,7 @@ def _examples(records: list[tuple[int, dict]], shown: str, stem: str, id_field: 
             if not ex_id.strip():
                 raise DatasetError(f"'{id_field}' is empty", shown, lineno)
         else:
-            ex_id = f"{stem}-{lineno}"
+            ex_id = content_id(stem, data, seen)
         if ex_id in first_line:
             raise DatasetError(f"duplicate id '{ex_id}' (first on line {first_line[ex_id]})", shown, lineno)
         first_line[ex_id] = lineno

@@ -212,6 +212,12 @@ class LMUnreachableError(LMError):
     """The provider could not be reached (connection refused, DNS, persistent timeouts)."""
 
 
+class LMRedirectError(LMUnreachableError):
+    """The LM server answered with a redirect; lmc never follows one (the request or key would go elsewhere)."""
+
+    exit_code = EXIT_USAGE
+
+
 class OutputParseError(LmcError):
     """An LM reply that could not be parsed into the declared output fields."""
 

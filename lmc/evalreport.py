@@ -22,7 +22,8 @@ from .ir import IR, MetricIR
 
 # Evaluator error kinds the report format does not name: a metric that crashed is
 # a run-time problem of the program, not of the LM.
-_ERROR_KIND = {"lm": "lm", "parse": "parse", "assert": "assert", "runtime": "runtime", "budget": "lm"}
+_ERROR_KIND = {"lm": "lm", "parse": "parse", "assert": "assert", "runtime": "runtime", "budget": "lm",
+               "timeout": "runtime"}
 
 
 class MetricChoiceError(ConfigError):
@@ -75,15 +76,19 @@ def select_shard(dataset: Dataset, shard: tuple[int, int] | None) -> list[Exampl
     return [ex for ex in dataset.examples if gate.in_shard(ex.id, index, count)]
 
 
-def _stub_report(program: str, target: gate.TargetRef, metric: gate.MetricRef, data: gate.DataRef,
+def program_ref(target: Any) -> gate.ProgramRef:
+    """The program a loaded target (`load.Target`) runs: name, source sha256 and source path."""
+    return gate.ProgramRef(target.name, target.sha256, target.program_json().get("path"))
+
+
+def _stub_report(program: gate.ProgramRef, target: gate.TargetRef, metric: gate.MetricRef, data: gate.DataRef,
                  examples: Sequence[Example], path: str | None) -> gate.Report:
     """A report with the refs of a run that has not happened yet, so `gate.align` can judge it before any LM call."""
     results = tuple(gate.ExampleResult(ex.id, ex.line, 0.0, False) for ex in examples)
-    return gate.Report(gate.ProgramRef(program, "0" * 64), target, metric, data, None, results,
-                       gate.summarize(results), path=path)
+    return gate.Report(program, target, metric, data, None, results, gate.summarize(results), path=path)
 
 
-def check_baseline_report(base: gate.Report, program: str, target: gate.TargetRef, metric: gate.MetricRef,
+def check_baseline_report(base: gate.Report, program: gate.ProgramRef, target: gate.TargetRef, metric: gate.MetricRef,
                           data: gate.DataRef, examples: Sequence[Example], *, allow_program_change: bool) -> None:
     """Refuse, before evaluating, a baseline report on other data, another metric, another program or lacking ids."""
     gate.align(base, _stub_report(program, target, metric, data, examples, None), allow_program_change=allow_program_change)
@@ -99,13 +104,13 @@ def baseline_metric(base_ir: IR, metric: MetricIR, where: str) -> MetricIR:
     return found
 
 
-def check_baseline_target(base_name: str, base_path: str, base_metric: gate.MetricRef, cand_name: str,
-                          cand_metric: gate.MetricRef, data: gate.DataRef, examples: Sequence[Example], *,
-                          allow_program_change: bool) -> None:
-    """Same metric spec and program name for a baseline that is about to be evaluated; refused before any LM call."""
+def check_baseline_target(base_program: gate.ProgramRef, base_path: str, base_metric: gate.MetricRef,
+                          cand_program: gate.ProgramRef, cand_metric: gate.MetricRef, data: gate.DataRef,
+                          examples: Sequence[Example], *, allow_program_change: bool) -> None:
+    """Same metric spec and the same program for a baseline about to be evaluated; refused before any LM call."""
     target = gate.TargetRef("program", "-", "0" * 64)
-    base = _stub_report(base_name, target, base_metric, data, examples, base_path)
-    cand = _stub_report(cand_name, target, cand_metric, data, examples, None)
+    base = _stub_report(base_program, target, base_metric, data, examples, base_path)
+    cand = _stub_report(cand_program, target, cand_metric, data, examples, None)
     gate.align(base, cand, allow_program_change=allow_program_change)
 
 
@@ -140,6 +145,7 @@ class Job:
     lm: Any  # LMSpec
     metric: MetricIR
     from_artifact: bool = False
+    python: Any = None  # pyrefs.PythonPolicy: what its tools and metrics may import
 
 
 @dataclass(frozen=True)
@@ -159,19 +165,23 @@ def _usage(client: Any) -> dict:
 
 def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, threshold: float, client: Any,
                      concurrency: int, api_base: str | None = None, extra_lms: dict | None = None,
-                     on_result: Callable[[int, Any], None] | None = None) -> list[Run]:
+                     on_result: Callable[[int, Any], None] | None = None, max_steps: int | None = None,
+                     example_timeout: float | None = None) -> list[Run]:
     """Evaluate each job in turn on `examples` with one shared client (hence one cache); LM auth/unreachable errors propagate."""
     import asyncio
 
     from .evaluate import evaluate
     from .interpreter import Runtime
 
+    # Every target is vetted (imports allowed, LM aliases not re-routing keys) before the first LM call.
+    runtimes = [Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
+                        from_artifact=job.from_artifact, python=job.python, example_timeout=example_timeout,
+                        **({"max_steps": max_steps} if max_steps is not None else {})).vet() for job in jobs]
+
     async def main() -> list[Run]:
         runs = []
         try:
-            for i, job in enumerate(jobs):
-                rt = Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
-                             from_artifact=job.from_artifact)
+            for i, (job, rt) in enumerate(zip(jobs, runtimes)):
                 before = _usage(client)
                 start = time.perf_counter()
                 callback = (lambda out, i=i: on_result(i, out)) if on_result else None
@@ -193,10 +203,9 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
 
 def _plain(value: Any) -> Any:
     """A JSON-safe copy (predictions may hold values json cannot write; NaN is not allowed in reports)."""
-    try:
-        return json.loads(json.dumps(value, ensure_ascii=False, default=str, allow_nan=False))
-    except ValueError:
-        return json.loads(json.dumps(value, ensure_ascii=False, default=str).replace("NaN", "null"))
+    # Values reaching a report are finite (the interpreter refuses NaN/infinity where they arise);
+    # allow_nan=False makes sure no bare NaN token could ever be written.
+    return json.loads(json.dumps(value, ensure_ascii=False, default=str, allow_nan=False))
 
 
 def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> gate.ExampleResult:
@@ -219,14 +228,15 @@ def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> 
 
 
 def build_report(*, program: str, program_sha256: str, kind: str, path: str, ir: IR, metric: MetricIR,
-                 threshold: float, dataset: Dataset, shard: tuple[int, int] | None, run: Run) -> gate.Report:
+                 threshold: float, dataset: Dataset, shard: tuple[int, int] | None, run: Run,
+                 program_path: str | None = None) -> gate.Report:
     """The `lmc-report/1` of one evaluated target; the file sha256 is taken now."""
     from . import __version__
 
     examples = tuple(example_result(o, ir, metric, threshold) for o in run.outcomes)
     summary = gate.summarize(examples, duration_s=round(run.duration_s, 3), **run.usage)
     return gate.Report(
-        program=gate.ProgramRef(program, program_sha256),
+        program=gate.ProgramRef(program, program_sha256, program_path),
         target=target_ref(kind, path),
         metric=metric_ref(metric, threshold),
         data=data_ref(dataset),

@@ -26,7 +26,7 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
             raise LmcError(f"metric '{metric.name}' needs the gold field '{metric.gold}' in every example")
         return to_score(fn(gold, predicted))
     if metric.kind == "python":
-        fn = load_python_ref(metric.ref, what=f"metric '{metric.name}'")
+        fn = load_python_ref("metric", metric.name, metric.ref, rt.python)
         try:
             value = fn(example, pred, [c.to_json(False) for c in trace or ()])
         except TypeError:

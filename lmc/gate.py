@@ -21,12 +21,12 @@ import math
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, Iterable, Sequence
 
-from lmc.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError, ReportError
+from lmc.errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, ConfigError, LmcError, ReportError
+from lmc.files import atomic_write_text
 
 REPORT_FORMAT = "lmc-report/1"
 INFRA_ERROR_KINDS = frozenset({"lm", "parse"})
@@ -51,10 +51,26 @@ _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 @dataclass(frozen=True)
 class ProgramRef:
-    """The program a report evaluated: its name and the sha256 of its source."""
+    """The program a report evaluated: its name, the sha256 of its source and the source file's path.
+
+    The path (absent in reports of earlier lmc versions) tells an edit of the same program
+    (same name, same file name, new source) from another program that happens to share its name."""
 
     name: str
     sha256: str
+    path: str | None = None
+
+    def same_program(self, other: ProgramRef) -> bool:
+        """`other` is this program (same source) or an edit of it: the same program name in a file of the
+        same name (`programs/x.lmp` on main and in a pull request, or in two checkouts)."""
+        if self.name != other.name:
+            return False
+        if self.sha256 == other.sha256:
+            return True
+        return bool(self.path and other.path) and self.path.rsplit("/", 1)[-1] == other.path.rsplit("/", 1)[-1]
+
+    def describe(self) -> str:
+        return f"'{self.name}' of {self.path or 'an unrecorded file'} (source sha256 {self.sha256[:12]})"
 
 
 @dataclass(frozen=True)
@@ -175,7 +191,8 @@ class Report:
         return {
             "format": REPORT_FORMAT,
             "lmc_version": self.lmc_version,
-            "program": {"name": self.program.name, "sha256": self.program.sha256},
+            "program": {"name": self.program.name, "sha256": self.program.sha256,
+                        **({"path": self.program.path} if self.program.path else {})},
             "target": {"kind": self.target.kind, "path": self.target.path, "sha256": self.target.sha256},
             "metric": {"name": self.metric.name, "spec": self.metric.spec, "threshold": self.metric.threshold},
             "data": {"path": self.data.path, "sha256": self.data.sha256, "n_total": self.data.n_total},
@@ -201,19 +218,23 @@ class Report:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Report:
+        from .limits import read_bounded
+
         path = os.fspath(path)
+
+        def fail(message: str) -> ReportError:
+            return ReportError(f"{path}: no such report file" if message == "no such file" else f"{path}: {message}")
+
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except FileNotFoundError:
-            raise ReportError(f"{path}: no such report file") from None
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_bounded(path, "artifact", fail).decode("utf-8")
+        except UnicodeDecodeError as exc:
             raise ReportError(f"{path}: cannot read report ({exc.__class__.__name__}: {exc})") from None
         return cls.from_json(_decode_json(text, path), path)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temp file in the same directory, then rename) so readers never see half a report."""
-        write_text_atomic(path, json.dumps(self.to_json(), indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        write_text_atomic(path, json.dumps(self.to_json(), indent=1, sort_keys=True, ensure_ascii=False,
+                                           allow_nan=False) + "\n")
 
 
 def summarize(examples: Sequence[ExampleResult], **accounting: Any) -> Summary:
@@ -226,26 +247,17 @@ def summarize(examples: Sequence[ExampleResult], **accounting: Any) -> Summary:
 
 def is_report(path: str | os.PathLike) -> bool:
     """True when `path` holds JSON whose `format` is an lmc report (so `--baseline` need not be re-evaluated)."""
+    from .limits import read_bounded
+
     try:
-        with open(path, encoding="utf-8") as fh:
-            obj = json.load(fh)
-    except (OSError, ValueError):
+        # Bounded and regular files only; a FIFO or device is refused by whoever reads it next.
+        obj = json.loads(read_bounded(path, "artifact"))
+    except (LmcError, OSError, ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and str(obj.get("format", "")).startswith("lmc-report/")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_text_atomic = atomic_write_text
 
 
 def _reject_constant(name: str) -> float:
@@ -318,8 +330,10 @@ class _Reader:
         o = self.obj(obj, "", ("format", "lmc_version", "program", "target", "metric", "data", "shard", "examples", "summary"))
         version = self.str_(o["lmc_version"], "lmc_version")
 
-        p = self.obj(o["program"], "program", ("name", "sha256"))
-        program = ProgramRef(self.str_(p["name"], "program.name"), self.sha(p["sha256"], "program.sha256"))
+        p = self.obj(o["program"], "program", ("name", "sha256") + (("path",) if isinstance(o["program"], dict)
+                                                                    and "path" in o["program"] else ()))
+        program = ProgramRef(self.str_(p["name"], "program.name"), self.sha(p["sha256"], "program.sha256"),
+                             self.str_(p["path"], "program.path") if "path" in p else None)
 
         t = self.obj(o["target"], "target", ("kind", "path", "sha256"))
         if t["kind"] not in TARGET_KINDS:
@@ -811,9 +825,10 @@ def align(base: Report, cand: Report, *, allow_program_change: bool = False) -> 
     """Pair the candidate's examples with the baseline's by id, in the candidate's order.
 
     Refuses (ReportError) a different dataset file (sha256), a different metric,
-    a differently named program (unless `allow_program_change`; a changed source
-    of the same program is the normal pull-request case and is allowed), and
-    candidate ids that the baseline lacks.  A sharded candidate against a full
+    another program (unless `allow_program_change`): the same program is the same
+    source, or an edit of it (same name in a file of the same name: the pull-request
+    case); a program that merely shares the name is another one.  Also refuses candidate
+    ids that the baseline lacks.  A sharded candidate against a full
     baseline is fine: only the candidate's ids are compared.
     """
     if base.data.sha256 != cand.data.sha256:
@@ -827,10 +842,10 @@ def align(base: Report, cand: Report, *, allow_program_change: bool = False) -> 
             f"{base.where}: baseline used metric {_ref(base.metric)} but the candidate uses {_ref(cand.metric)}; "
             "scores under different metrics cannot be compared"
         )
-    if base.program.name != cand.program.name and not allow_program_change:
+    if not base.program.same_program(cand.program) and not allow_program_change:
         raise ReportError(
-            f"{base.where}: baseline is program '{base.program.name}' but the candidate is '{cand.program.name}'; "
-            "pass --allow-program-change if comparing them is intended"
+            f"{base.where}: the baseline is another program: {base.program.describe()}, the candidate is "
+            f"{cand.program.describe()}; pass --allow-different-program if comparing them is intended"
         )
     by_id = {e.id: e for e in base.examples}
     missing = [e.id for e in cand.examples if e.id not in by_id]
@@ -943,8 +958,12 @@ def apply_gates(cand: Report, base: Report | None, opts: GateOptions) -> Verdict
             f"({2 * opts.confidence - 1:.0%} CI {_signed(paired.delta_lo)} to {_signed(paired.delta_hi)}), "
             f"{which} one-sided ({paired.method}, {paired.discordant} changed examples)"
         )
-        if base.program.name != cand.program.name:
-            lines.append(f"note: comparing program '{cand.program.name}' against '{base.program.name}' (--allow-program-change)")
+        if not base.program.same_program(cand.program):
+            lines.append(f"note: comparing program '{cand.program.name}' against another program, "
+                         f"'{base.program.name}' (--allow-different-program)")
+        elif base.program.sha256 != cand.program.sha256:
+            lines.append(f"note: the program's source changed since the baseline (sha256 "
+                         f"{base.program.sha256[:12]} -> {cand.program.sha256[:12]})")
         if paired.flipped_to_fail:
             lines.append(f"pass->fail ({len(paired.flipped_to_fail)}): {_list(paired.flipped_to_fail, 10)}")
         if paired.flipped_to_pass:
@@ -1049,7 +1068,7 @@ def _example_dump(ex: ExampleResult, base_ex: ExampleResult | None) -> str:
     if base_ex is not None:
         doc["baseline_score"] = base_ex.quality
         doc["baseline_prediction"] = base_ex.prediction
-    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False)
+    return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
 def junit_xml(cand: Report, verdict: Verdict, base: Report | None = None) -> str:

@@ -41,7 +41,65 @@ def render_predictors(target, mode: str, only: str | None = None) -> list[dict]:
     return views
 
 
-def diff_artifacts(a: Artifact, b: Artifact) -> dict:
+def python_view(target, allowed: tuple[str, ...] = ()) -> list[dict]:
+    """Every python(...) reference the target imports when run: kind, name, module, file, and whether it may.
+
+    Found without importing anything (lmc/pyrefs.py): inspecting a hostile artifact is safe.
+    """
+    from .pyrefs import describe, policy_for
+
+    return describe(target.ir, policy_for(target, allowed))
+
+
+def lm_view(target) -> list[dict]:
+    """The servers the target's LMs name (its compiled-with LM and its aliases), and whether each is used as is."""
+    from .netguard import is_loopback
+
+    out = []
+    art = getattr(target, "artifact", None)
+    entries = []
+    if art is not None and isinstance(art.lm, dict):
+        entries.append(("(compiled with)", art.lm.get("model"), art.lm.get("api_base"), art.lm.get("api_key_env")))
+    for a in target.ir.lms:
+        s = dict(a.settings)
+        entries.append((a.name, a.model, s.get("api_base"), s.get("api_key_env")))
+    for name, model, base, key_env in entries:
+        if base and target.kind == "artifact" and not is_loopback(base):
+            use = "remote: used only when you pass --api-base (or set api_base in lmc.yaml)"
+        else:
+            use = "used as is"
+        out.append({"name": name, "model": model, "api_base": base, "api_key_env": key_env, "use": use})
+    return out
+
+
+def render_python(refs: list[dict]) -> list[str]:
+    """Text lines for `lmc inspect`: one per reference, saying what would be imported and whether it may be."""
+    if not refs:
+        return ["python references: none (this program imports no Python)"]
+    lines = [f"python references ({len(refs)}), imported only when run and only if allowed:"]
+    for r in refs:
+        where = r["file"] or {"stdlib": "Python's standard library", "missing": "not found"}.get(r["found"], r["found"])
+        if r["found"] == "stdlib" and r["file"]:
+            where = f"Python's standard library, {r['file']}"
+        verdict = f"allowed ({r['why']})" if r["allowed"] else f"REFUSED ({r['why']}; --allow-python {r['module'].split('.')[0]})"
+        lines.append(f"  {r['kind']} {r['name']}: {r['ref']}  [{where}]  {verdict}")
+    return lines
+
+
+def diff_python(a, b) -> dict:
+    """The python(...) references of two artifacts: all of the new one's, and what was added, removed or changed."""
+    old = {(r["kind"], r["name"]): r for r in python_view(a)}
+    new = {(r["kind"], r["name"]): r for r in python_view(b)}
+    return {
+        "new": list(new.values()),
+        "added": [new[k]["kind"] + " " + new[k]["name"] + ": " + new[k]["ref"] for k in new if k not in old],
+        "removed": [old[k]["kind"] + " " + old[k]["name"] + ": " + old[k]["ref"] for k in old if k not in new],
+        "changed": [{"what": f"{k[0]} {k[1]}", "old": old[k]["ref"], "new": new[k]["ref"]}
+                    for k in new if k in old and old[k]["ref"] != new[k]["ref"]],
+    }
+
+
+def diff_artifacts(a: Artifact, b: Artifact, paths: tuple[str, str] = ("a", "b")) -> dict:
     pa = {p.id: predictor_view(p) for p in a.ir.predictors}
     pb = {p.id: predictor_view(p) for p in b.ir.predictors}
     out: dict[str, Any] = {"predictors": {}, "added": sorted(set(pb) - set(pa)), "removed": sorted(set(pa) - set(pb))}
@@ -72,7 +130,15 @@ def diff_artifacts(a: Artifact, b: Artifact) -> dict:
     ea, eb = {k for k, _ in a.ir.extras}, {k for k, _ in b.ir.extras}
     if ea != eb or any(a.ir.extra(k) != b.ir.extra(k) for k in ea & eb):
         out["extras"] = {"old": sorted(ea), "new": sorted(eb)}
+    # What running the new artifact would import is part of every diff, changed or not: a reviewer must see it.
+    out["python"] = diff_python(_as_target(a, paths[0]), _as_target(b, paths[1]))
     return out
+
+
+def _as_target(art: Artifact, path: str):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(kind="artifact", path=path, artifact=art, ir=art.ir)
 
 
 def _in_order(d: dict, order: list[str]) -> dict:
@@ -126,4 +192,19 @@ def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False)
             lines.append(f"{bullet}signature changed")
     if len(lines) == 2 and not changes["predictors"]:
         lines.append("no changes to predictors")
+    py = changes.get("python")
+    if py is not None:
+        lines.append(("### " if markdown else "") + "python references of the new artifact (imported when run, if allowed)")
+        if not py["new"]:
+            lines.append(f"{bullet}none")
+        added = set(py["added"])
+        changed = {c["what"]: c for c in py["changed"]}
+        for r in py["new"]:
+            label = f"{r['kind']} {r['name']}"
+            mark = "+ " if f"{label}: {r['ref']}" in added else ("~ " if label in changed else "")
+            was = f" (was {changed[label]['old']})" if label in changed else ""
+            state = "allowed" if r["allowed"] else "refused unless --allow-python " + r["module"].split(".")[0]
+            lines.append(f"{bullet}{mark}{label}: {r['ref']}{was} [{state}]")
+        for gone in py["removed"]:
+            lines.append(f"{bullet}- {gone}")
     return "\n".join(lines)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast as pyast
 import asyncio
 import hashlib
-import importlib
 import json
 import math
 import operator
@@ -22,13 +21,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import ir as I
-from . import prompts
+from . import limits, prompts
 from .errors import (BudgetExceeded, ConfigError, ExampleError, LMError, LmcError, OutputParseError, Warnings)
+from .files import find_non_finite
+from .limits import SizeLimitError
 from .lm import LMClient, LMSpec, make_request, parse_lm
 from .types import Type, coerce
 
 DEFAULT_LM = "local/gemma-3-270m"
 SAMPLE_TEMPERATURE = 0.7
+# Statements and loop iterations one example may execute (--max-steps): generous for real programs (they
+# spend their time in LM calls), small enough that a runaway `while ... max 10**12` fails in seconds.
+from .settings import DEFAULT_MAX_STEPS  # noqa: E402
+# Every this many steps a CPU-bound example gives the event loop a turn, so Ctrl-C, a timeout or another
+# example can run (a coroutine that never suspends cannot be cancelled).
+YIELD_EVERY = 1000
 
 
 # ---------------------------------------------------------------- results
@@ -110,6 +117,8 @@ class RunError(LmcError):
     def __init__(self, message: str, kind: str = "runtime", line: int | None = None):
         super().__init__(message + (f" (line {line})" if line else ""))
         self.kind = kind
+        self.text = message
+        self.line = line
 
 
 # ---------------------------------------------------------------- runtime
@@ -129,10 +138,23 @@ class Runtime:
     sandbox_limits: Any = None
     extra_lms: dict = field(default_factory=dict)  # alias -> LMSpec from lmc.yaml
     from_artifact: bool = False  # the IR came from someone's artifact: its aliases may not pick where keys go
+    max_steps: int = DEFAULT_MAX_STEPS  # statements + loop iterations per example (--max-steps)
+    example_timeout: float | None = None  # seconds per example (--example-timeout); None = no limit
+    python: Any = None  # pyrefs.PythonPolicy: which python(...) references may be imported (None: none)
     _retrievers: dict = field(default_factory=dict)
     _tools: dict = field(default_factory=dict)
     _specs: dict = field(default_factory=dict)
     warnings: Warnings = field(default_factory=Warnings)
+
+    def vet(self) -> "Runtime":
+        """Refuse now, before any LM call, what this run may not do: import an unlisted python(...)
+        reference, or let an artifact's LM alias choose where the key goes."""
+        from .pyrefs import check
+
+        check(self.ir, self.python)
+        for p in self.ir.predictors:
+            self.lm_for(p)
+        return self
 
     # -- LMs -------------------------------------------------------------------
     def default_lm(self) -> LMSpec:
@@ -155,10 +177,12 @@ class Runtime:
             alias_base = settings.pop("api_base", None)
             key_env = settings.pop("api_key_env", None)
             if self.from_artifact:
-                from .load import check_artifact_key_env, is_loopback
+                from .load import check_artifact_key_env
+                from .netguard import check_artifact_lm, is_loopback
 
                 where = f"LM alias '{name}' in the artifact"
                 check_artifact_key_env(key_env, where)
+                check_artifact_lm(alias.model, settings, where)
                 if alias_base and not self.api_base and not is_loopback(alias_base):
                     raise ConfigError(f"{where} sends requests to {alias_base}; an artifact may not choose a remote "
                                       "server for your key", hint="pass --api-base to use a server you trust")
@@ -196,7 +220,7 @@ class Runtime:
         if fn is None:
             spec = self.ir.tool(name)
             if spec.kind == "python":
-                fn = load_python_ref(spec.ref, what=f"tool '{name}'")
+                fn = load_python_ref("tool", name, spec.ref, self.python)
             elif spec.kind == "calculator":
                 fn = calculator
             else:
@@ -205,24 +229,11 @@ class Runtime:
         return fn
 
 
-def load_python_ref(ref: str, what: str) -> Callable:
-    """Import `pkg.mod:fn` — user code, trusted because the program names it explicitly."""
-    mod_name, _, attr = (ref or "").partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"{what}: bad reference '{ref}'; expected 'package.module:function'")
-    import sys
+def load_python_ref(kind: str, name: str, ref: str | None, policy: Any) -> Callable:
+    """Import `pkg.mod:fn` for a tool or metric — only as the run's PythonPolicy allows (lmc/pyrefs.py)."""
+    from .pyrefs import PyRef, import_ref
 
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure of user code is a config error
-        raise ConfigError(f"{what}: cannot import '{mod_name}': {type(e).__name__}: {e}") from None
-    fn = getattr(mod, attr, None)
-    if not callable(fn):
-        raise ConfigError(f"{what}: '{mod_name}' has no function '{attr}'")
-    return fn
+    return import_ref(PyRef(kind, name, ref or ""), policy)
 
 
 # ---------------------------------------------------------------- a safe calculator tool
@@ -279,18 +290,32 @@ class _Ctx:
     given_up: set = field(default_factory=set)
     exclude_demos: frozenset = frozenset()  # demo ids that must not be shown (the example itself)
     depth: int = 0
+    steps: int = 0  # statements and loop iterations so far (all attempts of this example)
+    next_yield: int = YIELD_EVERY
+    max_steps: int = DEFAULT_MAX_STEPS
+    line: int = 0  # the statement being executed, for errors that stop the example from outside
 
 
 async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
                       exclude_demo_ids: frozenset = frozenset()) -> Result:
-    """Run the program on one example; never raises for example-level failures."""
-    ens = rt.ir.extra("ensemble")
-    if ens and program is None:
-        return await _run_ensemble(rt, ens, inputs, example_id, exclude_demo_ids)
-    return await _run_single(rt, inputs, program=program, example_id=example_id, exclude_demo_ids=exclude_demo_ids)
+    """Run the program on one example; never raises for example-level failures (a timeout is one)."""
+    start = time.perf_counter()
+    started: list[_Ctx] = []  # the contexts the example ran in, to say where a timeout stopped it
+    try:
+        async with asyncio.timeout(rt.example_timeout):
+            ens = rt.ir.extra("ensemble")
+            if ens and program is None:
+                return await _run_ensemble(rt, ens, inputs, example_id, exclude_demo_ids, started)
+            return await _run_single(rt, inputs, program=program, example_id=example_id,
+                                     exclude_demo_ids=exclude_demo_ids, started=started)
+    except TimeoutError:
+        line = started[-1].line if started else 0
+        return Result(None, error=f"the example ran longer than the {rt.example_timeout:g}s limit "
+                      f"(--example-timeout); stopped" + (f" at line {line}" if line else ""), error_kind="timeout",
+                      trace=[c for ctx in started for c in ctx.trace], duration_s=time.perf_counter() - start)
 
 
-async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclude) -> Result:
+async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclude, started: list) -> Result:
     """Every member (a predictor table) runs the program; each output is the members' majority."""
     from .builtins import BUILTINS
 
@@ -298,7 +323,8 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
     results = []
     for preds in _ensemble_members(rt, ens):
         member = replace(rt.ir, predictors=preds, extras=())
-        results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude))
+        results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude,
+                                         started=started))
     trace = [c for r in results for c in r.trace]
     ok = [r for r in results if r.ok]
     if not ok:
@@ -320,9 +346,11 @@ def _ensemble_members(rt: Runtime, ens: dict) -> list[tuple[I.Predictor, ...]]:
 
 
 async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
-                      exclude_demo_ids: frozenset = frozenset()) -> Result:
+                      exclude_demo_ids: frozenset = frozenset(), started: list | None = None) -> Result:
     start = time.perf_counter()
-    ctx = _Ctx(example_id, [], {}, exclude_demos=exclude_demo_ids)
+    ctx = _Ctx(example_id, [], {}, exclude_demos=exclude_demo_ids, max_steps=rt.max_steps)
+    if started is not None:
+        started.append(ctx)
     try:
         outputs = await run_program(rt, ctx, program or rt.ir.entry, inputs)
         return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start)
@@ -395,6 +423,12 @@ def _outputs(prog: I.ProgramIR, value: Any) -> dict:
     out = {}
     for f in prog.outputs:
         v = raw[f.name]
+        if isinstance(v, (list, dict)):
+            # Sublists may be shared (`x = [x, x]`): a value small in memory can be exponential as JSON.
+            try:
+                limits.to_json(v, default=str, what=f"output '{f.name}'")
+            except SizeLimitError as e:
+                raise RunError(str(e), "runtime") from None
         err = f.type.check(v)
         if err:
             try:
@@ -402,6 +436,9 @@ def _outputs(prog: I.ProgramIR, value: Any) -> dict:
             except OutputParseError as e:
                 raise RunError(f"output '{f.name}': {e.message}", "parse") from None
         out[f.name] = v
+    bad = find_non_finite(out)
+    if bad:
+        raise RunError(f"output '{bad}' is not a finite number (NaN or infinity); JSON cannot hold it", "runtime")
     return out
 
 
@@ -417,7 +454,32 @@ async def _exec_block(rt: Runtime, ctx: _Ctx, body: tuple, env: dict) -> Any:
     return None
 
 
+async def _checkpoint(ctx: _Ctx, line: int) -> None:
+    """Every YIELD_EVERY steps: enforce --max-steps, and give the event loop a turn (Ctrl-C, timeouts, other examples)."""
+    ctx.next_yield = ctx.steps + YIELD_EVERY
+    if ctx.steps > ctx.max_steps:
+        raise RunError(f"the example ran more than {ctx.max_steps:,} statements and loop iterations, the limit "
+                       "(--max-steps); a loop that never ends?", line=line)
+    await asyncio.sleep(0)
+
+
 async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
+    ctx.line = s.line or ctx.line
+    ctx.steps += 1
+    if ctx.steps >= ctx.next_yield:
+        await _checkpoint(ctx, ctx.line)
+    try:
+        await _exec_stmt(rt, ctx, s, env)
+    except RunError as err:
+        # Expressions carry no line in the IR; the innermost statement around a failure gives it one.
+        if err.line or not getattr(s, "line", 0):
+            raise
+        raise RunError(err.text, err.kind, s.line) from None
+    except SizeLimitError as err:  # a value too large to print into a prompt or an f-string
+        raise RunError(str(err), line=getattr(s, "line", None)) from None
+
+
+async def _exec_stmt(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
     t = type(s)
     if t is I.Assign:
         value = await _eval(rt, ctx, s.value, env)
@@ -436,6 +498,9 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
             raise RunError(f"cannot loop over {_kind(items)}", line=s.line)
         for item in list(items):
             env[s.var] = item
+            ctx.steps += 1
+            if ctx.steps >= ctx.next_yield:
+                await _checkpoint(ctx, s.line)
             if not await _loop_body(rt, ctx, s.body, env):
                 break
     elif t is I.Branch:
@@ -448,6 +513,9 @@ async def _exec(rt: Runtime, ctx: _Ctx, s: Any, env: dict) -> None:
             await _exec(rt, ctx, stmt, env)
     elif t is I.WhileLoop:
         for _ in range(s.bound):
+            ctx.steps += 1
+            if ctx.steps >= ctx.next_yield:
+                await _checkpoint(ctx, s.line)
             if not _truthy(await _eval(rt, ctx, s.cond, env)) or not await _loop_body(rt, ctx, s.body, env):
                 break
     elif t is I.Check:
@@ -516,28 +584,70 @@ def _kind(v: Any) -> str:
 
 
 def _binop(op: str, a: Any, b: Any, line: int = 0) -> Any:
+    value = _binop_value(op, a, b, line)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RunError(f"'{op}' of {_show(a)} and {_show(b)} gives {value!r}, not a finite number", line=line)
+    return value
+
+
+def _show(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _binop_value(op: str, a: Any, b: Any, line: int = 0) -> Any:
     try:
         if op == "+":
             if isinstance(a, str) and not isinstance(b, str):
                 b = prompts.show_value(b, multiline_ok=False)
             if isinstance(a, list) and isinstance(b, tuple):
                 b = list(b)
+            _check_sum(a, b)
             return a + b
         if op == "-":
             return a - b
         if op == "*":
+            _check_product(a, b)
             return a * b
         if op == "/":
             return a / b
         if op == "//":
             return a // b
         if op == "%":
+            if isinstance(a, (str, bytes)):
+                # Python would read this as printf-style formatting ("%0*d" % (10**9, 1) is a 1 GB string).
+                raise TypeError
             return a % b
     except ZeroDivisionError:
         raise RunError("division by zero", line=line) from None
+    except SizeLimitError as err:
+        raise RunError(str(err), line=line) from None
+    except OverflowError:
+        raise RunError(f"'{op}' of {_show(a)} and {_show(b)} is too large a number", line=line) from None
     except TypeError:
         raise RunError(f"cannot apply '{op}' to {_kind(a)} and {_kind(b)}", line=line) from None
     raise RunError(f"unknown operator '{op}'", line=line)
+
+
+def _check_sum(a: Any, b: Any) -> None:
+    """`+` of texts or lists: the result's size is checked before it is built."""
+    if isinstance(a, str) and isinstance(b, str):
+        limits.check_chars(len(a) + len(b), "a text")
+    elif isinstance(a, list) and isinstance(b, list):
+        limits.check_items(len(a) + len(b), "a list")
+
+
+def _check_product(a: Any, b: Any) -> None:
+    """`*` repeats a text or list, or multiplies ints whose size adds up: all checked before allocating."""
+    if isinstance(a, (str, list)) and isinstance(b, int) or isinstance(b, (str, list)) and isinstance(a, int):
+        seq, n = (a, b) if isinstance(a, (str, list)) else (b, a)
+        total = len(seq) * max(int(n), 0)
+        if isinstance(seq, str):
+            limits.check_chars(total, "a repeated text")
+        else:
+            limits.check_items(total, "a repeated list")
+    elif isinstance(a, int) and isinstance(b, int):
+        limits.check_int_product(a, b)
 
 
 _CMP = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -563,11 +673,14 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
         return await call_module(rt, ctx, e.module, kwargs)
     if t is I.FStr:
         out = []
+        size = 0
         for part in e.parts:
-            if isinstance(part, str):
-                out.append(part)
-            else:
-                out.append(prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False))
+            if not isinstance(part, str):
+                part = prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False)
+            size += len(part)
+            if size > limits.MAX_CHARS:
+                raise RunError(f"an f-string of more than {limits.count(limits.MAX_CHARS)} characters exceeds the limit")
+            out.append(part)
         return "".join(out)
     if t is I.ListOf:
         return [await _eval(rt, ctx, x, env) for x in e.items]
@@ -614,11 +727,16 @@ async def _eval(rt: Runtime, ctx: _Ctx, e: Any, env: dict) -> Any:
         args = [await _eval(rt, ctx, a, env) for a in e.args]
         kwargs = {k: await _eval(rt, ctx, v, env) for k, v in e.kwargs}
         try:
-            return BUILTINS[e.name].fn(*args, **kwargs)
+            value = BUILTINS[e.name].fn(*args, **kwargs)
         except RunError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError) as err:
+        except SizeLimitError as err:
+            raise RunError(str(err), line=e.line) from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             raise RunError(f"{e.name}(): {err}", line=e.line) from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RunError(f"{e.name}() gives {value!r}, not a finite number", line=e.line)
+        return value
     if t is I.CallRetriever:
         q = await _eval(rt, ctx, e.query, env)
         k = await _eval(rt, ctx, e.k, env) if e.k is not None else None
@@ -651,9 +769,13 @@ async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int 
         result = fn(*args, **kwargs)
         if asyncio.iscoroutine(result):
             result = await result
-        return result
     except Exception as err:  # noqa: BLE001 - a tool raising fails the example, not the run
         raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", line=line) from None
+    bad = find_non_finite(result)
+    if bad:
+        raise RunError(f"tool '{name}' returned a value that is not a finite number (NaN or infinity)"
+                       + (f" at {bad}" if bad != "the value" else ""), line=line)
+    return result
 
 
 # ---------------------------------------------------------------- modules
@@ -737,8 +859,9 @@ def _clip(text: str, limit: int = 1500) -> str:
 
 
 async def _program_of_thought(rt, ctx, m: I.ModuleIR, kwargs, feedback) -> dict:
-    from .sandbox import SandboxLimits, arun_code
+    from .sandbox import SandboxLimits, arun_code, require_isolation
 
+    require_isolation()  # refuse before spending an LM call where no sandbox can start
     max_iters = int(m.setting("max_iters", 3))
     limits = rt.sandbox_limits or SandboxLimits(timeout_s=float(m.setting("timeout", 5.0)))
     code_id = m.predictor_id("code")

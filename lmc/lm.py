@@ -10,14 +10,14 @@ import math
 import os
 import random
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmc.errors import BudgetExceeded, ConfigError, LMAuthError, LMError, LMUnreachableError, Warnings
+from lmc.errors import (BudgetExceeded, ConfigError, LMAuthError, LMError, LMRedirectError, LMUnreachableError,
+                        Warnings)
 
 log = logging.getLogger("lmc.lm")
 
@@ -384,21 +384,18 @@ class DiskCache:
 
     def put(self, key: str, payload: dict) -> None:
         path = self._path(key)
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError as e:
+            log.warning("cannot write cache entry %s: %s", path, e)
+            return
         entry = {"v": CACHE_VERSION, "sum": hashlib.sha256(blob).hexdigest(), "payload": payload}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(json.dumps(entry, sort_keys=True).encode())
-                os.replace(tmp, path)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            from .files import atomic_write_bytes
+
+            atomic_write_bytes(path, json.dumps(entry, sort_keys=True, allow_nan=False).encode(), fsync=False)
+        except ValueError as e:  # a NaN in the payload: JSON cannot hold it, so the entry is not kept
+            log.warning("cannot write cache entry %s: %s", path, e)
         except OSError as e:  # a full or read-only disk costs a cache write, never the call
             log.warning("cannot write cache entry %s: %s", path, e)
 
@@ -557,11 +554,13 @@ class LiteLLMBackend:
         session = self._session()
         start = time.perf_counter()
         try:
-            async with session.post(url, data=data, headers=headers,
+            # Never follow a redirect: it would carry the prompt (and, to the same origin, the key) elsewhere.
+            async with session.post(url, data=data, headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
+                location = resp.headers.get("Location", "")
         except asyncio.TimeoutError:
             raise LMTransientError(f"{_where(spec)} timed out after {timeout:g}s for {spec.model}",
                                    kind="timeout", model=spec.model) from None
@@ -575,6 +574,8 @@ class LiteLLMBackend:
             raise LMTransientError(f"request to {_where(spec)} failed for {spec.model}: {_one_line(e)}",
                                    kind="connection", model=spec.model) from None
         latency = time.perf_counter() - start
+        if 300 <= status < 400:
+            raise _redirect_error(spec, status, location)
         if status != 200:
             raise _classify_status(spec, status, _error_message(raw), retry_after)
         try:
@@ -601,23 +602,31 @@ class LiteLLMBackend:
             kwargs["api_base"] = spec.api_base
         if key:
             kwargs["api_key"] = key
+        from .netguard import refuse_redirects
+
         start = time.perf_counter()
+        redirects: list = []
         try:
             # litellm's aiohttp transport does not always enforce `timeout`: under load a response 1.5 s late
             # was accepted with timeout=1 (tests/reliability/test_faults.py). The deadline is ours as well,
             # except on the process's first litellm call, whose lazy imports take ~0.5 s of CPU.
-            async with asyncio.timeout(timeout if _LITELLM_WARM else None):
-                if spec.mode == "chat":
-                    resp = await litellm.acompletion(messages=list(req.messages or ()), **kwargs)
-                    choice = resp.choices[0]
-                    text = choice.message.content
-                else:
-                    resp = await litellm.atext_completion(prompt=req.prompt or "", **kwargs)
-                    choice = resp.choices[0]
-                    text = choice.text
+            # httpx (under every litellm provider) keeps headers such as x-api-key on a redirect to
+            # another host: no redirect is followed at all.
+            with refuse_redirects() as redirects:
+                async with asyncio.timeout(timeout if _LITELLM_WARM else None):
+                    if spec.mode == "chat":
+                        resp = await litellm.acompletion(messages=list(req.messages or ()), **kwargs)
+                        choice = resp.choices[0]
+                        text = choice.message.content
+                    else:
+                        resp = await litellm.atext_completion(prompt=req.prompt or "", **kwargs)
+                        choice = resp.choices[0]
+                        text = choice.text
         except LMError:
             raise
         except Exception as e:  # noqa: BLE001 - every litellm failure is mapped to an lmc error below
+            if redirects:
+                raise _redirect_error(spec, None, redirects[0]) from None
             raise _from_litellm(spec, e, timeout, secrets) from None
         finally:
             _LITELLM_WARM = True
@@ -653,6 +662,14 @@ class LiteLLMBackend:
                 owner.run_until_complete(session.close())
                 del self._sessions[lid]
         self._drop_dead_sessions()
+
+
+def _redirect_error(spec: LMSpec, status: int | None, location: str) -> LMRedirectError:
+    where = _one_line(location, 120) if location else "another address"
+    answered = f"answered {status}, a redirect" if status else "answered with a redirect"
+    return LMRedirectError(f"{_where(spec)} {answered} to {where}, for {spec.model}; lmc does not follow redirects, "
+                           "so neither your request nor your key goes to another address",
+                           model=spec.model, hint="point --api-base at the final URL")
 
 
 def _error_message(raw: bytes) -> str:

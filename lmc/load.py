@@ -11,6 +11,7 @@ from typing import Any
 from . import ir as I
 from .artifact import Artifact, is_artifact_path, portable_path, read, sha256_text
 from .errors import ConfigError, LmcError
+from .netguard import check_artifact_lm, is_loopback
 
 CONFIG_NAMES = ("lmc.yaml", "lmc.yml")
 
@@ -64,6 +65,8 @@ class Config:
     cache_dir: str | None = None
     concurrency: int | None = None
     lms: dict = field(default_factory=dict)  # alias -> {model, api_base, api_key_env, settings...}
+    allow_python: tuple = ()  # python(...) modules runs may import besides a .lmp's own directory (pyrefs.py)
+    settings: dict = field(default_factory=dict)  # the run settings it gives (settings.YAML_KEYS), as written
 
     def alias_specs(self) -> dict:
         from .lm import parse_lm
@@ -89,8 +92,10 @@ def load_config(start: str | os.PathLike | None = None) -> Config:
 def _parse_config(p: Path) -> Config:
     import yaml
 
+    from .limits import read_bounded
+
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_bounded(p, "config", lambda m: ConfigError(f"{p}: {m}")).decode("utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
@@ -99,10 +104,15 @@ def _parse_config(p: Path) -> Config:
         raise ConfigError(f"{p}: cannot read: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-    known = {"lm", "api_base", "api_key_env", "api_key", "cache_dir", "concurrency", "lms"}
+    from .errors import did_you_mean
+    from .settings import YAML_KEYS
+
+    known = {"api_key_env", "api_key", "lms", "allow_python", "limits", *YAML_KEYS}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{p}: unknown setting '{key}'; expected one of: {', '.join(sorted(known))}")
+            hint = did_you_mean(str(key), known)
+            raise ConfigError(f"{p}: unknown setting '{key}'" + (f"; {hint}" if hint else "")
+                              + f" (expected one of: {', '.join(sorted(known))})")
     lms = data.get("lms") or {}
     if not isinstance(lms, dict):
         raise ConfigError(f"{p}: 'lms' must map alias names to settings")
@@ -127,7 +137,15 @@ def _parse_config(p: Path) -> Config:
     conc = data.get("concurrency")
     if conc is not None and (not isinstance(conc, int) or conc < 1):
         raise ConfigError(f"{p}: 'concurrency' must be a positive integer")
-    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms)
+    from .limits import parse_limits
+    from .pyrefs import parse_allow
+
+    parse_limits(data.get("limits"), str(p))  # applied by limits.limit(); checked here so a typo is reported
+    allow = data.get("allow_python") or []
+    if not isinstance(allow, list):
+        raise ConfigError(f"{p}: 'allow_python' must be a list of module names, e.g. [mytools, pkg.mod]")
+    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms,
+                  parse_allow(allow, f"{p}: allow_python"), {k: data[k] for k in YAML_KEYS if data.get(k) is not None})
 
 
 def choose_lm(flag: str | None, api_base: str | None, config: Config, target: Target | None = None) -> Any:
@@ -149,13 +167,17 @@ def choose_lm(flag: str | None, api_base: str | None, config: Config, target: Ta
             raise ConfigError(f"{target.path}: malformed 'lm' entry; expected {{\"model\": \"provider/model\", ...}}")
         art_base, key_env = spec.get("api_base"), spec.get("api_key_env")
         check_artifact_key_env(key_env, target.path)
+        settings = spec.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{target.path}: malformed 'lm' entry; 'settings' must be a mapping")
+        check_artifact_lm(spec["model"], settings, f"{target.path}: its LM")
         if not base and art_base and not is_loopback(art_base):
             # Where the key is sent is the user's choice, not the artifact's: a shared artifact naming
             # its own server would otherwise receive the user's API key with the first request.
             raise ConfigError(f"{target.path} was compiled against {art_base!r}; pass --api-base {art_base} "
                               "(or set api_base in lmc.yaml) to send requests there",
                               hint="an artifact alone never chooses a remote server for your API key")
-        return parse_lm(spec["model"], base or art_base, api_key_env=key_env, settings=spec.get("settings") or {})
+        return parse_lm(spec["model"], base or art_base, api_key_env=key_env, settings=settings)
     return parse_lm(DEFAULT_LM, base)
 
 
@@ -169,11 +191,3 @@ def check_artifact_key_env(name: object, where: str) -> None:
                           "an artifact may only name variables called *_API_KEY")
 
 
-def is_loopback(url: str) -> bool:
-    from urllib.parse import urlparse
-
-    try:
-        host = (urlparse(str(url)).hostname or "").lower()
-    except ValueError:
-        return False
-    return host in ("localhost", "::1") or host.startswith("127.")

@@ -237,10 +237,9 @@ def _tables() -> dict | None:
     tables = _build_tables()
     if where is not None:
         try:
-            where.parent.mkdir(parents=True, exist_ok=True)
-            tmp = where.with_name(f"{where.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)))
-            os.replace(tmp, where)
+            from .files import atomic_write_bytes
+
+            atomic_write_bytes(where, marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)), fsync=False)
         except (OSError, ValueError):
             pass
     return tables
@@ -363,12 +362,22 @@ class _Driver:
                 if include is None:
                     children = kids
                 else:
-                    children = []
+                    children = None
                     for i, expand in include:
                         if expand:
-                            children += kids[i].children
+                            if children is None:
+                                # `decl*` is left-recursive (`_star: _star decl`): taking over the
+                                # inlined list instead of copying it keeps a file of n declarations
+                                # linear, not n²/2 copies.  The inlined tree is dropped right here.
+                                children = kids[i].children
+                            else:
+                                children += kids[i].children
+                        elif children is None:
+                            children = [kids[i]]
                         else:
                             children.append(kids[i])
+                    if children is None:
+                        children = []
                 if expand1 and len(children) == 1:
                     res = children[0]
                     if cs >= 0 and type(res) is _Tree:
@@ -1055,17 +1064,15 @@ def _unescape(body: str, span: Span) -> str:
 
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""
-    from .errors import LmcError
+    from .limits import FileRefused, read_bounded
 
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise LmcError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LmcError(f"{path}: is a directory, expected a .lmp file") from None
-    except OSError as e:
-        raise LmcError(f"{path}: cannot read: {e.strerror}") from None
+    def fail(message: str) -> FileRefused:
+        if message == "is a directory":
+            message = "is a directory, expected a .lmp file"
+        return FileRefused(f"{path}: {message}")
+
+    # Bounded and regular files only: `lmc check /dev/zero` or a FIFO is refused before reading.
+    data = read_bounded(path, "program", fail)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import limits
 from .errors import OutputParseError
 from .ir import FieldSpec, Predictor
 from .types import coerce
@@ -64,9 +65,11 @@ def show_value(value: Any, multiline_ok: bool = True) -> str:
         if not value:
             return "(none)"
         if multiline_ok:
+            limits.check_chars(sum(len(v) + 6 for v in value), "a list as text")
             return "\n".join(f"[{i}] {v}" for i, v in enumerate(value, 1))
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return limits.to_json(value, what="a list as text")
+    # Bounded: a program can build a value of shared sublists that would print exponentially long.
+    return limits.to_json(value, sort_keys=True, what="a value as text")
 
 
 def type_hint(f: FieldSpec) -> str:

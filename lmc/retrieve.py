@@ -226,10 +226,14 @@ class EmbeddingsRetriever:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
+        from .netguard import refuse_redirects
+
+        redirects: list = []
         try:
-            resp = litellm.embedding(input=texts, **self._litellm_kwargs())
+            with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
+                resp = litellm.embedding(input=texts, **self._litellm_kwargs())
         except Exception as exc:  # provider errors arrive as many litellm classes
-            raise LMError(f"embedding request failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", model=self.model) from None
+            raise self._failure(exc, redirects) from None
         return [item["embedding"] for item in resp.data]
 
     async def _call_async(self, texts: list[str]) -> list[list[float]]:
@@ -241,11 +245,24 @@ class EmbeddingsRetriever:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
+        from .netguard import refuse_redirects
+
+        redirects: list = []
         try:
-            resp = await litellm.aembedding(input=texts, **self._litellm_kwargs())
+            with refuse_redirects() as redirects:
+                resp = await litellm.aembedding(input=texts, **self._litellm_kwargs())
         except Exception as exc:
-            raise LMError(f"embedding request failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", model=self.model) from None
+            raise self._failure(exc, redirects) from None
         return [item["embedding"] for item in resp.data]
+
+    def _failure(self, exc: Exception, redirects: list) -> LMError:
+        if redirects:
+            from .errors import LMRedirectError
+
+            return LMRedirectError(f"the embedding server answered with a redirect to {redirects[0][:120]!r}; lmc does "
+                                   "not follow redirects, so neither your request nor your key goes elsewhere",
+                                   model=self.model, hint="point --api-base at the final URL")
+        return LMError(f"embedding request failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", model=self.model)
 
     def _check_vectors(self, vectors: Any, n: int) -> list[list[float]]:
         if not isinstance(vectors, list) or len(vectors) != n:
@@ -281,12 +298,11 @@ class EmbeddingsRetriever:
         if file is None:
             return
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = file.with_suffix(f".tmp{os.getpid()}")
+            from .files import atomic_write_text
+
             blob = {"model": self.model, "corpus_sha256": corpus.sha256, "text_field": self.text_field, "vectors": vectors}
-            tmp.write_text(json.dumps(blob), encoding="utf-8")
-            os.replace(tmp, file)  # readers never see half a file
-        except OSError:
+            atomic_write_text(file, json.dumps(blob, allow_nan=False), fsync=False)  # readers never see half a file
+        except (OSError, ValueError):
             pass  # a read-only or full disk costs the cache, not the run
 
     def _install(self, corpus: _Corpus, vectors: list[list[float]]) -> None:

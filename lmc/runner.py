@@ -18,8 +18,7 @@ from .errors import (EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError
 from .interpreter import Result, Runtime, run_example
 from .load import Target, choose_lm, load_config
 
-DEFAULT_CACHE_DIR = ".lmc/cache"
-DEFAULT_CONCURRENCY = 8
+from .settings import DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY  # noqa: E402,F401 - kept importable from here
 # fsync the output after this many lines or seconds: a crash loses at most that much, never a torn line.
 FSYNC_EVERY_LINES = 64
 FSYNC_EVERY_S = 1.0
@@ -29,30 +28,45 @@ FSYNC_EVERY_S = 1.0
 
 
 def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None = None,
-                 cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR, use_cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
-                 trace_prompts: bool = False, config: Any = None, backend: Any = None) -> Runtime:
-    """The Runtime a command or the Python API runs `target` with (LM chosen by `load.choose_lm`)."""
+                 trace_prompts: bool = False, config: Any = None, backend: Any = None, max_steps: int | None = None,
+                 example_timeout: float | None = None, allow_python: Iterable[str] | None = None) -> Runtime:
+    """The Runtime a command or the Python API runs `target` with.
+
+    Every setting left None here comes from the environment, then lmc.yaml, then the default
+    (`settings.resolve`); the LM is chosen by `load.choose_lm`.  What the run may import
+    (`allow_python` plus lmc.yaml's list, see lmc/pyrefs.py) and where an artifact's LM aliases
+    may send the key are checked here, before any LM call."""
     from .lm import LMClient
+    from .pyrefs import parse_allow, policy_for
+    from .settings import resolve
 
     config = config if config is not None else load_config()
-    spec = choose_lm(lm, api_base, config, target)
-    base = api_base or config.api_base
-    if cache_dir is None and use_cache:
-        cache_dir = config.cache_dir or DEFAULT_CACHE_DIR
-    j = concurrency or config.concurrency or DEFAULT_CONCURRENCY
-    if j < 1:
-        raise ConfigError(f"concurrency must be at least 1, got {j}")
-    if rpm is not None and rpm <= 0:
-        raise ConfigError(f"--rpm must be positive, got {rpm:g}")
-    client = LMClient(cache_dir=cache_dir, use_cache=use_cache, concurrency=j, rpm=rpm, backend=backend)
-    rt = Runtime(target.ir, client, lm=spec, api_base=base, trace_prompts=trace_prompts,
-                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact")
+    st = resolve({"lm": lm, "api_base": api_base, "cache_dir": os.fspath(cache_dir) if cache_dir else None,
+                  "concurrency": concurrency, "rpm": rpm, "max_steps": max_steps,
+                  "example_timeout": example_timeout}, config)
+    spec = choose_lm(lm, st.api_base, config, target)
+    client = LMClient(cache_dir=st.cache_dir if use_cache else None, use_cache=use_cache, concurrency=st.concurrency,
+                      rpm=st.rpm, backend=backend)
+    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
+    rt = Runtime(target.ir, client, lm=spec, api_base=st.api_base, trace_prompts=trace_prompts,
+                 extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact", max_steps=st.max_steps,
+                 example_timeout=st.example_timeout, python=policy_for(target, allowed))
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
         rt.max_backtracks = max_backtracks
-    return rt
+    return rt.vet()
+
+
+def input_files(target: Target, config: Any = None, label: str = "program") -> list[tuple[str, str]]:
+    """The files a run of `target` reads, as (label, path): the target, its retrievers' corpora, lmc.yaml."""
+    out = [(label, target.path)]
+    out += [(f"corpus of retriever '{r.name}'", r.path) for r in target.ir.retrievers]
+    if config is not None and getattr(config, "path", None):
+        out.append(("configuration", config.path))
+    return out
 
 
 def preflight(rt: Runtime) -> None:
@@ -97,18 +111,13 @@ async def run_one(rt: Runtime, inputs: dict, *, program: str | None = None, exam
         return Result(None, error=f"internal error: {type(e).__name__}: {e}", error_kind="internal")
 
 
-def result_line(ex: Example, result: Result) -> dict:
-    return {"id": ex.id, "line": ex.line, "outputs": result.outputs, "error": result.error,
-            "error_kind": result.error_kind, "usage": result.usage()}
-
-
 def trace_line(ex: Example, result: Result) -> dict:
     return {"id": ex.id, "line": ex.line, "ok": result.ok, "error": result.error,
             "duration_s": round(result.duration_s, 4), "calls": [c.to_json() for c in result.trace]}
 
 
 def encode_line(obj: dict) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n").encode("utf-8")
+    return (json.dumps(obj, ensure_ascii=False, default=_jsonable, allow_nan=False) + "\n").encode("utf-8")
 
 
 def _jsonable(value: Any) -> Any:
@@ -117,65 +126,23 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-# ---------------------------------------------------------------- resume
-
-
-@dataclass
-class Previous:
-    """What an earlier run left in the output file."""
-
-    done: dict[str, bool] = field(default_factory=dict)  # id -> ok
-    dropped: int = 0  # torn or unreadable lines removed
-
-
-def read_previous(path: str | os.PathLike) -> Previous:
-    """Ids already written to `path`; a torn last line (a crash mid-write) is cut off so appends stay clean."""
-    p = Path(path)
-    prev = Previous()
-    if not p.exists():
-        return prev
-    if p.is_dir():
-        raise DatasetError("is a directory, expected a .jsonl output file", str(path))
-    data = p.read_bytes()
-    keep: list[bytes] = []
-    changed = False
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    elif lines:
-        changed = True  # no final newline: the last line is torn whatever it holds
-        lines.pop()
-        prev.dropped += 1
-    for raw in lines:
-        try:
-            obj = json.loads(raw)
-            ok = isinstance(obj, dict) and isinstance(obj.get("id"), str)
-        except ValueError:
-            ok = False
-        if not ok:
-            prev.dropped += 1
-            changed = True
-            continue
-        keep.append(raw)
-        prev.done[obj["id"]] = obj.get("error") is None
-    if changed:
-        tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(b"".join(line + b"\n" for line in keep))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    return prev
+# ---------------------------------------------------------------- writing lines
 
 
 class LineWriter:
-    """Appends whole lines with one write each; fsyncs every few lines or seconds, and on close."""
+    """Appends whole lines with one write each; fsyncs every few lines or seconds, and on close.
 
-    def __init__(self, path: str | os.PathLike):
-        p = Path(path)
-        if p.parent and not p.parent.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    Given `fd` (an O_APPEND descriptor someone else owns, e.g. a locked `outfile.ResultsFile`),
+    it writes there and leaves closing it to the owner."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, fd: int | None = None):
+        self.owns = fd is None
+        if fd is None:
+            p = Path(path)
+            if p.parent and not p.parent.exists():
+                p.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = fd
         self.pending = 0
         self.last_sync = time.monotonic()
 
@@ -197,7 +164,8 @@ class LineWriter:
     def close(self) -> None:
         if self.fd >= 0:
             self.sync()
-            os.close(self.fd)
+            if self.owns:
+                os.close(self.fd)
             self.fd = -1
 
 
@@ -208,6 +176,7 @@ class LineWriter:
 class Summary:
     total: int = 0  # examples in the data
     skipped: int = 0  # already in the output file
+    changed: int = 0  # in the output file, but run again because their input changed
     ok: int = 0
     failed: int = 0
     previously_failed: int = 0
@@ -231,6 +200,7 @@ class Summary:
         rate = self.done / self.duration_s if self.duration_s > 0 else 0.0
         text = (f"{self.done} run ({self.ok} ok, {self.failed} failed)"
                 + (f", {self.skipped} already done" if self.skipped else "")
+                + (f", {self.changed} re-run because their input changed" if self.changed else "")
                 + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
                 f"{self.calls} LM calls ({self.cached_calls} cached"
                 + (f", {self.retries} retries" if self.retries else "") + f"), ${self.cost:.4f}")
@@ -249,13 +219,17 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
     A run-stopping error (auth, unreachable, budget, config) cancels the rest; what
     finished is already on disk, and examples cut short write nothing, so a rerun does them.
     """
+    from .outfile import input_digest, result_line, run_stamp
+
     s = summary or Summary(total=len(examples))
     start = time.perf_counter()
     pending = iter(examples)
+    stamp = run_stamp(rt)
 
     async def worker() -> None:
         for ex in pending:
-            result = await run_one(rt, ex.inputs(input_names), program=program, example_id=ex.id)
+            inputs = ex.inputs(input_names)
+            result = await run_one(rt, inputs, program=program, example_id=ex.id)
             if result.ok:
                 s.ok += 1
             else:
@@ -265,7 +239,7 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
             s.cached_calls += usage["cached_calls"]
             s.cost += usage["cost"]
             if out is not None:
-                out.write(result_line(ex, result))
+                out.write(result_line(ex, result, input_digest(inputs), stamp))
             if trace is not None:
                 trace.write(trace_line(ex, result))
             if on_result is not None:
@@ -282,18 +256,6 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
         await asyncio.gather(*workers, return_exceptions=True)
         s.duration_s = time.perf_counter() - start
     return s
-
-
-def select_todo(dataset: Dataset, prev: Previous, summary: Summary) -> list[Example]:
-    todo = []
-    for ex in dataset.examples:
-        if ex.id in prev.done:
-            summary.skipped += 1
-            if not prev.done[ex.id]:
-                summary.previously_failed += 1
-        else:
-            todo.append(ex)
-    return todo
 
 
 def input_types(rt: Runtime, program: str | None = None) -> dict:

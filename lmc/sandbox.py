@@ -1,18 +1,23 @@
-"""Run LM-written Python (ProgramOfThought) in a separate, limited, isolated process.
+"""Run LM-written Python (ProgramOfThought) in a separate, limited process behind a kernel-enforced boundary.
 
 `run_code` starts a fresh `python -I -S -B` child (`lmc/_sandbox_child.py`) with
 an empty environment, a private temporary directory as its working directory,
 resource limits, no privileges (when started as root) and, where the kernel
-allows it, no network namespace; inside, an audit hook refuses network,
-processes, native code and files outside the sandbox directory.  The parent
-enforces the wall-clock limit and the output cap and reads the program's
-result back as JSON.  The threat model is docs/security.md.
+allows it, no network namespace.  Before the program runs, the child confines
+itself with Landlock (reads only the standard library, writes only its own
+directory, no TCP, no signals or abstract sockets outside) and a seccomp filter
+(no sockets, processes, exec, ptrace, ...) via `lmc/_confine.py`; without them
+it refuses to run unless the user set `LMC_SANDBOX=weak`.  An audit hook on top
+turns common attempts into friendly refusals.  The parent enforces the
+wall-clock limit and the output cap and reads the program's result back as
+JSON.  The threat model is docs/security.md.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import selectors
 import shutil
@@ -26,17 +31,41 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmc.errors import LmcError
+from lmc.errors import ConfigError, LmcError
 
-__all__ = ["SandboxError", "SandboxLimits", "SandboxResult", "arun_code", "run_code"]
+__all__ = [
+    "SandboxError", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "arun_code", "isolation",
+    "require_isolation", "run_code",
+]
 
 _CHILD = Path(__file__).with_name("_sandbox_child.py")
 _NOBODY = 65534
 _STDERR_KEEP = 4096
+# The one switch a user has: `strict` (default) refuses to run without the
+# kernel boundary, `weak` runs with whatever this machine offers.
+MODE_VARIABLE = "LMC_SANDBOX"
+# Tests only: answer as a kernel without Landlock would (can only take away).
+SIMULATE_MISSING_VARIABLE = "LMC_SANDBOX_TEST_NO_LANDLOCK"
+
+log = logging.getLogger("lmc.sandbox")
 
 
 class SandboxError(LmcError):
     """The sandbox could not be set up (bad inputs, no interpreter); never the program's own failure."""
+
+
+class SandboxUnavailable(SandboxError, ConfigError):
+    """This machine offers no kernel-enforced boundary and the user did not opt in to running without one.
+
+    A ConfigError, so a run stops at the first ProgramOfThought instead of
+    failing every example the same way.
+    """
+
+    def __init__(self, why: str):
+        super().__init__(
+            f"cannot run ProgramOfThought code: {why}; set {MODE_VARIABLE}=weak to run it without a "
+            "kernel-enforced file boundary (docs/security.md, section 1)"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,10 +109,57 @@ async def arun_code(
     return await asyncio.to_thread(_run, code, inputs, limits)
 
 
+def isolation() -> str:
+    """The kernel layers a run gets on this machine, e.g. 'Landlock ABI 7 + seccomp'.
+
+    Raises `SandboxUnavailable` where there are none and `LMC_SANDBOX` is not
+    `weak`; with `weak`, says what is missing instead.
+    """
+    from lmc import _confine
+
+    strict = _mode() == "strict"
+    try:
+        return _probe_kernel(_simulating_missing(), strict)
+    except _confine.Unavailable as exc:
+        if strict:
+            raise SandboxUnavailable(str(exc)) from None
+        return f"none ({exc}; {MODE_VARIABLE}=weak)"
+
+
+def require_isolation() -> None:
+    """Refuse early, before any LM call is spent, when a run could not start its sandbox."""
+    isolation()
+
+
 # ------------------------------------------------------------------ internals
 
 
-def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool) -> bytes:
+def _mode() -> str:
+    value = os.environ.get(MODE_VARIABLE, "").strip().lower() or "strict"
+    if value not in ("strict", "weak"):
+        raise ConfigError(f"{MODE_VARIABLE} must be 'strict' or 'weak', not {os.environ[MODE_VARIABLE]!r}")
+    return value
+
+
+def _simulating_missing() -> bool:
+    return os.environ.get(SIMULATE_MISSING_VARIABLE, "") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_kernel(simulate_missing: bool, require_seccomp: bool) -> str:
+    from lmc import _confine
+
+    abi = _confine.landlock_abi(simulate_missing=simulate_missing)
+    try:
+        _confine.seccomp_check()
+    except _confine.Unavailable as exc:
+        if require_seccomp:
+            raise
+        return f"Landlock ABI {abi} (no seccomp: {exc})"
+    return f"Landlock ABI {abi} + seccomp"
+
+
+def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool, kernel: bool) -> bytes:
     if not isinstance(code, str):
         raise SandboxError(f"sandbox code must be a string, not {type(code).__name__}")
     inputs = dict(inputs or {})
@@ -105,6 +181,9 @@ def _job(code: str, inputs: dict | None, limits: SandboxLimits, audit: bool) -> 
         },
         "drop_to_nobody": _plan().self_drop,
         "audit": audit,
+        "kernel": kernel,
+        "isolation": _mode(),
+        "simulate_missing": _simulating_missing(),
     }
     return json.dumps(job).encode()
 
@@ -236,9 +315,13 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, onerror=unlock)
 
 
-def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool = True) -> SandboxResult:
-    """Run one program; `audit=False` is for tests that check the other layers alone."""
-    job = _job(code, inputs, limits, audit)
+def _run(
+    code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool = True, kernel: bool = True
+) -> SandboxResult:
+    """Run one program; `audit=False` and `kernel=False` are for tests that check the other layers alone."""
+    job = _job(code, inputs, limits, audit, kernel)
+    if kernel:
+        require_isolation()
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="lmc-sandbox-")
     try:
@@ -248,12 +331,12 @@ def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool =
         if _plan().unprivileged:
             os.chown(workdir, _NOBODY, _NOBODY)
             os.chown(job_path, _NOBODY, _NOBODY)
-        return _supervise(job_path, workdir, limits, started)
+        return _supervise(job_path, workdir, limits, started, strict=kernel and _mode() == "strict")
     finally:
         _remove_tree(workdir)
 
 
-def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: float) -> SandboxResult:
+def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: float, strict: bool) -> SandboxResult:
     result_r, result_w = os.pipe()
     argv = [*_plan().prefix, sys.executable, "-I", "-S", "-B", "-X", "utf8", str(_CHILD), job_path, str(result_w)]
     try:
@@ -320,7 +403,9 @@ def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: floa
     duration = time.monotonic() - started
     stdout = buffers["stdout"].decode("utf-8", "replace")
     error = killed or _signal_reason(proc.returncode, limits)
-    report = None if error else _parse_report(bytes(buffers["result"]))
+    status, _, rest = bytes(buffers["result"]).partition(b"\n")
+    _check_status(status, strict)
+    report = None if error else _parse_report(rest)
     if error is None and report is None:
         error = _crash_reason(proc.returncode, bytes(buffers["stderr"]), limits)
     if error is not None or report is None:
@@ -329,6 +414,35 @@ def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: floa
         return SandboxResult(False, None, stdout, report["error"], duration)
     value = report["value"] if report["has_value"] else stdout.strip()
     return SandboxResult(True, value, stdout, None, duration)
+
+
+def _check_status(line: bytes, strict: bool) -> None:
+    """Act on the child's first line, written before the program ran (so the program cannot forge it).
+
+    No line at all means the child died during its set-up, before running
+    anything: that is reported as a crash by the caller.
+    """
+    try:
+        status = json.loads(line.decode("utf-8")) if line else {}
+    except ValueError:
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    if isinstance(status.get("refused"), str):
+        raise SandboxUnavailable(status["refused"])
+    unconfined = status.get("unconfined")
+    if isinstance(unconfined, str):
+        if strict:  # the child should have refused; never accept less than asked
+            raise SandboxUnavailable(unconfined)
+        _warn_weak(unconfined)
+    elif strict and line and not isinstance(status.get("confined"), str):
+        raise SandboxUnavailable("the sandbox process did not confirm its confinement")
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_weak(reason: str) -> None:
+    if _mode() == "weak":
+        log.warning("%s=weak: LM-written code runs without a kernel-enforced boundary (%s)", MODE_VARIABLE, reason)
 
 
 def _signal_reason(returncode: int, limits: SandboxLimits) -> str | None:

@@ -80,6 +80,8 @@ class Type:
             return None if ok else f"expected int, got {_jtype(value)}"
         if k == "float":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and not math.isfinite(value):
+                return f"expected a finite float, got {value!r}"
             return None if ok else f"expected float, got {_jtype(value)}"
         if k == "literal":
             return None if value in self.args else f"expected one of {self.name}, got {json.dumps(value)}"
@@ -310,6 +312,8 @@ def coerce(text: Any, t: Type) -> Any:
         if not m:
             raise OutputParseError(f"expected a number, got {_short(raw)}", raw)
         num = float(m.group(0).replace(",", ""))
+        if math.isinf(num):  # 1e999: JSON has no infinity, so the value could not be written anywhere
+            raise OutputParseError(f"expected a finite number, got {_short(raw)}", raw)
         if k == "float":
             return num
         if not num.is_integer() or math.isinf(num):
@@ -343,9 +347,21 @@ def coerce(text: Any, t: Type) -> Any:
 _FAIL = object()
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
 def _load_json(s: str) -> Any:
     try:
-        return json.loads(s)
+        # NaN, Infinity and 1e999 are not JSON: an answer holding them fails to parse (and is asked again).
+        return json.loads(s, parse_constant=_refuse_constant, parse_float=_finite)
     except ValueError:
         pass
     if not s or s[0] not in "[{":
@@ -356,7 +372,11 @@ def _load_json(s: str) -> Any:
         value = json_repair.loads(s)
     except Exception:
         return _FAIL
-    return value if isinstance(value, (list, dict)) else _FAIL
+    if not isinstance(value, (list, dict)):
+        return _FAIL
+    from .files import find_non_finite
+
+    return _FAIL if find_non_finite(value) else value
 
 
 def _split_list(s: str) -> list[str]:

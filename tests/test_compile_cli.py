@@ -190,7 +190,10 @@ def test_bootstrap_then_mipro_and_a_passes_file_compose(lmc, ws):
     code, _, err = lmc.compile("--passes", "passes.yaml", out="p.lmc.json")
     assert code == 0, err
     rep = artifact("p.lmc.json")["compile"]
-    assert rep["optimizer"] == ["labeled", "random-search"] and rep["options"]["candidates"] == 1
+    assert rep["optimizer"] == ["labeled", "random-search"]
+    assert rep["passes"] == [{"name": "labeled", "options": {"max_labeled": 4}},
+                             {"name": "random-search", "options": {"candidates": 1, "max_demos": 4, "max_labeled": 4,
+                                                                   "max_rounds": 1}}]
     assert [c["name"] for c in rep["candidates"]][-1] == "random-search:bootstrap-1"
 
 
@@ -269,11 +272,12 @@ BAD_INPUTS = [
     ("metric_field_not_output", {"lmp": SENTIMENT.replace("accuracy(sentiment)", "accuracy(label)")}, [],
      ("metric field 'label' is not an output",)),
     ("minibatch_too_large", {}, ["--optimizer", "mipro", "--minibatch", "50"], ("--minibatch 50 is larger than the dev set (6 examples)",)),
-    ("unknown_optimizer", {}, ["--optimizer", "bootstarp"], ("unknown optimizer 'bootstarp'", "did you mean 'bootstrap'")),
+    ("unknown_optimizer", {}, ["--optimizer", "bootstarp"], ("'--optimizer': 'bootstarp' is not one of", "did you mean 'bootstrap'")),
+    ("unknown_then", {}, ["--then", "mipr"], ("'--then': 'mipr' is not one of", "did you mean 'mipro'")),
     ("bad_passes_yaml", {"passes": "passes: [bootstrap\n"}, ["--passes", "passes.yaml"], ("passes.yaml", "YAML")),
     ("passes_not_a_list", {"passes": "passes: 3\n"}, ["--passes", "passes.yaml"], ("passes.yaml", "list of passes")),
     ("unknown_pass_in_file", {"passes": "- labeled\n- mipr\n"}, ["--passes", "passes.yaml"], ("unknown optimizer 'mipr'",)),
-    ("negative_demos", {}, ["--max-demos", "-1"], ("--max-demos",)),
+    ("negative_demos", {}, ["--max-demos", "-1"], ("--max-demos", "greater than or equal to 0")),
 ]
 
 
@@ -288,7 +292,10 @@ def test_bad_input_is_one_line_and_calls_no_lm(lmc, ws, server, case, files, arg
     before = server.requests
     code, out, err = lmc.compile(*args)
     assert code not in (0, 70), err
-    if case != "metric_field_not_output":
+    if err.startswith("Usage: lmc compile"):  # a usage error: the usage line, then the one error line
+        assert code == 2
+        line = one_error_line(err.split("\n", 1)[1])
+    elif case != "metric_field_not_output":
         line = one_error_line(err)
     else:
         line = err.strip().splitlines()[0]
@@ -430,7 +437,7 @@ def test_ensemble_and_finetune_data_from_the_cli(lmc, ws):
     lines = (ws / "ft.finetune" / "classify.jsonl").read_text().splitlines()
     assert len(lines) == 8  # the 12 training reviews minus the 4 MISLEAD ones the unprimed teacher gets wrong
     assert all("MISLEAD" not in line for line in lines)
-    assert artifact("ft.lmc.json")["compile"]["options"]["finetune_dir"] == "ft.finetune"
+    assert artifact("ft.lmc.json")["compile"]["passes"][-1]["options"]["finetune_dir"] == "ft.finetune"
 
 
 def test_an_artifact_compiles_further(lmc, ws, server):

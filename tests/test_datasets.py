@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_jsonl_basic_ids_lines_and_sha(tmp_path):
     p = write(tmp_path, "qa.jsonl", '{"id": "a", "q": "x"}\n\n{"q": "y", "extra": [1]}\n')
     ds = load_dataset(p)
     assert isinstance(ds, Dataset) and len(ds) == 2
-    assert ds.ids == ["a", "qa-3"]
+    assert ds.ids[0] == "a" and re.fullmatch(r"qa-[0-9a-f]{12}", ds.ids[1])
     assert [ex.line for ex in ds] == [1, 3]
     assert ds[1].data == {"q": "y", "extra": [1]}
     assert ds[1].get("extra") == [1] and ds[1].get("nope", 5) == 5
@@ -76,7 +77,24 @@ def test_jsonl_basic_ids_lines_and_sha(tmp_path):
 
 def test_missing_ids_are_deterministic(tmp_path):
     p = write(tmp_path, "dev.jsonl", '{"q": 1}\n{"q": 2}\n')
-    assert load_dataset(p).ids == load_dataset(p).ids == ["dev-1", "dev-2"]
+    ids = load_dataset(p).ids
+    assert ids == load_dataset(p).ids and len(set(ids)) == 2
+    assert all(re.fullmatch(r"dev-[0-9a-f]{12}", i) for i in ids)
+
+
+def test_missing_ids_follow_the_content_not_the_line(tmp_path):
+    """Inserting a line (even a duplicate) gives new ids only to what is new; key order does not matter."""
+    p = write(tmp_path, "d.jsonl", '{"q": 1}\n{"q": 2}\n{"q": 1}\n')
+    before = load_dataset(p).ids
+    assert before[2] == before[0] + "-2" and len(set(before)) == 3  # duplicates numbered in file order
+    write(tmp_path, "d.jsonl", '{"q": 0}\n{"q": 1, "x": null}\n{"q": 1}\n{"q": 2}\n{"q": 1}\n')
+    after = load_dataset(p).ids
+    assert after[2:] == before
+    assert not {after[0], after[1]} & set(before)
+    write(tmp_path, "d.jsonl", '{"b": 1, "a": 2}\n')
+    first = load_dataset(p).ids
+    write(tmp_path, "d.jsonl", '{"a": 2, "b": 1}\n')
+    assert load_dataset(p).ids == first
 
 
 def test_integer_ids_become_strings(tmp_path):
@@ -98,7 +116,7 @@ def test_bom_and_crlf_tolerated(tmp_path):
 def test_json_list_file(tmp_path):
     p = write(tmp_path, "d.json", json.dumps([{"id": "x", "a": 1}, {"a": 2}]))
     ds = load_dataset(p)
-    assert ds.ids == ["x", "d-2"] and [e.line for e in ds] == [1, 2]
+    assert ds.ids[0] == "x" and ds.ids[1].startswith("d-") and [e.line for e in ds] == [1, 2]
 
 
 def test_json_list_errors(tmp_path):
@@ -144,8 +162,9 @@ def test_duplicate_ids_refused(tmp_path):
 
 
 def test_assigned_id_colliding_with_explicit_id(tmp_path):
-    p = write(tmp_path, "d.jsonl", '{"id": "d-2"}\n{"q": 1}\n')
-    assert "duplicate id 'd-2' (first on line 1)" in error_of(p)
+    taken = load_dataset(write(tmp_path, "d.jsonl", '{"q": 1}\n')).ids[0]
+    p = write(tmp_path, "d.jsonl", f'{{"id": "{taken}"}}\n{{"q": 1}}\n')
+    assert f"duplicate id '{taken}' (first on line 1)" in error_of(p)
 
 
 def test_bad_id_types(tmp_path):
@@ -198,7 +217,7 @@ def test_example_inputs(tmp_path):
 
 def test_from_records():
     ds = from_records([{"q": 1}, {"id": "b", "q": 2}], path="mem")
-    assert ds.ids == ["mem-1", "b"] and len(ds.sha256) == 64
+    assert ds.ids[0].startswith("mem-") and ds.ids[1] == "b" and len(ds.sha256) == 64
     assert from_records([{"q": 1}]).sha256 == from_records([{"q": 1}]).sha256
     with pytest.raises(DatasetError):
         from_records([{"id": "a"}, {"id": "a"}])

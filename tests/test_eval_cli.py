@@ -68,6 +68,9 @@ def ws(tmp_path, monkeypatch, server):
     """A working directory holding the fixture programs and data, with a fresh oracle and request counter."""
     for f in FIX.iterdir():
         shutil.copy(f, tmp_path / f.name)
+    # The baseline as the same program looks on main: an older version of cand.lmp (a file of the same name).
+    (tmp_path / "main").mkdir()
+    shutil.copy(FIX / "base.lmp", tmp_path / "main" / "cand.lmp")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LMC_LM", raising=False)
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
@@ -125,7 +128,7 @@ def assert_refused(result, *fragments: str):
 
 def test_equal_quality_passes_against_baseline_artifact(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(3, 4), "base": nums(3, 4)}
-    make_artifact("base.lmp", "base.lmc.json")
+    make_artifact("main/cand.lmp", "base.lmc.json")
     code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmc.json", "--max-drop", "0.02", "--report", "eval.json")
     assert code == 0, err
     assert err[-1].startswith("PASS: no significant drop vs baseline (delta +0.000"), err[-1]
@@ -141,7 +144,7 @@ def test_equal_quality_passes_against_baseline_artifact(ws, lmc, server):
 
 def test_regression_fails_and_lists_flipped_examples(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(3, *range(5, 14)), "base": nums(3, 4)}
-    make_artifact("base.lmp", "base.lmc.json")
+    make_artifact("main/cand.lmp", "base.lmc.json")
     code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmc.json", "--max-drop", "0.02")
     assert code == 1
     assert err[-1].startswith("FAIL: score dropped 0.200 vs baseline, more than --max-drop 0.02"), err[-1]
@@ -152,14 +155,14 @@ def test_regression_fails_and_lists_flipped_examples(ws, lmc, server):
 
 def test_max_drop_defaults_to_zero_with_baseline(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": set()}
-    code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmp")
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp")
     assert code == 1 and "more than --max-drop 0 " in err[-1]
 
 
 def test_noise_does_not_fail_the_build(ws, lmc, server):
     # Two examples lost, one gained: an observed drop of 0.025 that a coin flip explains (p = 0.5).
     server.oracle.wrong = {"cand": nums(3, 5, 6), "base": nums(3, 4)}
-    code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmp", "--max-drop", "0")
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0")
     assert code == 0, err
     assert "delta -0.025" in err[-1] and "p=0.5" in err[-1]
 
@@ -202,7 +205,7 @@ def test_lm_auth_failure_is_exit_3(ws, capsys):
 
 def test_report_is_reused_as_baseline_without_rerunning_it(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": nums(3)}
-    make_artifact("base.lmp", "base.lmc.json")
+    make_artifact("main/cand.lmp", "base.lmc.json")
     code, _, err = lmc.eval("base.lmc.json", "--report", "base.json", "--no-cache")
     assert code == 0 and server.requests == N
     base = Report.load("base.json")
@@ -223,7 +226,7 @@ def test_report_is_reused_as_baseline_without_rerunning_it(ws, lmc, server):
 
 def test_baseline_evaluated_from_cache_makes_no_requests(ws, lmc, server):
     # Candidate and baseline with identical prompts: the baseline side is served from the shared cache.
-    code, out, err = lmc.eval("base.lmp", "--baseline", "base.lmp", "--max-drop", "0", "--format", "json")
+    code, out, err = lmc.eval("main/cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0", "--format", "json")
     assert code == 0 and server.requests == N
     doc = json.loads(out)
     assert (doc["candidate"]["calls"], doc["candidate"]["cached_calls"]) == (N, 0)
@@ -234,7 +237,7 @@ def test_baseline_evaluated_from_cache_makes_no_requests(ws, lmc, server):
 def test_junit_is_valid_and_fails_exactly_the_regressed_examples(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(3, 5, 6, 7, 8, 9, 10), "base": nums(3, 4)}
     server.oracle.garbage = {"cand": nums(20), "base": set()}
-    code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmp", "--max-drop", "0.02", "--junit", "eval.xml")
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0.02", "--junit", "eval.xml")
     assert code == 1
     assert "wrote eval.xml" in err
     root = _validate_junit(Path("eval.xml"))
@@ -255,7 +258,7 @@ def test_markdown_summary_and_github_step_summary(ws, lmc, server, monkeypatch):
     step = ws / "step_summary.md"
     step.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
-    code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmp", "--summary", "eval.md", "--github-summary")
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--summary", "eval.md", "--github-summary")
     assert code == 1
     md = Path("eval.md").read_text()
     assert md.startswith("### ❌ lmc eval: quality regression")
@@ -274,14 +277,14 @@ def test_github_summary_without_the_variable_is_a_note(ws, lmc, server):
 
 def test_format_json_prints_the_verdict_on_stdout(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": set()}
-    code, out, err = lmc.eval("cand.lmp", "--baseline", "base.lmp", "--max-drop", "0.02", "--max-errors", "0",
+    code, out, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0.02", "--max-errors", "0",
                               "--format", "json")
     assert code == 1
     doc = json.loads(out)
     assert doc["verdict"] == "fail" and doc["exit_code"] == 1 and doc["reason"] == err[-1]
     assert doc["paired"]["flipped_to_fail"] == [f"ex-{i:02d}" for i in range(5, 14)]
     assert doc["candidate"]["n"] == N and doc["baseline"]["score"] == 1.0
-    assert doc["gates"] == {"min_score": None, "baseline": "base.lmp", "max_drop": 0.02, "max_errors": 0,
+    assert doc["gates"] == {"min_score": None, "baseline": "main/cand.lmp", "max_drop": 0.02, "max_errors": 0,
                             "confidence": 0.95}
     assert doc["metric"]["name"] == "acc"
     assert any(line.startswith("candidate") for line in err)  # the table still goes to stderr
@@ -321,7 +324,7 @@ def test_shards_merged_equal_the_unsharded_run(ws, lmc, server):
 
 def test_merge_applies_the_gates_once(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": set()}
-    code, _, _ = lmc.eval("base.lmp", "--report", "base.json")
+    code, _, _ = lmc.eval("main/cand.lmp", "--report", "base.json")
     code_full, _, err_full = lmc.eval("cand.lmp", "--baseline", "base.json", "--max-drop", "0.02")
     for i in (1, 2):
         lmc.eval("cand.lmp", "--shard", f"{i}/2", "--report", f"part-{i}.json")
@@ -335,7 +338,7 @@ def test_merge_applies_the_gates_once(ws, lmc, server):
 
 
 def test_shard_candidate_against_full_baseline_report(ws, lmc, server):
-    lmc.eval("base.lmp", "--report", "base.json")
+    lmc.eval("main/cand.lmp", "--report", "base.json")
     code, _, err = lmc.eval("cand.lmp", "--shard", "2/3", "--baseline", "base.json")
     assert code == 0, err
     assert any(re.fullmatch(rf"shard 2/3: \d+ of {N} examples", line) for line in err), err
@@ -364,9 +367,12 @@ def test_max_drop_without_baseline_is_refused_before_evaluating(ws, lmc, server)
     (["--confidence", "1.5"], "--confidence must be between 0.5 and 1"),
     (["--min-score", "2"], "--min-score must be between 0 and 1"),
     (["--max-errors", "-1"], "--max-errors must be 0 or more"),
-    (["--threshold", "1.5"], "--threshold must be between 0 and 1"),
-    (["--format", "xml"], "unknown --format 'xml'"),
-    (["--report", "no/such/dir/eval.json"], "directory 'no/such/dir' does not exist"),
+    (["--threshold", "1.5"], "invalid value for option '--threshold': Input should be less than or equal to 1"),
+    (["--format", "jsn"], "'--format': 'jsn' is not one of: text, json; did you mean 'json'?"),
+    (["-j", "0"], "invalid value for option '-j' / '--jobs'"),
+    (["--example-timeout", "0"], "invalid value for option '--example-timeout'"),
+    (["--max-steps", "0"], "invalid value for option '--max-steps'"),
+    (["--report", "cand.lmp/eval.json"], "cannot create it; 'cand.lmp' is a file, not a directory"),
 ])
 def test_bad_flags(ws, lmc, server, flags, fragment):
     assert_refused(lmc.eval("cand.lmp", *flags), fragment)
@@ -375,7 +381,7 @@ def test_bad_flags(ws, lmc, server, flags, fragment):
 
 @pytest.fixture
 def base_report(ws, lmc, server):
-    code, _, _ = lmc.eval("base.lmp", "--report", "base.json")
+    code, _, _ = lmc.eval("main/cand.lmp", "--report", "base.json")
     assert code == 0
     server.reset_counters()
     return "base.json"
@@ -384,7 +390,7 @@ def base_report(ws, lmc, server):
 def test_baseline_on_other_data_is_refused(ws, lmc, server):
     lines = Path("dev.jsonl").read_text().splitlines()
     Path("dev2.jsonl").write_text("\n".join(lines[:-1] + [lines[-1].replace(".\"", "!\"", 1)]) + "\n")
-    lmc.eval("base.lmp", "--report", "other-data.json", data="dev2.jsonl")
+    lmc.eval("main/cand.lmp", "--report", "other-data.json", data="dev2.jsonl")
     server.reset_counters()
     assert_refused(lmc.eval("cand.lmp", "--baseline", "other-data.json"),
                    "other-data.json: baseline was evaluated on different data (dev2.jsonl", "same file")
@@ -406,11 +412,51 @@ def test_report_of_another_program_is_refused_unless_allowed(ws, lmc, server):
     lmc.eval("other.lmp", "--report", "other.json")
     server.reset_counters()
     assert_refused(lmc.eval("cand.lmp", "--baseline", "other.json"),
-                   "baseline is program 'other' but the candidate is 'sentiment'", "--allow-program-change")
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "other.lmp"), "--allow-program-change")
+                   "the baseline is another program: 'other' of other.lmp", "the candidate is 'sentiment' of cand.lmp",
+                   "--allow-different-program")
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "other.lmp"), "--allow-different-program")
     assert server.requests == 0
-    code, _, err = lmc.eval("cand.lmp", "--baseline", "other.json", "--allow-program-change")
-    assert code == 0 and any("note: comparing program 'sentiment' against 'other'" in line for line in err)
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "other.json", "--allow-different-program")
+    assert code == 0 and any("note: comparing program 'sentiment' against another program, 'other'" in line
+                             for line in err)
+
+
+def test_a_program_that_only_shares_the_name_is_another_program(ws, lmc, server):
+    """base.lmp also defines program 'sentiment': the name alone no longer makes it the same program."""
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "base.lmp"),
+                   "the baseline is another program: 'sentiment' of base.lmp (source sha256",
+                   "the candidate is 'sentiment' of cand.lmp")
+    make_artifact("base.lmp", "b.lmc.json")
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "b.lmc.json"), "'sentiment' of base.lmp")
+    lmc.eval("base.lmp", "--report", "b.json")
+    server.reset_counters()
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "b.json"), "'sentiment' of base.lmp")
+    assert server.requests == 0
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "base.lmp", "--allow-program-change")  # the older spelling
+    assert code in (0, 1), err
+
+
+def test_an_edit_of_the_same_program_is_compared_with_a_note(ws, lmc, server):
+    """The pull-request case: the same program name in a file of the same name, on main and in the PR."""
+    make_artifact("main/cand.lmp", "base.lmc.json")
+    make_artifact("cand.lmp", "cand.lmc.json")
+    code, _, err = lmc.eval("cand.lmc.json", "--baseline", "base.lmc.json")
+    assert code == 0, err
+    assert any("note: the program's source changed since the baseline (sha256" in line for line in err)
+    # The very same source: no note at all.
+    shutil.copy("cand.lmc.json", "same.lmc.json")
+    code, _, err = lmc.eval("cand.lmc.json", "--baseline", "same.lmc.json")
+    assert code == 0 and not any("note:" in line for line in err), err
+
+
+def test_a_report_of_an_earlier_lmc_without_a_program_path_still_loads(ws, lmc, server):
+    lmc.eval("cand.lmp", "--report", "r.json")
+    doc = json.loads(Path("r.json").read_text())
+    assert doc["program"]["path"] == "cand.lmp"
+    del doc["program"]["path"]
+    Path("old.json").write_text(json.dumps(doc))
+    code, _, err = lmc.eval("cand.lmp", "--baseline", "old.json")  # same source sha256: the same program
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("mutate, fragment", [
@@ -426,7 +472,7 @@ def test_corrupt_baseline_report_is_refused(ws, lmc, server, base_report, mutate
 
 
 def test_baseline_report_missing_candidate_ids_is_refused(ws, lmc, server):
-    lmc.eval("base.lmp", "--shard", "1/3", "--report", "base-1.json")
+    lmc.eval("main/cand.lmp", "--shard", "1/3", "--report", "base-1.json")
     missing = N - Report.load("base-1.json").summary.n
     server.reset_counters()
     assert_refused(lmc.eval("cand.lmp", "--baseline", "base-1.json"),
@@ -468,7 +514,7 @@ def test_report_given_as_target_is_refused(ws, lmc, server, base_report):
 def test_merge_refusals(ws, lmc, server, base_report):
     for i in (1, 2, 3):
         lmc.eval("cand.lmp", "--shard", f"{i}/3", "--report", f"part-{i}.json")
-    make_artifact("base.lmp", "base.lmc.json")
+    make_artifact("main/cand.lmp", "base.lmc.json")
     assert_refused(lmc.merge("part-1.json", "part-2.json", "-o", "all.json"), "missing shard(s) 3/3")
     assert_refused(lmc.merge("part-1.json", "part-1.json", "part-2.json"), "shard 1/3 is given twice")
     assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", base_report), "base.json: is not a shard report")
@@ -496,7 +542,7 @@ def test_missing_data_file_is_refused(ws, lmc, server):
 
 
 def test_corrupt_baseline_artifact_is_refused(ws, lmc, server):
-    make_artifact("base.lmp", "base.lmc.json")
+    make_artifact("main/cand.lmp", "base.lmc.json")
     text = Path("base.lmc.json").read_text()
     Path("base.lmc.json").write_text(text.replace("Classify the sentiment", "Classify the mood"))
     code, out, err = lmc.eval("cand.lmp", "--baseline", "base.lmc.json", "--format", "json")

@@ -58,6 +58,7 @@ def make_report(
     target="build/x.lmc.json",
     program="sentiment",
     program_src="v1",
+    program_path="programs/sentiment.lmp",
     data_sha=None,
     metric=None,
     shard=None,
@@ -77,7 +78,7 @@ def make_report(
         else:
             examples.append(ExampleResult(ex_id, lines[i], float(s), s >= metric.threshold, None, None, {"answer": "a" if s else "b"}, {"answer": "a"}))
     return Report(
-        program=ProgramRef(program, sha(program_src)),
+        program=ProgramRef(program, sha(program_src), program_path),
         target=TargetRef("artifact", target, sha(target)),
         metric=metric,
         data=DataRef("dev.jsonl", data_sha or sha("data"), n_total if n_total is not None else len(scores)),
@@ -458,11 +459,18 @@ def test_align_refuses_incomparable_reports():
     with pytest.raises(ReportError, match="metric em = exact_match"):
         align(base, make_report([1] * 10, metric=MetricRef("f1", "f1(answer)", 0.5)))
     other = make_report([1] * 10, program="multihop")
-    with pytest.raises(ReportError, match="--allow-program-change"):
+    with pytest.raises(ReportError, match="--allow-different-program"):
         align(base, other)
     assert align(base, other, allow_program_change=True)[0]
-    # A changed source of the same program is the normal PR case.
+    # A changed source of the same program (same name, a file of the same name) is the normal PR case,
+    # also from another checkout; the same name in another file is another program.
     assert align(base, make_report([1] * 10, program_src="v2"))[0]
+    assert align(base, make_report([1] * 10, program_src="v2", program_path="../main/programs/sentiment.lmp"))[0]
+    with pytest.raises(ReportError, match="another program: 'sentiment' of programs/sentiment.lmp"):
+        align(base, make_report([1] * 10, program_src="v2", program_path="programs/other.lmp"))
+    with pytest.raises(ReportError, match="'sentiment' of an unrecorded file"):
+        align(make_report([1] * 10, program_path=None), make_report([1] * 10, program_src="v2"))
+    assert align(make_report([1] * 10, program_path=None), make_report([1] * 10))[0]  # same source
     cand = make_report([1] * 10, ids=[f"new-{i}" for i in range(10)])
     with pytest.raises(ReportError) as info:
         align(base, cand)

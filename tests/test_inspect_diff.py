@@ -83,7 +83,9 @@ def test_inspect_json_holds_each_predictors_exact_prompt_with_demos(arts, lmc):
     a, _ = arts
     code, out, err = lmc("inspect", a, "--format", "json", "--lm", "openai/test")
     assert code == 0, err
-    views = json.loads(out)
+    doc = json.loads(out)
+    assert doc["kind"] == "artifact" and doc["python"] == []  # this program imports no Python
+    views = doc["predictors"]
     assert [v["id"] for v in views] == ["make_query", "reply"]
     ir = read(a).ir
     for v in views:
@@ -124,7 +126,7 @@ def test_inspect_a_knn_artifact_says_demos_are_chosen_per_input(arts, lmc, tmp_p
     write(replace(art, ir=ir), tmp_path / "k.lmc.json")
     code, out, err = lmc("inspect", tmp_path / "k.lmc.json", "--format", "json", "--lm", "openai/test")
     assert code == 0, err
-    reply = json.loads(out)[1]
+    reply = json.loads(out)["predictors"][1]
     assert reply["prompt"].startswith("(knn: 1 of 2 pool demos are chosen per input")
 
 

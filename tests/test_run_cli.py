@@ -102,6 +102,7 @@ def test_single_input_that_fails_exits_1_with_raw_output(cli, server):
     (["--input", '{"review": 3}'], "input field 'review' does not fit str"),
     (["-i", "review"], "expected field=value"),
     ([], "nothing to run"),
+    (["-i", "review=x", "--out", "o.jsonl"], "--out is for --data"),
 ])
 def test_bad_single_inputs_are_one_line_usage_errors(cli, server, args, expected):
     code, out, err = cli("run", SENTIMENT, *lm_args(server), *args)
@@ -120,7 +121,9 @@ def test_batch_streams_one_line_per_example(cli, server, tmp_path):
     rows = read_lines(tmp_path / "out.jsonl")
     assert sorted(r["id"] for r in rows) == [f"r{i:03d}" for i in range(12)]
     for r in rows:
-        assert set(r) == {"id", "line", "outputs", "error", "error_kind", "usage"}
+        assert list(r) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind",
+                           "usage"]
+        assert len(r["input_sha256"]) == len(r["program_sha256"]) == 64 and r["lm"] == "openai/test"
         assert r["outputs"] == {"sentiment": "positive"} and r["error"] is None
         assert r["line"] == int(r["id"][1:]) + 1
         assert r["usage"]["calls"] == 1 and r["usage"]["prompt_tokens"] > 0

@@ -282,3 +282,120 @@ def test_pathlib_works_inside_the_sandbox():
     )
     r = run_code(code)
     assert r.ok and r.value == ["a.txt", "hello"], r.error
+
+
+# ------------------------------------------------------- kernel confinement
+
+
+def test_landlock_rights_degrade_by_abi_version():
+    from lmc import _confine as c
+
+    base = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
+    assert c._handled(1) == (base, 0, 0)
+    assert c._handled(2) == (base | c.FS_REFER, 0, 0)
+    assert c._handled(3) == (base | c.FS_REFER | c.FS_TRUNCATE, 0, 0)
+    net = c.NET_BIND_TCP | c.NET_CONNECT_TCP
+    assert c._handled(4) == (base | c.FS_REFER | c.FS_TRUNCATE, net, 0)
+    every_fs = base | c.FS_REFER | c.FS_TRUNCATE | c.FS_IOCTL_DEV
+    assert c._handled(5) == (every_fs, net, 0)
+    scopes = c.SCOPE_ABSTRACT_UNIX_SOCKET | c.SCOPE_SIGNAL
+    assert c._handled(6) == c._handled(7) == (every_fs, net, scopes)
+    # What the sandbox directory grants: never execute, devices, sockets, FIFOs or device ioctls.
+    assert not c.SANDBOX_RIGHTS & (c.FS_EXECUTE | c.FS_MAKE_CHAR | c.FS_MAKE_BLOCK | c.FS_MAKE_SOCK
+                                   | c.FS_MAKE_FIFO | c.FS_IOCTL_DEV)
+    assert not c.READ_TREE_RIGHTS & ~(c.FS_READ_FILE | c.FS_READ_DIR)
+
+
+def test_read_rules_cover_the_stdlib_but_not_its_site_packages(monkeypatch):
+    import sysconfig
+
+    from lmc import _confine as c
+
+    # What the child has mapped when it confines itself (this test process maps far more).
+    libc = next(p for p in c._mapped_files() if os.path.basename(p).startswith("libc.so"))
+    monkeypatch.setattr(c, "_mapped_files", lambda: [libc])
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+    rules = dict(c.read_rules([stdlib]))
+    assert rules[libc] == c.FS_READ_FILE and rules[os.path.dirname(libc)] == c.READ_TREE_RIGHTS
+    assert rules[stdlib] == c.FS_READ_DIR  # listing only: imports scan it
+    assert rules[os.path.join(stdlib, "json")] == c.READ_TREE_RIGHTS
+    assert not [p for p in rules if "site-packages" in p.split("/") or "dist-packages" in p.split("/")]
+    assert rules["/dev/null"] == c.FS_READ_FILE | c.FS_WRITE_FILE | c.FS_TRUNCATE
+    assert all(not rights & c.FS_EXECUTE for rights in rules.values())
+
+
+def _bpf(program, nr, arch, arg0=0):
+    """A minimal classic-BPF interpreter for the instructions the filter uses."""
+    data = {0: nr, 4: arch, 16: arg0 & 0xFFFFFFFF}
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = program[pc]
+        if code == 0x20:
+            acc, pc = data[k], pc + 1
+        elif code == 0x15:
+            pc += 1 + (jt if acc == k else jf)
+        elif code == 0x35:
+            pc += 1 + (jt if acc >= k else jf)
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF opcode {code:#x}")
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_seccomp_filter_decisions(machine):
+    from lmc import _confine as c
+
+    index = 0 if machine == "x86_64" else 1
+    arch = c._AUDIT_ARCH[machine]
+    program = c._bpf_program(arch, index, 4242, deny_truncate=False)
+    allow, eperm, kill = 0x7FFF0000, 0x00050001, 0x80000000
+    assert all(0 <= jt < 256 and 0 <= jf < 256 for _, jt, jf, _ in program)
+    for name, numbers in c._DENY.items():
+        if numbers[index] is not None:
+            assert _bpf(program, numbers[index], arch) == eperm, name
+    read, write = (0, 1) if machine == "x86_64" else (63, 64)
+    assert _bpf(program, read, arch) == _bpf(program, write, arch) == allow
+    kill_nr = c._SIGNALS_SELF_ONLY["kill"][index]
+    assert _bpf(program, kill_nr, arch, arg0=4242) == allow  # signalling itself
+    assert _bpf(program, kill_nr, arch, arg0=1) == eperm
+    assert _bpf(program, kill_nr, arch, arg0=-1) == eperm  # every process of the user
+    tgkill_nr = c._SIGNALS_SELF_ONLY["tgkill"][index]
+    assert _bpf(program, tgkill_nr, arch, arg0=4243) == eperm
+    assert _bpf(program, read, 0x40000003) == kill  # i386 system calls on an x86_64 kernel
+    truncate = c._TRUNCATE[index]
+    assert _bpf(program, truncate, arch) == allow
+    assert _bpf(c._bpf_program(arch, index, 4242, deny_truncate=True), truncate, arch) == eperm
+    if machine == "x86_64":
+        assert _bpf(program, 0x40000000 + 2, arch) == eperm  # x32 ABI
+
+
+def test_the_child_runs_confined_by_default():
+    if sandbox_isolation_missing():
+        pytest.skip("no Landlock/seccomp here")
+    r = run_code("import os\nresult = sorted(os.listdir('/'))")
+    assert not r.ok and r.error == "refused: listing '/' is not allowed (outside the sandbox directory) (line 2)"
+    from lmc import sandbox
+
+    r = sandbox._run("import os\nresult = sorted(os.listdir('/'))", None, SandboxLimits(), audit=False)
+    assert not r.ok and r.error == "PermissionError: [Errno 13] Permission denied: '/' (line 2)"
+
+
+def sandbox_isolation_missing() -> bool:
+    from lmc import sandbox
+
+    try:
+        sandbox.isolation()
+        return False
+    except sandbox.SandboxUnavailable:
+        return True
+
+
+def test_metadata_changes_are_refused_with_a_hint_and_copyfile_works():
+    r = run_code("import shutil\nopen('a', 'w').write('x')\nshutil.copy('a', 'b')")
+    assert r.error == (
+        "refused: changing file permissions, owners, times or extended attributes is not allowed"
+        " (shutil.copyfile copies contents without them) (line 3)"
+    )
+    r = run_code("import shutil\nopen('a', 'w').write('x')\nshutil.copyfile('a', 'b')\nresult = open('b').read()")
+    assert r.ok and r.value == "x", r.error

@@ -45,6 +45,7 @@ class Context:
     train_scores: dict = field(default_factory=dict)  # label -> score on train (e.g. the teacher's pass rate)
     teacher_runtime: Callable[[I.IR], Any] | None = None
     prompt_runtime: Callable[[I.IR], Any] | None = None
+    on_record: Callable[["Candidate"], None] = lambda cand: None  # wall-clock timeline for the stats sidecar
     _scores: dict = field(default_factory=dict)
 
     def opt(self, key: str, default: Any) -> Any:
@@ -76,6 +77,7 @@ class Context:
     def record(self, name: str, ir: I.IR, score: float | None, **detail: Any) -> Candidate:
         c = Candidate(name, ir, score, detail)
         self.candidates.append(c)
+        self.on_record(c)
         return c
 
     def best(self) -> Candidate | None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .. import ir as I
+from ..files import atomic_write_text
 from ..prompts import chat_prompt, _answer
 from . import Context
 from .bootstrap import collect
@@ -21,11 +22,8 @@ async def run(ir: I.IR, ctx: Context) -> I.IR:
         for d in boot.get(p.id, ()):
             prompt = chat_prompt(p, d, demos=())
             messages = list(prompt.messages) + [{"role": "assistant", "content": _answer(p.signature.outputs, d, False)}]
-            rows.append(json.dumps({"messages": messages}, ensure_ascii=False))
-        path = out_dir / f"{p.id}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-        tmp.replace(path)
+            rows.append(json.dumps({"messages": messages}, ensure_ascii=False, allow_nan=False))
+        atomic_write_text(out_dir / f"{p.id}.jsonl", "".join(r + "\n" for r in rows))
         written[p.id] = len(rows)
     ctx.log(f"finetune-data: wrote {', '.join(f'{k}={v}' for k, v in written.items())} examples to {out_dir}")
     ctx.notes.append(f"finetune-data: {sum(written.values())} chat examples in {out_dir}")

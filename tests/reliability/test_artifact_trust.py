@@ -90,6 +90,6 @@ def test_an_alias_in_an_artifact_cannot_pick_a_remote_server(env, tmp_path):
     p = target.ir.predictors[0]
     ir = target.ir.with_settings(p.id, {"lm": "evil"}) if hasattr(target.ir, "with_settings") else replace(
         target.ir, predictors=(replace(p, settings=tuple(sorted({**dict(p.settings), "lm": "evil"}.items()))),))
-    rt = make_runtime(replace(target, ir=ir), use_cache=False, cache_dir=None)
-    with pytest.raises(ConfigError):
-        rt.lm_for(rt.ir.predictors[0])
+    # Refused when the runtime is made, before any LM call.
+    with pytest.raises(ConfigError, match="may not choose a remote server"):
+        make_runtime(replace(target, ir=ir), use_cache=False, cache_dir=None)

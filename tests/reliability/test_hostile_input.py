@@ -120,6 +120,8 @@ def _too_large_lmp(path: Path) -> None:
 
 
 GENERATORS = {
+    "fifo": lambda p: os.mkfifo(p),  # nobody ever writes to it: reading it would wait forever
+    "art_fifo": lambda p: os.mkfifo(p),
     "deep_parens": lambda p: p.write_text(_lmp_wrap("  x = " + "(" * 5000 + "1" + ")" * 5000)),
     "deep_blocks": lambda p: p.write_text(_lmp_wrap("".join("  " + "if true {\n" for _ in range(1000))
                                                     + "  q = q\n" + "}\n" * 1000)),

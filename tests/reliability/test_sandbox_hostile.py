@@ -18,10 +18,12 @@ FAST = SandboxLimits(timeout_s=2.0, cpu_s=1)
 SECRET = "sk-test-SECRET"
 
 
-def hostile(code: str, limits: SandboxLimits = FAST, inputs: dict | None = None, *, bound: float = 4.0, audit=True):
+def hostile(
+    code: str, limits: SandboxLimits = FAST, inputs: dict | None = None, *, bound: float = 4.0, audit=True, kernel=True
+):
     """Run `code`, check it was stopped within `bound` seconds, return the result."""
     start = time.monotonic()
-    result = sandbox._run(code, inputs, limits, audit=audit)
+    result = sandbox._run(code, inputs, limits, audit=audit, kernel=kernel)
     assert time.monotonic() - start < bound, result
     assert result.ok is False, result
     assert result.error and "\n" not in result.error
@@ -185,11 +187,11 @@ def test_raw_socket_extension_through_a_loader_is_refused():
 
 
 def test_network_namespace_layer_alone_has_no_route(listener):
-    """Without the audit hook, the empty network namespace (when available) still stops the connection."""
+    """Without the audit hook and the kernel filters, the empty network namespace (when available) still stops it."""
     if not sandbox._netns_prefix():
         pytest.skip("unshare --net is not available here")
     port, accepted = listener
-    r = hostile(f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))", audit=False)
+    r = hostile(f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))", audit=False, kernel=False)
     assert "Network is unreachable" in r.error or "ConnectionRefused" in r.error
     assert not accepted
 
@@ -229,7 +231,7 @@ def dropped(monkeypatch):
 
 def test_fork_fails_by_process_limit_even_without_the_hook(dropped):
     """RLIMIT_NPROC=0 stops fork on its own (as root only after the drop to nobody: root ignores NPROC)."""
-    r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False)
+    r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False, kernel=False)
     assert r.error == "BlockingIOError: [Errno 11] Resource temporarily unavailable (line 3)"
 
 
@@ -237,21 +239,21 @@ def test_privilege_drop_alone_protects_roots_files(dropped, fake_home):
     if not sandbox._is_root():
         pytest.skip("only a root parent drops privileges")
     key = str(fake_home / ".ssh" / "id_rsa")
-    r = hostile(f"import os\nassert os.getuid() == 65534\nresult = open({key!r}).read()", audit=False)
+    r = hostile(f"import os\nassert os.getuid() == 65534\nresult = open({key!r}).read()", audit=False, kernel=False)
     assert r.error.startswith("PermissionError: [Errno 13] Permission denied")
 
 
 def test_default_plan_alone_stops_fork_writes_and_devices(fake_home):
-    """Whatever the plan chosen on this machine, the layers under the hook hold on their own."""
+    """Whatever the plan chosen on this machine, the process layers (uid, rlimits) hold without hook or kernel filters."""
     plan = sandbox._plan()
     if not plan.unprivileged:
         pytest.skip(f"the child is not unprivileged here: {plan}")
-    r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False)
+    r = hostile("import os\nwhile True:\n    os.fork()\n", audit=False, kernel=False)
     assert "BlockingIOError" in r.error
     key = str(fake_home / ".ssh" / "id_rsa")
-    r = hostile(f"open({key!r}, 'a').write('x')", audit=False)
+    r = hostile(f"open({key!r}, 'a').write('x')", audit=False, kernel=False)
     assert r.error.startswith("PermissionError: [Errno 13]")
-    r = hostile("import os\nos.mknod('null', 0o20600, os.makedev(1, 3))", audit=False)
+    r = hostile("import os\nos.mknod('null', 0o20600, os.makedev(1, 3))", audit=False, kernel=False)
     assert r.error.startswith("PermissionError: ")
 
 
@@ -260,7 +262,12 @@ def test_device_files_are_refused_even_for_a_root_child(monkeypatch):
         pytest.skip("only root can make device nodes")
     monkeypatch.setattr(sandbox, "_plan", lambda: sandbox._Plan(sandbox._netns_prefix(), False, False))
     # (1, 3) is /dev/null: harmless if the refusal ever failed.
-    r = hostile("import os\nos.mknod('null', 0o20600, os.makedev(1, 3))\nopen('null', 'rb').read()")
+    code = "import os\nos.mknod('null', 0o20600, os.makedev(1, 3))\nopen('null', 'rb').read()"
+    # Landlock grants no right to make device nodes, even to root...
+    r = hostile(code)
+    assert r.error == "PermissionError: [Errno 13] Permission denied (line 2)"
+    # ...and without it the hook still refuses to open one.
+    r = hostile(code, kernel=False)
     assert r.error == "refused: opening device files is not allowed (line 3)"
 
 
