@@ -163,6 +163,21 @@ def _local_figs(r: dict) -> list[Figure]:
     ]
 
 
+def _local_share_figs(r: dict) -> list[Figure]:
+    if "skipped" in r:
+        return [Figure("embedded model", r["skipped"])]
+    n = r["examples_per_run"]
+    return [
+        Figure(f"two `lmc run`s ({n} examples each) on the embedded model: back to back "
+               f"(best of {r['rounds']} rounds)", f"{r['back_to_back_s']} s"),
+        Figure("the same two started together, taking turns (default; best of the rounds)", f"{r['together_s']} s"),
+        Figure("together / back to back", r["ratio"], "<= 1.2", r["meets_target"]),
+        Figure("together without turns (LMC_LOCAL_SLOTS=0) / back to back", r["ratio_without_turns"]),
+        Figure("commit; cores; machine load (1-min average, start / end)",
+               f"{r['commit']}; {r['cores']}; {r['load_avg_1m_at_start']} / {r['load_avg_1m_at_end']}"),
+    ]
+
+
 def _reliability_figs(r: dict) -> list[Figure]:
     out = []
     for name, label in (("litellm", "default litellm path"), ("direct_http", "LMC_DIRECT_HTTP=1")):
@@ -274,6 +289,8 @@ BENCHES = (
     Bench("overhead_dspy", "bench_overhead_dspy", "lmc vs DSPy 3.4.1: per-call overhead, throughput, warm cache",
           {}, {"quick": True}, _dspy_figs),
     Bench("local", "bench_local", "Embedded model (Gemma 3 270M) throughput", {}, {"quick": True}, _local_figs),
+    Bench("local_share", "bench_local_share", "Embedded model shared by two processes", {}, {"n": 10, "rounds": 1},
+          _local_share_figs),
     Bench("sst2", "bench_sst2", "SST-2 compile: lmc vs DSPy 3.4.1 on Gemma 3 270M", {}, {"quick": True}, _sst2_figs),
     Bench("reliability", "bench_reliability", "Reliability under load: faults and kill -9",
           {}, {"n": 1000, "kills": 5, "repeats": 1}, _reliability_figs),

@@ -158,7 +158,9 @@ def _run_sync(coro):
 
 def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
          cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int | None = None, max_backtracks: int | None = None,
-         trace_prompts: bool = False, allow_python: Sequence[str] = ()) -> Program:
+         trace_prompts: bool = False, allow_python: Sequence[str] = (), max_calls: int | None = None,
+         max_cost: float | None = None, price_per_mtok_in: float | None = None,
+         price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     The LM is chosen as `lmc run` chooses it: `lm=`, then LMC_LM, then lmc.yaml, then the
@@ -166,6 +168,8 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
     LMC_CONCURRENCY or lmc.yaml when not given.  `cache_dir=None` turns the cache off.
     `allow_python` lists the modules its tools and metrics may import, as `--allow-python`
     does (a .lmp's own directory is allowed; an artifact imports nothing unlisted).
+    `max_calls`/`max_cost` cap every call made through the returned program, as the CLI's flags do
+    (a spent budget raises `BudgetExceeded`); `prog.runtime.client.usage` holds the accounting.
     """
     from .load import load_target
     from .runner import make_runtime
@@ -173,7 +177,9 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
     target = load_target(path, program)
     rt = make_runtime(target, lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=cache_dir is not None,
                       concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
-                      allow_python=[allow_python] if isinstance(allow_python, str) else allow_python)
+                      allow_python=[allow_python] if isinstance(allow_python, str) else allow_python,
+                      max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
+                      price_per_mtok_out=price_per_mtok_out, truncate_inputs=truncate_inputs)
     return Program(target, rt)
 
 

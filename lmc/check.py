@@ -15,7 +15,7 @@ from .types import (
 MODULE_KINDS = ("Predict", "ChainOfThought", "MultiChainComparison", "ReAct", "ProgramOfThought", "BestOfN")
 # Outputs a kind adds in front of its signature's outputs.
 EXTRA_OUTPUTS = {"ChainOfThought": ("reasoning",), "ReAct": ("trajectory",), "ProgramOfThought": ("code",)}
-COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop")
+COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs")
 KIND_SETTINGS = {
     "Predict": (),
     "ChainOfThought": (),
@@ -448,6 +448,11 @@ class _Checker:
             self.str_setting(kw)
         elif name == "stop":
             self.stop_setting(kw)
+        elif name == "truncate_inputs":
+            ok, v = self.const(kw.value)
+            if not (ok and isinstance(v, bool)):
+                self.error(f"setting 'truncate_inputs' must be true or false, got {_show_value(v) if ok else 'an expression'}",
+                           kw.value.span)
         else:
             return False
         return True

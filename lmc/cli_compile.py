@@ -18,7 +18,8 @@ from .errors import ConfigError, LmcError
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    # Not a terminal (CI logs, tests): wide enough that the summary table's columns are never cut.
+    return Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
 _PASSES = ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data")
@@ -51,8 +52,12 @@ def compile_cmd(
     k: Annotated[Optional[int], typer.Option("--k", min=1, help="knn: demos chosen per input (default --max-demos)")] = None,
     ensemble_size: Annotated[Optional[int], typer.Option("--ensemble-size", min=2, help="ensemble: members (default 3)")] = None,
     finetune_dir: Annotated[Optional[Path], typer.Option("--finetune-dir", help="finetune-data: output folder (default OUT.finetune/)")] = None,
-    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="stop the search after this many LM calls")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.000001, help="stop the search after this much spend (USD)")] = None,
+    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
+    price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
+    price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")] = None,
+    max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the compile stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%")] = None,
+    truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
@@ -88,7 +93,9 @@ def compile_cmd(
     opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
                           program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
-                          max_calls=max_calls, max_cost=max_cost, allow_partial=allow_partial, cache_dir=cache_dir,
+                          max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
+                          price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
+                          truncate_inputs=truncate_inputs or None, allow_partial=allow_partial, cache_dir=cache_dir,
                           use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev,
                           max_steps=max_steps, example_timeout=example_timeout,
                           passes_file=str(passes) if passes is not None else None,
@@ -148,7 +155,9 @@ class _LiveView:
     def __rich__(self):
         s = self.state
         usage = s["client"].usage if s["client"] is not None else None
-        calls = f"{usage.live_calls} LM calls ({usage.cached_calls} cached), ${usage.cost:.4f}" if usage else "starting"
+        calls = (f"{usage.requests} LM requests ({usage.cached_calls} cached calls"
+                 + (f", {usage.failed_requests} failed" if usage.failed_requests else "") + f"), ${usage.cost:.4f}"
+                 if usage else "starting")
         best = "—" if s["best"] is None else f"{s['best']:.3f}"
         return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s['stage'][:70]}\n"
                 f"        candidates scored: {s['scored']}   best dev score: {best}   {calls}")
@@ -166,13 +175,14 @@ def _print_summary(console, result, out: str) -> None:
 
     rep = result.artifact.compile
     t = Table(title=f"compiled {result.artifact.name} → {out}", show_header=True, header_style="bold")
-    for col in ("", "dev score", "LM calls", "cached", "tokens", "cost", "time"):
+    for col in ("", "dev score", "LM requests", "retries", "failed", "cached", "tokens", "cost", "time"):
         t.add_column(col, justify="right" if col else "left")
     s = result.stats
     fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-    t.add_row("zero-shot", fmt(result.baseline), "", "", "", "", "")
-    t.add_row("compiled", fmt(result.final), str(s["calls"] - s["cached_calls"]), str(s["cached_calls"]),
-              str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
+    t.add_row("zero-shot", fmt(result.baseline), "", "", "", "", "", "", "")
+    t.add_row("compiled", fmt(result.final), str(s["requests"]), str(s["retries"]), str(s["failed_requests"]),
+              str(s["cached_calls"]), str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}",
+              f"{s['duration_s']:.1f}s")
     console.print(t)
     if len(result.candidates) > 1:
         c = Table(title="candidates", show_header=True, header_style="bold")

@@ -85,16 +85,19 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
             console.print(
                 f"{label}: score {s['score']:.3f} ({confidence:.0%} CI {s['score_lo']:.3f}-{s['score_hi']:.3f}), "
                 f"n {s['n']}, passed {s['passed']}, errors {s['errors']}, calls {s['calls']} ({s['cached_calls']} cached), "
+                f"requests {s['requests']} ({s['retries']} retries, {s['failed_requests']} failed), "
                 f"{s['prompt_tokens'] + s['completion_tokens']} tokens, ${s['cost']:.4f}, {s['duration_s']:.1f}s",
                 markup=False)
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "tokens", "cost", "time"):
+    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "requests", "tokens",
+                 "cost", "time"):
         table.add_column(name, justify="left" if name in ("", f"{confidence:.0%} CI") else "right", no_wrap=True)
     for label, rep in rows:
         s = report_stats(rep, confidence)
         table.add_row(label, f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
                       str(s["passed"]), str(s["errors"]), str(s["calls"]), str(s["cached_calls"]),
+                      str(s["requests"]) + (f" ({s['failed_requests']} failed)" if s["failed_requests"] else ""),
                       str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
     console.print(table)
 
@@ -199,6 +202,12 @@ def register(app: typer.Typer) -> None:
         example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False)] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False)] = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
+        max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3", show_default=False)] = None,
+        max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent", show_default=False)] = None,
+        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)", show_default=False)] = None,
+        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)] = None,
+        max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%", show_default=False)] = None,
+        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -254,7 +263,8 @@ def _gate_options(**kw):
 
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
-          summary, github_summary, format, allow_python=None, html=None) -> None:
+          summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
+          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -270,7 +280,9 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
 
     config = load_config()
     st = resolve({"lm": lm, "api_base": api_base, "cache_dir": cache_dir, "concurrency": jobs, "rpm": rpm,
-                  "max_steps": max_steps, "example_timeout": example_timeout}, config)
+                  "max_steps": max_steps, "example_timeout": example_timeout, "max_calls": max_calls,
+                  "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in, "price_per_mtok_out": price_per_mtok_out,
+                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs or None}, config)
     cand_t = _load(target, program, "target")
     cand_metric = E.choose_metric(cand_t.ir, metric, target)
     dataset = load_dataset(data)
@@ -310,6 +322,7 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     outputs = [("--report", report), ("--junit", junit), ("--summary", summary), ("--html", html)]
     _check_outputs(outputs, inputs, cache_dir=None if no_cache else st.cache_dir)
 
+    from .budget import DEFAULT_LM_ERRORS, parse_error_limit, settings_price
     from .lm import LMClient
     from .pyrefs import parse_allow, policy_for
 
@@ -321,14 +334,17 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
                           policy_for(base_t, allowed)))
     extra_lms = config.alias_specs()
     concurrency = st.concurrency
-    client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm)
+    client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm,
+                      max_calls=st.max_calls, max_cost=st.max_cost, price=settings_price(st),
+                      max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS))
     progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:
             progress.start()
         runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
                                   api_base=st.api_base, extra_lms=extra_lms, on_result=on_result,
-                                  max_steps=st.max_steps, example_timeout=st.example_timeout)
+                                  max_steps=st.max_steps, example_timeout=st.example_timeout,
+                                  truncate_inputs=st.truncate_inputs)
     finally:
         if progress is not None:
             progress.stop()

@@ -103,11 +103,20 @@ def register(app: typer.Typer) -> None:
         example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
         allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
+        max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)")] = None,
+        max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
+        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
+        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")] = None,
+        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
+        max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
+            caps = {"max_calls": max_calls, "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in,
+                    "price_per_mtok_out": price_per_mtok_out, "truncate_inputs": truncate_inputs or None,
+                    "max_lm_errors": max_lm_errors}
             code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks, example_timeout, max_steps, allow_python)
+                        rpm, trace, max_backtracks, example_timeout, max_steps, allow_python, caps)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -117,7 +126,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks, example_timeout=None, max_steps=None, allow_python=None) -> int:
+         max_backtracks, example_timeout=None, max_steps=None, allow_python=None, caps: dict | None = None) -> int:
     from .files import Output, check_outputs
     from .load import load_config, load_target
     from .runner import input_files, make_runtime
@@ -137,7 +146,7 @@ def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_c
     rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
                       use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
                       trace_prompts=trace is not None, config=config, example_timeout=example_timeout,
-                      max_steps=max_steps, allow_python=allow_python)
+                      max_steps=max_steps, allow_python=allow_python, **(caps or {}))
     # Nothing is written (and no LM call made) until every output is known not to clobber an input.
     inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
     outputs = [Output("--out", str(out)) if out is not None else None,
@@ -219,7 +228,7 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
                 progress.start()
             asyncio.run(go())
         finally:
-            summary.retries = rt.client.usage.retries
+            summary.add_client(rt.client.usage)
             if progress:
                 progress.stop()
             writer.close()
@@ -228,6 +237,7 @@ def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> i
     if summary.stopped_by is not None:
         err = summary.stopped_by
         _err(f"error: {err}")
+        _err(f"stopped: {summary.line()}")
         _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {out}; rerun to resume")
         return err.exit_code
     _err(f"{'done' if not (summary.failed or summary.previously_failed) else 'done with failures'}: {summary.line()}")

@@ -17,8 +17,9 @@ from typing import Any, Callable
 from . import ir as I
 from .artifact import Artifact, atomic_write_text, portable_path, sha256_file, write
 from .datasets import Dataset, load_dataset, split, validate
+from .budget import DEFAULT_LM_ERRORS, parse_error_limit, settings_price
 from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warnings
-from .evaluate import metric_needs_gold
+from .evaluate import check_metric, metric_needs_gold
 from .load import Config, Target, choose_lm, load_config, load_target
 from .optimize import PASS_NAMES, Context, run_pass
 from .timeline import Timeline
@@ -44,6 +45,10 @@ class CompileOptions:
     threshold: float | None = None
     max_calls: int | None = None
     max_cost: float | None = None
+    price_per_mtok_in: float | None = None  # the price of LMs litellm's table does not list (USD per 1M tokens)
+    price_per_mtok_out: float | None = None
+    max_lm_errors: str | None = None  # failed LM calls (a share or a count) before the compile stops, exit 3 (20%)
+    truncate_inputs: bool | None = None
     allow_partial: bool = False
     cache_dir: str | None = None  # None: $LMC_CACHE_DIR, lmc.yaml, then .lmc/cache
     use_cache: bool = True
@@ -221,7 +226,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     config = load_config()
     st = resolve({"lm": opts.lm, "api_base": opts.api_base, "cache_dir": opts.cache_dir,
                   "concurrency": opts.concurrency, "rpm": opts.rpm, "max_steps": opts.max_steps,
-                  "example_timeout": opts.example_timeout}, config)
+                  "example_timeout": opts.example_timeout, "max_calls": opts.max_calls, "max_cost": opts.max_cost,
+                  "price_per_mtok_in": opts.price_per_mtok_in, "price_per_mtok_out": opts.price_per_mtok_out,
+                  "max_lm_errors": opts.max_lm_errors, "truncate_inputs": opts.truncate_inputs}, config)
     opts = replace(opts, cache_dir=st.cache_dir, concurrency=st.concurrency, rpm=st.rpm, api_base=st.api_base)
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")
@@ -237,7 +244,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     threshold = opts.threshold if opts.threshold is not None else 1.0
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
-                      concurrency=opts.concurrency, rpm=opts.rpm, max_calls=opts.max_calls, max_cost=opts.max_cost)
+                      concurrency=opts.concurrency, rpm=opts.rpm, max_calls=st.max_calls, max_cost=st.max_cost,
+                      price=settings_price(st), max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS))
     timeline = Timeline(started)
     timeline.client = client
     log = timeline.wrap_log(log)
@@ -249,14 +257,24 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         def make(x: I.IR):
             return Runtime(x, client, lm=lm_spec, api_base=opts.api_base, extra_lms=extra_lms,
                            warnings=warnings, from_artifact=target.kind == "artifact", python=python,
-                           max_steps=st.max_steps, example_timeout=st.example_timeout)
+                           max_steps=st.max_steps, example_timeout=st.example_timeout,
+                           truncate_inputs=st.truncate_inputs)
         return make
 
-    teacher = runtime_with(parse_lm(opts.teacher_lm, opts.api_base)) if opts.teacher_lm else None
-    proposer = runtime_with(parse_lm(opts.prompt_lm, opts.api_base)) if opts.prompt_lm else None
+    teacher_spec = parse_lm(opts.teacher_lm, opts.api_base) if opts.teacher_lm else None
+    prompt_spec = parse_lm(opts.prompt_lm, opts.api_base) if opts.prompt_lm else None
+    teacher = runtime_with(teacher_spec) if teacher_spec else None
+    proposer = runtime_with(prompt_spec) if prompt_spec else None
     # The program text is an internal knob of mipro's proposer, not a compile parameter.
     internal = {"source": target.source}
-    runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
+    main_rt = runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
+    check_metric(metric, python)
+    # Refused before the first call too: a --max-cost over an LM with no known price, or a server not listening.
+    used = main_rt.lms() + [s for s in (teacher_spec, prompt_spec) if s is not None]
+    client.check_prices(used)
+    from .runner import preflight
+
+    preflight(main_rt, extra=used)
     ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
                   threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=dict(internal), log=log,
                   on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer, on_record=timeline.candidate)
@@ -272,6 +290,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 ctx.notes.append(f"budget exhausted before the first candidate was scored: {e}")
         else:
             ctx.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
+        client.check_health()  # every call failed (or too many): no artifact, however the budget ended
         current = ir
         if not ctx.budget_exhausted:
             for name, own in plan:
@@ -287,6 +306,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                     break
                 if ctx.budget_exhausted:
                     break
+        client.check_health()
         final = None
         if ctx.budget_exhausted and baseline is None:
             if not opts.allow_partial:
@@ -311,6 +331,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                 ctx.notes.append(f"the optimized program scored {final:.3f} on dev, below the program as written "
                                  f"({baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
                 current, final = ir, baseline
+        client.check_health()
     finally:
         await client.aclose()
 
@@ -333,7 +354,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         "candidates": [{"name": c.name, "dev": _r(c.score), **_plain_detail(c.detail)} for c in ctx.candidates],
         "lm_requests": usage.calls,
         "lm_requests_by_predictor": {k: v.calls for k, v in sorted(usage.by_tag.items())},
-        "budget": {"max_calls": opts.max_calls, "max_cost": opts.max_cost, "exhausted": ctx.budget_exhausted},
+        "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": ctx.budget_exhausted},
         "notes": list(ctx.notes),
     }
     artifact = Artifact(ir=replace(current, entry=ir.entry), program=target.program_json(), compile=report,
@@ -344,7 +365,11 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(),
              "artifact_sha256": sha256_file(opts.out)}
     atomic_write_text(_stats_path(opts.out), _json(stats))
-    return CompileResult(artifact, baseline, final, report["candidates"], list(ctx.notes), stats, split_note)
+    notes = list(ctx.notes)
+    if usage.errors:  # within --max-lm-errors, but the user should know the scores rest on fewer answers
+        notes.append(f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
+                     f"their examples scored 0 (--max-lm-errors {st.max_lm_errors or DEFAULT_LM_ERRORS})")
+    return CompileResult(artifact, baseline, final, report["candidates"], notes, stats, split_note)
 
 
 def finetune_dir_for(out: str) -> str:

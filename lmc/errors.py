@@ -212,6 +212,10 @@ class LMUnreachableError(LMError):
     """The provider could not be reached (connection refused, DNS, persistent timeouts)."""
 
 
+class LMFailure(LMError):
+    """Too many of a run's LM calls failed (or all of them): the run stops rather than ship a result built on gaps."""
+
+
 class LMRedirectError(LMUnreachableError):
     """The LM server answered with a redirect; lmc never follows one (the request or key would go elsewhere)."""
 

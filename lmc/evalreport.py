@@ -160,23 +160,39 @@ class Run:
 def _usage(client: Any) -> dict:
     u = client.usage
     return {"calls": u.calls, "cached_calls": u.cached_calls, "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens, "cost": u.cost}
+            "completion_tokens": u.completion_tokens, "cost": u.cost, "requests": u.requests, "retries": u.retries,
+            "failed_requests": u.failed_requests}
 
 
 def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, threshold: float, client: Any,
                      concurrency: int, api_base: str | None = None, extra_lms: dict | None = None,
                      on_result: Callable[[int, Any], None] | None = None, max_steps: int | None = None,
-                     example_timeout: float | None = None) -> list[Run]:
-    """Evaluate each job in turn on `examples` with one shared client (hence one cache); LM auth/unreachable errors propagate."""
+                     example_timeout: float | None = None, truncate_inputs: bool = False) -> list[Run]:
+    """Evaluate each job in turn on `examples` with one shared client (hence one cache).
+
+    Before the first LM call every target is vetted (imports allowed, LM aliases not re-routing keys),
+    its python metric imported and its signature checked, every LM priced when --max-cost is set, and
+    every configured server must be listening.  Run-stopping LM errors propagate (auth refused,
+    unreachable, --max-lm-errors passed); a budget that runs out, or a run in which every LM call
+    failed, is an LMFailure (exit 3): an evaluation with holes is not a verdict."""
     import asyncio
 
+    from .errors import BudgetExceeded, LMFailure
     from .evaluate import evaluate
     from .interpreter import Runtime
 
     # Every target is vetted (imports allowed, LM aliases not re-routing keys) before the first LM call.
     runtimes = [Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
                         from_artifact=job.from_artifact, python=job.python, example_timeout=example_timeout,
+                        truncate_inputs=truncate_inputs,
                         **({"max_steps": max_steps} if max_steps is not None else {})).vet() for job in jobs]
+    from .evaluate import check_metric
+    from .runner import preflight
+
+    for job, rt in zip(jobs, runtimes):
+        check_metric(job.metric, job.python)
+        client.check_prices(rt.lms())
+        preflight(rt)
 
     async def main() -> list[Run]:
         runs = []
@@ -191,8 +207,12 @@ def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, thresh
                 usage = {k: after[k] - before[k] for k in after}
                 usage["cost"] = round(max(usage["cost"], 0.0), 8)
                 runs.append(Run(outcomes, usage, time.perf_counter() - start))
+        except BudgetExceeded as e:
+            client.check_health()  # every call failed: say that, not "budget"
+            raise LMFailure(f"{e}; the evaluation stopped before every example was scored") from None
         finally:
             await client.aclose()
+        client.check_health()
         return runs
 
     return asyncio.run(main())

@@ -124,6 +124,15 @@ class Summary:
     completion_tokens: int = 0
     cost: float = 0.0
     duration_s: float = 0.0
+    # LM requests sent (first tries, retries, failures; cache hits send none), of them retries and failed.
+    # Optional when read, so reports written before they existed still load.
+    requests: int = 0
+    retries: int = 0
+    failed_requests: int = 0
+
+
+# Summary counters a report may lack (written by an older lmc): read as 0.
+_OPTIONAL_COUNTERS = ("requests", "retries", "failed_requests")
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,9 @@ class Report:
                 "completion_tokens": self.summary.completion_tokens,
                 "cost": self.summary.cost,
                 "duration_s": self.summary.duration_s,
+                "requests": self.summary.requests,
+                "retries": self.summary.retries,
+                "failed_requests": self.summary.failed_requests,
             },
         }
 
@@ -417,6 +429,8 @@ class _Reader:
 
     def summary(self, value: Any, examples: Sequence[ExampleResult]) -> Summary:
         keys = ("n", "score", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "duration_s")
+        if isinstance(value, dict):
+            keys += tuple(k for k in _OPTIONAL_COUNTERS if k in value)
         s = self.obj(value, "summary", keys)
         ints = {k: self.int_(s[k], f"summary.{k}") for k in ("n", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens")}
         score = self.num(s["score"], "summary.score", high=1.0)
@@ -431,6 +445,8 @@ class _Reader:
             raise self.fail("summary.score", f"is {score!r} but the mean example score is {truth.score!r}")
         if ints["cached_calls"] > ints["calls"]:
             raise self.fail("summary.cached_calls", f"is {ints['cached_calls']}, more than calls ({ints['calls']})")
+        for k in _OPTIONAL_COUNTERS:
+            ints[k] = self.int_(s[k], f"summary.{k}") if k in s else 0
         return Summary(score=score, cost=cost, duration_s=duration, **ints)
 
 
@@ -529,7 +545,7 @@ def merge_reports(reports: Sequence[Report]) -> Report:
     examples.sort(key=lambda e: e.line)
     sums = {
         k: sum(getattr(r.summary, k) for r in reports)
-        for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens")
+        for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", *_OPTIONAL_COUNTERS)
     }
     summary = summarize(
         examples,
@@ -1025,6 +1041,9 @@ def report_stats(report: Report, confidence: float = 0.95) -> dict:
         "completion_tokens": s.completion_tokens,
         "cost": s.cost,
         "duration_s": s.duration_s,
+        "requests": s.requests,
+        "retries": s.retries,
+        "failed_requests": s.failed_requests,
     }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast as pyast
 import asyncio
 import hashlib
+import inspect
 import json
 import math
 import operator
@@ -22,14 +23,17 @@ from typing import Any, Callable
 
 from . import ir as I
 from . import limits, prompts
-from .errors import (BudgetExceeded, ConfigError, ExampleError, LMError, LmcError, OutputParseError, Warnings)
+from .errors import (BudgetExceeded, ConfigError, ExampleError, LMAuthError, LMError, LMFailure, LmcError,
+                     LMUnreachableError, OutputParseError, Warnings)
 from .files import find_non_finite
 from .limits import SizeLimitError
-from .lm import LMClient, LMSpec, make_request, parse_lm
+from .lm import LMClient, LMSpec, Usage, current_meter, make_request, parse_lm
 from .types import Type, coerce
 
 DEFAULT_LM = "local/gemma-3-270m"
 SAMPLE_TEMPERATURE = 0.7
+# Errors that stop a whole run rather than fail one example: every later call would meet them too.
+RUN_STOPPING = (LMAuthError, LMUnreachableError, LMFailure, BudgetExceeded)
 # Statements and loop iterations one example may execute (--max-steps): generous for real programs (they
 # spend their time in LM calls), small enough that a runaway `while ... max 10**12` fails in seconds.
 from .settings import DEFAULT_MAX_STEPS  # noqa: E402
@@ -76,16 +80,27 @@ class Result:
     trace: list[Call] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    # Every LM call and request this example caused, counted by the client as they happened.  The
+    # trace keeps only the final attempt after a backtrack, so it cannot be the source of truth.
+    lm_usage: Usage | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def usage(self) -> dict:
-        return {"calls": sum(1 for c in self.trace if not c.cached), "cached_calls": sum(1 for c in self.trace if c.cached),
-                "prompt_tokens": sum(c.prompt_tokens for c in self.trace),
-                "completion_tokens": sum(c.completion_tokens for c in self.trace),
-                "cost": round(sum(c.cost for c in self.trace), 8)}
+        """calls answered by the LM, cached_calls, tokens and cost, plus requests sent, retries and failed requests."""
+        u = self.lm_usage
+        if u is None:
+            return {"calls": sum(1 for c in self.trace if not c.cached),
+                    "cached_calls": sum(1 for c in self.trace if c.cached),
+                    "prompt_tokens": sum(c.prompt_tokens for c in self.trace),
+                    "completion_tokens": sum(c.completion_tokens for c in self.trace),
+                    "cost": round(sum(c.cost for c in self.trace), 8),
+                    "requests": sum(1 for c in self.trace if not c.cached), "retries": 0, "failed_requests": 0}
+        return {"calls": u.live_calls, "cached_calls": u.cached_calls, "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens, "cost": round(u.cost, 8), "requests": u.requests,
+                "retries": u.retries, "failed_requests": u.failed_requests}
 
 
 class _Backtrack(Exception):
@@ -137,6 +152,7 @@ class Runtime:
     trace_prompts: bool = False
     sandbox_limits: Any = None
     extra_lms: dict = field(default_factory=dict)  # alias -> LMSpec from lmc.yaml
+    truncate_inputs: bool = False  # --truncate-inputs: cut an input that does not fit the context from its middle
     from_artifact: bool = False  # the IR came from someone's artifact: its aliases may not pick where keys go
     max_steps: int = DEFAULT_MAX_STEPS  # statements + loop iterations per example (--max-steps)
     example_timeout: float | None = None  # seconds per example (--example-timeout); None = no limit
@@ -162,6 +178,21 @@ class Runtime:
             return self.lm
         env = os.environ.get("LMC_LM")
         return parse_lm(env or DEFAULT_LM, self.api_base)
+
+    def lms(self) -> list[LMSpec]:
+        """Every LM the program calls: its predictors' (ensemble members share their settings) and the
+        models of its embeddings retrievers."""
+        out: list[LMSpec] = []
+        for p in self.ir.predictors:
+            spec = self.lm_for(p)
+            if spec not in out:
+                out.append(spec)
+        for r in self.ir.retrievers:
+            if r.kind == "embeddings" and r.model:
+                spec = LMSpec(r.model, self.api_base)
+                if spec not in out:
+                    out.append(spec)
+        return out
 
     def lm_for(self, p: I.Predictor) -> LMSpec:
         name = p.setting("lm")
@@ -204,7 +235,7 @@ class Runtime:
                 r = BM25Retriever(spec.path, text_field=spec.text_field, k=spec.k, base_dir=self.base_dir)
             else:
                 r = EmbeddingsRetriever(spec.path, model=spec.model, text_field=spec.text_field, k=spec.k,
-                                        base_dir=self.base_dir, api_base=self.api_base)
+                                        base_dir=self.base_dir, api_base=self.api_base, meter=self.client)
             self._retrievers[name] = r
         return r
 
@@ -294,6 +325,7 @@ class _Ctx:
     next_yield: int = YIELD_EVERY
     max_steps: int = DEFAULT_MAX_STEPS
     line: int = 0  # the statement being executed, for errors that stop the example from outside
+    meter: Usage = field(default_factory=Usage)  # this example's LM accounting (see Result.lm_usage)
 
 
 async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
@@ -312,7 +344,8 @@ async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, 
         line = started[-1].line if started else 0
         return Result(None, error=f"the example ran longer than the {rt.example_timeout:g}s limit "
                       f"(--example-timeout); stopped" + (f" at line {line}" if line else ""), error_kind="timeout",
-                      trace=[c for ctx in started for c in ctx.trace], duration_s=time.perf_counter() - start)
+                      trace=[c for ctx in started for c in ctx.trace], duration_s=time.perf_counter() - start,
+                      lm_usage=_sum_usage(ctx.meter for ctx in started))
 
 
 async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclude, started: list) -> Result:
@@ -326,14 +359,26 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
         results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude,
                                          started=started))
     trace = [c for r in results for c in r.trace]
+    usage = _sum_usage(r.lm_usage for r in results)
     ok = [r for r in results if r.ok]
     if not ok:
         first = results[0]
         return Result(None, error=first.error, error_kind=first.error_kind, trace=trace,
-                      duration_s=time.perf_counter() - start)
+                      duration_s=time.perf_counter() - start, lm_usage=usage)
     majority = BUILTINS["majority"].fn
     outputs = {name: majority([r.outputs[name] for r in ok]) for name in ok[0].outputs}
-    return Result(outputs, trace=trace, duration_s=time.perf_counter() - start)
+    return Result(outputs, trace=trace, duration_s=time.perf_counter() - start, lm_usage=usage)
+
+
+def _sum_usage(parts) -> Usage:
+    total = Usage()
+    for u in parts:
+        if u is None:
+            continue
+        for name in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "retries", "errors",
+                     "requests", "failed_requests"):
+            setattr(total, name, getattr(total, name) + getattr(u, name))
+    return total
 
 
 def _ensemble_members(rt: Runtime, ens: dict) -> list[tuple[I.Predictor, ...]]:
@@ -351,22 +396,31 @@ async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, 
     ctx = _Ctx(example_id, [], {}, exclude_demos=exclude_demo_ids, max_steps=rt.max_steps)
     if started is not None:
         started.append(ctx)
+
+    def failed(error: str, kind: str) -> Result:
+        return Result(None, error=error, error_kind=kind, trace=ctx.trace, duration_s=time.perf_counter() - start,
+                      lm_usage=ctx.meter)
+
+    token = current_meter.set(ctx.meter)  # embedding requests of retrievers count for this example too
     try:
         outputs = await run_program(rt, ctx, program or rt.ir.entry, inputs)
-        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start)
-    except (LMError, BudgetExceeded):
+        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter)
+    except RUN_STOPPING:
         raise
+    except LMError as e:  # this example's call failed after its retries; the others go on
+        return failed(str(e), "lm")
     except OutputParseError as e:
-        return Result(None, error=str(e), error_kind="parse", trace=ctx.trace, duration_s=time.perf_counter() - start)
+        return failed(str(e), "parse")
     except RunError as e:
-        return Result(None, error=str(e), error_kind=e.kind, trace=ctx.trace, duration_s=time.perf_counter() - start)
+        return failed(str(e), e.kind)
     except ConfigError:
         raise
     except LmcError as e:
-        return Result(None, error=str(e), error_kind="runtime", trace=ctx.trace, duration_s=time.perf_counter() - start)
+        return failed(str(e), "runtime")
     except RecursionError:
-        return Result(None, error="program recursion too deep", error_kind="runtime", trace=ctx.trace,
-                      duration_s=time.perf_counter() - start)
+        return failed("program recursion too deep", "runtime")
+    finally:
+        current_meter.reset(token)
 
 
 async def run_program(rt: Runtime, ctx: _Ctx, name: str, inputs: dict) -> dict:
@@ -765,12 +819,25 @@ async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int 
         query = args[0] if args else kwargs.get("query", next(iter(kwargs.values()), ""))
         return await rt.search(spec.ref, query, kwargs.get("k"))
     fn = rt.tool_fn(name)
+    user_code = spec.kind == "python"
+    if user_code:
+        # Arguments that do not fit are the caller's mistake (a ReAct agent reads it and tries again);
+        # checked against the signature, so a TypeError raised inside the tool is never taken for one.
+        try:
+            inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as err:
+            raise RunError(f"tool '{name}' cannot take these arguments: {err}", "tool_args", line=line) from None
+        except ValueError:  # no signature to check against
+            pass
     try:
         result = fn(*args, **kwargs)
         if asyncio.iscoroutine(result):
             result = await result
     except Exception as err:  # noqa: BLE001 - a tool raising fails the example, not the run
-        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", line=line) from None
+        # A user's tool that raises fails its example (kind "tool"), also inside ReAct: a bug in
+        # user code must surface, not be fed back to the LM as an observation.
+        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", "tool" if user_code else "runtime",
+                       line=line) from None
     bad = find_non_finite(result)
     if bad:
         raise RunError(f"tool '{name}' returned a value that is not a finite number (NaN or infinity)"
@@ -833,6 +900,8 @@ async def _react(rt, ctx, m: I.ModuleIR, kwargs, feedback) -> dict:
         try:
             observation = await _run_tool_step(rt, tool, args)
         except RunError as err:
+            if err.kind == "tool":
+                raise
             observation = f"error: {err.message}"
         steps.append(f"Observation {i + 1}: {_clip(prompts.show_value(observation))}")
     trajectory = "\n".join(steps)
@@ -938,9 +1007,9 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
         if f.name not in values and f.type.kind != "optional":
             raise RunError(f"predictor '{pid}' is missing input '{f.name}'")
     demos = _select_demos(rt, ctx, p, values)
-    prompt, demos = _fit_context(rt, spec, p, values, demos, mode, feedback)
     temp = temperature if temperature is not None else p.setting("temperature", spec.setting("temperature", 0.0))
     max_tokens = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
+    prompt, demos, shown = _fit_context(rt, spec, p, values, demos, mode, feedback, int(max_tokens))
     overrides = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
     outs = p.signature.outputs
     if mode == "completion" and len(outs) == 1 and outs[0].type.kind == "literal":
@@ -955,7 +1024,7 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
         elif attempt == 2:
             if mode != "chat":
                 break
-            prompt = prompts.render(p, values, mode=mode, demos=demos, feedback=feedback, json_mode=True)
+            prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback, json_mode=True)
         stop = tuple(p.setting("stop") or ()) + prompt.stop
         req = make_request(spec, messages=prompt.messages, prompt=prompt.text, stop=stop or None,
                            json_mode=prompt.json_mode, **overrides)
@@ -963,7 +1032,7 @@ async def predict(rt: Runtime, ctx: _Ctx, pid: str, inputs: dict, *, sample: int
         if key in ctx.memo:
             result, parsed, err = ctx.memo[key]
         else:
-            result = await rt.client.complete(spec, req, tag=pid)
+            result = await rt.client.complete(spec, req, tag=pid, meter=ctx.meter)
             parsed, err = None, None
             try:
                 parsed = prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode)
@@ -1016,15 +1085,98 @@ def _select_demos(rt: Runtime, ctx: _Ctx, p: I.Predictor, values: dict) -> tuple
 
 
 def _fit_context(rt: Runtime, spec: LMSpec, p: I.Predictor, values: dict, demos: tuple[dict, ...], mode: str,
-                 feedback) -> tuple[prompts.Prompt, tuple[dict, ...]]:
-    """Render the prompt, dropping demos (last first) until it fits the model's context window."""
+                 feedback, max_tokens: int) -> tuple[prompts.Prompt, tuple[dict, ...], dict]:
+    """Render the prompt so it fits the model's context window with room for `max_tokens` of answer.
+
+    Demos go first (last first, with a note). An input that still does not fit fails the
+    example, never silently loses part of the prompt; only with --truncate-inputs (or the
+    module setting `truncate_inputs=true`) is the longest input cut from its middle.
+    Returns the prompt, the demos kept and the input values shown.
+    """
     prompt = prompts.render(p, values, mode=mode, demos=demos, feedback=feedback)
     window = rt.client.context_window(spec)
     if not window:
-        return prompt, demos
-    budget = window - int(p.setting("max_tokens") or spec.setting("max_tokens") or 256) - 8
-    while demos and rt.client.count_tokens(spec, prompt.as_text()) > budget:
+        return prompt, demos, values
+    if spec.is_local:  # the embedded backend never reserves more than half its window for the answer
+        max_tokens = min(max_tokens, window // 2)
+    budget = window - max_tokens - 8
+    used = rt.client.count_tokens(spec, prompt.as_text())
+    while demos and used > budget:
         demos = demos[:-1]
         prompt = prompts.render(p, values, mode=mode, demos=demos, feedback=feedback)
+        used = rt.client.count_tokens(spec, prompt.as_text())
         rt.warnings.add(f"predictor '{p.id}': dropped demos to fit the {window}-token context of {spec.model}")
-    return prompt, demos
+    if used <= budget:
+        return prompt, demos, values
+    try:
+        allowed = rt.truncate_inputs or bool(rt.ir.module(p.module).setting("truncate_inputs", False))
+    except KeyError:
+        allowed = rt.truncate_inputs
+    if not allowed:
+        longest = max(values, key=lambda k: len(prompts.show_value(values[k])), default=None)
+        raise RunError(f"predictor '{p.id}': input of {used:,} tokens does not fit the {window:,}-token context of "
+                       f"{spec.model} ({max_tokens:,} tokens kept for the answer)"
+                       + (f"; shorten '{longest}'" if longest else "")
+                       + ", or pass --truncate-inputs (module setting truncate_inputs=true) to cut the longest "
+                       "input from its middle", "input")
+    shown = dict(values)
+    for _ in range(64):
+        name = _longest_text(shown)
+        text = _text_of(shown[name]) if name is not None else ""
+        if name is None or len(text) <= 2 * len(CUT_MARK):
+            raise RunError(f"predictor '{p.id}': the prompt needs {used:,} tokens and the {window:,}-token context "
+                           f"of {spec.model} holds {budget:,} besides the answer, even with every input cut", "input")
+        # Characters per token of this prompt, so the cut is about right the first time; rounded up.
+        per_token = max(1.0, len(prompt.as_text()) / max(used, 1))
+        cut = int((used - budget) * per_token * 1.1) + 16
+        shown[name] = _cut(shown[name], max(0, len(text) - cut))
+        prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback)
+        used = rt.client.count_tokens(spec, prompt.as_text())
+        if used <= budget:
+            rt.warnings.add(f"predictor '{p.id}': cut inputs from their middle to fit the {window}-token context "
+                            f"of {spec.model} (--truncate-inputs)")
+            return prompt, demos, shown
+    raise RunError(f"predictor '{p.id}': could not cut the inputs to fit the {window:,}-token context of {spec.model}",
+                   "input")  # pragma: no cover - every round removes at least 16 characters
+
+
+CUT_MARK = "\n[...]\n"
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return max((v for v in value if isinstance(v, str)), key=len, default="")
+    return ""
+
+
+def _longest_text(values: dict) -> str | None:
+    """The input holding the longest cuttable text (a string, or a string inside a list of them)."""
+    best, size = None, 0
+    for name, value in values.items():
+        n = len(_text_of(value))
+        if n > size:
+            best, size = name, n
+    return best
+
+
+def _cut(value: Any, keep: int) -> Any:
+    """`value` with its longest text cut to `keep` characters, head and tail kept, a mark where the middle was."""
+    def middle(text: str) -> str:
+        if keep >= len(text):
+            return text
+        room = max(0, keep - len(CUT_MARK))
+        head = room // 2
+        return text[:head] + CUT_MARK + text[len(text) - (room - head):] if room - head else text[:head] + CUT_MARK
+    if isinstance(value, str):
+        return middle(value)
+    longest = _text_of(value)
+    out, done = [], False
+    for v in value:
+        if not done and v is longest:
+            out.append(middle(v))
+            done = True
+        else:
+            out.append(v)
+    return out

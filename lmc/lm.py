@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -16,7 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmc.errors import (BudgetExceeded, ConfigError, LMAuthError, LMError, LMRedirectError, LMUnreachableError,
+from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
+from lmc.errors import (ConfigError, LMAuthError, LMError, LMFailure, LMRedirectError, LMUnreachableError,
                         Warnings)
 
 log = logging.getLogger("lmc.lm")
@@ -284,7 +287,16 @@ class LMResult:
 
 @dataclass
 class Usage:
-    """Call accounting; `calls` counts every answered call, `cached_calls` those the cache served."""
+    """Call accounting.
+
+    `calls` counts every answered call and `cached_calls` those the cache served; `requests`
+    counts every request sent to an LM (first tries, retries and failures; never a cache hit),
+    `failed_requests` those that brought back no usable answer, `retries` the requests that
+    repeated an earlier one, and `errors` the calls that failed after their retries.
+    `requests == live_calls + failed_requests` always holds.  `cost` is what the requests
+    cost (a request that timed out or broke off mid-answer counts at its worst case, since
+    the provider may have billed it).
+    """
 
     calls: int = 0
     cached_calls: int = 0
@@ -293,6 +305,8 @@ class Usage:
     cost: float = 0.0
     retries: int = 0
     errors: int = 0
+    requests: int = 0
+    failed_requests: int = 0
     by_tag: dict[str, "Usage"] = field(default_factory=dict)
 
     @property
@@ -315,7 +329,12 @@ class Usage:
             else:
                 u.prompt_tokens += result.prompt_tokens
                 u.completion_tokens += result.completion_tokens
-                u.cost += result.cost
+
+    def add_request(self, tag: str, *, failed: bool, cost: float = 0.0) -> None:
+        for u in self._each(tag):
+            u.requests += 1
+            u.failed_requests += int(failed)
+            u.cost += cost
 
     def add_retry(self, tag: str) -> None:
         for u in self._each(tag):
@@ -328,10 +347,15 @@ class Usage:
     def to_json(self) -> dict:
         out = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 8), "retries": self.retries,
-               "errors": self.errors}
+               "errors": self.errors, "requests": self.requests, "failed_requests": self.failed_requests}
         if self.by_tag:
             out["by_tag"] = {k: v.to_json() for k, v in sorted(self.by_tag.items())}
         return out
+
+
+# The Usage of the example being run, for requests made outside `LMClient.complete` (embeddings);
+# set by the interpreter around each example, copied into the tasks it starts.
+current_meter: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("lmc_current_meter", default=None)
 
 
 class LMTransientError(LMError):
@@ -799,7 +823,8 @@ class LMClient:
                  max_retries: int | None = None,
                  backend: Backend | None = None, max_calls: int | None = None, max_cost: float | None = None,
                  retry_wait: float | None = None, retry_max_wait: float | None = None,
-                 direct_http: bool | None = None):
+                 direct_http: bool | None = None, price: Price | None = None,
+                 max_lm_errors: ErrorLimit | str | None = None):
         # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
         # LMC_RETRY_MAX_WAIT), then the built-in defaults.
         timeout = _env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
@@ -811,8 +836,10 @@ class LMClient:
         self.rpm = rpm
         self.timeout = timeout
         self.max_retries = max(0, int(max_retries))
-        self.max_calls = max_calls
-        self.max_cost = max_cost
+        # Caps are reserved per request before it is sent (lmc/budget.py).
+        self.ledger = Ledger(max_calls, max_cost, price)
+        # None: failed calls only fail their examples (`lmc run`); compile and eval set a limit.
+        self.error_limit = parse_error_limit(max_lm_errors) if isinstance(max_lm_errors, str) else max_lm_errors
         self.retry_wait = retry_wait
         self.retry_max_wait = retry_max_wait
         self.backend = backend
@@ -825,7 +852,10 @@ class LMClient:
         self._local: Any = None
         self.usage = Usage()
         self.warnings = Warnings()
-        self._inflight = 0
+        self.last_error: LMError | None = None
+        self._fatal: LMError | None = None  # once set (auth refused, unreachable, too many failures) nothing is sent
+        self._last_request_error: str | None = None
+        self._refused_requests = 0  # requests the LM answered with an error or a broken answer (not cancelled ones)
         self._loop_id: int | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
@@ -869,11 +899,62 @@ class LMClient:
                              sample=req.sample, json_mode=False)
         return req
 
-    def _check_budget(self) -> None:
-        if self.max_calls is not None and self.usage.live_calls + self._inflight + 1 > self.max_calls:
-            raise BudgetExceeded(f"LM call budget spent: {self.max_calls} calls (--max-calls)")
-        if self.max_cost is not None and self.usage.cost >= self.max_cost:
-            raise BudgetExceeded(f"LM cost budget spent: ${self.usage.cost:.4f} of ${self.max_cost:g} (--max-cost)")
+    @property
+    def max_calls(self) -> int | None:
+        return self.ledger.max_calls
+
+    @property
+    def max_cost(self) -> float | None:
+        return self.ledger.max_cost
+
+    def check_prices(self, specs) -> None:
+        """Refuse now a --max-cost over an LM whose price is unknown (see lmc/budget.py)."""
+        self.ledger.check_prices(specs)
+
+    def _failed(self, e: LMError) -> LMError:
+        """Note a call that failed after its retries; the error to raise (a run-stopping one once the limit is passed)."""
+        if e is self._fatal:
+            return e
+        self.last_error = e
+        if isinstance(e, (LMAuthError, LMUnreachableError, LMFailure)):
+            self._fatal = self._fatal or e
+            return e
+        limit = self.error_limit
+        if limit is not None and limit.exceeded(self.usage.live_calls, self.usage.errors):
+            self._fatal = LMFailure(self._failure_message(f"over --max-lm-errors {limit.text}"), model=e.model)
+            return self._fatal
+        return e
+
+    def _failure_message(self, why: str) -> str:
+        u = self.usage
+        tried = u.live_calls + u.errors
+        text = (f"{u.errors} of {tried} LM calls failed ({why}); {u.requests} requests sent, "
+                f"{u.failed_requests} failed")
+        if self.last_error is not None:
+            text += f"; last error: {self.last_error.message}"
+        return text
+
+    def check_health(self) -> None:
+        """Raise LMFailure when every call that reached an LM failed, or more than the error limit allows.
+
+        Compile and eval call this before writing anything, so a run built on failed calls
+        never leaves a result that looks successful; what was answered stays cached.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        u = self.usage
+        # Requests cancelled by the run itself (an example's time limit, Ctrl-C) are not the LM failing.
+        if u.live_calls == 0 and (u.errors or self._refused_requests):
+            why = (f"every LM request failed: {self._refused_requests} sent, none answered" if not u.errors else
+                   f"every LM call failed: {u.errors} calls, {u.requests} requests, none answered")
+            if self.last_error is not None:
+                why += f"; last error: {self.last_error.message}"
+            elif self._last_request_error:
+                why += f"; last error: {self._last_request_error}"
+            raise LMFailure(why)
+        limit = self.error_limit
+        if limit is not None and limit.exceeded(u.live_calls, u.errors):
+            raise LMFailure(self._failure_message(f"over --max-lm-errors {limit.text}"))
 
     def _wait_for(self, exc: BaseException, attempt: int) -> float:
         after = getattr(exc, "retry_after", None)
@@ -887,7 +968,13 @@ class LMClient:
 
     # -------------------------------------------------------- calls
 
-    async def complete(self, spec: LMSpec, req: LMRequest, *, tag: str = "") -> LMResult:
+    async def complete(self, spec: LMSpec, req: LMRequest, *, tag: str = "", meter: Usage | None = None) -> LMResult:
+        """One call: from the cache, or sent (and retried) within the caps.
+
+        `meter`, when given, receives the same accounting as the client's own usage: the
+        interpreter passes one per example, so an example reports every request it caused
+        (backtracking repeats and parse repairs included).
+        """
         req = self._normalise(spec, req)
         key = req.cache_key(spec.model, self._extra(spec)) if self.cache is not None else ""
         if self.cache is not None:
@@ -897,18 +984,19 @@ class LMClient:
                                   completion_tokens=int(hit.get("completion_tokens", 0)), cost=0.0, cached=True,
                                   finish_reason=hit.get("finish_reason"))
                 self.usage.add_result(tag, result)
+                if meter is not None:
+                    meter.add_result("", result)
                 return result
-        self._check_budget()
-        self._inflight += 1
+        if self._fatal is not None:
+            raise self._fatal
         try:
-            result = await self._call_with_retries(spec, req, tag)
-        except asyncio.CancelledError:
-            raise
-        except BaseException:
-            self.usage.add_error(tag)
-            raise
-        finally:
-            self._inflight -= 1
+            result = await self._call_with_retries(spec, req, tag, meter)
+        except LMError as e:
+            if e is not self._fatal:  # not merely stopped because another call found the LM refusing or gone
+                self.usage.add_error(tag)
+                if meter is not None:
+                    meter.add_error("")
+            raise self._failed(e) from None
         for w in result.warnings:
             self.warnings.add(w)
         if self.cache is not None and result.text:
@@ -916,57 +1004,81 @@ class LMClient:
                                  "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
                                  "model": spec.model})
         self.usage.add_result(tag, result)
+        if meter is not None:
+            meter.add_result("", result)
         return result
 
-    async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest,
-                       limiter: _RateLimiter | None) -> LMResult:
+    async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
+                       tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
         if limiter is not None:
             await limiter.wait()
-        result = await backend.call(spec, req, self.timeout)
-        if not result.text or not result.text.strip():
-            if spec.is_local:  # sampled with a seed fixed per request: asking again gives the same nothing
-                raise LMError(f"{spec.model} returned an empty completion", model=spec.model)
-            raise LMTransientError(f"{spec.model} returned an empty completion", kind="empty", model=spec.model)
-        return result
+        if self._fatal is not None:  # another call found the LM refusing or gone while this one waited
+            raise self._fatal
+        hold = self.ledger.reserve(self.usage, spec, req)
+        if retry:  # counted once the retry is really sent, so retries == requests - first tries
+            self.usage.add_retry(tag)
+            if meter is not None:
+                meter.add_retry("")
+        failed, cost = True, 0.0
+        try:
+            result = await backend.call(spec, req, self.timeout)
+            cost = self.ledger.charge(spec, result, hold)
+            result.cost = cost
+            if not result.text or not result.text.strip():
+                if spec.is_local:  # sampled with a seed fixed per request: asking again gives the same nothing
+                    raise LMError(f"{spec.model} returned an empty completion", model=spec.model)
+                raise LMTransientError(f"{spec.model} returned an empty completion", kind="empty", model=spec.model)
+            failed = False
+            return result
+        except LMError as e:
+            if getattr(e, "kind", "") in ("timeout", "bad_body"):
+                cost = hold.cost  # the server may have done (and billed) the work
+            self._last_request_error = e.message
+            self._refused_requests += 1
+            raise
+        except BaseException:
+            cost = hold.cost  # cancelled in flight: it may have been sent and billed
+            raise
+        finally:
+            self.ledger.release(hold)
+            self.usage.add_request(tag, failed=failed, cost=cost)
+            if meter is not None:
+                meter.add_request("", failed=failed, cost=cost)
 
-    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str) -> LMResult:
+    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None = None) -> LMResult:
         backend = self._backend_for(spec)
         sem, limiter = self._loop_state()
         # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
         # A call holds its concurrency slot only while a request is in flight, never while it waits to retry.
         try:
             async with sem:
-                return await self._attempt(backend, spec, req, limiter)
+                return await self._attempt(backend, spec, req, limiter, tag, meter)
         except LMError as e:
             if not e.retryable or self.max_retries == 0:
                 if e.retryable:
                     raise self._final_error(spec, e, 1) from None
                 raise
             first = e
-        return await self._retry(backend, spec, req, limiter, tag, first, sem)
+        return await self._retry(backend, spec, req, limiter, tag, first, sem, meter)
 
     async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
-                     tag: str, first: LMError, sem: asyncio.Semaphore) -> LMResult:
+                     tag: str, first: LMError, sem: asyncio.Semaphore, meter: Usage | None = None) -> LMResult:
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
         attempts = self.max_retries + 1
-        self.usage.add_retry(tag)
         await asyncio.sleep(self._wait_for(first, 1))
 
         def wait(state) -> float:
             return self._wait_for(state.outcome.exception(), state.attempt_number + 1)
 
-        def before_sleep(state) -> None:
-            self.usage.add_retry(tag)
-
-        retrying = AsyncRetrying(stop=stop_after_attempt(attempts - 1), wait=wait, before_sleep=before_sleep,
+        retrying = AsyncRetrying(stop=stop_after_attempt(attempts - 1), wait=wait,
                                  retry=retry_if_exception(lambda e: isinstance(e, LMError) and e.retryable),
                                  reraise=False)
         try:
             async for attempt in retrying:
                 with attempt:
                     async with sem:
-                        return await self._attempt(backend, spec, req, limiter)
+                        return await self._attempt(backend, spec, req, limiter, tag, meter, retry=True)
         except RetryError as e:
             raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
         raise AssertionError("unreachable")  # pragma: no cover
@@ -980,6 +1092,34 @@ class LMClient:
         if kind == "empty":
             return LMError(f"{spec.model} returned an empty completion {attempts} times", model=spec.model)
         return LMError(f"{spec.model} failed after {attempts} attempts: {text}", model=spec.model)
+
+    @contextlib.contextmanager
+    def embedding_request(self, model: str, texts: list[str]):
+        """Count one embeddings request against the caps and in the accounting, like any LM request.
+
+        Yields a dict; set its "prompt_tokens" from the provider's usage so the spend is exact
+        (otherwise a priced model is charged the request's worst case)."""
+        if self._fatal is not None:
+            raise self._fatal
+        spec = LMSpec(model)
+        hold = self.ledger.reserve(self.usage, spec, LMRequest(prompt="\n".join(texts), max_tokens=0))
+        meter = current_meter.get()
+        box: dict = {"prompt_tokens": None}
+        failed, cost = True, hold.cost
+        try:
+            yield box
+            failed = False
+            price = self.ledger.price_of(spec)
+            if box["prompt_tokens"] is not None and price is not None:
+                cost = price.cost(int(box["prompt_tokens"]), 0)
+        finally:
+            self.ledger.release(hold)
+            for u in (self.usage, meter):
+                if u is None:
+                    continue
+                u.add_request("", failed=failed, cost=cost)
+                if not failed:
+                    u.add_result("", LMResult(text="", prompt_tokens=int(box["prompt_tokens"] or 0)))
 
     # -------------------------------------------------------- sizes
 

@@ -1,15 +1,24 @@
-"""The embedded local model (gemma-3-270m through llama.cpp): loaded once, one generation at a time, off the event loop."""
+"""The embedded local model (gemma-3-270m through llama.cpp): loaded once, one generation at a time, off the event loop.
+
+Processes on one machine take turns: each generation holds one of a few machine-wide slots
+(`fcntl.flock` on files in a per-user runtime directory), so two lmc runs do not spin their
+llama.cpp threads against each other on the same cores.  The kernel drops a killed holder's
+lock with its file descriptors, so a crash never leaves the model blocked.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import concurrent.futures
+import json
 import logging
 import os
+import stat
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from lmc.errors import ConfigError, LMError
@@ -79,15 +88,132 @@ class _Quiet:
             os.close(self._saved)
 
 
+def runtime_dir(candidates: list[Path] | None = None) -> Path | None:
+    """A directory only this user can write, the same for all of the user's processes: /tmp/lmc-<uid>
+    (else the same under $TMPDIR); None if none is safe.
+
+    Not $XDG_RUNTIME_DIR or $TMPDIR first: a cron job, a CI step and a login shell see different
+    values, and processes that look in different places never take turns."""
+    uid = os.getuid()
+    if candidates is None:
+        candidates = [Path("/tmp") / f"lmc-{uid}", Path(tempfile.gettempdir()) / f"lmc-{uid}"]
+    for d in candidates:
+        try:
+            d.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(d)
+        except OSError:
+            continue
+        # Another user's directory (or a symlink planted in /tmp) could let them block or watch our runs.
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and not st.st_mode & 0o022:
+            return d
+    return None
+
+
+def default_slots(n_threads: int = LOCAL_THREADS) -> int:
+    """How many generations may run at once on this machine: LMC_LOCAL_SLOTS, else cores // threads (at least 1).
+
+    0 turns the sharing off."""
+    raw = os.environ.get("LMC_LOCAL_SLOTS", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"LMC_LOCAL_SLOTS={raw!r} is not a whole number") from None
+        if value < 0:
+            raise ConfigError(f"LMC_LOCAL_SLOTS must be 0 or more, got {value}")
+        return value
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, n_threads))
+
+
+class MachineSlots:
+    """Machine-wide turns at the model: `slots` lock files plus a turnstile file that keeps the turns fair.
+
+    A process waiting for a slot holds the turnstile, so one that has just finished a generation
+    queues behind it instead of taking the slot straight back; waits poll (non-blocking flock)
+    so a cancelled generation stops waiting.
+    """
+
+    def __init__(self, slots: int, directory: Path | None = None):
+        import fcntl
+
+        self._fcntl = fcntl
+        self.slots = slots
+        self.directory = directory if directory is not None else runtime_dir()
+        self._fds: list[int] = []
+        self._turnstile = -1
+        if self.slots <= 0 or self.directory is None:
+            self.slots = 0
+            return
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            self._turnstile = os.open(self.directory / "local-model.turn.lock", flags, 0o600)
+            self._fds = [os.open(self.directory / f"local-model.{i}.lock", flags, 0o600) for i in range(self.slots)]
+        except OSError as e:
+            log.warning("cannot share the local model with other processes (%s); generating without turns", e)
+            self.close()
+            self.slots = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.slots > 0
+
+    def _try(self, fd: int) -> bool:
+        try:
+            self._fcntl.flock(fd, self._fcntl.LOCK_EX | self._fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def acquire(self, cancel: threading.Event | None = None) -> int | None:
+        """Wait for a slot; its descriptor, or None when `cancel` was set while waiting (or sharing is off)."""
+        if not self.enabled:
+            return None
+        pause = 0.0005
+        turn = False
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    return None
+                if not turn:
+                    turn = self._try(self._turnstile)
+                if turn:
+                    for fd in self._fds:
+                        if self._try(fd):
+                            return fd
+                time.sleep(pause)
+                pause = min(pause * 2, 0.005)
+        finally:
+            if turn:
+                self._fcntl.flock(self._turnstile, self._fcntl.LOCK_UN)
+
+    def release(self, fd: int | None) -> None:
+        if fd is not None:
+            self._fcntl.flock(fd, self._fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        for fd in self._fds + ([self._turnstile] if self._turnstile >= 0 else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds, self._turnstile = [], -1
+
+
 class LocalBackend:
     """A Backend over one llama.cpp model; every generation runs on the same single worker thread."""
 
-    def __init__(self, n_ctx: int = LOCAL_N_CTX, n_threads: int = LOCAL_THREADS, n_batch: int = 512):
+    def __init__(self, n_ctx: int = LOCAL_N_CTX, n_threads: int = LOCAL_THREADS, n_batch: int = 512,
+                 slots: int | None = None):
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
         self._llama: Any = None
         self._load_lock = threading.Lock()
+        self.turns = MachineSlots(default_slots(n_threads) if slots is None else slots)
         # The model is not thread-safe: one worker serialises every load, tokenize and generate.
         self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmc-local")
 
@@ -144,16 +270,8 @@ class LocalBackend:
             return "", 0, 0, "cancelled", 0.0, ()
         tokens = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
         max_tokens = max(1, min(int(req.max_tokens), self.n_ctx // 2))
-        room = self.n_ctx - max_tokens
+        check_fits(len(tokens), self.n_ctx, max_tokens)
         warnings: tuple[str, ...] = ()
-        if len(tokens) > room:
-            dropped = len(tokens) - room
-            # Keep the end of the prompt: the question and the field being answered sit there.
-            tokens = tokens[:1] + tokens[dropped + 1:]
-            msg = (f"local model: prompt of {len(tokens) + dropped} tokens does not fit the {self.n_ctx}-token context "
-                   f"with {max_tokens} to generate; dropped its first {dropped} tokens")
-            log.warning(msg)
-            warnings = (msg,)
 
         def stopping(_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
@@ -168,7 +286,14 @@ class LocalBackend:
             kwargs.update(temperature=float(req.temperature), seed=1_000_003 * int(req.sample) + 17)
         else:
             kwargs.update(temperature=0.0, top_k=1)
-        out = llm.create_completion(tokens, **kwargs)
+        slot = self.turns.acquire(cancel)
+        if cancel.is_set():
+            self.turns.release(slot)
+            return "", 0, 0, "cancelled", 0.0, ()
+        try:
+            out = llm.create_completion(tokens, **kwargs)
+        finally:
+            self.turns.release(slot)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return (choice.get("text") or "", int(usage.get("prompt_tokens", len(tokens))),
@@ -189,6 +314,14 @@ class LocalBackend:
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
+        self.turns.close()
+
+
+def check_fits(prompt_tokens: int, n_ctx: int, max_tokens: int) -> None:
+    """Refuse a prompt that leaves no room for the answer: dropping part of it would silently change the task."""
+    if prompt_tokens > n_ctx - max_tokens:
+        raise LMError(f"input of {prompt_tokens:,} tokens does not fit the {n_ctx:,}-token context of "
+                      f"{LOCAL_MODELS[0]} with {max_tokens:,} tokens kept for the answer", model=LOCAL_MODELS[0])
 
 
 def _criteria(fn: Any) -> Any:

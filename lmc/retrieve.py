@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -171,6 +172,12 @@ def _cosine_scores(query: Sequence[float], vectors: Sequence[Sequence[float]], n
     return out
 
 
+def _prompt_tokens(resp: Any) -> int | None:
+    usage = getattr(resp, "usage", None)
+    value = getattr(usage, "prompt_tokens", None) if usage is not None else None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
 class EmbeddingsRetriever:
     """Cosine similarity between a query embedding and cached passage embeddings.
 
@@ -191,6 +198,7 @@ class EmbeddingsRetriever:
         cache_dir: str | os.PathLike | None = ".lmc/cache",
         embed: EmbedFn | None = None,
         aembed: AsyncEmbedFn | None = None,
+        meter: Any = None,
     ):
         if not isinstance(model, str) or not model.strip():
             raise DatasetError(f"{path}: embeddings retriever needs a model name, e.g. model=\"openai/text-embedding-3-small\"")
@@ -202,6 +210,8 @@ class EmbeddingsRetriever:
         self.cache_dir = Path(cache_dir) / "embeddings" if cache_dir is not None else None
         self._embed = embed
         self._aembed = aembed
+        # The run's LM client: every embeddings request is reserved against --max-calls/--max-cost and counted.
+        self._meter = meter
         self._corpus: _Corpus | None = None
         self._vectors: list[list[float]] | None = None
         self._norms: list[float] = []
@@ -217,43 +227,52 @@ class EmbeddingsRetriever:
             kwargs["api_base"] = self.api_base
         return kwargs
 
+    def _metered(self, texts: list[str]) -> Any:
+        if self._meter is None:
+            return contextlib.nullcontext({})
+        return self._meter.embedding_request(self.model, texts)
+
     def _call_sync(self, texts: list[str]) -> list[list[float]]:
-        self.calls += 1
-        if self._embed is not None:
-            return self._embed(texts)
-        if self._aembed is not None:
-            return asyncio.run(self._aembed(texts))
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        with self._metered(texts) as box:
+            self.calls += 1
+            if self._embed is not None:
+                return self._embed(texts)
+            if self._aembed is not None:
+                return asyncio.run(self._aembed(texts))
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
 
-        from .netguard import refuse_redirects
+            from .netguard import refuse_redirects
 
-        redirects: list = []
-        try:
-            with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
-                resp = litellm.embedding(input=texts, **self._litellm_kwargs())
-        except Exception as exc:  # provider errors arrive as many litellm classes
-            raise self._failure(exc, redirects) from None
-        return [item["embedding"] for item in resp.data]
+            redirects: list = []
+            try:
+                with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
+                    resp = litellm.embedding(input=texts, **self._litellm_kwargs())
+            except Exception as exc:  # provider errors arrive as many litellm classes
+                raise self._failure(exc, redirects) from None
+            box["prompt_tokens"] = _prompt_tokens(resp)
+            return [item["embedding"] for item in resp.data]
 
     async def _call_async(self, texts: list[str]) -> list[list[float]]:
-        self.calls += 1
-        if self._aembed is not None:
-            return await self._aembed(texts)
-        if self._embed is not None:
-            return self._embed(texts)
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import litellm
+        with self._metered(texts) as box:
+            self.calls += 1
+            if self._aembed is not None:
+                return await self._aembed(texts)
+            if self._embed is not None:
+                return self._embed(texts)
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
 
-        from .netguard import refuse_redirects
+            from .netguard import refuse_redirects
 
-        redirects: list = []
-        try:
-            with refuse_redirects() as redirects:
-                resp = await litellm.aembedding(input=texts, **self._litellm_kwargs())
-        except Exception as exc:
-            raise self._failure(exc, redirects) from None
-        return [item["embedding"] for item in resp.data]
+            redirects: list = []
+            try:
+                with refuse_redirects() as redirects:
+                    resp = await litellm.aembedding(input=texts, **self._litellm_kwargs())
+            except Exception as exc:
+                raise self._failure(exc, redirects) from None
+            box["prompt_tokens"] = _prompt_tokens(resp)
+            return [item["embedding"] for item in resp.data]
 
     def _failure(self, exc: Exception, redirects: list) -> LMError:
         if redirects:

@@ -13,9 +13,8 @@ from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlparse
 
 from .datasets import Dataset, Example
-from .errors import (EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError, DatasetError, LMAuthError,
-                     LMError, LmcError, LMUnreachableError)
-from .interpreter import Result, Runtime, run_example
+from .errors import EXIT_FAIL, EXIT_INFRA, EXIT_OK, BudgetExceeded, ConfigError, DatasetError, LMError, LmcError, LMUnreachableError
+from .interpreter import RUN_STOPPING, Result, Runtime, run_example
 from .load import Target, choose_lm, load_config
 
 from .settings import DEFAULT_CACHE_DIR, DEFAULT_CONCURRENCY  # noqa: E402,F401 - kept importable from here
@@ -31,13 +30,18 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  concurrency: int | None = None, rpm: float | None = None, max_backtracks: int | None = None,
                  trace_prompts: bool = False, config: Any = None, backend: Any = None, max_steps: int | None = None,
-                 example_timeout: float | None = None, allow_python: Iterable[str] | None = None) -> Runtime:
+                 example_timeout: float | None = None, allow_python: Iterable[str] | None = None,
+                 max_calls: int | None = None, max_cost: float | None = None,
+                 price_per_mtok_in: float | None = None, price_per_mtok_out: float | None = None,
+                 max_lm_errors: str | None = None, truncate_inputs: bool | None = None) -> Runtime:
     """The Runtime a command or the Python API runs `target` with.
 
     Every setting left None here comes from the environment, then lmc.yaml, then the default
     (`settings.resolve`); the LM is chosen by `load.choose_lm`.  What the run may import
     (`allow_python` plus lmc.yaml's list, see lmc/pyrefs.py) and where an artifact's LM aliases
-    may send the key are checked here, before any LM call."""
+    may send the key are checked here, before any LM call, and so is a --max-cost over an LM
+    whose price is unknown (lmc/budget.py)."""
+    from .budget import parse_error_limit, settings_price
     from .lm import LMClient
     from .pyrefs import parse_allow, policy_for
     from .settings import resolve
@@ -45,14 +49,21 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
     config = config if config is not None else load_config()
     st = resolve({"lm": lm, "api_base": api_base, "cache_dir": os.fspath(cache_dir) if cache_dir else None,
                   "concurrency": concurrency, "rpm": rpm, "max_steps": max_steps,
-                  "example_timeout": example_timeout}, config)
+                  "example_timeout": example_timeout, "max_calls": max_calls, "max_cost": max_cost,
+                  "price_per_mtok_in": price_per_mtok_in, "price_per_mtok_out": price_per_mtok_out,
+                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs}, config)
     spec = choose_lm(lm, st.api_base, config, target)
     client = LMClient(cache_dir=st.cache_dir if use_cache else None, use_cache=use_cache, concurrency=st.concurrency,
-                      rpm=st.rpm, backend=backend)
+                      rpm=st.rpm, backend=backend, max_calls=st.max_calls, max_cost=st.max_cost,
+                      price=settings_price(st),
+                      max_lm_errors=parse_error_limit(st.max_lm_errors) if st.max_lm_errors is not None else None)
     allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
     rt = Runtime(target.ir, client, lm=spec, api_base=st.api_base, trace_prompts=trace_prompts,
                  extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact", max_steps=st.max_steps,
-                 example_timeout=st.example_timeout, python=policy_for(target, allowed))
+                 example_timeout=st.example_timeout, python=policy_for(target, allowed),
+                 truncate_inputs=st.truncate_inputs)
+    if st.max_cost is not None:
+        client.check_prices(rt.lms())
     if max_backtracks is not None:
         if max_backtracks < 0:
             raise ConfigError(f"--max-backtracks must be 0 or more, got {max_backtracks}")
@@ -69,14 +80,14 @@ def input_files(target: Target, config: Any = None, label: str = "program") -> l
     return out
 
 
-def preflight(rt: Runtime) -> None:
+def preflight(rt: Runtime, extra: Iterable[Any] = ()) -> None:
     """Fail fast (LMUnreachableError) when a configured api_base refuses connections.
 
     Retries with backoff are right for a flaky server but make a mistyped URL cost half
     a minute; one TCP connect answers that in milliseconds and sends no request.
     """
     seen = set()
-    specs = [rt.default_lm()] + [rt.lm_for(p) for p in rt.ir.predictors]
+    specs = [rt.default_lm()] + rt.lms() + list(extra)
     for spec in specs:
         if not spec.api_base or spec.api_base in seen or spec.is_local:
             continue
@@ -101,7 +112,7 @@ async def run_one(rt: Runtime, inputs: dict, *, program: str | None = None, exam
     """Run one example; only run-stopping failures (auth, unreachable, budget, config) raise."""
     try:
         return await run_example(rt, inputs, program=program, example_id=example_id)
-    except (LMAuthError, LMUnreachableError, BudgetExceeded, ConfigError):
+    except (*RUN_STOPPING, ConfigError):
         raise
     except LMError as e:
         return Result(None, error=str(e), error_kind="lm")
@@ -184,12 +195,21 @@ class Summary:
     cached_calls: int = 0
     cost: float = 0.0
     retries: int = 0  # LM attempts repeated after a transient failure (rate limit, 5xx, timeout, bad body)
+    requests: int = 0  # LM requests sent (first tries, retries, failures), as the client counted them
+    failed_requests: int = 0
     duration_s: float = 0.0
     stopped_by: LmcError | None = None  # the run-stopping error, if any
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    def add_client(self, usage: Any) -> None:
+        """Requests, retries, failures and spend as the LM client counted them, cut-short examples included."""
+        self.retries = usage.retries
+        self.requests = usage.requests
+        self.failed_requests = usage.failed_requests
+        self.cost = usage.cost
 
     def exit_code(self) -> int:
         if self.stopped_by is not None:
@@ -202,8 +222,9 @@ class Summary:
                 + (f", {self.skipped} already done" if self.skipped else "")
                 + (f", {self.changed} re-run because their input changed" if self.changed else "")
                 + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
-                f"{self.calls} LM calls ({self.cached_calls} cached"
-                + (f", {self.retries} retries" if self.retries else "") + f"), ${self.cost:.4f}")
+                f"{self.calls} LM calls ({self.cached_calls} cached), {self.requests} requests sent"
+                + (f" ({self.retries} retries" + (f", {self.failed_requests} failed" if self.failed_requests else "")
+                   + ")" if self.retries or self.failed_requests else "") + f", ${self.cost:.4f}")
         return text
 
 
@@ -228,8 +249,15 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
 
     async def worker() -> None:
         for ex in pending:
+            if isinstance(s.stopped_by, BudgetExceeded):
+                return
             inputs = ex.inputs(input_names)
-            result = await run_one(rt, inputs, program=program, example_id=ex.id)
+            try:
+                result = await run_one(rt, inputs, program=program, example_id=ex.id)
+            except BudgetExceeded as e:
+                # Requests in flight in other workers are paid for: they finish and are written; nothing new starts.
+                s.stopped_by = s.stopped_by or e
+                return
             if result.ok:
                 s.ok += 1
             else:

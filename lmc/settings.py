@@ -14,6 +14,14 @@ order lives in `load.choose_lm`, which receives the api_base resolved here.
 | rpm             | --rpm                | LMC_RPM               | rpm               | no limit     |
 | max_steps       | --max-steps          | LMC_MAX_STEPS         | max_steps         | 10,000,000   |
 | example_timeout | --example-timeout    | LMC_EXAMPLE_TIMEOUT   | example_timeout   | no limit     |
+| max_calls       | --max-calls          | LMC_MAX_CALLS         | max_calls         | no cap       |
+| max_cost        | --max-cost           | LMC_MAX_COST          | max_cost          | no cap       |
+| price_per_mtok_in  | --price-per-mtok-in  | LMC_PRICE_PER_MTOK_IN  | price_per_mtok_in  | litellm's table |
+| price_per_mtok_out | --price-per-mtok-out | LMC_PRICE_PER_MTOK_OUT | price_per_mtok_out | litellm's table |
+| max_lm_errors   | --max-lm-errors      | LMC_MAX_LM_ERRORS     | max_lm_errors     | 20% (compile, eval); none (run) |
+| truncate_inputs | --truncate-inputs    | LMC_TRUNCATE_INPUTS   | truncate_inputs   | false        |
+
+The caps and prices are explained in lmc/budget.py.
 """
 
 from __future__ import annotations
@@ -42,6 +50,33 @@ def _positive_number(value: Any) -> float:
     return float(value)
 
 
+def _amount(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of 0 or more")
+    return float(value)
+
+
+def _error_limit(value: Any) -> str:
+    from .budget import parse_error_limit
+
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError("expected a share such as 20% or 0.2, or a count such as 5")
+    try:
+        return parse_error_limit(str(value)).text
+    except ConfigError:
+        raise ValueError("expected a share such as 20% or 0.2, or a count such as 5") from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false", "no", "off"):
+        return value.strip().lower() in ("true", "yes", "on")
+    raise ValueError("expected true or false")
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
@@ -65,6 +100,12 @@ SETTINGS = {s.name: s for s in (
     Setting("rpm", "--rpm", "LMC_RPM", _positive_number),
     Setting("max_steps", "--max-steps", "LMC_MAX_STEPS", _positive_int, DEFAULT_MAX_STEPS),
     Setting("example_timeout", "--example-timeout", "LMC_EXAMPLE_TIMEOUT", _positive_number),
+    Setting("max_calls", "--max-calls", "LMC_MAX_CALLS", _positive_int),
+    Setting("max_cost", "--max-cost", "LMC_MAX_COST", _amount),
+    Setting("price_per_mtok_in", "--price-per-mtok-in", "LMC_PRICE_PER_MTOK_IN", _amount),
+    Setting("price_per_mtok_out", "--price-per-mtok-out", "LMC_PRICE_PER_MTOK_OUT", _amount),
+    Setting("max_lm_errors", "--max-lm-errors", "LMC_MAX_LM_ERRORS", _error_limit),
+    Setting("truncate_inputs", "--truncate-inputs", "LMC_TRUNCATE_INPUTS", _flag, False),
 )}
 YAML_KEYS = tuple(SETTINGS)
 

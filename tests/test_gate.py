@@ -117,6 +117,21 @@ def test_golden_report_fixture_is_the_contract():
     rep = Report.load(path)
     assert json.loads(path.read_text()) == rep.to_json()
     assert rep.summary.n == len(rep.examples) == rep.data.n_total
+    assert (rep.summary.requests, rep.summary.retries, rep.summary.failed_requests) == (6, 1, 1)
+
+
+def test_a_report_written_before_request_counters_existed_still_loads(tmp_path):
+    obj = json.loads((FIXTURES / "sample.report.json").read_text())
+    for key in ("requests", "retries", "failed_requests"):
+        del obj["summary"][key]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(obj))
+    rep = Report.load(path)
+    assert (rep.summary.requests, rep.summary.retries, rep.summary.failed_requests) == (0, 0, 0)
+    obj["summary"]["requests"] = -1
+    path.write_text(json.dumps(obj))
+    with pytest.raises(ReportError, match="summary.requests"):
+        Report.load(path)
 
 
 def _valid_obj():

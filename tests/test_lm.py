@@ -338,7 +338,7 @@ def test_call_budget(tmp_path):
     spec = parse_lm("openai/m")
     run(client.complete(spec, LMRequest(prompt="a")))
     run(client.complete(spec, LMRequest(prompt="b")))
-    with pytest.raises(BudgetExceeded, match="2 calls"):
+    with pytest.raises(BudgetExceeded, match=r"LM call budget spent \(--max-calls 2\)"):
         run(client.complete(spec, LMRequest(prompt="c")))
     assert run(client.complete(spec, LMRequest(prompt="a"))).cached  # cached calls are free
     assert len(fake.calls) == 2
@@ -358,13 +358,34 @@ def test_call_budget_holds_under_concurrency():
 
 
 def test_cost_budget_and_table_cost(lm_server):
-    client = LMClient(use_cache=False, max_cost=1e-9)
     spec = parse_lm("openai/gpt-4o-mini", lm_server.url)  # a known model: priced from litellm's table
-    res = run(client.complete(spec, CHAT))
-    assert res.cost > 0 and res.prompt_tokens > 0
-    assert client.usage.cost == pytest.approx(res.cost)
+    req = LMRequest(messages=CHAT.messages, max_tokens=20)
+    probe = LMClient(use_cache=False)
+    worst = probe.ledger.worst_cost(spec, req)
+    assert worst > 0
+    probe.close()
+    # Not even one request's worst case fits: nothing is sent.
+    client = LMClient(use_cache=False, max_cost=worst * 0.99)
     with pytest.raises(BudgetExceeded, match="cost budget"):
-        run(client.complete(spec, LMRequest(prompt="again")))
+        run(client.complete(spec, req))
+    assert lm_server.requests == 0 and client.usage.requests == 0
+    client.close()
+    # Room for one worst case and a half: two at once cannot both be in flight ...
+    client = LMClient(use_cache=False, max_cost=worst * 1.5, concurrency=4)
+
+    async def two():
+        other = LMRequest(messages=({"role": "user", "content": "What is 3+3?"},), max_tokens=20)
+        return await asyncio.gather(client.complete(spec, req), client.complete(spec, other), return_exceptions=True)
+
+    out = run(two())
+    assert sum(isinstance(o, LMResult) for o in out) == 1 and sum(isinstance(o, BudgetExceeded) for o in out) == 1
+    assert lm_server.requests == 1
+    res = next(o for o in out if isinstance(o, LMResult))
+    assert 0 < res.cost <= worst and res.prompt_tokens > 0
+    assert client.usage.cost == pytest.approx(res.cost)
+    # ... and once the first is settled at its real (smaller) cost, the next one fits again.
+    run(client.complete(spec, LMRequest(messages=({"role": "user", "content": "4+4?"},), max_tokens=20)))
+    assert lm_server.requests == 2 and client.usage.cost <= worst * 1.5
     client.close()
 
 
@@ -467,16 +488,16 @@ def test_local_model_greedy_stop_and_tokens(tmp_path):
 
 @pytest.mark.local_model
 @local
-def test_local_model_truncates_overlong_prompt_with_a_warning():
+def test_local_model_refuses_an_overlong_prompt_instead_of_dropping_its_head():
     from lmc.local import LocalBackend
 
-    backend = LocalBackend(n_ctx=256)  # a small window keeps the overlong prompt cheap to evaluate
+    backend = LocalBackend(n_ctx=256, slots=0)  # a small window keeps the overlong prompt cheap to tokenize
     client = LMClient(use_cache=False, backend=backend)
     spec = parse_lm("local/gemma-3-270m")
-    res = run(client.complete(spec, LMRequest(prompt="one two three " * 120 + "\nfour five", max_tokens=4)))
-    assert res.prompt_tokens <= 256 - 4
-    assert res.warnings and "dropped its first" in res.warnings[0]
-    assert client.warnings.items == list(res.warnings)
+    with pytest.raises(LMError, match=r"input of [\d,]+ tokens does not fit the 256-token context of "
+                                      r"local/gemma-3-270m with 4 tokens kept for the answer"):
+        run(client.complete(spec, LMRequest(prompt="one two three " * 120 + "\nfour five", max_tokens=4)))
+    assert client.usage.errors == 1 and client.usage.calls == 0
     backend.close()
 
 
