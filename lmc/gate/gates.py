@@ -140,10 +140,12 @@ def apply_gates(cand: Report, base: Report | None, opts: GateOptions) -> Verdict
         ids, b, c = align(base, cand, allow_program_change=opts.allow_program_change)
         max_drop = 0.0 if opts.max_drop is None else opts.max_drop
         paired = paired_test(b, c, ids, max_drop=max_drop, confidence=opts.confidence, threshold=cand.metric.threshold)
+        # The p-value of the direction the score moved: for a gain, the drop test's p is near 1 and says nothing.
+        which = f"improvement p={fmt_p(paired.p_improved)}" if paired.delta > 0 else f"p={fmt_p(paired.p_value)}"
         lines.append(
             f"baseline {_pct(paired.base_mean)} -> candidate {_pct(paired.cand_mean)}: delta {_signed(paired.delta)} "
             f"({2 * opts.confidence - 1:.0%} CI {_signed(paired.delta_lo)} to {_signed(paired.delta_hi)}), "
-            f"p={fmt_p(paired.p_value)} one-sided ({paired.method}, {paired.discordant} changed examples)"
+            f"{which} one-sided ({paired.method}, {paired.discordant} changed examples)"
         )
         if not base.program.same_program(cand.program):
             lines.append(f"note: comparing program '{cand.program.name}' against another program, "
@@ -180,6 +182,8 @@ def _pass_reason(mean: float, opts: GateOptions, paired: PairedResult | None) ->
     if paired is not None:
         if paired.p_value < 1 - paired.confidence:
             parts.append(f"drop {-paired.delta:.3f} is significant but within --max-drop {paired.max_drop:g}")
+        elif paired.delta > 0 and paired.p_improved < 1 - paired.confidence:
+            parts.append(f"significant improvement vs baseline (delta {_signed(paired.delta)}, p={fmt_p(paired.p_improved)})")
         else:
             parts.append(f"no significant drop vs baseline (delta {_signed(paired.delta)}, p={fmt_p(paired.p_value)})")
     if opts.max_errors is not None:

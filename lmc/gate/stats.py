@@ -130,7 +130,8 @@ class PairedResult:
 
     `delta = cand_mean - base_mean`; `delta_lo`/`delta_hi` are the one-sided
     `confidence` bounds (together a two-sided 2*confidence-1 interval, e.g. 90%
-    for 0.95); `p_value` is one-sided for "the candidate is no worse".
+    for 0.95); `p_value` is one-sided for "the candidate is no worse" (small: it got worse), and
+    `p_improved` the mirror test of "the candidate is no better" (small: it got better).
     """
 
     n: int
@@ -147,6 +148,7 @@ class PairedResult:
     max_drop: float = 0.0
     confidence: float = 0.95
     discordant: int = 0
+    p_improved: float = 1.0
 
     def to_json(self) -> dict:
         return {
@@ -158,6 +160,7 @@ class PairedResult:
             "delta_hi": self.delta_hi,
             "interval": f"one-sided {self.confidence:g} bounds",
             "p_value": self.p_value,
+            "p_improved": self.p_improved,
             "method": self.method,
             "regressed": self.regressed,
             "max_drop": self.max_drop,
@@ -236,20 +239,24 @@ def paired_test(
     if method.startswith("mcnemar"):
         mid = method == "mcnemar-midp"
         p_value, pi_lo, pi_hi = _mcnemar(b, c, alpha, mid)
+        p_improved = _upper_tail(c, m, 0.5, mid) if m else 1.0
         lo, hi = (m / n) * (2 * pi_lo - 1), (m / n) * (2 * pi_hi - 1)
     elif method == "bootstrap":
         means = _bootstrap_means(diffs, seed)
         lo, hi = _quantile(means, alpha), _quantile(means, 1 - alpha)
         # Share of resampled means at or above zero: consistent with `hi < 0` up to resampling resolution.
         p_value = (1 + sum(1 for x in means if x >= 0)) / (len(means) + 1)
+        p_improved = (1 + sum(1 for x in means if x <= 0)) / (len(means) + 1)
         if all(d == diffs[0] for d in diffs):
             p_value = 1.0 if diffs[0] >= 0 else 0.0
+            p_improved = 1.0 if diffs[0] <= 0 else 0.0
     else:  # normal
         sd = math.sqrt(math.fsum((d - delta) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
         se = sd / math.sqrt(n)
         z = _z(confidence)
         lo, hi = delta - z * se, delta + z * se
         p_value = (1.0 if delta >= 0 else 0.0) if se == 0 else 1.0 - NormalDist().cdf(-delta / se)
+        p_improved = (1.0 if delta <= 0 else 0.0) if se == 0 else 1.0 - NormalDist().cdf(delta / se)
 
     # A tiny epsilon so that a drop of exactly max_drop (e.g. 0.02 from 6/300) is not a float-rounding regression.
     regressed = p_value < alpha and delta < -max_drop - 1e-12
@@ -272,6 +279,7 @@ def paired_test(
         max_drop=max_drop,
         confidence=confidence,
         discordant=m,
+        p_improved=p_improved,
     )
 
 

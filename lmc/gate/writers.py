@@ -202,7 +202,9 @@ def render_markdown(cand: Report, base: Report | None, verdict: Verdict, *, top:
         out.append("")
         out.append(
             f"**Delta {p.delta:+.3f}** ({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), "
-            f"one-sided p = {fmt_p(p.p_value)} ({p.method}); max drop {p.max_drop:g}; "
+            f"one-sided p = {fmt_p(p.p_value)} ({p.method})"
+            + (f", improvement p = {fmt_p(p.p_improved)}" if p.delta > 0 else "")
+            + f"; max drop {p.max_drop:g}; "
             f"{len(p.flipped_to_fail)} pass→fail, {len(p.flipped_to_pass)} fail→pass."
         )
         cand_by_id = {e.id: e for e in cand.examples}
