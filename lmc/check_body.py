@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
@@ -97,55 +98,53 @@ class Bodies:
         for s in stmts:
             self.stmt(s, scope)
 
-    def stmt(self, s, scope: _Scope) -> None:
-        if isinstance(s, n.Assign):
-            self.assign(s, scope)
-        elif isinstance(s, n.ExprStmt):
-            self.expr(s.expr, scope)
-        elif isinstance(s, n.For):
-            t = strip_opt(self.expr(s.iter, scope))
-            if t.kind == "list":
-                elem = t.args[0]
-            elif t.kind in ("str", "literal"):
-                elem = STR
-            elif t.kind == "dict":
-                elem = STR
-            elif t.kind in ("any", "json"):
-                elem = ANY
-            else:
-                self.error(f"cannot loop over {show(t)}", s.iter.span, "loop over a list, e.g. for i in range(3)")
-                elem = ANY
-            self.bind(s.var, elem, s.keyword_span, scope, var_span=s.var_span)
-            scope.loops += 1
-            self.block(s.body, scope)
-            scope.loops -= 1
-        elif isinstance(s, n.If):
-            for cond, body in s.branches:
-                self.expr(cond, scope)
-                self.block(body, scope)
-            if s.orelse is not None:
-                self.block(s.orelse, scope)
-        elif isinstance(s, n.While):
-            self.expr(s.cond, scope)
-            if s.bound is None:
-                self.error("a while loop needs a bound", s.keyword_span, "write 'while <cond> max N { ... }'")
-            else:
-                v = n.constant(s.bound)
-                ok = v is not n.NOT_CONSTANT
-                if not ok or not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                    self.error(f"the bound of a while loop must be a positive int constant, got {show_value(v) if ok else 'an expression'}",
-                               s.bound.span)
-            scope.loops += 1
-            self.block(s.body, scope)
-            scope.loops -= 1
-        elif isinstance(s, n.Return):
-            self.ret(s, scope)
-        elif isinstance(s, n.Check):
-            self.check_stmt(s, scope)
-        elif isinstance(s, (n.Break, n.Continue)):
-            word = "break" if isinstance(s, n.Break) else "continue"
-            if scope.loops == 0:
-                self.error(f"'{word}' outside a loop", s.span)
+    def stmt(self, s: n.Stmt, scope: _Scope) -> None:
+        _STMTS[type(s)](self, s, scope)
+
+    def expr_stmt(self, s: n.ExprStmt, scope: _Scope) -> None:
+        self.expr(s.expr, scope)
+
+    def for_stmt(self, s: n.For, scope: _Scope) -> None:
+        t = strip_opt(self.expr(s.iter, scope))
+        if t.kind == "list":
+            elem = t.args[0]
+        elif t.kind in ("str", "literal", "dict"):
+            elem = STR
+        elif t.kind in ("any", "json"):
+            elem = ANY
+        else:
+            self.error(f"cannot loop over {show(t)}", s.iter.span, "loop over a list, e.g. for i in range(3)")
+            elem = ANY
+        self.bind(s.var, elem, s.keyword_span, scope, var_span=s.var_span)
+        self.loop_body(s.body, scope)
+
+    def if_stmt(self, s: n.If, scope: _Scope) -> None:
+        for cond, body in s.branches:
+            self.expr(cond, scope)
+            self.block(body, scope)
+        if s.orelse is not None:
+            self.block(s.orelse, scope)
+
+    def while_stmt(self, s: n.While, scope: _Scope) -> None:
+        self.expr(s.cond, scope)
+        if s.bound is None:
+            self.error("a while loop needs a bound", s.keyword_span, "write 'while <cond> max N { ... }'")
+        else:
+            v = n.constant(s.bound)
+            ok = v is not n.NOT_CONSTANT
+            if not ok or not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                self.error(f"the bound of a while loop must be a positive int constant, got {show_value(v) if ok else 'an expression'}",
+                           s.bound.span)
+        self.loop_body(s.body, scope)
+
+    def loop_body(self, body: tuple[n.Stmt, ...], scope: _Scope) -> None:
+        scope.loops += 1
+        self.block(body, scope)
+        scope.loops -= 1
+
+    def jump(self, s: n.Break | n.Continue, scope: _Scope) -> None:
+        if scope.loops == 0:
+            self.error(f"'{'break' if isinstance(s, n.Break) else 'continue'}' outside a loop", s.span)
 
     def bind(self, name: str, t: Type, span: Span, scope: _Scope, var_span: Span | None = None) -> None:
         target = self.d.decls.get(name)
@@ -177,63 +176,75 @@ class Bodies:
 
     def ret(self, s: n.Return, scope: _Scope) -> None:
         if scope.owner == "metric":
-            if s.value is None:
-                self.error("a metric returns a score", s.span, "return a number from 0 to 1 or a bool")
-                return
-            t = strip_opt(self.expr(s.value, scope))
-            if not is_num(t):
-                self.error(f"a metric returns a number or bool, got {show(t)}", s.value.span)
+            self.metric_return(s, scope)
             return
         outs: dict[str, Type] = self.outputs or {}
-        if s.value is None:
+        v = s.value
+        if v is None:
             if outs:
                 self.error("return needs the program's outputs", s.span, "return {" + ", ".join(f'"{k}": ...' for k in outs) + "}")
             return
-        v = s.value
         if isinstance(v, n.DictExpr) and all(isinstance(k, n.Const) and isinstance(k.value, str) for k, _ in v.items):
-            keys = {}
-            for k, val in v.items:
-                vt = self.expr(val, scope)
-                if k.value in keys:
-                    self.error(f"output '{k.value}' is returned twice", k.span)
-                keys[k.value] = vt
-                if k.value not in outs:
-                    self.error(f"'{k.value}' is not an output of program '{scope.owner_name}'", k.span,
-                               hint_for(k.value, outs))
-                elif not assignable(vt, outs[k.value]):
-                    self.error(f"output '{k.value}' is declared {outs[k.value].name}, got {show(vt)}", val.span, pred_hint(vt))
-            missing = [k for k in outs if k not in keys]
-            if missing:
-                self.error(f"return is missing output{'s' if len(missing) > 1 else ''} " + ", ".join(f"'{m}'" for m in missing),
-                           v.span)
+            self.return_dict(v, outs, scope)
             return
         t = self.expr(v, scope)
         ts = strip_opt(t)
         if ts.kind == "prediction":
-            missing = [k for k in outs if ts.field(k) is None]
-            if len(outs) == 1 and missing:
-                src = self.origin(v, scope) or "the returned prediction"
-                self.error(f"{src} has no output '{missing[0]}' to return", v.span,
-                           pred_hint(t, outs[missing[0]]) or f'return {{"{missing[0]}": ...}}')
-                return
-            for k in missing:
-                src = self.origin(v, scope) or "the returned value"
-                self.error(f"{src} has no output '{k}' to return", v.span,
-                           "return {" + ", ".join(f'"{o}": ...' for o in outs) + "} to build the outputs")
-            for k, ot in outs.items():
-                ft = ts.field(k)
-                if ft is not None and not assignable(ft, ot):
-                    self.error(f"output '{k}' is declared {ot.name}, got {show(ft)}", v.span)
+            self.return_prediction(v, t, outs, scope)
+        elif ts.kind in ("any", "json") or (ts.kind == "dict" and len(outs) != 1):
             return
-        if ts.kind in ("any", "json") or (ts.kind == "dict" and len(outs) != 1):
-            return
-        if len(outs) == 1:
+        elif len(outs) == 1:
             k, ot = next(iter(outs.items()))
             if not assignable(t, ot):
                 self.error(f"output '{k}' is declared {ot.name}, got {show(t)}", v.span)
+        else:
+            self.error("return {...} with the outputs " + ", ".join(f"'{k}'" for k in outs) + f", got {show(t)}", v.span,
+                       "a program with several outputs returns a module call or a dict literal")
+
+    def metric_return(self, s: n.Return, scope: _Scope) -> None:
+        if s.value is None:
+            self.error("a metric returns a score", s.span, "return a number from 0 to 1 or a bool")
             return
-        self.error("return {...} with the outputs " + ", ".join(f"'{k}'" for k in outs) + f", got {show(t)}", v.span,
-                   "a program with several outputs returns a module call or a dict literal")
+        t = strip_opt(self.expr(s.value, scope))
+        if not is_num(t):
+            self.error(f"a metric returns a number or bool, got {show(t)}", s.value.span)
+
+    def return_dict(self, v: n.DictExpr, outs: dict[str, Type], scope: _Scope) -> None:
+        """`return {"answer": ..., ...}`: every key an output, every output given, each of its declared type."""
+        keys: dict[str, Type] = {}
+        for k, val in v.items:
+            assert isinstance(k, n.Const) and isinstance(k.value, str)
+            name = k.value
+            vt = self.expr(val, scope)
+            if name in keys:
+                self.error(f"output '{name}' is returned twice", k.span)
+            keys[name] = vt
+            if name not in outs:
+                self.error(f"'{name}' is not an output of program '{scope.owner_name}'", k.span, hint_for(name, outs))
+            elif not assignable(vt, outs[name]):
+                self.error(f"output '{name}' is declared {outs[name].name}, got {show(vt)}", val.span, pred_hint(vt))
+        missing = [k for k in outs if k not in keys]
+        if missing:
+            self.error(f"return is missing output{'s' if len(missing) > 1 else ''} " + ", ".join(f"'{m}'" for m in missing),
+                       v.span)
+
+    def return_prediction(self, v: n.Expr, t: Type, outs: dict[str, Type], scope: _Scope) -> None:
+        """`return qa(...)`: the prediction must hold every output, each of its declared type."""
+        ts = strip_opt(t)
+        missing = [k for k in outs if ts.field(k) is None]
+        if len(outs) == 1 and missing:
+            src = self.origin(v, scope) or "the returned prediction"
+            self.error(f"{src} has no output '{missing[0]}' to return", v.span,
+                       pred_hint(t, outs[missing[0]]) or f'return {{"{missing[0]}": ...}}')
+            return
+        for k in missing:
+            src = self.origin(v, scope) or "the returned value"
+            self.error(f"{src} has no output '{k}' to return", v.span,
+                       "return {" + ", ".join(f'"{o}": ...' for o in outs) + "} to build the outputs")
+        for k, ot in outs.items():
+            ft = ts.field(k)
+            if ft is not None and not assignable(ft, ot):
+                self.error(f"output '{k}' is declared {ot.name}, got {show(ft)}", v.span)
 
     def check_stmt(self, s: n.Check, scope: _Scope) -> None:
         self.expr(s.cond, scope)
@@ -266,95 +277,97 @@ class Bodies:
             return scope.origin.get(e.id)
         return None
 
-    def expr(self, e, scope: _Scope) -> Type:
-        if isinstance(e, n.Const):
-            v = e.value
-            if isinstance(v, bool):
-                return BOOL
-            if isinstance(v, int):
-                return INT
-            if isinstance(v, float):
-                return FLOAT
-            if isinstance(v, str):
-                return literal(v)
-            return NONE
-        if isinstance(e, n.Name):
-            if e.id in scope.types:
-                return scope.types[e.id]
-            d = self.d.decls.get(e.id)
-            if d is not None:
-                if isinstance(d, (n.ModuleDecl, n.ProgramDecl, n.ToolDecl, n.RetrieverDecl)):
-                    self.error(f"{kind_word(d)} '{e.id}' must be called", e.span,
-                               f"write {e.id}(...)" if not isinstance(d, n.ModuleDecl) else f"write {e.id}(field=value, ...)")
-                else:
-                    self.error(f"{kind_word(d)} '{e.id}' is not a value", e.span)
-                return ANY
-            if e.id in BUILTINS:
-                self.error(f"builtin '{e.id}' must be called", e.span, f"write {e.id}(...)")
-                return ANY
-            self.undefined(e.id, e.span, scope)
-            return ANY
-        if isinstance(e, n.FString):
-            for part in e.parts:
-                if not isinstance(part, str):
-                    t = self.expr(part, scope)
-                    if strip_opt(t).kind == "prediction":
-                        self.error("cannot put a prediction in an f-string", part.span, pred_hint(t))
-            return STR
-        if isinstance(e, n.ListExpr):
-            t = None
-            for item in e.items:
-                it = self.expr(item, scope)
-                t = it if t is None else unify(t, it)
-            return list_of(t if t is not None else ANY)
-        if isinstance(e, n.DictExpr):
-            t = None
-            for k, v in e.items:
-                kt = self.expr(k, scope)
-                if not assignable(kt, STR) or strip_opt(kt).kind == "optional":
-                    self.error(f"dict keys must be str, got {show(kt)}", k.span)
-                vt = self.expr(v, scope)
-                t = vt if t is None else unify(t, vt)
-            return dict_of(widen(t) if t is not None else ANY)
-        if isinstance(e, n.Attr):
-            return self.attr(e, scope)
-        if isinstance(e, n.Index):
-            return self.index(e, scope)
-        if isinstance(e, n.Call):
-            return self.call(e, scope)
-        if isinstance(e, n.BinOp):
-            lt = self.expr(e.left, scope)
-            rt = self.expr(e.right, scope)
-            return self.binop(e.op, lt, rt, e.span)
-        if isinstance(e, n.UnaryOp):
-            t = self.expr(e.operand, scope)
-            if e.op == "not":
-                return BOOL
-            if not is_num(strip_opt(t)):
-                self.error(f"cannot apply unary '{e.op}' to {show(t)}", e.span)
-                return ANY
-            return INT if t.kind == "bool" else strip_opt(t)
-        if isinstance(e, n.Compare):
-            lt = strip_opt(self.expr(e.left, scope))
-            rt = strip_opt(self.expr(e.right, scope))
-            if e.op in ("in", "not in"):
-                if rt.kind not in ("list", "dict", "str", "literal", "any", "json"):
-                    self.error(f"'{e.op}' needs a list, dict or str on the right, got {show(rt)}", e.right.span)
-                elif rt.kind in ("str", "literal") and not assignable(lt, STR):
-                    self.error(f"'{e.op}' on a str needs a str on the left, got {show(lt)}", e.left.span)
-            elif e.op in ("<", "<=", ">", ">="):
-                ok = (is_num(lt) and is_num(rt)) or (lt.kind in ("str", "literal") and rt.kind in ("str", "literal")) \
-                    or "any" in (lt.kind, rt.kind) or "json" in (lt.kind, rt.kind)
-                if not ok:
-                    self.error(f"cannot compare {show(lt)} and {show(rt)} with '{e.op}'", e.span)
-            else:
-                self.literal_compare(e, lt, rt)
+    def expr(self, e: n.Expr, scope: _Scope) -> Type:
+        return _EXPRS[type(e)](self, e, scope)
+
+    def const(self, e: n.Const, scope: _Scope) -> Type:
+        v = e.value
+        if isinstance(v, bool):
             return BOOL
-        if isinstance(e, n.BoolOp):
-            lt = self.expr(e.left, scope)
-            rt = self.expr(e.right, scope)
-            return BOOL if lt == BOOL and rt == BOOL else unify(widen(lt), widen(rt))
+        if isinstance(v, int):
+            return INT
+        if isinstance(v, float):
+            return FLOAT
+        if isinstance(v, str):
+            return literal(v)
+        return NONE
+
+    def name(self, e: n.Name, scope: _Scope) -> Type:
+        if e.id in scope.types:
+            return scope.types[e.id]
+        d = self.d.decls.get(e.id)
+        if d is not None:
+            if isinstance(d, (n.ModuleDecl, n.ProgramDecl, n.ToolDecl, n.RetrieverDecl)):
+                self.error(f"{kind_word(d)} '{e.id}' must be called", e.span,
+                           f"write {e.id}(...)" if not isinstance(d, n.ModuleDecl) else f"write {e.id}(field=value, ...)")
+            else:
+                self.error(f"{kind_word(d)} '{e.id}' is not a value", e.span)
+        elif e.id in BUILTINS:
+            self.error(f"builtin '{e.id}' must be called", e.span, f"write {e.id}(...)")
+        else:
+            self.undefined(e.id, e.span, scope)
         return ANY
+
+    def fstring(self, e: n.FString, scope: _Scope) -> Type:
+        for part in e.parts:
+            if not isinstance(part, str):
+                t = self.expr(part, scope)
+                if strip_opt(t).kind == "prediction":
+                    self.error("cannot put a prediction in an f-string", part.span, pred_hint(t))
+        return STR
+
+    def list_expr(self, e: n.ListExpr, scope: _Scope) -> Type:
+        t: Type | None = None
+        for item in e.items:
+            it = self.expr(item, scope)
+            t = it if t is None else unify(t, it)
+        return list_of(t if t is not None else ANY)
+
+    def dict_expr(self, e: n.DictExpr, scope: _Scope) -> Type:
+        t: Type | None = None
+        for k, v in e.items:
+            kt = self.expr(k, scope)
+            if not assignable(kt, STR) or strip_opt(kt).kind == "optional":
+                self.error(f"dict keys must be str, got {show(kt)}", k.span)
+            vt = self.expr(v, scope)
+            t = vt if t is None else unify(t, vt)
+        return dict_of(widen(t) if t is not None else ANY)
+
+    def binop_expr(self, e: n.BinOp, scope: _Scope) -> Type:
+        lt = self.expr(e.left, scope)
+        rt = self.expr(e.right, scope)
+        return self.binop(e.op, lt, rt, e.span)
+
+    def unary(self, e: n.UnaryOp, scope: _Scope) -> Type:
+        t = self.expr(e.operand, scope)
+        if e.op == "not":
+            return BOOL
+        if not is_num(strip_opt(t)):
+            self.error(f"cannot apply unary '{e.op}' to {show(t)}", e.span)
+            return ANY
+        return INT if t.kind == "bool" else strip_opt(t)
+
+    def compare(self, e: n.Compare, scope: _Scope) -> Type:
+        lt = strip_opt(self.expr(e.left, scope))
+        rt = strip_opt(self.expr(e.right, scope))
+        if e.op in ("in", "not in"):
+            if rt.kind not in ("list", "dict", "str", "literal", "any", "json"):
+                self.error(f"'{e.op}' needs a list, dict or str on the right, got {show(rt)}", e.right.span)
+            elif rt.kind in ("str", "literal") and not assignable(lt, STR):
+                self.error(f"'{e.op}' on a str needs a str on the left, got {show(lt)}", e.left.span)
+        elif e.op in ("<", "<=", ">", ">="):
+            ok = (is_num(lt) and is_num(rt)) or (lt.kind in ("str", "literal") and rt.kind in ("str", "literal")) \
+                or "any" in (lt.kind, rt.kind) or "json" in (lt.kind, rt.kind)
+            if not ok:
+                self.error(f"cannot compare {show(lt)} and {show(rt)} with '{e.op}'", e.span)
+        else:
+            self.literal_compare(e, lt, rt)
+        return BOOL
+
+    def boolop(self, e: n.BoolOp, scope: _Scope) -> Type:
+        lt = self.expr(e.left, scope)
+        rt = self.expr(e.right, scope)
+        return BOOL if lt == BOOL and rt == BOOL else unify(widen(lt), widen(rt))
 
     def literal_compare(self, e: n.Compare, lt: Type, rt: Type) -> None:
         """`x == "neutral"` where x can only be "positive" | "negative" is always false: say so."""
@@ -429,10 +442,7 @@ class Bodies:
     # -- calls -------------------------------------------------------------------
     def call(self, e: n.Call, scope: _Scope) -> Type:
         if not isinstance(e.func, n.Name):
-            for a in e.args:
-                self.expr(a, scope)
-            for kw in e.kwargs:
-                self.expr(kw.value, scope)
+            self.args_only(e, scope)
             if isinstance(e.func, n.Attr):
                 self.expr(e.func.obj, scope)
                 self.error(f"there are no methods; call '{e.func.name}' as a function", e.func.name_span,
@@ -464,6 +474,9 @@ class Bodies:
             self.error(f"{kind_word(d)} '{name}' cannot be called{' inside a program' if isinstance(d, n.MetricDecl) else ''}",
                        e.func.span, hint)
             return ANY
+        return self.call_builtin(e, name, scope)
+
+    def call_builtin(self, e: n.Call, name: str, scope: _Scope) -> Type:
         b = BUILTINS.get(name)
         if b is None:
             self.args_only(e, scope)
@@ -501,7 +514,8 @@ class Bodies:
             self.expr(a, scope)
         if e.args:
             first = inputs[0][0] if inputs else "field"
-            self.error(f"{what} takes keyword arguments only", e.args[0].span, f"write {e.func.id}({first}=...)")
+            callee = e.func.id if isinstance(e.func, n.Name) else "f"
+            self.error(f"{what} takes keyword arguments only", e.args[0].span, f"write {callee}({first}=...)")
         given = {}
         want = dict(inputs)
         for kw in e.kwargs:
@@ -590,3 +604,16 @@ class Bodies:
             if pname not in given and len(ts) <= len(params):
                 self.error(f"missing argument '{pname}' for tool '{d.name}'", e.span)
         return info.returns
+
+
+# Node type -> the method that types it, looked up once per node instead of an isinstance chain.
+_STMTS: dict[type, Callable[[Bodies, Any, _Scope], None]] = {
+    n.Assign: Bodies.assign, n.ExprStmt: Bodies.expr_stmt, n.For: Bodies.for_stmt, n.If: Bodies.if_stmt,
+    n.While: Bodies.while_stmt, n.Return: Bodies.ret, n.Check: Bodies.check_stmt, n.Break: Bodies.jump,
+    n.Continue: Bodies.jump,
+}
+_EXPRS: dict[type, Callable[[Bodies, Any, _Scope], Type]] = {
+    n.Const: Bodies.const, n.Name: Bodies.name, n.FString: Bodies.fstring, n.ListExpr: Bodies.list_expr,
+    n.DictExpr: Bodies.dict_expr, n.Attr: Bodies.attr, n.Index: Bodies.index, n.Call: Bodies.call,
+    n.BinOp: Bodies.binop_expr, n.UnaryOp: Bodies.unary, n.Compare: Bodies.compare, n.BoolOp: Bodies.boolop,
+}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, NoReturn
+from typing import Any, Iterable, NoReturn
 
 # Exit codes shared by every command.
 EXIT_OK = 0
@@ -34,7 +34,7 @@ class Span:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[int]:
         return [self.line, self.col, self.end_line, self.end_col]
 
 
@@ -73,7 +73,7 @@ class Diagnostic:
         text = self.message + (f"; {self.hint}" if self.hint else "")
         return f"{self.span}: {self.severity}: {text}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "path": self.span.path,
             "line": self.span.line,

@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from .errors import ArtifactError
 from .types import Type, parse_type
@@ -63,7 +63,7 @@ class Predictor:
     role: str
     signature: SignatureIR
     instructions: str
-    demos: tuple[dict, ...] = ()
+    demos: tuple[dict[str, Any], ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()  # temperature, max_tokens, lm, stop, ...
 
     def setting(self, key: str, default: Any = None) -> Any:
@@ -466,8 +466,9 @@ def from_json_node(data: Any, path: str = "ir") -> Any:
     return _load(data, path)
 
 
-def to_json(ir: IR) -> dict:
-    return _dump(ir)
+def to_json(ir: IR) -> dict[str, Any]:
+    data: dict[str, Any] = _dump(ir)
+    return data
 
 
 def from_json(data: Any, path: str = "ir") -> IR:
@@ -511,7 +512,7 @@ def validate(ir: IR, path: str = "ir") -> None:
                     raise ArtifactError(f"{path}: call to missing {kind} '{getattr(node, attr)}'")
 
 
-def _walk(value: Any):
+def _walk(value: Any) -> Iterator[Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, Type):
         yield value
         for f in fields(value):

@@ -344,6 +344,7 @@ class Driver:
                     if c.ce >= 0:
                         ce = c.ce
                         break
+                children: list | None
                 if include is None:
                     children = kids
                 else:
@@ -363,6 +364,7 @@ class Driver:
                             children.append(kids[i])
                     if children is None:
                         children = []
+                assert children is not None
                 if expand1 and len(children) == 1:
                     res = children[0]
                     if cs >= 0 and type(res) is Tree:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from .errors import Span
 
@@ -287,7 +287,7 @@ class File(Node):
 # ---------------------------------------------------------------- helpers
 
 
-def walk(node: Any):
+def walk(node: Any) -> Iterator[Node]:
     """Yield every Node under `node` (pre-order), through tuples and pairs."""
     if isinstance(node, Node):
         yield node

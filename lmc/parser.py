@@ -149,7 +149,7 @@ class _Builder:
         return text
 
     # -- declarations ---------------------------------------------------------
-    def decl(self, t) -> n.Node:
+    def decl(self, t) -> n.Decl:
         return _DECLS[t.data](self, t)
 
     def d_sig_block(self, t):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from .errors import Diagnostic, Span
 
@@ -48,13 +49,14 @@ def _describe(tok) -> str:
 
 
 
-def syntax_diagnostic(lark, e, text: str, path: str) -> Diagnostic:
+def syntax_diagnostic(lark: Any, e: Any, text: str, path: str) -> Diagnostic:
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
     line = getattr(e, "line", 1) or 1
     col = getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedCharacters):
-        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else ""
+        pos = e.pos_in_stream
+        ch = text[pos] if pos is not None and pos < len(text) else ""
         if ch in "\"'":
             return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string", "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
         hint = None

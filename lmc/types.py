@@ -23,7 +23,8 @@ PRIMITIVES = ("str", "int", "float", "bool", "json")
 @dataclass(frozen=True)
 class Type:
     kind: str
-    args: tuple = ()
+    # list/dict/optional: (element Type,); literal: the strings; prediction: (name, Type) pairs.
+    args: tuple[Any, ...] = ()
 
     # -- rendering ---------------------------------------------------------
     @property
@@ -50,7 +51,8 @@ class Type:
         if self.kind == "prediction":
             for n, t in self.args:
                 if n == name:
-                    return t
+                    found: Type = t
+                    return found
         return None
 
     @property
@@ -160,7 +162,7 @@ _TYPE_TOKEN = re.compile(r'\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<str>"(?:[^"\\]|\\.)*
 
 def parse_type(text: str) -> Type:
     """Parse a type as rendered by `Type.name` (used when loading artifacts)."""
-    toks = []
+    toks: list[str | None] = []
     pos = 0
     text = text.strip()
     while pos < len(text):
@@ -172,10 +174,10 @@ def parse_type(text: str) -> Type:
     toks.append(None)
     i = 0
 
-    def peek():
+    def peek() -> str | None:
         return toks[i]
 
-    def take(expect=None):
+    def take(expect: str | None = None) -> str | None:
         nonlocal i
         tok = toks[i]
         if expect is not None and tok != expect:
@@ -389,14 +391,14 @@ def _split_list(s: str) -> list[str]:
 
 
 def _coerce_literal(s: str, t: Type, raw: str) -> str:
-    options = list(t.args)
+    options: list[str] = list(t.args)
     low = s.lower().strip().rstrip(".!")
     for opt in options:
         if low == opt.lower():
             return opt
     # The answer may come with surrounding words ("Sentiment: positive."); accept a
     # unique option appearing as a whole word, preferring the earliest.
-    found = []
+    found: list[tuple[int, str]] = []
     for opt in options:
         m = re.search(r"(?<!\w)" + re.escape(opt.lower()) + r"(?!\w)", low)
         if m:

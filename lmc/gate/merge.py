@@ -15,6 +15,7 @@ from .report import (
     list_ids,
     summarize,
 )
+from .shards import Shard
 
 
 def merge_reports(reports: Sequence[Report]) -> Report:
@@ -26,22 +27,25 @@ def merge_reports(reports: Sequence[Report]) -> Report:
     if not reports:
         raise ReportError("no reports to merge")
     first = reports[0]
+    shards: dict[int, Shard] = {}  # id(report) -> its shard
     for r in reports:
         if r.shard is None:
             raise ReportError(f"{r.where}: is not a shard report (shard is null); only reports written with --shard can be merged")
+        shards[id(r)] = r.shard
     for r in reports[1:]:
         for what in ("program", "target", "metric", "data"):
             if getattr(r, what) != getattr(first, what):
                 raise ReportError(f"{r.where}: {what} differs from {first.where} ({describe_ref(getattr(r, what))} vs {describe_ref(getattr(first, what))}); shards must come from one evaluation")
-    counts = sorted({r.shard.count for r in reports})
+    counts = sorted({s.count for s in shards.values()})
     if len(counts) > 1:
         raise ReportError(f"shards were split in different ways (counts {', '.join(map(str, counts))}); re-run with one N")
     count = counts[0]
     by_index: dict[int, Report] = {}
     for r in reports:
-        if r.shard.index in by_index:
-            raise ReportError(f"shard {r.shard} is given twice ({by_index[r.shard.index].where} and {r.where})")
-        by_index[r.shard.index] = r
+        shard = shards[id(r)]
+        if shard.index in by_index:
+            raise ReportError(f"shard {shard} is given twice ({by_index[shard.index].where} and {r.where})")
+        by_index[shard.index] = r
     missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in by_index]
     if missing:
         raise ReportError(f"missing shard(s) {', '.join(missing)}; got {len(reports)} of {count}")

@@ -47,7 +47,9 @@ class ProgramRef:
             return False
         if self.sha256 == other.sha256:
             return True
-        return bool(self.path and other.path) and self.path.rsplit("/", 1)[-1] == other.path.rsplit("/", 1)[-1]
+        if not (self.path and other.path):
+            return False
+        return self.path.rsplit("/", 1)[-1] == other.path.rsplit("/", 1)[-1]
 
     def describe(self) -> str:
         return f"'{self.name}' of {self.path or 'an unrecorded file'} (source sha256 {self.sha256[:12]})"
@@ -391,7 +393,8 @@ class _Reader:
             lines.add(ex.line)
 
     def summary(self, value: Any, examples: Sequence[ExampleResult]) -> Summary:
-        keys = ("n", "score", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "duration_s")
+        keys: tuple[str, ...] = ("n", "score", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost",
+                                 "duration_s")
         if isinstance(value, dict):
             keys += tuple(k for k in OPTIONAL_COUNTERS if k in value)
         s = self.obj(value, "summary", keys)

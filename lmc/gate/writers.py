@@ -74,7 +74,7 @@ def _xml_text(text: str) -> str:
 
 
 def _example_dump(ex: ExampleResult, base_ex: ExampleResult | None) -> str:
-    doc = {"line": ex.line, "score": ex.score, "prediction": ex.prediction, "gold": ex.gold}
+    doc: dict[str, Any] = {"line": ex.line, "score": ex.score, "prediction": ex.prediction, "gold": ex.gold}
     if ex.error is not None:
         doc["error"] = ex.error
     if base_ex is not None:
