@@ -161,7 +161,12 @@ _TYPE_TOKEN = re.compile(r'\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<str>"(?:[^"\\]|\\.)*
 
 
 def parse_type(text: str) -> Type:
-    """Parse a type as rendered by `Type.name` (used when loading artifacts)."""
+    """Parse a type as rendered by `Type.name` (used when loading artifacts).
+
+    >>> t = parse_type('list[("a" | "b")?]')
+    >>> t == list_of(optional(literal("a", "b"))), parse_type(t.name) == t
+    (True, True)
+    """
     toks: list[str | None] = []
     pos = 0
     text = text.strip()

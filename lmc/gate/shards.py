@@ -38,7 +38,11 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 
 def shard_of(example_id: str, count: int) -> int:
-    """The 1-based shard an id belongs to: sha256 of its UTF-8 text, so stable across runs, machines and Python versions."""
+    """The 1-based shard an id belongs to: sha256 of its UTF-8 text, so stable across runs, machines and Python versions.
+
+    >>> [shard_of(i, 3) for i in ("ex-1", "ex-2", "ex-3", "ex-4")]
+    [1, 1, 3, 2]
+    """
     digest = hashlib.sha256(example_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
