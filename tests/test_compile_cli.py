@@ -14,22 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.lmserver import LoopbackServer
+from tests.programs import SENTIMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET"
 
-SENTIMENT = """# sentiment with a metric
-signature Classify {
-  "Classify the sentiment of the review."
-  review: str
-  -> sentiment: "positive" | "negative"
-}
-module classify = Predict(Classify)
-program main(review: str) -> (sentiment: "positive" | "negative") {
-  return classify(review=review)
-}
-metric acc = accuracy(sentiment)
-"""
 
 
 def tag(text: str, name: str) -> str | None:

@@ -17,21 +17,10 @@ from lmc.lm import LMClient, parse_lm
 from lmc.lower import lower
 from lmc.optimize import Context, labeled_demos, run_pass
 from tests.fakelm import FakeLM, full_text
+from tests.programs import SENTIMENT, TWO_STEP
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SENTIMENT = """
-signature Classify {
-  "Classify the sentiment of the review."
-  review: str
-  -> sentiment: "positive" | "negative"
-}
-module classify = Predict(Classify)
-program main(review: str) -> (sentiment: "positive" | "negative") {
-  return classify(review=review)
-}
-metric acc = accuracy(sentiment)
-"""
 
 COT = """
 signature Solve(question: str -> answer: int)
@@ -43,19 +32,6 @@ program main(question: str) -> (answer: int) {
 metric em = exact_match(answer)
 """
 
-TWO_STEP = """
-signature MakeQuery(question: str -> query: str)
-  "Write a search query."
-signature Reply(query: str, question: str -> answer: str)
-  "Answer the question."
-module make_query = Predict(MakeQuery)
-module reply = Predict(Reply)
-program main(question: str) -> (answer: str) {
-  q = make_query(question=question).query
-  return reply(query=q, question=question)
-}
-metric em = exact_match(answer)
-"""
 
 
 # ---------------------------------------------------------------- helpers
