@@ -41,9 +41,18 @@ def test_there_are_programs_and_fixtures_to_compare():
     assert len(TEXTS) > 50
 
 
-@pytest.mark.parametrize("path", TEXTS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_the_driver_builds_lark_s_tree_with_lark_s_positions(path):
+# The lower fixtures hold a program, then its expected IR.
+LOWER_FIXTURES = sorted(ROOT.glob("tests/fixtures/lower/*.txt"))
+
+
+def program_text(path: Path) -> str:
     text = path.read_text(encoding="utf-8").removeprefix("\ufeff").replace("\r\n", "\n")
+    return text.partition("# expected IR\n")[0] if path.suffix == ".txt" else text
+
+
+@pytest.mark.parametrize("path", TEXTS + LOWER_FIXTURES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_driver_builds_lark_s_tree_with_lark_s_positions(path):
+    text = program_text(path)
     assert driver_shape(text) == lark_shape(text)
 
 
