@@ -157,7 +157,7 @@ def _demo_line(d: dict, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False) -> str:
+def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False) -> str:  # noqa: C901 - one section per kind of change, in the order shown
     lines = [f"{'## ' if markdown else ''}lmc diff {name_a} → {name_b}"]
     s = changes["scores"]
     lines.append(f"dev score: {s['old']} → {s['new']}")

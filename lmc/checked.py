@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import nodes as n
 from .decl_rules import extra_output_names
@@ -99,30 +100,30 @@ def resolve(ref: n.TypeRef | None, diags: Diagnostics | None) -> Type:
         t = Type(ref.name)
         if ref.args:
             t = err(f"type '{ref.name}' takes no type arguments, got {len(ref.args)}")
-    elif ref.name == "list":
-        if len(ref.args) != 1:
-            t = err(f"list takes 1 type argument, got {len(ref.args)}", "write list[str]")
-            for a in ref.args:
-                resolve(a, diags)
-        else:
-            t = list_of(resolve(ref.args[0], diags))
-    elif ref.name == "dict":
-        if len(ref.args) != 2:
-            t = err(f"dict takes 2 type arguments, got {len(ref.args)}", "write dict[str, T]")
-            for a in ref.args:
-                resolve(a, diags)
-        else:
-            key = ref.args[0]
-            if not (key.name == "str" and not key.args and not key.optional):
-                if diags is not None:
-                    diags.error("dict keys must be str", key.span, "write dict[str, T]")
-            t = dict_of(resolve(ref.args[1], diags))
+    elif ref.name in ("list", "dict"):
+        t = _container(ref, diags, err)
     else:
         hint = did_you_mean(ref.name, TYPE_NAMES) or one_of(TYPE_NAMES)
         t = err(f"unknown type '{ref.name}'", hint)
     if ref.optional and t.kind != "any":
         t = optional(t)
     return t
+
+
+def _container(ref: n.TypeRef, diags: Diagnostics | None, err: Callable[..., Type]) -> Type:
+    """`list[T]` or `dict[str, T]`, their arguments resolved (and reported) even when miscounted."""
+    want = 1 if ref.name == "list" else 2
+    if len(ref.args) != want:
+        for a in ref.args:
+            resolve(a, diags)
+        example = "write list[str]" if want == 1 else "write dict[str, T]"
+        return err(f"{ref.name} takes {want} type argument{'s' if want > 1 else ''}, got {len(ref.args)}", example)
+    if want == 1:
+        return list_of(resolve(ref.args[0], diags))
+    key = ref.args[0]
+    if not (key.name == "str" and not key.args and not key.optional) and diags is not None:
+        diags.error("dict keys must be str", key.span, "write dict[str, T]")
+    return dict_of(resolve(ref.args[1], diags))
 
 
 def show(t: Type) -> str:

@@ -69,7 +69,7 @@ def expr(e, prec: int = 0, quote: str = '"') -> str:
     return f"({text})" if own < prec else text
 
 
-def _expr(e, q: str) -> tuple[str, int]:
+def _expr(e, q: str) -> tuple[str, int]:  # noqa: C901 - one branch per expression kind
     if isinstance(e, n.Name):
         return e.id, 9
     if isinstance(e, n.Const):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any, Iterator, Union
 
@@ -494,7 +494,7 @@ def validate(ir: IR, path: str = "ir") -> None:
     if ir.entry not in progs:
         raise ArtifactError(f"{path}: entry program '{ir.entry}' is missing")
     for m in ir.modules:
-        for role, pid in m.predictors:
+        for _role, pid in m.predictors:
             if pid not in preds:
                 raise ArtifactError(f"{path}: module '{m.name}' refers to missing predictor '{pid}'")
     for p in ir.predictors:

@@ -268,7 +268,7 @@ class Driver:
         self.state_lexers[state] = lex
         return lex
 
-    def parse(self, text: str, comments: list | None = None) -> Tree:
+    def parse(self, text: str, comments: list | None = None) -> Tree:  # noqa: C901 - the LALR loop, inlined because it is the parse time (bench_check)
         """The tree Lark would build (same shape, same positions); raises Reject where Lark would have to decide."""
         actions = self.actions
         rules = self.rules

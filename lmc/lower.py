@@ -79,7 +79,8 @@ class _Lowerer:
         elif kind == "MultiChainComparison":
             attempt = I.SignatureIR(base.name, base.instructions, base.inputs, (REASONING,) + base.outputs)
             compare = I.SignatureIR(
-                base.name + "Compare", "", base.inputs + (I.FieldSpec("attempts", list_of(STR), "earlier attempts at this task, which may disagree"),),
+                base.name + "Compare", "",
+                base.inputs + (I.FieldSpec("attempts", list_of(STR), "earlier attempts at this task, which may disagree"),),
                 (I.FieldSpec("rationale", STR, "compare the attempts and decide which is right"),) + base.outputs)
             preds = [make(f"{name}.attempt", "attempt", attempt, instructions),
                      make(f"{name}.compare", "compare", compare,

@@ -58,7 +58,8 @@ def syntax_diagnostic(lark: Any, e: Any, text: str, path: str) -> Diagnostic:
         pos = e.pos_in_stream
         ch = text[pos] if pos is not None and pos < len(text) else ""
         if ch in "\"'":
-            return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string", "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
+            return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string",
+                              "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
         hint = None
         shown = repr(ch) if ch else "character"
         return Diagnostic(Span(path, line, col, line, col + 1), f"unexpected character {shown}", hint)

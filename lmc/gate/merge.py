@@ -27,47 +27,11 @@ def merge_reports(reports: Sequence[Report]) -> Report:
     if not reports:
         raise ReportError("no reports to merge")
     first = reports[0]
-    shards: dict[int, Shard] = {}  # id(report) -> its shard
-    for r in reports:
-        if r.shard is None:
-            raise ReportError(f"{r.where}: is not a shard report (shard is null); only reports written with --shard can be merged")
-        shards[id(r)] = r.shard
-    for r in reports[1:]:
-        for what in ("program", "target", "metric", "data"):
-            if getattr(r, what) != getattr(first, what):
-                raise ReportError(f"{r.where}: {what} differs from {first.where} ({describe_ref(getattr(r, what))} vs {describe_ref(getattr(first, what))}); shards must come from one evaluation")
-    counts = sorted({s.count for s in shards.values()})
-    if len(counts) > 1:
-        raise ReportError(f"shards were split in different ways (counts {', '.join(map(str, counts))}); re-run with one N")
-    count = counts[0]
-    by_index: dict[int, Report] = {}
-    for r in reports:
-        shard = shards[id(r)]
-        if shard.index in by_index:
-            raise ReportError(f"shard {shard} is given twice ({by_index[shard.index].where} and {r.where})")
-        by_index[shard.index] = r
-    missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in by_index]
-    if missing:
-        raise ReportError(f"missing shard(s) {', '.join(missing)}; got {len(reports)} of {count}")
-    owner: dict[str, str] = {}
-    overlap: list[str] = []
-    examples: list[ExampleResult] = []
-    for i in range(1, count + 1):
-        r = by_index[i]
-        for ex in r.examples:
-            if ex.id in owner:
-                overlap.append(ex.id)
-            owner[ex.id] = r.where
-            examples.append(ex)
-    if overlap:
-        raise ReportError(f"id(s) {list_ids(overlap)} appear in more than one shard")
-    lines: set[int] = set()
-    for ex in examples:
-        if ex.line in lines:
-            raise ReportError(f"line {ex.line} appears in more than one shard")
-        lines.add(ex.line)
+    by_index = _by_shard(reports)
+    examples = _examples(by_index)
     if len(examples) != first.data.n_total:
-        raise ReportError(f"merged shards cover {len(examples)} of {first.data.n_total} examples of {first.data.path}; some shard report is incomplete")
+        raise ReportError(f"merged shards cover {len(examples)} of {first.data.n_total} examples of {first.data.path}; "
+                          "some shard report is incomplete")
     examples.sort(key=lambda e: e.line)
     sums = {
         k: sum(getattr(r.summary, k) for r in reports)
@@ -81,3 +45,53 @@ def merge_reports(reports: Sequence[Report]) -> Report:
     )
     return Report(first.program, first.target, first.metric, first.data, None, tuple(examples), summary, first.lmc_version)
 
+
+def _by_shard(reports: Sequence[Report]) -> dict[int, Report]:
+    """The reports by shard index, once they are shown to be every shard of one evaluation."""
+    first = reports[0]
+    shards: dict[int, Shard] = {}  # id(report) -> its shard
+    for r in reports:
+        if r.shard is None:
+            raise ReportError(f"{r.where}: is not a shard report (shard is null); only reports written with --shard can be merged")
+        shards[id(r)] = r.shard
+    for r in reports[1:]:
+        for what in ("program", "target", "metric", "data"):
+            if getattr(r, what) != getattr(first, what):
+                raise ReportError(f"{r.where}: {what} differs from {first.where} ({describe_ref(getattr(r, what))} vs "
+                                  f"{describe_ref(getattr(first, what))}); shards must come from one evaluation")
+    counts = sorted({s.count for s in shards.values()})
+    if len(counts) > 1:
+        raise ReportError(f"shards were split in different ways (counts {', '.join(map(str, counts))}); re-run with one N")
+    count = counts[0]
+    by_index: dict[int, Report] = {}
+    for r in reports:
+        shard = shards[id(r)]
+        if shard.index in by_index:
+            raise ReportError(f"shard {shard} is given twice ({by_index[shard.index].where} and {r.where})")
+        by_index[shard.index] = r
+    missing = [f"{i}/{count}" for i in range(1, count + 1) if i not in by_index]
+    if missing:
+        raise ReportError(f"missing shard(s) {', '.join(missing)}; got {len(reports)} of {count}")
+    return by_index
+
+
+def _examples(by_index: dict[int, Report]) -> list[ExampleResult]:
+    """Every shard's examples in shard order; an id or a line in two shards is refused."""
+    owner: dict[str, str] = {}
+    overlap: list[str] = []
+    examples: list[ExampleResult] = []
+    for i in sorted(by_index):
+        r = by_index[i]
+        for ex in r.examples:
+            if ex.id in owner:
+                overlap.append(ex.id)
+            owner[ex.id] = r.where
+            examples.append(ex)
+    if overlap:
+        raise ReportError(f"id(s) {list_ids(overlap)} appear in more than one shard")
+    lines: set[int] = set()
+    for ex in examples:
+        if ex.line in lines:
+            raise ReportError(f"line {ex.line} appears in more than one shard")
+        lines.add(ex.line)
+    return examples

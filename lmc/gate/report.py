@@ -375,7 +375,8 @@ class _Reader:
             raise self.fail(f"{where}.passed", f"expected true or false, got {_kind(e['passed'])}")
         expected = error is None and score is not None and score >= threshold
         if e["passed"] != expected:
-            raise self.fail(f"{where}.passed", f"is {str(e['passed']).lower()} but score {score} with threshold {threshold:g} means {str(expected).lower()}")
+            raise self.fail(f"{where}.passed", f"is {str(e['passed']).lower()} but score {score} with threshold {threshold:g} "
+                                               f"means {str(expected).lower()}")
         for key in ("prediction", "gold"):
             if e[key] is not None and not isinstance(e[key], dict):
                 raise self.fail(f"{where}.{key}", f"expected an object or null, got {_kind(e[key])}")

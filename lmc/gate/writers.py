@@ -183,10 +183,12 @@ def _brief(value: Any) -> str:
 def render_markdown(cand: Report, base: Report | None, verdict: Verdict, *, top: int = 10) -> str:
     """Markdown for a PR comment or $GITHUB_STEP_SUMMARY: verdict, score vs baseline, delta with interval, top flips."""
     icon = {"pass": "✅", "fail": "❌", "error": "⚠️"}[verdict.label]
-    title = {"pass": "pass", "fail": "quality regression" if verdict.paired and verdict.paired.regressed else "fail", "error": "too many errors"}[verdict.label]
+    regressed = bool(verdict.paired and verdict.paired.regressed)
+    title = {"pass": "pass", "fail": "quality regression" if regressed else "fail", "error": "too many errors"}[verdict.label]
     confidence = verdict.paired.confidence if verdict.paired else 0.95
     out = [f"### {icon} lmc eval: {title}", ""]
-    out.append(f"`{_md(cand.target.path)}` on `{_md(cand.data.path)}` ({cand.summary.n} examples), metric `{_md(cand.metric.name)}` = `{_md(cand.metric.spec)}`")
+    out.append(f"`{_md(cand.target.path)}` on `{_md(cand.data.path)}` ({cand.summary.n} examples), "
+               f"metric `{_md(cand.metric.name)}` = `{_md(cand.metric.spec)}`")
     out.append("")
     out.append(f"| | score | {confidence:.0%} CI | n | passed | errors | calls | cost | time |")
     out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
@@ -231,7 +233,8 @@ def render_markdown(cand: Report, base: Report | None, verdict: Verdict, *, top:
     errored = [e for e in cand.examples if e.error is not None]
     if errored:
         out.append("")
-        out.append(f"{len(errored)} example(s) errored: " + ", ".join(f"`{_md(e.id, 40)}` ({e.error_kind})" for e in errored[:top]) + (" …" if len(errored) > top else ""))
+        shown = ", ".join(f"`{_md(e.id, 40)}` ({e.error_kind})" for e in errored[:top])
+        out.append(f"{len(errored)} example(s) errored: " + shown + (" …" if len(errored) > top else ""))
     out.append("")
     for line in verdict.lines[:-1]:
         if line.startswith("also: "):
