@@ -36,17 +36,8 @@ def check_path(path) -> Checked:
 
 def check(file: n.File, source: str) -> Checked:
     """Resolve names and check types; raises CompileErrors with all diagnostics, sorted."""
-    import gc
-
-    # As in the parser: the checker's data holds no cycles, and the cycle collector rescanning the
-    # freshly built AST of a large file cost seven times the check itself (bench/bench_parse_scaling.py).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with n.cycle_collector_paused():
         return _check(file, source)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _check(file: n.File, source: str) -> Checked:

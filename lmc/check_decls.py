@@ -128,6 +128,14 @@ class Declarations:
         return SigInfo(key, None, tuple((x, STR, None) for x in ins), tuple((x, STR, None) for x in outs), span)
 
     # -- settings, by table --------------------------------------------------------
+    def settings(self, given: tuple[n.Keyword, ...], allowed: tuple[str, ...], what: str) -> None:
+        """Each of `given` checked by its rule, or reported as an unknown `what` (e.g. "lm setting")."""
+        for kw in given:
+            if kw.name in allowed:
+                self.setting(kw, RULES[kw.name])
+            else:
+                self.error(f"unknown {what} '{kw.name}'", kw.name_span, hint_for(kw.name, allowed))
+
     def setting(self, kw: n.Keyword, rule: Rule) -> None:
         """Check one setting's value against what its rule accepts."""
         value = n.constant(kw.value)
@@ -211,11 +219,7 @@ class Declarations:
         if "/" not in d.model or d.model.startswith("/") or d.model.endswith("/"):
             self.error(f"model '{d.model}' must be written provider/model", d.model_span if d.model else d.span,
                        'e.g. "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest" or "ollama/llama3"')
-        for kw in d.settings:
-            if kw.name in LM_SETTINGS:
-                self.setting(kw, RULES[kw.name])
-            else:
-                self.error(f"unknown lm setting '{kw.name}'", kw.name_span, hint_for(kw.name, LM_SETTINGS))
+        self.settings(d.settings, LM_SETTINGS, "lm setting")
 
     def retriever(self, d: n.RetrieverDecl) -> None:
         if d.kind not in RETRIEVER_KWARGS:
@@ -231,12 +235,7 @@ class Declarations:
                 self.error("the corpus path is empty", path.span)
             for extra in d.args[1:]:
                 self.error(f"{d.kind}() takes one positional argument, the corpus path", extra.span, "write other settings as name=value")
-        allowed = RETRIEVER_KWARGS[d.kind]
-        for kw in d.kwargs:
-            if kw.name in allowed:
-                self.setting(kw, RULES[kw.name])
-            else:
-                self.error(f"unknown {d.kind} setting '{kw.name}'", kw.name_span, hint_for(kw.name, allowed))
+        self.settings(d.kwargs, RETRIEVER_KWARGS[d.kind], f"{d.kind} setting")
 
     def tool(self, d: n.ToolDecl) -> None:
         # Written types are resolved (and unknown ones reported) whatever the tool turns out to be.

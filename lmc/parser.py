@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import re
 from bisect import bisect_right
 from pathlib import Path
@@ -19,15 +18,8 @@ def parse(text: str, path: str = "<input>") -> n.File:
     """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    # The trees and nodes built here hold no cycles, so the cycle collector would only
-    # rescan them again and again (a third of the parse time on a large file).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with n.cycle_collector_paused():
         return _parse(text, path)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _parse(text: str, path: str) -> n.File:
