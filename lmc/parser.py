@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from pathlib import Path
+from typing import Callable
 
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
@@ -166,13 +167,30 @@ class _Builder:
                            form="shorthand")
 
     def shorthand(self, s) -> tuple[tuple[n.Field, ...], tuple[n.Field, ...]]:
-        """`"question, context -> answer"`: all-str fields; positions point into the string."""
+        """`"question, context -> answer"`: all-str fields, each named at its place in the string."""
         sp = self.span(s)
         ins, outs, problems = shorthand_fields(self.string(s))
         for message, hint in problems:
             self.err(message, sp, hint)
-        return (tuple(n.Field(sp, name=x, name_span=sp, type=None) for x in ins),
-                tuple(n.Field(sp, name=x, name_span=sp, type=None) for x in outs))
+        spans = iter(self.shorthand_spans(s, ins + outs))
+        return (tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in ins),
+                tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in outs))
+
+    def shorthand_spans(self, s, names: list[str]) -> list[Span]:
+        """Where each name stands in the string token; the whole string where escapes or newlines make offsets unsure."""
+        tok = s.children[0] if hasattr(s, "children") else s
+        raw = str(tok)
+        whole = self.span(s)
+        if "\\" in raw or "\n" in raw or raw.startswith('"""'):
+            return [whole] * len(names)
+        out, pos = [], 1
+        for name in names:
+            m = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(name) + r"(?![A-Za-z0-9_])").search(raw, pos)
+            if m is None:  # pragma: no cover - every name came from this text
+                return [whole] * len(names)
+            out.append(self.span(Tok("NAME", name, tok.start + m.start(), tok.start + m.end())))
+            pos = m.end()
+        return out
 
     def fields(self, t) -> tuple[n.Field, ...]:
         out = []
@@ -419,21 +437,22 @@ class _Builder:
         left, op, right = t.children
         return n.Compare(self.span(t), op=str(op), left=self.expr(left), right=self.expr(right))
 
-    def e_in_op(self, t):
+    def binary(self, t, node: Callable[..., n.Expr], op: str):
+        """`a in b`, `a not in b`, `a and b`, `a or b`: the grammar names the operator by the rule, not a token."""
         left, right = t.children
-        return n.Compare(self.span(t), op="in", left=self.expr(left), right=self.expr(right))
+        return node(self.span(t), op=op, left=self.expr(left), right=self.expr(right))
+
+    def e_in_op(self, t):
+        return self.binary(t, n.Compare, "in")
 
     def e_not_in_op(self, t):
-        left, right = t.children
-        return n.Compare(self.span(t), op="not in", left=self.expr(left), right=self.expr(right))
+        return self.binary(t, n.Compare, "not in")
 
     def e_and_op(self, t):
-        left, right = t.children
-        return n.BoolOp(self.span(t), op="and", left=self.expr(left), right=self.expr(right))
+        return self.binary(t, n.BoolOp, "and")
 
     def e_or_op(self, t):
-        left, right = t.children
-        return n.BoolOp(self.span(t), op="or", left=self.expr(left), right=self.expr(right))
+        return self.binary(t, n.BoolOp, "or")
 
     def e_kwarg(self, t):  # pragma: no cover - handled in call_args
         raise CompileError("keyword argument outside a call", self.span(t))

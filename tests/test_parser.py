@@ -180,3 +180,9 @@ def test_a_name_span_inside_an_f_string_points_into_the_string():
     f = parse(src, "f.lmp")
     attr = next(x for x in n.walk(f.decls) if isinstance(x, n.Attr))
     assert _text_at(src, attr.name_span) == "answer"
+
+
+def test_shorthand_fields_are_named_at_their_place_in_the_string():
+    src = 'signature S = "question,  context -> answer"\n'
+    sig = parse(src, "s.lmp").decls[0]
+    assert [_text_at(src, f.name_span) for f in sig.inputs + sig.outputs] == ["question", "context", "answer"]
