@@ -266,7 +266,10 @@ class Bodies:
     # -- expressions -------------------------------------------------------------
     def undefined(self, name: str, span: Span, scope: _Scope) -> None:
         cands = list(scope.types) + [k for k, v in self.d.decls.items() if not isinstance(v, n.Signature)] + list(BUILTINS)
-        self.error(f"'{name}' is not defined", span, did_you_mean(name, cands))
+        hint = did_you_mean(name, cands)
+        if hint is None and 0 < len(scope.types) <= 8:
+            hint = "defined here: " + ", ".join(sorted(scope.types))
+        self.error(f"'{name}' is not defined", span, hint)
 
     def origin(self, e, scope: _Scope) -> str | None:
         if isinstance(e, n.Call) and isinstance(e.func, n.Name):
@@ -481,7 +484,8 @@ class Bodies:
         if b is None:
             self.args_only(e, scope)
             cands = list(BUILTINS) + [k for k, v in self.d.decls.items() if isinstance(v, (n.ModuleDecl, n.ProgramDecl, n.RetrieverDecl, n.ToolDecl))]
-            self.error(f"unknown function '{name}'", e.func.span, did_you_mean(name, cands))
+            self.error(f"unknown function '{name}'", e.func.span,
+                       did_you_mean(name, cands) or "'lmc help builtins' lists the builtin functions")
             return ANY
         ts = [self.expr(a, scope) for a in e.args]
         for kw in e.kwargs:
@@ -518,17 +522,20 @@ class Bodies:
             self.error(f"{what} takes keyword arguments only", e.args[0].span, f"write {callee}({first}=...)")
         given = {}
         want = dict(inputs)
+        meant = set()  # inputs a misspelled keyword was taken for: not reported missing as well
         for kw in e.kwargs:
             t = self.expr(kw.value, scope)
             given[kw.name] = kw
             if kw.name not in want:
-                hint = did_you_mean(kw.name, want) or (one_of(want) if want else "it takes no inputs")
-                self.error(f"{what} has no input '{kw.name}'", kw.name_span, hint)
+                hint = did_you_mean(kw.name, [k for k in want if k not in given])
+                if hint:
+                    meant.add(hint.split("'")[1])
+                self.error(f"{what} has no input '{kw.name}'", kw.name_span, hint or (one_of(want) if want else "it takes no inputs"))
                 continue
             self.flow(t, want[kw.name], kw.value, f"input '{kw.name}' of {what}")
         if not e.args:
             for name, _ in inputs:
-                if name not in given:
+                if name not in given and name not in meant:
                     self.error(f"missing input '{name}' for {what}{extra}", e.span)
 
     def flow(self, t: Type, want: Type, node, what: str) -> None:

@@ -4,54 +4,105 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
-from .lalr import Tok, lark_parser, parse_tree
-from .syntax import CONSTANTS, KEYWORDS, shorthand_fields, syntax_diagnostic
+from .lalr import Reject, Tok, driver, lark_parser, parse_tree
+from .recover import parse_recovering as parse_recovering_tree
+from .syntax import CONSTANTS, KEYWORDS, diagnose, shorthand_fields, syntax_diagnostic
 
-__all__ = ["CONSTANTS", "KEYWORDS", "parse", "parse_file", "read_source"]
+__all__ = ["CONSTANTS", "KEYWORDS", "Parsed", "parse", "parse_file", "parse_recovering", "read_source"]
 
 
 def parse(text: str, path: str = "<input>") -> n.File:
     """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
+    result = parse_recovering(text, path)
+    if result.diagnostics:
+        raise CompileErrors(result.diagnostics, {path: result.text})
+    return result.file
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file parsed as far as it goes: its AST (what did not parse left out), the syntax diagnostics, and
+    the names inside the skipped text, whose later "not defined" errors are consequences, not news."""
+
+    file: n.File
+    text: str
+    diagnostics: list[Diagnostic]
+    skipped: frozenset[str] = frozenset()
+
+
+def parse_recovering(text: str, path: str = "<input>") -> Parsed:
+    """Parse one file, going on past syntax errors: never raises CompileErrors."""
     if text.startswith("\ufeff"):
         text = text[1:]
     with n.cycle_collector_paused():
         return _parse(text, path)
 
 
-def _parse(text: str, path: str) -> n.File:
+def _parse(text: str, path: str) -> Parsed:
     found: list = []
+    skipped: frozenset[str] = frozenset()
+    diagnostics: list[Diagnostic] = []
     try:
-        tree = parse_tree(text, found)
+        tree, problems, skipped = _tree(text, found)
+        if problems:
+            words = driver().words  # type: ignore[union-attr]  # problems come from the driver only
+            diagnostics = [diagnose(p, text, path, words) for p in problems]
     except RecursionError:
-        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
+        return Parsed(_empty(text, path), text, [Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")])
     except Exception as e:
         from lark.exceptions import UnexpectedInput
 
         if not isinstance(e, UnexpectedInput):
             raise
-        raise CompileErrors([syntax_diagnostic(lark_parser(), e, text, path)], {path: text}) from None
+        return Parsed(_empty(text, path), text, [syntax_diagnostic(lark_parser(), e, text, path)])
     builder = _Builder(path, text)
-    try:
-        decls = tuple(builder.decl(d) for d in tree.children)
-    except CompileError as e:
-        builder.errors.append(e.diagnostic())
-        decls = ()
-    except RecursionError:
-        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
-    if builder.errors:
-        raise CompileErrors(builder.errors, {path: text})
+    decls: list[n.Decl] = []
+    for d in tree.children:
+        try:
+            decls.append(builder.decl(d))
+        except CompileError as e:
+            builder.errors.append(e.diagnostic())
+        except RecursionError:
+            builder.errors.append(Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse"))
+            break
     if found == [None]:
         comments = tuple(_comments(text, path))
     else:
         span = builder.span
         comments = tuple(n.Comment(span(Tok("COMMENT", "", start, end)), text=text[start:end].rstrip()) for start, end in found)
     end = text.count("\n") + 1
-    return n.File(Span(path, 1, 1, end, 1), path=path, decls=decls, comments=comments)
+    file = n.File(Span(path, 1, 1, end, 1), path=path, decls=tuple(decls), comments=comments)
+    return Parsed(file, text, diagnostics + builder.errors, skipped)
+
+
+def _tree(text: str, comments: list):
+    """(tree, syntax problems, skipped names): the fast driver first, then the recovering one, Lark where there is no driver."""
+    drv = driver()
+    if drv is not None:
+        try:
+            return drv.parse(text, comments), [], frozenset()
+        except Reject:
+            pass
+        except RecursionError:
+            raise
+        except Exception:  # a driver bug: parse_tree logs it and lets Lark answer
+            return parse_tree(text, comments), [], frozenset()
+        del comments[:]
+        tree, rec = parse_recovering_tree(drv, text, comments)
+        if rec.problems:
+            return tree, rec.problems, frozenset(rec.skipped)
+        del comments[:]
+    return parse_tree(text, comments), [], frozenset()
+
+
+def _empty(text: str, path: str) -> n.File:
+    return n.File(Span(path, 1, 1, text.count("\n") + 1, 1), path=path, decls=(), comments=())
 
 
 def _comments(text: str, path: str):

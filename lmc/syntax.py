@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import Diagnostic, Span
@@ -26,66 +27,95 @@ TOKEN_WORDS = {
 }
 
 
-def _tok_word(lark, name: str) -> str:
-    if name in TOKEN_WORDS:
-        return TOKEN_WORDS[name]
-    try:
-        term = lark.get_terminal(name)
-        pat = term.pattern
-        if pat.type == "str":
-            return f"'{pat.value}'"
-    except KeyError:
-        pass
-    return name.lower()
+DECL_KEYWORDS = ("signature", "module", "retriever", "tool", "lm", "metric", "program")
 
 
-def _describe(tok) -> str:
-    if tok is None or tok.type == "$END":
-        return "the end of the file"
-    text = str(tok)
-    if len(text) > 30:
-        text = text[:27] + "..."
-    return f"'{text}'"
+@dataclass(frozen=True)
+class SyntaxProblem:
+    """A syntax error in plain terms: an unlexable character (`char`), an unexpected token or the end of the file (`eof`)."""
+
+    kind: str
+    pos: int
+    line: int
+    col: int
+    token_type: str = ""
+    token_text: str = ""
+    end_line: int = 0
+    end_col: int = 0
+    expected: frozenset[str] = frozenset()
 
 
-
-def syntax_diagnostic(lark: Any, e: Any, text: str, path: str) -> Diagnostic:
+def problem_from_lark(e: Any) -> SyntaxProblem:
+    """Lark's UnexpectedInput as a SyntaxProblem."""
     from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
     line = getattr(e, "line", 1) or 1
     col = getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedCharacters):
-        pos = e.pos_in_stream
-        ch = text[pos] if pos is not None and pos < len(text) else ""
+        return SyntaxProblem("char", e.pos_in_stream or 0, line, col)
+    expected = frozenset(getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        return SyntaxProblem("eof", 0, line, col, expected=expected)
+    assert isinstance(e, UnexpectedToken)
+    tok = e.token
+    return SyntaxProblem("token", tok.start_pos or 0, line, col, tok.type, str(tok), tok.end_line or line, tok.end_column or col + 1,
+                         expected)
+
+
+def _tok_word(words: dict[str, str], name: str) -> str:
+    if name in TOKEN_WORDS:
+        return TOKEN_WORDS[name]
+    if name in words:
+        return f"'{words[name]}'"
+    return name.lower()
+
+
+def _describe(text: str) -> str:
+    if len(text) > 30:
+        text = text[:27] + "..."
+    return f"'{text}'"
+
+
+def syntax_diagnostic(lark: Any, e: Any, text: str, path: str) -> Diagnostic:
+    """Lark's syntax error told in the language's words."""
+    words = {t.name: t.pattern.value for t in lark.terminals if t.pattern.type == "str"}
+    return diagnose(problem_from_lark(e), text, path, words)
+
+
+def diagnose(p: SyntaxProblem, text: str, path: str, words: dict[str, str]) -> Diagnostic:
+    """One syntax problem as a diagnostic with a hint of what was expected; `words` spells the keyword terminals."""
+    line, col = p.line, p.col
+    if p.kind == "char":
+        ch = text[p.pos] if p.pos < len(text) else ""
         if ch in "\"'":
             return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string",
                               "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
-        hint = None
         shown = repr(ch) if ch else "character"
-        return Diagnostic(Span(path, line, col, line, col + 1), f"unexpected character {shown}", hint)
-    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        return Diagnostic(Span(path, line, col, line, col + 1), f"unexpected character {shown}")
+    found = {_tok_word(words, t) for t in p.expected}
+    if p.kind == "eof":
         lines = text.splitlines() or [""]
         line = len(lines)
         col = len(lines[-1]) + 1
-        expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or ()
-        hint = _expected(lark, expected)
-        if "'}'" in {_tok_word(lark, t) for t in expected}:
+        hint = _expected(words, p.expected)
+        if "'}'" in found:
             hint = "a '{' block is not closed; expected '}'"
         return Diagnostic(Span(path, line, col, line, col + 1), "unexpected end of file", hint)
-    assert isinstance(e, UnexpectedToken)
-    tok = e.token
-    expected = e.accepts or e.expected or set()
-    words = {_tok_word(lark, t) for t in expected}
-    end_col = (tok.end_column or col + 1) if (tok.end_line or line) == line else col + 1
-    msg = f"unexpected {_describe(tok)}"
-    hint = _expected(lark, expected)
-    text_tok = str(tok)
-    if text_tok in KEYWORDS and "a name" in words:
+    end_col = p.end_col if p.end_line == line else col + 1
+    msg = f"unexpected {_describe(p.token_text)}"
+    hint = _expected(words, p.expected)
+    text_tok = p.token_text
+    if text_tok in DECL_KEYWORDS and p.token_type != "NAME" and not text[text.rfind("\n", 0, p.pos) + 1:p.pos].strip():
+        # A declaration keyword first on its line where the declaration above is unfinished.
+        if "'}'" in found:
+            hint = "a '{' block above is not closed; expected '}' before the next declaration"
+    elif text_tok in KEYWORDS and "a name" in found:
         msg = f"'{text_tok}' is a keyword and cannot be used as a name"
         hint = None
     else:
         # `for = 3`: the parser only notices at '=', but the problem is the keyword before it.
-        before = text.splitlines()[line - 1][: col - 1] if line - 1 < len(text.splitlines()) else ""
+        lines = text.splitlines()
+        before = lines[line - 1][: col - 1] if line - 1 < len(lines) else ""
         m = re.search(r"(?:^|[^A-Za-z0-9_.])([A-Za-z_]+)\s*$", before)
         if m and m.group(1) in KEYWORDS and text_tok in ("=", "+=", "-=", "*=", "/="):
             kw_col = m.start(1) + 1
@@ -97,16 +127,16 @@ def syntax_diagnostic(lark: Any, e: Any, text: str, path: str) -> Diagnostic:
 _EXPR_START = {"a name", "a number", "a string"}
 
 
-def _expected(lark, names) -> str | None:
+def _expected(words: dict[str, str], names) -> str | None:
     """Say what was expected in words, folding expression starters into 'an expression'."""
-    words = {_tok_word(lark, t) for t in names}
-    words.discard("the end of the file") if len(words) > 1 else None
-    if _EXPR_START <= words:
-        words -= {"a name", "a number", "a string", "an f-string", "'['", "'{'", "'('", "'not'", "an operator"}
-        words.add("an expression")
-    if not words:
+    found = {_tok_word(words, t) for t in names}
+    found.discard("the end of the file") if len(found) > 1 else None
+    if _EXPR_START <= found:
+        found -= {"a name", "a number", "a string", "an f-string", "'['", "'{'", "'('", "'not'", "an operator"}
+        found.add("an expression")
+    if not found:
         return None
-    return "expected " + _join_or(sorted(words))
+    return "expected " + _join_or(sorted(found))
 
 
 def _join_or(words: list[str]) -> str:
