@@ -60,13 +60,16 @@ class Analysis:
         return _checked(self.decls, self.source)
 
 
-def analyze(text: str, path: str, bodies: type[Bodies] = Bodies) -> Analysis:
+def analyze(text: str, path: str, bodies: type[Bodies] = Bodies, parsed: Parsed | None = None) -> Analysis:
     """Parse with recovery and check what parsed; never raises CompileErrors.  `bodies` may be a Bodies
-    subclass that records what it types (the language server's hover)."""
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    text = text.replace("\r\n", "\n")
-    parsed = parse_recovering(text, path)
+    subclass that records what it types (the language server's hover); `parsed` is the text already
+    parsed (by lmc.incremental), normalised as here."""
+    if parsed is None:
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        text = text.replace("\r\n", "\n")
+        parsed = parse_recovering(text, path)
+    text = parsed.text
     with n.cycle_collector_paused():
         decls, typed = _run(parsed.file, text, bodies)
     found = decls.diags.items

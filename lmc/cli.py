@@ -124,6 +124,18 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+@app.command()
+def lsp(
+    stdio: Annotated[bool, typer.Option("--stdio", help="talk over stdin/stdout (the default and only transport; accepted for editors that pass it)")] = True,
+) -> None:
+    """Run the language server (LSP over stdio) for editors: diagnostics, hover, go to definition, rename, completion, outline, formatting."""
+    try:
+        from .lsp import serve
+    except ImportError as e:  # pragma: no cover - pygls is a dependency; a broken install says so
+        raise LmcError(f"the language server needs pygls and lsprotocol ({e})", hint="reinstall lmc: pip install -e .") from None
+    serve()
+
+
 # ---------------------------------------------------------------- other commands
 
 # Each family of commands lives in its own presentation module; they register here.

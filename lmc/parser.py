@@ -12,7 +12,7 @@ from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
 from .lalr import Reject, Tok, driver, lark_parser, parse_tree
 from .recover import parse_recovering as parse_recovering_tree
-from .syntax import CONSTANTS, KEYWORDS, diagnose, shorthand_fields, syntax_diagnostic
+from .syntax import CONSTANTS, KEYWORDS, SyntaxProblem, diagnose, shorthand_fields, syntax_diagnostic
 
 __all__ = ["CONSTANTS", "KEYWORDS", "Parsed", "parse", "parse_file", "parse_recovering", "read_source"]
 
@@ -45,23 +45,46 @@ def parse_recovering(text: str, path: str = "<input>") -> Parsed:
 
 
 def _parse(text: str, path: str) -> Parsed:
+    piece = parse_piece(text, path)
+    end = text.count("\n") + 1
+    file = n.File(Span(path, 1, 1, end, 1), path=path, decls=piece.decls, comments=piece.comments)
+    return Parsed(file, text, piece.diagnostics, piece.skipped)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Declarations parsed from one stretch of a file (all of it, or one declaration's lines: lmc.incremental)."""
+
+    decls: tuple[n.Decl, ...]
+    comments: tuple[n.Comment, ...]
+    diagnostics: list[Diagnostic]
+    skipped: frozenset[str]
+
+
+def parse_piece(text: str, path: str, first_line: int = 1, next_decl: str | None = None) -> Piece:
+    """Parse `text`, which starts at column 1 of line `first_line` of the file; `next_decl` is the
+    declaration keyword that follows it in the file, if any, so that an unfinished declaration is
+    reported at that keyword exactly as a parse of the whole file would report it."""
     found: list = []
     skipped: frozenset[str] = frozenset()
     diagnostics: list[Diagnostic] = []
+    shift = first_line - 1
     try:
         tree, problems, skipped = _tree(text, found)
         if problems:
             words = driver().words  # type: ignore[union-attr]  # problems come from the driver only
-            diagnostics = [diagnose(p, text, path, words) for p in problems]
+            if next_decl is not None:
+                problems = [_at_next_decl(p, text, next_decl) for p in problems]
+            diagnostics = [_shifted(diagnose(p, text, path, words), shift) for p in problems]
     except RecursionError:
-        return Parsed(_empty(text, path), text, [Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")])
+        return Piece((), (), [Diagnostic(Span(path, first_line, 1, first_line, 2), "program is nested too deeply to parse")], frozenset())
     except Exception as e:
         from lark.exceptions import UnexpectedInput
 
         if not isinstance(e, UnexpectedInput):
             raise
-        return Parsed(_empty(text, path), text, [syntax_diagnostic(lark_parser(), e, text, path)])
-    builder = _Builder(path, text)
+        return Piece((), (), [_shifted(syntax_diagnostic(lark_parser(), e, text, path), shift)], frozenset())
+    builder = _Builder(path, text, line0=shift)
     decls: list[n.Decl] = []
     for d in tree.children:
         try:
@@ -69,16 +92,29 @@ def _parse(text: str, path: str) -> Parsed:
         except CompileError as e:
             builder.errors.append(e.diagnostic())
         except RecursionError:
-            builder.errors.append(Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse"))
+            builder.errors.append(Diagnostic(Span(path, first_line, 1, first_line, 2), "program is nested too deeply to parse"))
             break
     if found == [None]:
-        comments = tuple(_comments(text, path))
+        comments = tuple(_comments(text, path, first_line))
     else:
         span = builder.span
         comments = tuple(n.Comment(span(Tok("COMMENT", "", start, end)), text=text[start:end].rstrip()) for start, end in found)
-    end = text.count("\n") + 1
-    file = n.File(Span(path, 1, 1, end, 1), path=path, decls=tuple(decls), comments=comments)
-    return Parsed(file, text, diagnostics + builder.errors, skipped)
+    return Piece(tuple(decls), comments, diagnostics + builder.errors, skipped)
+
+
+def _shifted(d: Diagnostic, lines: int) -> Diagnostic:
+    if not lines:
+        return d
+    sp = d.span
+    return Diagnostic(Span(sp.path, sp.line + lines, sp.col, sp.end_line + lines, sp.end_col), d.message, d.hint, d.severity)
+
+
+def _at_next_decl(p: SyntaxProblem, text: str, keyword: str) -> SyntaxProblem:
+    """The end of a piece is where the next declaration's keyword stands in the file."""
+    if p.kind != "eof":
+        return p
+    line = text.count("\n") + 1
+    return SyntaxProblem("token", len(text), line, 1, keyword.upper(), keyword, line, 1 + len(keyword), p.expected)
 
 
 def _tree(text: str, comments: list):
@@ -101,13 +137,9 @@ def _tree(text: str, comments: list):
     return parse_tree(text, comments), [], frozenset()
 
 
-def _empty(text: str, path: str) -> n.File:
-    return n.File(Span(path, 1, 1, text.count("\n") + 1, 1), path=path, decls=(), comments=())
-
-
-def _comments(text: str, path: str):
+def _comments(text: str, path: str, first_line: int = 1):
     """Comments with positions, found by a small scanner that skips strings."""
-    i, line, col = 0, 1, 1
+    i, line, col = 0, first_line, 1
     size = len(text)
     while i < size:
         c = text[i]
@@ -153,8 +185,9 @@ def _comments(text: str, path: str):
 class _Builder:
     """Turns a Lark parse tree into nodes; collects problems that the grammar lets through."""
 
-    def __init__(self, path: str, text: str, at: tuple[int, int] | None = None):
+    def __init__(self, path: str, text: str, at: tuple[int, int] | None = None, line0: int = 0):
         self.path = path
+        self.line0 = line0  # lines of the file before `text`
         self.text = text
         self.errors: list[Diagnostic] = []
         self.line_starts = [0]
@@ -176,7 +209,7 @@ class _Builder:
         line = bisect_right(starts, start)
         end = item.end
         end_line = bisect_right(starts, end, line - 1)
-        return Span(self.path, line, start - starts[line - 1] + 1, end_line, end - starts[end_line - 1] + 1)
+        return Span(self.path, line + self.line0, start - starts[line - 1] + 1, end_line + self.line0, end - starts[end_line - 1] + 1)
 
     def head(self, t, word: str) -> Span:
         """The span of the keyword `word` that starts the statement `t` (the grammar drops it from the tree)."""
