@@ -105,19 +105,25 @@ class Index:
         self.occurrences.append((span, key))
 
 
-def index_source(text: str, path: str, parsed: Parsed | None = None) -> Index:
-    """Analyse `text` (or its already `parsed` form) and index every symbol in it."""
-    a = analyze(text, path, bodies=_Recorder, parsed=parsed)
+def analyze_for_index(text: str, path: str, parsed: Parsed | None = None) -> Analysis:
+    """check.analyze, noting the types the index's hover reads (what the language server runs on each change)."""
+    return analyze(text, path, bodies=_Recorder, parsed=parsed)
+
+
+def index_source(text: str, path: str, parsed: Parsed | None = None, analysis: Analysis | None = None) -> Index:
+    """Analyse `text` (or its already `parsed` form, or take its `analysis`) and index every symbol in it."""
+    a = analysis if analysis is not None else analyze_for_index(text, path, parsed)
     rec = a.bodies
     assert isinstance(rec, _Recorder)
     ix = Index(a, rec)
     decls = a.parsed.file.decls
     names = {d.name: d for d in decls}
-    for d in decls:
-        ix.define(("decl", d.name), d.name, kind_word(d), d.name_span, d.span, d)
-    for d in decls:
-        _Walker(ix, names).decl(d)
-    ix.occurrences.sort(key=lambda o: (o[0].line, o[0].col))
+    with n.cycle_collector_paused():
+        for d in decls:
+            ix.define(("decl", d.name), d.name, kind_word(d), d.name_span, d.span, d)
+        for d in decls:
+            _Walker(ix, names).decl(d)
+        ix.occurrences.sort(key=lambda o: (o[0].line, o[0].col))
     return ix
 
 

@@ -5,7 +5,7 @@ declaration keyword; each piece is parsed on its own (the grammar's top level is
 declarations, so the pieces' declarations are the file's) and kept, keyed by its text, its first
 line and the keyword after it.  An edit inside a line reparses one piece; one that adds or
 removes lines reparses the pieces below it, whose lines moved.  The result is the same `Parsed`
-as `parser.parse_recovering` gives for the whole text (tests/test_lsp_index.py holds them equal).
+as `parser.parse_recovering` gives for the whole text (tests/test_ide.py holds them equal).
 """
 
 from __future__ import annotations

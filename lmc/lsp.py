@@ -18,7 +18,8 @@ from typing import Any
 
 from . import __version__
 from .errors import Diagnostic, LmcError, Span
-from .ide import Index, RenameError, complete, hover, index_source, outline, rename
+from .check import Analysis
+from .ide import Index, RenameError, analyze_for_index, complete, hover, index_source, outline, rename
 from .incremental import Reparser
 
 DEBOUNCE_S = 0.15
@@ -43,10 +44,10 @@ class _Doc:
     uri: str
     path: str
     reparser: Reparser
-    text: str = ""
     version: int = 0
+    analysis: Analysis | None = None
+    analysed_version: int = -1
     index: Index | None = None
-    indexed_version: int = -1
     task: asyncio.Task | None = None
     last_run: float = 0.0
     lines: list[str] = field(default_factory=list)
@@ -124,22 +125,28 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
             raise LmcError(f"{uri} is not open")
         return doc
 
-    def refresh(doc: _Doc) -> Index:
-        """The index of the document's latest text, analysed now if it is not yet."""
-        if doc.index is None or doc.indexed_version != doc.version:
-            text = ls.workspace.get_text_document(doc.uri).source
-            doc.text = text
-            doc.lines = text.replace("\r\n", "\n").split("\n")
+    def analysis(doc: _Doc) -> Analysis:
+        """The analysis of the document's latest text, made now if it is not yet (what diagnostics need)."""
+        if doc.analysis is None or doc.analysed_version != doc.version:
+            text = ls.workspace.get_text_document(doc.uri).source.replace("\r\n", "\n")
+            doc.lines = text.split("\n")
             version = doc.version
-            doc.index = index_source(text, doc.path, parsed=doc.reparser.parse(text.replace("\r\n", "\n")))
-            doc.indexed_version = version
+            doc.analysis = analyze_for_index(text, doc.path, parsed=doc.reparser.parse(text))
+            doc.analysed_version = version
+        return doc.analysis
+
+    def refresh(doc: _Doc) -> Index:
+        """The index of the latest text (what requests need), built from its analysis on first use."""
+        a = analysis(doc)
+        if doc.index is None or doc.index.analysis is not a:
+            doc.index = index_source(a.source, doc.path, analysis=a)
         return doc.index
 
     def publish(doc: _Doc) -> None:
-        ix = refresh(doc)
+        a = analysis(doc)
         doc.last_run = time.monotonic()
         related = _client_has_related_information(ls)
-        out = [diagnostic(doc, d, related) for d in ix.analysis.diagnostics]
+        out = [diagnostic(doc, d, related) for d in a.diagnostics]
         ls.text_document_publish_diagnostics(T.PublishDiagnosticsParams(uri=doc.uri, diagnostics=out, version=doc.version))
 
     def diagnostic(doc: _Doc, d: Diagnostic, related: bool) -> Any:
