@@ -11,9 +11,11 @@ as `parser.parse_recovering` gives for the whole text (tests/test_ide.py holds t
 from __future__ import annotations
 
 import re
+from dataclasses import fields
+from typing import Any
 
 from . import nodes as n
-from .errors import Span
+from .errors import Diagnostic, Span
 from .parser import Parsed, Piece, parse_piece
 from .syntax import DECL_KEYWORDS
 
@@ -52,19 +54,40 @@ def _inside_long_string(quotes: list[int], at: int) -> bool:
     return bisect_left(quotes, at) % 2 == 1
 
 
+def _shifted(x: Any, lines: int) -> Any:
+    """`x` (a node, a diagnostic, a tuple of them) with every span moved down `lines` lines."""
+    if isinstance(x, Span):
+        return Span(x.path, x.line + lines, x.col, x.end_line + lines, x.end_col)
+    if isinstance(x, tuple):
+        return tuple([_shifted(i, lines) for i in x])
+    names = _FIELDS.get(type(x))
+    if names is None:
+        if not isinstance(x, (n.Node, Diagnostic)):
+            return x
+        names = _FIELDS[type(x)] = tuple(f.name for f in fields(x))
+    out = object.__new__(type(x))
+    for name in names:
+        object.__setattr__(out, name, _shifted(getattr(x, name), lines))
+    return out
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 class Reparser:
-    """Parses successive versions of one file, reusing the pieces that did not change."""
+    """Parses successive versions of one file, reusing the pieces that did not change (moved, when lines above
+    them were added or removed: shifting a piece's spans costs a fraction of parsing it again)."""
 
     def __init__(self, path: str):
         self.path = path
-        self.cache: dict[tuple[str, int, str | None], Piece] = {}
+        self.cache: dict[tuple[str, str | None], tuple[int, Piece]] = {}
         self.reused = 0  # pieces taken from the last version (for tests and the benchmark)
 
     def parse(self, text: str) -> Parsed:
         if text.startswith("\ufeff"):
             text = text[1:]
         cuts = pieces(text)
-        cache: dict[tuple[str, int, str | None], Piece] = {}
+        cache: dict[tuple[str, str | None], tuple[int, Piece]] = {}
         decls: list[n.Decl] = []
         comments: list[n.Comment] = []
         diagnostics = []
@@ -73,13 +96,18 @@ class Reparser:
         with n.cycle_collector_paused():
             for i, (start, line, nxt) in enumerate(cuts):
                 end = cuts[i + 1][0] if i + 1 < len(cuts) else len(text)
-                key = (text[start:end], line, nxt)
-                piece = self.cache.get(key)
-                if piece is None:
+                key = (text[start:end], nxt)
+                hit = self.cache.get(key)
+                if hit is None:
                     piece = parse_piece(key[0], self.path, line, nxt)
                 else:
                     self.reused += 1
-                cache[key] = piece
+                    at, piece = hit
+                    if at != line:
+                        d = line - at
+                        piece = Piece(_shifted(piece.decls, d), _shifted(piece.comments, d),
+                                      list(_shifted(tuple(piece.diagnostics), d)), piece.skipped)
+                cache[key] = (line, piece)
                 decls += piece.decls
                 comments += piece.comments
                 diagnostics += piece.diagnostics
