@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import nodes as n
-from .builtins import BUILTINS, Builtin
+from .builtins import BUILTINS
 from .check import Analysis, analyze
 from .check_body import Bodies
 from .checked import SigInfo, kind_word, show
@@ -288,7 +288,7 @@ def hover(ix: Index, line: int, col: int) -> str | None:
         return _code(f"{text}: {show(t)}")
     if text in BUILTINS:
         b = BUILTINS[text]
-        return _code(builtin_signature(b)) + "\n\n" + b.doc
+        return _code(b.usage()) + "\n\n" + b.doc
     if text in MODULE_KINDS:
         return kind_text(text)
     if text in METRIC_BUILTINS:
@@ -374,16 +374,6 @@ def metric_text(name: str) -> str:
 
     m = BUILTIN_METRICS.get(name)
     return f"**{name}**(field, gold=field): " + (m.description if m else "")
-
-
-def builtin_signature(b: Builtin) -> str:
-    letters = "xyz"
-    req = [letters[i] if i < 3 else f"x{i}" for i in range(b.min_args)]
-    if b.max_args is None:
-        args = req + ["..."]
-    else:
-        args = req + [f"[{letters[i] if i < 3 else f'x{i}'}]" for i in range(b.min_args, b.max_args)]
-    return f"{b.name}({', '.join(args)})"
 
 
 def _module_args(d: n.ModuleDecl, sig: SigInfo | None) -> list[str]:
@@ -568,7 +558,7 @@ def _names_in_body(ix: Index, line: int) -> list[Completion]:
     out += [Completion(k, "function", "program") for k in decls.programs if k != owner]
     out += [Completion(k, "function", "retriever: (query: str) -> list[str]") for k in decls.retrievers]
     out += [Completion(k, "function", "tool") for k in decls.tools]
-    out += [Completion(b.name, "function", builtin_signature(b) + " — " + b.doc) for b in BUILTINS.values()]
+    out += [Completion(b.name, "function", b.usage() + " — " + b.doc) for b in BUILTINS.values()]
     out += [Completion(k, "keyword") for k in STATEMENT_KEYWORDS]
     out += [Completion(k, "value") for k in ("true", "false", "none")]
     return out
