@@ -62,7 +62,7 @@ def _batch(url: str, concurrency: int, n: int = N) -> float:
     """Seconds for `n` single-Predict examples through the runner (JSONL output included), cache off."""
     from lmc.check import check_source
     from lmc.datasets import from_records
-    from lmc.load import Target
+    from lmc.targets import Target
     from lmc.lower import lower
     from lmc.runner import LineWriter, make_runtime, run_batch
 

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
 from lmc.datasets import Dataset, load_dataset
-from lmc.errors import DatasetError, LMError, did_you_mean
+from lmc.errors import DatasetError, LMError, LMRedirectError, did_you_mean
+from lmc.files import atomic_write_text
+from lmc.netguard import refuse_redirects
 
 # English function words that carry no retrieval signal; small and fixed so
 # scores do not change when a library updates its own list.
@@ -242,8 +244,6 @@ class EmbeddingsRetriever:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 
-            from .netguard import refuse_redirects
-
             redirects: list = []
             try:
                 with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
@@ -263,8 +263,6 @@ class EmbeddingsRetriever:
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 
-            from .netguard import refuse_redirects
-
             redirects: list = []
             try:
                 with refuse_redirects() as redirects:
@@ -276,8 +274,6 @@ class EmbeddingsRetriever:
 
     def _failure(self, exc: Exception, redirects: list) -> LMError:
         if redirects:
-            from .errors import LMRedirectError
-
             return LMRedirectError(f"the embedding server answered with a redirect to {redirects[0][:120]!r}; lmc does "
                                    "not follow redirects, so neither your request nor your key goes elsewhere",
                                    model=self.model, hint="point --api-base at the final URL")
@@ -317,8 +313,6 @@ class EmbeddingsRetriever:
         if file is None:
             return
         try:
-            from .files import atomic_write_text
-
             blob = {"model": self.model, "corpus_sha256": corpus.sha256, "text_field": self.text_field, "vectors": vectors}
             atomic_write_text(file, json.dumps(blob, allow_nan=False), fsync=False)  # readers never see half a file
         except (OSError, ValueError):

@@ -12,7 +12,7 @@ import pytest
 from lmc.artifact import Artifact, write
 from lmc.cli import main
 from lmc.gate import Report
-from lmc.load import load_target
+from lmc.targets import load_target
 from tests.lmserver import LoopbackServer
 from tests.test_gate import _validate_junit
 

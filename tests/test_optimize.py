@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from dataclasses import FrozenInstanceError, dataclass, field, replace
+
+from lmc import optimize
 from lmc.check import check_source
-from lmc.datasets import from_records, shuffle
+from lmc.datasets import from_records
 from lmc.errors import LmcError
-from lmc.interpreter import Runtime, run_example
+from lmc.interpreter import run_example
 from lmc.lm import LMClient, parse_lm
 from lmc.lower import lower
-from lmc.optimize import Context, labeled_demos, run_pass
+from lmc.optimize.lab import Candidate, Lab, PassInputs
+from lmc.runtime import Runtime
 from tests.fakelm import FakeLM, full_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +115,38 @@ DEV = reviews([
 ])
 
 
+@dataclass
+class Bench:
+    """A compile driver in miniature: the inputs every pass gets, and what the passes run so far returned."""
+
+    inputs: PassInputs
+    options: dict
+    candidates: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    train_scores: dict = field(default_factory=dict)
+    logged: list = field(default_factory=list)
+
+    @property
+    def trainset(self):
+        return self.inputs.trainset
+
+    @property
+    def metric(self):
+        return self.inputs.metric
+
+    def make_runtime(self, ir):
+        return self.inputs.lab.make_runtime(ir)
+
+    async def score(self, ir, examples=None):
+        return await self.inputs.lab.score(ir, examples)
+
+    def record(self, name, ir, score):
+        """An earlier pass's candidate, as the driver hands it to the next pass."""
+        self.candidates.append(Candidate(name, ir, score))
+
+
 def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = None, *, seed: int = 0,
-             concurrency: int = 4, prompt_script=None, **options) -> tuple[Context, FakeLM, object]:
+             concurrency: int = 4, prompt_script=None, **options) -> tuple[Bench, FakeLM, object]:
     fake = script if isinstance(script, FakeLM) else FakeLM(script)
     client = LMClient(cache_dir=None, backend=fake)
     spec = parse_lm("openai/test")
@@ -128,10 +162,25 @@ def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = No
         def prompt_rt(x):
             return Runtime(x, pclient, lm=spec, base_dir=str(ROOT))
 
-    ctx = Context(make_runtime=make, trainset=list(from_records(train, path="train.jsonl")),
-                  devset=list(from_records(dev or train, path="dev.jsonl")), metric=ir.metrics[0], seed=seed,
-                  concurrency=concurrency, options={"source": source, **options}, prompt_runtime=prompt_rt)
-    return ctx, fake, ir
+    lab = Lab(make, list(from_records(dev or train, path="dev.jsonl")), ir.metrics[0], concurrency=concurrency,
+              proposer=prompt_rt)
+    bench = Bench(PassInputs(tuple(from_records(train, path="train.jsonl")), ir.metrics[0], lab, seed=seed,
+                             source=source), options)
+    bench.inputs = replace(bench.inputs, log=bench.logged.append)
+    return bench, fake, ir
+
+
+def run_pass(name: str, ir, bench: Bench):
+    """Run one pass as `lmc compile` does: earlier candidates in, its findings added to the bench."""
+    async def go():
+        result = await optimize.run_pass(name, ir, replace(bench.inputs, candidates=tuple(bench.candidates)),
+                                         **bench.options)
+        bench.candidates += result.candidates
+        bench.notes += result.notes
+        for k, v in result.train_scores.items():
+            bench.train_scores.setdefault(k, v)
+        return result.ir
+    return go()
 
 
 def run(coro):
@@ -411,8 +460,6 @@ def test_mipro_survives_proposals_the_prompt_lm_cannot_give():
     proposer = FakeLM(flaky)
     ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
                              candidates=2, instructions=5, trials=12, minibatch=4)
-    ctx.logged = []
-    ctx.log = ctx.logged.append
     out = run(run_pass("mipro", ir, ctx))
     assert {r.temperature for r in proposer.requests} == {0.9, 0.91, 0.92, 0.93, 0.94}
     assert sum(1 for line in ctx.logged if "failed:" in line and "proposal" in line) == 2
@@ -509,7 +556,7 @@ def test_knn_stores_pools_and_picks_different_demos_for_different_inputs():
 def test_knn_never_shows_an_example_its_own_demo():
     ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, k=3, max_labeled=0)
     out = run(run_pass("knn", ir, ctx))
-    from lmc.evaluate import evaluate
+    from lmc.scoring import evaluate
 
     fake.calls.clear()
     run(evaluate(ctx.make_runtime(out), ctx.trainset[:1], ctx.metric, exclude_self=True))
@@ -551,7 +598,7 @@ def test_finetune_data_writes_openai_chat_jsonl_per_predictor(tmp_path):
 
 def test_knn_leaves_the_example_out_before_choosing_so_it_still_gets_k_demos():
     from lmc.ir import FieldSpec, Predictor, SignatureIR
-    from lmc.optimize.knn import choose_demos
+    from lmc.demos import choose_demos
     from lmc.types import STR
 
     p = Predictor("p", "m", "main", SignatureIR("S", "", (FieldSpec("q", STR),), (FieldSpec("a", STR),)), "")

@@ -47,7 +47,7 @@ def export(source: str | os.PathLike, out_dir: str | os.PathLike, *, name: str |
     """Write `<out_dir>/<name>.py` and `<out_dir>/<name>.json`; the notes list what did not carry over."""
     from ..artifact import portable_path, sha256_file
     from ..files import Output, atomic_write_text, check_outputs
-    from ..load import load_target
+    from ..targets import load_target
     from .assemble import Module
     from .plan import plan
     from .state import state

@@ -9,20 +9,20 @@ sampling (temperature > 0) to find more successful traces.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
-from . import Context, balanced, class_quota, enough, label_field, labeled_demos, with_demos
+from .demos import balanced, class_quota, enough, label_field, labeled_demos, with_demos
+from .lab import Findings, PassInputs, PassResult
 
 TEACHER_TEMPERATURE = 0.7
 
 
-def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
-    labeled = labeled_demos(ir, ctx.trainset, int(ctx.opt("max_labeled", 4)), ctx.rng("teacher"))
+def _teacher_ir(ir: I.IR, inputs: PassInputs, max_labeled: int, round_: int) -> I.IR:
+    labeled = labeled_demos(ir, inputs.trainset, max_labeled, inputs.rng("teacher"))
     usable = {pid: ds for pid, ds in labeled.items() if ds and not ir.predictor(pid).demos}
     teacher = with_demos(ir, usable) if usable else ir
     if round_ > 0:
@@ -32,7 +32,7 @@ def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
     return replace(teacher, extras=())
 
 
-async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, *,
+async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_demos: int, *, max_labeled: int,
                   max_rounds: int = 1, label: str = "bootstrap", want_all: bool = False) -> tuple[dict, dict]:
     """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all).
 
@@ -46,7 +46,7 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
     done: set[str] = set()
     preds = {p.id: p for p in ir.predictors}
     # Only a metric that compares the label with its gold value says what a passing trace's label is.
-    m = ctx.metric
+    m = inputs.metric
     equality = m is not None and m.kind == "builtin" and m.builtin in ("accuracy", "exact_match")
     fields = {pid: (f if equality and f is not None and m.field == f.name else None)
               for pid, f in ((pid, label_field(p)) for pid, p in preds.items())}
@@ -74,15 +74,15 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
         return False
 
     for round_ in range(max(1, max_rounds)):
-        teacher = _teacher_ir(ir, ctx, round_)
-        rt = (ctx.teacher_runtime or ctx.make_runtime)(teacher)
+        teacher = _teacher_ir(ir, inputs, max_labeled, round_)
+        rt = inputs.lab.teacher(teacher)
         pending = [ex for ex in order if ex.id not in done]
         tried_ids: set[str] = set()
         tried: Counter = Counter()
         while not full():
             # The batch size depends on the demos still missing, never on -j: which examples run (and so the
             # artifact) must not change with concurrency. want_all runs everything, so any size gives the same.
-            need = max(1, max_demos - min(len(v) for v in demos.values())) if not want_all else ctx.concurrency
+            need = max(1, max_demos - min(len(v) for v in demos.values())) if not want_all else inputs.concurrency
             batch: list[Example] = []
             for ex in pending:
                 if len(batch) >= need:
@@ -101,7 +101,7 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
                 for pid, f in fields.items():
                     if f is not None and ex.get(m.gold) in f.type.args:
                         tried[(pid, ex.get(m.gold))] += 1
-            outcomes = await ctx.run_all(teacher, batch, exclude_self=True, runtime=rt)
+            outcomes = await inputs.lab.run_all(teacher, batch, exclude_self=True, runtime=rt)
             # Results are consumed in example order, so concurrency never changes which demos are kept.
             for out in outcomes:
                 stats["tried"] += 1
@@ -118,7 +118,7 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
                 if full():
                     break
         skipped = f", {stats['skipped']} examples of classes already covered not run" if stats["skipped"] else ""
-        ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
+        inputs.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
         if full():
             break
     if want_all:
@@ -126,10 +126,10 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
     return {pid: balanced(v, preds[pid], max_demos) for pid, v in demos.items()}, stats
 
 
-def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled: int, salt: str) -> dict:
+def merge_demos(ir: I.IR, boot: dict, inputs: PassInputs, max_demos: int, max_labeled: int, salt: str) -> dict:
     """Bootstrapped demos first, then labeled examples to fill up to max(max_demos, max_labeled) per predictor."""
     total = max(max_demos, max_labeled)
-    labeled = labeled_demos(ir, ctx.trainset, total, ctx.rng(salt)) if max_labeled > 0 else {}
+    labeled = labeled_demos(ir, inputs.trainset, total, inputs.rng(salt)) if max_labeled > 0 else {}
     out = {}
     for p in ir.predictors:
         chosen = list(boot.get(p.id, ()))[:max_demos]
@@ -145,17 +145,20 @@ def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled:
     return out
 
 
-async def bootstrap_ir(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, label: str) -> tuple[I.IR, dict]:
-    max_labeled = int(ctx.opt("max_labeled", 4))
-    boot, stats = await collect(ir, ctx, order, max_demos, max_rounds=int(ctx.opt("max_rounds", 1)), label=label)
+async def bootstrap_ir(ir: I.IR, found: Findings, order: Sequence[Example], max_demos: int, label: str, *,
+                       max_labeled: int, max_rounds: int) -> tuple[I.IR, dict]:
+    """`ir` with bootstrapped demos (filled up with labeled ones); the teacher's pass rate goes to `found`."""
+    inputs = found.inputs
+    boot, stats = await collect(ir, inputs, order, max_demos, max_labeled=max_labeled, max_rounds=max_rounds, label=label)
     if stats["tried"]:
-        ctx.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
-    return with_demos(ir, merge_demos(ir, boot, ctx, max_demos, max_labeled, label)), stats
+        found.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
+    return with_demos(ir, merge_demos(ir, boot, inputs, max_demos, max_labeled, label)), stats
 
 
-async def run(ir: I.IR, ctx: Context) -> I.IR:
-    max_demos = int(ctx.opt("max_demos", 4))
-    new_ir, stats = await bootstrap_ir(ir, ctx, ctx.trainset, max_demos, "bootstrap")
+async def bootstrap(ir: I.IR, inputs: PassInputs, *, max_demos: int, max_labeled: int, max_rounds: int) -> PassResult:
+    found = Findings(inputs)
+    new_ir, stats = await bootstrap_ir(ir, found, inputs.trainset, max_demos, "bootstrap", max_labeled=max_labeled,
+                                       max_rounds=max_rounds)
     counts = ", ".join(f"{p.id}={len(p.demos)}" for p in new_ir.predictors)
-    ctx.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
-    return new_ir
+    inputs.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
+    return found.result(new_ir)

@@ -88,7 +88,7 @@ def _target_ir(report: Any, notes: list[str]) -> Any:
     try:
         if not Path(path).is_file() or sha256_file(path) != report.target.sha256:
             return None
-        from ..load import load_target
+        from ..targets import load_target
 
         return load_target(path).ir
     except (LmcError, OSError) as e:

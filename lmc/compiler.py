@@ -3,25 +3,37 @@
 The artifact holds only what is reproducible (scores, candidates, LM requests);
 wall-clock figures and cache statistics go to the returned `CompileResult` and a
 `*.stats.json` sidecar, so two compiles with the same seed, data and cache are
-byte-identical.
+byte-identical.  Everything that can be refused is refused before the first LM
+call; then `run_chain` runs the passes one after another, each on the program the
+one before returned, and accumulates what they found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from . import ir as I
-from .artifact import Artifact, atomic_write_text, portable_path, sha256_file, write
+from .artifact import Artifact, portable_path, sha256_file, write
+from .budget import DEFAULT_LM_ERRORS
+from .config import Config
 from .datasets import Dataset, load_dataset, split, validate
-from .budget import DEFAULT_LM_ERRORS, parse_error_limit, settings_price
-from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError, Warnings
-from .evaluate import check_metric, metric_needs_gold
-from .load import Config, Target, choose_lm, load_config, load_target
-from .optimize import PASS_NAMES, Context, run_pass
+from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError
+from .files import Output, atomic_write_text, check_outputs
+from .limits import read_bounded
+from .lm import LMClient, parse_lm
+from .metrics import choose_metric
+from .optimize import check_chain, check_pass_entry, options_for, pass_named
+from .optimize.lab import Candidate, Lab, PassInputs, best
+from .optimize.mipro import minibatch_problem
+from .scoring import metric_needs_gold
+from .session import RunOptions, prepare
+from .statements import check_metric
+from .targets import Target, load_target
 from .timeline import Timeline
 
 DEFAULT_DEV_FRACTION = 0.3
@@ -62,6 +74,14 @@ class CompileOptions:
     params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
 
+    def run_options(self) -> RunOptions:
+        return RunOptions(lm=self.lm, api_base=self.api_base, cache_dir=self.cache_dir, use_cache=self.use_cache,
+                          concurrency=self.concurrency, rpm=self.rpm, max_steps=self.max_steps,
+                          example_timeout=self.example_timeout, max_calls=self.max_calls, max_cost=self.max_cost,
+                          price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
+                          max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
+                          allow_python=tuple(self.allow_python), default_max_lm_errors=DEFAULT_LM_ERRORS)
+
 
 @dataclass
 class CompileResult:
@@ -72,41 +92,12 @@ class CompileResult:
     notes: list[str]
     stats: dict
     split_note: str | None = None
-
-
-def pick_metric(ir: I.IR, name: str | None, where: str) -> I.MetricIR:
-    from .errors import did_you_mean
-
-    if name:
-        m = ir.metric(name)
-        if m is not None:
-            return m
-        names = [x.name for x in ir.metrics]
-        # Built-in metric names may be used directly on the program's only output.
-        from .metrics import BUILTIN_METRICS
-
-        outs = ir.program().outputs
-        if name in BUILTIN_METRICS and len(outs) == 1:
-            return I.MetricIR(name, "builtin", builtin=name, field=outs[0].name, gold=outs[0].name,
-                              spec=f"{name}({outs[0].name})")
-        hint = did_you_mean(name, names + list(BUILTIN_METRICS))
-        known = ", ".join(names) if names else "none"
-        raise ConfigError(f"unknown metric '{name}' for {where}", hint=(hint + " " if hint else "") +
-                          f"metrics defined in the program: {known}; built-ins: {', '.join(BUILTIN_METRICS)}")
-    if len(ir.metrics) == 1:
-        return ir.metrics[0]
-    if not ir.metrics:
-        raise ConfigError(f"{where} defines no metric; add `metric NAME = exact_match(FIELD)` or pass --metric")
-    raise ConfigError(f"{where} defines several metrics ({', '.join(m.name for m in ir.metrics)}); pick one with --metric")
+    passes: list[dict] = field(default_factory=list)  # per pass: name, LM requests and cost it took, candidates
 
 
 def load_passes_file(path: str) -> tuple[list[str], list[dict]]:
     """A YAML list of passes, `- bootstrap` or `- {name: random-search, candidates: 8}`: names and each one's options."""
     import yaml
-
-    from .limits import read_bounded
-    from .optimize import PASS_NAMES
-    from .optimize.options import check_pass_entry
 
     raw = read_bounded(path, "config", lambda m: ConfigError(f"{path}: {m}"))
     try:
@@ -131,12 +122,7 @@ def load_passes_file(path: str) -> tuple[list[str], list[dict]]:
             name, own = item["name"], {k: v for k, v in item.items() if k != "name"}
         else:
             raise ConfigError(f"{path}: pass {i}: expected a name or a mapping with 'name'")
-        if name not in PASS_NAMES:
-            from .errors import did_you_mean
-
-            hint = did_you_mean(name, PASS_NAMES)
-            raise ConfigError(f"{path}: pass {i}: unknown optimizer '{name}'", hint=(hint + " " if hint else "")
-                              + "expected one of: " + ", ".join(PASS_NAMES))
+        pass_named(name, f"{path}: pass {i}: ")
         names.append(name)
         options.append(check_pass_entry(name, own, f"{path}: pass {i} ({name})"))
     return names, options
@@ -144,15 +130,9 @@ def load_passes_file(path: str) -> tuple[list[str], list[dict]]:
 
 def pass_plan(opts: CompileOptions) -> list[tuple[str, dict]]:
     """Each pass with the options it runs with; refuses options no pass uses, unknown keys, bad values."""
-    from .optimize.options import check_chain, options_for
-
     own = list(opts.pass_params) + [{}] * (len(opts.passes) - len(opts.pass_params))
     check_chain(opts.passes, opts.params, {"--teacher-lm": opts.teacher_lm, "--prompt-lm": opts.prompt_lm})
-    plan = [(name, options_for(name, opts.params, mine)) for name, mine in zip(opts.passes, own)]
-    for name, o in plan:
-        if name == "finetune-data" and not o.get("finetune_dir"):
-            o["finetune_dir"] = finetune_dir_for(opts.out)
-    return plan
+    return [(name, options_for(name, opts.params, mine, out=opts.out)) for name, mine in zip(opts.passes, own)]
 
 
 def check_pass_options(plan: list[tuple[str, dict]], n_dev: int) -> None:
@@ -160,21 +140,17 @@ def check_pass_options(plan: list[tuple[str, dict]], n_dev: int) -> None:
     for name, o in plan:
         minibatch = o.get("minibatch")
         if name == "mipro" and minibatch is not None and int(minibatch) > n_dev:
-            from .optimize.mipro import minibatch_problem
-
             raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
 
 
-def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, plan: list[tuple[str, dict]]) -> None:
+def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, cache_dir: str | None,
+                          plan: list[tuple[str, dict]]) -> None:
     """Refuse, before any LM call, an artifact, sidecar or fine-tuning file that would overwrite an input."""
-    from .files import Output, check_outputs
-    from .runner import input_files
-
-    inputs = input_files(target, config) + [("--train file", opts.train), ("--dev file", opts.dev),
-                                            ("--passes file", opts.passes_file)]
+    inputs = target.input_files("program", config.path) + [("--train file", opts.train), ("--dev file", opts.dev),
+                                                          ("--passes file", opts.passes_file)]
     outputs = [Output("-o", opts.out), Output("the stats file next to -o", _stats_path(opts.out))]
-    if opts.use_cache and opts.cache_dir:
-        outputs.append(Output("--cache-dir", opts.cache_dir, directory=True))
+    if cache_dir:
+        outputs.append(Output("--cache-dir", cache_dir, directory=True))
     for folder in sorted({o["finetune_dir"] for name, o in plan if name == "finetune-data"}):
         outputs.append(Output("--finetune-dir", folder, directory=True))
         outputs += [Output("--finetune-dir", str(Path(folder) / f"{p.id}.jsonl")) for p in target.ir.predictors]
@@ -209,173 +185,174 @@ def prepare_data(opts: CompileOptions, ir: I.IR, metric: I.MetricIR) -> tuple[Da
     return train, dev, note
 
 
+@dataclass
+class Chain:
+    """What the passes of a compile found together."""
+
+    ir: I.IR
+    baseline: float | None = None  # dev score of the program as written
+    final: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    train_scores: dict = field(default_factory=dict)
+    exhausted: bool = False
+    passes: list[dict] = field(default_factory=list)
+
+    def record(self, cand: Candidate, inputs: PassInputs) -> None:
+        self.candidates.append(cand)
+        inputs.on_record(cand)
+
+
+async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, client: LMClient, *,
+                    score_dev: bool = True, allow_partial: bool = False, keep_worse: bool = False) -> Chain:
+    """Score the program as written, run each pass on what the one before returned, score the result.
+
+    A budget that runs out ends the chain with the best program found so far; the program as written
+    wins against a worse result unless `keep_worse`."""
+    lab, log = inputs.lab, inputs.log
+    chain = Chain(ir)
+    if score_dev:
+        try:
+            log("scoring the program as written (zero-shot) on dev")
+            chain.baseline = await lab.score(ir, label="zero-shot")
+            chain.record(Candidate("as-written", ir, chain.baseline), inputs)
+        except BudgetExceeded as e:
+            chain.exhausted = True
+            chain.notes.append(f"budget exhausted before the first candidate was scored: {e}")
+    else:
+        chain.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
+    client.check_health()  # every call failed (or too many): no artifact, however the budget ended
+    for name, options in plan if not chain.exhausted else ():
+        log(f"pass {name}")
+        before = client.usage.requests, client.usage.cost
+        try:
+            result = await pass_named(name)(chain.ir, replace(inputs, candidates=tuple(chain.candidates)), **options)
+        except BudgetExceeded as e:
+            chain.exhausted = True
+            chain.notes.append(f"budget exhausted during {name}: {e}")
+            so_far = best(chain.candidates)
+            chain.ir = so_far.ir if so_far else chain.ir
+            break
+        chain.ir = result.ir
+        chain.candidates += result.candidates
+        chain.notes += result.notes
+        for key, value in result.train_scores.items():
+            chain.train_scores.setdefault(key, value)
+        chain.passes.append({"name": name, "requests": client.usage.requests - before[0],
+                             "cost": round(client.usage.cost - before[1], 8), "candidates": len(result.candidates)})
+        if result.exhausted:
+            chain.exhausted = True
+            break
+    client.check_health()
+    if chain.exhausted and chain.baseline is None:
+        if not allow_partial:
+            raise LmcError("the budget (--max-calls/--max-cost) ran out before the first candidate was scored; "
+                           "nothing was written", hint="raise the budget, or pass --allow-partial to write the zero-shot program")
+        chain.ir = ir
+    elif score_dev or best(chain.candidates) is not None:
+        try:
+            # Free when a search already scored this program (scores are memoised).
+            chain.final = await lab.score(chain.ir, label="final")
+        except BudgetExceeded:
+            chain.exhausted = True
+            so_far = best(chain.candidates)
+            if so_far is not None:
+                chain.ir, chain.final = so_far.ir, so_far.score
+    if chain.final is not None and chain.baseline is not None and chain.final < chain.baseline:
+        if keep_worse:
+            chain.notes.append(f"the compiled program scores {chain.final:.3f} on dev, below the program as written "
+                               f"({chain.baseline:.3f}); kept it because of --keep-worse")
+        else:
+            # A compiler must not make a program worse: the one the user wrote wins a tie or a loss.
+            chain.notes.append(f"the optimized program scored {chain.final:.3f} on dev, below the program as written "
+                               f"({chain.baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
+            chain.ir, chain.final = ir, chain.baseline
+    client.check_health()
+    return chain
+
+
 async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
                         on_score: Callable[[str, float], None] = lambda n, s: None,
                         observe: Callable[[Any], None] = lambda client: None) -> CompileResult:
-    from .interpreter import Runtime
-    from .lm import LMClient, parse_lm
-
     started = time.perf_counter()
     for name in opts.passes:
-        if name not in PASS_NAMES:
-            await run_pass(name, None, None)  # raises the did-you-mean error
-    from .pyrefs import parse_allow, policy_for
-    from .settings import resolve
-
+        pass_named(name)
     plan = pass_plan(opts)
-    config = load_config()
-    st = resolve({"lm": opts.lm, "api_base": opts.api_base, "cache_dir": opts.cache_dir,
-                  "concurrency": opts.concurrency, "rpm": opts.rpm, "max_steps": opts.max_steps,
-                  "example_timeout": opts.example_timeout, "max_calls": opts.max_calls, "max_cost": opts.max_cost,
-                  "price_per_mtok_in": opts.price_per_mtok_in, "price_per_mtok_out": opts.price_per_mtok_out,
-                  "max_lm_errors": opts.max_lm_errors, "truncate_inputs": opts.truncate_inputs}, config)
-    opts = replace(opts, cache_dir=st.cache_dir, concurrency=st.concurrency, rpm=st.rpm, api_base=st.api_base)
+    setup = prepare(opts.run_options())
+    st = setup.settings
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")
     target = load_target(opts.program, opts.program_name)
-    python = policy_for(target, tuple(config.allow_python) + parse_allow(opts.allow_python, "--allow-python"))
     ir = target.ir
-    metric = pick_metric(ir, opts.metric, opts.program)
+    metric = choose_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
     check_pass_options(plan, len(dev))
-    check_compile_outputs(opts, target, config, plan)
+    check_compile_outputs(opts, target, setup.config, setup.cache_dir, plan)
     if split_note:
         log(split_note)
     threshold = opts.threshold if opts.threshold is not None else 1.0
-    spec = choose_lm(opts.lm, opts.api_base, config, target)
-    client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
-                      concurrency=opts.concurrency, rpm=opts.rpm, max_calls=st.max_calls, max_cost=st.max_cost,
-                      price=settings_price(st), max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS))
+    # Refused here, before the first call: an import the run may not make, an LM alias re-routing the key,
+    # a --max-cost over an LM with no known price, a metric that cannot be called, a server not listening.
+    session = setup.open(target)
+    client = session.client
     timeline = Timeline(started)
     timeline.client = client
     log = timeline.wrap_log(log)
     observe(client)  # lets a live view read the running usage
-    extra_lms = config.alias_specs()
-    warnings = Warnings()  # shared by every runtime of the compile, reported at the end
-
-    def runtime_with(lm_spec):
-        def make(x: I.IR):
-            return Runtime(x, client, lm=lm_spec, api_base=opts.api_base, extra_lms=extra_lms,
-                           warnings=warnings, from_artifact=target.kind == "artifact", python=python,
-                           max_steps=st.max_steps, example_timeout=st.example_timeout,
-                           truncate_inputs=st.truncate_inputs)
-        return make
-
-    teacher_spec = parse_lm(opts.teacher_lm, opts.api_base) if opts.teacher_lm else None
-    prompt_spec = parse_lm(opts.prompt_lm, opts.api_base) if opts.prompt_lm else None
-    teacher = runtime_with(teacher_spec) if teacher_spec else None
-    proposer = runtime_with(prompt_spec) if prompt_spec else None
-    # The program text is an internal knob of mipro's proposer, not a compile parameter.
-    internal = {"source": target.source}
-    main_rt = runtime_with(spec)(ir).vet()  # refused imports and re-routing LM aliases stop here, before any LM call
-    check_metric(metric, python)
-    # Refused before the first call too: a --max-cost over an LM with no known price, or a server not listening.
-    used = main_rt.lms() + [s for s in (teacher_spec, prompt_spec) if s is not None]
-    client.check_prices(used)
-    from .runner import preflight
-
-    preflight(main_rt, extra=used)
-    ctx = Context(make_runtime=runtime_with(spec), trainset=list(train), devset=list(dev), metric=metric,
-                  threshold=threshold, seed=opts.seed, concurrency=opts.concurrency, options=dict(internal), log=log,
-                  on_score=on_score, teacher_runtime=teacher, prompt_runtime=proposer, on_record=timeline.candidate)
+    teacher = parse_lm(opts.teacher_lm, st.api_base) if opts.teacher_lm else None
+    proposer = parse_lm(opts.prompt_lm, st.api_base) if opts.prompt_lm else None
+    check_metric(metric, session.python)
+    extra = [s for s in (teacher, proposer) if s is not None]
+    client.check_prices(extra)
+    session.preflight(extra=extra)
+    lab = Lab(session.runtime_for, dev, metric, threshold=threshold, concurrency=st.concurrency,
+              teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
+              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score)
+    inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
+                        on_record=timeline.candidate)
     try:
-        baseline = None
-        if opts.score_dev:
-            try:
-                log("scoring the program as written (zero-shot) on dev")
-                baseline = await ctx.score(ir, label="zero-shot")
-                ctx.record("as-written", ir, baseline)
-            except BudgetExceeded as e:
-                ctx.budget_exhausted = True
-                ctx.notes.append(f"budget exhausted before the first candidate was scored: {e}")
-        else:
-            ctx.notes.append("--no-score-dev: the program as written and the result were not scored on dev")
-        client.check_health()  # every call failed (or too many): no artifact, however the budget ended
-        current = ir
-        if not ctx.budget_exhausted:
-            for name, own in plan:
-                log(f"pass {name}")
-                ctx.options = {**internal, **own}  # each pass sees its own options only
-                try:
-                    current = await run_pass(name, current, ctx)
-                except BudgetExceeded as e:
-                    ctx.budget_exhausted = True
-                    ctx.notes.append(f"budget exhausted during {name}: {e}")
-                    best = ctx.best()
-                    current = best.ir if best else current
-                    break
-                if ctx.budget_exhausted:
-                    break
-        client.check_health()
-        final = None
-        if ctx.budget_exhausted and baseline is None:
-            if not opts.allow_partial:
-                raise LmcError("the budget (--max-calls/--max-cost) ran out before the first candidate was scored; "
-                               "nothing was written", hint="raise the budget, or pass --allow-partial to write the zero-shot program")
-            current = ir
-        elif opts.score_dev or ctx.best() is not None:
-            try:
-                # Free when a search already scored this program (scores are memoised).
-                final = await ctx.score(current, label="final")
-            except BudgetExceeded:
-                ctx.budget_exhausted = True
-                best = ctx.best()
-                if best is not None:
-                    current, final = best.ir, best.score
-        if final is not None and baseline is not None and final < baseline:
-            if opts.keep_worse:
-                ctx.notes.append(f"the compiled program scores {final:.3f} on dev, below the program as written "
-                                 f"({baseline:.3f}); kept it because of --keep-worse")
-            else:
-                # A compiler must not make a program worse: the one the user wrote wins a tie or a loss.
-                ctx.notes.append(f"the optimized program scored {final:.3f} on dev, below the program as written "
-                                 f"({baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
-                current, final = ir, baseline
-        client.check_health()
+        chain = await run_chain(ir, plan, inputs, client, score_dev=opts.score_dev, allow_partial=opts.allow_partial,
+                                keep_worse=opts.keep_worse)
     finally:
         await client.aclose()
 
-    for w in warnings.items + client.warnings.items:
-        if w not in ctx.notes:
-            ctx.notes.append(w)
+    notes = list(chain.notes)
+    for w in session.warnings.items + client.warnings.items:
+        if w not in notes:
+            notes.append(w)
     usage = client.usage
     report = {
         "optimizer": list(opts.passes),
         "passes": [{"name": name, "options": _report_options(own)} for name, own in plan],
         "metric": {"name": metric.name, "spec": metric.spec, "threshold": threshold},
         "seed": opts.seed,
-        "lm": spec.model,
+        "lm": session.lm.model,
         "teacher_lm": opts.teacher_lm,
         "prompt_lm": opts.prompt_lm,
         "data": {"train": _dataset_json(train), "dev": _dataset_json(dev),
                  "split": None if opts.dev else {"from": portable_path(opts.train), "dev_fraction": DEFAULT_DEV_FRACTION,
                                                  "seed": opts.seed}},
-        "scores": {"baseline": {"dev": _r(baseline)}, "final": {"dev": _r(final)}, "train": dict(ctx.train_scores)},
-        "candidates": [{"name": c.name, "dev": _r(c.score), **_plain_detail(c.detail)} for c in ctx.candidates],
+        "scores": {"baseline": {"dev": _r(chain.baseline)}, "final": {"dev": _r(chain.final)},
+                   "train": dict(chain.train_scores)},
+        "candidates": [{"name": c.name, "dev": _r(c.score), **_plain_detail(c.detail)} for c in chain.candidates],
         "lm_requests": usage.calls,
         "lm_requests_by_predictor": {k: v.calls for k, v in sorted(usage.by_tag.items())},
-        "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": ctx.budget_exhausted},
-        "notes": list(ctx.notes),
+        "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": chain.exhausted},
+        "notes": list(notes),
     }
-    artifact = Artifact(ir=replace(current, entry=ir.entry), program=target.program_json(), compile=report,
-                        lm=spec.to_json())
+    artifact = Artifact(ir=replace(chain.ir, entry=ir.entry), program=target.program_json(), compile=report,
+                        lm=session.lm.to_json())
     write(artifact, opts.out)
     duration = time.perf_counter() - started
     # The sidecar names its artifact, so a report never pairs a stale timeline with a newer compile.
     stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(),
              "artifact_sha256": sha256_file(opts.out)}
     atomic_write_text(_stats_path(opts.out), _json(stats))
-    notes = list(ctx.notes)
     if usage.errors:  # within --max-lm-errors, but the user should know the scores rest on fewer answers
         notes.append(f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
                      f"their examples scored 0 (--max-lm-errors {st.max_lm_errors or DEFAULT_LM_ERRORS})")
-    return CompileResult(artifact, baseline, final, report["candidates"], notes, stats, split_note)
-
-
-def finetune_dir_for(out: str) -> str:
-    """Where finetune-data writes by default: next to the artifact, `OUT.finetune/`."""
-    name = str(out)
-    return (name[: -len(".lmc.json")] if name.endswith(".lmc.json") else name) + ".finetune"
+    return CompileResult(artifact, chain.baseline, chain.final, report["candidates"], notes, stats, split_note,
+                         chain.passes)
 
 
 def _report_options(options: dict) -> dict:
@@ -392,8 +369,6 @@ def _stats_path(out: str) -> str:
 
 
 def _json(data: Any) -> str:
-    import json
-
     return json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
