@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
 from .errors import CompileErrors, Diagnostics, LmcError, Span, did_you_mean, one_of
-from .kinds import COMMON_SETTINGS, EXTRA_OUTPUTS, KINDS, MODULE_KINDS, extra_outputs
+from .kinds import COMMON_SETTINGS, KINDS, extra_output_names, extra_outputs
 from .types import (
     ANY, BOOL, FLOAT, INT, JSON, NONE, STR, Type, assignable, dict_of, list_of, literal, optional, prediction, unify,
 )
@@ -310,7 +310,7 @@ class _Checker:
                 self.error(f"'{d.name}' is already declared", self.name_span(d, d.name),
                            f"the first {_kind_word(first)} '{d.name}' is at line {first.span.line}; names are unique per file")
                 continue
-            if d.name in BUILTINS or d.name in MODULE_KINDS:
+            if d.name in BUILTINS or d.name in KINDS:
                 self.error(f"'{d.name}' is a builtin name and cannot be declared", self.name_span(d, d.name), "pick another name")
             self.decls[d.name] = d
             table = tables[type(d)]
@@ -539,8 +539,8 @@ class _Checker:
 
     def module(self, d: n.ModuleDecl) -> None:
         kind = d.kind
-        if kind not in MODULE_KINDS:
-            self.error(f"unknown module kind '{kind}'", d.kind_span, _hint(kind, MODULE_KINDS))
+        if kind not in KINDS:
+            self.error(f"unknown module kind '{kind}'", d.kind_span, _hint(kind, KINDS))
         sig: SigInfo | None = None
         s = d.signature
         if s is None:
@@ -561,7 +561,7 @@ class _Checker:
                 self.error(f"'{s.id}' is a {_kind_word(target)}, not a signature", s.span)
         else:
             self.error("the first argument of a module is a signature name or a string like \"question -> answer\"", s.span)
-        if kind in MODULE_KINDS:
+        if kind in KINDS:
             self.module_settings(d)
         if sig is not None:
             for extra in extra_outputs(kind):
@@ -1276,7 +1276,7 @@ def _pred_hint(t: Type, want: Type | None = None) -> str | None:
     t = _strip_opt(t)
     if t.kind != "prediction":
         return None
-    names = [k for k, ft in t.args if k not in EXTRA_OUTPUTS] or [k for k, _ in t.args]
+    names = [k for k, ft in t.args if k not in extra_output_names()] or [k for k, _ in t.args]
     if want is not None:
         fitting = [k for k, ft in t.args if k in names and assignable(ft, want)]
         if len(fitting) == 1:

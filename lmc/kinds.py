@@ -280,12 +280,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     PROGRAM_OF_THOUGHT,
     BEST_OF_N,
 )}
-MODULE_KINDS = tuple(KINDS)
 
 
 def extra_outputs(kind: str) -> tuple[str, ...]:
     """The outputs kind `kind` adds to its signature's (none for a kind the checker refused)."""
     k = KINDS.get(kind)
     return k.extra_outputs if k is not None else ()
-# Every output some kind adds besides a signature's own (a prediction's "other" fields).
-EXTRA_OUTPUTS = tuple(dict.fromkeys(x for k in KINDS.values() for x in k.extra_outputs))
+
+
+def extra_output_names() -> tuple[str, ...]:
+    """Every output some kind adds besides a signature's own (a prediction's "other" fields)."""
+    return tuple(dict.fromkeys(x for k in KINDS.values() for x in k.extra_outputs))

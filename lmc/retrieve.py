@@ -234,25 +234,6 @@ class EmbeddingsRetriever:
             return contextlib.nullcontext({})
         return self._meter.embedding_request(self.model, texts)
 
-    def _call_sync(self, texts: list[str]) -> list[list[float]]:
-        with self._metered(texts) as box:
-            self.calls += 1
-            if self._embed is not None:
-                return self._embed(texts)
-            if self._aembed is not None:
-                return asyncio.run(self._aembed(texts))
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            import litellm
-
-            redirects: list = []
-            try:
-                with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
-                    resp = litellm.embedding(input=texts, **self._litellm_kwargs())
-            except Exception as exc:  # provider errors arrive as many litellm classes
-                raise self._failure(exc, redirects) from None
-            box["prompt_tokens"] = _prompt_tokens(resp)
-            return [item["embedding"] for item in resp.data]
-
     async def _call_async(self, texts: list[str]) -> list[list[float]]:
         with self._metered(texts) as box:
             self.calls += 1
@@ -325,19 +306,6 @@ class EmbeddingsRetriever:
 
     # -- index
 
-    def _ensure_index_sync(self) -> _Corpus:
-        if self._corpus is None:
-            corpus = _Corpus(self.path, self.text_field)
-            vectors = self._load_cached(corpus)
-            if vectors is None:
-                vectors = []
-                for start in range(0, len(corpus.texts), _BATCH):
-                    batch = corpus.texts[start : start + _BATCH]
-                    vectors.extend(self._check_vectors(self._call_sync(batch), len(batch)))
-                self._store(corpus, vectors)
-            self._install(corpus, vectors)
-        return self._corpus
-
     async def _ensure_index(self) -> _Corpus:
         if self._corpus is None:
             loop = asyncio.get_running_loop()
@@ -371,6 +339,4 @@ class EmbeddingsRetriever:
 
     def __call__(self, query: str, k: int | None = None) -> list[str]:
         """Synchronous search, for callers outside an event loop."""
-        corpus = self._ensure_index_sync()
-        qvec = self._check_vectors(self._call_sync([str(query)]), 1)[0]
-        return self._rank(corpus, qvec, k)
+        return asyncio.run(self.search(query, k))

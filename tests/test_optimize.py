@@ -616,3 +616,88 @@ def test_bootstrap_balances_the_classes_of_a_classifier():
     out = run(run_pass("bootstrap", ir, ctx))
     assert [d["sentiment"] for d in out.predictors[0].demos] == ["positive", "negative"]
     assert demo_ids(out) == ["t1", "t3"]
+
+
+# ---------------------------------------------------------------- passes as values
+
+
+def test_the_pass_table_names_every_pass_and_validates_names():
+    from lmc.cli_compile import _PASSES
+
+    assert optimize.PASS_NAMES == ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble",
+                                   "finetune-data")
+    assert _PASSES == optimize.PASS_NAMES  # the CLI's choices are the table
+    assert optimize.pass_named("knn") is optimize.PASSES[5] and optimize.pass_name(optimize.PASSES[3]) == "random-search"
+    with pytest.raises(LmcError, match=r"unknown optimizer 'mipo'; did you mean 'mipro'\? expected one of: none, "):
+        optimize.pass_named("mipo")
+
+
+def test_each_option_is_declared_once_with_its_default():
+    from lmc.optimize.options import OPTIONS
+
+    for name, keys in optimize.PASS_OPTIONS.items():
+        assert set(keys) <= set(OPTIONS), name
+    assert optimize.options_for("bootstrap", {}, {}) == {"max_demos": 4, "max_labeled": 4, "max_rounds": 1}
+    assert optimize.options_for("knn", {"max_demos": 6}, {}) == {"k": 6, "max_demos": 6, "max_labeled": 4}
+    assert optimize.options_for("finetune-data", {}, {}, out="b/x.lmc.json")["finetune_dir"] == "b/x.finetune"
+    assert optimize.options_for("mipro", {}, {"trials": 3})["trials"] == 3
+    assert "(default 4)" in OPTIONS["max_demos"].describe()
+
+
+def test_a_pass_changes_nothing_it_is_given():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, max_demos=2, max_labeled=0, candidates=1)
+    ctx.record("earlier", ir, 0.5)
+    inputs = replace(ctx.inputs, candidates=tuple(ctx.candidates))
+    before = (inputs.trainset, inputs.candidates, list(inputs.devset), ir)
+    result = run(optimize.run_pass("random-search", ir, inputs, **ctx.options))
+    assert (inputs.trainset, inputs.candidates, list(inputs.devset), ir) == before
+    assert result.candidates and all(c.name.startswith("random-search:") for c in result.candidates)
+    with pytest.raises(FrozenInstanceError):
+        inputs.candidates = ()
+    with pytest.raises(FrozenInstanceError):
+        result.ir = ir
+
+
+def test_ensemble_draws_on_the_candidates_it_is_given_not_on_shared_state():
+    ctx, fake, ir = make_ctx(SENTIMENT, styled_lm, TRAIN, DEV[:1], ensemble_size=2)
+    seeded_members(ctx, ir, [("ALPHA", 0.5), ("BETA", 0.9)])
+    given = run(optimize.run_pass("ensemble", ir, replace(ctx.inputs, candidates=tuple(ctx.candidates)),
+                                  **ctx.options))
+    assert {c.name for c in given.candidates} <= {"ensemble"}  # no search of its own: two were given
+    alone = run(optimize.run_pass("ensemble", ir, ctx.inputs, **ctx.options))
+    assert any(c.name.startswith("ensemble:") for c in alone.candidates)  # none given: it searched first
+
+
+def test_mipro_never_changes_a_runtime_it_was_given():
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2,
+                             candidates=1, instructions=2, trials=2, minibatch=2)
+    made = []
+    proposer = ctx.inputs.lab.proposer
+
+    def watched(x):
+        rt = proposer(x)
+        made.append((rt, rt.ir))
+        return rt
+
+    ctx.inputs.lab.proposer = watched
+    run(run_pass("mipro", ir, ctx))
+    assert made and all(rt.ir is ir_ for rt, ir_ in made)  # a runtime per proposal, none reassigned
+
+
+def test_a_budget_that_runs_out_ends_the_pass_with_what_it_found():
+    from lmc.errors import BudgetExceeded
+
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, max_demos=2, max_labeled=0, candidates=3)
+    calls = [0]
+    score = ctx.inputs.lab.score
+
+    async def scarce(x, examples=None, label=""):
+        calls[0] += 1
+        if calls[0] > 2:
+            raise BudgetExceeded("--max-calls 9 reached")
+        return await score(x, examples, label)
+
+    ctx.inputs.lab.score = scarce
+    result = run(optimize.run_pass("random-search", ir, ctx.inputs, **ctx.options))
+    assert result.exhausted and len(result.candidates) == 2
+    assert result.notes == ("budget exhausted during bootstrap scoring: --max-calls 9 reached",)
