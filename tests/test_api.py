@@ -171,3 +171,32 @@ def test_load_calls_batches_and_refuses_bad_inputs(ws, server):
         prog(review=3)
     with pytest.raises(ConfigError, match="unknown input field 'extra'"):
         prog(review="x", extra=1)
+
+
+# ---------------------------------------------------------------- the README's example
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """The Python block of the README's API section, as written, against the loopback server (via the environment)."""
+    import re
+    import shutil
+
+    from tests.test_programs_run import typed_responder
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### The Python API", 1)[1].split("\n### ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    (tmp_path / "programs").mkdir()
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "build").mkdir()
+    shutil.copy(ROOT / "programs" / "route.lmp", tmp_path / "programs")
+    for name in ("route_train.jsonl", "route_dev.jsonl", "route_test.jsonl"):
+        shutil.copy(ROOT / "datasets" / name, tmp_path / "datasets")
+    monkeypatch.chdir(tmp_path)
+    with LoopbackServer(typed_responder) as srv:
+        monkeypatch.setenv("LMC_LM", "openai/test")
+        monkeypatch.setenv("LMC_API_BASE", srv.url)
+        monkeypatch.setenv("LMC_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        exec(compile(code, "README.md", "exec"), {})
+    assert (tmp_path / "build" / "route-api.lmc.json").exists()
