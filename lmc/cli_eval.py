@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -61,6 +61,15 @@ def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple
     if cache_dir:
         outs.append(Output("--cache-dir", cache_dir, directory=True))
     check_outputs(outs, inputs)
+
+
+def _answering(format: str, command: Callable[..., None], args: dict) -> None:
+    """Run `command(**args)`; with --format json a failure still prints its one JSON document."""
+    try:
+        command(**args)
+    except LmcError as e:
+        _fail_json(format, e)
+        raise
 
 
 def _fail_json(format: str, err: LmcError) -> None:
@@ -200,11 +209,7 @@ def register(app: typer.Typer) -> None:
         allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
-        try:
-            _eval(**locals())
-        except LmcError as e:
-            _fail_json(format, e)
-            raise
+        _answering(format, _eval, locals())
 
     @report_app.command("merge")
     def merge(
@@ -223,11 +228,7 @@ def register(app: typer.Typer) -> None:
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
-        try:
-            _merge(**locals())
-        except LmcError as e:
-            _fail_json(format, e)
-            raise
+        _answering(format, _merge, locals())
 
 
 def _gate_options(**kw):
