@@ -129,52 +129,67 @@ async def _exec(rt: Runtime, ctx: Frame, s: Any, env: dict) -> None:
 
 
 async def _exec_stmt(rt: Runtime, ctx: Frame, s: Any, env: dict) -> None:
-    t = type(s)
-    if t is I.Assign:
-        value = await _eval(rt, ctx, s.value, env)
-        if s.op != "=":
-            value = binop(s.op[0], env.get(s.target), value, s.line)
-        env[s.target] = value
-    elif t is I.Eval:
-        await _eval(rt, ctx, s.expr, env)
-    elif t is I.Ret:
-        raise _Return(await _eval(rt, ctx, s.value, env) if s.value is not None else None)
-    elif t is I.Loop:
-        items = await _eval(rt, ctx, s.iter, env)
-        if isinstance(items, dict):
-            items = list(items)
-        if not isinstance(items, (list, str)):
-            raise RunError(f"cannot loop over {kind_of(items)}", line=s.line)
-        for item in list(items):
-            env[s.var] = item
-            ctx.steps += 1
-            if ctx.steps >= ctx.next_yield:
-                await _checkpoint(ctx, s.line)
-            if not await _loop_body(rt, ctx, s.body, env):
-                break
-    elif t is I.Branch:
-        for cond, body in s.branches:
-            if truthy(await _eval(rt, ctx, cond, env)):
-                for stmt in body:
-                    await _exec(rt, ctx, stmt, env)
-                return
-        for stmt in s.orelse:
-            await _exec(rt, ctx, stmt, env)
-    elif t is I.WhileLoop:
-        for _ in range(s.bound):
-            ctx.steps += 1
-            if ctx.steps >= ctx.next_yield:
-                await _checkpoint(ctx, s.line)
-            if not truthy(await _eval(rt, ctx, s.cond, env)) or not await _loop_body(rt, ctx, s.body, env):
-                break
-    elif t is I.Check:
-        await _check(rt, ctx, s, env)
-    elif t is I.BreakLoop:
-        raise _Break()
-    elif t is I.ContinueLoop:
-        raise _Continue()
-    else:  # pragma: no cover - the IR is closed
-        raise RunError(f"unknown statement {t.__name__}")
+    run = _STATEMENTS.get(type(s))
+    if run is None:  # pragma: no cover - the IR is closed
+        raise RunError(f"unknown statement {type(s).__name__}")
+    await run(rt, ctx, s, env)
+
+
+async def _assign(rt: Runtime, ctx: Frame, s: I.Assign, env: dict) -> None:
+    value = await _eval(rt, ctx, s.value, env)
+    if s.op != "=":
+        value = binop(s.op[0], env.get(s.target), value, s.line)
+    env[s.target] = value
+
+
+async def _expression(rt: Runtime, ctx: Frame, s: I.Eval, env: dict) -> None:
+    await _eval(rt, ctx, s.expr, env)
+
+
+async def _return(rt: Runtime, ctx: Frame, s: I.Ret, env: dict) -> None:
+    raise _Return(await _eval(rt, ctx, s.value, env) if s.value is not None else None)
+
+
+async def _for(rt: Runtime, ctx: Frame, s: I.Loop, env: dict) -> None:
+    items = await _eval(rt, ctx, s.iter, env)
+    if isinstance(items, dict):
+        items = list(items)
+    if not isinstance(items, (list, str)):
+        raise RunError(f"cannot loop over {kind_of(items)}", line=s.line)
+    for item in list(items):
+        env[s.var] = item
+        ctx.steps += 1
+        if ctx.steps >= ctx.next_yield:
+            await _checkpoint(ctx, s.line)
+        if not await _loop_body(rt, ctx, s.body, env):
+            break
+
+
+async def _if(rt: Runtime, ctx: Frame, s: I.Branch, env: dict) -> None:
+    for cond, body in s.branches:
+        if truthy(await _eval(rt, ctx, cond, env)):
+            for stmt in body:
+                await _exec(rt, ctx, stmt, env)
+            return
+    for stmt in s.orelse:
+        await _exec(rt, ctx, stmt, env)
+
+
+async def _while(rt: Runtime, ctx: Frame, s: I.WhileLoop, env: dict) -> None:
+    for _ in range(s.bound):
+        ctx.steps += 1
+        if ctx.steps >= ctx.next_yield:
+            await _checkpoint(ctx, s.line)
+        if not truthy(await _eval(rt, ctx, s.cond, env)) or not await _loop_body(rt, ctx, s.body, env):
+            break
+
+
+async def _break(rt: Runtime, ctx: Frame, s: I.BreakLoop, env: dict) -> None:
+    raise _Break()
+
+
+async def _continue(rt: Runtime, ctx: Frame, s: I.ContinueLoop, env: dict) -> None:
+    raise _Continue()
 
 
 async def _loop_body(rt: Runtime, ctx: Frame, body: tuple, env: dict) -> bool:
@@ -228,98 +243,134 @@ async def _check(rt: Runtime, ctx: Frame, s: I.Check, env: dict) -> None:
 
 async def _eval(rt: Runtime, ctx: Frame, e: Any, env: dict) -> Any:
     t = type(e)
-    if t is I.Const:
+    if t is I.Const:  # the commonest case, without a lookup
         return e.value
-    if t is I.Var:
-        if e.name not in env:
-            raise RunError(f"'{e.name}' is not defined")
-        return env[e.name]
-    if t is I.GetField:
-        obj = await _eval(rt, ctx, e.obj, env)
-        if isinstance(obj, dict):
-            if e.name in obj:
-                return obj[e.name]
-            raise RunError(f"no field '{e.name}' (have: {', '.join(sorted(obj)) or 'none'})")
-        raise RunError(f"cannot read field '{e.name}' of {kind_of(obj)}")
-    if t is I.CallModule:
-        kwargs = {k: await _eval(rt, ctx, v, env) for k, v in e.kwargs}
-        return await call_module(rt, ctx, e.module, kwargs)
-    if t is I.FStr:
-        out = []
-        size = 0
-        for part in e.parts:
-            if not isinstance(part, str):
-                part = prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False)
-            size += len(part)
-            if size > limits.MAX_CHARS:
-                raise RunError(f"an f-string of more than {limits.count(limits.MAX_CHARS)} characters exceeds the limit")
-            out.append(part)
-        return "".join(out)
-    if t is I.ListOf:
-        return [await _eval(rt, ctx, x, env) for x in e.items]
-    if t is I.DictOf:
-        return {await _eval(rt, ctx, k, env): await _eval(rt, ctx, v, env) for k, v in e.items}
-    if t is I.GetIndex:
-        obj = await _eval(rt, ctx, e.obj, env)
-        idx = await _eval(rt, ctx, e.index, env)
-        try:
-            return obj[idx]
-        except (IndexError, KeyError):
-            raise RunError(f"index {json.dumps(idx)} out of range for {kind_of(obj)} of length {len(obj)}" if isinstance(idx, int) else f"no key {json.dumps(idx)}") from None
-        except TypeError:
-            raise RunError(f"cannot index {kind_of(obj)} with {kind_of(idx)}") from None
-    if t is I.Bin:
-        return binop(e.op, await _eval(rt, ctx, e.left, env), await _eval(rt, ctx, e.right, env))
-    if t is I.Unary:
-        v = await _eval(rt, ctx, e.operand, env)
-        if e.op == "not":
-            return not truthy(v)
-        try:
-            return -v if e.op == "-" else +v
-        except TypeError:
-            raise RunError(f"cannot negate {kind_of(v)}") from None
-    if t is I.Cmp:
-        a = await _eval(rt, ctx, e.left, env)
-        b = await _eval(rt, ctx, e.right, env)
-        try:
-            if e.op == "in":
-                return a in b
-            if e.op == "not in":
-                return a not in b
-            return COMPARE[e.op](a, b)
-        except TypeError:
-            raise RunError(f"cannot compare {kind_of(a)} and {kind_of(b)} with '{e.op}'") from None
-    if t is I.Logic:
-        a = await _eval(rt, ctx, e.left, env)
-        if e.op == "and":
-            return await _eval(rt, ctx, e.right, env) if truthy(a) else a
-        return a if truthy(a) else await _eval(rt, ctx, e.right, env)
-    if t is I.CallBuiltin:
-        args = [await _eval(rt, ctx, a, env) for a in e.args]
-        kwargs = {k: await _eval(rt, ctx, v, env) for k, v in e.kwargs}
-        try:
-            value = BUILTINS[e.name].fn(*args, **kwargs)
-        except RunError:
-            raise
-        except SizeLimitError as err:
-            raise RunError(str(err), line=e.line) from None
-        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
-            raise RunError(f"{e.name}(): {err}", line=e.line) from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RunError(f"{e.name}() gives {value!r}, not a finite number", line=e.line)
-        return value
-    if t is I.CallRetriever:
-        q = await _eval(rt, ctx, e.query, env)
-        k = await _eval(rt, ctx, e.k, env) if e.k is not None else None
-        return await rt.search(e.retriever, q, k)
-    if t is I.CallTool:
-        args = [await _eval(rt, ctx, a, env) for a in e.args]
-        kwargs = {k: await _eval(rt, ctx, v, env) for k, v in e.kwargs}
-        return await call_tool(rt, e.tool, args, kwargs, line=e.line)
-    if t is I.CallProgram:
-        kwargs = {k: await _eval(rt, ctx, v, env) for k, v in e.kwargs}
-        return await call_program(rt, ctx, e.program, kwargs, e.line)
-    raise RunError(f"unknown expression {t.__name__}")  # pragma: no cover
+    evaluate = _EXPRESSIONS.get(t)
+    if evaluate is None:  # pragma: no cover - the IR is closed
+        raise RunError(f"unknown expression {t.__name__}")
+    return await evaluate(rt, ctx, e, env)
+
+
+async def _kwargs(rt: Runtime, ctx: Frame, pairs: tuple, env: dict) -> dict:
+    return {k: await _eval(rt, ctx, v, env) for k, v in pairs}
+
+
+async def _var(rt: Runtime, ctx: Frame, e: I.Var, env: dict) -> Any:
+    if e.name not in env:
+        raise RunError(f"'{e.name}' is not defined")
+    return env[e.name]
+
+
+async def _field(rt: Runtime, ctx: Frame, e: I.GetField, env: dict) -> Any:
+    obj = await _eval(rt, ctx, e.obj, env)
+    if isinstance(obj, dict):
+        if e.name in obj:
+            return obj[e.name]
+        raise RunError(f"no field '{e.name}' (have: {', '.join(sorted(obj)) or 'none'})")
+    raise RunError(f"cannot read field '{e.name}' of {kind_of(obj)}")
+
+
+async def _fstring(rt: Runtime, ctx: Frame, e: I.FStr, env: dict) -> str:
+    out = []
+    size = 0
+    for part in e.parts:
+        if not isinstance(part, str):
+            part = prompts.show_value(await _eval(rt, ctx, part, env), multiline_ok=False)
+        size += len(part)
+        if size > limits.MAX_CHARS:
+            raise RunError(f"an f-string of more than {limits.count(limits.MAX_CHARS)} characters exceeds the limit")
+        out.append(part)
+    return "".join(out)
+
+
+async def _list(rt: Runtime, ctx: Frame, e: I.ListOf, env: dict) -> list:
+    return [await _eval(rt, ctx, x, env) for x in e.items]
+
+
+async def _dict(rt: Runtime, ctx: Frame, e: I.DictOf, env: dict) -> dict:
+    return {await _eval(rt, ctx, k, env): await _eval(rt, ctx, v, env) for k, v in e.items}
+
+
+async def _index(rt: Runtime, ctx: Frame, e: I.GetIndex, env: dict) -> Any:
+    obj = await _eval(rt, ctx, e.obj, env)
+    idx = await _eval(rt, ctx, e.index, env)
+    try:
+        return obj[idx]
+    except (IndexError, KeyError):
+        if isinstance(idx, int):
+            raise RunError(f"index {json.dumps(idx)} out of range for {kind_of(obj)} of length {len(obj)}") from None
+        raise RunError(f"no key {json.dumps(idx)}") from None
+    except TypeError:
+        raise RunError(f"cannot index {kind_of(obj)} with {kind_of(idx)}") from None
+
+
+async def _binary(rt: Runtime, ctx: Frame, e: I.Bin, env: dict) -> Any:
+    return binop(e.op, await _eval(rt, ctx, e.left, env), await _eval(rt, ctx, e.right, env))
+
+
+async def _unary(rt: Runtime, ctx: Frame, e: I.Unary, env: dict) -> Any:
+    v = await _eval(rt, ctx, e.operand, env)
+    if e.op == "not":
+        return not truthy(v)
+    try:
+        return -v if e.op == "-" else +v
+    except TypeError:
+        raise RunError(f"cannot negate {kind_of(v)}") from None
+
+
+async def _compare(rt: Runtime, ctx: Frame, e: I.Cmp, env: dict) -> bool:
+    a = await _eval(rt, ctx, e.left, env)
+    b = await _eval(rt, ctx, e.right, env)
+    try:
+        if e.op == "in":
+            return a in b
+        if e.op == "not in":
+            return a not in b
+        return COMPARE[e.op](a, b)
+    except TypeError:
+        raise RunError(f"cannot compare {kind_of(a)} and {kind_of(b)} with '{e.op}'") from None
+
+
+async def _logic(rt: Runtime, ctx: Frame, e: I.Logic, env: dict) -> Any:
+    a = await _eval(rt, ctx, e.left, env)
+    if e.op == "and":
+        return await _eval(rt, ctx, e.right, env) if truthy(a) else a
+    return a if truthy(a) else await _eval(rt, ctx, e.right, env)
+
+
+async def _builtin(rt: Runtime, ctx: Frame, e: I.CallBuiltin, env: dict) -> Any:
+    args = [await _eval(rt, ctx, a, env) for a in e.args]
+    kwargs = await _kwargs(rt, ctx, e.kwargs, env)
+    try:
+        value = BUILTINS[e.name].fn(*args, **kwargs)
+    except RunError:
+        raise
+    except SizeLimitError as err:
+        raise RunError(str(err), line=e.line) from None
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
+        raise RunError(f"{e.name}(): {err}", line=e.line) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RunError(f"{e.name}() gives {value!r}, not a finite number", line=e.line)
+    return value
+
+
+async def _module_call(rt: Runtime, ctx: Frame, e: I.CallModule, env: dict) -> dict:
+    return await call_module(rt, ctx, e.module, await _kwargs(rt, ctx, e.kwargs, env))
+
+
+async def _retriever_call(rt: Runtime, ctx: Frame, e: I.CallRetriever, env: dict) -> list[str]:
+    q = await _eval(rt, ctx, e.query, env)
+    k = await _eval(rt, ctx, e.k, env) if e.k is not None else None
+    return await rt.search(e.retriever, q, k)
+
+
+async def _tool_call(rt: Runtime, ctx: Frame, e: I.CallTool, env: dict) -> Any:
+    args = [await _eval(rt, ctx, a, env) for a in e.args]
+    return await call_tool(rt, e.tool, args, await _kwargs(rt, ctx, e.kwargs, env), line=e.line)
+
+
+async def _program_call(rt: Runtime, ctx: Frame, e: I.CallProgram, env: dict) -> dict:
+    return await call_program(rt, ctx, e.program, await _kwargs(rt, ctx, e.kwargs, env), e.line)
 
 
 async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int = 0) -> Any:
@@ -493,3 +544,12 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
     names = [f.name for f in metric.program.inputs]
     value = await exec_block(rt, ctx, metric.program.body, dict(zip(names, (example, pred))))
     return to_score(value)
+
+
+# Each IR node type and the function that runs it (defined above, looked up per node).
+_STATEMENTS = {I.Assign: _assign, I.Eval: _expression, I.Ret: _return, I.Loop: _for, I.Branch: _if,
+               I.WhileLoop: _while, I.Check: _check, I.BreakLoop: _break, I.ContinueLoop: _continue}
+_EXPRESSIONS = {I.Var: _var, I.GetField: _field, I.CallModule: _module_call, I.FStr: _fstring, I.ListOf: _list,
+                I.DictOf: _dict, I.GetIndex: _index, I.Bin: _binary, I.Unary: _unary, I.Cmp: _compare,
+                I.Logic: _logic, I.CallBuiltin: _builtin, I.CallRetriever: _retriever_call, I.CallTool: _tool_call,
+                I.CallProgram: _program_call}
