@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -237,7 +237,7 @@ def _is_click_error(e: BaseException) -> bool:
     return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
 
 
-def _usage_error(e: Exception) -> int:
+def _usage_error(e: Any) -> int:  # a click error, recognised by shape
     """The command's usage line, then one `error:` line with a did-you-mean; exit 2."""
     ctx = getattr(e, "ctx", None)
     if type(e).__name__ == "NoArgsIsHelpError":  # `lmc` or `lmc report` alone: typer printed the help
@@ -251,7 +251,7 @@ def _usage_error(e: Exception) -> int:
     return EXIT_USAGE
 
 
-def _usage_message(e: Exception, ctx) -> str:
+def _usage_message(e: Any, ctx: Any) -> str:
     import difflib
     import re
 

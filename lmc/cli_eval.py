@@ -124,9 +124,7 @@ def _finish(cand, base, verdict, opts, *, junit: Optional[Path], summary: Option
     if junit is not None:
         write_junit(cand, verdict, junit, base)
         notes.append(f"wrote {junit}")
-    markdown = None
-    if summary is not None or github_summary:
-        markdown = render_markdown(cand, base, verdict)
+    markdown = render_markdown(cand, base, verdict) if summary is not None or github_summary else ""
     if summary is not None:
         write_text_atomic(summary, markdown)
         notes.append(f"wrote {summary}")
@@ -271,8 +269,7 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         if bar.get("progress") is not None:
             bar["progress"].stop()
     if result.verdict is None:
-        shard_spec = result.candidate.shard
-        reason = f"PASS: shard {shard_spec.index}/{shard_spec.count} holds no examples of {data}; nothing to gate"
+        reason = f"PASS: shard {result.candidate.shard} holds no examples of {data}; nothing to gate"
         notes = list(result.notes)
         if html is not None:
             notes.append(f"note: {html} not written: the shard has no examples to show")

@@ -49,7 +49,7 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             obj = _strict_json(raw_json)
         except _NotFinite as e:
             raise ConfigError(f"--input: {e}; JSON has no such number") from None
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
                               "expected an object such as '{\"question\": \"...\"}'") from None
         if not isinstance(obj, dict):

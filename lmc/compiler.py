@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import ir as I
 from .artifact import Artifact, portable_path, sha256_file, write
@@ -305,7 +305,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     extra = [s for s in (teacher, proposer) if s is not None]
     client.check_prices(extra)
     session.preflight(extra=extra)
-    lab = Lab(session.runtime_for, dev, metric, threshold=threshold, concurrency=st.concurrency,
+    lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, concurrency=st.concurrency,
               teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
               proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score)
     inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
@@ -321,6 +321,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         if w not in notes:
             notes.append(w)
     usage = client.usage
+    candidates = [{"name": c.name, "dev": _r(c.score), **_plain_detail(c.detail)} for c in chain.candidates]
     report = {
         "optimizer": list(opts.passes),
         "passes": [{"name": name, "options": _report_options(own)} for name, own in plan],
@@ -334,7 +335,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                                                  "seed": opts.seed}},
         "scores": {"baseline": {"dev": _r(chain.baseline)}, "final": {"dev": _r(chain.final)},
                    "train": dict(chain.train_scores)},
-        "candidates": [{"name": c.name, "dev": _r(c.score), **_plain_detail(c.detail)} for c in chain.candidates],
+        "candidates": candidates,
         "lm_requests": usage.calls,
         "lm_requests_by_predictor": {k: v.calls for k, v in sorted(usage.by_tag.items())},
         "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": chain.exhausted},
@@ -351,7 +352,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     if usage.errors:  # within --max-lm-errors, but the user should know the scores rest on fewer answers
         notes.append(f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
                      f"their examples scored 0 (--max-lm-errors {st.max_lm_errors or DEFAULT_LM_ERRORS})")
-    return CompileResult(artifact, chain.baseline, chain.final, report["candidates"], notes, stats, split_note,
+    return CompileResult(artifact, chain.baseline, chain.final, candidates, notes, stats, split_note,
                          chain.passes)
 
 
@@ -376,7 +377,7 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 6)
 
 
-def _plain_detail(detail: dict) -> dict:
+def _plain_detail(detail: Mapping[str, Any]) -> dict:
     return {k: v for k, v in detail.items() if isinstance(v, (int, float, str, list, dict, bool)) or v is None}
 
 

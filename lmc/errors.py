@@ -35,7 +35,7 @@ class Span:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[int]:
         return [self.line, self.col, self.end_line, self.end_col]
 
 
@@ -74,7 +74,7 @@ class Diagnostic:
         text = self.message + (f"; {self.hint}" if self.hint else "")
         return f"{self.span}: {self.severity}: {text}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "path": self.span.path,
             "line": self.span.line,

@@ -63,7 +63,7 @@ def compiled_with(target: Target) -> tuple[str | None, float | None]:
         return None, None
     name, threshold = rec.get("name"), rec.get("threshold")
     ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0
-    return (name if isinstance(name, str) else None), (float(threshold) if ok else None)
+    return (name if isinstance(name, str) else None), (float(threshold) if ok and threshold is not None else None)
 
 
 def metric_ref(metric: MetricIR, threshold: float) -> gate.MetricRef:
@@ -270,11 +270,11 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
         raise ConfigError(f"shard {opts.shard} holds no examples of {opts.data}, so there is nothing to gate; "
                           "gate once after `lmc report merge` instead")
     cand_mref = metric_ref(cand_metric, threshold)
-    base_report, base_t, base_metric = _baseline(opts, cand_t, cand_mref, cand_metric, threshold, dataset, examples)
+    base_report, base_target = _baseline(opts, cand_t, cand_mref, cand_metric, threshold, dataset, examples)
 
     inputs = cand_t.input_files("target", setup.config.path) + [("--data file", opts.data)]
     if gates.baseline is not None:
-        inputs += base_t.input_files("--baseline") if base_t is not None else [("--baseline", gates.baseline)]
+        inputs += base_target[0].input_files("--baseline") if base_target else [("--baseline", gates.baseline)]
     outputs = [Output(label, str(p)) for label, p in (("--report", opts.report), *opts.outputs) if p is not None]
     if setup.cache_dir:
         outputs.append(Output("--cache-dir", setup.cache_dir, directory=True))
@@ -282,8 +282,8 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
 
     session = setup.open(cand_t)
     jobs = [(session.runtime, cand_metric)]
-    if base_t is not None:
-        jobs.append((session.open(base_t), base_metric))
+    if base_target is not None:
+        jobs.append((session.open(base_target[0]), base_target[1]))
     on_start(len(examples), len(jobs))
     runs = await evaluate_targets(session, jobs, examples, threshold=threshold, on_result=on_result)
 
@@ -291,7 +291,8 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
                         ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard,
                         run=runs[0], program_path=program_ref(cand_t).path)
     base = base_report
-    if base_t is not None:
+    if base_target is not None and gates.baseline is not None:
+        base_t, base_metric = base_target
         base = build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=gates.baseline,
                             ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset, shard=shard,
                             run=runs[1], program_path=program_ref(base_t).path)
@@ -305,12 +306,12 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
 
 
 def _baseline(opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand_metric: MetricIR, threshold: float,
-              dataset: Dataset, examples: list[Example]) -> tuple[gate.Report | None, Target | None, MetricIR | None]:
+              dataset: Dataset, examples: list[Example]) -> tuple[gate.Report | None, tuple[Target, MetricIR] | None]:
     """`--baseline`: a report read now, or a target to evaluate; refused before any LM call when it cannot be
     compared (other data, another metric, another program)."""
     path, allow = opts.gates.baseline, opts.gates.allow_program_change
     if path is None:
-        return None, None, None
+        return None, None
     if not Path(path).exists():
         raise ConfigError(f"{path}: no such file (--baseline)")
     if not path.endswith((".lmp", ".json")):
@@ -321,13 +322,13 @@ def _baseline(opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand
         base_report = load_baseline_report(path)
         check_baseline_report(base_report, program_ref(cand_t), target_ref(cand_t.kind, opts.target), cand_mref,
                               dref, examples, allow_program_change=allow)
-        return base_report, None, None
+        return base_report, None
     base_t = load_for_eval(path, opts.program, "baseline")
     base_metric = baseline_metric(base_t.ir, cand_metric, path)
     check_baseline_target(program_ref(base_t), path, metric_ref(base_metric, threshold), program_ref(cand_t),
                           cand_mref, dref, examples, allow_program_change=allow)
     check_data(base_t.ir, dataset, base_metric)
-    return None, base_t, base_metric
+    return None, (base_t, base_metric)
 
 
 # ---------------------------------------------------------------- outcomes -> report

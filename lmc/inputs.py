@@ -22,7 +22,7 @@ def bind_inputs(fields: Sequence[FieldSpec] | Mapping[str, Type], values: Mappin
     as a value passed on from another program is; a value given by a user must fit as it is."""
     types = fields if isinstance(fields, Mapping) else {f.name: f.type for f in fields}
     expected = ", ".join(types) or "none"
-    env = {}
+    env: dict[str, Any] = {}
     for name, tp in types.items():
         if name not in values:
             if tp.kind == "optional":

@@ -59,13 +59,13 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
                                          started=started))
     trace = [c for r in results for c in r.trace]
     usage = _sum_usage(r.lm_usage for r in results)
-    ok = [r for r in results if r.ok]
+    ok = [r.outputs for r in results if r.outputs is not None]
     if not ok:
         first = results[0]
         return Result(None, error=first.error, error_kind=first.error_kind, trace=trace,
                       duration_s=time.perf_counter() - start, lm_usage=usage)
     majority = BUILTINS["majority"].fn
-    outputs = {name: majority([r.outputs[name] for r in ok]) for name in ok[0].outputs}
+    outputs = {name: majority([out[name] for out in ok]) for name in ok[0]}
     return Result(outputs, trace=trace, duration_s=time.perf_counter() - start, lm_usage=usage)
 
 

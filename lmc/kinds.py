@@ -168,7 +168,7 @@ async def _run_react(step: Step, inputs: dict, feedback: dict | None) -> dict:
             break
         steps.append(f"Action {i + 1}: {tool}({json.dumps(args, ensure_ascii=False)})")
         try:
-            observation = await step.call_tool(tool, args)
+            observation = await step.call_tool(str(tool), args)
         except RunError as err:
             if err.kind == "tool":  # a bug in the user's tool must surface, not be fed back to the LM
                 raise

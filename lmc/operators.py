@@ -76,15 +76,20 @@ def _check_sum(a: Any, b: Any) -> None:
 
 def _check_product(a: Any, b: Any) -> None:
     """`*` repeats a text or list, or multiplies ints whose size adds up: all checked before allocating."""
-    if isinstance(a, (str, list)) and isinstance(b, int) or isinstance(b, (str, list)) and isinstance(a, int):
-        seq, n = (a, b) if isinstance(a, (str, list)) else (b, a)
-        total = len(seq) * max(int(n), 0)
-        if isinstance(seq, str):
-            limits.check_chars(total, "a repeated text")
-        else:
-            limits.check_items(total, "a repeated list")
+    if isinstance(a, (str, list)) and isinstance(b, int):
+        _check_repeat(a, b)
+    elif isinstance(b, (str, list)) and isinstance(a, int):
+        _check_repeat(b, a)
     elif isinstance(a, int) and isinstance(b, int):
         limits.check_int_product(a, b)
+
+
+def _check_repeat(seq: str | list, n: int) -> None:
+    total = len(seq) * max(n, 0)
+    if isinstance(seq, str):
+        limits.check_chars(total, "a repeated text")
+    else:
+        limits.check_items(total, "a repeated list")
 
 
 COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}

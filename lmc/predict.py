@@ -24,13 +24,13 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
             raise RunError(f"predictor '{pid}' is missing input '{f.name}'")
     demos = select_demos(rt.ir, p, values, ctx.exclude_demos)
     temp = temperature if temperature is not None else p.setting("temperature", spec.setting("temperature", 0.0))
-    max_tokens = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
+    max_tokens: Any = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
     prompt, demos, shown = _fit_context(rt, spec, p, values, demos, mode, feedback, int(max_tokens))
     overrides = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
     outs = p.signature.outputs
     if mode == "completion" and len(outs) == 1 and outs[0].type.kind == "literal":
         overrides["choices"] = tuple(outs[0].type.args)
-    last_raw, last_err = "", None
+    last_raw, last_err = "", OutputParseError("no answer")
     for attempt in range(3):
         if attempt == 1:
             if mode == "chat":

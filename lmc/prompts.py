@@ -245,7 +245,7 @@ def parse_chat(p: Predictor, text: str, json_mode: bool = False) -> dict:
 
 
 def _coerce_all(p: Predictor, pieces: dict, raw: str) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for f in p.signature.outputs:
         if f.name not in pieces:
             if f.type.kind == "optional":

@@ -11,7 +11,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, cast
 
 from lmc.datasets import Dataset, load_dataset
 from lmc.errors import DatasetError, LMError, LMRedirectError, did_you_mean
@@ -323,7 +323,7 @@ class EmbeddingsRetriever:
                             vectors.extend(self._check_vectors(await self._call_async(batch), len(batch)))
                         self._store(corpus, vectors)
                     self._install(corpus, vectors)
-        return self._corpus
+        return cast(_Corpus, self._corpus)  # installed above, by this call or an earlier one
 
     def _rank(self, corpus: _Corpus, qvec: list[float], k: int | None) -> list[str]:
         k = self.k if k is None else _check_k(k, str(self.path))

@@ -50,10 +50,10 @@ class LineWriter:
     Given `fd` (an O_APPEND descriptor someone else owns, e.g. a locked `outfile.ResultsFile`),
     it writes there and leaves closing it to the owner."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, fd: int | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, fd: int | None = None):
         self.owns = fd is None
         if fd is None:
-            p = Path(path)
+            p = Path(path or "")
             if p.parent and not p.parent.exists():
                 p.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

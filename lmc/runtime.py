@@ -180,7 +180,7 @@ class Runtime:
             if spec.kind == "bm25":
                 r = BM25Retriever(spec.path, text_field=spec.text_field, k=spec.k, base_dir=self.base_dir)
             else:
-                r = EmbeddingsRetriever(spec.path, model=spec.model, text_field=spec.text_field, k=spec.k,
+                r = EmbeddingsRetriever(spec.path, model=spec.model or "", text_field=spec.text_field, k=spec.k,
                                         base_dir=self.base_dir, api_base=self.api_base, meter=self.client)
             self._retrievers[name] = r
         return r
@@ -189,16 +189,12 @@ class Runtime:
         q = query if isinstance(query, str) else prompts.show_value(query)
         return list(await self.retriever(name).search(q, k))
 
-    def tool_fn(self, name: str) -> Callable:
+    def tool_fn(self, name: str) -> Callable[..., Any]:
+        """The function of a python or builtin tool (a retriever used as a tool goes through `search`)."""
         fn = self._tools.get(name)
         if fn is None:
             spec = self.ir.tool(name)
-            if spec.kind == "python":
-                fn = load_python_ref("tool", name, spec.ref, self.python)
-            elif spec.kind == "calculator":
-                fn = calculator
-            else:
-                fn = None  # retriever tools go through search()
+            fn = calculator if spec.kind == "calculator" else load_python_ref("tool", name, spec.ref, self.python)
             self._tools[name] = fn
         return fn
 

@@ -29,7 +29,7 @@ class Outcome:
 
 
 def metric_needs_gold(metric: I.MetricIR) -> set[str]:
-    if metric.kind == "builtin" and metric.builtin != "passage_match":
+    if metric.kind == "builtin" and metric.builtin != "passage_match" and metric.gold:
         return {metric.gold}
     return set()
 
@@ -40,7 +40,7 @@ async def run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], me
     exclude = frozenset({ex.id}) if exclude_self else frozenset()
     result = await run_example(rt, inputs, example_id=ex.id, exclude_demo_ids=exclude)
     score = None
-    if result.ok and metric is not None:
+    if result.outputs is not None and metric is not None:
         try:
             score = await score_metric(rt, metric, ex.data, result.outputs, result.trace)
         except Exception as e:  # noqa: BLE001 - classify() decides: this example's failure, or the run's

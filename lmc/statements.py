@@ -11,7 +11,7 @@ import inspect
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from . import ir as I
 from . import limits, prompts
@@ -377,7 +377,7 @@ async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int 
     spec = rt.ir.tool(name)
     if spec.kind == "retriever":
         query = args[0] if args else kwargs.get("query", next(iter(kwargs.values()), ""))
-        return await rt.search(spec.ref, query, kwargs.get("k"))
+        return await rt.search(str(spec.ref), query, kwargs.get("k"))
     fn = rt.tool_fn(name)
     user_code = spec.kind == "python"
     if user_code:
@@ -520,7 +520,7 @@ def check_metric(metric: I.MetricIR, policy: Any) -> None:
 async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> float:
     """A metric's score in [0, 1] for one prediction; raises LmcError when the metric itself fails."""
     if metric.kind == "builtin":
-        fn = builtin_metric(metric.builtin)
+        fn = builtin_metric(str(metric.builtin))
         gold = example.get(metric.gold)
         predicted = pred.get(metric.field)
         if metric.builtin == "passage_match":
@@ -539,17 +539,23 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
         except Exception as e:  # noqa: BLE001 - a bug in the user's metric fails this example, named
             raise RunError(f"{what} raised {type(e).__name__}: {e}", "metric") from None
         return to_score(value)
-    # block metric: a small program over (example, pred) that may call modules
+    program = metric.program  # a block metric: a small program over (example, pred) that may call modules
+    if program is None:  # pragma: no cover - lowering gives every block metric its program
+        raise LmcError(f"metric '{metric.name}' has no body")
     ctx = Frame(None, trace if trace is not None else [], {})
-    names = [f.name for f in metric.program.inputs]
-    value = await exec_block(rt, ctx, metric.program.body, dict(zip(names, (example, pred))))
+    names = [f.name for f in program.inputs]
+    value = await exec_block(rt, ctx, program.body, dict(zip(names, (example, pred))))
     return to_score(value)
 
 
 # Each IR node type and the function that runs it (defined above, looked up per node).
-_STATEMENTS = {I.Assign: _assign, I.Eval: _expression, I.Ret: _return, I.Loop: _for, I.Branch: _if,
-               I.WhileLoop: _while, I.Check: _check, I.BreakLoop: _break, I.ContinueLoop: _continue}
-_EXPRESSIONS = {I.Var: _var, I.GetField: _field, I.CallModule: _module_call, I.FStr: _fstring, I.ListOf: _list,
-                I.DictOf: _dict, I.GetIndex: _index, I.Bin: _binary, I.Unary: _unary, I.Cmp: _compare,
-                I.Logic: _logic, I.CallBuiltin: _builtin, I.CallRetriever: _retriever_call, I.CallTool: _tool_call,
-                I.CallProgram: _program_call}
+_Run = Callable[[Runtime, Frame, Any, dict], Awaitable[Any]]
+_STATEMENTS: dict[type, _Run] = {
+    I.Assign: _assign, I.Eval: _expression, I.Ret: _return, I.Loop: _for, I.Branch: _if, I.WhileLoop: _while,
+    I.Check: _check, I.BreakLoop: _break, I.ContinueLoop: _continue,
+}
+_EXPRESSIONS: dict[type, _Run] = {
+    I.Var: _var, I.GetField: _field, I.CallModule: _module_call, I.FStr: _fstring, I.ListOf: _list, I.DictOf: _dict,
+    I.GetIndex: _index, I.Bin: _binary, I.Unary: _unary, I.Cmp: _compare, I.Logic: _logic, I.CallBuiltin: _builtin,
+    I.CallRetriever: _retriever_call, I.CallTool: _tool_call, I.CallProgram: _program_call,
+}

@@ -35,12 +35,12 @@ def _teacher_ir(ir: I.IR, inputs: PassInputs, max_labeled: int, round_: int) -> 
 class _Collection:
     """The demos a bootstrap has gathered per predictor, and which examples could still add one."""
 
-    def __init__(self, ir: I.IR, metric: I.MetricIR | None, max_demos: int, want_all: bool):
+    def __init__(self, ir: I.IR, metric: I.MetricIR, max_demos: int, want_all: bool):
         self.preds = {p.id: p for p in ir.predictors}
         self.demos: dict[str, list[dict]] = {pid: [] for pid in self.preds}
-        self.max_demos, self.want_all, self.metric = max_demos, want_all, metric
+        self.max_demos, self.want_all, self.gold = max_demos, want_all, metric.gold or ""
         # Only a metric that compares the label with its gold value says what a passing trace's label is.
-        equality = metric is not None and metric.kind == "builtin" and metric.builtin in ("accuracy", "exact_match")
+        equality = metric.kind == "builtin" and metric.builtin in ("accuracy", "exact_match")
         self.fields = {pid: (f if equality and f is not None and metric.field == f.name else None)
                        for pid, f in ((pid, label_field(p)) for pid, p in self.preds.items())}
         self.tried: Counter = Counter()  # (predictor, gold class) -> examples of that class run this round
@@ -63,7 +63,7 @@ class _Collection:
             if self.enough(pid):
                 continue
             f = self.fields[pid]
-            gold = ex.get(self.metric.gold) if f is not None else None
+            gold = ex.get(self.gold) if f is not None else None
             if f is None or gold not in f.type.args:
                 return True  # nothing known about what this example would add
             quota, cap = class_quota(f, self.max_demos), 3 * self.max_demos
@@ -78,8 +78,8 @@ class _Collection:
     def running(self, batch: list[Example]) -> None:
         for ex in batch:
             for pid, f in self.fields.items():
-                if f is not None and ex.get(self.metric.gold) in f.type.args:
-                    self.tried[(pid, ex.get(self.metric.gold))] += 1
+                if f is not None and ex.get(self.gold) in f.type.args:
+                    self.tried[(pid, ex.get(self.gold))] += 1
 
     def add(self, example_id: str, trace: list) -> None:
         """The calls of a passing trace as demos, for the predictors that still need them."""

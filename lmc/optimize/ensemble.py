@@ -25,7 +25,7 @@ async def ensemble(ir: I.IR, inputs: PassInputs, *, ensemble_size: int, candidat
     pool = found.everything()
     # Best first; equal scores keep the order they were found in.
     ranked = sorted(((i, c) for i, c in enumerate(pool) if c.score is not None and not c.ir.extra("ensemble")),
-                    key=lambda t: (-t[1].score, t[0]))
+                    key=lambda t: (-(t[1].score or 0.0), t[0]))
     members, seen = [], set()
     for _, c in ranked:
         key = I.fingerprint(c.ir)
@@ -51,7 +51,7 @@ async def ensemble(ir: I.IR, inputs: PassInputs, *, ensemble_size: int, candidat
         return found.result(so_far.ir if so_far else ir)
     found.record("ensemble", ens, score, members=[m.name for m in members])
     inputs.log(f"ensemble of {len(members)}: {score:.3f} on dev")
-    if score < best.score:
+    if best.score is not None and score < best.score:
         # A vote that scores below its best member is worse on the evidence we have.
         found.notes.append(f"ensemble: the vote scored {score:.3f}, below its best member {best.name} "
                            f"({best.score:.3f}); kept that member")

@@ -22,7 +22,7 @@ async def finetune_data(ir: I.IR, inputs: PassInputs, *, finetune_dir: str, max_
         rows = []
         for d in boot.get(p.id, ()):
             prompt = chat_prompt(p, d, demos=())
-            messages = list(prompt.messages) + [{"role": "assistant", "content": _answer(p.signature.outputs, d, False)}]
+            messages = list(prompt.messages or ()) + [{"role": "assistant", "content": _answer(p.signature.outputs, d, False)}]
             rows.append(json.dumps({"messages": messages}, ensure_ascii=False, allow_nan=False))
         atomic_write_text(out_dir / f"{p.id}.jsonl", "".join(r + "\n" for r in rows))
         written[p.id] = len(rows)

@@ -12,7 +12,7 @@ async def labeled(ir: I.IR, inputs: PassInputs, *, max_labeled: int) -> PassResu
     filled = {pid: len(ds) for pid, ds in demos.items()}
     inputs.log(f"labeled: {', '.join(f'{pid}={n}' for pid, n in filled.items())} demos")
     empty = [pid for pid, n in filled.items() if n == 0]
-    notes = ()
+    notes: tuple[str, ...] = ()
     if empty:
         notes = (f"labeled: no labeled demos fit predictor(s) {', '.join(empty)} "
                  "(their fields are not in the dataset); use bootstrap",)

@@ -115,7 +115,7 @@ async def propose_instructions(ir: I.IR, inputs: PassInputs, demo_sets: dict, n:
             # A proposal the LM cannot give (e.g. a small base model's empty completions) costs one
             # candidate, not the compile: only run-stopping failures (auth, unreachable, budget) raise.
             res = await run_example(inputs.lab.proposer(prop), values)
-            if not res.ok:
+            if res.outputs is None:
                 inputs.log(f"mipro: proposal {i + 1} for {p.id} failed: {res.error}")
                 continue
             text = _clean_instruction(res.outputs["instruction"])

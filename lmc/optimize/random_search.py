@@ -16,7 +16,8 @@ async def search(ir: I.IR, found: Findings, *, candidates: int, max_demos: int, 
     inputs = found.inputs
     rng = inputs.rng(label)
     zero = with_demos(ir, {p.id: () for p in ir.predictors})
-    plans = [("zero-shot", None), ("labeled-only", None), ("bootstrap", (0, max_demos))]
+    plans: list[tuple[str, tuple[int, int]]] = [("zero-shot", (0, 0)), ("labeled-only", (0, 0)),
+                                                ("bootstrap", (0, max_demos))]
     for i in range(candidates):
         plans.append((f"bootstrap-{i + 1}", (i + 1, rng.randint(1, max_demos))))
     for name, plan in plans:

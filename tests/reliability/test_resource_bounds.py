@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.helpers import ROOT, SENTIMENT, labeled_reviews, subprocess_env, write_jsonl
+from tests.reliability.helpers import SENTIMENT, labeled_reviews, subprocess_env, write_jsonl
 
 CEILING_MB = 256  # address space of the child: Python and lmc's CLI fit, reading any of these inputs would not
 # Peak RSS from VmHWM: it belongs to this process image alone, while ru_maxrss survives exec and would
