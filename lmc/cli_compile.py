@@ -1,4 +1,4 @@
-"""The `compile`, `inspect` and `diff` commands (presentation only; the work is in compile.py and artifact.py)."""
+"""The `compile`, `inspect` and `diff` commands (presentation only; the work is in compiler.py and artifact.py)."""
 
 from __future__ import annotations
 

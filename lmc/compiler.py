@@ -49,7 +49,7 @@ class CompileOptions:
     metric: str | None = None
     passes: list[str] = field(default_factory=lambda: ["bootstrap"])
     seed: int = 0
-    concurrency: int | None = None  # None: $LMC_CONCURRENCY, lmc.yaml, then 8 (settings.resolve)
+    concurrency: int | None = None  # None: $LMC_CONCURRENCY, lmc.yaml, then 8 (config.resolve)
     lm: str | None = None
     api_base: str | None = None
     teacher_lm: str | None = None

@@ -37,12 +37,11 @@ from typing import Any, Callable
 from . import ir as I
 from .budget import parse_error_limit
 from .errors import ConfigError, did_you_mean
-from .limits import parse_limits, read_bounded
+from .limits import CONFIG_NAMES, parse_limits, read_bounded
 from .lm import LMSpec, parse_lm
 from .netguard import check_artifact_lm, is_loopback
 from .pyrefs import parse_allow
 
-CONFIG_NAMES = ("lmc.yaml", "lmc.yml")
 DEFAULT_LM = "local/gemma-3-270m"
 DEFAULT_CACHE_DIR = ".lmc/cache"
 DEFAULT_CONCURRENCY = 8
@@ -136,7 +135,7 @@ class Settings:
 def resolve(cli: dict[str, Any], config: Any = None, environ: dict | None = None) -> Settings:
     """Each setting from the first source that has it; a bad value names its source.
 
-    `cli` maps setting names to flag values (None = not given); `config` is `load.Config`.
+    `cli` maps setting names to flag values (None = not given); `config` is a `Config`.
     """
     env = os.environ if environ is None else environ
     yaml_values = getattr(config, "settings", None) or {}
