@@ -10,17 +10,15 @@ from . import nodes as n
 from .check_body import Bodies
 from .check_decls import Declarations
 from .checked import Checked, SigInfo, ToolInfo, resolve_type, show
-from .decl_rules import EXTRA_OUTPUTS, MODULE_KINDS
+from .parser import parse, read_source
 
 __all__ = [
-    "EXTRA_OUTPUTS", "MODULE_KINDS", "Checked", "SigInfo", "ToolInfo", "check", "check_path", "check_source",
+    "Checked", "SigInfo", "ToolInfo", "check", "check_path", "check_source",
     "resolve_type", "show",
 ]
 
 
 def check_source(text: str, path: str) -> Checked:
-    from .parser import parse
-
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n")
@@ -29,8 +27,6 @@ def check_source(text: str, path: str) -> Checked:
 
 def check_path(path) -> Checked:
     """Read (UTF-8, BOM and CRLF accepted), parse and check one file."""
-    from .parser import read_source
-
     return check_source(read_source(path), str(path))
 
 

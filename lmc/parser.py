@@ -10,6 +10,7 @@ from typing import Callable
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
 from .lalr import Tok, lark_parser, parse_tree
+from .limits import FileRefused, read_bounded
 from .syntax import CONSTANTS, KEYWORDS, shorthand_fields, syntax_diagnostic
 
 __all__ = ["CONSTANTS", "KEYWORDS", "parse", "parse_file", "read_source"]
@@ -568,8 +569,6 @@ def _unescape(body: str, span: Span) -> str:
 
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""
-    from .limits import FileRefused, read_bounded
-
     def fail(message: str) -> FileRefused:
         if message == "is a directory":
             message = "is a directory, expected a .lmp file"
