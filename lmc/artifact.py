@@ -13,7 +13,8 @@ from typing import Any
 from . import __version__, strict_json
 from . import ir as I
 from .errors import ArtifactError
-from .files import atomic_write_text  # noqa: F401 - re-exported: compile.py writes its sidecar with it
+from .files import atomic_write_text
+from .limits import read_bounded
 
 FORMAT = "lmc-artifact/1"
 FORMAT_VERSION = 1
@@ -96,8 +97,6 @@ def write(art: Artifact, path: str | os.PathLike) -> None:
 
 def read(path: str | os.PathLike) -> Artifact:
     """Load and verify an artifact; any problem is one ArtifactError naming the file."""
-    from .limits import read_bounded
-
     shown = str(path)
 
     def fail(message: str) -> ArtifactError:

@@ -13,12 +13,11 @@ from . import nodes as n
 from .check_body import Bodies
 from .check_decls import Declarations
 from .checked import Checked, SigInfo, ToolInfo, resolve_type, show
-from .decl_rules import EXTRA_OUTPUTS, MODULE_KINDS
 from .errors import CompileErrors, Diagnostic
-from .parser import Parsed, parse_recovering
+from .parser import Parsed, parse_recovering, read_source
 
 __all__ = [
-    "EXTRA_OUTPUTS", "MODULE_KINDS", "Analysis", "Checked", "analyze", "SigInfo", "ToolInfo", "check", "check_path", "check_source",
+    "Analysis", "Checked", "analyze", "SigInfo", "ToolInfo", "check", "check_path", "check_source",
     "resolve_type", "show",
 ]
 
@@ -33,8 +32,6 @@ def check_source(text: str, path: str) -> Checked:
 
 def check_path(path) -> Checked:
     """Read (UTF-8, BOM and CRLF accepted), parse and check one file."""
-    from .parser import read_source
-
     return check_source(read_source(path), str(path))
 
 

@@ -9,11 +9,11 @@ from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
 from .check_decls import Declarations
 from .checked import (
-    always_returns, end_span, hint_for, is_num, kind_word, pred_hint, resolve, resolve_type, show, show_value,
+    always_returns, arith_hint, arith_type, end_span, hint_for, is_num, kind_word, pred_hint, resolve, resolve_type, show, show_value,
     sig_text, strip_opt, widen,
 )
-from .decl_rules import EXTRA_OUTPUTS
 from .errors import Span, did_you_mean, one_of
+from .kinds import extra_outputs
 from .types import ANY, BOOL, FLOAT, INT, NONE, STR, Type, assignable, dict_of, list_of, literal, prediction, unify
 
 
@@ -337,9 +337,7 @@ class Bodies:
         return dict_of(widen(t) if t is not None else ANY)
 
     def binop_expr(self, e: n.BinOp, scope: _Scope) -> Type:
-        lt = self.expr(e.left, scope)
-        rt = self.expr(e.right, scope)
-        return self.binop(e.op, lt, rt, e.span)
+        return self.binop(e.op, self.expr(e.left, scope), self.expr(e.right, scope), e.span)
 
     def unary(self, e: n.UnaryOp, scope: _Scope) -> Type:
         t = self.expr(e.operand, scope)
@@ -379,29 +377,11 @@ class Bodies:
                 self.error(f'"{b.args[0]}" is never equal to a value of type {a.name}', node.span)
 
     def binop(self, op: str, lt: Type, rt: Type, span: Span) -> Type:
-        a, b = strip_opt(lt), strip_opt(rt)
-        if a.kind in ("any", "json") or b.kind in ("any", "json"):
-            return ANY
-        if op == "+":
-            if a.kind in ("str", "literal") and b.kind in ("str", "literal"):
-                return STR
-            if a.kind == "list" and b.kind == "list":
-                return list_of(unify(widen(a.args[0]), widen(b.args[0])))
-        if is_num(a) and is_num(b):
-            if op == "/":
-                return FLOAT
-            if a.kind == "float" or b.kind == "float":
-                return FLOAT
-            return INT
-        if op == "*" and {a.kind, b.kind} & {"str", "literal"} and {a.kind, b.kind} & {"int"}:
-            return STR
-        hint = None
-        if op == "+" and {a.kind, b.kind} & {"str", "literal"}:
-            hint = "convert with str(...) or use an f-string"
-        if a.kind == "prediction" or b.kind == "prediction":
-            hint = pred_hint(a if a.kind == "prediction" else b)
-        self.error(f"cannot apply '{op}' to {show(a)} and {show(b)}", span, hint)
-        return ANY
+        t = arith_type(op, lt, rt)
+        if t is None:  # refused: say why, and carry on with the type that hides follow-on errors
+            a, b = strip_opt(lt), strip_opt(rt)
+            self.error(f"cannot apply '{op}' to {show(a)} and {show(b)}", span, arith_hint(op, a, b))
+        return ANY if t is None else t
 
     def attr(self, e: n.Attr, scope: _Scope) -> Type:
         t = strip_opt(self.expr(e.obj, scope))
@@ -559,7 +539,7 @@ class Bodies:
         inputs = [(name, t) for name, t, _ in sig.inputs]
         signame = sig.name if not sig.name.endswith(".sig") else f'"{sig_text(sig)}"'
         self.keyword_call(e, inputs, f"module '{d.name}'", f" (signature {signame})", scope)
-        outs = [(x, STR) for x in EXTRA_OUTPUTS.get(d.kind, ())] + [(name, t) for name, t, _ in sig.outputs]
+        outs = [(x, STR) for x in extra_outputs(d.kind)] + [(name, t) for name, t, _ in sig.outputs]
         return prediction(outs)
 
     def call_program(self, e: n.Call, d: n.ProgramDecl, scope: _Scope) -> Type:

@@ -10,10 +10,10 @@ from .checked import (
     SigInfo, ToolInfo, hint_for, is_number_value, kind_word, resolve, show_value,
 )
 from .decl_rules import (
-    BUILTIN_TOOLS, COMMON_SETTINGS, DEFAULT_TOOL_DOC, EXTRA_OUTPUTS, KIND_SETTINGS, LM_SETTINGS, METRIC_BUILTINS,
-    MODULE_KINDS, REQUIRED_SETTINGS, RETRIEVER_KWARGS, RULES, Rule,
+    BUILTIN_TOOLS, DEFAULT_TOOL_DOC, LM_SETTINGS, METRIC_BUILTINS, RETRIEVER_KWARGS, RULES, Rule, kind_rule,
 )
 from .errors import Diagnostics, Span, did_you_mean, one_of
+from .kinds import COMMON_SETTINGS, KINDS, extra_outputs
 from .syntax import shorthand_fields
 from .types import FLOAT, STR, Type, list_of
 
@@ -71,7 +71,7 @@ class Declarations:
                 self.error(f"'{d.name}' is already declared", d.name_span,
                            f"the first {kind_word(first)} '{d.name}' is at line {first.span.line}; names are unique per file")
                 continue
-            if d.name in BUILTINS or d.name in MODULE_KINDS:
+            if d.name in BUILTINS or d.name in KINDS:
                 self.error(f"'{d.name}' is a builtin name and cannot be declared", d.name_span, "pick another name")
             self.decls[d.name] = d
             table = tables.get(type(d))
@@ -309,13 +309,13 @@ class Declarations:
     # -- modules -----------------------------------------------------------------------
     def module(self, d: n.ModuleDecl) -> None:
         kind = d.kind
-        if kind not in MODULE_KINDS:
-            self.error(f"unknown module kind '{kind}'", d.kind_span, hint_for(kind, MODULE_KINDS))
+        if kind not in KINDS:
+            self.error(f"unknown module kind '{kind}'", d.kind_span, hint_for(kind, tuple(KINDS)))
         sig = self.module_signature(d)
-        if kind in MODULE_KINDS:
+        if kind in KINDS:
             self.module_settings(d)
         if sig is not None:
-            for extra in EXTRA_OUTPUTS.get(kind, ()):
+            for extra in extra_outputs(kind):
                 if any(f[0] == extra for f in sig.inputs + sig.outputs):
                     self.error(f"signature '{sig.name}' already has a field '{extra}', which {kind} adds",
                                (d.signature or d).span, "rename that field")
@@ -347,20 +347,21 @@ class Declarations:
         return None
 
     def module_settings(self, d: n.ModuleDecl) -> None:
-        kind = d.kind
-        own = KIND_SETTINGS[kind]
-        allowed = COMMON_SETTINGS + own
+        """The settings every module takes by their rules here, the kind's own by its description in kinds.py."""
+        kind = KINDS[d.kind]
+        rules = {name: RULES[name] for name in COMMON_SETTINGS} | {s.name: kind_rule(s) for s in kind.settings}
+        allowed = tuple(rules)
         for kw in d.settings:
-            if kw.name in allowed:
-                self.setting(kw, RULES[kw.name])
+            if kw.name in rules:
+                self.setting(kw, rules[kw.name])
                 continue
-            other = [k for k, v in KIND_SETTINGS.items() if kw.name in v]
+            other = [k.name for k in KINDS.values() if k.setting(kw.name)]
             hint = f"'{kw.name}' is a setting of {', '.join(other)}" if other else did_you_mean(kw.name, allowed)
-            self.error(f"unknown setting '{kw.name}' for {kind}", kw.name_span, hint or one_of(allowed))
+            self.error(f"unknown setting '{kw.name}' for {kind.name}", kw.name_span, hint or one_of(allowed))
         given = {kw.name for kw in d.settings}
-        for name, message, hint in REQUIRED_SETTINGS.get(kind, ()):
-            if name not in given:
-                self.error(message, d.kind_span, hint)
+        for spec in kind.settings:
+            if spec.required and spec.name not in given:
+                self.error(f"{kind.name} needs {spec.required[0]}", d.kind_span, spec.required[1])
 
     # -- metrics written as a builtin or python() -----------------------------------
     def metric(self, d: n.MetricDecl) -> None:

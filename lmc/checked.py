@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import nodes as n
-from .decl_rules import extra_output_names
 from .errors import Diagnostics, LmcError, Span, did_you_mean, one_of
-from .types import ANY, NONE, STR, Type, assignable, dict_of, list_of, literal, optional
+from .kinds import extra_output_names
+from .types import ANY, FLOAT, INT, NONE, STR, Type, assignable, dict_of, list_of, literal, optional, unify
 
 TYPE_NAMES = ("str", "int", "float", "bool", "json", "list", "dict")
 
@@ -214,3 +214,29 @@ def always_returns(stmts) -> bool:
             if all(always_returns(body) for _, body in s.branches) and always_returns(s.orelse):
                 return True
     return False
+
+
+def arith_type(op: str, lt: Type, rt: Type) -> Type | None:
+    """The type of `lt op rt` for an arithmetic operator, or None when the operator does not apply."""
+    a, b = strip_opt(lt), strip_opt(rt)
+    if a.kind in ("any", "json") or b.kind in ("any", "json"):
+        return ANY
+    if op == "+":
+        if a.kind in ("str", "literal") and b.kind in ("str", "literal"):
+            return STR
+        if a.kind == "list" and b.kind == "list":
+            return list_of(unify(widen(a.args[0]), widen(b.args[0])))
+    if is_num(a) and is_num(b):
+        return FLOAT if op == "/" or a.kind == "float" or b.kind == "float" else INT
+    if op == "*" and {a.kind, b.kind} & {"str", "literal"} and {a.kind, b.kind} & {"int"}:
+        return STR
+    return None
+
+
+def arith_hint(op: str, a: Type, b: Type) -> str | None:
+    """What to write instead, when `a op b` was refused."""
+    if a.kind == "prediction" or b.kind == "prediction":
+        return pred_hint(a if a.kind == "prediction" else b)
+    if op == "+" and {a.kind, b.kind} & {"str", "literal"}:
+        return "convert with str(...) or use an f-string"
+    return None

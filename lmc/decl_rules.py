@@ -1,35 +1,16 @@
-"""What each declaration accepts: module kinds and their settings, lm settings, retriever kinds, builtin tools and metrics.
+"""What each declaration accepts: settings every module takes, lm settings, retriever kinds, builtin tools and metrics.
 
 The checker reads these tables instead of holding a method per setting: a setting is a `Rule`
 (what values it takes), and each declaration or module kind lists the settings it accepts.
-Module-kind facts (settings, required settings, extra outputs) are meant to come from one
-description per kind (lmc/kinds.py, issue 16) once that lands; until then they are here, together.
+Module-kind facts (which settings a kind takes, their bounds, which are required, the outputs a
+kind adds) live in lmc/kinds.py, one description per kind; `kind_rule` turns a kind's setting into a `Rule`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODULE_KINDS = ("Predict", "ChainOfThought", "MultiChainComparison", "ReAct", "ProgramOfThought", "BestOfN")
-# Outputs a kind adds in front of its signature's outputs.
-EXTRA_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "ChainOfThought": ("reasoning",), "ReAct": ("trajectory",), "ProgramOfThought": ("code",),
-}
-# Settings every module kind accepts, then each kind's own.
-COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs")
-KIND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "Predict": (),
-    "ChainOfThought": (),
-    "MultiChainComparison": ("m",),
-    "ReAct": ("tools", "max_iters"),
-    "ProgramOfThought": ("max_iters", "timeout"),
-    "BestOfN": ("n", "reward", "threshold"),
-}
-# A kind that cannot run without a setting: (setting, message, hint).
-REQUIRED_SETTINGS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "BestOfN": (("reward", "BestOfN needs a reward metric", "add reward=<metric name>"),),
-    "ReAct": (("tools", "ReAct needs tools", "add tools=[search, calc]"),),
-}
+from .kinds import Setting
 
 LM_SETTINGS = ("temperature", "max_tokens", "api_base", "api_key_env", "stop")
 RETRIEVER_KWARGS: dict[str, tuple[str, ...]] = {"bm25": ("text", "k"), "embeddings": ("model", "text", "k")}
@@ -54,7 +35,6 @@ class Rule:
 
 
 _INT_1 = Rule("int", lo=1, what="an int of 1 or more")
-_NONNEG = Rule("number", lo=0, what="a number of 0 or more")
 
 RULES: dict[str, Rule] = {
     "temperature": Rule("number", lo=0, hi=2, what="a number from 0 to 2"),
@@ -64,13 +44,6 @@ RULES: dict[str, Rule] = {
     "instructions": Rule("str"),
     "stop": Rule("stop"),
     "truncate_inputs": Rule("bool"),
-    "m": Rule("int", lo=2, what="an int of 2 or more"),
-    "max_iters": _INT_1,
-    "n": _INT_1,
-    "timeout": _NONNEG,
-    "threshold": _NONNEG,
-    "tools": Rule("tools"),
-    "reward": Rule("metric"),
     # lm declarations
     "api_base": Rule("str"),
     "api_key_env": Rule("str"),
@@ -81,6 +54,8 @@ RULES: dict[str, Rule] = {
 }
 
 
-def extra_output_names() -> frozenset[str]:
-    """Every output some module kind adds (reasoning, trajectory, ...): hints prefer the signature's own."""
-    return frozenset(x for outs in EXTRA_OUTPUTS.values() for x in outs)
+def kind_rule(setting: Setting) -> Rule:
+    """The rule for one module kind's own setting, from its description in lmc/kinds.py."""
+    if setting.type in ("int", "number"):
+        return Rule(setting.type, lo=setting.low, what=setting.expected())
+    return Rule(setting.type)

@@ -14,8 +14,9 @@ from .builtins import BUILTINS
 from .check import Analysis, analyze
 from .check_body import Bodies
 from .checked import SigInfo, kind_word, show
-from .decl_rules import COMMON_SETTINGS, EXTRA_OUTPUTS, KIND_SETTINGS, LM_SETTINGS, METRIC_BUILTINS, MODULE_KINDS, RETRIEVER_KWARGS
+from .decl_rules import LM_SETTINGS, METRIC_BUILTINS, RETRIEVER_KWARGS
 from .errors import Span
+from .kinds import COMMON_SETTINGS, KINDS, extra_outputs
 from .parser import Parsed
 from .syntax import CONSTANTS, KEYWORDS
 from .types import Type
@@ -289,7 +290,7 @@ def hover(ix: Index, line: int, col: int) -> str | None:
     if text in BUILTINS:
         b = BUILTINS[text]
         return _code(b.usage()) + "\n\n" + b.doc
-    if text in MODULE_KINDS:
+    if text in KINDS:
         return kind_text(text)
     if text in METRIC_BUILTINS:
         return metric_text(text)
@@ -307,7 +308,7 @@ def describe(ix: Index, sym: Symbol, at: Span | None = None) -> str:  # noqa: C9
         head = _code(f"module {d.name} = {d.kind}(" + ", ".join(_module_args(d, sig)) + ")")
         parts = [head, kind_text(d.kind, short=True)]
         if sig is not None:
-            parts.append(_fields_text(sig, extra=EXTRA_OUTPUTS.get(d.kind, ())))
+            parts.append(_fields_text(sig, extra=extra_outputs(d.kind)))
         return "\n\n".join(p for p in parts if p)
     if isinstance(d, n.RetrieverDecl):
         return _code(f"retriever {d.name} = {d.kind}(...)") + "\n\nCalled with a query str; returns list[str] (the top passages)."
@@ -362,8 +363,9 @@ def _fields_text(sig: SigInfo, extra: tuple[str, ...] = ()) -> str:
 
 
 def kind_text(kind: str, short: bool = False) -> str:
-    own = KIND_SETTINGS.get(kind, ())
-    extra = EXTRA_OUTPUTS.get(kind, ())
+    k = KINDS.get(kind)
+    own = tuple(f"{st.name}={st.default}" if st.default is not None else st.name for st in k.settings) if k else ()
+    extra = extra_outputs(kind)
     text = f"**{kind}**" + (f": adds output {', '.join(extra)}" if extra else "")
     text += "\n\nsettings: " + ", ".join(own + COMMON_SETTINGS)
     return text if not short else text.replace("\n\n", "; ")
@@ -441,7 +443,7 @@ def complete(ix: Index, line: int, col: int) -> list[Completion]:  # noqa: C901 
     if head.rstrip().endswith("=") and inside is None:
         before = head.rstrip()[:-1].split()
         if len(before) == 2 and before[0] == "module":
-            return [Completion(k, "class", kind_text(k, short=True)) for k in MODULE_KINDS]
+            return [Completion(k, "class", kind_text(k, short=True)) for k in KINDS]
         if len(before) == 2 and before[0] == "retriever":
             return [Completion(k, "class", ", ".join(v)) for k, v in RETRIEVER_KWARGS.items()]
         if len(before) == 2 and before[0] == "metric":
@@ -449,14 +451,15 @@ def complete(ix: Index, line: int, col: int) -> list[Completion]:  # noqa: C901 
     if inside is not None:
         callee, args_text = inside
         m_head = head.split("=", 1)[0].split() if head.lstrip().startswith("module ") else []
-        if len(m_head) == 2 and callee in MODULE_KINDS:
+        if len(m_head) == 2 and callee in KINDS:
             after_eq = args_text.rsplit(",", 1)[-1]
             if "=" in after_eq:
                 return _setting_values(ix, after_eq.split("=")[0].strip())
             if "," not in args_text:
                 return [Completion(s, "class", "signature") for s, v in decls.signatures.items() if not s.endswith(".sig")]
             given = {a.split("=")[0].strip() for a in args_text.split(",")}
-            return [Completion(s, "property", "setting", f"{s}=") for s in COMMON_SETTINGS + KIND_SETTINGS.get(callee, ()) if s not in given]
+            settings = COMMON_SETTINGS + tuple(st.name for st in KINDS[callee].settings)
+            return [Completion(s, "property", "setting", f"{s}=") for s in settings if s not in given]
         if head.lstrip().startswith("lm ") and "(" in head:
             return [Completion(s, "property", "lm setting", f"{s}=") for s in LM_SETTINGS]
         if callee in decls.module_sigs:
@@ -520,7 +523,7 @@ def _fields_after_dot(ix: Index, before: str, line: int) -> list[Completion]:
                 sig = decls.module_sigs.get(callee)
                 mod = decls.modules.get(callee)
                 if sig is not None and mod is not None:
-                    outs = [(x, "str") for x in EXTRA_OUTPUTS.get(mod.kind, ())] + [(f, show(t)) for f, t, _ in sig.outputs]
+                    outs = [(x, "str") for x in extra_outputs(mod.kind)] + [(f, show(t)) for f, t, _ in sig.outputs]
                     return [Completion(f, "field", ty) for f, ty in outs]
                 break
     if t is not None and t.kind == "optional":
@@ -596,7 +599,7 @@ def rename(ix: Index, line: int, col: int, new: str) -> list[Span]:
         raise RenameError(f"'{new}' is not a valid name")
     if new in KEYWORDS or new in CONSTANTS:
         raise RenameError(f"'{new}' is a keyword")
-    if sym.key[0] == "decl" and (new in ix.analysis.decls.decls or new in BUILTINS or new in MODULE_KINDS):
+    if sym.key[0] == "decl" and (new in ix.analysis.decls.decls or new in BUILTINS or new in KINDS):
         raise RenameError(f"'{new}' is already a name in this file")
     if sym.key[0] == "var" and (new in ix.analysis.decls.decls or any(k[:2] == ("var", sym.key[1]) and k[2] == new for k in ix.symbols)):
         raise RenameError(f"'{new}' is already a name in '{sym.key[1]}'")

@@ -18,6 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from .files import atomic_write_bytes
+
 GRAMMAR = Path(__file__).parent / "grammars" / "lmp.lark"
 
 log = logging.getLogger(__name__)
@@ -230,8 +232,6 @@ def load_tables() -> dict | None:
     tables = build_tables()
     if where is not None:
         try:
-            from .files import atomic_write_bytes
-
             atomic_write_bytes(where, marshal.dumps((_TABLES_FORMAT, stamp, grammar, tables)), fsync=False)
         except (OSError, ValueError):
             pass

@@ -11,6 +11,7 @@ from typing import Callable
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
 from .lalr import Reject, Tok, driver, lark_parser, parse_tree
+from .limits import FileRefused, read_bounded
 from .recover import parse_recovering as parse_recovering_tree
 from .syntax import CONSTANTS, KEYWORDS, SyntaxProblem, diagnose, shorthand_fields, syntax_diagnostic
 
@@ -652,8 +653,6 @@ def _unescape(body: str, span: Span) -> str:
 
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""
-    from .limits import FileRefused, read_bounded
-
     def fail(message: str) -> FileRefused:
         if message == "is a directory":
             message = "is a directory, expected a .lmp file"

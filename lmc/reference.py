@@ -66,7 +66,7 @@ _SETTING_DOCS = {
 
 
 def common_settings() -> str:
-    from .decl_rules import COMMON_SETTINGS
+    from .kinds import COMMON_SETTINGS
 
     return _table(("setting", "takes", "what it does"), ((_code(s), _takes(s), _SETTING_DOCS.get(s, "")) for s in COMMON_SETTINGS))
 
@@ -87,15 +87,23 @@ _KIND_DOCS = {
 }
 
 
+def _kind_setting(st) -> str:
+    """One kind's own setting: what it takes, its default, whether it must be given."""
+    takes = {"tools": "a list of tools and retrievers, e.g. `[search, calc]`", "metric": "the name of a metric of the file"}
+    text = f"`{st.name}`: " + takes.get(st.type, st.expected() if st.type in ("int", "number") else st.type)
+    if st.required:
+        return text + " (required)"
+    return text + (f" (default {st.default})" if st.default is not None else "")
+
+
 def kinds() -> str:
-    from .decl_rules import EXTRA_OUTPUTS, KIND_SETTINGS, MODULE_KINDS, REQUIRED_SETTINGS
+    from .kinds import KINDS
 
     rows = []
-    for kind in MODULE_KINDS:
-        required = {name for name, _, _ in REQUIRED_SETTINGS.get(kind, ())}
-        own = "; ".join(f"`{s}`" + (" (required)" if s in required else "") + f": {_takes(s)}" for s in KIND_SETTINGS[kind])
-        extra = ", ".join(_code(x) for x in EXTRA_OUTPUTS.get(kind, ())) or "—"
-        rows.append((_code(kind), _KIND_DOCS.get(kind, ""), extra, own or "—"))
+    for kind in KINDS.values():
+        own = "; ".join(_kind_setting(st) for st in kind.settings) or "—"
+        extra = ", ".join(_code(x) for x in kind.extra_outputs) or "—"
+        rows.append((_code(kind.name), _KIND_DOCS.get(kind.name, ""), extra, own))
     return _table(("kind", "what it does", "adds outputs", "its own settings"), rows)
 
 
@@ -130,6 +138,7 @@ def passes() -> str:
     for fn in PASSES:
         doc = sys.modules[fn.__module__].__doc__ or ""
         summary = doc.strip().split("\n\n")[0].split(": ", 1)[-1].replace("\n", " ")
+        summary = re.sub(r" \(see [^)]*\)", "", summary)
         opts = ", ".join(_code(k) for k in PASS_OPTIONS[pass_name(fn)]) or "—"
         rows.append((_code(pass_name(fn)), summary, opts))
     return _table(("pass", "what it does", "options"), rows)

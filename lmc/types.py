@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import OutputParseError
+from .files import find_non_finite
 
 PRIMITIVES = ("str", "int", "float", "bool", "json")
 
@@ -381,8 +382,6 @@ def _load_json(s: str) -> Any:
         return _FAIL
     if not isinstance(value, (list, dict)):
         return _FAIL
-    from .files import find_non_finite
-
     return _FAIL if find_non_finite(value) else value
 
 

@@ -279,12 +279,16 @@ def test_diagnostics_point_at_names_wherever_the_spacing_puts_them():
 
 
 def test_every_setting_a_declaration_accepts_has_a_rule():
-    from lmc.decl_rules import COMMON_SETTINGS, KIND_SETTINGS, LM_SETTINGS, RETRIEVER_KWARGS, RULES
+    from lmc.decl_rules import LM_SETTINGS, RETRIEVER_KWARGS, RULES, kind_rule
+    from lmc.kinds import COMMON_SETTINGS, KINDS
 
-    named = set(COMMON_SETTINGS) | set(LM_SETTINGS) | {s for v in KIND_SETTINGS.values() for s in v} \
-        | {s for v in RETRIEVER_KWARGS.values() for s in v}
+    named = set(COMMON_SETTINGS) | set(LM_SETTINGS) | {s for v in RETRIEVER_KWARGS.values() for s in v}
     assert named - set(RULES) == set()
     assert set(RULES) - named == set(), "a rule no declaration accepts"
+    # A kind's own settings take their rule from the kind's description, in a form the checker knows.
+    own = [kind_rule(s) for k in KINDS.values() for s in k.settings]
+    assert own and {r.kind for r in own} <= {"int", "number", "tools", "metric"}
+    assert all(r.what and r.lo is not None for r in own if r.kind in ("int", "number"))
 
 
 @pytest.mark.parametrize("setting, value, message", [

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 from lmc import strict_json
 from lmc.errors import LmcError, ReportError
 from lmc.files import atomic_write_text
+from lmc.limits import read_bounded
 
 from .shards import Shard, in_shard
 
@@ -202,8 +203,6 @@ class Report:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Report:
-        from ..limits import read_bounded
-
         path = os.fspath(path)
 
         def fail(message: str) -> ReportError:
@@ -231,8 +230,6 @@ def summarize(examples: Sequence[ExampleResult], **accounting: Any) -> Summary:
 
 def is_report(path: str | os.PathLike) -> bool:
     """True when `path` holds JSON whose `format` is an lmc report (so `--baseline` need not be re-evaluated)."""
-    from ..limits import read_bounded
-
     try:
         # Bounded and regular files only; a FIFO or device is refused by whoever reads it next.
         obj = json.loads(read_bounded(path, "artifact"))

@@ -301,7 +301,7 @@ def _bounds_artifact(tmp: Path) -> Path:
     """The program above, with three statements the type checker refuses rewritten in the IR (artifacts skip it)."""
     from lmc import artifact
     from lmc import ir as I
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     (tmp / "bounds.lmp").write_text(BOUNDS)
     t = load_target(tmp / "bounds.lmp")
