@@ -126,7 +126,8 @@ def help_(
     plain: Annotated[bool, typer.Option("--plain", help="print the Markdown as it is, also on a terminal")] = False,
 ) -> None:
     """The language reference in the terminal (the same text as docs/language.md): `lmc help builtins`, `lmc help kinds`, ..."""
-    from .reference import topics
+    from .reference import ALIASES, topics
+    from .reference import topic as reference_topic
 
     found = topics()
     if topic is None:
@@ -135,10 +136,10 @@ def help_(
             first = body.strip().split("\n\n")[0].replace("\n", " ")
             print(f"  {name:<14} {first[:100] + ('...' if len(first) > 100 else '')}")
         return
-    key = topic.lower().replace("_", "-")
-    if key not in found:
-        raise LmcError(f"no help topic '{topic}'", hint=(did_you_mean(key, found) or "") + " topics: " + ", ".join(found))
-    text = f"## {key}\n\n{found[key]}"
+    text = reference_topic(topic)
+    if text is None:
+        hint = did_you_mean(topic.lower(), list(found) + list(ALIASES))
+        raise LmcError(f"no help topic '{topic}'", hint=(hint + " " if hint else "") + "topics: " + ", ".join(found))
     if sys.stdout.isatty() and not plain:
         from rich.console import Console
         from rich.markdown import Markdown

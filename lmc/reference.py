@@ -181,6 +181,24 @@ def topics(text: str | None = None) -> dict[str, str]:
     return out
 
 
+# Other words a user may try for a topic.
+ALIASES = {
+    "kinds": "modules", "kind": "modules", "module": "modules", "settings": "modules", "signatures": "signature", "type": "types",
+    "builtin": "builtins", "functions": "builtins", "operators": "expressions", "statements": "programs",
+    "program": "programs", "metric": "metrics", "optimizers": "passes", "optimizer": "passes", "passes-file": "passes",
+    "exit": "exit-codes", "keywords": "file", "declarations": "file", "tool": "tools", "retriever": "retrievers",
+    "output": "run", "artifacts": "artifact",
+}
+
+
+def topic(name: str) -> str | None:
+    """The text of topic `name` (or of the topic it is another word for), or None."""
+    found = topics()
+    key = name.lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    return f"## {key}\n\n{found[key]}" if key in found else None
+
+
 def main(argv: list[str]) -> int:
     text = GENERATED_NOTE + language_md()
     if "--write" in argv:

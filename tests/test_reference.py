@@ -71,5 +71,7 @@ def test_lmc_help_lists_topics_and_prints_one():
     assert all(f"  {t}" in run.stdout for t in ("builtins", "kinds".replace("kinds", "modules"), "metrics", "passes", "exit-codes"))
     run = subprocess.run([sys.executable, "-m", "lmc", "help", "builtins"], capture_output=True, text=True)
     assert run.returncode == 0 and "`split(x, [y])`" in run.stdout and "## builtins" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "lmc", "help", "builtin"], capture_output=True, text=True)
-    assert run.returncode == 2 and "no help topic 'builtin'; did you mean 'builtins'?" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "lmc", "help", "kinds"], capture_output=True, text=True)
+    assert run.returncode == 0 and "## modules" in run.stdout and "`ReAct`" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "lmc", "help", "buitlins"], capture_output=True, text=True)
+    assert run.returncode == 2 and "no help topic 'buitlins'; did you mean 'builtins'?" in run.stderr
