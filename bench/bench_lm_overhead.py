@@ -96,7 +96,7 @@ def _local(prompt_tokens: int = 300, calls: int = 5) -> dict:
     try:
         import llama_cpp
 
-        from lmc.local import LOCAL_N_CTX, model_path
+        from lmc.lm.local import LOCAL_N_CTX, model_path
         path = model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": str(e)}

@@ -7,7 +7,7 @@ whose worst case does not fit what is left is not sent.  The worst case of a req
 an upper bound of its prompt tokens plus its `max_tokens`, at the model's price; once the
 answer arrives the reservation is settled with the real usage.
 
-A price comes from litellm's table (read as JSON, see `lm.model_info`), from the user
+A price comes from litellm's table (read as JSON, see `lm.spec.model_info`), from the user
 (`--price-per-mtok-in/--price-per-mtok-out` or `lmc.yaml`), or is zero for the embedded
 model.  A `--max-cost` over a model with no known price is refused before any call:
 counting it as free would make the cap a lie.
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import BudgetExceeded, ConfigError
+from .lm.spec import model_info
 
 # Chat templates add a few tokens per message and per request; bounds, not estimates.
 PER_MESSAGE_OVERHEAD = 8
@@ -75,8 +76,6 @@ def settings_price(st: Any) -> Price | None:
 
 def table_price(model: str) -> Price | None:
     """litellm's price for `model`, when its table lists one."""
-    from .lm import model_info
-
     info = model_info(model)
     if not info or ("input_cost_per_token" not in info and "output_cost_per_token" not in info):
         return None

@@ -208,6 +208,7 @@ def register(app: typer.Typer) -> None:
         price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)] = None,
         max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%", show_default=False)] = None,
         truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
+        transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol", show_default=False)] = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -264,7 +265,8 @@ def _gate_options(**kw):
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
-          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False) -> None:
+          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
+          transport=None) -> None:
     from . import evalreport as E
     from .datasets import load_dataset
     from .gate import parse_shard
@@ -282,7 +284,8 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     st = resolve({"lm": lm, "api_base": api_base, "cache_dir": cache_dir, "concurrency": jobs, "rpm": rpm,
                   "max_steps": max_steps, "example_timeout": example_timeout, "max_calls": max_calls,
                   "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in, "price_per_mtok_out": price_per_mtok_out,
-                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs or None}, config)
+                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs or None, "transport": transport},
+                 config)
     cand_t = _load(target, program, "target")
     cand_metric = E.choose_metric(cand_t.ir, metric, target)
     dataset = load_dataset(data)
@@ -336,7 +339,7 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     concurrency = st.concurrency
     client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm,
                       max_calls=st.max_calls, max_cost=st.max_cost, price=settings_price(st),
-                      max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS))
+                      max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS), transport=st.transport)
     progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
         if progress is not None:

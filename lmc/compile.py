@@ -49,6 +49,7 @@ class CompileOptions:
     price_per_mtok_out: float | None = None
     max_lm_errors: str | None = None  # failed LM calls (a share or a count) before the compile stops, exit 3 (20%)
     truncate_inputs: bool | None = None
+    transport: str | None = None  # direct or litellm; None: each LM by its protocol
     allow_partial: bool = False
     cache_dir: str | None = None  # None: $LMC_CACHE_DIR, lmc.yaml, then .lmc/cache
     use_cache: bool = True
@@ -228,7 +229,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                   "concurrency": opts.concurrency, "rpm": opts.rpm, "max_steps": opts.max_steps,
                   "example_timeout": opts.example_timeout, "max_calls": opts.max_calls, "max_cost": opts.max_cost,
                   "price_per_mtok_in": opts.price_per_mtok_in, "price_per_mtok_out": opts.price_per_mtok_out,
-                  "max_lm_errors": opts.max_lm_errors, "truncate_inputs": opts.truncate_inputs}, config)
+                  "max_lm_errors": opts.max_lm_errors, "truncate_inputs": opts.truncate_inputs,
+                  "transport": opts.transport}, config)
     opts = replace(opts, cache_dir=st.cache_dir, concurrency=st.concurrency, rpm=st.rpm, api_base=st.api_base)
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")
@@ -245,7 +247,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     spec = choose_lm(opts.lm, opts.api_base, config, target)
     client = LMClient(cache_dir=opts.cache_dir if opts.use_cache else None, use_cache=opts.use_cache,
                       concurrency=opts.concurrency, rpm=opts.rpm, max_calls=st.max_calls, max_cost=st.max_cost,
-                      price=settings_price(st), max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS))
+                      price=settings_price(st), max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS),
+                      transport=st.transport)
     timeline = Timeline(started)
     timeline.client = client
     log = timeline.wrap_log(log)

@@ -33,7 +33,8 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
                  example_timeout: float | None = None, allow_python: Iterable[str] | None = None,
                  max_calls: int | None = None, max_cost: float | None = None,
                  price_per_mtok_in: float | None = None, price_per_mtok_out: float | None = None,
-                 max_lm_errors: str | None = None, truncate_inputs: bool | None = None) -> Runtime:
+                 max_lm_errors: str | None = None, truncate_inputs: bool | None = None,
+                 transport: str | None = None) -> Runtime:
     """The Runtime a command or the Python API runs `target` with.
 
     Every setting left None here comes from the environment, then lmc.yaml, then the default
@@ -51,17 +52,18 @@ def make_runtime(target: Target, *, lm: str | None = None, api_base: str | None 
                   "concurrency": concurrency, "rpm": rpm, "max_steps": max_steps,
                   "example_timeout": example_timeout, "max_calls": max_calls, "max_cost": max_cost,
                   "price_per_mtok_in": price_per_mtok_in, "price_per_mtok_out": price_per_mtok_out,
-                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs}, config)
+                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs, "transport": transport}, config)
     spec = choose_lm(lm, st.api_base, config, target)
     client = LMClient(cache_dir=st.cache_dir if use_cache else None, use_cache=use_cache, concurrency=st.concurrency,
                       rpm=st.rpm, backend=backend, max_calls=st.max_calls, max_cost=st.max_cost,
-                      price=settings_price(st),
+                      price=settings_price(st), transport=st.transport,
                       max_lm_errors=parse_error_limit(st.max_lm_errors) if st.max_lm_errors is not None else None)
     allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
     rt = Runtime(target.ir, client, lm=spec, api_base=st.api_base, trace_prompts=trace_prompts,
                  extra_lms=config.alias_specs(), from_artifact=target.kind == "artifact", max_steps=st.max_steps,
                  example_timeout=st.example_timeout, python=policy_for(target, allowed),
                  truncate_inputs=st.truncate_inputs)
+    client.check_transports(rt.lms())
     if st.max_cost is not None:
         client.check_prices(rt.lms())
     if max_backtracks is not None:

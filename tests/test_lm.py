@@ -195,12 +195,11 @@ def test_two_processes_share_a_cache_dir(tmp_path):
 # ---------------------------------------------------------------- retries against the loopback server
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
 @pytest.mark.parametrize("mode", ["chat", "completion"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
-def test_each_fault_kind_is_retried(kind, mode, direct, fast_retry_client):
+def test_each_fault_kind_is_retried(kind, mode, transport, fast_retry_client):
     with LoopbackServer(faults={kind: 1.0}, faults_per_body=1, timeout_sleep=1.0, retry_after=0.05) as srv:
-        client = fast_retry_client(timeout=0.4, direct_http=direct)
+        client = fast_retry_client(timeout=0.4)
         model = "openai/loop" if mode == "chat" else "text-completion-openai/loop"
         res = run(client.complete(parse_lm(model, srv.url), CHAT if mode == "chat" else PROMPT))
         assert res.text.startswith("echo:")
@@ -226,22 +225,20 @@ def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client):
         assert srv.requests == 3 and client.usage.errors == 1 and client.usage.retries == 2
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_auth_error_fails_fast_and_hides_the_key(direct, fast_retry_client, monkeypatch):
+def test_auth_error_fails_fast_and_hides_the_key(transport, fast_retry_client, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-777777")
     with LoopbackServer(api_key="sk-right") as srv:
-        client = fast_retry_client(direct_http=direct)
+        client = fast_retry_client()
         with pytest.raises(LMAuthError) as info:
             run(client.complete(parse_lm("openai/gpt-4o-mini", srv.url), CHAT))
         assert str(info.value) == "authentication failed for openai/gpt-4o-mini; check OPENAI_API_KEY"
         assert srv.requests == 1 and client.usage.retries == 0
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_bad_request_is_not_retried_and_secret_is_scrubbed(direct, fast_retry_client, monkeypatch):
+def test_bad_request_is_not_retried_and_secret_is_scrubbed(transport, fast_retry_client, monkeypatch):
     monkeypatch.setenv("LOOP_KEY", "sk-echoed-back-99999")
     with LoopbackServer(status_for=lambda r: (400, "model 'm' does not support x; key sk-echoed-back-99999")) as srv:
-        client = fast_retry_client(direct_http=direct)
+        client = fast_retry_client()
         with pytest.raises(LMError) as info:
             run(client.complete(parse_lm("openai/m", srv.url, api_key_env="LOOP_KEY"), CHAT))
         text = str(info.value)
@@ -250,12 +247,11 @@ def test_bad_request_is_not_retried_and_secret_is_scrubbed(direct, fast_retry_cl
         assert info.value.__cause__ is None and srv.requests == 1
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_unreachable_api_base(direct, fast_retry_client):
+def test_unreachable_api_base(transport, fast_retry_client):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
-    client = fast_retry_client(max_retries=2, timeout=1.0, direct_http=direct)
+    client = fast_retry_client(max_retries=2, timeout=1.0)
     start = time.perf_counter()
     with pytest.raises(LMUnreachableError, match=rf"cannot reach http://127.0.0.1:{port}/v1 for openai/m"):
         run(client.complete(parse_lm("openai/m", f"http://127.0.0.1:{port}/v1"), CHAT))
@@ -278,7 +274,7 @@ def test_concurrency_throughput():
     # (400/64*0.1 = 0.625 s would need fractional rounds). The server runs in its own process, as a real one would.
     floor = 7 * 0.1
     with ServerProcess(latency=0.1) as srv:
-        client = LMClient(use_cache=False, concurrency=64, direct_http=True)
+        client = LMClient(use_cache=False, concurrency=64)
         spec = parse_lm("openai/loop", srv.url)
 
         async def go():
@@ -489,7 +485,7 @@ def test_local_model_greedy_stop_and_tokens(tmp_path):
 @pytest.mark.local_model
 @local
 def test_local_model_refuses_an_overlong_prompt_instead_of_dropping_its_head():
-    from lmc.local import LocalBackend
+    from lmc.lm.local import LocalBackend
 
     backend = LocalBackend(n_ctx=256, slots=0)  # a small window keeps the overlong prompt cheap to tokenize
     client = LMClient(use_cache=False, backend=backend)
@@ -529,7 +525,7 @@ def test_local_generation_cancels_cleanly():
 def test_local_missing_packages_name_the_install_command(monkeypatch):
     import builtins
 
-    from lmc import local as local_mod
+    from lmc.lm import local as local_mod
 
     real_import = builtins.__import__
 
@@ -545,7 +541,7 @@ def test_local_missing_packages_name_the_install_command(monkeypatch):
 
 
 def test_cpu_without_avx2_is_refused():
-    from lmc.local import check_cpu
+    from lmc.lm.local import check_cpu
 
     with pytest.raises(ConfigError, match="AVX2"):
         check_cpu("processor: 0\nflags\t\t: fpu sse sse2 avx\n")

@@ -45,9 +45,7 @@ def _outputs(path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("direct", ["0", "1"], ids=["litellm", "direct-http"])
-def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, server, tmp_path, monkeypatch, direct):
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
+def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, server, tmp_path, transport):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(N_RUN))
     code, _, err = _run(cli, server, data, "clean.jsonl", "cache-clean")
     assert code == 0, err
@@ -168,10 +166,8 @@ def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, 
     assert err.count("error:") == 1 and "cannot reach" in err
 
 
-@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-http", "litellm"])
-def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp_path, monkeypatch, direct):
+def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp_path, transport):
     """A server that always answers 503 is up but broken: each example is retried, then fails with a reason."""
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
     with LoopbackServer(sentiment_responder, status_for=lambda r: (503, "overloaded")) as srv:
         write_jsonl(tmp_path / "in.jsonl", reviews(4))
         code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
