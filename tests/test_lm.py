@@ -128,7 +128,7 @@ def test_the_local_model_is_not_asked_again_for_an_empty_completion(tmp_path):
     assert cache_files(tmp_path) == []
 
 
-def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch):
+def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch, transport):
     secret = "sk-loopback-SECRET-4242"
     monkeypatch.setenv("LOOP_KEY", secret)
     a = CHAT.cache_key("openai/m")
@@ -208,7 +208,7 @@ def test_each_fault_kind_is_retried(kind, mode, transport, fast_retry_client):
         assert srv.by_path["/v1/chat/completions" if mode == "chat" else "/v1/completions"] == 2
 
 
-def test_retry_after_is_honoured(fast_retry_client):
+def test_retry_after_is_honoured(fast_retry_client, transport):
     with LoopbackServer(faults={"429_retry_after": 1.0}, faults_per_body=1, retry_after=0.4) as srv:
         client = fast_retry_client()
         start = time.perf_counter()
@@ -217,7 +217,7 @@ def test_retry_after_is_honoured(fast_retry_client):
         assert client.usage.retries == 1
 
 
-def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client):
+def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client, transport):
     with LoopbackServer(faults={"503": 1.0}) as srv:
         client = fast_retry_client(max_retries=2)
         with pytest.raises(LMError, match=r"openai/loop failed after 3 attempts.*503"):
@@ -269,7 +269,7 @@ def test_missing_named_key_env_is_an_auth_error(monkeypatch):
 # ---------------------------------------------------------------- concurrency, rate, budgets
 
 
-def test_concurrency_throughput():
+def test_concurrency_throughput(transport):
     # With a fixed 100 ms latency and 64 slots, 400 calls need ceil(400/64) = 7 rounds: 0.7 s is the floor
     # (400/64*0.1 = 0.625 s would need fractional rounds). The server runs in its own process, as a real one would.
     floor = 7 * 0.1
@@ -290,7 +290,9 @@ def test_concurrency_throughput():
     assert len(out) == 400 and stats["requests"] == 400 and stats["duplicates"] == 0
     assert stats["max_open"] <= 64
     # A loose bound: serial calls would reach ~2%; the real figure lives in bench/ (timed tests flake under load).
-    assert floor / elapsed >= 0.25, f"{floor / elapsed:.0%} of the best possible throughput ({elapsed:.3f}s)"
+    # litellm's own CPU per call (3-5 ms) caps it near 30% on 2 cores (bench/bench_lm_overhead.py).
+    bound = 0.25 if transport == "direct" else 0.1
+    assert floor / elapsed >= bound, f"{floor / elapsed:.0%} of the best possible throughput ({elapsed:.3f}s)"
 
 
 def test_semaphore_caps_in_flight_calls():
@@ -353,7 +355,7 @@ def test_call_budget_holds_under_concurrency():
     assert sum(isinstance(o, BudgetExceeded) for o in out) == 5
 
 
-def test_cost_budget_and_table_cost(lm_server):
+def test_cost_budget_and_table_cost(lm_server, transport):
     spec = parse_lm("openai/gpt-4o-mini", lm_server.url)  # a known model: priced from litellm's table
     req = LMRequest(messages=CHAT.messages, max_tokens=20)
     probe = LMClient(use_cache=False)
@@ -395,7 +397,7 @@ def test_usage_json_by_tag():
     assert data["by_tag"]["a"]["prompt_tokens"] == 3 and data["by_tag"]["b"]["retries"] == 1
 
 
-def test_json_mode_and_extra_settings_reach_the_server():
+def test_json_mode_and_extra_settings_reach_the_server(transport):
     seen = []
 
     def responder(request):
@@ -426,7 +428,7 @@ def test_server_models_and_embeddings(lm_server):
     assert len(data) == 2 and data[0]["embedding"] != data[1]["embedding"]
 
 
-def test_fault_injection_is_deterministic_per_seed():
+def test_fault_injection_is_deterministic_per_seed(transport):
     def faulted(seed):
         with LoopbackServer(faults={"500": 0.5}, seed=seed) as srv:
             client = LMClient(use_cache=False, max_retries=0)
@@ -445,7 +447,7 @@ def test_fault_injection_is_deterministic_per_seed():
     assert a == faulted(1) and 0 < sum(a) < 12 and a != faulted(2)
 
 
-def test_client_survives_several_event_loops(lm_server):
+def test_client_survives_several_event_loops(lm_server, transport):
     client = LMClient(use_cache=False)
     spec = parse_lm("openai/loop", lm_server.url)
     for _ in range(3):

@@ -77,29 +77,35 @@ def parse_retry_after(value: object, now: float | None = None) -> float | None:
 def body_message(raw: bytes | str) -> str:
     """The provider's error message from an error response body (OpenAI's `{"error": {"message": …}}` or text)."""
     try:
-        err = json.loads(raw)
-        msg = err.get("error", err)
-        if isinstance(msg, dict):
-            msg = msg.get("message", msg)
-        return one_line(msg)
-    except (ValueError, AttributeError, TypeError):
+        return error_message(json.loads(raw))
+    except (ValueError, TypeError):
         text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
         return one_line(text[:200])
+
+
+def error_message(err: object) -> str:
+    """The message of a parsed error body: `{"error": {"message": …}}`, `{"message": …}` or anything else as text."""
+    if isinstance(err, dict):
+        err = err.get("error", err)
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return one_line(err)
 
 
 def status_error(spec: LMSpec, status: int, message: str, retry_after: float | None = None) -> LMError:
     """The lmc error for an HTTP status with the provider's message (already scrubbed)."""
     model = spec.model
+    message = f": {message}" if message else ""
     if status in (401, 403):
         hint = f"check {spec.key_env}" if spec.key_env else "check the API key"
         return LMAuthError(f"authentication failed for {model}; {hint}", model=model)
     if status == 429:
-        return LMTransientError(f"rate limited by {where(spec)} for {model}: {message}", kind="rate_limit",
+        return LMTransientError(f"rate limited by {where(spec)} for {model}{message}", kind="rate_limit",
                                 model=model, retry_after=retry_after)
     if status == 408 or status >= 500:
-        return LMTransientError(f"{where(spec)} answered {status} for {model}: {message}", kind="server",
+        return LMTransientError(f"{where(spec)} answered {status} for {model}{message}", kind="server",
                                 model=model, retry_after=retry_after)
-    return LMError(f"{model} rejected the request ({status}): {message}", model=model)
+    return LMError(f"{model} rejected the request ({status}){message}", model=model)
 
 
 def timeout_error(spec: LMSpec, timeout: float) -> LMTransientError:

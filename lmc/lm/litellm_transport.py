@@ -7,20 +7,25 @@ direct transport serves (see spec.transport_for).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import re
 from functools import lru_cache
 from typing import Any
 
 from lmc.errors import LMError
 from lmc.lm.call import LMRequest, LMResult, openai_fields
 from lmc.lm.endpoint import resolve_key, scrub, secrets_of
-from lmc.lm.failures import (LMTransientError, body_message, broken_error, causes, connect_error, one_line,
-                             parse_retry_after, redirect_error, status_error, timeout_error, unreadable_error, where)
+from lmc.lm.failures import (LMTransientError, body_message, broken_error, causes, connect_error, error_message,
+                             one_line, parse_retry_after, redirect_error, status_error, timeout_error,
+                             unreadable_error, where)
 from lmc.lm.spec import LMSpec, table_cost
 from lmc.netguard import RedirectRefused, refuse_redirects
 
 _WARM = False  # set after the process's first litellm call
+# "litellm.RateLimitError: RateLimitError: OpenAIException - " before a provider's message.
+_LITELLM_PREFIX = re.compile(r"^litellm\.\w+:\s*(\w+:\s*)?\w*Exception\s*-\s*")
 
 
 @lru_cache(maxsize=1)
@@ -92,12 +97,8 @@ class LiteLLMTransport:
                 async with asyncio.timeout(timeout if _WARM else None):
                     if spec.mode == "chat":
                         resp = await litellm.acompletion(messages=list(req.messages or ()), **kwargs)
-                        choice = resp.choices[0]
-                        text = choice.message.content
                     else:
                         resp = await litellm.atext_completion(prompt=req.prompt or "", **kwargs)
-                        choice = resp.choices[0]
-                        text = choice.text
         except LMError:
             raise
         except Exception as e:  # noqa: BLE001 - every litellm failure is mapped to an lmc error below
@@ -108,6 +109,14 @@ class LiteLLMTransport:
         finally:
             _WARM = True
         latency = asyncio.get_running_loop().time() - start
+        if resp is None:  # litellm 1.106 returns nothing when a server answers a chat request with 422
+            raise LMError(f"{spec.model} rejected the request: litellm returned no answer (a 422 from "
+                          f"{where(spec)} does that)", model=spec.model)
+        try:
+            choice = resp.choices[0]
+            text = choice.message.content if spec.mode == "chat" else choice.text
+        except (AttributeError, IndexError, TypeError):
+            raise unreadable_error(spec, one_line(repr(resp), 120)) from None
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -157,13 +166,21 @@ def _header(e: BaseException, name: str) -> str | None:
 
 
 def _provider_message(e: BaseException, secrets: list[str]) -> str:
-    """The provider's own error message (from the response body when there is one), scrubbed."""
-    response = _response_of(e)
-    content = getattr(response, "content", None) if response is not None else None
-    if isinstance(content, (bytes, bytearray)) and content:
-        return scrub(body_message(content), secrets)
+    """The provider's own error message, as the direct transport reads it from the body; scrubbed."""
+    for c in causes(e):
+        body = getattr(c, "body", None)  # OpenAI's SDK keeps the parsed error body here
+        if isinstance(body, dict):
+            return scrub(error_message(body), secrets)
+    for c in causes(e):
+        response = _response_of(c)
+        try:
+            content = getattr(response, "content", None) if response is not None else None
+        except Exception:  # noqa: BLE001 - httpx raises on a streamed body that was not read
+            content = None
+        if isinstance(content, (bytes, bytearray)) and content:
+            return scrub(body_message(content), secrets)
     text = getattr(e, "message", None) or str(e) or type(e).__name__
-    return scrub(one_line(text), secrets)
+    return scrub(one_line(_LITELLM_PREFIX.sub("", str(text))), secrets)
 
 
 def _is(e: BaseException, names: set[str]) -> bool:
@@ -180,6 +197,9 @@ def classify(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]) -> 
         return connect_error(spec, e)
     if _is(e, _BROKEN):
         return broken_error(spec)
+    undecoded = next((c for c in causes(e) if isinstance(c, json.JSONDecodeError)), None)
+    if undecoded is not None:  # litellm calls a 200 with an HTML body a 500; the body is what failed
+        return unreadable_error(spec, scrub(str(undecoded.doc)[:120], secrets))
     status = getattr(e, "status_code", None)
     response = _response_of(e)
     if isinstance(status, int) and 400 <= status < 600 and response is not None and \
