@@ -166,9 +166,10 @@ class LoopbackServer:
 
     def stats(self) -> dict:
         with self._lock:
+            # cpu_s: CPU seconds of the whole process, the server's own when it runs in one (ServerProcess)
             return {"requests": self.requests, "by_path": dict(self.by_path), "duplicates": self.duplicates(),
                     "faults_injected": dict(self.faults_injected), "connections": self.connections,
-                    "max_open": self.max_open}
+                    "max_open": self.max_open, "cpu_s": time.process_time()}
 
     def duplicates(self) -> int:
         """How many requests repeated a body already seen (retries included)."""

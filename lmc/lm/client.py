@@ -218,26 +218,18 @@ class LMClient:
         if self._fatal is not None:
             raise self._fatal
         try:
-            result = await self._call_with_retries(spec, req, tag, meter)
+            return await self._call_with_retries(spec, req, key, tag, meter)
         except LMError as e:
             if e is not self._fatal:  # not merely stopped because another call found the LM refusing or gone
                 self.usage.add_error(tag)
                 if meter is not None:
                     meter.add_error("")
             raise self._failed(e) from None
-        for w in result.warnings:
-            self.warnings.add(w)
-        if self.cache is not None and result.text:
-            self.cache.put(key, {"text": result.text, "prompt_tokens": result.prompt_tokens,
-                                 "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
-                                 "model": spec.model})
-        self.usage.add_result(tag, result)
-        if meter is not None:
-            meter.add_result("", result)
-        return result
 
     async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
-                       tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
+                       key: str, tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
+        """One request, sent within the caps; an answer is counted and cached before the caller's slot is freed,
+        so the requests a crash can repeat are never more than the slots (-j)."""
         if limiter is not None:
             await limiter.wait()
         if self._fatal is not None:  # another call found the LM refusing or gone while this one waited
@@ -255,7 +247,6 @@ class LMClient:
             if not result.text or not result.text.strip():
                 raise empty_error(spec)
             failed = False
-            return result
         except LMError as e:
             if getattr(e, "kind", "") in ("timeout", "bad_body"):
                 cost = hold.cost  # the server may have done (and billed) the work
@@ -270,24 +261,36 @@ class LMClient:
             self.usage.add_request(tag, failed=failed, cost=cost)
             if meter is not None:
                 meter.add_request("", failed=failed, cost=cost)
+        for w in result.warnings:
+            self.warnings.add(w)
+        # Counted before the cache write is awaited: a call cancelled during the write was still answered.
+        self.usage.add_result(tag, result)
+        if meter is not None:
+            meter.add_result("", result)
+        if self.cache is not None:
+            await self.cache.aput(key, {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                                        "completion_tokens": result.completion_tokens,
+                                        "finish_reason": result.finish_reason, "model": spec.model})
+        return result
 
-    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None = None) -> LMResult:
+    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str,
+                                 meter: Usage | None = None) -> LMResult:
         backend = self._backend_for(spec)
         sem, limiter = self._loop_state()
         # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
         # A call holds its concurrency slot only while a request is in flight, never while it waits to retry.
         try:
             async with sem:
-                return await self._attempt(backend, spec, req, limiter, tag, meter)
+                return await self._attempt(backend, spec, req, limiter, key, tag, meter)
         except LMError as e:
             if not e.retryable or self.max_retries == 0:
                 if e.retryable:
                     raise self._final_error(spec, e, 1) from None
                 raise
             first = e
-        return await self._retry(backend, spec, req, limiter, tag, first, sem, meter)
+        return await self._retry(backend, spec, req, limiter, key, tag, first, sem, meter)
 
-    async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
+    async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None, key: str,
                      tag: str, first: LMError, sem: asyncio.Semaphore, meter: Usage | None = None) -> LMResult:
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
@@ -304,7 +307,7 @@ class LMClient:
             async for attempt in retrying:
                 with attempt:
                     async with sem:
-                        return await self._attempt(backend, spec, req, limiter, tag, meter, retry=True)
+                        return await self._attempt(backend, spec, req, limiter, key, tag, meter, retry=True)
         except RetryError as e:
             raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
         raise AssertionError("unreachable")  # pragma: no cover
