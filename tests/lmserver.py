@@ -280,6 +280,10 @@ class LoopbackServer:
             self._error(writer, 400, "body is not JSON", "invalid_request_error")
             await writer.drain()
             return True
+        return await self._answer(path, request, writer)
+
+    async def _answer(self, path: str, request: dict, writer) -> bool:
+        """A parsed completion or embeddings request: forced status, injected fault, or the answer."""
         bhash = body_hash(request)
         with self._lock:
             self.by_body[bhash] += 1

@@ -117,8 +117,8 @@ def test_every_openai_model_lmc_sends_directly_gets_the_body_litellm_would_send(
         run(go())
     bodies = [b for _, _, b in srv.seen]
     assert len(bodies) == 2 * len(direct)
-    for model, d, l in zip(direct, bodies[0::2], bodies[1::2]):
-        assert _normalised(l) == d, model
+    for model, sent_direct, sent_litellm in zip(direct, bodies[0::2], bodies[1::2]):
+        assert _normalised(sent_litellm) == sent_direct, model
     # The rewritten families are the reasoning models and the two that refuse response_format.
     assert {"openai/o3-mini", "openai/gpt-5-mini", "openai/gpt-4"} <= set(rerouted)
     assert {"openai/gpt-4o-mini", "openai/gpt-4.1", "text-completion-openai/gpt-3.5-turbo-instruct"} <= set(direct)

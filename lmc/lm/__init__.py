@@ -37,9 +37,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lmc.lm.cache import DiskCache
-    from lmc.lm.call import CACHE_VERSION, LMRequest, LMResult, make_request
-    from lmc.lm.client import Backend, LMClient
-    from lmc.lm.failures import LMTransientError
-    from lmc.lm.spec import LMSpec, model_info, parse_lm, transport_for
-    from lmc.lm.usage import Usage, current_meter
+    from lmc.lm.cache import DiskCache as DiskCache
+    from lmc.lm.call import CACHE_VERSION as CACHE_VERSION
+    from lmc.lm.call import LMRequest as LMRequest
+    from lmc.lm.call import LMResult as LMResult
+    from lmc.lm.call import make_request as make_request
+    from lmc.lm.client import Backend as Backend
+    from lmc.lm.client import LMClient as LMClient
+    from lmc.lm.failures import LMTransientError as LMTransientError
+    from lmc.lm.spec import LMSpec as LMSpec
+    from lmc.lm.spec import model_info as model_info
+    from lmc.lm.spec import parse_lm as parse_lm
+    from lmc.lm.spec import transport_for as transport_for
+    from lmc.lm.usage import Usage as Usage
+    from lmc.lm.usage import current_meter as current_meter

@@ -74,7 +74,7 @@ def parse_retry_after(value: object, now: float | None = None) -> float | None:
     return max(0.0, min(seconds, MAX_RETRY_AFTER))
 
 
-def body_message(raw: bytes | str) -> str:
+def body_message(raw: bytes | bytearray | str) -> str:
     """The provider's error message from an error response body (OpenAI's `{"error": {"message": …}}` or text)."""
     try:
         return error_message(json.loads(raw))

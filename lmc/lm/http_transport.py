@@ -76,7 +76,7 @@ class HTTPTransport:
             scheme, _, rest = url.partition("://")
             host = rest.split("/", 1)[0]
             proxies = urllib.request.getproxies_environment()
-            bypass = urllib.request.proxy_bypass_environment(host, proxies) if proxies else True
+            bypass = bool(urllib.request.proxy_bypass(host)) if proxies else True
             self._proxies[url] = None if bypass else proxies.get(scheme.lower())
         return self._proxies[url]
 

@@ -72,6 +72,8 @@ def _import_llama() -> Any:
 class _Quiet:
     """Silence llama.cpp's own C-level stderr chatter while the model loads."""
 
+    _saved: int | None = None
+
     def __enter__(self) -> None:
         try:
             sys.stderr.flush()
@@ -266,7 +268,7 @@ class LocalBackend:
         start = time.perf_counter()
         if cancel.is_set():  # cancelled while queued or while the model loaded
             return "", 0, 0, "cancelled", 0.0, ()
-        tokens = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = llm.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False)
         max_tokens = max(1, min(int(req.max_tokens), self.n_ctx // 2))
         check_fits(len(tokens), self.n_ctx, max_tokens)
         warnings: tuple[str, ...] = ()

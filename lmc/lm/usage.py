@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from typing import Any
 
 from lmc.lm.call import LMResult
 
@@ -68,7 +69,7 @@ class Usage:
             u.errors += 1
 
     def to_json(self) -> dict:
-        out = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
+        out: dict[str, Any] = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 8), "retries": self.retries,
                "errors": self.errors, "requests": self.requests, "failed_requests": self.failed_requests}
         if self.by_tag:
