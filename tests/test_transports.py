@@ -124,6 +124,37 @@ def test_every_openai_model_lmc_sends_directly_gets_the_body_litellm_would_send(
     assert {"openai/gpt-4o-mini", "openai/gpt-4.1", "text-completion-openai/gpt-3.5-turbo-instruct"} <= set(direct)
 
 
+def test_the_raw_table_lookup_agrees_with_the_parsed_table_on_every_key():
+    """spec.table_entry finds entries in litellm's table text without parsing it all: same answer, every key."""
+    from lmc.lm.spec import table_entry
+
+    table = model_table()
+    assert len(table) > 1000
+    for key, entry in table.items():
+        assert table_entry(key) == (entry if isinstance(entry, dict) else None), key
+    for absent in ("openai/test", "no-such-model", "input_cost_per_token", "search_context_size_low"):
+        assert table_entry(absent) is None, absent  # field names of nested objects are not models
+
+
+@pytest.mark.parametrize("layout", ["minified", "nested first"])
+def test_the_raw_table_lookup_falls_back_to_parsing_another_layout(monkeypatch, layout):
+    from lmc.lm import spec
+
+    table = {"m-1": {"mode": "chat", "input_cost_per_token": 1e-6, "inner": {"m-2": {"mode": "no"}}},
+             "m-2": {"mode": "completion"}}
+    text = json.dumps(table) if layout == "minified" else json.dumps(table, indent=4)
+    for f in (spec._table_bytes, spec.model_table, spec._top_level_indent, spec.table_entry):
+        f.cache_clear()
+    monkeypatch.setattr(spec, "_table_bytes", lambda: text.encode())
+    try:
+        assert spec.table_entry("m-2") == {"mode": "completion"}  # not the nested "m-2"
+        assert spec.table_entry("m-1")["input_cost_per_token"] == 1e-6
+        assert spec.table_entry("mode") is None
+    finally:
+        for f in (spec.model_table, spec._top_level_indent, spec.table_entry):
+            f.cache_clear()
+
+
 # ---------------------------------------------------------------- the same errors
 
 STATUS_CASES = {

@@ -67,27 +67,76 @@ _REWRITTEN = re.compile(r"(^|[:/])o\d|gpt-([5-9]|\d\d)|^gpt-4$|^gpt-3\.5-turbo-1
 
 
 @lru_cache(maxsize=1)
-def model_table() -> dict:
-    """litellm's bundled model/price table, read as JSON without importing litellm (~20 ms, once)."""
+def _table_bytes() -> bytes:
+    """The raw text of litellm's bundled model/price table (3 MB), found without importing litellm."""
     spec = importlib.util.find_spec("litellm")
     if spec is None or not spec.submodule_search_locations:
-        return {}
+        return b""
     path = Path(list(spec.submodule_search_locations)[0]) / "model_prices_and_context_window_backup.json"
     try:
-        table = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+@lru_cache(maxsize=1)
+def model_table() -> dict:
+    """litellm's whole model/price table as a dict (~20 ms to parse; lookups use `table_entry`)."""
+    try:
+        table = json.loads(_table_bytes() or b"{}")
+    except ValueError:
         return {}
     return table if isinstance(table, dict) else {}
 
 
+@lru_cache(maxsize=1)
+def _top_level_indent() -> int | None:
+    """How far the table's pretty-printed top-level keys are indented; None when its layout is another."""
+    layout = _TABLE_LAYOUT.match(_table_bytes())
+    return len(layout.group(1)) if layout else None
+
+
+@lru_cache(maxsize=512)
+def table_entry(key: str) -> dict | None:
+    """The table's entry for one exact key, found in the raw text instead of parsing all of it.
+
+    `lmc run` of one input needs two or three entries, and parsing the whole table cost ~20 ms of a
+    ~350 ms cold start.  A top-level key is a line `"key": {` indented no deeper than the first key
+    (nested ones are deeper); the last such line wins, as in json.loads.  Any other layout, or a key
+    that is not plain ASCII, is looked up in the parsed table instead (tests/test_transports.py
+    checks the two agree on every key).
+    """
+    data = _table_bytes()
+    indent = _top_level_indent()
+    if indent is None or not key.isascii():
+        entry = model_table().get(key)
+        return entry if isinstance(entry, dict) else None
+    needle = (json.dumps(key) + ": {").encode()
+    end = len(data)
+    while (at := data.rfind(needle, 0, end)) >= 0:
+        lead = data[data.rfind(b"\n", 0, at) + 1: at]
+        if len(lead) <= indent and not lead.strip(b" \t"):
+            start = at + len(needle) - 1
+            try:
+                entry, _ = _DECODER.raw_decode(data[start: start + 65536].decode("utf-8", "replace"))
+            except ValueError:  # an entry longer than the window, or torn text: ask the parser
+                entry = model_table().get(key)
+            return entry if isinstance(entry, dict) else None
+        end = at
+    return None
+
+
+_TABLE_LAYOUT = re.compile(rb"\{[ \t]*\r?\n([ \t]*)\"")
+_DECODER = json.JSONDecoder()
+
+
 def model_info(model: str) -> dict | None:
     """litellm's table entry for a model string, trying it whole and without its provider prefix."""
-    table = model_table()
-    entry = table.get(model)
+    entry = table_entry(model)
     if isinstance(entry, dict):
         return entry
     provider, _, bare = model.partition("/")
-    entry = table.get(bare) if bare else None
+    entry = table_entry(bare) if bare else None
     if isinstance(entry, dict):
         if entry.get("litellm_provider") in (provider, None) or provider in ("openai", "text-completion-openai"):
             return entry
