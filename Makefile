@@ -38,15 +38,19 @@ chromium:
 	      { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium is not installed and could not be installed here; the HTML report tests will be skipped"
 
-DEMO := build/sentiment.lmc.json
+DEMO := build/route.lmc.json
 
+# Compile on train/dev, score zero-shot vs compiled on the held-out test split (paired test), run the
+# artifact on new messages, show the demos the compiler chose. Every LM call is cached in .lmc/cache.
 demo: install
 	@mkdir -p build
-	$(BIN)/lmc compile programs/sentiment.lmp --train datasets/sentiment_train.jsonl \
-	  --dev datasets/sentiment_dev.jsonl --optimizer bootstrap --seed 0 -o $(DEMO)
-	@rm -f build/sentiment_new.out.jsonl
-	$(BIN)/lmc run $(DEMO) --data datasets/sentiment_new.jsonl --out build/sentiment_new.out.jsonl
-	@$(BIN)/python -c "import json; rev = {r['id']: r['review'] for r in map(json.loads, open('datasets/sentiment_new.jsonl'))}; [print(f\"{o['id']}: {(o['outputs'] or {}).get('sentiment', o['error'])}  <- {rev[o['id']]}\") for o in map(json.loads, open('build/sentiment_new.out.jsonl'))]"
+	$(BIN)/lmc compile programs/route.lmp --train datasets/route_train.jsonl --dev datasets/route_dev.jsonl \
+	  --optimizer bootstrap --max-demos 12 --max-labeled 12 --seed 0 -o $(DEMO)
+	@echo "== held-out test (datasets/route_test.jsonl, never seen by the compile): compiled vs zero-shot =="
+	$(BIN)/lmc eval $(DEMO) --data datasets/route_test.jsonl --baseline programs/route.lmp
+	@rm -f build/route_new.out.jsonl
+	$(BIN)/lmc run $(DEMO) --data datasets/route_new.jsonl --out build/route_new.out.jsonl
+	@$(BIN)/python -c "import json; msg = {r['id']: r['message'] for r in map(json.loads, open('datasets/route_new.jsonl'))}; [print(f\"{o['id']}: {(o['outputs'] or {}).get('intent', o['error'])}  <- {msg[o['id']]}\") for o in map(json.loads, open('build/route_new.out.jsonl'))]"
 	$(BIN)/lmc inspect $(DEMO)
 
 # Benchmarks run in their own venv holding lmc (editable) and dspy==3.4.1 side by side; see bench/README.md.

@@ -1,10 +1,12 @@
-"""Checks the example datasets: counts, ids, balanced labels, answers findable in the corpus.
+"""Checks the example datasets: counts, ids, balanced labels, answers findable in the corpus, recorded hashes.
 
 Run from the repository root: `python datasets/check_datasets.py`; exits 1 with one line per problem.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,7 +33,58 @@ COUNTS = {
     "arith_dev.jsonl": 15,
     "agent_train.jsonl": 15,
     "agent_dev.jsonl": 10,
+    "route_train.jsonl": 120,
+    "route_dev.jsonl": 30,
+    "route_test.jsonl": 60,
+    "route_new.jsonl": 4,
 }
+
+ROUTE_INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing",
+                 "terminate account")
+# BANKING77 row ids: train and dev come from its train split, the held-out test from its test split.
+ROUTE_SOURCE = {"train": "banking77-train-", "dev": "banking77-train-", "test": "banking77-test-",
+                "new": "banking77-test-"}
+
+
+def recorded_hashes() -> dict[str, str]:
+    """File -> SHA-256 from the `| file | sha256 |` table of datasets/README.md."""
+    text = (HERE / "README.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\| `(route_[a-z]+\.jsonl)` \| `([0-9a-f]{64})` \|", text, re.M))
+
+
+def route_problems(sets: dict) -> list[str]:
+    """The BANKING77 subset: its six intents balanced, ids from the right split, no message in two files."""
+    problems: list[str] = []
+    texts: dict[str, str] = {}
+    for part, prefix in ROUTE_SOURCE.items():
+        name = f"route_{part}.jsonl"
+        ds = sets.get(name)
+        if ds is None:
+            continue
+        labels = Counter(ex.get("intent") for ex in ds)
+        if part == "new":
+            if set(labels) != {None}:
+                problems.append(f"{name}: expected unlabeled messages, found intents {dict(labels)}")
+        elif set(labels) != set(ROUTE_INTENTS) or len(set(labels.values())) != 1:
+            problems.append(f"{name}: intents not the six, balanced: {dict(labels)}")
+        for ex in ds:
+            if not ex.id.startswith(prefix):
+                problems.append(f"{name}:{ex.line}: id {ex.id!r} is not a row of BANKING77's {prefix[10:-1]} split")
+            message = ex.get("message")
+            if not isinstance(message, str) or not message.strip():
+                problems.append(f"{name}:{ex.line}: needs a non-empty 'message'")
+                continue
+            key = " ".join(message.lower().split())
+            if key in texts and texts[key] != name:
+                problems.append(f"{name}:{ex.line}: message also in {texts[key]}")
+            texts.setdefault(key, name)
+    hashes = recorded_hashes()
+    for part in ROUTE_SOURCE:
+        name = f"route_{part}.jsonl"
+        digest = hashlib.sha256((HERE / name).read_bytes()).hexdigest() if (HERE / name).is_file() else None
+        if digest is not None and hashes.get(name) != digest:
+            problems.append(f"{name}: SHA-256 {digest} is not the one datasets/README.md records ({hashes.get(name)})")
+    return problems
 
 
 def main() -> int:
@@ -103,6 +156,8 @@ def main() -> int:
             shared = {ex.get(key) for ex in train} & {ex.get(key) for ex in dev}
             if shared:
                 problems.append(f"{stem}: {len(shared)} texts appear in both train and dev")
+
+    problems += route_problems(sets)
 
     for line in problems:
         print(line)

@@ -681,7 +681,8 @@ class PairedResult:
 
     `delta = cand_mean - base_mean`; `delta_lo`/`delta_hi` are the one-sided
     `confidence` bounds (together a two-sided 2*confidence-1 interval, e.g. 90%
-    for 0.95); `p_value` is one-sided for "the candidate is no worse".
+    for 0.95); `p_value` is one-sided for "the candidate is no worse" (small: it got worse), and
+    `p_improved` the mirror test of "the candidate is no better" (small: it got better).
     """
 
     n: int
@@ -698,6 +699,7 @@ class PairedResult:
     max_drop: float = 0.0
     confidence: float = 0.95
     discordant: int = 0
+    p_improved: float = 1.0
 
     def to_json(self) -> dict:
         return {
@@ -709,6 +711,7 @@ class PairedResult:
             "delta_hi": self.delta_hi,
             "interval": f"one-sided {self.confidence:g} bounds",
             "p_value": self.p_value,
+            "p_improved": self.p_improved,
             "method": self.method,
             "regressed": self.regressed,
             "max_drop": self.max_drop,
@@ -787,20 +790,24 @@ def paired_test(
     if method.startswith("mcnemar"):
         mid = method == "mcnemar-midp"
         p_value, pi_lo, pi_hi = _mcnemar(b, c, alpha, mid)
+        p_improved = _upper_tail(c, m, 0.5, mid) if m else 1.0
         lo, hi = (m / n) * (2 * pi_lo - 1), (m / n) * (2 * pi_hi - 1)
     elif method == "bootstrap":
         means = _bootstrap_means(diffs, seed)
         lo, hi = _quantile(means, alpha), _quantile(means, 1 - alpha)
         # Share of resampled means at or above zero: consistent with `hi < 0` up to resampling resolution.
         p_value = (1 + sum(1 for x in means if x >= 0)) / (len(means) + 1)
+        p_improved = (1 + sum(1 for x in means if x <= 0)) / (len(means) + 1)
         if all(d == diffs[0] for d in diffs):
             p_value = 1.0 if diffs[0] >= 0 else 0.0
+            p_improved = 1.0 if diffs[0] <= 0 else 0.0
     else:  # normal
         sd = math.sqrt(math.fsum((d - delta) ** 2 for d in diffs) / (n - 1)) if n > 1 else 0.0
         se = sd / math.sqrt(n)
         z = _z(confidence)
         lo, hi = delta - z * se, delta + z * se
         p_value = (1.0 if delta >= 0 else 0.0) if se == 0 else 1.0 - NormalDist().cdf(-delta / se)
+        p_improved = (1.0 if delta <= 0 else 0.0) if se == 0 else 1.0 - NormalDist().cdf(delta / se)
 
     # A tiny epsilon so that a drop of exactly max_drop (e.g. 0.02 from 6/300) is not a float-rounding regression.
     regressed = p_value < alpha and delta < -max_drop - 1e-12
@@ -823,6 +830,7 @@ def paired_test(
         max_drop=max_drop,
         confidence=confidence,
         discordant=m,
+        p_improved=p_improved,
     )
 
 
@@ -959,10 +967,12 @@ def apply_gates(cand: Report, base: Report | None, opts: GateOptions) -> Verdict
         ids, b, c = align(base, cand, allow_program_change=opts.allow_program_change)
         max_drop = 0.0 if opts.max_drop is None else opts.max_drop
         paired = paired_test(b, c, ids, max_drop=max_drop, confidence=opts.confidence, threshold=cand.metric.threshold)
+        # The p-value of the direction the score moved: for a gain, the drop test's p is near 1 and says nothing.
+        which = f"improvement p={_p(paired.p_improved)}" if paired.delta > 0 else f"p={_p(paired.p_value)}"
         lines.append(
             f"baseline {_pct(paired.base_mean)} -> candidate {_pct(paired.cand_mean)}: delta {_signed(paired.delta)} "
             f"({2 * opts.confidence - 1:.0%} CI {_signed(paired.delta_lo)} to {_signed(paired.delta_hi)}), "
-            f"p={_p(paired.p_value)} one-sided ({paired.method}, {paired.discordant} changed examples)"
+            f"{which} one-sided ({paired.method}, {paired.discordant} changed examples)"
         )
         if not base.program.same_program(cand.program):
             lines.append(f"note: comparing program '{cand.program.name}' against another program, "
@@ -999,6 +1009,8 @@ def _pass_reason(mean: float, opts: GateOptions, paired: PairedResult | None) ->
     if paired is not None:
         if paired.p_value < 1 - paired.confidence:
             parts.append(f"drop {-paired.delta:.3f} is significant but within --max-drop {paired.max_drop:g}")
+        elif paired.delta > 0 and paired.p_improved < 1 - paired.confidence:
+            parts.append(f"significant improvement vs baseline (delta {_signed(paired.delta)}, p={_p(paired.p_improved)})")
         else:
             parts.append(f"no significant drop vs baseline (delta {_signed(paired.delta)}, p={_p(paired.p_value)})")
     if opts.max_errors is not None:
@@ -1197,7 +1209,9 @@ def render_markdown(cand: Report, base: Report | None, verdict: Verdict, *, top:
         out.append("")
         out.append(
             f"**Delta {p.delta:+.3f}** ({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), "
-            f"one-sided p = {_p(p.p_value)} ({p.method}); max drop {p.max_drop:g}; "
+            f"one-sided p = {_p(p.p_value)} ({p.method})"
+            + (f", improvement p = {_p(p.p_improved)}" if p.delta > 0 else "")
+            + f"; max drop {p.max_drop:g}; "
             f"{len(p.flipped_to_fail)} pass→fail, {len(p.flipped_to_pass)} fail→pass."
         )
         cand_by_id = {e.id: e for e in cand.examples}

@@ -410,3 +410,105 @@ def test_validate_with_the_real_type_classes(tmp_path):
     validate(ds, {"review": types.parse_type("str"), "n": types.parse_type("int")}, {}, need_labels=set())
     with pytest.raises(DatasetError, match=r":2: label 'sentiment' does not fit \"positive\" \| \"negative\""):
         validate(ds, {"review": types.parse_type("str")}, {"sentiment": label}, need_labels={"sentiment"})
+
+
+# ---------------------------------------------------------------- the BANKING77 subset of the demo
+
+
+def _checker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_datasets", DATASETS / "check_datasets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _maker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_banking_route", DATASETS / "make_banking_route.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_route_sets_fit_the_demo_program_and_are_balanced():
+    from lmc.load import load_target
+
+    ir = load_target(str(REPO / "programs" / "route.lmp")).ir
+    inputs = {f.name: f.type for f in ir.program().inputs}
+    outputs = {f.name: f.type for f in ir.program().outputs}
+    intents = tuple(outputs["intent"].args)
+    assert intents == _checker().ROUTE_INTENTS == tuple(_maker().label(i) for i in _maker().INTENTS)
+    for part, per_intent in (("train", 20), ("dev", 5), ("test", 10)):
+        ds = load_dataset(DATASETS / f"route_{part}.jsonl")
+        validate(ds, inputs, outputs, need_labels={"intent"})
+        labels = [ex.data["intent"] for ex in ds]
+        assert {i: labels.count(i) for i in intents} == dict.fromkeys(intents, per_intent)
+        split_ = "test" if part == "test" else "train"
+        assert all(ex.id.startswith(f"banking77-{split_}-") for ex in ds)
+        # Interleaved, not one intent after another as in BANKING77's files.
+        assert len({labels[i] for i in range(6)}) > 2
+    new = load_dataset(DATASETS / "route_new.jsonl")
+    validate(new, inputs, outputs, need_labels=set())
+    assert len(new) == 4 and all("intent" not in ex and ex.id.startswith("banking77-test-") for ex in new)
+
+
+def test_route_sets_share_no_message():
+    seen: dict[str, str] = {}
+    for part in ("train", "dev", "test", "new"):
+        for ex in load_dataset(DATASETS / f"route_{part}.jsonl"):
+            key = " ".join(ex.data["message"].lower().split())
+            assert key not in seen, f"{ex.id} ({part}) repeats a message of {seen[key]}"
+            seen[key] = part
+
+
+def test_route_hashes_are_recorded_and_the_checker_passes(capsys):
+    import hashlib
+
+    mod = _checker()
+    recorded = mod.recorded_hashes()
+    for part in ("train", "dev", "test", "new"):
+        name = f"route_{part}.jsonl"
+        assert recorded[name] == hashlib.sha256((DATASETS / name).read_bytes()).hexdigest(), name
+    assert mod.main() == 0, capsys.readouterr().out
+
+
+def test_route_checker_finds_leaks_imbalance_and_wrong_splits(tmp_path):
+    mod = _checker()
+    rows = {"route_train.jsonl": [{"id": f"banking77-train-{i}", "message": f"m {i}", "intent": intent}
+                                  for i, intent in enumerate(mod.ROUTE_INTENTS)],
+            "route_dev.jsonl": [{"id": "banking77-test-1", "message": "m 0", "intent": "card arrival"}],
+            "route_test.jsonl": [{"id": f"banking77-test-{i + 9}", "message": f"t {i}", "intent": intent}
+                                 for i, intent in enumerate(mod.ROUTE_INTENTS)],
+            "route_new.jsonl": [{"id": "banking77-test-3", "message": "x", "intent": "card arrival"}]}
+    sets = {name: from_records(items, path=name) for name, items in rows.items()}
+    problems = mod.route_problems(sets)
+    assert any(p.startswith("route_dev.jsonl: intents not the six") for p in problems)
+    assert any("route_dev.jsonl:1: id 'banking77-test-1' is not a row of BANKING77's train split" in p for p in problems)
+    assert any("route_dev.jsonl:1: message also in route_train.jsonl" in p for p in problems)
+    assert any(p.startswith("route_new.jsonl: expected unlabeled messages") for p in problems)
+    assert not any(p.startswith(("route_train.jsonl:", "route_test.jsonl:")) for p in problems)
+
+
+def _banking77_source() -> Path | None:
+    folder = _maker().default_source()
+    return folder if (folder / "banking77_test.jsonl").is_file() else None
+
+
+@pytest.mark.skipif(_banking77_source() is None, reason="the BANKING77 source files are not on this machine")
+def test_route_files_rebuild_byte_for_byte(tmp_path):
+    mod = _maker()
+    assert mod.main(["--check"]) == 0
+    assert mod.main(["--out", str(tmp_path)]) == 0
+    for part in ("train", "dev", "test", "new"):
+        assert (tmp_path / f"route_{part}.jsonl").read_bytes() == (DATASETS / f"route_{part}.jsonl").read_bytes()
+
+
+def test_route_builder_refuses_another_copy_of_the_source(tmp_path):
+    (tmp_path / "banking77_train.jsonl").write_text('{"id": "x", "text": "t", "intent": "card_arrival"}\n')
+    with pytest.raises(SystemExit, match="SHA-256 .* is not the recorded"):
+        _maker().build(tmp_path)
+    with pytest.raises(SystemExit, match="cannot read the BANKING77 source"):
+        _maker().build(tmp_path / "missing")

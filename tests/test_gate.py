@@ -352,6 +352,42 @@ def test_clear_drop_fails():
     assert r.delta_hi < -0.02 and len(r.flipped_to_fail) == 20
 
 
+def test_improvement_has_its_own_p_value():
+    # 20 fail->pass, 2 pass->fail: the drop test says nothing (p near 1), the mirror test says "better".
+    base = [0.0] * 20 + [1.0] * 2 + [1.0] * 50
+    cand = [1.0] * 20 + [0.0] * 2 + [1.0] * 50
+    r = paired_test(base, cand, ids_for(72), max_drop=0.0)
+    assert not r.regressed and r.p_value > 0.99
+    # P(Bin(22, 1/2) >= 20) = (C(22,20) + C(22,21) + C(22,22)) / 2**22
+    assert r.p_improved == pytest.approx((231 + 22 + 1) / 2**22)
+    assert r.to_json()["p_improved"] == r.p_improved
+    # The two one-sided tests mirror each other: swapping the sides swaps the p-values.
+    swapped = paired_test(cand, base, ids_for(72), max_drop=0.0)
+    assert swapped.p_value == pytest.approx(r.p_improved) and swapped.p_improved == pytest.approx(r.p_value)
+    assert paired_test(base, base, ids_for(72), max_drop=0.0).p_improved == 1.0
+
+
+@pytest.mark.parametrize("method", ["bootstrap", "normal"])
+def test_improvement_p_value_for_graded_scores(method):
+    base = [0.2, 0.4, 0.5, 0.1] * 50
+    better = [x + 0.3 for x in base[:150]] + base[150:]
+    r = paired_test(base, better, ids_for(200), max_drop=0.0, threshold=0.5, method=method)
+    assert r.p_improved < 0.01 and r.p_value > 0.99
+    same = paired_test(base, base, ids_for(200), max_drop=0.0, threshold=0.5, method=method)
+    assert same.p_improved == 1.0
+
+
+def test_verdict_of_a_significant_gain_names_it():
+    base = make_report([0.0] * 20 + [1.0] * 40)
+    cand = make_report([1.0] * 18 + [0.0] * 2 + [1.0] * 40)
+    v = apply_gates(cand, base, GateOptions(baseline="base.json"))
+    assert v.exit_code == 0
+    line = next(x for x in v.lines if x.startswith("baseline "))
+    assert "delta +0.300" in line and "improvement p=3.81e-06" in line and " p=1 " not in line
+    assert v.lines[-1].startswith("PASS: significant improvement vs baseline (delta +0.300, p=3.81e-06)")
+    assert "improvement p = " in render_markdown(cand, base, v)
+
+
 def test_significant_but_small_drop_is_tolerated_by_max_drop():
     n = 5000
     base = [1.0] * n

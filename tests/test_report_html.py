@@ -352,3 +352,20 @@ def test_merged_shards_get_a_page_too(ws, lmc):
     rows = dom.find("table", id="examples").find("tbody").find_all("tr")
     assert len(rows) == 40 and "review" in rows[0].text()  # inputs found again through the report's data path
     assert dom.find("section", id="confusion")
+
+
+def test_eval_page_names_a_significant_improvement():
+    """A gain shows the improvement p-value; the drop test's p (near 1) would say nothing."""
+    from lmc.gate import GateOptions, apply_gates
+    from lmc.report_html import eval_view
+    from tests.test_gate import make_report
+
+    base = make_report([0.0] * 20 + [1.0] * 40)
+    cand = make_report([1.0] * 18 + [0.0] * 2 + [1.0] * 40)
+    verdict = apply_gates(cand, base, GateOptions(baseline="base.json"))
+    anchors = {e.id: e.id for e in cand.examples}
+    html = str(eval_view.paired(cand, base, verdict, anchors))
+    assert "one-sided improvement p = 3.81e-06" in html and "Verdict: significant improvement." in html
+    assert "improvement p-value (mcnemar-exact)" in html
+    worse = str(eval_view.paired(base, cand, apply_gates(base, cand, GateOptions(baseline="b.json")), anchors))
+    assert "one-sided p = 3.81e-06" in worse and "Verdict: regression." in worse

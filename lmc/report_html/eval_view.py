@@ -66,13 +66,18 @@ def _card(big: str, label: str) -> Markup:
 def paired(cand: gate.Report, base: gate.Report, verdict: gate.Verdict, anchors: dict[str, str]) -> Markup:
     p = verdict.paired
     assert p is not None
+    gained = p.delta > 0
     outcome = ("regression" if p.regressed else "significant drop, within --max-drop" if p.p_value < 1 - p.confidence
+               else "significant improvement" if gained and p.p_improved < 1 - p.confidence
                else "no significant drop")
+    # For a gain the drop test's p is near 1; the mirror test's p is the one that says something.
+    p_shown, p_name = (p.p_improved, "improvement p") if gained else (p.p_value, "p")
     intro = (f"Candidate and baseline scored on the same {p.n} examples. Delta {p.delta:+.3f} "
-             f"({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), one-sided p = {p.p_value:.3g} "
+             f"({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), one-sided {p_name} = {p_shown:.3g} "
              f"({p.method}); {p.discordant} examples changed. Verdict: {outcome}.")
     cards = el("div", [_card(f"{p.base_mean:.3f} → {p.cand_mean:.3f}", "baseline → candidate"),
-                       _card(f"{p.delta:+.3f}", "delta"), _card(f"{p.p_value:.3g}", f"p-value ({p.method})"),
+                       _card(f"{p.delta:+.3f}", "delta"),
+                       _card(f"{p_shown:.3g}", f"{'improvement p-value' if gained else 'p-value'} ({p.method})"),
                        _card(str(len(p.flipped_to_fail)), "pass → fail"), _card(str(len(p.flipped_to_pass)), "fail → pass")],
                class_="cards")
     chart = charts.delta_interval(p.delta, p.delta_lo, p.delta_hi, max_drop=p.max_drop,
