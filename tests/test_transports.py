@@ -361,3 +361,49 @@ def test_lmc_run_against_an_openai_server_never_imports_litellm(tmp_path):
         proc, modules = _run_cli_importtime(tmp_path, srv.url, "--transport", "litellm")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "litellm" in modules
+
+
+# ---------------------------------------------------------------- from the command line
+
+
+@pytest.mark.parametrize("source", ["default", "flag", "env", "yaml", "flag over env"])
+def test_the_cli_sends_through_the_transport_it_was_told(source, tmp_path, monkeypatch, capsys):
+    """Which client sent a request shows in its User-Agent: lmc's own, or OpenAI's SDK under litellm."""
+    from lmc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LMC_TRANSPORT", raising=False)
+    monkeypatch.delenv("LMC_LM", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    (tmp_path / "qa.lmp").write_text(PROGRAM)
+    flag: list[str] = []
+    if source in ("flag", "flag over env"):
+        flag = ["--transport", "litellm"]
+    if source == "env":
+        monkeypatch.setenv("LMC_TRANSPORT", "litellm")
+    if source == "flag over env":
+        monkeypatch.setenv("LMC_TRANSPORT", "direct")
+    if source == "yaml":
+        (tmp_path / "lmc.yaml").write_text("transport: litellm\n")
+    with Recorder(lambda req: "<answer>4</answer>") as srv:
+        code = main(["run", "qa.lmp", "-i", "question=2+2?", "--lm", "openai/test", "--api-base", srv.url,
+                     "--no-cache", *flag])
+        out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["answer"] == "4"
+    (_, headers, _), = srv.seen
+    expected = "lmc/" if source == "default" else "AsyncOpenAI/"
+    assert headers["user-agent"].startswith(expected), headers["user-agent"]
+
+
+def test_a_bad_transport_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
+    from lmc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LMC_TRANSPORT", raising=False)
+    (tmp_path / "qa.lmp").write_text(PROGRAM)
+    code = main(["run", "qa.lmp", "-i", "question=hi", "--lm", "openai/test", "--api-base", "http://127.0.0.1:9/v1",
+                 "--transport", "curl"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err == "error: --transport: 'curl' is not a valid transport; expected direct or litellm"
