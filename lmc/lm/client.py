@@ -10,14 +10,14 @@ import time
 from typing import Any, Protocol
 
 from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
-from lmc.errors import ConfigError, LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
+from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
 from lmc.lm.cache import DiskCache
 from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
 from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
-from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, model_info, transport_for
+from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, transport_for
 from lmc.lm.usage import Usage, current_meter
 
 
@@ -42,19 +42,6 @@ class _RateLimiter:
             await asyncio.sleep(slot - now)
 
 
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 or more, got {raw}")
-    return value
-
-
 class LMClient:
     """Cached, retried, rate-limited and accounted LM calls; one per process run."""
 
@@ -67,10 +54,10 @@ class LMClient:
                  max_lm_errors: ErrorLimit | str | None = None):
         # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
         # LMC_RETRY_MAX_WAIT), then the built-in defaults.
-        timeout = _env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
-        max_retries = int(_env_number("LMC_MAX_RETRIES", 6)) if max_retries is None else max_retries
-        retry_wait = _env_number("LMC_RETRY_WAIT", 0.5) if retry_wait is None else retry_wait
-        retry_max_wait = _env_number("LMC_RETRY_MAX_WAIT", 30.0) if retry_max_wait is None else retry_max_wait
+        timeout = env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
+        max_retries = int(env_number("LMC_MAX_RETRIES", 6, whole=True)) if max_retries is None else max_retries
+        retry_wait = env_number("LMC_RETRY_WAIT", 0.5) if retry_wait is None else retry_wait
+        retry_max_wait = env_number("LMC_RETRY_MAX_WAIT", 30.0) if retry_max_wait is None else retry_max_wait
         self.cache = DiskCache(cache_dir) if (use_cache and cache_dir is not None) else None
         self.concurrency = max(1, int(concurrency))
         self.rpm = rpm

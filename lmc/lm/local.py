@@ -23,7 +23,7 @@ from typing import Any
 
 from lmc.errors import ConfigError, LMError
 from lmc.lm.call import LMRequest, LMResult
-from lmc.lm.spec import LOCAL_MODELS, LOCAL_N_CTX, LMSpec
+from lmc.lm.spec import LOCAL_MODELS, LOCAL_N_CTX, LMSpec, env_number
 
 log = logging.getLogger("lmc.local")
 
@@ -115,15 +115,9 @@ def default_slots(n_threads: int = LOCAL_THREADS) -> int:
     """How many generations may run at once on this machine: LMC_LOCAL_SLOTS, else cores // threads (at least 1).
 
     0 turns the sharing off."""
-    raw = os.environ.get("LMC_LOCAL_SLOTS", "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"LMC_LOCAL_SLOTS={raw!r} is not a whole number") from None
-        if value < 0:
-            raise ConfigError(f"LMC_LOCAL_SLOTS must be 0 or more, got {value}")
-        return value
+    slots = env_number("LMC_LOCAL_SLOTS", -1, whole=True)
+    if slots >= 0:
+        return int(slots)
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

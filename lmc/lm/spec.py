@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -254,6 +256,23 @@ def _litellm_providers() -> list[str]:
     except Exception:  # noqa: BLE001 - no litellm: only the built-in list can be offered
         return sorted(KNOWN_PROVIDERS | {"local"})
     return sorted({p.value for p in LlmProviders} | {"local"})
+
+
+# ---------------------------------------------------------------- knobs from the environment
+
+
+def env_number(name: str, default: float, *, whole: bool = False) -> float:
+    """A number of 0 or more from the environment variable `name`, or `default` when it is unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole number' if whole else 'number'}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw}")
+    return value
 
 
 # ---------------------------------------------------------------- which transport
