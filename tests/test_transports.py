@@ -407,3 +407,24 @@ def test_a_bad_transport_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0, err
     assert err == "error: --transport: 'curl' is not a valid transport; expected direct or litellm"
+
+
+def test_the_artifact_is_the_same_whichever_transport_compiled_it(tmp_path, monkeypatch, capsys):
+    """The transport changes nothing in what is sent or answered, so a compile records none: same bytes."""
+    from lmc.cli import main
+    from tests.reliability.helpers import SENTIMENT, labeled_reviews, sentiment_responder, write_jsonl
+
+    monkeypatch.delenv("LMC_TRANSPORT", raising=False)
+    monkeypatch.delenv("LMC_LM", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    write_jsonl(tmp_path / "train.jsonl", labeled_reviews(8))
+    write_jsonl(tmp_path / "dev.jsonl", labeled_reviews(6, start=50))
+    monkeypatch.chdir(tmp_path)
+    with LoopbackServer(sentiment_responder) as srv:
+        for transport in TRANSPORTS:
+            code = main(["compile", str(SENTIMENT), "--train", "train.jsonl", "--dev", "dev.jsonl",
+                         "-o", f"{transport}.lmc.json", "--lm", "openai/test", "--api-base", srv.url,
+                         "--cache-dir", f"cache-{transport}", "--optimizer", "bootstrap", "--transport", transport])
+            assert code == 0, capsys.readouterr().err
+    direct, via_litellm = ((tmp_path / f"{t}.lmc.json").read_bytes() for t in TRANSPORTS)
+    assert direct == via_litellm and b"transport" not in direct
