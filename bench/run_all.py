@@ -134,6 +134,9 @@ def _dspy_figs(r: dict) -> list[Figure]:
                f"({r['dspy_best_threads']}: {r['dspy_best_s']} s)",
                f"{r['lmc_j64_s']} s = {_pct(r['lmc_j64_fraction_of_ideal'])}; {r['speedup_lmc_j64_vs_dspy_best']}x",
                ">= 90%; > 1x", r["meets_throughput_target"]),
+        Figure("beyond 64 in flight: lmc -j 128 vs DSPy 128 threads (of ideal 0.4 s)",
+               f"{r['lmc_j128_s']} s = {_pct(r['lmc_j128_fraction_of_ideal'])} vs {r['dspy_t128_s']} s = "
+               f"{_pct(r['dspy_t128_fraction_of_ideal'])}"),
         Figure("lmc -j 64, --transport litellm (of ideal); vs DSPy's best",
                f"{r['lmc_litellm_j64_s']} s = {_pct(r['lmc_litellm_j64_fraction_of_ideal'])}; "
                f"{r['speedup_lmc_litellm_j64_vs_dspy_best']}x"),
