@@ -91,6 +91,7 @@ class LoopbackServer:
         self.status_for = status_for
         self.retry_after_date = retry_after_date
         self.requests = 0
+        self.timeline: dict = {}  # requests per quarter second (monotonic clock), for benchmarks' diagnostics
         self.by_path: Counter = Counter()
         self.by_body: Counter = Counter()
         self.faults_injected: Counter = Counter()
@@ -169,7 +170,8 @@ class LoopbackServer:
             # cpu_s: CPU seconds of the whole process, the server's own when it runs in one (ServerProcess)
             return {"requests": self.requests, "by_path": dict(self.by_path), "duplicates": self.duplicates(),
                     "faults_injected": dict(self.faults_injected), "connections": self.connections,
-                    "max_open": self.max_open, "cpu_s": time.process_time()}
+                    "max_open": self.max_open, "cpu_s": time.process_time(),
+                    "timeline": sorted(self.timeline.items())}
 
     def duplicates(self) -> int:
         """How many requests repeated a body already seen (retries included)."""
@@ -257,6 +259,8 @@ class LoopbackServer:
             return True
         with self._lock:
             self.requests += 1
+            bucket = int(time.monotonic() * 4)
+            self.timeline[bucket] = self.timeline.get(bucket, 0) + 1
             self.by_path[path] += 1
         if self.latency:
             await asyncio.sleep(self.latency)
