@@ -161,6 +161,7 @@ class LoopbackServer:
     def reset_counters(self) -> None:
         with self._lock:
             self.requests = 0
+            self.timeline.clear()
             self.by_path.clear()
             self.by_body.clear()
             self.faults_injected.clear()
