@@ -428,3 +428,37 @@ def test_the_artifact_is_the_same_whichever_transport_compiled_it(tmp_path, monk
             assert code == 0, capsys.readouterr().err
     direct, via_litellm = ((tmp_path / f"{t}.lmc.json").read_bytes() for t in TRANSPORTS)
     assert direct == via_litellm and b"transport" not in direct
+
+
+class Proxy(LoopbackServer):
+    """A forward proxy for plain HTTP: it records each absolute-form request line and answers it itself."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.targets: list[str] = []
+
+    async def _respond(self, method, path, headers, body, writer):
+        self.targets.append(path)
+        if path.startswith("http://"):
+            path = "/" + path.split("/", 3)[3]
+        return await super()._respond(method, path, headers, body, writer)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_both_transports_honour_the_proxy_variables(tmp_path, transport):
+    """HTTP_PROXY sends the request through the proxy, NO_PROXY exempts a host: as httpx (under litellm) does."""
+    (tmp_path / "qa.lmp").write_text(PROGRAM)
+    with Proxy(lambda req: "<answer>via proxy</answer>") as proxy, \
+            LoopbackServer(lambda req: "<answer>direct</answer>") as target:
+        answers = []
+        for no_proxy in ("", "127.0.0.1"):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LMC_") and "proxy" not in k.lower()}
+            env.update(PYTHONPATH=str(ROOT), OPENAI_API_KEY="sk-x", LMC_TRANSPORT=transport,
+                       HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY=no_proxy)
+            proc = subprocess.run([sys.executable, "-m", "lmc", "run", "qa.lmp", "-i", "question=hi", "--lm",
+                                   "openai/test", "--api-base", target.url, "--no-cache"],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            answers.append(json.loads(proc.stdout)["answer"])
+        assert answers == ["via proxy", "direct"]
+        assert proxy.targets == [target.url + "/chat/completions"] and target.requests == 1
