@@ -61,6 +61,12 @@ class DiskCache:
             self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lmc-cache")
         await asyncio.get_running_loop().run_in_executor(self._writer, self.put, key, payload)
 
+    def close(self) -> None:
+        """Wait for the writes in flight; the cache stays usable (a later write starts a new pool)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
     def put(self, key: str, payload: dict) -> None:
         path = self._path(key)
         try:

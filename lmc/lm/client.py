@@ -362,10 +362,14 @@ class LMClient:
     async def aclose(self) -> None:
         await self._direct.aclose()
         await self._litellm.aclose()
+        if self.cache is not None:
+            self.cache.close()
 
     def close(self) -> None:
         self._direct.close()
         self._litellm.close()
+        if self.cache is not None:
+            self.cache.close()
 
 
 def _estimate(text: str) -> int:
