@@ -349,10 +349,10 @@ def commit() -> str:
 
 
 def render_section(b: Bench, result: dict, figures: list[Figure], seconds: float, command: str,
-                   load_before: float | None = None) -> str:
+                   load_before: float | None = None, code: str | None = None) -> str:
     load = f"load average {load_before:.1f} at the start, " if load_before is not None else "load average "
     lines = [f"<!-- bench:{b.name} -->", f"## {b.title}", "",
-             f"`{command}` — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, commit {commit()}, {seconds:.0f} s, "
+             f"`{command}` — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, commit {code or commit()}, {seconds:.0f} s, "
              f"{load}{os.getloadavg()[0]:.1f} at the end", "",
              "| figure | value | target | |", "|---|---|---|---|"]
     for f in figures:
@@ -450,7 +450,7 @@ def main() -> int:
         if b.name not in chosen:
             continue
         print(f"\n=== {b.name}: {b.title}", flush=True)
-        load_before = os.getloadavg()[0]
+        load_before, code = os.getloadavg()[0], commit()  # what is measured is the code as it was at the start
         try:
             result, took = run_one(b, a.quick)
             figures = b.figures(result)
@@ -464,7 +464,7 @@ def main() -> int:
             mark = "" if f.ok is None else ("PASS" if f.ok else "MISS")
             print(f"  {f.label}: {f.value}" + (f"  (target {f.target}) {mark}" if f.target else ""), flush=True)
             missed += f.ok is False
-        new[b.name] = render_section(b, result, figures, took, command, load_before)
+        new[b.name] = render_section(b, result, figures, took, command, load_before, code)
         write_results(new, [command])  # after each benchmark, so a long run keeps what it measured
     write_results(new, [command])
     print(f"\nwrote {RESULTS.relative_to(ROOT)}; {missed} target(s) missed or benchmarks failed", flush=True)
