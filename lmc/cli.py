@@ -18,6 +18,8 @@ from .errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_T
 from .files import atomic_write_text
 from .fmt import format_source
 from .limits import read_bounded
+from .reference import ALIASES, topics
+from .reference import topic as reference_topic
 
 app = typer.Typer(
     name="lmc",
@@ -126,9 +128,6 @@ def help_(
     plain: Annotated[bool, typer.Option("--plain", help="print the Markdown as it is, also on a terminal")] = False,
 ) -> None:
     """The language reference in the terminal (the same text as docs/language.md): `lmc help builtins`, `lmc help kinds`, ..."""
-    from .reference import ALIASES, topics
-    from .reference import topic as reference_topic
-
     found = topics()
     if topic is None:
         print("lmc help TOPIC — the .lmp language reference (also docs/language.md). Topics:\n")

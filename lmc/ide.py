@@ -13,10 +13,11 @@ from . import nodes as n
 from .builtins import BUILTINS
 from .check import Analysis, analyze
 from .check_body import Bodies
-from .checked import SigInfo, kind_word, show
+from .checked import SigInfo, kind_word, resolve_type, show
 from .decl_rules import LM_SETTINGS, METRIC_BUILTINS, RETRIEVER_KWARGS
 from .errors import Span
 from .kinds import COMMON_SETTINGS, KINDS, extra_outputs
+from .metrics import BUILTIN_METRICS
 from .parser import Parsed
 from .syntax import CONSTANTS, KEYWORDS
 from .types import Type
@@ -372,8 +373,6 @@ def kind_text(kind: str, short: bool = False) -> str:
 
 
 def metric_text(name: str) -> str:
-    from .metrics import BUILTIN_METRICS
-
     m = BUILTIN_METRICS.get(name)
     return f"**{name}**(field, gold=field): " + (m.description if m else "")
 
@@ -399,8 +398,6 @@ def _const(e) -> str:
 
 
 def _typeref(t: n.TypeRef | None) -> str:
-    from .checked import resolve_type
-
     return show(resolve_type(t))
 
 
@@ -465,7 +462,7 @@ def complete(ix: Index, line: int, col: int) -> list[Completion]:  # noqa: C901 
         if callee in decls.module_sigs:
             sig = decls.module_sigs[callee]
             return [Completion(f, "field", show(t), f"{f}=") for f, t, _ in sig.inputs]
-    if not text.startswith((" ", "\t")) and not _inside_block(ix, line):
+    if not text.startswith((" ", "\t")) and _owner_at(ix, line) is None:
         return [Completion(k, "keyword", "declaration", DECL_SNIPPETS[k]) for k in DECL_SNIPPETS]
     return _names_in_body(ix, line)
 
@@ -538,10 +535,6 @@ def _owner_at(ix: Index, line: int) -> str | None:
         if isinstance(d, (n.ProgramDecl, n.MetricDecl)) and d.span.line <= line <= d.span.end_line:
             return d.name
     return None
-
-
-def _inside_block(ix: Index, line: int) -> bool:
-    return _owner_at(ix, line) is not None
 
 
 def _names_in_body(ix: Index, line: int) -> list[Completion]:

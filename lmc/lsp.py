@@ -1,4 +1,4 @@
-"""`lmc lsp`: the Language Server Protocol over stdio (pygls), answering from lmc.ide; only this command imports pygls.
+"""`lmc lsp`: the Language Server Protocol over stdio (pygls), answering from lmc.ide; only that command imports this module.
 
 Diagnostics are published on open and on change: a change after a quiet spell is analysed at
 once, changes arriving faster than one analysis every DEBOUNCE_S are folded into the next one.
@@ -16,9 +16,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsprotocol import types as T
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+
 from . import __version__
-from .errors import Diagnostic, LmcError, Span
 from .check import Analysis
+from .errors import CompileErrors, Diagnostic, LmcError, Span
+from .fmt import format_source
 from .ide import Index, RenameError, analyze_for_index, complete, hover, index_source, outline, rename
 from .incremental import Reparser
 
@@ -53,6 +59,26 @@ class _Doc:
     lines: list[str] = field(default_factory=list)
 
 
+_ANSWERED = object()
+
+
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, but a request whose params cannot be read is answered with an error, not dropped."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as e:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], None, e.to_response_error())
+                return _ANSWERED
+            raise
+
+    def handle_message(self, message):
+        if message is not _ANSWERED:
+            super().handle_message(message)
+
+
 def uri_path(uri: str) -> str:
     """A file URI's path (for diagnostics' spans); other URIs are kept whole."""
     from urllib.parse import unquote, urlparse
@@ -63,30 +89,7 @@ def uri_path(uri: str) -> str:
 
 def build_server():  # noqa: C901 - the handlers are registered here, one small function each
     """The pygls LanguageServer with every lmc feature registered (not started)."""
-    from lsprotocol import types as T
-    from pygls.exceptions import JsonRpcException
-    from pygls.lsp.server import LanguageServer
-    from pygls.protocol import LanguageServerProtocol
-
-    answered = object()
-
-    class Protocol(LanguageServerProtocol):
-        """pygls's protocol, but a request whose params cannot be read is answered with an error, not dropped."""
-
-        def structure_message(self, data):
-            try:
-                return super().structure_message(data)
-            except JsonRpcException as e:
-                if isinstance(data, dict) and "id" in data and "method" in data:
-                    self._send_response(data["id"], None, e.to_response_error())
-                    return answered
-                raise
-
-        def handle_message(self, message):
-            if message is not answered:
-                super().handle_message(message)
-
-    ls = LanguageServer("lmc", __version__, text_document_sync_kind=T.TextDocumentSyncKind.Incremental, protocol_cls=Protocol)
+    ls = LanguageServer("lmc", __version__, text_document_sync_kind=T.TextDocumentSyncKind.Incremental, protocol_cls=_Protocol)
     docs: dict[str, _Doc] = {}
 
     # -- positions: the front end counts characters from 1, LSP code units (UTF-16 by default) from 0
@@ -239,8 +242,6 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
 
     @ls.feature(T.TEXT_DOCUMENT_RENAME)
     def on_rename(params: T.RenameParams):
-        from pygls.exceptions import JsonRpcInvalidParams
-
         doc = doc_of(params.text_document.uri)
         ix = refresh(doc)
         try:
@@ -277,9 +278,6 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
 
     @ls.feature(T.TEXT_DOCUMENT_FORMATTING)
     def on_format(params: T.DocumentFormattingParams):
-        from .errors import CompileErrors
-        from .fmt import format_source
-
         doc = doc_of(params.text_document.uri)
         text = ls.workspace.get_text_document(doc.uri).source
         try:

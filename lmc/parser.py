@@ -13,7 +13,7 @@ from .errors import CompileError, CompileErrors, Diagnostic, Span
 from .lalr import Reject, Tok, driver, lark_parser, parse_tree
 from .limits import FileRefused, read_bounded
 from .recover import parse_recovering as parse_recovering_tree
-from .syntax import CONSTANTS, KEYWORDS, SyntaxProblem, diagnose, shorthand_fields, syntax_diagnostic
+from .syntax import CONSTANTS, KEYWORDS, SyntaxProblem, comments_in, diagnose, shorthand_fields, syntax_diagnostic, unescape
 
 __all__ = ["CONSTANTS", "KEYWORDS", "Parsed", "parse", "parse_file", "parse_recovering", "read_source"]
 
@@ -42,13 +42,8 @@ def parse_recovering(text: str, path: str = "<input>") -> Parsed:
     if text.startswith("\ufeff"):
         text = text[1:]
     with n.cycle_collector_paused():
-        return _parse(text, path)
-
-
-def _parse(text: str, path: str) -> Parsed:
-    piece = parse_piece(text, path)
-    end = text.count("\n") + 1
-    file = n.File(Span(path, 1, 1, end, 1), path=path, decls=piece.decls, comments=piece.comments)
+        piece = parse_piece(text, path)
+    file = n.File(Span(path, 1, 1, text.count("\n") + 1, 1), path=path, decls=piece.decls, comments=piece.comments)
     return Parsed(file, text, piece.diagnostics, piece.skipped)
 
 
@@ -96,7 +91,7 @@ def parse_piece(text: str, path: str, first_line: int = 1, next_decl: str | None
             builder.errors.append(Diagnostic(Span(path, first_line, 1, first_line, 2), "program is nested too deeply to parse"))
             break
     if found == [None]:
-        comments = tuple(_comments(text, path, first_line))
+        comments = tuple(comments_in(text, path, first_line))
     else:
         span = builder.span
         comments = tuple(n.Comment(span(Tok("COMMENT", "", start, end)), text=text[start:end].rstrip()) for start, end in found)
@@ -136,48 +131,6 @@ def _tree(text: str, comments: list):
             return tree, rec.problems, frozenset(rec.skipped)
         del comments[:]
     return parse_tree(text, comments), [], frozenset()
-
-
-def _comments(text: str, path: str, first_line: int = 1):
-    """Comments with positions, found by a small scanner that skips strings."""
-    i, line, col = 0, first_line, 1
-    size = len(text)
-    while i < size:
-        c = text[i]
-        if c == "\n":
-            line += 1
-            col = 1
-            i += 1
-            continue
-        if text.startswith('"""', i):
-            j = text.find('"""', i + 3)
-            j = size if j < 0 else j + 3
-            chunk = text[i:j]
-            nl = chunk.count("\n")
-            if nl:
-                line += nl
-                col = len(chunk) - chunk.rfind("\n")
-            else:
-                col += len(chunk)
-            i = j
-            continue
-        if c in "\"'":
-            j = i + 1
-            while j < size and text[j] != c and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            j = min(j + 1, size)
-            col += j - i
-            i = j
-            continue
-        if c == "#":
-            j = text.find("\n", i)
-            j = size if j < 0 else j
-            yield n.Comment(Span(path, line, col, line, col + (j - i)), text=text[i:j].rstrip())
-            col += j - i
-            i = j
-            continue
-        col += 1
-        i += 1
 
 
 # ---------------------------------------------------------------- tree -> AST
@@ -549,8 +502,8 @@ class _Builder:
         try:
             if raw.startswith('"""'):
                 body = raw[3:-3]
-                return _unescape(body, self.span(tok))
-            return _unescape(raw[1:-1], self.span(tok))
+                return unescape(body, self.span(tok))
+            return unescape(raw[1:-1], self.span(tok))
         except CompileError as e:
             self.errors.append(e.diagnostic())
             return raw[1:-1]
@@ -581,7 +534,7 @@ class _Builder:
                     self.err("unclosed '{' in f-string", Span(sp.path, sp.line, sp.col + 2 + i, sp.line, sp.col + 3 + i), "expected '}'")
                     break
                 if buf:
-                    parts.append(_unescape(buf, sp))
+                    parts.append(unescape(buf, sp))
                     buf = ""
                 inner = raw[i + 1:j]
                 parts.append(self.fstring_expr(inner, sp, sp.col + 3 + i))
@@ -590,7 +543,7 @@ class _Builder:
             buf += c
             i += 1
         if buf:
-            parts.append(_unescape(buf, sp))
+            parts.append(unescape(buf, sp))
         return n.FString(sp, parts=tuple(parts))
 
     def fstring_expr(self, inner: str, sp: Span, col: int):
@@ -621,35 +574,6 @@ class _Builder:
 _DECLS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("d_")}
 _STMTS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("s_")}
 _EXPRS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("e_")}
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0", "{": "\\{", "}": "\\}"}
-
-
-def _unescape(body: str, span: Span) -> str:
-    if "\\" not in body:
-        return body
-    out = []
-    i = 0
-    while i < len(body):
-        c = body[i]
-        if c == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt in _ESCAPES and nxt not in "{}":
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6] or ""):
-                out.append(chr(int(body[i + 2:i + 6], 16)))
-                i += 6
-                continue
-            if nxt == "\n":
-                i += 2
-                continue
-            raise CompileError(f"unknown escape '\\{nxt}' in string", span, "known escapes: \\n \\t \\r \\\\ \\\" \\' \\uXXXX")
-        out.append(c)
-        i += 1
-    return "".join(out)
-
 
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""

@@ -15,6 +15,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .builtins import BUILTINS
+from .decl_rules import BUILTIN_TOOLS, DEFAULT_TOOL_DOC, LM_SETTINGS, RETRIEVER_KWARGS, RULES
+from .errors import EXIT_CODES
+from .kinds import COMMON_SETTINGS, KINDS
+from .metrics import BUILTIN_METRICS
+from .optimize import PASS_OPTIONS, PASSES, pass_name
+from .optimize.options import OPTIONS
+from .syntax import CONSTANTS, KEYWORDS
+
 TEMPLATE = Path(__file__).parent / "help" / "language.md"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "language.md"
 GENERATED_NOTE = ("<!-- Generated from lmc/help/language.md and lmc's own tables by `python -m lmc.reference --write`; "
@@ -32,15 +41,11 @@ def _code(x: str) -> str:
 
 
 def keywords() -> str:
-    from .syntax import CONSTANTS, KEYWORDS
-
     return ", ".join(_code(k) for k in sorted(KEYWORDS)) + "; and the constants " + ", ".join(_code(c) for c in CONSTANTS) + "."
 
 
 def _takes(name: str) -> str:
     """In words, the values setting `name` takes (from the checker's rule for it)."""
-    from .decl_rules import RULES
-
     rule = RULES[name]
     return {
         "str": "a string", "bool": "`true` or `false`", "stop": "a string or a list of strings",
@@ -66,14 +71,10 @@ _SETTING_DOCS = {
 
 
 def common_settings() -> str:
-    from .kinds import COMMON_SETTINGS
-
     return _table(("setting", "takes", "what it does"), ((_code(s), _takes(s), _SETTING_DOCS.get(s, "")) for s in COMMON_SETTINGS))
 
 
 def lm_settings() -> str:
-    from .decl_rules import LM_SETTINGS
-
     return _table(("setting", "takes", "what it does"), ((_code(s), _takes(s), _SETTING_DOCS.get(s, "")) for s in LM_SETTINGS))
 
 
@@ -97,8 +98,6 @@ def _kind_setting(st) -> str:
 
 
 def kinds() -> str:
-    from .kinds import KINDS
-
     rows = []
     for kind in KINDS.values():
         own = "; ".join(_kind_setting(st) for st in kind.settings) or "—"
@@ -108,32 +107,22 @@ def kinds() -> str:
 
 
 def retrievers() -> str:
-    from .decl_rules import RETRIEVER_KWARGS
-
     return _table(("kind", "settings"), ((_code(k), "; ".join(f"`{s}`: {_takes(s)}" for s in v)) for k, v in RETRIEVER_KWARGS.items()))
 
 
 def tools() -> str:
-    from .decl_rules import BUILTIN_TOOLS, DEFAULT_TOOL_DOC
-
     return _table(("tool", "does"), ((_code(f"{t}()"), DEFAULT_TOOL_DOC[t]) for t in BUILTIN_TOOLS))
 
 
 def builtins() -> str:
-    from .builtins import BUILTINS
-
     return _table(("function", "gives"), ((_code(b.usage()), b.doc) for b in BUILTINS.values()))
 
 
 def metrics() -> str:
-    from .metrics import BUILTIN_METRICS
-
     return _table(("metric", "scores 1.0 when"), ((_code(f"{m.name}(field)"), m.description) for m in BUILTIN_METRICS.values()))
 
 
 def passes() -> str:
-    from .optimize import PASS_OPTIONS, PASSES, pass_name
-
     rows = []
     for fn in PASSES:
         doc = sys.modules[fn.__module__].__doc__ or ""
@@ -145,15 +134,11 @@ def passes() -> str:
 
 
 def pass_options() -> str:
-    from .optimize.options import OPTIONS
-
     return _table(("option", "flag", "meaning", "default"),
                   ((_code(o.key), _code(o.flag), o.help, o.shown or o.default) for o in OPTIONS.values()))
 
 
 def exit_codes() -> str:
-    from .errors import EXIT_CODES
-
     return _table(("code", "meaning"), ((code, text) for code, text in EXIT_CODES.items()))
 
 

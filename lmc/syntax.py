@@ -1,12 +1,13 @@
-"""The words of the .lmp language, and a Lark syntax error told in those words with a hint of what was expected."""
+"""The words of the .lmp language (keywords, escapes, comments), and syntax errors told in those words with a hint of what was expected."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-from .errors import Diagnostic, Span
+from . import nodes as n
+from .errors import CompileError, Diagnostic, Span
 
 KEYWORDS = {
     "signature", "module", "retriever", "tool", "lm", "metric", "program",
@@ -181,3 +182,75 @@ def shorthand_fields(text: str) -> tuple[list[str], list[str], list[tuple[str, s
     if not sides[1]:
         problems.append(("a signature needs at least one output field", None))
     return sides[0], sides[1], problems
+
+
+def comments_in(text: str, path: str, first_line: int = 1) -> Iterator[n.Comment]:
+    """Comments with positions, found by a small scanner that skips strings."""
+    i, line, col = 0, first_line, 1
+    size = len(text)
+    while i < size:
+        c = text[i]
+        if c == "\n":
+            line += 1
+            col = 1
+            i += 1
+            continue
+        if text.startswith('"""', i):
+            j = text.find('"""', i + 3)
+            j = size if j < 0 else j + 3
+            chunk = text[i:j]
+            nl = chunk.count("\n")
+            if nl:
+                line += nl
+                col = len(chunk) - chunk.rfind("\n")
+            else:
+                col += len(chunk)
+            i = j
+            continue
+        if c in "\"'":
+            j = i + 1
+            while j < size and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            j = min(j + 1, size)
+            col += j - i
+            i = j
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            j = size if j < 0 else j
+            yield n.Comment(Span(path, line, col, line, col + (j - i)), text=text[i:j].rstrip())
+            col += j - i
+            i = j
+            continue
+        col += 1
+        i += 1
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0", "{": "\\{", "}": "\\}"}
+
+
+def unescape(body: str, span: Span) -> str:
+    """A string literal's body with its escapes read; an unknown escape is a CompileError."""
+    if "\\" not in body:
+        return body
+    out = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt in _ESCAPES and nxt not in "{}":
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6] or ""):
+                out.append(chr(int(body[i + 2:i + 6], 16)))
+                i += 6
+                continue
+            if nxt == "\n":
+                i += 2
+                continue
+            raise CompileError(f"unknown escape '\\{nxt}' in string", span, "known escapes: \\n \\t \\r \\\\ \\\" \\' \\uXXXX")
+        out.append(c)
+        i += 1
+    return "".join(out)
