@@ -379,15 +379,11 @@ def score_answers(path: Path) -> dict:
     answers = Counter(str(r["parsed"]) if r["parsed"] is not None else "(none)" for r in rows)
     top, top_n = answers.most_common(1)[0] if rows else ("(none)", 0)
 
-    def parse_failure(r: dict) -> bool:
-        if r["parsed"] is not None:
-            return False
-        err = r.get("error", "")
-        return r.get("error_kind") == "parse" or "AdapterParseError" in err or (not err and r.get("raw") is not None)
-
+    # Uniform for both frameworks: the model replied (raw text kept) but no answer could be read from it.
+    # No reply at all (a transport error, an empty completion) counts as an LM error instead.
+    unparsed = sum(r["parsed"] is None and bool(r.get("raw") or r.get("raw_all")) for r in rows)
     return {"test_n": n, "test_acc": round(sum(r["correct"] for r in rows) / n, 4) if n else None,
-            "parse_failures": sum(parse_failure(r) for r in rows),
-            "no_answer": sum(r["parsed"] is None for r in rows),
+            "parse_failures": unparsed, "lm_errors": sum(r["parsed"] is None for r in rows) - unparsed,
             "top_answer": top, "top_answer_share": round(top_n / n, 4) if n else None,
             "answer_counts": dict(answers.most_common())}
 
@@ -527,6 +523,9 @@ def _load(folder: Path) -> list[dict]:
             continue
         data = json.loads(path.read_text())
         data["_path"] = str(path.relative_to(RESULTS))
+        answers = path.with_name(path.name.replace(".json", ".answers.jsonl"))
+        if "error" not in data and answers.exists():
+            data.update(score_answers(answers))  # the per-example answers are what the figures are read from
         out.append(data)
     return out
 

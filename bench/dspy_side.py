@@ -48,6 +48,9 @@ CONFIGS: dict[str, dict] = {
     "xml": {"adapter": "xml", "about": "XMLAdapter over chat completions"},
     "text": {"model_type": "text", "stop": [CHAT_END],
              "about": "ChatAdapter over plain completions (model_type='text'), end-marker stop"},
+    "text-nofallback": {"model_type": "text", "stop": [CHAT_END], "adapter_kw": {"use_json_adapter_fallback": False},
+                        "about": "ChatAdapter over plain completions, end-marker stop, no JSONAdapter retry (which "
+                                 "sends response_format, refused on plain completions)"},
     "text-json": {"model_type": "text", "adapter": "json", "about": "JSONAdapter over plain completions"},
     "text-xml": {"model_type": "text", "adapter": "xml", "about": "XMLAdapter over plain completions"},
     "chat-grammar": {"stop": [CHAT_END], "grammar": "chat",
