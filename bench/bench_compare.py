@@ -351,8 +351,30 @@ def run_lmc(run: Run, endpoint) -> dict:
     return out
 
 
+def dspy_config(task: str, system: str, version: dict) -> tuple[str, str]:
+    """The DSPy configuration of a table run, and where it came from.
+
+    The winner of the config study measured at this same clean commit (the task's own study, else SST-2's),
+    so the study and the tables it configures are one measurement; the defaults only when there is none.
+    """
+    key = "constrained" if system == "dspy-grammar" else "free"
+    if version["clean"]:
+        for name in dict.fromkeys((task, STUDY_TASK)):
+            rows = [r for r in _load(RESULTS / f"{name}-{STUDY_SIZE}" / "study")
+                    if r.get("lmc_commit") == version["lmc_commit"] and r.get("clean")]
+            best = best_configs(rows).get(key) if rows else None
+            if best:
+                return best, f"config study of {name}-{STUDY_SIZE} at this commit"
+    default = DSPY_GRAMMAR_CONFIG if system == "dspy-grammar" else DSPY_SERVER_CONFIG
+    return default, "default (no complete config study at this commit)"
+
+
 def run_dspy(run: Run, endpoint) -> dict:
-    config = run.study_config or (DSPY_GRAMMAR_CONFIG if run.system == "dspy-grammar" else DSPY_SERVER_CONFIG)
+    source = "config study run"
+    if run.study_config:
+        config = run.study_config
+    else:
+        config, source = dspy_config(run.task.name, run.system, code_version())
     job = {"task": run.task.spec(), "config": config, "optimizer": run.optimizer, "settings": run.settings,
            "files": {k: str(v) for k, v in run.files.items()}, "api_base": endpoint.url,
            "out": str(run.dir / f"{run.stem}.dspy.json"), "answers": str(run.answers)}
@@ -367,9 +389,27 @@ def run_dspy(run: Run, endpoint) -> dict:
     res = json.loads(out_path.read_text())
     out_path.unlink()
     job_path.unlink()
+    res["dspy_config_source"] = source
     res["compile_calls"] = res["compile_wire"]["requests"]
     res["eval_calls"] = res["eval_wire"]["requests"]
     return res
+
+
+ANSWER_KEYS = ("id", "input", "gold", "raw", "parsed", "correct")
+
+
+def check_answers(path: Path, test: Path, task: Task) -> None:
+    """One answer line per test example, in order, each with ANSWER_KEYS: what a reader checks the figures against."""
+    if not path.exists():
+        raise RuntimeError(f"{path.name}: no per-example answers were written")
+    rows, want = _rows(path), _rows(test)
+    if [r.get("id") for r in rows] != [r.get("id") for r in want]:
+        raise RuntimeError(f"{path.name}: {len(rows)} answers whose ids do not match the {len(want)} test examples")
+    for i, (r, w) in enumerate(zip(rows, want), 1):
+        missing = [k for k in ANSWER_KEYS if k not in r]
+        if missing or not isinstance(r["correct"], bool) or r["gold"] != w[task.output]:
+            raise RuntimeError(f"{path.name}:{i}: expected keys {list(ANSWER_KEYS)} with the test set's gold "
+                               f"answer and a boolean 'correct' (missing {missing})")
 
 
 def score_answers(path: Path) -> dict:
@@ -407,6 +447,12 @@ def execute(run: Run, endpoint, fresh: bool) -> dict | None:
     except RuntimeError as e:
         res = {"error": str(e)}
         print(f"[compare] {run.label}: FAILED: {e}", flush=True)
+    if "error" not in res:
+        try:
+            check_answers(run.answers, run.files["test"], run.task)
+        except RuntimeError as e:
+            res = {"error": str(e)}
+            print(f"[compare] {run.label}: FAILED: {e}", flush=True)
     out = {**base, **res}
     if "error" not in res:
         out.update(score_answers(run.answers))
@@ -440,6 +486,7 @@ def versions() -> dict:
 
 
 STUDY_SIZE = "small"  # the config study always scores on the small split's dev examples
+STUDY_TASK = "sst2"  # whose study configures a task that has none of its own
 
 
 def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tuple[str, ...],
@@ -559,7 +606,9 @@ def _cell(r: dict | None, key: str, fmt=str) -> str:
 
 
 def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: dict) -> list[str]:
-    lines = [f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`", "",
+    configs = sorted({str(r.get("dspy_config")) for (system, _), r in runs.items() if system == dspy_sys})
+    lines = [f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`"
+             + (f" (DSPy configuration {', '.join(f'`{c}`' for c in configs)})" if configs else ""), "",
              "| optimizer (lmc / DSPy) | test acc lmc | test acc DSPy | compile calls lmc / DSPy "
              "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed lmc / DSPy | top answer share lmc / DSPy "
              "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
@@ -586,7 +635,7 @@ def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: 
     return lines
 
 
-def study_table(study: list[dict], commit: str | None) -> list[str]:
+def study_table(study: list[dict], commit: str | None, used: dict | None = None) -> list[str]:
     from dspy_side import CONFIGS, CONSTRAINED
 
     rows = [r for r in study if r.get("lmc_commit") == commit and r.get("clean")] if commit else []
@@ -612,8 +661,9 @@ def study_table(study: list[dict], commit: str | None) -> list[str]:
         lines.append(f"| `{config}`{mark}: {cfg['about']} | {cells[0]} | {cells[1]} | {calls} | {per} |")
     best = best_configs(rows)
     lines += ["", f"Best by mean dev accuracy (ties: fewer unparsed, then fewer calls): unconstrained "
-                  f"`{best.get('free')}`, constrained `{best.get('constrained')}`; the tables use "
-                  f"`{DSPY_SERVER_CONFIG}` and `{DSPY_GRAMMAR_CONFIG}`."]
+                  f"`{best.get('free')}`, constrained `{best.get('constrained')}`."
+              + "".join(f" The table runs of `{system}` used {', '.join(f'`{c}`' for c in configs)}."
+                        for system, configs in (used or {}).items() if configs)]
     return lines
 
 
@@ -660,7 +710,9 @@ def summarize(tasks: list[str], size: str) -> dict:
         else:
             md += ["No clean run yet: no table.", ""]
         scommit = measured_commit(study)
-        md += study_table(study, scommit) + ([""] if scommit else [])
+        used = {system: sorted({str(r.get("dspy_config")) for r in current if r["system"] == system})
+                for system in ("dspy-server", "dspy-grammar")}
+        md += study_table(study, scommit, used) + ([""] if scommit else [])
         if stale:
             md += ["Stale runs (another commit or uncommitted edits; not used above): " + ", ".join(
                 f"`{r['system']}/{r['optimizer']}` ({r.get('lmc_commit')}{'' if r.get('clean') else '+edits'})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -163,3 +164,43 @@ def test_route12_sets_rebuild_byte_for_byte():
     if not (folder / "banking77_test.jsonl").is_file():
         pytest.skip("the BANKING77 source files are not on this machine")
     assert mod.main(["--check"]) == 0
+
+
+def test_answers_files_must_have_one_complete_line_per_test_example(bc, tmp_path):
+    task = bc.TASKS["sst2"]
+    test = tmp_path / "test.jsonl"
+    _answers(test, [{"id": "a", "review": "good", "sentiment": "positive"},
+                    {"id": "b", "review": "bad", "sentiment": "negative"}])
+    good = [{"id": "a", "input": "good", "gold": "positive", "raw": " positive", "parsed": "positive", "correct": True},
+            {"id": "b", "input": "bad", "gold": "negative", "raw": None, "parsed": None, "correct": False}]
+    path = tmp_path / "labeled.answers.jsonl"
+    _answers(path, good)
+    bc.check_answers(path, test, task)
+    for bad, why in ((good[:1], "ids do not match"), ([good[1], good[0]], "ids do not match"),
+                     ([good[0], {k: v for k, v in good[1].items() if k != "raw"}], "missing ['raw']"),
+                     ([good[0], {**good[1], "gold": "positive"}], "gold"),
+                     ([good[0], {**good[1], "correct": 0}], "boolean")):
+        _answers(path, bad)
+        with pytest.raises(RuntimeError, match=re.escape(why)):
+            bc.check_answers(path, test, task)
+    path.unlink()
+    with pytest.raises(RuntimeError, match="no per-example answers"):
+        bc.check_answers(path, test, task)
+
+
+def test_dspy_config_comes_from_the_study_at_the_same_clean_commit(bc):
+    folder = bc.RESULTS / "sst2-small" / "study"
+    folder.mkdir(parents=True)
+    for config, accs in {"chat-stop": (0.0, 0.5), "json": (0.2, 0.5), "chat-grammar": (0.6, 0.5),
+                         "json-grammar": (0.5, 0.5)}.items():
+        for opt, acc in zip(bc.STUDY_OPTIMIZERS, accs):
+            (folder / f"{config}-{opt}.json").write_text(json.dumps(
+                {"dspy_config": config, "optimizer": opt, "lmc_commit": "c1", "clean": True, "test_acc": acc,
+                 "parse_failures": 0, "eval_calls": 20}))
+    clean = {"lmc_commit": "c1", "clean": True}
+    assert bc.dspy_config("route", "dspy-server", clean)[0] == "json"  # route has no study: SST-2's
+    assert bc.dspy_config("sst2", "dspy-grammar", clean)[0] == "chat-grammar"
+    # Another commit's or a dirty tree's study configures nothing.
+    assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c2", "clean": True}) == (
+        bc.DSPY_SERVER_CONFIG, "default (no complete config study at this commit)")
+    assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c1", "clean": False})[0] == bc.DSPY_SERVER_CONFIG
