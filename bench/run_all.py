@@ -1,6 +1,6 @@
 """Run every benchmark under bench/, print its figures against their targets, and rewrite bench/RESULTS.md.
 
-    python bench/run_all.py [--quick] [--only NAME[,NAME...]]
+    python bench/run_all.py [--quick] [--only NAME[,NAME...]] [--summary-only]
 
 Each benchmark runs in a child process (one crash or one leaked thread cannot spoil the others) and hands
 back its `run()` dict as JSON. RESULTS.md keeps one delimited section per benchmark, so `--only` rewrites
@@ -358,10 +358,16 @@ def _child(name: str, kwargs: str, out: str) -> None:
     Path(out).write_text(json.dumps(result, default=str))
 
 
-def run_one(b: Bench, quick: bool) -> tuple[dict, float]:
+# Benchmarks that keep every run on disk and can rebuild their section from it without running anything.
+SUMMARIZABLE = ("compare",)
+
+
+def run_one(b: Bench, quick: bool, summary_only: bool = False) -> tuple[dict, float]:
     import tempfile
 
     kwargs = b.quick_kwargs if quick else b.kwargs
+    if summary_only:
+        kwargs = {**kwargs, "summary_only": True}
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     start = time.perf_counter()
@@ -383,13 +389,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller runs of every benchmark (compare: dev 20, test 40)")
     ap.add_argument("--only", help="comma-separated names: " + ", ".join(b.name for b in BENCHES))
+    ap.add_argument("--summary-only", action="store_true",
+                    help=f"run nothing: rebuild the sections of {', '.join(SUMMARIZABLE)} from the runs on disk")
     a = ap.parse_args()
     names = [b.name for b in BENCHES]
     chosen = names if not a.only else [n.strip() for n in a.only.split(",")]
     unknown = [n for n in chosen if n not in names]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; expected some of {names}")
-    command = "python bench/run_all.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+    if a.summary_only and not set(chosen) <= set(SUMMARIZABLE):
+        ap.error(f"--summary-only rebuilds only {', '.join(SUMMARIZABLE)}: add --only {','.join(SUMMARIZABLE)}")
+    command = ("python bench/run_all.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+               + (" --summary-only" if a.summary_only else ""))
     new: dict[str, str] = {}
     missed = 0
     for b in BENCHES:
@@ -397,7 +408,7 @@ def main() -> int:
             continue
         print(f"\n=== {b.name}: {b.title}", flush=True)
         try:
-            result, took = run_one(b, a.quick)
+            result, took = run_one(b, a.quick, a.summary_only)
             figures = b.figures(result)
         except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             print(f"FAILED: {e}", flush=True)
