@@ -78,14 +78,14 @@ def grammar(kind: str, field: str, labels: list[str]) -> str:
     raise ValueError(f"unknown grammar kind {kind}")
 
 
-def make_lm(config: str, api_base: str, field: str, labels: list[str]):
+def make_lm(config: str, api_base: str, field: str, labels: list[str], constrained: bool = True):
     import dspy
 
     cfg = CONFIGS[config]
     kwargs: dict = {"api_base": api_base, "api_key": "none", "temperature": 0.0, "max_tokens": DSPY_MAX_TOKENS}
     if cfg.get("stop"):
         kwargs["stop"] = list(cfg["stop"])
-    if cfg.get("grammar"):
+    if cfg.get("grammar") and constrained:
         kwargs["extra_body"] = {"grammar": grammar(cfg["grammar"], field, labels)}
     lm = dspy.LM("openai/gemma-3-270m", model_type=cfg.get("model_type", "chat"), **kwargs)
     adapter_cls = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}[cfg.get("adapter", "chat")]
@@ -188,7 +188,9 @@ class RawCapture:
         return calls
 
 
-def compile_program(opt: str, student, train: list, dev: list, settings: dict, metric, task: dict):
+def compile_program(opt: str, student, train: list, dev: list, settings: dict, metric, task: dict,
+                    free_lm=None):
+    """DSPy's optimizer paired with lmc's `opt`; `free_lm()` gives an unconstrained LM where the task's is not."""
     import dspy
 
     d, k = settings["max_demos"], settings["max_labeled"]
@@ -211,8 +213,13 @@ def compile_program(opt: str, student, train: list, dev: list, settings: dict, m
         return dspy.Ensemble(reduce_fn=dspy.majority).compile(members), {"candidate_dev_scores": scores,
                                                                         "members": len(members)}
     if opt == "mipro":
+        # MIPROv2 writes its instruction proposals with `prompt_model`. A grammar that admits only this task's
+        # answer would make every proposal unreadable, so a constrained configuration proposes with the same
+        # endpoint unconstrained (what a DSPy user does: the constraint belongs to the task model only).
+        prompt_model = free_lm() if free_lm is not None else None
         tele = dspy.MIPROv2(metric=metric, auto=None, num_candidates=settings["candidates"], num_threads=THREADS,
-                            seed=0, max_bootstrapped_demos=d, max_labeled_demos=k, verbose=False)
+                            seed=0, max_bootstrapped_demos=d, max_labeled_demos=k, verbose=False,
+                            prompt_model=prompt_model)
         program = tele.compile(student, trainset=train, valset=dev, num_trials=settings["trials"],
                                minibatch_size=settings["minibatch"], minibatch_full_eval_steps=5)
         return program, {}
@@ -272,7 +279,12 @@ def run_job(job: dict) -> dict:
     student = dspy.Predict(make_signature(task))
     take_counts(job["api_base"])
     start = time.perf_counter()
-    program, info = compile_program(job["optimizer"], student, train, dev, settings, metric, task)
+    free_lm = None
+    if CONFIGS[job["config"]].get("grammar"):
+        # The same configuration without its grammar; only MIPROv2's instruction proposals use it.
+        free_lm = lambda: make_lm(job["config"], job["api_base"], task["output"], task["labels"],  # noqa: E731
+                                  constrained=False)[0]
+    program, info = compile_program(job["optimizer"], student, train, dev, settings, metric, task, free_lm)
     compile_wall = time.perf_counter() - start
     compile_wire = take_counts(job["api_base"])
     start = time.perf_counter()

@@ -204,3 +204,15 @@ def test_dspy_config_comes_from_the_study_at_the_same_clean_commit(bc):
     assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c2", "clean": True}) == (
         bc.DSPY_SERVER_CONFIG, "default (no complete config study at this commit)")
     assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c1", "clean": False})[0] == bc.DSPY_SERVER_CONFIG
+
+
+def test_a_constrained_dspy_configuration_proposes_mipro_instructions_unconstrained():
+    pytest.importorskip("dspy")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import dspy_side
+
+    lm, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"])
+    assert "grammar" in lm.kwargs["extra_body"]
+    free, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"],
+                                constrained=False)
+    assert "extra_body" not in free.kwargs and free.kwargs["stop"] == [dspy_side.CHAT_END]
