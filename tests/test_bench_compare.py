@@ -216,3 +216,35 @@ def test_a_constrained_dspy_configuration_proposes_mipro_instructions_unconstrai
     free, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"],
                                 constrained=False)
     assert "extra_body" not in free.kwargs and free.kwargs["stop"] == [dspy_side.CHAT_END]
+
+
+def _run_all(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "bench" / "run_all.py")
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "run_all", mod)  # its dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_run_all_summary_only_rebuilds_compare_from_disk_and_refuses_the_rest(monkeypatch, capsys):
+    run_all = _run_all(monkeypatch)
+    seen = {}
+
+    def fake_run_one(b, quick, summary_only=False):
+        seen[b.name] = (quick, summary_only)
+        return {"size": "small", "tasks": {}, "markdown": "table"}, 0.1
+
+    written = {}
+    monkeypatch.setattr(run_all, "run_one", fake_run_one)
+    monkeypatch.setattr(run_all, "write_results", lambda new, commands: written.update(new, commands=commands))
+    monkeypatch.setattr(sys, "argv", ["run_all.py", "--quick", "--only", "compare", "--summary-only"])
+    assert run_all.main() == 0
+    assert seen == {"compare": (True, True)}
+    assert written["commands"] == ["python bench/run_all.py --quick --only compare --summary-only"]
+    assert "table" in written["compare"]
+    monkeypatch.setattr(sys, "argv", ["run_all.py", "--only", "check", "--summary-only"])
+    with pytest.raises(SystemExit):
+        run_all.main()
+    assert "--summary-only rebuilds only compare" in capsys.readouterr().err
