@@ -341,7 +341,8 @@ def write_results(new: dict[str, str], commands: list[str]) -> None:
         "  timings are upper bounds for an idle 2-core machine, and ratios against DSPy are measured in the same run.",
         "",
     ]
-    order = [b.name for b in BENCHES] + ["demo"]
+    # A hand-written `<!-- manual:NAME-notes -->` section (how to read a benchmark's tables) follows its benchmark.
+    order = [n for b in BENCHES for n in (b.name, f"{b.name}-notes")] + ["demo"]
     body = [sections[k].rstrip("\n") + "\n" for k in order if k in sections]
     body += [v.rstrip("\n") + "\n" for k, v in sections.items() if k not in order]
     RESULTS.write_text("\n".join(head) + "\n" + "\n".join(body))

@@ -248,3 +248,14 @@ def test_run_all_summary_only_rebuilds_compare_from_disk_and_refuses_the_rest(mo
     with pytest.raises(SystemExit):
         run_all.main()
     assert "--summary-only rebuilds only compare" in capsys.readouterr().err
+
+
+def test_run_all_keeps_hand_written_notes_after_their_benchmark(monkeypatch, tmp_path):
+    run_all = _run_all(monkeypatch)
+    results = tmp_path / "RESULTS.md"
+    monkeypatch.setattr(run_all, "RESULTS", results)
+    results.write_text("<!-- manual:compare-notes -->\nhow to read it\n<!-- /manual:compare-notes -->\n"
+                       "<!-- bench:check -->\nold check\n<!-- /bench:check -->\n")
+    run_all.write_results({"compare": "<!-- bench:compare -->\nnew tables\n<!-- /bench:compare -->\n"}, ["cmd"])
+    text = results.read_text()
+    assert text.index("old check") < text.index("new tables") < text.index("how to read it") < text.index("make demo")
