@@ -605,12 +605,19 @@ def _cell(r: dict | None, key: str, fmt=str) -> str:
     return "–" if v is None else fmt(v)
 
 
+def _failures(r: dict | None) -> str:
+    """Unparsed answers, then (in brackets) examples that got no reply at all."""
+    if r is None or "error" in r:
+        return _cell(r, "parse_failures")
+    return f"{r['parse_failures']} ({r.get('lm_errors', 0)})"
+
+
 def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: dict) -> list[str]:
     configs = sorted({str(r.get("dspy_config")) for (system, _), r in runs.items() if system == dspy_sys})
     lines = [f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`"
              + (f" (DSPy configuration {', '.join(f'`{c}`' for c in configs)})" if configs else ""), "",
              "| optimizer (lmc / DSPy) | test acc lmc | test acc DSPy | compile calls lmc / DSPy "
-             "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed lmc / DSPy | top answer share lmc / DSPy "
+             "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed (no reply) lmc / DSPy | top answer share lmc / DSPy "
              "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
     for opt in OPTIMIZERS:
         a, b = runs.get((lmc_sys, opt)), runs.get((dspy_sys, opt))
@@ -630,7 +637,7 @@ def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: 
             f"| {_cell(a, 'compile_calls')} / {_cell(b, 'compile_calls')} "
             f"| {_cell(a, 'compile_wall_s')} / {_cell(b, 'compile_wall_s')} "
             f"| {_cell(a, 'eval_calls')} / {_cell(b, 'eval_calls')} "
-            f"| {_cell(a, 'parse_failures')} / {_cell(b, 'parse_failures')} "
+            f"| {_failures(a)} / {_failures(b)} "
             f"| {share(a)} / {share(b)} | {verdict} |")
     return lines
 
@@ -644,8 +651,9 @@ def study_table(study: list[dict], commit: str | None, used: dict | None = None)
     by = {(r["dspy_config"], r["optimizer"]): r for r in rows}
     lines = ["**DSPy configuration study** (scored on the dev split, never test; per-example answers in "
              "`study/<config>-<optimizer>.answers.jsonl`)", "",
-             "| configuration | zero-shot dev acc (unparsed, top answer share) | LabeledFewShot dev acc (unparsed, top "
-             "answer share) | LM calls | s per call |", "|---|---|---|---|---|"]
+             "| configuration | zero-shot dev acc (unparsed, no reply, top answer share) "
+             "| LabeledFewShot dev acc (unparsed, no reply, top answer share) | LM calls | s per call |",
+             "|---|---|---|---|---|"]
     for config, cfg in CONFIGS.items():
         cells, calls, secs = [], 0, 0.0
         for opt in STUDY_OPTIMIZERS:
@@ -653,7 +661,8 @@ def study_table(study: list[dict], commit: str | None, used: dict | None = None)
             if r is None or "error" in r:
                 cells.append("not run" if r is None else "FAILED")
                 continue
-            cells.append(f"{_pct(r['test_acc'])} ({r['parse_failures']}, {_pct(r['top_answer_share'])})")
+            cells.append(f"{_pct(r['test_acc'])} ({r['parse_failures']}, {r.get('lm_errors', 0)}, "
+                         f"{_pct(r['top_answer_share'])})")
             calls += r["eval_calls"]
             secs += r["eval_wall_s"]
         mark = " (constrained)" if config in CONSTRAINED else ""

@@ -259,3 +259,11 @@ def test_run_all_keeps_hand_written_notes_after_their_benchmark(monkeypatch, tmp
     run_all.write_results({"compare": "<!-- bench:compare -->\nnew tables\n<!-- /bench:compare -->\n"}, ["cmd"])
     text = results.read_text()
     assert text.index("old check") < text.index("new tables") < text.index("how to read it") < text.index("make demo")
+
+
+def test_tables_show_unparsed_answers_and_examples_without_a_reply(bc):
+    _run(bc, "lmc-server", "zero-shot", 0.1, 0, parse_failures=34, lm_errors=1)
+    _run(bc, "dspy-server", "zero-shot", 0.0, 0, parse_failures=40)
+    row = next(line for line in bc.summarize(["route"], "small")["markdown"].splitlines()
+               if line.startswith("| zero-shot"))
+    assert "| 34 (1) / 40 (0) |" in row
