@@ -273,7 +273,9 @@ async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, 
 
 async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
                         on_score: Callable[[str, float], None] = lambda n, s: None,
-                        observe: Callable[[Any], None] = lambda client: None) -> CompileResult:
+                        observe: Callable[[Any], None] = lambda client: None,
+                        on_batch: Callable[[int], None] = lambda n: None,
+                        on_example: Callable[[Any], None] = lambda outcome: None) -> CompileResult:
     started = time.perf_counter()
     for name in opts.passes:
         pass_named(name)
@@ -307,7 +309,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     session.preflight(extra=extra)
     lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, concurrency=st.concurrency,
               teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
-              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score)
+              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score,
+              on_batch=on_batch, on_example=on_example)
     inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
                         on_record=timeline.candidate)
     try:
