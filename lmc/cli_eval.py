@@ -17,10 +17,11 @@ from .cli_report import HtmlOut
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
 from .files import Output, check_outputs
-from .progress import Progress, resolve_mode
 from .gate import (GateOptions, Report, apply_gates, is_report, merge_reports, render_markdown, report_stats,
                    verdict_json, write_junit, write_text_atomic)
+from .progress import Progress, resolve_mode
 from .report_html import context_from_files, eval_context, render_eval, write_html
+from .runner import LineWriter, trace_line
 from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
@@ -152,12 +153,22 @@ def _finish(cand, base, verdict, opts, *, junit: Optional[Path], summary: Option
     raise SystemExit(verdict.exit_code)
 
 
-def _status(progress: Optional[str], quiet: bool):
-    """The eval's progress: a transient bar on a terminal, status lines or JSON elsewhere, or nothing."""
+def _status(progress: Optional[str], quiet: bool, trace: Optional[Path] = None):
+    """The eval's progress (a transient bar on a terminal, status lines or JSON elsewhere, or nothing)
+    and its --trace: the candidate's examples as lmc-trace/1 lines, each with its score."""
     mode = resolve_mode(progress, quiet)
     status = Progress("eval", mode)
     bar: dict = {}
     labels = ["candidate", "baseline"]
+    tracer = {}
+
+    def observe(session: Any) -> None:
+        status.watch(session.client)
+        if trace is not None:
+            program = session.runtime.ir.program()
+            tracer["names"], tracer["program"] = [f.name for f in program.inputs], program.name
+            Path(trace).write_bytes(b"")  # one eval, one trace: a rerun replaces it (run --trace appends to resume)
+            tracer["writer"] = LineWriter(trace)
 
     def on_start(examples: int, targets: int) -> None:
         status.start()
@@ -176,6 +187,10 @@ def _status(progress: Optional[str], quiet: bool):
             status.set_stage(f"scoring the {labels[i]}")
         # The running score is the candidate's mean; the baseline's would blur it.
         status.advance(score=outcome.score if i == 0 else None, failed=outcome.error is not None)
+        if i == 0 and "writer" in tracer:
+            ex = outcome.example
+            tracer["writer"].write(trace_line(ex, outcome.result, ex.inputs(tracer["names"]),
+                                              program=tracer["program"], score=outcome.score))
         if "bar" in bar:
             bar["bar"].advance(bar["tasks"][i])
 
@@ -183,8 +198,10 @@ def _status(progress: Optional[str], quiet: bool):
         if "bar" in bar:
             bar["bar"].stop()
         status.close()
+        if "writer" in tracer:
+            tracer["writer"].close()
 
-    return status, on_start, on_result, close
+    return observe, on_start, on_result, close
 
 
 # ---------------------------------------------------------------- commands
@@ -229,6 +246,7 @@ def register(app: typer.Typer) -> None:
         html: HtmlOut = None,
         format: Format = "text",
         allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
+        trace: Annotated[Optional[Path], typer.Option("--trace", help="write the candidate's per-example traces (lmc-trace/1 JSONL, each with its score) here; `lmc dataset from-traces` reads them", show_default=False)] = None,
         progress: ProgressOpt = None,
         quiet: Quiet = False,
     ) -> None:
@@ -265,7 +283,7 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
           price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
-          progress=None, quiet=False) -> None:
+          progress=None, quiet=False, trace=None) -> None:
     _check_format(format)
     run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
                      max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
@@ -277,10 +295,10 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
                                            max_errors=max_errors, confidence=confidence,
                                            allow_program_change=allow_program_change),
                        report=str(report) if report is not None else None,
-                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html)))
-    status, on_start, on_result, close = _status(progress, quiet)
+                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)))
+    observe, on_start, on_result, close = _status(progress, quiet, trace)
     try:
-        result = evaluate_files(opts, on_result=on_result, on_start=on_start, observe=status.watch)
+        result = evaluate_files(opts, on_result=on_result, on_start=on_start, observe=observe)
     except TargetDoesNotCompile as e:
         if e.errors is not None:
             _err(e.errors.render())

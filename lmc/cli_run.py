@@ -159,7 +159,8 @@ def _single(session, values: dict, trace: Path | None) -> int:
     if trace is not None:
         w = LineWriter(trace)
         try:
-            w.write(trace_line(Example("input", 0, values, "--input"), result))
+            w.write(trace_line(Example("input", 0, values, "--input"), result, values,
+                               program=session.runtime.ir.entry))
         finally:
             w.close()
     if not result.ok:
