@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .artifact import read
-from .cli_common import ProgressOpt, Quiet, choice, choices
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice, choices
 from .cli_report import HtmlOut
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
@@ -86,6 +86,8 @@ def compile_cmd(
     html: HtmlOut = None,
     progress: ProgressOpt = None,
     quiet: Quiet = False,
+    otel: Otel = None,
+    otel_content: OtelContent = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
@@ -112,7 +114,7 @@ def compile_cmd(
                           max_steps=max_steps, example_timeout=example_timeout,
                           passes_file=str(passes) if passes is not None else None,
                           params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
-                          allow_python=tuple(allow_python or ()))
+                          allow_python=tuple(allow_python or ()), otel=otel, otel_content=otel_content)
     console = _console()
     mode = resolve_mode(progress, quiet)
     status = Progress("compile", mode, score_label="best dev score")

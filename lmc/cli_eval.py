@@ -12,7 +12,7 @@ import typer
 
 from .artifact import is_artifact_path
 from .budget import DEFAULT_LM_ERRORS
-from .cli_common import ProgressOpt, Quiet, choice
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice
 from .cli_report import HtmlOut
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
@@ -249,6 +249,8 @@ def register(app: typer.Typer) -> None:
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write the candidate's per-example traces (lmc-trace/1 JSONL, each with its score) here; `lmc dataset from-traces` reads them", show_default=False)] = None,
         progress: ProgressOpt = None,
         quiet: Quiet = False,
+        otel: Otel = None,
+        otel_content: OtelContent = False,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         _answering(format, _eval, locals())
@@ -283,13 +285,14 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
           price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
-          progress=None, quiet=False, trace=None) -> None:
+          progress=None, quiet=False, trace=None, otel=None, otel_content=False) -> None:
     _check_format(format)
     run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
                      max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
                      price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
                      max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None,
-                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS)
+                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS,
+                     otel=otel, otel_content=otel_content)
     opts = EvalOptions(target, data, metric=metric, program=program, threshold=threshold, shard=shard, run=run,
                        gates=_gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop,
                                            max_errors=max_errors, confidence=confidence,

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import ProgressOpt, Quiet
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
         max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example")] = None,
         progress: ProgressOpt = None,
         quiet: Quiet = False,
+        otel: Otel = None,
+        otel_content: OtelContent = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
@@ -110,7 +112,8 @@ def register(app: typer.Typer) -> None:
                                  max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
                                  price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
                                  truncate_inputs=truncate_inputs or None, max_backtracks=max_backtracks,
-                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()))
+                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()),
+                                 otel=otel, otel_content=otel_content)
             mode = resolve_mode(progress, quiet)
             code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:

@@ -70,6 +70,8 @@ class CompileOptions:
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
     allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
+    otel: Any = None  # --otel: OpenTelemetry spans (RunOptions.otel)
+    otel_content: bool = False
     passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
     params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
@@ -80,7 +82,8 @@ class CompileOptions:
                           example_timeout=self.example_timeout, max_calls=self.max_calls, max_cost=self.max_cost,
                           price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
                           max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
-                          allow_python=tuple(self.allow_python), default_max_lm_errors=DEFAULT_LM_ERRORS)
+                          allow_python=tuple(self.allow_python), default_max_lm_errors=DEFAULT_LM_ERRORS,
+                          otel=self.otel, otel_content=self.otel_content)
 
 
 @dataclass

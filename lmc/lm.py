@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
+from lmc.telemetry import NO_TELEMETRY
 from lmc.errors import (ConfigError, LMAuthError, LMError, LMFailure, LMRedirectError, LMUnreachableError,
                         Warnings)
 
@@ -859,6 +860,8 @@ class LMClient:
         self._loop_id: int | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
+        # OpenTelemetry spans of every call, when the run exports them (lmc/telemetry.py); off by default.
+        self.telemetry: Any = NO_TELEMETRY
 
     # -------------------------------------------------------- helpers
 
@@ -976,6 +979,12 @@ class LMClient:
         (backtracking repeats and parse repairs included).
         """
         req = self._normalise(spec, req)
+        with self.telemetry.lm_call(spec, req) as span:
+            result = await self._complete(spec, req, tag, meter)
+            span.lm_result(result)
+            return result
+
+    async def _complete(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult:
         key = req.cache_key(spec.model, self._extra(spec)) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -1148,10 +1157,12 @@ class LMClient:
     async def aclose(self) -> None:
         if self._remote is not None:
             await self._remote.aclose()
+        self.telemetry.flush()
 
     def close(self) -> None:
         if self._remote is not None:
             self._remote.close()
+        self.telemetry.flush()
 
 
 def _estimate(text: str) -> int:

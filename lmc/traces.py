@@ -22,6 +22,7 @@ import operator
 import os
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -38,8 +39,8 @@ ERROR_MODES = ("exclude", "include", "only")
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, ">": operator.gt, "<": operator.lt}
-_TOKEN = re.compile(r"""\s*(?:(?P<op>>=|<=|!=|==|>|<)|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-                        |(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<word>[A-Za-z_][\w.\-]*))""", re.X)
+_TOKEN_RE = (r"""\s*(?:(?P<op>>=|<=|!=|==|>|<)|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+                        |(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<word>[A-Za-z_][\w.\-]*))""")
 FIELDS = ("score", "ok", "error", "duration_s", "calls", "id", "name", "feedback.NAME")
 
 
@@ -75,6 +76,11 @@ class Where:
         return all(c.holds(facts) for c in self.conditions)
 
 
+@lru_cache(maxsize=1)
+def _token() -> re.Pattern:
+    return re.compile(_TOKEN_RE, re.X)  # compiled on first use: `lmc --help` imports this module
+
+
 def parse_where(text: str | None) -> Where:
     if text is None or not text.strip():
         return Where("")
@@ -82,7 +88,7 @@ def parse_where(text: str | None) -> Where:
     pos = 0
     src = text.strip()
     while pos < len(src):
-        m = _TOKEN.match(src, pos)
+        m = _token().match(src, pos)
         if m is None or m.end() == pos:
             raise ConfigError(f"--where '{text}': cannot read '{src[pos:].strip()[:20]}'; expected FIELD OP VALUE, "
                               "e.g. 'score >= 1' (OP: >= <= > < == !=; join conditions with 'and')")
