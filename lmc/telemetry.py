@@ -102,10 +102,41 @@ def open_telemetry(otel: Any = None, *, content: bool = False) -> "Telemetry | N
     if otel is True or otel is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
+        check_endpoint(endpoint())
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     else:  # an exporter object (tests, an application that embeds lmc): spans leave as they end
         provider.add_span_processor(SimpleSpanProcessor(otel))
     return Telemetry(provider, content=content)
+
+
+def endpoint() -> str:
+    """Where OTLP/HTTP spans go, as the exporter reads the standard variables."""
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+    return base.rstrip("/") + "/v1/traces"
+
+
+def check_endpoint(url: str) -> None:
+    """Fail fast when the collector is not listening: the exporter would retry for its whole timeout at the
+    end of the run (twice), then drop every span.  One TCP connect answers that and sends nothing."""
+    import socket
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(f"OpenTelemetry endpoint '{parsed.scheme}://{parsed.hostname or ''}': expected an http(s) "
+                          "URL such as http://localhost:4318 in OTEL_EXPORTER_OTLP_ENDPOINT")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    shown = f"{parsed.scheme}://{parsed.hostname}:{port}"  # never the path, user or query: they may hold a token
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=3):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot reach the OpenTelemetry collector at {shown} ({e.strerror or type(e).__name__}); "
+                          "no span could be exported",
+                          hint="start the collector, point OTEL_EXPORTER_OTLP_ENDPOINT at it, or drop --otel "
+                               "(LMC_OTEL=0 when the variable is set for other programs)") from None
 
 
 def secret_values(environ: Any = None) -> list[str]:

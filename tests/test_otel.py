@@ -229,6 +229,17 @@ def test_otel_flag_without_the_extra_is_one_line(tmp_path):
     assert r.returncode == 2 and "OTEL_EXPORTER_OTLP_ENDPOINT is set" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_collector_that_is_down_fails_fast_without_the_token(tmp_path, server):
+    (tmp_path / "s.lmp").write_text(SENTIMENT)
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://user:{OTLP_TOKEN}@127.0.0.1:9/v1/traces?key={OTLP_TOKEN}"}
+    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--otel", "--lm", "openai/test",
+                "--api-base", server.url, env=env)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    line = r.stderr.strip().splitlines()[0]
+    assert line.startswith("error: cannot reach the OpenTelemetry collector at http://127.0.0.1:9")
+    assert OTLP_TOKEN not in r.stderr and "Traceback" not in r.stderr
+
+
 def test_opentelemetry_is_imported_only_when_asked_for(tmp_path, server):
     (tmp_path / "s.lmp").write_text(SENTIMENT)
     probe = ("import sys\nfrom lmc.cli import main\ncode = main(sys.argv[1:])\n"
