@@ -160,7 +160,7 @@ def _status(progress: Optional[str], quiet: bool, trace: Optional[Path] = None):
     status = Progress("eval", mode)
     bar: dict = {}
     labels = ["candidate", "baseline"]
-    tracer = {}
+    tracer: dict[str, Any] = {}
 
     def observe(session: Any) -> None:
         status.watch(session.client)
