@@ -206,3 +206,31 @@ def test_interval_env(monkeypatch):
         monkeypatch.setenv("LMC_PROGRESS_INTERVAL", bad)
         with pytest.raises(ConfigError):
             interval_from_env()
+
+
+def test_a_terminal_keeps_the_live_panel(project, slow_server):
+    """On a TTY: the rich panel (redrawn in place), not the status lines meant for logs."""
+    import pty
+
+    env = {**os.environ, "OPENAI_API_KEY": SECRET, "LMC_PROGRESS_INTERVAL": INTERVAL, "COLUMNS": "160"}
+    env.pop("LMC_LM", None)
+    args = [sys.executable, "-m", "lmc", "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl",
+            "-o", "s.lmc.json", "--optimizer", "labeled", *lm(slow_server)]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=slave, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    text = b"".join(chunks).decode("utf-8", "replace")
+    assert "best dev score" in text and "examples " in text  # the panel's second line
+    assert "s] compile: " not in text  # no log-style status lines on a terminal
