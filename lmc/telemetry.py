@@ -25,6 +25,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
+from . import __version__
 from .errors import ConfigError
 
 ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -92,8 +93,6 @@ def open_telemetry(otel: Any = None, *, content: bool = False) -> "Telemetry | N
         why = "--otel" if otel is not None else "OTEL_EXPORTER_OTLP_ENDPOINT is set, so lmc exports spans; that"
         raise ConfigError(f"{why} needs the OpenTelemetry extra: pip install 'lmc[otel]'",
                           hint=None if otel is not None else "or set LMC_OTEL=0 to export nothing") from None
-    from . import __version__
-
     attrs = {"service.version": __version__}
     # The user's service name (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) wins; "lmc" otherwise.
     if not os.environ.get("OTEL_SERVICE_NAME") and "service.name=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
@@ -157,8 +156,6 @@ class Telemetry:
 
     def __init__(self, provider: Any, *, content: bool = False):
         from opentelemetry.trace import SpanKind, Status, StatusCode
-
-        from . import __version__
 
         self.provider = provider
         self.tracer = provider.get_tracer("lmc", __version__)

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "lmc"
 # Third-party libraries whose import costs the CLI's start-up, or that only some runs need.
 HEAVY = {"litellm", "optuna", "llama_cpp", "rich", "typer", "click", "yaml", "bm25s", "numpy", "httpx",
-         "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios"}
+         "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios",
+         "opentelemetry"}  # the optional 'otel' extra, imported only when spans are exported
 # Modules whose lazy imports their owners remove in their own branches of issue 16 (the front end: check, fmt,
 # parser, gate, inspect, artifact, types; the transport: lm, local, budget), and the sandbox, whose child
 # process must not import the confinement code before it is needed.  Empty this as those branches land.
