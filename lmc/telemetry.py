@@ -101,7 +101,9 @@ def open_telemetry(otel: Any = None, *, content: bool = False) -> "Telemetry | N
     if otel is True or otel is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        check_endpoint(endpoint())
+        url = endpoint()
+        check_endpoint(url)
+        _quiet_sdk_logs(url)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     else:  # an exporter object (tests, an application that embeds lmc): spans leave as they end
         provider.add_span_processor(SimpleSpanProcessor(otel))
@@ -136,6 +138,44 @@ def check_endpoint(url: str) -> None:
                           "no span could be exported",
                           hint="start the collector, point OTEL_EXPORTER_OTLP_ENDPOINT at it, or drop --otel "
                                "(LMC_OTEL=0 when the variable is set for other programs)") from None
+
+
+class _OneLine:
+    """The SDK's own log records (an export that failed, a retry) as one scrubbed `warning:` line on stderr."""
+
+    def __init__(self, secrets: list[str]):
+        self.secrets = secrets
+
+    def emit(self, text: str) -> None:
+        import sys
+
+        for s in self.secrets:
+            text = text.replace(s, "***")
+        sys.stderr.write("warning: OpenTelemetry export: " + " ".join(text.split())[:300] + "\n")
+
+
+def _quiet_sdk_logs(url: str) -> None:
+    """Route the SDK's log records through `_OneLine`: the messages quote the endpoint, whose path or
+    query may hold a token, and a traceback would break lmc's one-line promise."""
+    import logging
+
+    parsed = urlparse(url)
+    extra = [x for x in (parsed.query, parsed.password or "", parsed.username or "", parsed.path) if len(x) >= 6]
+    sink = _OneLine(secret_values() + sorted(extra, key=len, reverse=True))
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                sink.emit(record.getMessage())
+            except Exception:  # noqa: BLE001 - a log line must never fail the run
+                pass
+
+    log = logging.getLogger("opentelemetry")
+    if not any(type(h).__name__ == "Handler" and getattr(h, "lmc", False) for h in log.handlers):
+        handler = Handler(logging.WARNING)
+        handler.lmc = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.propagate = False
 
 
 def secret_values(environ: Any = None) -> list[str]:

@@ -263,3 +263,51 @@ def test_secret_values_cover_keys_and_otlp_headers():
     for s in ("sk-abcdef", "tok-123456", "hc-secret-1", "bear-secret-2", "Bearer bear-secret-2"):
         assert s in found
     assert "/root/long-path" not in found
+
+
+def test_a_refusing_collector_is_one_scrubbed_warning(tmp_path, server):
+    """The SDK's own error log quotes the endpoint; a token in its path must not reach stderr."""
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "s.lmp").write_text(SENTIMENT)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/traces/{OTLP_TOKEN}"
+        r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--otel", "--lm", "openai/test",
+                    "--api-base", server.url, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert r.returncode == 0 and json.loads(r.stdout) == {"sentiment": "positive"}, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert warnings and all(ln.startswith("warning: OpenTelemetry export: ") for ln in warnings), r.stderr
+    assert OTLP_TOKEN not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_sdk_log_records_are_scrubbed_of_the_endpoint_token(capsys, monkeypatch):
+    import logging
+
+    from lmc.telemetry import _quiet_sdk_logs
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"x-api-key={OTLP_TOKEN}")
+    log = logging.getLogger("opentelemetry")
+    before = list(log.handlers), log.propagate
+    try:
+        _quiet_sdk_logs("http://127.0.0.1:4318/v1/traces?token=query-SECRET-777")
+        logging.getLogger("opentelemetry.exporter.otlp").error(
+            "Failed to export to /v1/traces?token=query-SECRET-777 with header %s\nsecond line", OTLP_TOKEN)
+    finally:
+        log.handlers[:], log.propagate = before
+    err = capsys.readouterr().err
+    assert err.startswith("warning: OpenTelemetry export: Failed to export") and err.count("\n") == 1
+    assert "query-SECRET-777" not in err and OTLP_TOKEN not in err
