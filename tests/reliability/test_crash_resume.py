@@ -104,7 +104,7 @@ def _kill_at_random(cmd: list[str], cwd: Path, srv: TimedServer, rng: random.Ran
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"lmc did not stop after signal {sig}: {err}")
+        raise AssertionError(f"lmc did not stop after signal {sig}: {err}") from None
     return proc.returncode, killed_at, err
 
 
