@@ -85,7 +85,7 @@ bench-compare: bench-venv
 # Regenerate the hashed lock file after changing dependencies in pyproject.toml.
 lock:
 	test -x .venv-lock/bin/uv || ($(PY) -m venv .venv-lock && .venv-lock/bin/pip install -q uv==0.13.8)
-	.venv-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra local --extra test \
+	.venv-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra local --extra otel --extra test \
 	  --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	  --custom-compile-command "make lock" -o requirements.lock
 

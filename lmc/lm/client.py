@@ -19,6 +19,7 @@ from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
 from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, table_price, transport_for
 from lmc.lm.usage import Usage, current_meter
+from lmc.telemetry import NO_TELEMETRY
 
 
 class Backend(Protocol):
@@ -86,6 +87,8 @@ class LMClient:
         self._loop_id: int | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
+        # OpenTelemetry spans of every call, when the run exports them (lmc/telemetry.py); off by default.
+        self.telemetry: Any = NO_TELEMETRY
 
     # -------------------------------------------------------- helpers
 
@@ -191,6 +194,12 @@ class LMClient:
         (backtracking repeats and parse repairs included).
         """
         req = fit_mode(spec, req)
+        with self.telemetry.lm_call(spec, req) as span:
+            result = await self._complete(spec, req, tag, meter)
+            span.lm_result(result)
+            return result
+
+    async def _complete(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult:
         key = req.cache_key(spec.model, extra_settings(spec)) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -364,12 +373,14 @@ class LMClient:
         await self._litellm.aclose()
         if self.cache is not None:
             self.cache.close()
+        self.telemetry.flush()
 
     def close(self) -> None:
         self._direct.close()
         self._litellm.close()
         if self.cache is not None:
             self.cache.close()
+        self.telemetry.flush()
 
 
 def _estimate(text: str) -> int:
