@@ -832,7 +832,15 @@ class _Checker:
             t = _strip_opt(self.expr(s.value, scope))
             if not _is_num(t):
                 self.error(f"a metric returns a number or bool, got {show(t)}", s.value.span)
+            if s.feedback is not None:
+                ft = _strip_opt(self.expr(s.feedback, scope))
+                if ft.kind not in ("str", "literal", "any", "json"):
+                    self.error(f"a metric's feedback is text, got {show(ft)}", s.feedback.span,
+                               'e.g. return 0.0, f"expected {example.answer}"')
             return
+        if s.feedback is not None:
+            self.error("only a metric returns feedback with its value", s.feedback.span,
+                       "a program returns its outputs alone")
         outs: dict[str, Type] = self.outputs or {}
         if s.value is None:
             if outs:

@@ -274,6 +274,7 @@ class WhileLoop:
 class Ret:
     value: Any = None
     line: int = 0
+    feedback: Any = None  # a metric's `return score, "why"`
 
 
 @dataclass(frozen=True)
