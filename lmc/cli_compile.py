@@ -17,7 +17,8 @@ from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
 from .files import Output, atomic_write_text, check_outputs
-from .inspect import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
+from .inspect import (diff_artifacts, lm_view, python_view, render_diff, render_lineage, render_predictors,
+                      render_python)
 from .optimize import PASS_NAMES
 from .optimize.options import OPTIONS
 from .report_html import check_out_path, checked_stats, render_compile, stats_path, write_html
@@ -37,6 +38,8 @@ _PASSES = PASS_NAMES
 def _option(key: str):
     """A pass option's command-line flag, range and help (with its default), as optimize/options.py declares it."""
     o = OPTIONS[key]
+    if o.choices:
+        return typer.Option(o.flag, callback=choice(*o.choices), help=o.describe())
     return typer.Option(o.flag, min=o.low, help=o.describe())
 
 
@@ -55,7 +58,7 @@ def compile_cmd(
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
-    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro)")] = None,
+    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
     max_demos: Annotated[Optional[int], _option("max_demos")] = None,
     max_labeled: Annotated[Optional[int], _option("max_labeled")] = None,
@@ -66,6 +69,9 @@ def compile_cmd(
     minibatch: Annotated[Optional[int], _option("minibatch")] = None,
     k: Annotated[Optional[int], _option("k")] = None,
     ensemble_size: Annotated[Optional[int], _option("ensemble_size")] = None,
+    rounds: Annotated[Optional[int], _option("rounds")] = None,
+    merges: Annotated[Optional[int], _option("merges")] = None,
+    pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far")] = None,
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
@@ -88,7 +94,8 @@ def compile_cmd(
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
               "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
-              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None}
+              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None,
+              "rounds": rounds, "merges": merges, "pick": pick}
     pass_params: list[dict] = []
     if passes is not None:
         if optimizer is not None or then:
@@ -111,7 +118,7 @@ def compile_cmd(
                           params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
                           allow_python=tuple(allow_python or ()))
     console = _console()
-    state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
+    state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None, "search": None}
     t0 = time.perf_counter()
     live = _LiveView(console, state, t0) if console.is_terminal else None
 
@@ -130,12 +137,15 @@ def compile_cmd(
     def observe(client) -> None:
         state["client"] = client
 
+    def on_progress(info: dict) -> None:
+        state["search"] = info
+
     try:
         if live is not None:
             with live:
-                result = compile_program(opts, log=log, on_score=on_score, observe=observe)
+                result = compile_program(opts, log=log, on_score=on_score, observe=observe, on_progress=on_progress)
         else:
-            result = compile_program(opts, log=log, on_score=on_score, observe=observe)
+            result = compile_program(opts, log=log, on_score=on_score, observe=observe, on_progress=on_progress)
     except KeyboardInterrupt:
         # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
         sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
@@ -165,8 +175,11 @@ class _LiveView:
                  + (f", {usage.failed_requests} failed" if usage.failed_requests else "") + f"), ${usage.cost:.4f}"
                  if usage else "starting")
         best = "—" if s["best"] is None else f"{s['best']:.3f}"
+        search = s.get("search")
+        front = (f"\n        front: {search['front']} of {search['pool']} accepted   best on the front: "
+                 f"{search['best_dev']:.3f}" if search else "")
         return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s['stage'][:70]}\n"
-                f"        candidates scored: {s['scored']}   best dev score: {best}   {calls}")
+                f"        candidates scored: {s['scored']}   best dev score: {best}   {calls}{front}")
 
     def __enter__(self):
         self.live.__enter__()
@@ -233,6 +246,8 @@ def inspect_cmd(
     if format == "json":
         doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
                "predictors": views}
+        if target.artifact is not None and target.artifact.compile.get("lineage"):
+            doc["lineage"] = target.artifact.compile["lineage"]
         print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
         return
     from rich.console import Console
@@ -246,6 +261,8 @@ def inspect_cmd(
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+        for line in render_lineage(rep.get("lineage", [])):
+            out.print(line, markup=False, soft_wrap=True)
     for line in render_python(python):
         out.print(line, markup=False, soft_wrap=True)
     for entry in lm_view(target):

@@ -29,6 +29,8 @@ from .lm import LMClient, parse_lm
 from .metrics import choose_metric
 from .optimize import check_chain, check_pass_entry, options_for, pass_named
 from .optimize.lab import Candidate, Lab, PassInputs, best
+from .optimize.evolve import lineage
+from .optimize.evolve import minibatch_problem as evolve_minibatch_problem
 from .optimize.mipro import minibatch_problem
 from .scoring import metric_needs_gold
 from .session import RunOptions, prepare
@@ -135,12 +137,14 @@ def pass_plan(opts: CompileOptions) -> list[tuple[str, dict]]:
     return [(name, options_for(name, opts.params, mine, out=opts.out)) for name, mine in zip(opts.passes, own)]
 
 
-def check_pass_options(plan: list[tuple[str, dict]], n_dev: int) -> None:
+def check_pass_options(plan: list[tuple[str, dict]], n_dev: int, n_train: int) -> None:
     """Refuse option values a pass would reject, before any LM call is spent."""
     for name, o in plan:
         minibatch = o.get("minibatch")
         if name == "mipro" and minibatch is not None and int(minibatch) > n_dev:
             raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
+        if name == "evolve" and minibatch is not None and int(minibatch) > n_train:
+            raise ConfigError(evolve_minibatch_problem(int(minibatch), n_train), hint="lower --minibatch")
 
 
 def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, cache_dir: str | None,
@@ -273,7 +277,8 @@ async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, 
 
 async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
                         on_score: Callable[[str, float], None] = lambda n, s: None,
-                        observe: Callable[[Any], None] = lambda client: None) -> CompileResult:
+                        observe: Callable[[Any], None] = lambda client: None,
+                        on_progress: Callable[[dict], None] = lambda info: None) -> CompileResult:
     started = time.perf_counter()
     for name in opts.passes:
         pass_named(name)
@@ -286,7 +291,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     ir = target.ir
     metric = choose_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
-    check_pass_options(plan, len(dev))
+    check_pass_options(plan, len(dev), len(train))
     check_compile_outputs(opts, target, setup.config, setup.cache_dir, plan)
     if split_note:
         log(split_note)
@@ -309,7 +314,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
               teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
               proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score)
     inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
-                        on_record=timeline.candidate)
+                        on_record=timeline.candidate, on_progress=on_progress)
     try:
         chain = await run_chain(ir, plan, inputs, client, score_dev=opts.score_dev, allow_partial=opts.allow_partial,
                                 keep_worse=opts.keep_worse)
@@ -341,6 +346,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": chain.exhausted},
         "notes": list(notes),
     }
+    steps = lineage(chain.candidates, chain.ir)
+    if steps:  # how the kept program's instructions came about (evolve); other compiles stay as they were
+        report["lineage"] = steps
     artifact = Artifact(ir=replace(chain.ir, entry=ir.entry), program=target.program_json(), compile=report,
                         lm=session.lm.to_json())
     write(artifact, opts.out)
