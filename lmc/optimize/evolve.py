@@ -188,6 +188,11 @@ def reflective_examples(outcomes: Sequence[Outcome], pid: str) -> str:
     return "\n\n".join(blocks)
 
 
+def _short(text: str, limit: int = 160) -> str:
+    flat = " ".join(text.split())
+    return '"' + (flat if len(flat) <= limit else flat[: limit - 1] + "…") + '"'
+
+
 def _step_text(p: I.Predictor) -> str:
     ins = ", ".join(f"{f.name} ({f.type.name})" for f in p.signature.inputs)
     outs = ", ".join(f"{f.name} ({f.type.name})" for f in p.signature.outputs)
@@ -283,7 +288,8 @@ class Search:
             return
         old, new = (sum(o.score or 0.0 for o in outs) / len(outs) for outs in (before, after))
         if new <= old:
-            self.inputs.log(f"evolve: round {r}: new instruction for {pid} rejected (minibatch {old:.3f} -> {new:.3f})")
+            self.inputs.log(f"evolve: round {r}: new instruction for {pid} rejected (minibatch {old:.3f} -> {new:.3f}): "
+                            f"{_short(text)}")
             return
         dev = await self.outcomes(child, self.lab.devset, label=f"evolve:round-{r}")
         if dev is None:
