@@ -34,9 +34,15 @@ from ..prompts import show_value
 from ..scoring import Outcome
 from .lab import Findings, PassInputs, PassResult
 
+REFLECT_INSTRUCTION = (
+    "You improve the instruction of one step of a language-model program. You see the step's current instruction and "
+    "what the step did on a few examples: its inputs, its outputs, the score the final answer got and the feedback on "
+    "it. Work out what the failures have in common, then write a better instruction for the step: complete, specific "
+    "to this task, and self-contained."
+)
 REFLECT_SOURCE = '''
 signature Reflect {
-  "You improve the instruction of one step of a language-model program. You see the step's current instruction and what the step did on a few examples: its inputs, its outputs, the score the final answer got and the feedback on it. Work out what the failures have in common, then write a better instruction for the step: complete, specific to this task, and self-contained."
+  "''' + REFLECT_INSTRUCTION + '''"
   step: str "the step: its name, inputs and outputs"
   current: str "the step's current instruction"
   examples: str "the step at work on a few examples, each with its score and the metric's feedback"
