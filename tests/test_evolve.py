@@ -364,3 +364,13 @@ def test_the_live_panel_shows_the_front_and_its_best_dev_score():
     state["search"] = {"front": 3, "pool": 5, "best_dev": 0.8}
     console.print(view.__rich__())
     assert "front: 3 of 5 accepted   best on the front: 0.800" in console.file.getvalue()
+
+
+def test_a_second_evolve_pass_names_its_candidates_apart():
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=1,
+                             minibatch=4, merges=0, pick="round-robin")
+    first = run(run_pass("evolve", ir, ctx))
+    run(run_pass("evolve", first, ctx))
+    names = [c.name for c in ctx.candidates]
+    assert names[:2] == ["evolve:start", "evolve:round-1"] and names[2] == "evolve2:start"
+    assert len(names) == len(set(names))

@@ -225,6 +225,9 @@ class Search:
         self.seen: set[str] = set()  # fingerprints of every program tried, accepted or not
         self.turn = 0
         self.reflector = lower(check_source(REFLECT_SOURCE, "<evolve reflection>"))
+        # A second evolve pass of one chain names its candidates evolve2:..., so lineages never mix.
+        earlier = sum(1 for c in inputs.candidates if c.name.startswith("evolve") and c.name.endswith(":start"))
+        self.tag = f"evolve{earlier + 1}" if earlier else "evolve"
 
     async def outcomes(self, ir: I.IR, examples: Sequence[Example], label: str = "") -> list[Outcome] | None:
         return await self.found.guard(self.lab.outcomes(ir, examples, label=label), "evolve")
@@ -249,16 +252,16 @@ class Search:
                         f"best dev {best.dev:.3f}")
 
     async def start(self, ir: I.IR) -> bool:
-        outs = await self.outcomes(ir, self.lab.devset, label="evolve:start")
+        outs = await self.outcomes(ir, self.lab.devset, label=f"{self.tag}:start")
         if outs is None:
             return False
-        self.admit(Member("evolve:start", ir, tuple(o.score or 0.0 for o in outs)))
+        self.admit(Member(f"{self.tag}:start", ir, tuple(o.score or 0.0 for o in outs)))
         return True
 
     def choose_parent(self, r: int) -> int:
         front = self.front()
         ids = sorted(front)
-        return self.inputs.rng(f"evolve:parent{r}").choices(ids, weights=[front[i] for i in ids])[0]
+        return self.inputs.rng(f"{self.tag}:parent{r}").choices(ids, weights=[front[i] for i in ids])[0]
 
     async def reflect(self, p: I.Predictor, outcomes: Sequence[Outcome], r: int) -> str | None:
         values = {"step": _step_text(p), "current": p.instructions, "examples": reflective_examples(outcomes, p.id)}
@@ -297,10 +300,10 @@ class Search:
             self.inputs.log(f"evolve: round {r}: new instruction for {pid} rejected (minibatch {old:.3f} -> {new:.3f}): "
                             f"{_short(text)}")
             return
-        dev = await self.outcomes(child, self.lab.devset, label=f"evolve:round-{r}")
+        dev = await self.outcomes(child, self.lab.devset, label=f"{self.tag}:round-{r}")
         if dev is None:
             return
-        self.admit(Member(f"evolve:round-{r}", child, tuple(o.score or 0.0 for o in dev), (i,), r, pid, (old, new)))
+        self.admit(Member(f"{self.tag}:round-{r}", child, tuple(o.score or 0.0 for o in dev), (i,), r, pid, (old, new)))
         if self.merges_left > 0 and len(self.pids) > 1:
             await self.merge(r)
 
@@ -317,7 +320,7 @@ class Search:
         # The dev examples where the two parents disagree tell a merge apart from them; a few of those.
         differ = [e for e in range(len(dev)) if self.pool[i].scores[e] != self.pool[j].scores[e]]
         rest = [e for e in range(len(dev)) if e not in differ]
-        rng = self.inputs.rng(f"evolve:merge{r}")
+        rng = self.inputs.rng(f"{self.tag}:merge{r}")
         picked = sorted((rng.sample(differ, min(len(differ), self.minibatch))
                          + rng.sample(rest, max(0, min(len(rest), self.minibatch - len(differ))))))
         outs = await self.outcomes(merged, [dev[e] for e in picked])
@@ -325,7 +328,7 @@ class Search:
             return
         got = sum(o.score or 0.0 for o in outs)
         bar = max(sum(self.pool[k].scores[e] for e in picked) for k in (i, j))
-        name = f"evolve:merge-{r}"
+        name = f"{self.tag}:merge-{r}"
         if got < bar:
             self.inputs.log(f"evolve: {name} of {self.pool[i].name} and {self.pool[j].name} rejected "
                             f"({got:.2f} < {bar:.2f} on {len(picked)} dev examples)")
@@ -338,7 +341,7 @@ class Search:
     def find_merge(self, r: int) -> tuple[int, int, dict[str, str]] | None:
         ids = sorted(self.front())
         pairs = [(i, j) for i, j in itertools.combinations(ids, 2)]
-        self.inputs.rng(f"evolve:pairs{r}").shuffle(pairs)
+        self.inputs.rng(f"{self.tag}:pairs{r}").shuffle(pairs)
         for i, j in pairs:
             anc_i, anc_j = ancestors(self.pool, i), ancestors(self.pool, j)
             if i in anc_j or j in anc_i:
@@ -368,7 +371,7 @@ async def evolve(ir: I.IR, inputs: PassInputs, *, rounds: int, minibatch: int | 
     for r in range(1, rounds + 1):
         if found.exhausted:
             break
-        batch = inputs.rng(f"evolve:batch{r}").sample(list(inputs.trainset), size)
+        batch = inputs.rng(f"{search.tag}:batch{r}").sample(list(inputs.trainset), size)
         inputs.log(f"evolve: round {r}/{rounds}")
         await search.round(r, batch)
     best = max(range(len(search.pool)), key=lambda k: (search.pool[k].dev, -k))
