@@ -1,8 +1,8 @@
 """evolve vs mipro on the embedded Gemma 3 270M at the same --max-calls budget: held-out accuracy and LM calls.
 
-Two tasks, small on purpose (the embedded model answers about one call a second on two shared cores):
-SST-2 (train 40, dev 30, test 100 of bench_sst2's quick split) and the six-intent BANKING77 route subset
-(`datasets/route_*.jsonl`: train 40, dev 30, test 60).  Each optimizer compiles through the CLI with a fresh
+Two tasks, small on purpose (on two cores shared with other work the embedded model answered one call in
+several seconds): SST-2 (train 30, dev 20, test 50 of bench_sst2's quick split) and the six-intent BANKING77
+route subset (`datasets/route_*.jsonl`: train 30, dev 20, test 48).  Each optimizer compiles through the CLI with a fresh
 cache, the same seed and the same budget; the task LM and the reflection/proposal LM are both the embedded
 model.  Each run writes `bench/results/evolve/<task>-<optimizer>.json` (skipped next time unless --fresh);
 the evolve runs also keep what the reflection LM proposed (accepted or not), so a figure can show whether
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 import time
@@ -24,10 +25,10 @@ from bench_sst2 import _lmc, split  # noqa: E402
 
 LM = "local/gemma-3-270m"
 OUT = ROOT / "bench" / "results" / "evolve"
-BUDGET = 150
+BUDGET = 80
 OPTIONS = {
-    "mipro": ["--candidates", "2", "--instructions", "2", "--trials", "6", "--minibatch", "10"],
-    "evolve": ["--rounds", "10", "--minibatch", "4"],
+    "mipro": ["--candidates", "2", "--instructions", "2", "--trials", "6", "--minibatch", "8"],
+    "evolve": ["--rounds", "8", "--minibatch", "4"],
 }
 
 
@@ -42,9 +43,10 @@ def tasks() -> dict[str, dict]:
              for k in ("train", "dev", "test")}
     return {
         "sst2": {"program": ROOT / "bench" / "programs" / "sst2.lmp",
-                 "data": {"train": sst["train"][:40], "dev": sst["dev"][:30], "test": sst["test"][:100]}},
+                 "data": {"train": sst["train"][:30], "dev": sst["dev"][:20], "test": sst["test"][:50]}},
         "route": {"program": ROOT / "programs" / "route.lmp",
-                  "data": {"train": route["train"][:40], "dev": route["dev"][:30], "test": route["test"][:60]}},
+                  "data": {"train": random.Random(0).sample(route["train"], 30), "dev": route["dev"][:20],
+                           "test": route["test"][:48]}},
     }
 
 

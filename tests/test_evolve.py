@@ -374,3 +374,12 @@ def test_a_second_evolve_pass_names_its_candidates_apart():
     names = [c.name for c in ctx.candidates]
     assert names[:2] == ["evolve:start", "evolve:round-1"] and names[2] == "evolve2:start"
     assert len(names) == len(set(names))
+
+
+def test_a_program_without_lm_calls_is_left_as_it_is_with_a_note():
+    src = 'program main(review: str) -> (sentiment: str) {\n  return {"sentiment": "positive"}\n}\nmetric acc = accuracy(sentiment)\n'
+    ctx, fake, ir = make_ctx(src, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=2,
+                             minibatch=2, merges=0, pick="round-robin")
+    assert run(run_pass("evolve", ir, ctx)) == ir
+    assert ctx.notes == ["evolve: the program calls no LM, so there is no instruction to improve"]
+    assert fake.calls == []

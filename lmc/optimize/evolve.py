@@ -365,6 +365,9 @@ async def evolve(ir: I.IR, inputs: PassInputs, *, rounds: int, minibatch: int | 
         raise LmcError(minibatch_problem(minibatch, len(inputs.trainset)), hint="lower --minibatch")
     size = minibatch or min(DEFAULT_MINIBATCH, len(inputs.trainset))
     found = Findings(inputs)
+    if not ir.predictors:
+        found.notes.append("evolve: the program calls no LM, so there is no instruction to improve")
+        return found.result(ir)
     search = Search(ir, inputs, found, size, merges, pick)
     if not await search.start(ir):
         return found.result(ir)
