@@ -101,11 +101,30 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
     return res
 
 
+def markdown(results: list[dict]) -> str:
+    """The RESULTS.md table of the runs measured so far."""
+    lines = ["| task | optimizer | test accuracy | dev before → after | compile LM calls (cap) | compile wall |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        dev = "—" if "dev_final" not in r else f"{r['dev_baseline']:.3f} → {r['dev_final']:.3f}"
+        cap = f" ({BUDGET})" if r["optimizer"] != "zero-shot" else ""
+        wall = f"{r['compile_wall_s']:.0f} s" if "compile_wall_s" in r else "—"
+        lines.append(f"| {r['task']} | {r['optimizer']} | {r['test_acc']:.3f} (n={r['test_n']}) | {dev} | "
+                     f"{r['compile_calls']}{cap} | {wall} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fresh", action="store_true", help="rerun runs already measured")
     ap.add_argument("--only", default="", help="comma-separated tasks (sst2, route)")
+    ap.add_argument("--summary", action="store_true", help="print the table of the runs already measured, run nothing")
     args = ap.parse_args()
+    if args.summary:
+        done = [json.loads(p.read_text()) for task in ("sst2", "route") for opt in ("zero-shot", "mipro", "evolve")
+                for p in [OUT / f"{task}-{opt}.json"] if p.exists()]
+        print(markdown(done))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     for task, spec in tasks().items():
