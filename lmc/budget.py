@@ -67,7 +67,8 @@ def settings_price(st: Any) -> Price | None:
     """The user's price for LMs litellm does not price, from the resolved settings (flag, environment, lmc.yaml)."""
     sources = getattr(st, "sources", {}) or {}
     where = PRICE_FLAGS
-    origin = {sources.get("price_per_mtok_in"), sources.get("price_per_mtok_out")} - {None, "default"}
+    origin = {str(s) for s in (sources.get("price_per_mtok_in"), sources.get("price_per_mtok_out"))
+              if s not in (None, "default")}
     if origin and not origin & {"--price-per-mtok-in", "--price-per-mtok-out"}:
         where = "price_per_mtok_in and price_per_mtok_out (" + ", ".join(sorted(origin)) + ")"
     return user_price(st.price_per_mtok_in, st.price_per_mtok_out, where)
@@ -195,7 +196,7 @@ class ErrorLimit:
         if self.count is not None:
             return failed > self.count
         total = answered + failed
-        return total >= MIN_CALLS_FOR_SHARE and failed > self.share * total
+        return total >= MIN_CALLS_FOR_SHARE and failed > (self.share or 0.0) * total
 
 
 def parse_error_limit(text: str | float | int) -> ErrorLimit:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from .errors import ArtifactError
 from .types import Type, parse_type
@@ -63,7 +63,7 @@ class Predictor:
     role: str
     signature: SignatureIR
     instructions: str
-    demos: tuple[dict, ...] = ()
+    demos: tuple[dict[str, Any], ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()  # temperature, max_tokens, lm, stop, ...
 
     def setting(self, key: str, default: Any = None) -> Any:
@@ -274,7 +274,9 @@ class WhileLoop:
 class Ret:
     value: Any = None
     line: int = 0
-    feedback: Any = None  # a metric's `return score, "why"`
+    # A metric's `return score, "why"`.  Left out of the JSON when absent, so the IR of every program
+    # that does not use it (and every artifact written before it existed) stays as it was.
+    feedback: Any = dataclasses.field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(frozen=True)
@@ -421,7 +423,10 @@ def _dump(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         out = {_TAG: type(value).__name__}
         for f in fields(value):
-            out[f.name] = _dump(getattr(value, f.name))
+            v = getattr(value, f.name)
+            if v is None and f.metadata.get("omit_if_none"):
+                continue
+            out[f.name] = _dump(v)
         return out
     if isinstance(value, tuple):
         if value and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in value):
@@ -467,8 +472,9 @@ def from_json_node(data: Any, path: str = "ir") -> Any:
     return _load(data, path)
 
 
-def to_json(ir: IR) -> dict:
-    return _dump(ir)
+def to_json(ir: IR) -> dict[str, Any]:
+    data: dict[str, Any] = _dump(ir)
+    return data
 
 
 def from_json(data: Any, path: str = "ir") -> IR:
@@ -494,7 +500,7 @@ def validate(ir: IR, path: str = "ir") -> None:
     if ir.entry not in progs:
         raise ArtifactError(f"{path}: entry program '{ir.entry}' is missing")
     for m in ir.modules:
-        for role, pid in m.predictors:
+        for _role, pid in m.predictors:
             if pid not in preds:
                 raise ArtifactError(f"{path}: module '{m.name}' refers to missing predictor '{pid}'")
     for p in ir.predictors:
@@ -512,7 +518,7 @@ def validate(ir: IR, path: str = "ir") -> None:
                     raise ArtifactError(f"{path}: call to missing {kind} '{getattr(node, attr)}'")
 
 
-def _walk(value: Any):
+def _walk(value: Any) -> Iterator[Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, Type):
         yield value
         for f in fields(value):

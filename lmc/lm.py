@@ -345,7 +345,7 @@ class Usage:
             u.errors += 1
 
     def to_json(self) -> dict:
-        out = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
+        out: dict[str, Any] = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
                "completion_tokens": self.completion_tokens, "cost": round(self.cost, 8), "retries": self.retries,
                "errors": self.errors, "requests": self.requests, "failed_requests": self.failed_requests}
         if self.by_tag:
@@ -461,7 +461,7 @@ def _where(spec: LMSpec) -> str:
     return spec.api_base or spec.provider
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def _one_line(text: object, limit: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -564,6 +564,7 @@ class LiteLLMBackend:
         import aiohttp
 
         chat = spec.mode == "chat"
+        assert spec.api_base is not None  # the direct path is taken only with an api_base (see call)
         body = {"model": spec.model.split("/", 1)[1], **self._params(spec, req)}
         if chat:
             body["messages"] = list(req.messages or ())
@@ -719,11 +720,13 @@ def _table_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float
 
 
 def _causes(e: BaseException) -> list[BaseException]:
-    out, seen = [], set()
-    while e is not None and id(e) not in seen and len(out) < 20:
-        seen.add(id(e))
-        out.append(e)
-        e = e.__cause__ or e.__context__
+    out: list[BaseException] = []
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen and len(out) < 20:
+        seen.add(id(cur))
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
     return out
 
 

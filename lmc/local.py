@@ -72,6 +72,8 @@ def _import_llama() -> Any:
 class _Quiet:
     """Silence llama.cpp's own C-level stderr chatter while the model loads."""
 
+    _saved: int | None = None
+
     def __enter__(self) -> None:
         try:
             sys.stderr.flush()

@@ -165,3 +165,14 @@ def test_eval_reports_keep_the_feedback_and_the_gate_reads_it_back(tmp_path, mon
     assert back.to_json() == doc if hasattr(back, "to_json") else True
     html = (tmp_path / "r.html").read_text()
     assert "metric feedback" in html and "wrong: expected &quot;positive&quot;, got &quot;negative&quot;" in html
+
+
+def test_feedback_survives_the_artifact_and_programs_without_it_keep_their_ir():
+    from lmc import ir as I
+
+    src = SENTIMENT.replace("metric acc = accuracy(sentiment)",
+                            'metric acc(example, pred) {\n  return 0.0, "never right"\n}')
+    ir = lower(check_source(src, "p.lmp"))
+    assert I.from_json(json.loads(json.dumps(I.to_json(ir)))) == ir
+    assert '"feedback"' in json.dumps(I.to_json(ir))
+    assert '"feedback"' not in json.dumps(I.to_json(lower(check_source(SENTIMENT, "p.lmp"))))

@@ -56,7 +56,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> tuple[float, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"lmc ignored signal {sig}: {err}")
+        raise AssertionError(f"lmc ignored signal {sig}: {err}") from None
     return time.monotonic() - sent, err
 
 

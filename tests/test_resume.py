@@ -170,7 +170,9 @@ def test_a_second_run_on_the_same_out_fails_at_once(ws):
     write_rows(ws / "in.jsonl", [{"id": f"r{i:02d}", "review": f"review {i}"} for i in range(40)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LMC_DIRECT_HTTP": "1"}
     env.pop("LMC_LM", None)
-    with LoopbackServer(typed_responder, latency=0.05) as srv:
+    # 40 answers at 0.4 s, two at a time, keep the first run busy ~8 s: the second run's start-up
+    # (over 1 s on a loaded 2-core machine) must land while the first still holds the file.
+    with LoopbackServer(typed_responder, latency=0.4) as srv:
         cmd = [sys.executable, "-m", "lmc", "run", "prog.lmp", "--data", "in.jsonl", "--out", "out.jsonl",
                "--no-cache", "-j", "2", "--lm", "openai/test", "--api-base", srv.url]
         first = subprocess.Popen(cmd, cwd=ws, env=env, stderr=subprocess.PIPE, text=True)

@@ -118,7 +118,7 @@ def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, serv
 
 def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, tmp_path):
     """The server answers 40 requests, then stops listening: exit 3, one clear message, the 40 kept; a rerun resumes."""
-    data = write_jsonl(tmp_path / "in.jsonl", reviews(100))
+    write_jsonl(tmp_path / "in.jsonl", reviews(100))
     srv = LoopbackServer(sentiment_responder).start()
     answered = {"n": 0}
     original = srv._respond
