@@ -1,4 +1,4 @@
-"""Benchmark of the LM client: per-call overhead over a raw HTTP round trip, throughput at 64 in flight, local model speed."""
+"""Benchmark of the LM client on both transports: overhead over a raw HTTP round trip, throughput at 64 in flight, local model speed."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ async def _raw_rtt(url: str, n: int) -> float:
         return best
 
 
-async def _client_per_call(url: str, n: int, direct: bool) -> float:
-    client = LMClient(use_cache=False, direct_http=direct)
+async def _client_per_call(url: str, n: int, transport: str) -> float:
+    client = LMClient(use_cache=False, transport=transport)
     spec = parse_lm("openai/loop", url)
     for i in range(20):
         await client.complete(spec, _req(i))
@@ -60,8 +60,8 @@ async def _client_per_call(url: str, n: int, direct: bool) -> float:
     return best
 
 
-async def _throughput(url: str, calls: int, concurrency: int, direct: bool) -> float:
-    client = LMClient(use_cache=False, concurrency=concurrency, direct_http=direct)
+async def _throughput(url: str, calls: int, concurrency: int, transport: str) -> float:
+    client = LMClient(use_cache=False, concurrency=concurrency, transport=transport)
     spec = parse_lm("openai/loop", url)
     await asyncio.gather(*(client.complete(spec, _req(-1 - i)) for i in range(concurrency)))  # open the pool
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def _local(prompt_tokens: int = 300, calls: int = 5) -> dict:
     try:
         import llama_cpp
 
-        from lmc.local import LOCAL_N_CTX, model_path
+        from lmc.lm.local import LOCAL_N_CTX, model_path
         path = model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": str(e)}
@@ -147,8 +147,8 @@ def run(*, local: bool = False, n: int = 300) -> dict:
         raw = direct = math.inf
         for _ in range(3):
             raw = min(raw, asyncio.run(_raw_rtt(srv.url, n)))
-            direct = min(direct, asyncio.run(_client_per_call(srv.url, n, True)))
-        via_litellm = asyncio.run(_client_per_call(srv.url, max(50, n // 3), False))
+            direct = min(direct, asyncio.run(_client_per_call(srv.url, n, "direct")))
+        via_litellm = asyncio.run(_client_per_call(srv.url, max(50, n // 3), "litellm"))
     figures.update(
         raw_rtt_ms=round(raw * 1e3, 3),
         direct_per_call_ms=round(direct * 1e3, 3),
@@ -159,8 +159,8 @@ def run(*, local: bool = False, n: int = 300) -> dict:
     )
     calls, conc, latency = 400, 64, 0.1
     with ServerProcess(latency=latency) as srv:
-        t_direct = asyncio.run(_throughput(srv.url, calls, conc, True))
-        t_litellm = asyncio.run(_throughput(srv.url, calls, conc, False))
+        t_direct = asyncio.run(_throughput(srv.url, calls, conc, "direct"))
+        t_litellm = asyncio.run(_throughput(srv.url, calls, conc, "litellm"))
         served = srv.stats()
     ideal = calls / conc * latency
     floor = math.ceil(calls / conc) * latency

@@ -73,7 +73,7 @@ def _lmc(n: int, concurrent: bool) -> dict:
 def _llama(threads: int = 2):
     import llama_cpp
 
-    from lmc.local import model_path
+    from lmc.lm.local import model_path
 
     return llama_cpp.Llama(model_path=model_path(), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                            verbose=False)
@@ -122,7 +122,7 @@ def run(quick: bool = False) -> dict:
     try:
         import llama_cpp  # noqa: F401
 
-        from lmc.local import model_path
+        from lmc.lm.local import model_path
         model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": f"local model unavailable: {e}"}

@@ -31,7 +31,7 @@ def _local_available() -> str | None:
     try:
         import llama_cpp  # noqa: F401
 
-        from lmc.local import model_path
+        from lmc.lm.local import model_path
 
         model_path()
     except Exception as e:  # noqa: BLE001 - any reason the model cannot run skips the benchmark

@@ -192,6 +192,7 @@ def register(app: typer.Typer) -> None:
         price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)] = None,
         max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%", show_default=False)] = None,
         truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
+        transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol", show_default=False)] = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -238,12 +239,13 @@ def _gate_options(**kw):
 def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
-          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False) -> None:
+          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
+          transport=None) -> None:
     _check_format(format)
     run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
                      max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
                      price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
-                     max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None,
+                     max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None, transport=transport,
                      allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS)
     opts = EvalOptions(target, data, metric=metric, program=program, threshold=threshold, shard=shard, run=run,
                        gates=_gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop,

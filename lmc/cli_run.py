@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
         price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")] = None,
         truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
         max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example")] = None,
+        transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol")] = None,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
@@ -105,7 +106,8 @@ def register(app: typer.Typer) -> None:
                                  concurrency=jobs, rpm=rpm, max_steps=max_steps, example_timeout=example_timeout,
                                  max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
                                  price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
-                                 truncate_inputs=truncate_inputs or None, max_backtracks=max_backtracks,
+                                 truncate_inputs=truncate_inputs or None, transport=transport,
+                                 max_backtracks=max_backtracks,
                                  trace_prompts=trace is not None, allow_python=tuple(allow_python or ()))
             code = _run(target, program, input, field, data, out, trace, options)
         except KeyboardInterrupt:

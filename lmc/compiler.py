@@ -63,6 +63,7 @@ class CompileOptions:
     price_per_mtok_out: float | None = None
     max_lm_errors: str | None = None  # failed LM calls (a share or a count) before the compile stops, exit 3 (20%)
     truncate_inputs: bool | None = None
+    transport: str | None = None  # direct or litellm; None: each LM by its protocol
     allow_partial: bool = False
     cache_dir: str | None = None  # None: $LMC_CACHE_DIR, lmc.yaml, then .lmc/cache
     use_cache: bool = True
@@ -82,7 +83,8 @@ class CompileOptions:
                           example_timeout=self.example_timeout, max_calls=self.max_calls, max_cost=self.max_cost,
                           price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
                           max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
-                          allow_python=tuple(self.allow_python), default_max_lm_errors=DEFAULT_LM_ERRORS)
+                          transport=self.transport, allow_python=tuple(self.allow_python),
+                          default_max_lm_errors=DEFAULT_LM_ERRORS)
 
 
 @dataclass

@@ -19,6 +19,7 @@ Every setting is resolved once, in one order: command line > environment > lmc.y
 | price_per_mtok_out | --price-per-mtok-out | LMC_PRICE_PER_MTOK_OUT | price_per_mtok_out | litellm's table |
 | max_lm_errors   | --max-lm-errors      | LMC_MAX_LM_ERRORS     | max_lm_errors     | 20% (compile, eval); none (run) |
 | truncate_inputs | --truncate-inputs    | LMC_TRUNCATE_INPUTS   | truncate_inputs   | false        |
+| transport       | --transport          | LMC_TRANSPORT         | transport         | by protocol (lmc/lm/spec.py) |
 
 The LM has one more source, the artifact, between lmc.yaml and the default (`choose_lm`);
 an artifact never chooses where the user's API key is sent (`choose_lm`, `predictor_lm`).
@@ -85,6 +86,12 @@ def _flag(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def _transport(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in ("direct", "litellm"):
+        raise ValueError("expected direct or litellm")
+    return value.strip().lower()
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
@@ -114,6 +121,7 @@ SETTINGS = {s.name: s for s in (
     Setting("price_per_mtok_out", "--price-per-mtok-out", "LMC_PRICE_PER_MTOK_OUT", _amount),
     Setting("max_lm_errors", "--max-lm-errors", "LMC_MAX_LM_ERRORS", _error_limit),
     Setting("truncate_inputs", "--truncate-inputs", "LMC_TRUNCATE_INPUTS", _flag, False),
+    Setting("transport", "--transport", "LMC_TRANSPORT", _transport),
 )}
 YAML_KEYS = tuple(SETTINGS)
 

@@ -98,6 +98,11 @@ _installed = False
 class RedirectRefused(Exception):
     """Raised inside httpx when an LM request is answered with a redirect (mapped to LMRedirectError)."""
 
+    def __init__(self, status: int, location: str):
+        super().__init__(f"redirect ({status}) to {location!r} refused")
+        self.status = status
+        self.location = location
+
 
 def _install_httpx_guard() -> None:
     """Make httpx refuse to build a redirected request while an lmc LM call is in flight.
@@ -120,7 +125,7 @@ def _install_httpx_guard() -> None:
             seen = _IN_LM_CALL.get()
             if seen is not None:
                 seen.append(response.headers.get("location", ""))
-                raise RedirectRefused(f"redirect to {response.headers.get('location', '')!r} refused")
+                raise RedirectRefused(response.status_code, response.headers.get("location", ""))
             return _original(self, request, response)
 
         cls._build_redirect_request = guarded  # type: ignore[method-assign]

@@ -8,8 +8,8 @@
 `prepare(options)` resolves the settings alone (commands that check their outputs
 before loading anything call it first); `Setup.open(target)` then picks the LM,
 builds the client and the target's runtime, and refuses (before any LM call) an
-import the run may not make, an artifact's LM alias re-routing the key, or a
---max-cost over an LM with no known price.  Further runtimes share the session's
+import the run may not make, an artifact's LM alias re-routing the key, an LM the
+chosen --transport cannot serve, or a --max-cost over an LM with no known price.  Further runtimes share the session's
 client, and so its cache, budget and accounting: `runtime_for` (the candidate
 programs of a compile, a teacher LM) and `open` (an eval's baseline).
 """
@@ -50,6 +50,7 @@ class RunOptions:
     price_per_mtok_out: float | None = None
     max_lm_errors: str | None = None
     truncate_inputs: bool | None = None
+    transport: str | None = None  # direct or litellm; None: each LM by its protocol (lmc/lm/spec.py)
     max_backtracks: int | None = None
     trace_prompts: bool = False
     allow_python: tuple[str, ...] = ()
@@ -64,7 +65,8 @@ class RunOptions:
                 "concurrency": self.concurrency, "rpm": self.rpm, "max_steps": self.max_steps,
                 "example_timeout": self.example_timeout, "max_calls": self.max_calls, "max_cost": self.max_cost,
                 "price_per_mtok_in": self.price_per_mtok_in, "price_per_mtok_out": self.price_per_mtok_out,
-                "max_lm_errors": self.max_lm_errors, "truncate_inputs": self.truncate_inputs}
+                "max_lm_errors": self.max_lm_errors, "truncate_inputs": self.truncate_inputs,
+                "transport": self.transport}
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class Setup:
         limit = st.max_lm_errors or self.options.default_max_lm_errors
         return LMClient(cache_dir=self.cache_dir, use_cache=self.options.use_cache, concurrency=st.concurrency,
                         rpm=st.rpm, backend=self.options.backend, max_calls=st.max_calls, max_cost=st.max_cost,
-                        price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None)
+                        price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None,
+                        transport=st.transport)
 
     def open(self, target: Target) -> "Session":
         """Choose the LM, build the client and the target's runtime, vetted; nothing is sent yet."""
@@ -120,6 +123,7 @@ class Session:
 
     def __post_init__(self) -> None:
         rt = self._runtime(self.target, self.target.ir, self.lm, self.setup.options.trace_prompts)
+        self.client.check_transports(rt.lms())  # an LM the chosen --transport cannot serve is refused now
         self.client.check_prices(rt.lms())  # a --max-cost over an LM of unknown price is refused now
         self.runtime = rt.vet()
 
@@ -142,6 +146,7 @@ class Session:
     def open(self, target: Target) -> Runtime:
         """The vetted runtime of another target (an eval's baseline), with its own LM, on the same client."""
         rt = self._runtime(target, target.ir, choose_lm(self.setup.options.lm, self.settings.api_base, self.config, target))
+        self.client.check_transports(rt.lms())
         self.client.check_prices(rt.lms())
         return rt.vet()
 

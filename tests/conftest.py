@@ -22,6 +22,13 @@ def lm_server():
         yield srv
 
 
+@pytest.fixture(params=["direct", "litellm"])
+def transport(request, monkeypatch):
+    """Run the test once per transport: every LMClient it builds (directly or through the CLI) uses this one."""
+    monkeypatch.setenv("LMC_TRANSPORT", request.param)
+    return request.param
+
+
 @pytest.fixture
 def fake_lm():
     """A FakeLM answering "ok"; set `.script` to change what it says."""

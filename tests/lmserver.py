@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Callable
 
 FAULT_KINDS = (
     "429",  # rate limited, no Retry-After
-    "429_retry_after",  # rate limited with `Retry-After: <retry_after>`
+    "429_retry_after",  # rate limited with `Retry-After: <retry_after>` (seconds, or an HTTP-date: retry_after_date)
     "500",
     "502",
     "503",
@@ -70,7 +71,8 @@ class LoopbackServer:
         max_faults: int | None = None,
         faults_per_body: int | None = None,
         model_ids: tuple[str, ...] = ("loopback",),
-        status_for: Callable[[dict], tuple[int, str] | None] | None = None,
+        status_for: Callable[[dict], tuple | None] | None = None,
+        retry_after_date: bool = False,
     ):
         unknown = set(faults or {}) - set(FAULT_KINDS)
         if unknown:
@@ -85,8 +87,11 @@ class LoopbackServer:
         self.max_faults = max_faults
         self.faults_per_body = faults_per_body
         self.model_ids = model_ids
-        self.status_for = status_for  # optional hook: request -> (status, message) to force an error answer
+        # optional hook: request -> (status, message) or (status, message, headers) to force an error answer
+        self.status_for = status_for
+        self.retry_after_date = retry_after_date
         self.requests = 0
+        self.timeline: dict = {}  # requests per quarter second (monotonic clock), for benchmarks' diagnostics
         self.by_path: Counter = Counter()
         self.by_body: Counter = Counter()
         self.faults_injected: Counter = Counter()
@@ -156,15 +161,18 @@ class LoopbackServer:
     def reset_counters(self) -> None:
         with self._lock:
             self.requests = 0
+            self.timeline.clear()
             self.by_path.clear()
             self.by_body.clear()
             self.faults_injected.clear()
 
     def stats(self) -> dict:
         with self._lock:
+            # cpu_s: CPU seconds of the whole process, the server's own when it runs in one (ServerProcess)
             return {"requests": self.requests, "by_path": dict(self.by_path), "duplicates": self.duplicates(),
                     "faults_injected": dict(self.faults_injected), "connections": self.connections,
-                    "max_open": self.max_open}
+                    "max_open": self.max_open, "cpu_s": time.process_time(),
+                    "timeline": sorted(self.timeline.items())}
 
     def duplicates(self) -> int:
         """How many requests repeated a body already seen (retries included)."""
@@ -222,6 +230,13 @@ class LoopbackServer:
         payload = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
         self._send(writer, status, payload, extra)
 
+    def _retry_after_value(self) -> str:
+        if self.retry_after_date:  # whole seconds only: the wait is retry_after rounded up to the next second
+            import email.utils
+
+            return email.utils.formatdate(math.ceil(time.time() + self.retry_after), usegmt=True)
+        return f"{self.retry_after:g}"
+
     def _pick_fault(self, bhash: str, nth: int) -> str | None:
         if not self.faults:
             return None
@@ -245,6 +260,8 @@ class LoopbackServer:
             return True
         with self._lock:
             self.requests += 1
+            bucket = int(time.monotonic() * 4)
+            self.timeline[bucket] = self.timeline.get(bucket, 0) + 1
             self.by_path[path] += 1
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -268,6 +285,10 @@ class LoopbackServer:
             self._error(writer, 400, "body is not JSON", "invalid_request_error")
             await writer.drain()
             return True
+        return await self._answer(path, request, writer)
+
+    async def _answer(self, path: str, request: dict, writer) -> bool:
+        """A parsed completion or embeddings request: forced status, injected fault, or the answer."""
         bhash = body_hash(request)
         with self._lock:
             self.by_body[bhash] += 1
@@ -278,11 +299,11 @@ class LoopbackServer:
         if self.status_for is not None:
             forced = self.status_for(request)
             if forced is not None:
-                self._error(writer, forced[0], forced[1], "invalid_request_error")
+                self._error(writer, forced[0], forced[1], "invalid_request_error", *forced[2:])
                 await writer.drain()
                 return True
         if fault in ("429", "429_retry_after"):
-            extra = {"Retry-After": f"{self.retry_after:g}"} if fault == "429_retry_after" else None
+            extra = {"Retry-After": self._retry_after_value()} if fault == "429_retry_after" else None
             self._error(writer, 429, "Rate limit reached, slow down.", "rate_limit_error", extra)
             await writer.drain()
             return True

@@ -111,7 +111,7 @@ def nothing_written(ws: Path) -> bool:
 # ---------------------------------------------------------------- --max-calls is a hard cap
 
 
-def test_an_always_failing_server_under_max_calls_20_at_j16_sees_at_most_20_requests_and_the_compile_exits_3(lmc, ws):
+def test_an_always_failing_server_under_max_calls_20_at_j16_sees_at_most_20_requests_and_the_compile_exits_3(lmc, ws, transport):
     with LoopbackServer(responder, status_for=lambda r: (500, "the server had an error")) as srv:
         code, _, err = lmc(*compile_args(srv.url, "--max-calls", "20", "-j", "16", "--optimizer", "random-search"))
         sent = srv.requests
@@ -123,7 +123,7 @@ def test_an_always_failing_server_under_max_calls_20_at_j16_sees_at_most_20_requ
 
 
 @pytest.mark.parametrize("j", ["1", "4", "16"])
-def test_max_calls_holds_at_any_concurrency_with_retries_counted(lmc, ws, j):
+def test_max_calls_holds_at_any_concurrency_with_retries_counted(lmc, ws, transport, j):
     # 30% of first tries fail once: retries are requests too, and count against the cap.
     with LoopbackServer(responder, faults={"500": 0.3}, faults_per_body=1, seed=3) as srv:
         code, _, err = lmc(*compile_args(srv.url, "--max-calls", "25", "-j", j, "--optimizer", "random-search",
@@ -138,7 +138,7 @@ def test_max_calls_holds_at_any_concurrency_with_retries_counted(lmc, ws, j):
     assert rep["budget"]["exhausted"] is True
 
 
-def test_cache_hits_cost_nothing_against_the_cap(lmc, ws):
+def test_cache_hits_cost_nothing_against_the_cap(lmc, ws, transport):
     with LoopbackServer(responder) as srv:
         code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled"))
         assert code == 0, err
@@ -153,7 +153,7 @@ def test_cache_hits_cost_nothing_against_the_cap(lmc, ws):
 # ---------------------------------------------------------------- loud failure
 
 
-def test_a_dead_endpoint_exits_3_before_any_work(lmc, ws):
+def test_a_dead_endpoint_exits_3_before_any_work(lmc, ws, transport):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -168,7 +168,7 @@ def test_a_dead_endpoint_exits_3_before_any_work(lmc, ws):
     assert not (ws / "r.json").exists()
 
 
-def test_a_refused_key_exits_3_without_retries(lmc, ws):
+def test_a_refused_key_exits_3_without_retries(lmc, ws, transport):
     with LoopbackServer(responder, api_key="sk-the-right-one") as srv:
         code, _, err = lmc(*compile_args(srv.url, "-j", "4"))
         sent, dup = srv.requests, srv.duplicates()
@@ -179,7 +179,7 @@ def test_a_refused_key_exits_3_without_retries(lmc, ws):
     assert nothing_written(ws)
 
 
-def test_half_the_calls_failing_is_exit_3_and_the_answered_ones_stay_cached(lmc, ws):
+def test_half_the_calls_failing_is_exit_3_and_the_answered_ones_stay_cached(lmc, ws, transport):
     def half(request):
         return (500, "upstream failed") if share(request) < 50 else None
 
@@ -199,7 +199,7 @@ def test_half_the_calls_failing_is_exit_3_and_the_answered_ones_stay_cached(lmc,
     assert stats["cached_calls"] >= cached and stats["requests"] == srv.requests
 
 
-def test_random_failures_without_retries_are_counted_per_request(lmc, ws, monkeypatch):
+def test_random_failures_without_retries_are_counted_per_request(lmc, ws, transport, monkeypatch):
     monkeypatch.setenv("LMC_MAX_RETRIES", "0")
     with LoopbackServer(responder, faults={"503": 0.5}, seed=11) as srv:
         code, _, err = lmc(*compile_args(srv.url, "-j", "8"))
@@ -207,7 +207,7 @@ def test_random_failures_without_retries_are_counted_per_request(lmc, ws, monkey
     assert "--max-lm-errors" in last_line(err)
 
 
-def test_a_few_failed_calls_are_tolerated_and_reported(lmc, ws):
+def test_a_few_failed_calls_are_tolerated_and_reported(lmc, ws, transport):
     def few(request):
         return (500, "flaky") if share(request) < 5 else None
 
@@ -229,7 +229,7 @@ def test_a_few_failed_calls_are_tolerated_and_reported(lmc, ws):
     assert stats["errors"] > 0  # failed calls (every retry of them failed too)
 
 
-def test_max_lm_errors_as_a_count_and_bad_values(lmc, ws):
+def test_max_lm_errors_as_a_count_and_bad_values(lmc, ws, transport):
     def few(request):
         return (500, "flaky") if share(request) < 5 else None
 
@@ -244,7 +244,7 @@ def test_max_lm_errors_as_a_count_and_bad_values(lmc, ws):
         assert srv.requests == before
 
 
-def test_eval_against_a_failing_server_exits_3_and_writes_no_report(lmc, ws):
+def test_eval_against_a_failing_server_exits_3_and_writes_no_report(lmc, ws, transport):
     with LoopbackServer(responder, status_for=lambda r: (502, "bad gateway")) as srv:
         code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
                            "--junit", "j.xml", "--max-calls", "12", "-j", "16")
@@ -254,7 +254,7 @@ def test_eval_against_a_failing_server_exits_3_and_writes_no_report(lmc, ws):
     assert not (ws / "r.json").exists() and not (ws / "j.xml").exists()
 
 
-def test_eval_whose_budget_runs_out_exits_3(lmc, ws):
+def test_eval_whose_budget_runs_out_exits_3(lmc, ws, transport):
     with LoopbackServer(responder) as srv:
         code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
                            "--max-calls", "4", "--no-cache")
@@ -267,7 +267,7 @@ def test_eval_whose_budget_runs_out_exits_3(lmc, ws):
 # ---------------------------------------------------------------- accounting agrees with the server
 
 
-def test_run_with_suggest_repeats_faults_and_concurrency_reports_every_request(lmc, ws):
+def test_run_with_suggest_repeats_faults_and_concurrency_reports_every_request(lmc, ws, transport):
     per_question: Counter = Counter()
     lock = threading.Lock()
 
@@ -299,7 +299,7 @@ def test_run_with_suggest_repeats_faults_and_concurrency_reports_every_request(l
     assert f"{sent} requests sent ({faults} retries, {faults} failed)" in err, err
 
 
-def test_eval_report_counts_agree_with_the_server_under_faults(lmc, ws):
+def test_eval_report_counts_agree_with_the_server_under_faults(lmc, ws, transport):
     with LoopbackServer(responder, faults={"503": 0.3, "timeout": 0.05}, faults_per_body=1, timeout_sleep=1.5,
                         seed=9) as srv:
         code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
@@ -312,7 +312,7 @@ def test_eval_report_counts_agree_with_the_server_under_faults(lmc, ws):
     assert summary["failed_requests"] == summary["retries"] == faults - srv.faults_injected.get("timeout", 0)
 
 
-def test_compile_stats_agree_with_the_server_under_faults_at_j16(lmc, ws):
+def test_compile_stats_agree_with_the_server_under_faults_at_j16(lmc, ws, transport):
     with LoopbackServer(responder, faults={"500": 0.2, "drop": 0.05}, faults_per_body=1, seed=2) as srv:
         code, _, err = lmc(*compile_args(srv.url, "-j", "16", "--optimizer", "random-search", "--candidates", "3"))
         sent, faults = srv.requests, sum(srv.faults_injected.values())
@@ -325,7 +325,7 @@ def test_compile_stats_agree_with_the_server_under_faults_at_j16(lmc, ws):
 # ---------------------------------------------------------------- --max-cost
 
 
-def test_max_cost_over_an_unpriced_server_is_refused_before_any_call(lmc, ws):
+def test_max_cost_over_an_unpriced_server_is_refused_before_any_call(lmc, ws, transport):
     write_jsonl(ws / "in.jsonl", reviews(3, labels=False))
     with LoopbackServer(responder) as srv:
         for cmd in (compile_args(srv.url, "--max-cost", "1"),
@@ -342,7 +342,7 @@ def test_max_cost_over_an_unpriced_server_is_refused_before_any_call(lmc, ws):
     assert nothing_written(ws) and not (ws / "o.jsonl").exists()
 
 
-def test_max_cost_with_a_given_price_is_never_exceeded(lmc, ws):
+def test_max_cost_with_a_given_price_is_never_exceeded(lmc, ws, transport):
     write_jsonl(ws / "in.jsonl", reviews(40, labels=False))
     price = ("--price-per-mtok-in", "1000", "--price-per-mtok-out", "1000")  # $0.001 a token: a few cents a call
     with LoopbackServer(responder, latency=0.02) as srv:
@@ -362,7 +362,7 @@ def test_max_cost_with_a_given_price_is_never_exceeded(lmc, ws):
     assert float(re.search(r"\$(\d+\.\d+)$", summary).group(1)) == pytest.approx(spent, abs=1e-4)
 
 
-def test_a_price_in_lmc_yaml_lets_max_cost_run_and_a_free_server_is_free(lmc, ws):
+def test_a_price_in_lmc_yaml_lets_max_cost_run_and_a_free_server_is_free(lmc, ws, transport):
     (ws / "lmc.yaml").write_text("price_per_mtok_in: 0\nprice_per_mtok_out: 0\n")
     with LoopbackServer(responder) as srv:
         code, _, err = lmc(*compile_args(srv.url, "--max-cost", "0.000001", "--optimizer", "labeled"))
@@ -377,7 +377,7 @@ def test_a_price_in_lmc_yaml_lets_max_cost_run_and_a_free_server_is_free(lmc, ws
 # ---------------------------------------------------------------- oversized inputs
 
 
-def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_is_asked(lmc, ws):
+def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_is_asked(lmc, ws, transport):
     big = "word " * 200_000  # ~1 MB: far over gpt-4o-mini's 128k-token window
     write_jsonl(ws / "in.jsonl", [{"id": "big", "review": "review number 1 " + big + " the end"},
                                   {"id": "small", "review": "review number 2"}])
@@ -422,7 +422,7 @@ program main(question: str) -> (answer: str) {
 """
 
 
-def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws):
+def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws, transport):
     (ws / "rag.lmp").write_text(RAG, encoding="utf-8")
     write_jsonl(ws / "corpus.jsonl", [{"text": f"fact {i}"} for i in range(5)])
     write_jsonl(ws / "in.jsonl", [{"id": f"q{i}", "question": f"question {i}"} for i in range(6)])
@@ -444,7 +444,7 @@ def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws)
         assert srv.requests <= 4
 
 
-def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws):
+def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws, transport):
     write_jsonl(ws / "in.jsonl", reviews(30, labels=False))
 
     def half(request):
@@ -460,7 +460,7 @@ def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws):
     assert len((ws / "b.jsonl").read_text().splitlines()) < 30
 
 
-def test_the_python_api_takes_the_same_caps(ws):
+def test_the_python_api_takes_the_same_caps(ws, transport):
     import lmc
     from lmc.errors import BudgetExceeded, ConfigError
 

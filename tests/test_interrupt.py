@@ -172,7 +172,6 @@ def test_example_timeout_while_waiting_for_the_lm(tmp_path, capsys, monkeypatch)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LMC_LM", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("LMC_DIRECT_HTTP", "1")  # no litellm import inside the measured time
     (tmp_path / "s.lmp").write_text((ROOT / "programs" / "sentiment.lmp").read_text())
     with LoopbackServer(typed_responder, latency=3.0) as srv:
         rows = [{"id": "a", "review": "one", "sentiment": "positive"}, {"id": "b", "review": "two", "sentiment": "positive"}]

@@ -127,7 +127,7 @@ def test_the_local_model_is_not_asked_again_for_an_empty_completion(tmp_path):
     assert cache_files(tmp_path) == []
 
 
-def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch):
+def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch, transport):
     secret = "sk-loopback-SECRET-4242"
     monkeypatch.setenv("LOOP_KEY", secret)
     a = CHAT.cache_key("openai/m")
@@ -194,12 +194,11 @@ def test_two_processes_share_a_cache_dir(tmp_path):
 # ---------------------------------------------------------------- retries against the loopback server
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
 @pytest.mark.parametrize("mode", ["chat", "completion"])
 @pytest.mark.parametrize("kind", FAULT_KINDS)
-def test_each_fault_kind_is_retried(kind, mode, direct, fast_retry_client):
+def test_each_fault_kind_is_retried(kind, mode, transport, fast_retry_client):
     with LoopbackServer(faults={kind: 1.0}, faults_per_body=1, timeout_sleep=1.0, retry_after=0.05) as srv:
-        client = fast_retry_client(timeout=0.4, direct_http=direct)
+        client = fast_retry_client(timeout=0.4)
         model = "openai/loop" if mode == "chat" else "text-completion-openai/loop"
         res = run(client.complete(parse_lm(model, srv.url), CHAT if mode == "chat" else PROMPT))
         assert res.text.startswith("echo:")
@@ -208,7 +207,7 @@ def test_each_fault_kind_is_retried(kind, mode, direct, fast_retry_client):
         assert srv.by_path["/v1/chat/completions" if mode == "chat" else "/v1/completions"] == 2
 
 
-def test_retry_after_is_honoured(fast_retry_client):
+def test_retry_after_is_honoured(fast_retry_client, transport):
     with LoopbackServer(faults={"429_retry_after": 1.0}, faults_per_body=1, retry_after=0.4) as srv:
         client = fast_retry_client()
         start = time.perf_counter()
@@ -217,7 +216,7 @@ def test_retry_after_is_honoured(fast_retry_client):
         assert client.usage.retries == 1
 
 
-def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client):
+def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client, transport):
     with LoopbackServer(faults={"503": 1.0}) as srv:
         client = fast_retry_client(max_retries=2)
         with pytest.raises(LMError, match=r"openai/loop failed after 3 attempts.*503"):
@@ -225,22 +224,20 @@ def test_persistent_5xx_gives_up_with_lm_error(fast_retry_client):
         assert srv.requests == 3 and client.usage.errors == 1 and client.usage.retries == 2
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_auth_error_fails_fast_and_hides_the_key(direct, fast_retry_client, monkeypatch):
+def test_auth_error_fails_fast_and_hides_the_key(transport, fast_retry_client, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-777777")
     with LoopbackServer(api_key="sk-right") as srv:
-        client = fast_retry_client(direct_http=direct)
+        client = fast_retry_client()
         with pytest.raises(LMAuthError) as info:
             run(client.complete(parse_lm("openai/gpt-4o-mini", srv.url), CHAT))
         assert str(info.value) == "authentication failed for openai/gpt-4o-mini; check OPENAI_API_KEY"
         assert srv.requests == 1 and client.usage.retries == 0
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_bad_request_is_not_retried_and_secret_is_scrubbed(direct, fast_retry_client, monkeypatch):
+def test_bad_request_is_not_retried_and_secret_is_scrubbed(transport, fast_retry_client, monkeypatch):
     monkeypatch.setenv("LOOP_KEY", "sk-echoed-back-99999")
     with LoopbackServer(status_for=lambda r: (400, "model 'm' does not support x; key sk-echoed-back-99999")) as srv:
-        client = fast_retry_client(direct_http=direct)
+        client = fast_retry_client()
         with pytest.raises(LMError) as info:
             run(client.complete(parse_lm("openai/m", srv.url, api_key_env="LOOP_KEY"), CHAT))
         text = str(info.value)
@@ -249,12 +246,11 @@ def test_bad_request_is_not_retried_and_secret_is_scrubbed(direct, fast_retry_cl
         assert info.value.__cause__ is None and srv.requests == 1
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct", "litellm"])
-def test_unreachable_api_base(direct, fast_retry_client):
+def test_unreachable_api_base(transport, fast_retry_client):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
-    client = fast_retry_client(max_retries=2, timeout=1.0, direct_http=direct)
+    client = fast_retry_client(max_retries=2, timeout=1.0)
     start = time.perf_counter()
     with pytest.raises(LMUnreachableError, match=rf"cannot reach http://127.0.0.1:{port}/v1 for openai/m"):
         run(client.complete(parse_lm("openai/m", f"http://127.0.0.1:{port}/v1"), CHAT))
@@ -272,12 +268,12 @@ def test_missing_named_key_env_is_an_auth_error(monkeypatch):
 # ---------------------------------------------------------------- concurrency, rate, budgets
 
 
-def test_concurrency_throughput():
+def test_concurrency_throughput(transport):
     # With a fixed 100 ms latency and 64 slots, 400 calls need ceil(400/64) = 7 rounds: 0.7 s is the floor
     # (400/64*0.1 = 0.625 s would need fractional rounds). The server runs in its own process, as a real one would.
     floor = 7 * 0.1
     with ServerProcess(latency=0.1) as srv:
-        client = LMClient(use_cache=False, concurrency=64, direct_http=True)
+        client = LMClient(use_cache=False, concurrency=64)
         spec = parse_lm("openai/loop", srv.url)
 
         async def go():
@@ -293,7 +289,9 @@ def test_concurrency_throughput():
     assert len(out) == 400 and stats["requests"] == 400 and stats["duplicates"] == 0
     assert stats["max_open"] <= 64
     # A loose bound: serial calls would reach ~2%; the real figure lives in bench/ (timed tests flake under load).
-    assert floor / elapsed >= 0.25, f"{floor / elapsed:.0%} of the best possible throughput ({elapsed:.3f}s)"
+    # litellm's own CPU per call (3-5 ms) caps it near 30% on 2 cores (bench/bench_lm_overhead.py).
+    bound = 0.25 if transport == "direct" else 0.1
+    assert floor / elapsed >= bound, f"{floor / elapsed:.0%} of the best possible throughput ({elapsed:.3f}s)"
 
 
 def test_semaphore_caps_in_flight_calls():
@@ -356,7 +354,7 @@ def test_call_budget_holds_under_concurrency():
     assert sum(isinstance(o, BudgetExceeded) for o in out) == 5
 
 
-def test_cost_budget_and_table_cost(lm_server):
+def test_cost_budget_and_table_cost(lm_server, transport):
     spec = parse_lm("openai/gpt-4o-mini", lm_server.url)  # a known model: priced from litellm's table
     req = LMRequest(messages=CHAT.messages, max_tokens=20)
     probe = LMClient(use_cache=False)
@@ -398,7 +396,7 @@ def test_usage_json_by_tag():
     assert data["by_tag"]["a"]["prompt_tokens"] == 3 and data["by_tag"]["b"]["retries"] == 1
 
 
-def test_json_mode_and_extra_settings_reach_the_server():
+def test_json_mode_and_extra_settings_reach_the_server(transport):
     seen = []
 
     def responder(request):
@@ -429,7 +427,7 @@ def test_server_models_and_embeddings(lm_server):
     assert len(data) == 2 and data[0]["embedding"] != data[1]["embedding"]
 
 
-def test_fault_injection_is_deterministic_per_seed():
+def test_fault_injection_is_deterministic_per_seed(transport):
     def faulted(seed):
         with LoopbackServer(faults={"500": 0.5}, seed=seed) as srv:
             client = LMClient(use_cache=False, max_retries=0)
@@ -448,7 +446,7 @@ def test_fault_injection_is_deterministic_per_seed():
     assert a == faulted(1) and 0 < sum(a) < 12 and a != faulted(2)
 
 
-def test_client_survives_several_event_loops(lm_server):
+def test_client_survives_several_event_loops(lm_server, transport):
     client = LMClient(use_cache=False)
     spec = parse_lm("openai/loop", lm_server.url)
     for _ in range(3):
@@ -488,7 +486,7 @@ def test_local_model_greedy_stop_and_tokens(tmp_path):
 @pytest.mark.local_model
 @local
 def test_local_model_refuses_an_overlong_prompt_instead_of_dropping_its_head():
-    from lmc.local import LocalBackend
+    from lmc.lm.local import LocalBackend
 
     backend = LocalBackend(n_ctx=256, slots=0)  # a small window keeps the overlong prompt cheap to tokenize
     client = LMClient(use_cache=False, backend=backend)
@@ -528,7 +526,7 @@ def test_local_generation_cancels_cleanly():
 def test_local_missing_packages_name_the_install_command(monkeypatch):
     import builtins
 
-    from lmc import local as local_mod
+    from lmc.lm import local as local_mod
 
     real_import = builtins.__import__
 
@@ -544,7 +542,7 @@ def test_local_missing_packages_name_the_install_command(monkeypatch):
 
 
 def test_cpu_without_avx2_is_refused():
-    from lmc.local import check_cpu
+    from lmc.lm.local import check_cpu
 
     with pytest.raises(ConfigError, match="AVX2"):
         check_cpu("processor: 0\nflags\t\t: fpu sse sse2 avx\n")

@@ -1,6 +1,6 @@
 """The embedded model is shared by the processes of one machine: machine-wide turns, robust to a killed holder.
 
-These tests drive `lmc.local.MachineSlots` from several real processes without loading the
+These tests drive `lmc.lm.local.MachineSlots` from several real processes without loading the
 model; `bench/bench_local_share.py` measures two `lmc run`s on the model itself.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lmc.errors import ConfigError, LMError
-from lmc.local import MachineSlots, check_fits, default_slots, runtime_dir
+from lmc.lm.local import MachineSlots, check_fits, default_slots, runtime_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {root!r})
     from pathlib import Path
-    from lmc.local import MachineSlots
+    from lmc.lm.local import MachineSlots
     slots = MachineSlots(1, Path({dir!r}))
     log = open({log!r}, "a")
     go = Path({dir!r}) / "go"

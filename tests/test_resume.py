@@ -168,7 +168,7 @@ def test_a_torn_last_line_of_a_genuine_file_is_still_repaired(ws, run, server, c
 def test_a_second_run_on_the_same_out_fails_at_once(ws):
     """Today's failure: two runs on one --out left 77 lines for 40 ids.  Now the second stops before any call."""
     write_rows(ws / "in.jsonl", [{"id": f"r{i:02d}", "review": f"review {i}"} for i in range(40)])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LMC_DIRECT_HTTP": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LMC_LM", None)
     # 40 answers at 0.4 s, two at a time, keep the first run busy ~8 s: the second run's start-up
     # (over 1 s on a loaded 2-core machine) must land while the first still holds the file.

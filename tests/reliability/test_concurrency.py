@@ -19,7 +19,7 @@ def test_two_processes_share_one_cache(tmp_path):
     a_rows, b_rows = reviews(N), reviews(N, start=N // 2)
     write_jsonl(tmp_path / "a.jsonl", a_rows)
     write_jsonl(tmp_path / "b.jsonl", b_rows)
-    env = subprocess_env(LMC_DIRECT_HTTP="1", LMC_TEST_LM_TIMEOUT="30")
+    env = subprocess_env(LMC_TEST_LM_TIMEOUT="30")
     with LoopbackServer(sentiment_responder, latency=0.01) as srv:
         def start(name):
             return subprocess.Popen(lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url,

@@ -17,11 +17,11 @@ from tests.reliability.helpers import (SENTIMENT, labeled_reviews, lmc_cmd, read
                                        subprocess_env, write_jsonl)
 
 KILLS = 20
-# The plain-HTTP transport: every restart through litellm would spend ~3 s importing it, and what is
+# The default (direct) transport: every restart through litellm would spend ~3 s importing it, and what is
 # under test here (resume, cache, atomic writes) sits above the transport.  test_faults covers both.
 # A long client timeout: under a loaded machine a 1 s timeout abandons answers the server did send,
 # and a re-send after that is a retry, not a lost cached call.
-ENV = {"LMC_DIRECT_HTTP": "1", "LMC_TEST_LM_TIMEOUT": "30"}
+ENV = {"LMC_TEST_LM_TIMEOUT": "30"}
 # A request answered this long before a kill must have reached the cache: the client only has to read,
 # parse and rename one small file, so anything slower than this is a lost paid call. On a machine
 # with more runnable processes than cores the client waits its turn for the CPU, so the window grows

@@ -45,9 +45,7 @@ def _outputs(path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("direct", ["0", "1"], ids=["litellm", "direct-http"])
-def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, server, tmp_path, monkeypatch, direct):
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
+def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, server, tmp_path, transport):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(N_RUN))
     code, _, err = _run(cli, server, data, "clean.jsonl", "cache-clean")
     assert code == 0, err
@@ -78,7 +76,7 @@ def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, se
     assert took < 60
 
 
-def test_run_reports_no_retries_when_none_happened(cli, fast_client, server, tmp_path):
+def test_run_reports_no_retries_when_none_happened(cli, fast_client, server, tmp_path, transport):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(5))
     code, _, err = _run(cli, server, data, "out.jsonl", "cache")
     assert code == 0, err
@@ -86,7 +84,7 @@ def test_run_reports_no_retries_when_none_happened(cli, fast_client, server, tmp
 
 
 @pytest.mark.slow
-def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, server, tmp_path, monkeypatch):
+def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, server, tmp_path, monkeypatch, transport):
     def compile_(where):
         # Same relative paths in two directories: the artifact records paths, and they must not differ.
         d = tmp_path / where
@@ -116,7 +114,7 @@ def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, serv
     assert json.loads((tmp_path / "clean" / "out.stats.json").read_text())["retries"] == 0
 
 
-def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, tmp_path):
+def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, tmp_path, transport):
     """The server answers 40 requests, then stops listening: exit 3, one clear message, the 40 kept; a rerun resumes."""
     write_jsonl(tmp_path / "in.jsonl", reviews(100))
     srv = LoopbackServer(sentiment_responder).start()
@@ -154,7 +152,7 @@ def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, 
     assert set(_outputs(tmp_path / "out.jsonl")) == {r["id"] for r in reviews(100)}
 
 
-def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, tmp_path):
+def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, tmp_path, transport):
     import socket
 
     s = socket.socket()
@@ -168,10 +166,8 @@ def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, 
     assert err.count("error:") == 1 and "cannot reach" in err
 
 
-@pytest.mark.parametrize("direct", ["1", "0"], ids=["direct-http", "litellm"])
-def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp_path, monkeypatch, direct):
+def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp_path, transport):
     """A server that always answers 503 is up but broken: each example is retried, then fails with a reason."""
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
     with LoopbackServer(sentiment_responder, status_for=lambda r: (503, "overloaded")) as srv:
         write_jsonl(tmp_path / "in.jsonl", reviews(4))
         code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",

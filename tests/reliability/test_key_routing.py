@@ -126,7 +126,7 @@ def env(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_SECRET)
     monkeypatch.delenv("LMC_LM", raising=False)
-    monkeypatch.delenv("LMC_DIRECT_HTTP", raising=False)
+    monkeypatch.delenv("LMC_TRANSPORT", raising=False)
 
 
 @pytest.fixture
@@ -227,13 +227,15 @@ def _with_alias_used(path, base: str):
                                                  ("anthropic/claude-3-haiku-20240307", ANTHROPIC_SECRET, "x-api-key")])
 def test_no_request_follows_a_redirect_to_another_host(cli, env, monkeypatch, tmp_path, transport, model, secret,
                                                        header):
-    if transport == "direct":
-        if model.startswith("anthropic/"):
-            pytest.skip("the plain-HTTP path serves OpenAI-compatible servers only")
-        monkeypatch.setenv("LMC_DIRECT_HTTP", "1")
+    monkeypatch.setenv("LMC_TRANSPORT", transport)
     with RecordingServer() as second, RecordingServer(redirect_to=f"http://127.0.0.1:{second.port}") as first:
         code, out, err = cli("run", SENTIMENT, "--lm", model, "--api-base", first.url, "-i", "review=review number 2",
                              "--no-cache")
+        if transport == "direct" and model.startswith("anthropic/"):
+            # Anthropic's protocol is not OpenAI's: lmc refuses before sending anything.
+            assert code == 2 and "--transport direct cannot send requests for anthropic/" in err, err
+            assert first.seen == [] and second.seen == []
+            return
         assert code == 2, err
         assert "redirect" in err and f"127.0.0.1:{second.port}" in err and "does not follow redirects" in err
         assert len(err.strip().splitlines()) == 1

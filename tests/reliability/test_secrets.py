@@ -71,9 +71,7 @@ def _leaks(blob: bytes | str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("direct", ["0", "1"], ids=["litellm", "direct-http"])
-def test_a_full_session_leaks_no_key(cli, fast_client, tmp_path, monkeypatch, verbose_logs, direct):
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
+def test_a_full_session_leaks_no_key(cli, fast_client, tmp_path, monkeypatch, verbose_logs, transport):
     monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
     monkeypatch.setenv("LITELLM_LOG", "DEBUG")
     # lmc.yaml exports its keys to these variables; set them here so the test restores them afterwards.
@@ -123,10 +121,8 @@ def test_a_full_session_leaks_no_key(cli, fast_client, tmp_path, monkeypatch, ve
     assert verbose_logs.stat().st_size > 0  # the libraries did log at DEBUG, and none of it held a key
 
 
-@pytest.mark.parametrize("direct", ["0", "1"], ids=["litellm", "direct-http"])
-def test_a_rejected_key_is_not_echoed(cli, fast_client, tmp_path, monkeypatch, direct):
+def test_a_rejected_key_is_not_echoed(cli, fast_client, tmp_path, monkeypatch, transport):
     """The server answers 401 quoting the key back; lmc's message names the variable to fix, never the key."""
-    monkeypatch.setenv("LMC_DIRECT_HTTP", direct)
     monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
     write_jsonl(tmp_path / "in.jsonl", reviews(3))
     with KeyCheckingServer(sentiment_responder, accept="sk-the-right-one") as srv:

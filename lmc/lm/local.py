@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from lmc.errors import ConfigError, LMError
+from lmc.lm.call import LMRequest, LMResult
+from lmc.lm.spec import LOCAL_MODELS, LOCAL_N_CTX, LMSpec, env_number
 
 log = logging.getLogger("lmc.local")
 
-LOCAL_MODELS = ("local/gemma-3-270m",)
-LOCAL_N_CTX = 4096  # gemma-3-270m was trained at 32k; 4096 costs ~50 MB more KV cache than 2048 and fits most prompts
 LOCAL_THREADS = 2
 CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 INSTALL_HINT = f"install it with: CMAKE_ARGS=\"{CMAKE_ARGS}\" pip install 'lmc[local]' (the Makefile sets CMAKE_ARGS; `make install` does this)"
@@ -115,15 +115,9 @@ def default_slots(n_threads: int = LOCAL_THREADS) -> int:
     """How many generations may run at once on this machine: LMC_LOCAL_SLOTS, else cores // threads (at least 1).
 
     0 turns the sharing off."""
-    raw = os.environ.get("LMC_LOCAL_SLOTS", "").strip()
-    if raw:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"LMC_LOCAL_SLOTS={raw!r} is not a whole number") from None
-        if value < 0:
-            raise ConfigError(f"LMC_LOCAL_SLOTS must be 0 or more, got {value}")
-        return value
+    slots = env_number("LMC_LOCAL_SLOTS", -1, whole=True)
+    if slots >= 0:
+        return int(slots)
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -247,9 +241,7 @@ class LocalBackend:
 
     # -------------------------------------------------------- generation
 
-    async def call(self, spec: Any, req: Any, timeout: float) -> Any:
-        from lmc.lm import LMResult
-
+    async def call(self, spec: LMSpec, req: LMRequest, timeout: float) -> LMResult:
         if req.prompt is None:
             raise LMError(f"{spec.model} is a base model and takes a completion prompt, not chat messages",
                           model=spec.model)
@@ -265,12 +257,12 @@ class LocalBackend:
         return LMResult(text=text, prompt_tokens=pt, completion_tokens=ct, cost=0.0, latency_s=latency,
                         finish_reason=finish, warnings=warnings)
 
-    def _generate(self, req: Any, cancel: threading.Event) -> tuple:
+    def _generate(self, req: LMRequest, cancel: threading.Event) -> tuple:
         llm = self._load()
         start = time.perf_counter()
         if cancel.is_set():  # cancelled while queued or while the model loaded
             return "", 0, 0, "cancelled", 0.0, ()
-        tokens = llm.tokenize(req.prompt.encode("utf-8"), add_bos=True, special=False)
+        tokens = llm.tokenize((req.prompt or "").encode("utf-8"), add_bos=True, special=False)
         max_tokens = max(1, min(int(req.max_tokens), self.n_ctx // 2))
         check_fits(len(tokens), self.n_ctx, max_tokens)
         warnings: tuple[str, ...] = ()
@@ -280,7 +272,7 @@ class LocalBackend:
 
         kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None,
                         "stopping_criteria": _criteria(stopping)}
-        choices = getattr(req, "choices", ())
+        choices = req.choices
         if choices:
             # A small base model often answers off-format; a grammar makes it pick one option.
             kwargs["grammar"] = self._grammar(tuple(choices))

@@ -1,0 +1,102 @@
+"""One LM call as data: the request (and its cache key and OpenAI body fields) and the result, shared by every transport."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+
+from lmc.lm.spec import LMSpec
+
+# Bump when the meaning of a cached entry changes (request canonicalisation, stored fields).
+CACHE_VERSION = 1
+REQUEST_FIELDS = ("temperature", "max_tokens", "stop")
+
+
+@dataclass(frozen=True)
+class LMRequest:
+    """One LM call: chat messages or a completion prompt, plus the settings that change the answer."""
+
+    messages: tuple[dict, ...] | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    sample: int = 0  # index of a repeated sample, so n samples at temperature > 0 differ in the cache
+    json_mode: bool = False
+    # The reply must be one of these strings (a literal-union output).  Backends that can
+    # constrain decoding (the embedded model, through a grammar) do; others ignore it and the
+    # reply is parsed as usual.
+    choices: tuple[str, ...] = ()
+
+    def canonical(self, model: str, extra: dict | None = None) -> dict:
+        settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
+                    "stop": list(self.stop), "json_mode": bool(self.json_mode)}
+        settings.update(extra or {})
+        if self.choices:  # only when set, so existing cache keys stay valid
+            settings["choices"] = list(self.choices)
+        body: dict = {"v": CACHE_VERSION, "model": model, "settings": settings, "sample": int(self.sample)}
+        if self.messages is not None:
+            body["messages"] = [dict(m) for m in self.messages]
+        if self.prompt is not None:
+            body["prompt"] = self.prompt
+        return body
+
+    def cache_key(self, model: str, extra: dict | None = None) -> str:
+        """sha256 of the canonical request; never includes a key, an api_base or the transport."""
+        text = json.dumps(self.canonical(model, extra), sort_keys=True, ensure_ascii=False,
+                          separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LMResult:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cached: bool = False
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None = None, prompt: str | None = None,
+                 **overrides: object) -> LMRequest:
+    """An LMRequest whose temperature/max_tokens/stop default to the spec's settings, then `overrides`."""
+    values: dict = {k: v for k, v in spec.settings if k in REQUEST_FIELDS}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "stop" in values:
+        stop = values["stop"]
+        values["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    return LMRequest(messages=tuple(messages) if messages is not None else None, prompt=prompt, **values)
+
+
+def extra_settings(spec: LMSpec) -> dict | None:
+    """The spec's settings beyond temperature/max_tokens/stop (top_p, seed, …): they reach the body and the cache key."""
+    extra = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.settings
+             if k not in REQUEST_FIELDS and k != "json_mode"}
+    return extra or None
+
+
+def fit_mode(spec: LMSpec, req: LMRequest) -> LMRequest:
+    """The request in the shape the model takes (messages for chat, a prompt for completion models).
+
+    The prompt builder already decides by `spec.mode`; this only keeps a mismatch from crashing."""
+    if spec.mode == "chat" and req.messages is None:
+        return replace(req, messages=({"role": "user", "content": req.prompt or ""},), prompt=None, choices=())
+    if spec.mode == "completion" and req.prompt is None:
+        text = "\n\n".join(str(m.get("content", "")) for m in req.messages or ())
+        return replace(req, prompt=text, messages=None, json_mode=False, choices=())
+    return req
+
+
+def openai_fields(spec: LMSpec, req: LMRequest) -> dict:
+    """The OpenAI body fields of a request, besides model and messages/prompt; both transports send exactly these."""
+    fields: dict = {"temperature": req.temperature, "max_tokens": req.max_tokens}
+    if req.stop:
+        fields["stop"] = list(req.stop)
+    fields.update(extra_settings(spec) or {})
+    if req.json_mode and spec.mode == "chat":
+        fields["response_format"] = {"type": "json_object"}
+    return fields

@@ -1,0 +1,376 @@
+"""The LM client: cache, retries with backoff, concurrency, rate limit, hard caps and accounting over any transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from typing import Any, Protocol
+
+from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
+from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
+from lmc.lm.cache import DiskCache
+from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
+from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
+from lmc.lm.http_transport import HTTPTransport
+from lmc.lm.litellm_transport import LiteLLMTransport
+from lmc.lm.local import local_backend
+from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, table_price, transport_for
+from lmc.lm.usage import Usage, current_meter
+
+
+class Backend(Protocol):
+    """What the client sends requests through: a transport, the embedded model, or a test's fake."""
+
+    async def call(self, spec: LMSpec, req: LMRequest, timeout: float) -> LMResult: ...
+
+
+class _RateLimiter:
+    """Spaces call starts evenly at `rpm` per minute."""
+
+    def __init__(self, rpm: float):
+        self.interval = 60.0 / rpm
+        self.next = 0.0
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(now, self.next)
+        self.next = slot + self.interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class LMClient:
+    """Cached, retried, rate-limited and accounted LM calls; one per process run."""
+
+    def __init__(self, *, cache_dir: str | os.PathLike | None = ".lmc/cache", use_cache: bool = True,
+                 concurrency: int = 8, rpm: float | None = None, timeout: float | None = None,
+                 max_retries: int | None = None,
+                 backend: Backend | None = None, max_calls: int | None = None, max_cost: float | None = None,
+                 retry_wait: float | None = None, retry_max_wait: float | None = None,
+                 transport: str | None = None, price: Price | None = None,
+                 max_lm_errors: ErrorLimit | str | None = None):
+        # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
+        # LMC_RETRY_MAX_WAIT), then the built-in defaults.
+        timeout = env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
+        max_retries = int(env_number("LMC_MAX_RETRIES", 6, whole=True)) if max_retries is None else max_retries
+        retry_wait = env_number("LMC_RETRY_WAIT", 0.5) if retry_wait is None else retry_wait
+        retry_max_wait = env_number("LMC_RETRY_MAX_WAIT", 30.0) if retry_max_wait is None else retry_max_wait
+        self.cache = DiskCache(cache_dir) if (use_cache and cache_dir is not None) else None
+        self.concurrency = max(1, int(concurrency))
+        self.rpm = rpm
+        self.timeout = timeout
+        self.max_retries = max(0, int(max_retries))
+        # Caps are reserved per request before it is sent (lmc/budget.py).
+        self.ledger = Ledger(max_calls, max_cost, price, table_price)
+        # None: failed calls only fail their examples (`lmc run`); compile and eval set a limit.
+        self.error_limit = parse_error_limit(max_lm_errors) if isinstance(max_lm_errors, str) else max_lm_errors
+        self.retry_wait = retry_wait
+        self.retry_max_wait = retry_max_wait
+        self.backend = backend  # when given (tests, embedders), every call goes to it
+        # None: each LM gets the transport that speaks its protocol (lmc/lm/spec.py, transport_for).
+        if transport is None and os.environ.get("LMC_TRANSPORT", "").strip():
+            transport = check_transport(os.environ["LMC_TRANSPORT"], "$LMC_TRANSPORT")
+        self.transport = check_transport(transport)
+        self._direct = HTTPTransport(pool=max(100, self.concurrency))
+        self._litellm = LiteLLMTransport()
+        self._local: Any = None
+        self.usage = Usage()
+        self.warnings = Warnings()
+        self.last_error: LMError | None = None
+        self._fatal: LMError | None = None  # once set (auth refused, unreachable, too many failures) nothing is sent
+        self._last_request_error: str | None = None
+        self._refused_requests = 0  # requests the LM answered with an error or a broken answer (not cancelled ones)
+        self._loop_id: int | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._limiter: _RateLimiter | None = None
+
+    # -------------------------------------------------------- helpers
+
+    def _backend_for(self, spec: LMSpec) -> Backend:
+        if self.backend is not None:
+            return self.backend
+        if spec.is_local:
+            if self._local is None:
+                self._local = local_backend()
+            return self._local
+        return self._direct if transport_for(spec, self.transport) == "direct" else self._litellm
+
+    def check_transports(self, specs) -> None:
+        """Refuse now (ConfigError) an LM the chosen --transport cannot serve, before any call."""
+        if self.backend is None:
+            for spec in specs:
+                if not spec.is_local:
+                    transport_for(spec, self.transport)
+
+    def _loop_state(self) -> tuple[asyncio.Semaphore, _RateLimiter | None]:
+        # A semaphore belongs to one event loop; a client reused across asyncio.run() calls gets fresh ones.
+        loop_id = id(asyncio.get_running_loop())
+        if self._sem is None or self._loop_id != loop_id:
+            self._loop_id = loop_id
+            self._sem = asyncio.Semaphore(self.concurrency)
+            self._limiter = _RateLimiter(self.rpm) if self.rpm else None
+        return self._sem, self._limiter
+
+    @property
+    def max_calls(self) -> int | None:
+        return self.ledger.max_calls
+
+    @property
+    def max_cost(self) -> float | None:
+        return self.ledger.max_cost
+
+    def check_prices(self, specs) -> None:
+        """Refuse now a --max-cost over an LM whose price is unknown (see lmc/budget.py)."""
+        self.ledger.check_prices(specs)
+
+    def _failed(self, e: LMError) -> LMError:
+        """Note a call that failed after its retries; the error to raise (a run-stopping one once the limit is passed)."""
+        if e is self._fatal:
+            return e
+        self.last_error = e
+        if isinstance(e, (LMAuthError, LMUnreachableError, LMFailure)):
+            self._fatal = self._fatal or e
+            return e
+        limit = self.error_limit
+        if limit is not None and limit.exceeded(self.usage.live_calls, self.usage.errors):
+            self._fatal = LMFailure(self._failure_message(f"over --max-lm-errors {limit.text}"), model=e.model)
+            return self._fatal
+        return e
+
+    def _failure_message(self, why: str) -> str:
+        u = self.usage
+        tried = u.live_calls + u.errors
+        text = (f"{u.errors} of {tried} LM calls failed ({why}); {u.requests} requests sent, "
+                f"{u.failed_requests} failed")
+        if self.last_error is not None:
+            text += f"; last error: {self.last_error.message}"
+        return text
+
+    def check_health(self) -> None:
+        """Raise LMFailure when every call that reached an LM failed, or more than the error limit allows.
+
+        Compile and eval call this before writing anything, so a run built on failed calls
+        never leaves a result that looks successful; what was answered stays cached.
+        """
+        if self._fatal is not None:
+            raise self._fatal
+        u = self.usage
+        # Requests cancelled by the run itself (an example's time limit, Ctrl-C) are not the LM failing.
+        if u.live_calls == 0 and (u.errors or self._refused_requests):
+            why = (f"every LM request failed: {self._refused_requests} sent, none answered" if not u.errors else
+                   f"every LM call failed: {u.errors} calls, {u.requests} requests, none answered")
+            if self.last_error is not None:
+                why += f"; last error: {self.last_error.message}"
+            elif self._last_request_error:
+                why += f"; last error: {self._last_request_error}"
+            raise LMFailure(why)
+        limit = self.error_limit
+        if limit is not None and limit.exceeded(u.live_calls, u.errors):
+            raise LMFailure(self._failure_message(f"over --max-lm-errors {limit.text}"))
+
+    def _wait_for(self, exc: BaseException, attempt: int) -> float:
+        after = getattr(exc, "retry_after", None)
+        if after is not None:
+            return min(float(after), MAX_RETRY_AFTER)
+        start = self.retry_wait
+        if getattr(exc, "kind", "") in ONE_OFF_KINDS:
+            start = self.retry_wait / 5
+        base = min(self.retry_max_wait, start * (2 ** (attempt - 1)))
+        return base * (0.5 + random.random() * 0.5)  # jitter keeps concurrent retries from marching in step
+
+    # -------------------------------------------------------- calls
+
+    async def complete(self, spec: LMSpec, req: LMRequest, *, tag: str = "", meter: Usage | None = None) -> LMResult:
+        """One call: from the cache, or sent (and retried) within the caps.
+
+        `meter`, when given, receives the same accounting as the client's own usage: the
+        interpreter passes one per example, so an example reports every request it caused
+        (backtracking repeats and parse repairs included).
+        """
+        req = fit_mode(spec, req)
+        key = req.cache_key(spec.model, extra_settings(spec)) if self.cache is not None else ""
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                result = LMResult(text=hit["text"], prompt_tokens=int(hit.get("prompt_tokens", 0)),
+                                  completion_tokens=int(hit.get("completion_tokens", 0)), cost=0.0, cached=True,
+                                  finish_reason=hit.get("finish_reason"))
+                self.usage.add_result(tag, result)
+                if meter is not None:
+                    meter.add_result("", result)
+                return result
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            return await self._call_with_retries(spec, req, key, tag, meter)
+        except LMError as e:
+            if e is not self._fatal:  # not merely stopped because another call found the LM refusing or gone
+                self.usage.add_error(tag)
+                if meter is not None:
+                    meter.add_error("")
+            raise self._failed(e) from None
+
+    async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
+                       key: str, tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
+        """One request, sent within the caps; an answer is counted and cached before the caller's slot is freed,
+        so the requests a crash can repeat are never more than the slots (-j)."""
+        if limiter is not None:
+            await limiter.wait()
+        if self._fatal is not None:  # another call found the LM refusing or gone while this one waited
+            raise self._fatal
+        hold = self.ledger.reserve(self.usage, spec, req)
+        if retry:  # counted once the retry is really sent, so retries == requests - first tries
+            self.usage.add_retry(tag)
+            if meter is not None:
+                meter.add_retry("")
+        failed, cost = True, 0.0
+        try:
+            result = await backend.call(spec, req, self.timeout)
+            cost = self.ledger.charge(spec, result, hold)
+            result.cost = cost
+            if not result.text or not result.text.strip():
+                raise empty_error(spec)
+            failed = False
+        except LMError as e:
+            if getattr(e, "kind", "") in ("timeout", "bad_body"):
+                cost = hold.cost  # the server may have done (and billed) the work
+            self._last_request_error = e.message
+            self._refused_requests += 1
+            raise
+        except BaseException:
+            cost = hold.cost  # cancelled in flight: it may have been sent and billed
+            raise
+        finally:
+            self.ledger.release(hold)
+            self.usage.add_request(tag, failed=failed, cost=cost)
+            if meter is not None:
+                meter.add_request("", failed=failed, cost=cost)
+        for w in result.warnings:
+            self.warnings.add(w)
+        # Counted before the cache write is awaited: a call cancelled during the write was still answered.
+        self.usage.add_result(tag, result)
+        if meter is not None:
+            meter.add_result("", result)
+        if self.cache is not None:
+            await self.cache.aput(key, {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                                        "completion_tokens": result.completion_tokens,
+                                        "finish_reason": result.finish_reason, "model": spec.model})
+        return result
+
+    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str,
+                                 meter: Usage | None = None) -> LMResult:
+        backend = self._backend_for(spec)
+        sem, limiter = self._loop_state()
+        # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
+        # A call holds its concurrency slot only while a request is in flight, never while it waits to retry.
+        try:
+            async with sem:
+                return await self._attempt(backend, spec, req, limiter, key, tag, meter)
+        except LMError as e:
+            if not e.retryable or self.max_retries == 0:
+                if e.retryable:
+                    raise self._final_error(spec, e, 1) from None
+                raise
+            first = e
+        return await self._retry(backend, spec, req, limiter, key, tag, first, sem, meter)
+
+    async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None, key: str,
+                     tag: str, first: LMError, sem: asyncio.Semaphore, meter: Usage | None = None) -> LMResult:
+        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+
+        attempts = self.max_retries + 1
+        await asyncio.sleep(self._wait_for(first, 1))
+
+        def wait(state) -> float:
+            return self._wait_for(state.outcome.exception(), state.attempt_number + 1)
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(attempts - 1), wait=wait,
+                                 retry=retry_if_exception(lambda e: isinstance(e, LMError) and e.retryable),
+                                 reraise=False)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with sem:
+                        return await self._attempt(backend, spec, req, limiter, key, tag, meter, retry=True)
+        except RetryError as e:
+            raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _final_error(self, spec: LMSpec, last: BaseException | None, attempts: int) -> LMError:
+        kind = getattr(last, "kind", "")
+        text = getattr(last, "message", None) or str(last)
+        if kind in ("connection", "timeout"):
+            return LMUnreachableError(f"cannot reach {where(spec)} for {spec.model} after {attempts} attempts: {text}",
+                                      model=spec.model)
+        if kind == "empty":
+            return LMError(f"{spec.model} returned an empty completion {attempts} times", model=spec.model)
+        return LMError(f"{spec.model} failed after {attempts} attempts: {text}", model=spec.model)
+
+    @contextlib.contextmanager
+    def embedding_request(self, model: str, texts: list[str]):
+        """Count one embeddings request against the caps and in the accounting, like any LM request.
+
+        Yields a dict; set its "prompt_tokens" from the provider's usage so the spend is exact
+        (otherwise a priced model is charged the request's worst case)."""
+        if self._fatal is not None:
+            raise self._fatal
+        spec = LMSpec(model)
+        hold = self.ledger.reserve(self.usage, spec, LMRequest(prompt="\n".join(texts), max_tokens=0))
+        meter = current_meter.get()
+        box: dict = {"prompt_tokens": None}
+        failed, cost = True, hold.cost
+        try:
+            yield box
+            failed = False
+            price = self.ledger.price_of(spec)
+            if box["prompt_tokens"] is not None and price is not None:
+                cost = price.cost(int(box["prompt_tokens"]), 0)
+        finally:
+            self.ledger.release(hold)
+            for u in (self.usage, meter):
+                if u is None:
+                    continue
+                u.add_request("", failed=failed, cost=cost)
+                if not failed:
+                    u.add_result("", LMResult(text="", prompt_tokens=int(box["prompt_tokens"] or 0)))
+
+    # -------------------------------------------------------- sizes
+
+    def count_tokens(self, spec: LMSpec, text: str) -> int:
+        """Exact for the local model (its tokenizer), about len/4 for the rest."""
+        if spec.is_local:
+            counter = getattr(self._backend_for(spec), "count_tokens", None)
+            if counter is not None:
+                return int(counter(text))
+        return _estimate(text)
+
+    def context_window(self, spec: LMSpec) -> int | None:
+        """The model's input window in tokens, or None when litellm's table does not know it."""
+        if spec.is_local:
+            return int(getattr(self._backend_for(spec), "n_ctx", LOCAL_N_CTX))
+        info = model_info(spec.model)
+        if not info:
+            return None
+        value = info.get("max_input_tokens") or info.get("max_tokens")
+        return int(value) if isinstance(value, (int, float)) else None
+
+    # -------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        await self._direct.aclose()
+        await self._litellm.aclose()
+        if self.cache is not None:
+            self.cache.close()
+
+    def close(self) -> None:
+        self._direct.close()
+        self._litellm.close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+def _estimate(text: str) -> int:
+    return (len(text) + 3) // 4
