@@ -206,3 +206,30 @@ def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False)
         for gone in py["removed"]:
             lines.append(f"{bullet}- {gone}")
     return "\n".join(lines)
+
+
+def render_lineage(steps: list) -> list[str]:
+    """The kept program's ancestry (evolve's search), one line per step and the instruction it wrote, oldest first."""
+    if not isinstance(steps, list) or not steps:
+        return []
+    lines = ["lineage of the kept program (evolve):"]
+    for s in steps:
+        if not isinstance(s, dict):
+            continue
+        parent = s.get("parent")
+        parent = " + ".join(parent) if isinstance(parent, list) else parent
+        head = f"  round {s.get('round')}: {s.get('candidate')}"
+        head += f" from {parent}" if parent else " (the program it started from)"
+        mb = s.get("minibatch")
+        if isinstance(mb, dict):
+            head += f", minibatch {mb.get('parent')} -> {mb.get('child')}"
+        if s.get("dev") is not None:
+            head += f", dev {s['dev']}"
+        if s.get("predictor"):
+            head += f", rewrote {s['predictor']}"
+        elif isinstance(parent, str) and " + " in parent:
+            head += ", merged"
+        lines.append(head)
+        if s.get("instruction"):
+            lines.append(f"      \"{s['instruction']}\"")
+    return lines

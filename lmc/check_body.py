@@ -10,7 +10,7 @@ from .builtins import BUILTINS, BuiltinTypeError
 from .check_decls import Declarations
 from .checked import (
     always_returns, arith_hint, arith_type, end_span, hint_for, is_num, kind_word, pred_hint, resolve, resolve_type, show, show_value,
-    sig_text, strip_opt, widen,
+    feedback_problem, sig_text, strip_opt, widen,
 )
 from .errors import Span, did_you_mean, one_of
 from .kinds import extra_outputs
@@ -175,6 +175,8 @@ class Bodies:
             scope.origin.pop(s.target, None)
 
     def ret(self, s: n.Return, scope: _Scope) -> None:
+        if s.feedback is not None and (why := feedback_problem(scope.owner, strip_opt(self.expr(s.feedback, scope)))):
+            self.error(why, s.feedback.span)
         if scope.owner == "metric":
             self.metric_return(s, scope)
             return
@@ -204,9 +206,7 @@ class Bodies:
     def metric_return(self, s: n.Return, scope: _Scope) -> None:
         if s.value is None:
             self.error("a metric returns a score", s.span, "return a number from 0 to 1 or a bool")
-            return
-        t = strip_opt(self.expr(s.value, scope))
-        if not is_num(t):
+        elif not is_num(t := strip_opt(self.expr(s.value, scope))):
             self.error(f"a metric returns a number or bool, got {show(t)}", s.value.span)
 
     def return_dict(self, v: n.DictExpr, outs: dict[str, Type], scope: _Scope) -> None:

@@ -135,6 +135,15 @@ def show(t: Type) -> str:
     return t.name
 
 
+def feedback_problem(owner: str, t: Type) -> str | None:
+    """What is wrong with `return value, feedback` here: only a metric gives feedback, and it is text."""
+    if owner != "metric":
+        return "only a metric returns feedback with its value; a program returns its outputs alone"
+    if t.kind not in ("str", "literal", "any", "json"):
+        return f"a metric's feedback is text, got {show(t)}"
+    return None
+
+
 def is_num(t: Type) -> bool:
     return t.kind in ("int", "float", "bool", "any", "json")
 

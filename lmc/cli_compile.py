@@ -17,7 +17,8 @@ from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
 from .files import Output, atomic_write_text, check_outputs
-from .artifact_view import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
+from .artifact_view import (diff_artifacts, lm_view, python_view, render_diff, render_lineage, render_predictors,
+                            render_python)
 from .optimize import PASS_NAMES
 from .optimize.options import OPTIONS
 from .progress import Progress, resolve_mode
@@ -38,6 +39,8 @@ _PASSES = PASS_NAMES
 def _option(key: str):
     """A pass option's command-line flag, range and help (with its default), as optimize/options.py declares it."""
     o = OPTIONS[key]
+    if o.choices:
+        return typer.Option(o.flag, callback=choice(*o.choices), help=o.describe())
     return typer.Option(o.flag, min=o.low, help=o.describe())
 
 
@@ -56,7 +59,7 @@ def compile_cmd(
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
-    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro)")] = None,
+    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
     max_demos: Annotated[Optional[int], _option("max_demos")] = None,
     max_labeled: Annotated[Optional[int], _option("max_labeled")] = None,
@@ -67,6 +70,9 @@ def compile_cmd(
     minibatch: Annotated[Optional[int], _option("minibatch")] = None,
     k: Annotated[Optional[int], _option("k")] = None,
     ensemble_size: Annotated[Optional[int], _option("ensemble_size")] = None,
+    rounds: Annotated[Optional[int], _option("rounds")] = None,
+    merges: Annotated[Optional[int], _option("merges")] = None,
+    pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far")] = None,
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
@@ -94,7 +100,8 @@ def compile_cmd(
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
               "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
-              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None}
+              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None,
+              "rounds": rounds, "merges": merges, "pick": pick}
     pass_params: list[dict] = []
     if passes is not None:
         if optimizer is not None or then:
@@ -120,8 +127,9 @@ def compile_cmd(
     console = _console()
     mode = resolve_mode(progress, quiet)
     status = Progress("compile", mode, score_label="best dev score")
+    search: dict = {}  # a search pass's own state (evolve's Pareto front), shown by the panel
     t0 = time.perf_counter()
-    live = _LiveView(console, status, t0) if mode == "panel" else None
+    live = _LiveView(console, status, t0, search) if mode == "panel" else None
 
     def log(msg: str) -> None:
         status.set_stage(msg)
@@ -136,11 +144,15 @@ def compile_cmd(
     def on_example(outcome) -> None:
         status.advance(score=outcome.score, failed=outcome.error is not None)
 
+    def on_progress(info: dict) -> None:
+        search.update(info)
+
     live_or_status = live if live is not None else status
     try:
         with live_or_status:
             result = compile_program(opts, log=log, on_score=on_score, observe=status.watch,
-                                     on_batch=status.begin, on_example=on_example)
+                                     on_batch=status.begin, on_example=on_example,
+                                     on_progress=on_progress)
     except KeyboardInterrupt:
         # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
         sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
@@ -154,10 +166,10 @@ def compile_cmd(
 
 class _LiveView:
     """A status panel on a terminal: stage, examples of the batch, best score, calls, cost and ETA, refreshed live."""
-    def __init__(self, console, status: Progress, t0: float):
+    def __init__(self, console, status: Progress, t0: float, search: dict):
         from rich.live import Live
 
-        self.console, self.status, self.t0 = console, status, t0
+        self.console, self.status, self.t0, self.search = console, status, t0, search
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
     def note(self, msg: str) -> None:
@@ -171,9 +183,12 @@ class _LiveView:
                  if usage else "starting")
         best = "—" if s.best is None else f"{s.best:.3f}"
         eta = s.eta()
+        search = self.search
+        front = (f"\n        front: {search['front']} of {search['pool']} accepted   best on the front: "
+                 f"{search['best_dev']:.3f}" if search else "")
         batch = (f"examples {s.done}/{s.total}" + (f", ETA {eta:.0f}s" if eta else "") + "   ") if s.total else ""
         return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s.stage[:70]}\n"
-                f"        {batch}best dev score: {best}   {calls}")
+                f"        {batch}best dev score: {best}   {calls}{front}")
 
     def __enter__(self):
         self.live.__enter__()
@@ -240,6 +255,8 @@ def inspect_cmd(
     if format == "json":
         doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
                "predictors": views}
+        if target.artifact is not None and target.artifact.compile.get("lineage"):
+            doc["lineage"] = target.artifact.compile["lineage"]
         print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
         return
     from rich.console import Console
@@ -253,6 +270,8 @@ def inspect_cmd(
         out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
                   f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
                   f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+        for line in render_lineage(rep.get("lineage", [])):
+            out.print(line, markup=False, soft_wrap=True)
     for line in render_python(python):
         out.print(line, markup=False, soft_wrap=True)
     for entry in lm_view(target):

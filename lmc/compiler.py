@@ -29,6 +29,8 @@ from .lm import LMClient, parse_lm
 from .metrics import choose_metric
 from .optimize import check_chain, check_pass_entry, options_for, pass_named
 from .optimize.lab import Candidate, Lab, PassInputs, best
+from .optimize.evolve import lineage
+from .optimize.evolve import minibatch_problem as evolve_minibatch_problem
 from .optimize.mipro import minibatch_problem
 from .scoring import metric_needs_gold
 from .session import RunOptions, prepare
@@ -139,12 +141,14 @@ def pass_plan(opts: CompileOptions) -> list[tuple[str, dict]]:
     return [(name, options_for(name, opts.params, mine, out=opts.out)) for name, mine in zip(opts.passes, own)]
 
 
-def check_pass_options(plan: list[tuple[str, dict]], n_dev: int) -> None:
+def check_pass_options(plan: list[tuple[str, dict]], n_dev: int, n_train: int) -> None:
     """Refuse option values a pass would reject, before any LM call is spent."""
     for name, o in plan:
         minibatch = o.get("minibatch")
         if name == "mipro" and minibatch is not None and int(minibatch) > n_dev:
             raise ConfigError(minibatch_problem(int(minibatch), n_dev), hint="lower --minibatch or give a larger --dev set")
+        if name == "evolve" and minibatch is not None and int(minibatch) > n_train:
+            raise ConfigError(evolve_minibatch_problem(int(minibatch), n_train), hint="lower --minibatch")
 
 
 def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, cache_dir: str | None,
@@ -279,7 +283,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
                         on_score: Callable[[str, float], None] = lambda n, s: None,
                         observe: Callable[[Any], None] = lambda client: None,
                         on_batch: Callable[[int], None] = lambda n: None,
-                        on_example: Callable[[Any], None] = lambda outcome: None) -> CompileResult:
+                        on_example: Callable[[Any], None] = lambda outcome: None,
+                        on_progress: Callable[[dict], None] = lambda info: None) -> CompileResult:
     started = time.perf_counter()
     for name in opts.passes:
         pass_named(name)
@@ -292,7 +297,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     ir = target.ir
     metric = choose_metric(ir, opts.metric, opts.program)
     train, dev, split_note = prepare_data(opts, ir, metric)
-    check_pass_options(plan, len(dev))
+    check_pass_options(plan, len(dev), len(train))
     check_compile_outputs(opts, target, setup.config, setup.cache_dir, plan)
     if split_note:
         log(split_note)
@@ -316,7 +321,7 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
               proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score,
               on_batch=on_batch, on_example=on_example)
     inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
-                        on_record=timeline.candidate)
+                        on_record=timeline.candidate, on_progress=on_progress)
     try:
         chain = await run_chain(ir, plan, inputs, client, score_dev=opts.score_dev, allow_partial=opts.allow_partial,
                                 keep_worse=opts.keep_worse)
@@ -348,6 +353,9 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": chain.exhausted},
         "notes": list(notes),
     }
+    steps = lineage(chain.candidates, chain.ir)
+    if steps:  # how the kept program's instructions came about (evolve); other compiles stay as they were
+        report["lineage"] = steps
     artifact = Artifact(ir=replace(chain.ir, entry=ir.entry), program=target.program_json(), compile=report,
                         lm=session.lm.to_json())
     write(artifact, opts.out)

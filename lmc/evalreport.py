@@ -361,7 +361,8 @@ def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> 
         return gate.ExampleResult(ex.id, ex.line, None, False, "the metric gave no score", "runtime", prediction,
                                   _plain(gold) or None)
     score = min(1.0, max(0.0, float(score)))
-    return gate.ExampleResult(ex.id, ex.line, score, score >= threshold, None, None, prediction, _plain(gold) or None)
+    return gate.ExampleResult(ex.id, ex.line, score, score >= threshold, None, None, prediction, _plain(gold) or None,
+                              getattr(outcome, "feedback", None))
 
 
 def build_report(*, program: str, program_sha256: str, kind: str, path: str, ir: IR, metric: MetricIR,

@@ -332,7 +332,8 @@ class _Printer:
         if isinstance(s, n.ExprStmt):
             return self.simple(depth, s, expr(s.expr))
         if isinstance(s, n.Return):
-            return self.simple(depth, s, "return" + (f" {expr(s.value)}" if s.value is not None else ""))
+            return self.simple(depth, s, "return" + (f" {expr(s.value)}" if s.value is not None else "")
+                               + (f", {expr(s.feedback)}" if s.feedback is not None else ""))
         if isinstance(s, n.Check):
             text = f"{s.kind} {expr(s.cond)}"
             if s.message is not None:

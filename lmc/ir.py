@@ -274,6 +274,9 @@ class WhileLoop:
 class Ret:
     value: Any = None
     line: int = 0
+    # A metric's `return score, "why"`.  Left out of the JSON when absent, so the IR of every program
+    # that does not use it (and every artifact written before it existed) stays as it was.
+    feedback: Any = dataclasses.field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(frozen=True)
@@ -420,7 +423,10 @@ def _dump(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         out = {_TAG: type(value).__name__}
         for f in fields(value):
-            out[f.name] = _dump(getattr(value, f.name))
+            v = getattr(value, f.name)
+            if v is None and f.metadata.get("omit_if_none"):
+                continue
+            out[f.name] = _dump(v)
         return out
     if isinstance(value, tuple):
         if value and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in value):

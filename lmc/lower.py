@@ -147,7 +147,8 @@ class _Lowerer:
         if isinstance(s, n.While):
             return I.WhileLoop(self.expr(s.cond), int(_const(s.bound)) if s.bound is not None else 1, self.block(s.body), line)
         if isinstance(s, n.Return):
-            return I.Ret(self.expr(s.value) if s.value is not None else None, line)
+            return I.Ret(self.expr(s.value) if s.value is not None else None, line,
+                         self.expr(s.feedback) if s.feedback is not None else None)
         if isinstance(s, n.Check):
             return I.Check(s.kind, self.expr(s.cond), self.expr(s.message) if s.message is not None else None, s.target, line)
         if isinstance(s, n.Break):

@@ -236,6 +236,53 @@ def passage_match(gold: Any, passages: Any) -> float:
     return 0.0
 
 
+# ---------------------------------------------------------------- feedback
+
+
+def _shown(value: Any, limit: int = 120) -> str:
+    text = repr(value) if not isinstance(value, str) else '"' + value + '"'
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def explain(name: str, gold: Any, pred: Any, score: float) -> str:
+    """What a built-in metric says about one prediction: the score's reason in words, for the people and
+    the optimizers (evolve) that read it.
+
+    >>> explain("accuracy", "positive", "negative", 0.0)
+    'wrong: expected "positive", got "negative"'
+    >>> explain("numeric", 12, "about 15", 0.0)
+    'wrong: expected 12, got "about 15" (read as 15)'
+    """
+    if pred is None:
+        return f"no answer; expected {_shown(gold)}"
+    if score >= 1.0:
+        return f"correct: {_shown(pred)}"
+    verdict = "partly right" if score > 0 else "wrong"
+    if name == "numeric":
+        parsed = parse_number(pred)
+        read = "not a number" if parsed is None else f"read as {parsed:g}"
+        return f"{verdict}: expected {_shown(gold)}, got {_shown(pred)} ({read})"
+    if name == "f1":
+        alts = _alternatives(gold, pred)
+        g = normalize_text(max(alts, key=lambda a: _f1_one(a, pred)) if alts else gold).split()
+        p = normalize_text(pred).split()
+        missing = [w for w in g if w not in p]
+        extra = [w for w in p if w not in g]
+        parts = [f"{verdict} (token F1 {score:.2f}): expected {_shown(gold)}, got {_shown(pred)}"]
+        if missing:
+            parts.append("missing words: " + " ".join(missing[:12]))
+        if extra:
+            parts.append("extra words: " + " ".join(extra[:12]))
+        return "; ".join(parts)
+    if name == "contains":
+        return f"{verdict}: the answer {_shown(pred)} does not contain {_shown(gold)}"
+    if name == "passage_match":
+        return f"{verdict}: no retrieved passage contains {_shown(gold)}"
+    if name == "exact_match":
+        return f"{verdict}: expected {_shown(gold)}, got {_shown(pred)} (compared ignoring case, punctuation and articles)"
+    return f"{verdict}: expected {_shown(gold)}, got {_shown(pred)}"
+
+
 # ---------------------------------------------------------------- registry
 
 
@@ -274,13 +321,22 @@ def builtin_metric(name: str) -> Callable[[Any, Any], float]:
     return metric.fn
 
 
+def split_feedback(value: Any) -> tuple[Any, str | None]:
+    """A metric's result and its feedback: a `(score, "text")` pair gives both, anything else is the score alone."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], (str, type(None))):
+        text = value[1].strip() if isinstance(value[1], str) else None
+        return value[0], text or None
+    return value, None
+
+
 def to_score(value: Any) -> float:
     """A metric's result as a float in [0, 1]: bools count as 0/1; anything else out of range is an error."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
         return float(value)
-    raise LmcError(f"a metric returned {value!r}; expected a number between 0 and 1 or a bool")
+    raise LmcError(f"a metric returned {value!r}; expected a number between 0 and 1 or a bool, "
+                   "optionally with feedback: (score, \"text\")")
 
 
 # ---------------------------------------------------------------- which metric a command scores with

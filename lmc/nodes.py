@@ -155,6 +155,7 @@ class While(Node):
 @dataclass(frozen=True, kw_only=True)
 class Return(Node):
     value: Expr | None = None
+    feedback: Expr | None = None  # `return score, "why"`: a metric's words about its score
 
 
 @dataclass(frozen=True, kw_only=True)

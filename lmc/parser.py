@@ -354,7 +354,9 @@ class _Builder:
         return n.ExprStmt(self.span(t), expr=self.expr(t.children[0]))
 
     def s_return_stmt(self, t):
-        return n.Return(self.span(t), value=self.expr(t.children[0]) if t.children else None)
+        kids = t.children
+        return n.Return(self.span(t), value=self.expr(kids[0]) if kids else None,
+                        feedback=self.expr(kids[1]) if len(kids) > 1 else None)
 
     def s_check_stmt(self, t):
         kw, cond, *rest = t.children

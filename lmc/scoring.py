@@ -11,7 +11,7 @@ from .errors import ErrorKind, classify, failure_text
 from .executor import run_each
 from .interpreter import run_example
 from .runtime import Result, Runtime
-from .statements import score_metric
+from .statements import score_and_explain
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Outcome:
     result: Result
     score: float | None
     passed: bool
+    feedback: str | None = None  # the metric's words about the score (metrics.explain, or the metric's own)
 
     @property
     def error(self) -> str | None:
@@ -48,10 +49,10 @@ async def _run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], m
     inputs = ex.inputs(input_names)
     exclude = frozenset({ex.id}) if exclude_self else frozenset()
     result = await run_example(rt, inputs, example_id=ex.id, exclude_demo_ids=exclude)
-    score = None
+    score = feedback = None
     if result.outputs is not None and metric is not None:
         try:
-            score = await score_metric(rt, metric, ex.data, result.outputs, result.trace)
+            score, feedback = await score_and_explain(rt, metric, ex.data, result.outputs, result.trace)
         except Exception as e:  # noqa: BLE001 - classify() decides: this example's failure, or the run's
             kind = classify(e)
             if kind is None:
@@ -60,7 +61,7 @@ async def _run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], m
             result.error = text if text.startswith(f"metric '{metric.name}'") else f"metric '{metric.name}' failed: {text}"
             result.error_kind = ErrorKind.METRIC
     passed = score is not None and score >= threshold
-    return Outcome(ex, result, score, passed)
+    return Outcome(ex, result, score, passed, feedback)
 
 
 async def evaluate(rt: Runtime, examples: Sequence[Example], metric: I.MetricIR | None, *, threshold: float = 1.0,

@@ -21,7 +21,7 @@ from .files import find_non_finite
 from .inputs import InputError, bind_inputs
 from .kinds import KINDS
 from .limits import SizeLimitError
-from .metrics import builtin_metric, to_score
+from .metrics import builtin_metric, explain, split_feedback, to_score
 from .operators import COMPARE, binop, kind_of, truthy
 from .predict import predict
 from .runtime import YIELD_EVERY, Frame, Runtime, load_python_ref
@@ -147,7 +147,11 @@ async def _expression(rt: Runtime, ctx: Frame, s: I.Eval, env: dict) -> None:
 
 
 async def _return(rt: Runtime, ctx: Frame, s: I.Ret, env: dict) -> None:
-    raise _Return(await _eval(rt, ctx, s.value, env) if s.value is not None else None)
+    value = await _eval(rt, ctx, s.value, env) if s.value is not None else None
+    if s.feedback is not None:  # only a metric may (the checker says so): its score and why, as a pair
+        text = await _eval(rt, ctx, s.feedback, env)
+        raise _Return((value, None if text is None else str(text)))
+    raise _Return(value)
 
 
 async def _for(rt: Runtime, ctx: Frame, s: I.Loop, env: dict) -> None:
@@ -520,15 +524,25 @@ def check_metric(metric: I.MetricIR, policy: Any) -> None:
 
 async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> float:
     """A metric's score in [0, 1] for one prediction; raises LmcError when the metric itself fails."""
+    return (await score_and_explain(rt, metric, example, pred, trace))[0]
+
+
+async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict,
+                            trace: list | None = None) -> tuple[float, str | None]:
+    """A metric's score in [0, 1] and its feedback (why, in words; None when it says nothing).
+
+    Built-ins explain themselves; a python metric may return `(score, "text")` and a block metric
+    `return score, "text"`; a block metric that says nothing but asked a judge module is explained by
+    what its judge answered."""
     if metric.kind == "builtin":
-        fn = builtin_metric(str(metric.builtin))
+        name = str(metric.builtin)
+        fn = builtin_metric(name)
         gold = example.get(metric.gold)
         predicted = pred.get(metric.field)
-        if metric.builtin == "passage_match":
-            return to_score(fn(gold, predicted))
-        if gold is None:
+        if gold is None and name != "passage_match":
             raise LmcError(f"metric '{metric.name}' needs the gold field '{metric.gold}' in every example")
-        return to_score(fn(gold, predicted))
+        score = to_score(fn(gold, predicted))
+        return score, explain(name, gold, predicted, score)
     if metric.kind == "python":
         what = f"metric '{metric.name}' ({metric.ref})"
         fn = load_python_ref("metric", metric.name, metric.ref, rt.python)
@@ -539,14 +553,28 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
                 value = await value
         except Exception as e:  # noqa: BLE001 - a bug in the user's metric fails this example, named
             raise RunError(f"{what} raised {type(e).__name__}: {e}", "metric") from None
-        return to_score(value)
+        value, feedback = split_feedback(value)
+        return to_score(value), feedback
     program = metric.program  # a block metric: a small program over (example, pred) that may call modules
     if program is None:  # pragma: no cover - lowering gives every block metric its program
         raise LmcError(f"metric '{metric.name}' has no body")
     ctx = Frame(None, trace if trace is not None else [], {})
+    before = len(ctx.trace)
     names = [f.name for f in program.inputs]
-    value = await exec_block(rt, ctx, program.body, dict(zip(names, (example, pred))))
-    return to_score(value)
+    value, feedback = split_feedback(await exec_block(rt, ctx, program.body, dict(zip(names, (example, pred)))))
+    if feedback is None:
+        feedback = judges_said(ctx.trace[before:])
+    return to_score(value), feedback
+
+
+def judges_said(calls: list) -> str | None:
+    """What the modules a metric called (its judges) answered, as one line each: the reason behind its score."""
+    lines = []
+    for c in calls:
+        if c.outputs:
+            said = "; ".join(f"{k}: {v}" for k, v in c.outputs.items())
+            lines.append(f"{c.module} said {said}" if len(said) <= 600 else f"{c.module} said {said[:599]}…")
+    return "\n".join(lines) or None
 
 
 # Each IR node type and the function that runs it (defined above, looked up per node).

@@ -120,6 +120,7 @@ class ExampleResult:
     error_kind: str | None = None
     prediction: dict | None = None
     gold: dict | None = None
+    feedback: str | None = None  # the metric's words about the score; written only when it said something
 
     @property
     def quality(self) -> float:
@@ -142,6 +143,7 @@ class ExampleResult:
             "error_kind": self.error_kind,
             "prediction": self.prediction,
             "gold": self.gold,
+            **({"feedback": self.feedback} if self.feedback is not None else {}),
         }
 
 
@@ -350,7 +352,11 @@ class _Reader:
         return Report(program, target, metric, data, shard, examples, summary, version, path)
 
     def example(self, value: Any, where: str, threshold: float) -> ExampleResult:
-        e = self.obj(value, where, ("id", "line", "score", "passed", "error", "error_kind", "prediction", "gold"))
+        keys = ("id", "line", "score", "passed", "error", "error_kind", "prediction", "gold")
+        e = self.obj(value, where, keys + (("feedback",) if isinstance(value, dict) and "feedback" in value else ()))
+        feedback = e.get("feedback")
+        if feedback is not None and not isinstance(feedback, str):
+            raise self.fail(f"{where}.feedback", f"expected a string or null, got {_kind(feedback)}")
         ex_id = self.str_(e["id"], f"{where}.id")
         where = f"{where} (id '{ex_id}')"
         line = self.int_(e["line"], f"{where}.line", low=1)
@@ -377,7 +383,7 @@ class _Reader:
         for key in ("prediction", "gold"):
             if e[key] is not None and not isinstance(e[key], dict):
                 raise self.fail(f"{where}.{key}", f"expected an object or null, got {_kind(e[key])}")
-        return ExampleResult(ex_id, line, score, e["passed"], error, kind, e["prediction"], e["gold"])
+        return ExampleResult(ex_id, line, score, e["passed"], error, kind, e["prediction"], e["gold"], feedback)
 
     def unique(self, examples: Sequence[ExampleResult]) -> None:
         seen: set[str] = set()

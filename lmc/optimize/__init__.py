@@ -18,6 +18,7 @@ from ..errors import ConfigError, did_you_mean
 from . import options as O
 from .bootstrap import bootstrap
 from .ensemble import ensemble
+from .evolve import evolve
 from .finetune_data import finetune_data
 from .knn import knn
 from .lab import PassInputs, PassResult
@@ -37,6 +38,7 @@ PASSES: tuple[Pass, ...] = (
     knn,
     ensemble,
     finetune_data,
+    evolve,
 )
 
 

@@ -58,6 +58,7 @@ class Lab:
         self.on_batch = on_batch  # progress: a batch of n examples starts, then each outcome as it finishes
         self.on_example = on_example
         self._scores: dict = {}
+        self._outcomes: dict = {}  # (program fingerprint, example id) -> its Outcome, for passes that read them
 
     async def run_all(self, ir: I.IR, examples: Sequence[Example], *, exclude_self: bool = False,
                       runtime: Runtime | None = None) -> list[Outcome]:
@@ -69,12 +70,29 @@ class Lab:
     async def score(self, ir: I.IR, examples: Sequence[Example] | None = None, label: str = "") -> float:
         """Mean metric of `ir` on `examples` (default: the dev set)."""
         examples = self.devset if examples is None else examples
-        key = (I.fingerprint(ir), tuple(e.id for e in examples))
+        fp = I.fingerprint(ir)
+        key = (fp, tuple(e.id for e in examples))
         if key not in self._scores:
-            self._scores[key] = mean_score(await self.run_all(ir, examples))
+            outcomes = await self.run_all(ir, examples)
+            self._outcomes.update({(fp, o.example.id): o for o in outcomes})
+            self._scores[key] = mean_score(outcomes)
             if label:
                 self.on_score(label, self._scores[key])
         return self._scores[key]
+
+    async def outcomes(self, ir: I.IR, examples: Sequence[Example], label: str = "") -> list[Outcome]:
+        """Each example's run, score and feedback, memoised per example: only the ones never run are run."""
+        fp = I.fingerprint(ir)
+        todo = [e for e in examples if (fp, e.id) not in self._outcomes]
+        if todo:
+            self._outcomes.update({(fp, o.example.id): o for o in await self.run_all(ir, todo)})
+        got = [self._outcomes[(fp, e.id)] for e in examples]
+        key = (fp, tuple(e.id for e in examples))
+        if key not in self._scores:
+            self._scores[key] = mean_score(got)
+            if label:
+                self.on_score(label, self._scores[key])
+        return got
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,7 @@ class PassInputs:
     candidates: tuple[Candidate, ...] = ()  # every candidate recorded before this pass, the program as written first
     log: Callable[[str], None] = lambda msg: None
     on_record: Callable[[Candidate], None] = lambda cand: None  # the wall-clock timeline of the stats sidecar
+    on_progress: Callable[[dict], None] = lambda info: None  # a search's state for the live panel (evolve's front)
 
     @property
     def devset(self) -> list[Example]:

@@ -23,6 +23,7 @@ class Option:
     # or left to the pass (mipro's minibatch is min(25, dev)); `shown` says which, in the help.
     default_from: str | None = None
     shown: str | None = None
+    choices: tuple[str, ...] = ()  # a word from this list (low is then None)
 
     def describe(self) -> str:
         """The option's help with its default, as the command line shows it."""
@@ -36,10 +37,15 @@ OPTIONS = {o.key: o for o in (
     Option("candidates", "--candidates", 1, "demo-set candidates of random-search, mipro and ensemble", 6),
     Option("trials", "--trials", 1, "mipro search trials", 16),
     Option("instructions", "--instructions", 1, "mipro instruction proposals per predictor", 4),
-    Option("minibatch", "--minibatch", 1, "mipro dev minibatch size", shown="min(25, dev)"),
+    Option("minibatch", "--minibatch", 1, "examples per minibatch: mipro's from dev, evolve's from train",
+           shown="mipro min(25, dev), evolve min(3, train)"),
     Option("full_eval_every", "--full-eval-every", 1, "mipro: a full dev evaluation every N trials", 5),
     Option("k", "--k", 1, "knn: demos chosen per input", default_from="max_demos", shown="--max-demos"),
     Option("ensemble_size", "--ensemble-size", 2, "ensemble: members of the vote", 3),
+    Option("rounds", "--rounds", 1, "evolve: reflection rounds (each: a minibatch, one reflection, maybe a dev score)", 12),
+    Option("merges", "--merges", 0, "evolve: merges of front members that improved different predictors", 2),
+    Option("pick", "--pick", None, "evolve: which predictor a round rewrites: round-robin or blame", "round-robin",
+           choices=("round-robin", "blame")),
     Option("finetune_dir", "--finetune-dir", None, "finetune-data: output folder", default_from="out",
            shown="OUT.finetune/ next to -o"),
 )}
@@ -47,12 +53,16 @@ OPTIONS = {o.key: o for o in (
 # LMs some passes use besides the program's: the teacher runs bootstrapping, the prompt LM proposes instructions.
 PASS_LMS = {
     "--teacher-lm": ("bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data"),
-    "--prompt-lm": ("mipro",),
+    "--prompt-lm": ("mipro", "evolve"),
 }
 
 
 def check_value(key: str, value: Any, where: str) -> Any:
     opt = OPTIONS[key]
+    if opt.choices:
+        if value not in opt.choices:
+            raise ConfigError(f"{where}: '{key}' must be one of: {', '.join(opt.choices)}; got {value!r}")
+        return value
     if opt.low is None:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where}: '{key}' must be a path, got {value!r}")

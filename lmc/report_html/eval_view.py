@@ -165,6 +165,9 @@ def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
     if base is not None:
         cols.append(("baseline", "baseline"))
     cols += [("status", "status"), ("error", "error")]
+    with_feedback = any(e.feedback for e in cand.examples)
+    if with_feedback:
+        cols.append(("feedback", "metric feedback"))
     head = el("tr", [el("th", label, data_key=key, scope="col", class_="num" if key in ("line", "score", "baseline") else None)
                      for key, label in cols])
     rows = []
@@ -194,6 +197,8 @@ def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
         cells.append(el("td", marks, data_sort=status))
         err = join([badge(e.error_kind or "error", "error"), " ", value_block(e.error)]) if e.error else ""
         cells.append(el("td", err))
+        if with_feedback:
+            cells.append(el("td", value_block(e.feedback) if e.feedback else ""))
         rows.append(el("tr", cells, id=anchors[e.id], data_status=" ".join(tags)))
     options = [("all", "all"), ("pass", "passed"), ("fail", "failed"), ("error", "errored")]
     if p is not None:
