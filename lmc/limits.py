@@ -184,23 +184,15 @@ def open_input(path: str | os.PathLike, kind: str, fail: Callable[[str], LmcErro
     try:
         # stat first for the friendlier answer on sockets (which open() reports as ENXIO)...
         why = _not_regular(os.stat(path).st_mode)
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except PermissionError:
-        raise fail("cannot be read (permission denied)") from None
     except OSError as e:
-        raise fail(f"cannot read: {e.strerror}") from None
+        raise fail(_refusal(e)) from None
     if why:
         raise fail(why)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise fail("no such file") from None
-    except PermissionError:
-        raise fail("cannot be read (permission denied)") from None
     except OSError as e:
-        raise fail(f"cannot read: {e.strerror}") from None
+        raise fail(_refusal(e)) from None
     try:
         # ...and fstat of what was opened decides, so a file replaced by a FIFO in between is still refused.
         st = os.fstat(fd)
@@ -254,6 +246,15 @@ def count(n: int) -> str:
             return f"10^{k}"
         return f"about {n / 10**k:.1f}×10^{k}"
     return f"{n:,}"
+
+
+def _refusal(e: OSError) -> str:
+    """Why an input file could not be opened or looked at, in the words of lmc's one-line errors."""
+    if isinstance(e, FileNotFoundError):
+        return "no such file"
+    if isinstance(e, PermissionError):
+        return "cannot be read (permission denied)"
+    return f"cannot read: {e.strerror}"
 
 
 def check_items(n: int, what: str) -> None:
