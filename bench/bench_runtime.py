@@ -61,14 +61,15 @@ def _batch(url: str, concurrency: int, n: int = N) -> float:
     """Seconds for `n` single-Predict examples through the runner (JSONL output included), cache off."""
     from lmc.check import check_source
     from lmc.datasets import from_records
-    from lmc.load import Target
+    from lmc.targets import Target
     from lmc.lower import lower
-    from lmc.runner import LineWriter, make_runtime, run_batch
+    from lmc.runner import LineWriter, run_batch
+    from lmc.session import RunOptions, open_runtime
 
     ir = lower(check_source(PROGRAM, "bench.lmp"))
     target = Target(ir, "program", "bench.lmp", "main", PROGRAM, "")
-    rt = make_runtime(target, lm="openai/test", api_base=url, use_cache=False, cache_dir=None,
-                      concurrency=concurrency)
+    rt = open_runtime(target, RunOptions(lm="openai/test", api_base=url, use_cache=False,
+                                         concurrency=concurrency)).runtime
     ds = from_records([{"id": str(i), "question": f"question number {i}?"} for i in range(n)])
     # As DSPy's side warms up as many threads as it runs: every connection of the pool is open before timing.
     warm = from_records([{"id": f"w{i}", "question": f"warm {i}?"} for i in range(max(20, concurrency))])

@@ -1,33 +1,34 @@
-"""lmc: a compiler for language-model programs."""
+"""lmc: a compiler for language-model programs.
+
+The Python API (`lmc.check`, `lmc.compile`, `lmc.evaluate`, `lmc.load`, ...) lives in lmc/api.py and is
+imported on first use, so `import lmc` (and the CLI's start-up) never pays for the runtime's imports.
+"""
 
 import sys
 import types
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load"]
+API = ("load", "check", "compile", "acompile", "evaluate", "aevaluate", "Program", "ProgramError", "CheckResult",
+       "Compiled", "Evaluation")
+__all__ = ["__version__", *API]
 
 
 def __getattr__(name: str):
-    # Lazy so `import lmc` (and the CLI's start-up) never pays for the runtime's imports.
-    if name == "load":
-        from .api import load
+    if name in API:
+        from . import api
 
-        return load
+        return getattr(api, name)
     raise AttributeError(f"module 'lmc' has no attribute {name!r}")
 
 
 class _Package(types.ModuleType):
-    """`lmc.load` is the API function, although a submodule `lmc.load` exists too.
-
-    Importing a submodule sets it as an attribute of its package, so after the first
-    `lmc.load(...)` (which imports lmc/load.py) `lmc.load` was that module and the second
-    call failed with "'module' object is not callable".  The submodule stays importable
-    with `from lmc.load import ...` (through sys.modules); `import lmc.load as m` gives the function.
-    """
+    """The API's names stay the API's: the checker is the submodule lmc/check.py, and importing a submodule
+    sets it as an attribute of its package, which would make `lmc.check` that module rather than the
+    function.  The submodule stays importable with `from lmc.check import ...` (through sys.modules)."""
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "load" and isinstance(value, types.ModuleType):
+        if name in API and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 

@@ -1,14 +1,164 @@
-"""The Python API: `lmc.load(path)` gives a callable program backed by the same runtime as `lmc run`."""
+"""The Python API, mirroring the command line: `lmc.check`, `lmc.compile`, `lmc.evaluate`, `lmc.load`.
+
+Each does what its command does, on the same code (`session.open_runtime` assembles every
+run), and returns a typed result instead of printing: `CheckResult` (diagnostics),
+`Compiled` (the artifact and its scores), `Evaluation` (reports and the gates' verdict),
+`Program` (a callable program).  Failures raise the `LmcError` family the CLI prints.
+`acompile` and `aevaluate` are the same as coroutines, for code that runs an event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from .errors import ExampleError, LmcError
-from .interpreter import Result
+from .artifact import Artifact
+from .budget import DEFAULT_LM_ERRORS
+from .check import check_path
+from .compiler import CompileOptions, CompileResult, compile_async
+from .errors import CompileErrors, Diagnostic, ExampleError, LmcError
+from .evalreport import EvalOptions, Evaluation, aevaluate_files
+from .executor import run_each
+from .gate import GateOptions
+from .inputs import bind_inputs
+from .interpreter import run_example
+from .runtime import Result
+from .session import RunOptions, Session, open_runtime
+from .targets import load_target
+
+# `cache_dir` left out: the setting's own resolution ($LMC_CACHE_DIR, lmc.yaml, .lmc/cache); None: no cache.
+_RESOLVED: Any = type("Resolved", (), {"__repr__": lambda self: "<from the environment, lmc.yaml or default>"})()
+
+
+def _run_options(lm: str | None = None, api_base: str | None = None, cache_dir: Any = _RESOLVED,
+                 jobs: int | None = None, allow_python: Sequence[str] | str = (), default_max_lm_errors: str | None = None,
+                 **settings: Any) -> RunOptions:
+    """The RunOptions of an API call; its keywords are the command-line flags' names."""
+    allow = (allow_python,) if isinstance(allow_python, str) else tuple(allow_python)
+    use_cache = cache_dir is not None
+    return RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir if use_cache and cache_dir is not _RESOLVED else None,
+                      use_cache=use_cache, concurrency=jobs, allow_python=allow,
+                      default_max_lm_errors=default_max_lm_errors, **settings)
+
+
+# ---------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Every diagnostic of the files checked (empty when they are fine)."""
+
+    paths: tuple[str, ...]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    rendered: str = ""  # the diagnostics as `lmc check` prints them, with the source lines and carets
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics
+
+
+def check(*paths: str | os.PathLike) -> CheckResult:
+    """Parse and type-check .lmp files, as `lmc check` does; a missing or unreadable file raises LmcError."""
+    diagnostics: list[Diagnostic] = []
+    rendered = []
+    for path in paths:
+        if not Path(path).exists():
+            raise LmcError(f"{path}: no such file")
+        try:
+            check_path(path)
+        except CompileErrors as e:
+            diagnostics += e.diagnostics
+            rendered.append(e.render())
+    return CheckResult(tuple(str(p) for p in paths), tuple(diagnostics), "\n".join(rendered))
+
+
+# ---------------------------------------------------------------- compile
+
+
+@dataclass
+class Compiled:
+    """A compiled program: the artifact written to `path`, its dev scores, the candidates tried and the notes."""
+
+    path: str
+    artifact: Artifact
+    baseline: float | None  # dev score of the program as written
+    final: float | None  # dev score of the compiled program
+    candidates: list[dict]
+    notes: list[str]
+    stats: dict  # wall-clock figures and LM accounting (the *.stats.json sidecar)
+    passes: list[dict] = field(default_factory=list)
+
+    def load(self, **options: Any) -> "Program":
+        """The compiled program, ready to call (the keywords of `lmc.load`)."""
+        return load(self.path, **options)
+
+
+async def acompile(program: str | os.PathLike, *, train: str | os.PathLike, out: str | os.PathLike,
+                   dev: str | os.PathLike | None = None, passes: Sequence[str] = ("bootstrap",),
+                   options: dict | None = None, metric: str | None = None, seed: int = 0,
+                   program_name: str | None = None, teacher_lm: str | None = None, prompt_lm: str | None = None,
+                   threshold: float | None = None, keep_worse: bool = False, score_dev: bool = True,
+                   allow_partial: bool = False, log: Callable[[str], None] = lambda msg: None,
+                   **run: Any) -> Compiled:
+    """`lmc compile PROGRAM --train TRAIN -o OUT`: optimize the program and write the artifact.
+
+    `passes` is the chain (`--optimizer` then `--then`); `options` the pass options by name
+    (`{"max_demos": 2}`, as the flags); the other keywords are those of `lmc.load`
+    (`lm`, `api_base`, `cache_dir`, `jobs`, `max_calls`, `max_cost`, ...).
+    """
+    ro = _run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run)
+    opts = CompileOptions(program=str(program), train=str(train), out=str(out), dev=str(dev) if dev else None,
+                          program_name=program_name, metric=metric, passes=list(passes), seed=seed,
+                          concurrency=ro.concurrency, lm=ro.lm, api_base=ro.api_base, teacher_lm=teacher_lm,
+                          prompt_lm=prompt_lm, threshold=threshold, max_calls=ro.max_calls, max_cost=ro.max_cost,
+                          price_per_mtok_in=ro.price_per_mtok_in, price_per_mtok_out=ro.price_per_mtok_out,
+                          max_lm_errors=ro.max_lm_errors, truncate_inputs=ro.truncate_inputs,
+                          allow_partial=allow_partial, cache_dir=str(ro.cache_dir) if ro.cache_dir else None,
+                          use_cache=ro.use_cache, rpm=ro.rpm, keep_worse=keep_worse, score_dev=score_dev,
+                          max_steps=ro.max_steps, example_timeout=ro.example_timeout,
+                          params={k: v for k, v in (options or {}).items() if v is not None},
+                          allow_python=ro.allow_python)
+    r: CompileResult = await compile_async(opts, log=log)
+    return Compiled(str(out), r.artifact, r.baseline, r.final, r.candidates, r.notes, r.stats, r.passes)
+
+
+def compile(program: str | os.PathLike, **kwargs: Any) -> Compiled:  # noqa: A001 - the API mirrors `lmc compile`
+    """`lmc compile`; see `acompile` for the keywords."""
+    return _run_sync(acompile(program, **kwargs))
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+async def aevaluate(target: str | os.PathLike, *, data: str | os.PathLike, metric: str | None = None,
+                    threshold: float | None = None, baseline: str | os.PathLike | None = None,
+                    min_score: float | None = None, max_drop: float | None = None, max_errors: int | None = None,
+                    confidence: float = 0.95, allow_program_change: bool = False, shard: str | None = None,
+                    program: str | None = None, report: str | os.PathLike | None = None, **run: Any) -> Evaluation:
+    """`lmc eval TARGET --data DATA`: the candidate's report, the baseline's, and the verdict of the gates.
+
+    An artifact is scored with the metric and threshold it was compiled with unless `metric` or
+    `threshold` says otherwise.  `result.passed` and `result.exit_code` say what `lmc eval` would exit with.
+    """
+    gates = GateOptions(min_score=min_score, baseline=str(baseline) if baseline is not None else None,
+                        max_drop=max_drop, max_errors=max_errors, confidence=confidence,
+                        allow_program_change=allow_program_change)
+    opts = EvalOptions(str(target), str(data), metric=metric, program=program, threshold=threshold, shard=shard,
+                       gates=gates, run=_run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run),
+                       report=str(report) if report is not None else None)
+    return await aevaluate_files(opts)
+
+
+def evaluate(target: str | os.PathLike, **kwargs: Any) -> Evaluation:
+    """`lmc eval`; see `aevaluate` for the keywords."""
+    return _run_sync(aevaluate(target, **kwargs))
+
+
+# ---------------------------------------------------------------- load
 
 
 class ProgramError(ExampleError):
@@ -23,9 +173,10 @@ class ProgramError(ExampleError):
 class Program:
     """A loaded .lmp program or artifact.  `prog(question=...)` returns the outputs as a dict."""
 
-    def __init__(self, target: Any, runtime: Any):
-        self.target = target
-        self.runtime = runtime
+    def __init__(self, session: Session):
+        self.session = session
+        self.target = session.target
+        self.runtime = session.runtime
 
     @property
     def name(self) -> str:
@@ -45,19 +196,18 @@ class Program:
     # -- calls -----------------------------------------------------------------------
     async def arun(self, **inputs: Any) -> Result:
         """The full Result (outputs or error, plus the trace); raises only for run-stopping errors."""
-        from .runner import run_one
-
         self._check(inputs)
-        return await run_one(self.runtime, inputs)
+        return await run_example(self.runtime, inputs)
 
     async def acall(self, **inputs: Any) -> dict:
         return _outputs(await self.arun(**inputs))
 
     def __call__(self, **inputs: Any) -> dict:
-        return _outputs(_run_sync(self._one(inputs)))
+        return _outputs(_run_sync(self._closing(self.arun(**inputs))))
 
-    def batch(self, inputs: Sequence[dict], concurrency: int = 8, return_errors: bool = True) -> list:
-        """Run many inputs at once; results keep the input order.
+    def batch(self, inputs: Sequence[dict], jobs: int | None = None, return_errors: bool = True,
+              concurrency: int | None = None) -> list:
+        """Run many inputs at once (`jobs` at a time, default the run's -j setting); results keep the input order.
 
         A failed example's entry is its ProgramError (or, with `return_errors=False`, the first
         failure is raised after all have run).  Run-stopping errors (auth, unreachable) raise.
@@ -66,10 +216,11 @@ class Program:
             if not isinstance(values, dict):
                 raise LmcError(f"batch() takes a list of dicts of inputs, got {type(values).__name__}")
             self._check(values)
-        results = _run_sync(self._many(list(inputs), concurrency))
-        out: list = []
-        for r in results:
-            out.append(r.outputs if r.ok else _error(r))
+        workers = jobs or concurrency or self.session.settings.concurrency
+        batch = _run_sync(self._closing(run_each(list(inputs), lambda v: run_example(self.runtime, v), workers=workers)))
+        if batch.stopped_by is not None:
+            raise batch.stopped_by
+        out: list = [r.outputs if r.ok else _error(r) for r in batch.done()]
         if not return_errors:
             for item in out:
                 if isinstance(item, ProgramError):
@@ -78,50 +229,19 @@ class Program:
 
     async def aclose(self) -> None:
         """Close the HTTP connections of the current event loop (after `acall` in your own loop)."""
-        await self.runtime.client.aclose()
+        await self.session.aclose()
 
     def close(self) -> None:
-        self.runtime.client.close()
+        self.session.client.close()
 
-    async def _one(self, inputs: dict) -> Result:
+    async def _closing(self, work):
         try:
-            return await self.arun(**inputs)
+            return await work
         finally:
-            await self.runtime.client.aclose()
-
-    async def _many(self, items: list[dict], concurrency: int) -> list[Result]:
-        from .runner import run_one
-
-        sem = asyncio.Semaphore(max(1, int(concurrency)))
-
-        async def one(values: dict) -> Result:
-            async with sem:
-                return await run_one(self.runtime, values)
-
-        try:
-            return list(await asyncio.gather(*(one(v) for v in items)))
-        finally:
-            await self.runtime.client.aclose()
+            await self.session.aclose()
 
     def _check(self, inputs: dict) -> None:
-        _validate(inputs, {f.name: f.type for f in self.runtime.ir.program().inputs})
-
-
-def _validate(inputs: dict, types: dict) -> None:
-    from .errors import did_you_mean
-
-    for name, tp in types.items():
-        if name not in inputs:
-            if tp.kind == "optional":
-                continue
-            raise LmcError(f"missing input '{name}'; expected: {', '.join(types)}")
-        why = tp.check(inputs[name])
-        if why:
-            raise LmcError(f"input '{name}' does not fit {tp.name}: {why}")
-    for name in inputs:
-        if name not in types:
-            hint = did_you_mean(name, types)
-            raise LmcError(f"unknown input '{name}'" + (f"; {hint}" if hint else f"; expected: {', '.join(types)}"))
+        bind_inputs(self.runtime.ir.program().inputs, inputs)
 
 
 def _error(r: Result) -> ProgramError:
@@ -157,30 +277,27 @@ def _run_sync(coro):
 
 
 def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
-         cache_dir: str | os.PathLike | None = ".lmc/cache", concurrency: int | None = None, max_backtracks: int | None = None,
-         trace_prompts: bool = False, allow_python: Sequence[str] = (), max_calls: int | None = None,
-         max_cost: float | None = None, price_per_mtok_in: float | None = None,
-         price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None) -> Program:
+         cache_dir: str | os.PathLike | None = _RESOLVED, jobs: int | None = None, concurrency: int | None = None,
+         max_backtracks: int | None = None, trace_prompts: bool = False, allow_python: Sequence[str] | str = (),
+         max_calls: int | None = None, max_cost: float | None = None, price_per_mtok_in: float | None = None,
+         price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None,
+         max_steps: int | None = None, example_timeout: float | None = None, rpm: float | None = None) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
-    The LM is chosen as `lmc run` chooses it: `lm=`, then LMC_LM, then lmc.yaml, then the
-    artifact's LM, then the embedded local model; `concurrency` likewise comes from
-    LMC_CONCURRENCY or lmc.yaml when not given.  `cache_dir=None` turns the cache off.
+    Every setting is chosen as `lmc run` chooses it: the keyword, then the environment
+    (LMC_LM, LMC_CONCURRENCY, ...), then lmc.yaml, then the default; the LM falls back to the
+    artifact's, then the embedded local model.  `cache_dir=None` turns the cache off.
     `allow_python` lists the modules its tools and metrics may import, as `--allow-python`
     does (a .lmp's own directory is allowed; an artifact imports nothing unlisted).
     `max_calls`/`max_cost` cap every call made through the returned program, as the CLI's flags do
     (a spent budget raises `BudgetExceeded`); `prog.runtime.client.usage` holds the accounting.
     """
-    from .load import load_target
-    from .runner import make_runtime
-
-    target = load_target(path, program)
-    rt = make_runtime(target, lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=cache_dir is not None,
-                      concurrency=concurrency, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
-                      allow_python=[allow_python] if isinstance(allow_python, str) else allow_python,
-                      max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
-                      price_per_mtok_out=price_per_mtok_out, truncate_inputs=truncate_inputs)
-    return Program(target, rt)
+    options = _run_options(lm, api_base, cache_dir, jobs or concurrency, allow_python, rpm=rpm, max_steps=max_steps,
+                           example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
+                           price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
+                           truncate_inputs=truncate_inputs, max_backtracks=max_backtracks, trace_prompts=trace_prompts)
+    return Program(open_runtime(load_target(path, program), options))
 
 
-__all__ = ["load", "Program", "ProgramError"]
+__all__ = ["CheckResult", "Compiled", "Evaluation", "Program", "ProgramError", "acompile", "aevaluate", "check",
+           "compile", "evaluate", "load"]

@@ -13,7 +13,7 @@ from typing import Any
 from . import __version__
 from . import ir as I
 from .errors import ArtifactError
-from .files import atomic_write_text  # noqa: F401 - re-exported: compile.py writes its sidecar with it
+from .files import atomic_write_text
 
 FORMAT = "lmc-artifact/1"
 FORMAT_VERSION = 1

@@ -115,15 +115,11 @@ def _to_int(x: Any) -> int:
             raise ValueError(f"int() cannot convert {x!r}")
         return int(x)
     if isinstance(x, str):
-        text = x.strip().replace(",", "").replace("_", "")
         try:
-            return int(text)
+            return int(_digits(x))
         except ValueError:
             pass
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError(f"int() cannot convert {_short(x)} to a number") from None
+        value = _number_in(x, "int")
         if not math.isfinite(value) or not value.is_integer():
             raise ValueError(f"int() cannot convert {_short(x)} to a whole number; use round(float(x))")
         return int(value)
@@ -134,12 +130,20 @@ def _to_float(x: Any) -> float:
     if isinstance(x, (bool, int, float)):
         return float(x)
     if isinstance(x, str):
-        text = x.strip().replace(",", "").replace("_", "")
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"float() cannot convert {_short(x)} to a number") from None
+        return _number_in(x, "float")
     raise ValueError(f"float() cannot convert a {_kind(x)}")
+
+
+def _digits(text: str) -> str:
+    """A number as people write it, "1,234" or "1_234", as Python reads it."""
+    return text.strip().replace(",", "").replace("_", "")
+
+
+def _number_in(text: str, fn: str) -> float:
+    try:
+        return float(_digits(text))
+    except ValueError:
+        raise ValueError(f"{fn}() cannot convert {_short(text)} to a number") from None
 
 
 _TRUE = {"true", "yes", "y", "1"}

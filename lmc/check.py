@@ -8,23 +8,11 @@ from dataclasses import dataclass, field
 from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
 from .errors import CompileErrors, Diagnostics, LmcError, Span, did_you_mean, one_of
+from .kinds import COMMON_SETTINGS, KINDS, extra_output_names, extra_outputs
 from .types import (
     ANY, BOOL, FLOAT, INT, JSON, NONE, STR, Type, assignable, dict_of, list_of, literal, optional, prediction, unify,
 )
 
-MODULE_KINDS = ("Predict", "ChainOfThought", "MultiChainComparison", "ReAct", "ProgramOfThought", "BestOfN")
-# Outputs a kind adds in front of its signature's outputs.
-EXTRA_OUTPUTS = {"ChainOfThought": ("reasoning",), "ReAct": ("trajectory",), "ProgramOfThought": ("code",)}
-COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs")
-KIND_SETTINGS = {
-    "Predict": (),
-    "ChainOfThought": (),
-    "MultiChainComparison": ("m",),
-    "ReAct": ("tools", "max_iters"),
-    "ProgramOfThought": ("max_iters", "timeout"),
-    "BestOfN": ("n", "reward", "threshold"),
-}
-SETTING_DEFAULTS = {("ReAct", "max_iters"): 5, ("ProgramOfThought", "max_iters"): 3, ("MultiChainComparison", "m"): 3}
 LM_SETTINGS = ("temperature", "max_tokens", "api_base", "api_key_env", "stop")
 RETRIEVER_KWARGS = {"bm25": ("text", "k"), "embeddings": ("model", "text", "k")}
 BUILTIN_TOOLS = ("calculator",)
@@ -322,7 +310,7 @@ class _Checker:
                 self.error(f"'{d.name}' is already declared", self.name_span(d, d.name),
                            f"the first {_kind_word(first)} '{d.name}' is at line {first.span.line}; names are unique per file")
                 continue
-            if d.name in BUILTINS or d.name in MODULE_KINDS:
+            if d.name in BUILTINS or d.name in KINDS:
                 self.error(f"'{d.name}' is a builtin name and cannot be declared", self.name_span(d, d.name), "pick another name")
             self.decls[d.name] = d
             table = tables[type(d)]
@@ -551,8 +539,8 @@ class _Checker:
 
     def module(self, d: n.ModuleDecl) -> None:
         kind = d.kind
-        if kind not in MODULE_KINDS:
-            self.error(f"unknown module kind '{kind}'", d.kind_span, _hint(kind, MODULE_KINDS))
+        if kind not in KINDS:
+            self.error(f"unknown module kind '{kind}'", d.kind_span, _hint(kind, KINDS))
         sig: SigInfo | None = None
         s = d.signature
         if s is None:
@@ -573,47 +561,41 @@ class _Checker:
                 self.error(f"'{s.id}' is a {_kind_word(target)}, not a signature", s.span)
         else:
             self.error("the first argument of a module is a signature name or a string like \"question -> answer\"", s.span)
-        if kind in MODULE_KINDS:
+        if kind in KINDS:
             self.module_settings(d)
         if sig is not None:
-            for extra in EXTRA_OUTPUTS.get(kind, ()):
+            for extra in extra_outputs(kind):
                 if any(f[0] == extra for f in sig.inputs + sig.outputs):
                     self.error(f"signature '{sig.name}' already has a field '{extra}', which {kind} adds", (s or d).span, "rename that field")
             self.module_sigs[d.name] = sig
 
     def module_settings(self, d: n.ModuleDecl) -> None:
-        kind = d.kind
-        allowed = COMMON_SETTINGS + KIND_SETTINGS[kind]
+        kind = KINDS[d.kind]
+        allowed = COMMON_SETTINGS + tuple(s.name for s in kind.settings)
         names = {kw.name for kw in d.settings}
         for kw in d.settings:
             if self.common_setting(kw):
                 continue
-            if kw.name not in KIND_SETTINGS[kind]:
-                other = [k for k, v in KIND_SETTINGS.items() if kw.name in v]
+            spec = kind.setting(kw.name)
+            if spec is None:
+                other = [k.name for k in KINDS.values() if k.setting(kw.name)]
                 hint = f"'{kw.name}' is a setting of {', '.join(other)}" if other else did_you_mean(kw.name, allowed)
-                self.error(f"unknown setting '{kw.name}' for {kind}", self.key_span(kw), hint or one_of(allowed))
-            elif kw.name == "m":
-                self.number_setting(kw, integer=True, lo=2, what="an int of 2 or more")
-            elif kw.name == "max_iters":
-                self.number_setting(kw, integer=True, lo=1, what="an int of 1 or more")
-            elif kw.name == "n":
-                self.number_setting(kw, integer=True, lo=1, what="an int of 1 or more")
-            elif kw.name in ("timeout", "threshold"):
-                self.number_setting(kw, integer=False, lo=0, what="a number of 0 or more")
-            elif kw.name == "tools":
+                self.error(f"unknown setting '{kw.name}' for {kind.name}", self.key_span(kw), hint or one_of(allowed))
+            elif spec.type in ("int", "number"):
+                self.number_setting(kw, integer=spec.type == "int", lo=spec.low, what=spec.expected())
+            elif spec.type == "tools":
                 self.tools_setting(kw)
-            elif kw.name == "reward":
+            elif spec.type == "metric":
                 v = kw.value
                 if isinstance(v, n.Const) and isinstance(v.value, str):
                     v = n.Name(v.span, id=v.value)
                 if not isinstance(v, n.Name):
-                    self.error("setting 'reward' must name a metric", kw.value.span, "e.g. reward=judge")
+                    self.error(f"setting '{kw.name}' must name a metric", kw.value.span, f"e.g. {kw.name}=judge")
                 elif v.id not in self.metrics:
                     self.error(f"unknown metric '{v.id}'", v.span, did_you_mean(v.id, self.metrics) or one_of(self.metrics))
-        if kind == "BestOfN" and "reward" not in names:
-            self.error("BestOfN needs a reward metric", d.kind_span, "add reward=<metric name>")
-        if kind == "ReAct" and "tools" not in names:
-            self.error("ReAct needs tools", d.kind_span, "add tools=[search, calc]")
+        for spec in kind.settings:
+            if spec.required and spec.name not in names:
+                self.error(f"{kind.name} needs {spec.required[0]}", d.kind_span, spec.required[1])
 
     def tools_setting(self, kw: n.Keyword) -> None:
         if not isinstance(kw.value, n.ListExpr):
@@ -1206,7 +1188,7 @@ class _Checker:
         inputs = [(name, t) for name, t, _ in sig.inputs]
         signame = sig.name if not sig.name.endswith(".sig") else f'"{_sig_text(sig)}"'
         self.keyword_call(e, inputs, f"module '{d.name}'", f" (signature {signame})", scope)
-        outs = [(x, STR) for x in EXTRA_OUTPUTS.get(d.kind, ())] + [(name, t) for name, t, _ in sig.outputs]
+        outs = [(x, STR) for x in extra_outputs(d.kind)] + [(name, t) for name, t, _ in sig.outputs]
         return prediction(outs)
 
     def call_program(self, e: n.Call, d: n.ProgramDecl, scope: _Scope) -> Type:
@@ -1294,7 +1276,7 @@ def _pred_hint(t: Type, want: Type | None = None) -> str | None:
     t = _strip_opt(t)
     if t.kind != "prediction":
         return None
-    names = [k for k, ft in t.args if k not in ("reasoning", "trajectory", "code")] or [k for k, _ in t.args]
+    names = [k for k, ft in t.args if k not in extra_output_names()] or [k for k, _ in t.args]
     if want is not None:
         fitting = [k for k, ft in t.args if k in names and assignable(ft, want)]
         if len(fitting) == 1:

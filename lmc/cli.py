@@ -6,12 +6,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from . import __version__, cli_compile, cli_eval, cli_export, cli_report, cli_run
+from .check import check_path
 from .cli_common import choice, refusal
 from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CompileErrors, LmcError, did_you_mean
+from .files import atomic_write_text
+from .fmt import format_source
+from .limits import read_bounded
 
 app = typer.Typer(
     name="lmc",
@@ -30,8 +35,6 @@ def _err(text: str) -> None:
 
 def _show_version(value: bool) -> None:
     if value:
-        from . import __version__
-
         print(f"lmc {__version__}")
         raise typer.Exit(EXIT_OK)
 
@@ -53,8 +56,6 @@ def check(
     format: Annotated[str, typer.Option("--format", help="text or json", callback=choice("text", "json"))] = "text",
 ) -> None:
     """Parse and type-check .lmp files; report every error of every file."""
-    from .check import check_path
-
     if format not in ("text", "json"):  # the fast path in main() skips the option callback
         raise LmcError(f"--format: {refusal(format, ('text', 'json'))}")
     diagnostics = []
@@ -95,14 +96,10 @@ def fmt(
     check_only: Annotated[bool, typer.Option("--check", help="only report files that would change; exit 1 if any")] = False,
 ) -> None:
     """Rewrite .lmp files in the canonical style (comments are kept)."""
-    from .fmt import format_source
-
     changed = []
     for path in paths:
         if not path.exists():
             raise LmcError(f"{path}: no such file")
-        from .limits import read_bounded
-
         try:
             text = read_bounded(path, "program").decode("utf-8")
         except UnicodeDecodeError:
@@ -119,16 +116,12 @@ def fmt(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from .files import atomic_write_text
-
     atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- other commands
 
 # Each family of commands lives in its own presentation module; they register here.
-from . import cli_compile, cli_eval, cli_export, cli_report, cli_run  # noqa: E402
-
 cli_run.register(app)
 cli_compile.register(app)
 cli_eval.register(app)
@@ -244,7 +237,7 @@ def _is_click_error(e: BaseException) -> bool:
     return callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int)
 
 
-def _usage_error(e: Exception) -> int:
+def _usage_error(e: Any) -> int:  # a click error, recognised by shape
     """The command's usage line, then one `error:` line with a did-you-mean; exit 2."""
     ctx = getattr(e, "ctx", None)
     if type(e).__name__ == "NoArgsIsHelpError":  # `lmc` or `lmc report` alone: typer printed the help
@@ -258,7 +251,7 @@ def _usage_error(e: Exception) -> int:
     return EXIT_USAGE
 
 
-def _usage_message(e: Exception, ctx) -> str:
+def _usage_message(e: Any, ctx: Any) -> str:
     import difflib
     import re
 

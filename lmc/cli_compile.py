@@ -1,4 +1,4 @@
-"""The `compile`, `inspect` and `diff` commands (presentation only; the work is in compile.py and artifact.py)."""
+"""The `compile`, `inspect` and `diff` commands (presentation only; the work is in compiler.py and artifact.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ from typing import Annotated, Optional
 
 import typer
 
+from .artifact import read
 from .cli_common import choice, choices
 from .cli_report import HtmlOut
+from .compiler import CompileOptions, compile_program, load_passes_file
+from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
+from .files import Output, atomic_write_text, check_outputs
+from .inspect import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
+from .optimize import PASS_NAMES
+from .optimize.options import OPTIONS
+from .report_html import check_out_path, checked_stats, render_compile, stats_path, write_html
+from .targets import load_target
 
 
 def _console():
@@ -22,7 +31,13 @@ def _console():
     return Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120)
 
 
-_PASSES = ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data")
+_PASSES = PASS_NAMES
+
+
+def _option(key: str):
+    """A pass option's command-line flag, range and help (with its default), as optimize/options.py declares it."""
+    o = OPTIONS[key]
+    return typer.Option(o.flag, min=o.low, help=o.describe())
 
 
 def compile_cmd(
@@ -36,22 +51,22 @@ def compile_cmd(
     passes: Annotated[Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help="examples (and LM calls) in flight (default 8)")] = None,
+    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro)")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
-    max_demos: Annotated[Optional[int], typer.Option("--max-demos", min=0, help="bootstrapped demos per predictor (default 4)")] = None,
-    max_labeled: Annotated[Optional[int], typer.Option("--max-labeled", min=0, help="labeled demos per predictor (default 4)")] = None,
-    max_rounds: Annotated[Optional[int], typer.Option("--max-rounds", min=1, help="bootstrap rounds, later rounds sample (default 1)")] = None,
-    candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, help="random-search/mipro/ensemble demo-set candidates (default 6)")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="mipro search trials (default 16)")] = None,
-    instructions: Annotated[Optional[int], typer.Option("--instructions", min=1, help="mipro instruction proposals per predictor (default 4)")] = None,
-    minibatch: Annotated[Optional[int], typer.Option("--minibatch", min=1, help="mipro dev minibatch size (default min(25, dev))")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", min=1, help="knn: demos chosen per input (default --max-demos)")] = None,
-    ensemble_size: Annotated[Optional[int], typer.Option("--ensemble-size", min=2, help="ensemble: members (default 3)")] = None,
-    finetune_dir: Annotated[Optional[Path], typer.Option("--finetune-dir", help="finetune-data: output folder (default OUT.finetune/)")] = None,
+    max_demos: Annotated[Optional[int], _option("max_demos")] = None,
+    max_labeled: Annotated[Optional[int], _option("max_labeled")] = None,
+    max_rounds: Annotated[Optional[int], _option("max_rounds")] = None,
+    candidates: Annotated[Optional[int], _option("candidates")] = None,
+    trials: Annotated[Optional[int], _option("trials")] = None,
+    instructions: Annotated[Optional[int], _option("instructions")] = None,
+    minibatch: Annotated[Optional[int], _option("minibatch")] = None,
+    k: Annotated[Optional[int], _option("k")] = None,
+    ensemble_size: Annotated[Optional[int], _option("ensemble_size")] = None,
+    finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
     max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far")] = None,
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
     price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
@@ -71,8 +86,6 @@ def compile_cmd(
     html: HtmlOut = None,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
-    from .compile import CompileOptions, compile_program, load_passes_file
-
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
               "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
@@ -85,14 +98,10 @@ def compile_cmd(
     else:
         names = [optimizer or "bootstrap"] + list(then or [])
     if html is not None:
-        from .report_html import check_out_path
-
-        from .report_html import stats_path
-
         check_out_path(html, "--html", [("program", program), ("--train", train), ("--dev", dev), ("-o", out),
                                         ("stats sidecar", stats_path(out))])
     opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
-                          program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=concurrency,
+                          program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=jobs,
                           lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
                           max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
                           price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
@@ -136,15 +145,12 @@ def compile_cmd(
         raise SystemExit(130) from None
     _print_summary(console, result, str(out))
     if html is not None:
-        from .report_html import checked_stats, render_compile, write_html
-
         write_html(html, render_compile(result.artifact, str(out), checked_stats(result.stats, out)))
         console.print(f"wrote {html}", markup=False)
 
 
 class _LiveView:
     """A status panel on a terminal: stage, candidates scored, best score, calls and cost, refreshed live."""
-
     def __init__(self, console, state: dict, t0: float):
         from rich.live import Live
 
@@ -207,9 +213,6 @@ def inspect_cmd(
     format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
-    from .inspect import lm_view, python_view, render_predictors, render_python
-    from .load import choose_lm, load_config, load_target
-
     if format not in ("text", "json"):
         raise LmcError(f"unknown --format '{format}'; expected one of: json, text")
     config = load_config()
@@ -222,8 +225,6 @@ def inspect_cmd(
     views = render_predictors(target, spec.mode, predictor)
     python = python_view(target, tuple(config.allow_python))
     if emit_prompts is not None:
-        from .files import Output, atomic_write_text, check_outputs
-
         files = [(emit_prompts / f"{v['id']}.txt", v) for v in views]
         check_outputs([Output("--emit-prompts", str(emit_prompts), directory=True)]
                       + [Output("--emit-prompts", str(f)) for f, _ in files], [("artifact", str(artifact))])
@@ -264,9 +265,6 @@ def diff_cmd(
     format: Annotated[str, typer.Option("--format", callback=choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
 ) -> None:
     """Show what changed between two artifacts: instructions, demos, settings, scores."""
-    from .artifact import read
-    from .inspect import diff_artifacts, render_diff
-
     if format not in ("text", "markdown", "json"):
         raise LmcError(f"unknown --format '{format}'; expected one of: json, markdown, text")
     changes = diff_artifacts(read(a), read(b), (str(a), str(b)))

@@ -6,13 +6,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from .artifact import is_artifact_path
+from .budget import DEFAULT_LM_ERRORS
 from .cli_common import choice
 from .cli_report import HtmlOut
-from .errors import CompileError, CompileErrors, ConfigError, LmcError
+from .errors import ConfigError, LmcError
+from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
+from .files import Output, check_outputs
+from .gate import (GateOptions, Report, apply_gates, is_report, merge_reports, render_markdown, report_stats,
+                   verdict_json, write_junit, write_text_atomic)
+from .report_html import context_from_files, eval_context, render_eval, write_html
+from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
 
@@ -49,12 +57,19 @@ def _check_format(format: str) -> None:
 def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple[str, Any]],
                    cache_dir: Optional[str] = None) -> None:
     """Refuse outputs that would overwrite an input or each other, or cannot be written, before any LM call."""
-    from .files import Output, check_outputs
-
     outs = [Output(label, str(p)) for label, p in outputs if p is not None]
     if cache_dir:
         outs.append(Output("--cache-dir", cache_dir, directory=True))
     check_outputs(outs, inputs)
+
+
+def _answering(format: str, command: Callable[..., None], args: dict) -> None:
+    """Run `command(**args)`; with --format json a failure still prints its one JSON document."""
+    try:
+        command(**args)
+    except LmcError as e:
+        _fail_json(format, e)
+        raise
 
 
 def _fail_json(format: str, err: LmcError) -> None:
@@ -71,8 +86,6 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
     """One row per evaluated side; the targets go on their own lines so the table fits a 100-column terminal."""
     from rich import box
     from rich.table import Table
-
-    from .gate import report_stats
 
     console = _console()
     for label, rep in rows:
@@ -102,31 +115,20 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
     console.print(table)
 
 
-def _finish(cand, base, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
+def _finish(cand, base, verdict, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
             format: str, extra_lines: list[str], html: Optional[Path] = None, html_context=None) -> None:
-    """Gate, write JUnit/Markdown, print the verdict (reason last) and exit with its code."""
-    from .gate import apply_gates, render_markdown, verdict_json, write_junit, write_text_atomic
-
-    try:
-        verdict = apply_gates(cand, base, opts)
-    except LmcError as e:
-        _fail_json(format, e)
-        raise
+    """Write JUnit/Markdown/HTML, print the table and the verdict (reason last) and exit with its code."""
     rows = [("candidate", cand)] + ([("baseline", base)] if base is not None else [])
     _table(rows, opts.confidence)
     notes = list(extra_lines)
     if junit is not None:
         write_junit(cand, verdict, junit, base)
         notes.append(f"wrote {junit}")
-    markdown = None
-    if summary is not None or github_summary:
-        markdown = render_markdown(cand, base, verdict)
+    markdown = render_markdown(cand, base, verdict) if summary is not None or github_summary else ""
     if summary is not None:
         write_text_atomic(summary, markdown)
         notes.append(f"wrote {summary}")
     if html is not None:
-        from .report_html import context_from_files, render_eval, write_html
-
         ctx = html_context if html_context is not None else context_from_files(cand)
         write_html(html, render_eval(cand, base, verdict, ctx, confidence=opts.confidence))
         notes.append(f"wrote {html}")
@@ -161,24 +163,6 @@ def _progress(total: int, labels: list[str]):
     return progress, (lambda i, _out: progress.advance(tasks[i]))
 
 
-def _load(path: str, program: Optional[str], role: str):
-    """A target, with compile errors of a .lmp being bad input here (exit 2), shown in full, reason last."""
-    from .gate import is_report
-    from .load import load_target
-
-    if Path(path).is_file() and is_report(path):
-        raise ConfigError(f"{path}: is an evaluation report; the {role} must be a program (.lmp) or an artifact")
-    try:
-        return load_target(path, program)
-    except CompileErrors as e:
-        _err(e.render())
-        n = len(e.diagnostics)
-        raise LmcError(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)") from None
-    except CompileError as e:
-        # A single diagnosis from lowering would otherwise exit 1, which here means "quality regressed".
-        raise LmcError(f"{path}: the {role} does not compile: {e.span}: {e}") from None
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -190,14 +174,14 @@ def register(app: typer.Typer) -> None:
     def eval_(
         target: Annotated[str, typer.Argument(help="program (.lmp) or compiled artifact (.lmc.json) to score", show_default=False)],
         data: Annotated[str, typer.Option("--data", help="JSONL examples with the program's inputs and gold labels", show_default=False)],
-        metric: Annotated[Optional[str], typer.Option("--metric", help="metric to score with (default: the program's only metric)", show_default=False)] = None,
+        metric: Annotated[Optional[str], typer.Option("--metric", help="metric to score with (default: the one an artifact was compiled with, else the program's only metric)", show_default=False)] = None,
         program: Annotated[Optional[str], typer.Option("--program", help="program of the .lmp file to evaluate", show_default=False)] = None,
-        threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="an example passes when its score is at least this")] = 1.0,
+        threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="an example passes when its score is at least this (default: an artifact's compile threshold, else 1.0)", show_default=False)] = None,
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
         cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", min=1, help="examples run at once (default 8)", show_default=False)] = None,
+        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling", show_default=False)] = None,
         rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute", show_default=False)] = None,
         example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False)] = None,
         max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False)] = None,
@@ -224,11 +208,7 @@ def register(app: typer.Typer) -> None:
         allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
-        try:
-            _eval(**locals())
-        except LmcError as e:
-            _fail_json(format, e)
-            raise
+        _answering(format, _eval, locals())
 
     @report_app.command("merge")
     def merge(
@@ -247,16 +227,10 @@ def register(app: typer.Typer) -> None:
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
-        try:
-            _merge(**locals())
-        except LmcError as e:
-            _fail_json(format, e)
-            raise
+        _answering(format, _merge, locals())
 
 
 def _gate_options(**kw):
-    from .gate import GateOptions
-
     opts = GateOptions(**kw)
     opts.validate()
     return opts
@@ -267,107 +241,38 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
           price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
           transport=None) -> None:
-    from . import evalreport as E
-    from .datasets import load_dataset
-    from .gate import parse_shard
-
-    # Everything that can be refused is refused before the first LM call.
     _check_format(format)
-    opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
-                         confidence=confidence, allow_program_change=allow_program_change)
-    shard_spec = parse_shard(shard) if shard is not None else None
+    run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
+                     max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
+                     price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
+                     max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None, transport=transport,
+                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS)
+    opts = EvalOptions(target, data, metric=metric, program=program, threshold=threshold, shard=shard, run=run,
+                       gates=_gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop,
+                                           max_errors=max_errors, confidence=confidence,
+                                           allow_program_change=allow_program_change),
+                       report=str(report) if report is not None else None,
+                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html)))
+    bar: dict = {}
 
-    from .load import choose_lm, load_config
-    from .settings import resolve
+    def on_start(examples: int, targets: int) -> None:
+        bar["progress"], bar["advance"] = _progress(examples, ["candidate", "baseline"][:targets])
+        if bar["progress"] is not None:
+            bar["progress"].start()
 
-    config = load_config()
-    st = resolve({"lm": lm, "api_base": api_base, "cache_dir": cache_dir, "concurrency": jobs, "rpm": rpm,
-                  "max_steps": max_steps, "example_timeout": example_timeout, "max_calls": max_calls,
-                  "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in, "price_per_mtok_out": price_per_mtok_out,
-                  "max_lm_errors": max_lm_errors, "truncate_inputs": truncate_inputs or None, "transport": transport},
-                 config)
-    cand_t = _load(target, program, "target")
-    cand_metric = E.choose_metric(cand_t.ir, metric, target)
-    dataset = load_dataset(data)
-    E.check_data(cand_t.ir, dataset, cand_metric)
-    examples = E.select_shard(dataset, shard_spec)
-    if not examples and (min_score is not None or baseline is not None or max_errors is not None):
-        raise ConfigError(f"shard {shard} holds no examples of {data}, so there is nothing to gate; "
-                          "gate once after `lmc report merge` instead")
-    cand_mref = E.metric_ref(cand_metric, threshold)
-    dref = E.data_ref(dataset)
-
-    base_report = None
-    base_t = None
-    if baseline is not None:
-        if not Path(baseline).exists():
-            raise ConfigError(f"{baseline}: no such file (--baseline)")
-        if not baseline.endswith((".lmp", ".json")):
-            raise ConfigError(f"{baseline}: --baseline expects a program (.lmp), an artifact (.lmc.json) "
-                              "or a report (.json written by --report)")
-        if E.baseline_is_report(baseline):
-            base_report = E.load_baseline_report(baseline)
-            E.check_baseline_report(base_report, E.program_ref(cand_t), E.target_ref(cand_t.kind, target), cand_mref,
-                                    dref, examples, allow_program_change=allow_program_change)
-        else:
-            base_t = _load(baseline, program, "baseline")
-            base_metric = E.baseline_metric(base_t.ir, cand_metric, baseline)
-            E.check_baseline_target(E.program_ref(base_t), baseline, E.metric_ref(base_metric, threshold),
-                                    E.program_ref(cand_t), cand_mref, dref, examples,
-                                    allow_program_change=allow_program_change)
-            E.check_data(base_t.ir, dataset, base_metric)
-
-    from .runner import input_files
-
-    inputs = input_files(cand_t, config, "target") + [("--data file", data)]
-    if baseline is not None:
-        inputs += input_files(base_t, None, "--baseline") if base_t is not None else [("--baseline", baseline)]
-    outputs = [("--report", report), ("--junit", junit), ("--summary", summary), ("--html", html)]
-    _check_outputs(outputs, inputs, cache_dir=None if no_cache else st.cache_dir)
-
-    from .budget import DEFAULT_LM_ERRORS, parse_error_limit, settings_price
-    from .lm import LMClient
-    from .pyrefs import parse_allow, policy_for
-
-    allowed = tuple(config.allow_python) + parse_allow(allow_python or (), "--allow-python")
-    work = [E.Job(cand_t.ir, choose_lm(lm, st.api_base, config, cand_t), cand_metric, cand_t.kind == "artifact",
-                  policy_for(cand_t, allowed))]
-    if base_t is not None:
-        work.append(E.Job(base_t.ir, choose_lm(lm, st.api_base, config, base_t), base_metric, base_t.kind == "artifact",
-                          policy_for(base_t, allowed)))
-    extra_lms = config.alias_specs()
-    concurrency = st.concurrency
-    client = LMClient(cache_dir=st.cache_dir, use_cache=not no_cache, concurrency=concurrency, rpm=st.rpm,
-                      max_calls=st.max_calls, max_cost=st.max_cost, price=settings_price(st),
-                      max_lm_errors=parse_error_limit(st.max_lm_errors or DEFAULT_LM_ERRORS), transport=st.transport)
-    progress, on_result = _progress(len(examples), ["candidate", "baseline"][: len(work)])
     try:
-        if progress is not None:
-            progress.start()
-        runs = E.evaluate_targets(work, examples, threshold=threshold, client=client, concurrency=concurrency,
-                                  api_base=st.api_base, extra_lms=extra_lms, on_result=on_result,
-                                  max_steps=st.max_steps, example_timeout=st.example_timeout,
-                                  truncate_inputs=st.truncate_inputs)
+        result = evaluate_files(opts, on_result=lambda i, out: bar["advance"] and bar["advance"](i, out),
+                                on_start=on_start)
+    except TargetDoesNotCompile as e:
+        if e.errors is not None:
+            _err(e.errors.render())
+        raise
     finally:
-        if progress is not None:
-            progress.stop()
-
-    cand = E.build_report(program=cand_t.name, program_sha256=cand_t.sha256, kind=cand_t.kind, path=target,
-                          ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard_spec,
-                          run=runs[0], program_path=E.program_ref(cand_t).path)
-    base = base_report
-    if base_t is not None:
-        base = E.build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=baseline,
-                              ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset,
-                              shard=shard_spec, run=runs[1], program_path=E.program_ref(base_t).path)
-    notes = []
-    if report is not None:
-        cand.save(report)
-        notes.append(f"wrote {report}")
-    if shard_spec is not None:
-        notes.insert(0, f"shard {shard_spec[0]}/{shard_spec[1]}: {len(examples)} of {len(dataset)} examples")
-    if not examples:
-        reason = f"PASS: shard {shard_spec[0]}/{shard_spec[1]} holds no examples of {data}; nothing to gate"
+        if bar.get("progress") is not None:
+            bar["progress"].stop()
+    if result.verdict is None:
+        reason = f"PASS: shard {result.candidate.shard} holds no examples of {data}; nothing to gate"
+        notes = list(result.notes)
         if html is not None:
             notes.append(f"note: {html} not written: the shard has no examples to show")
         if format == "json":
@@ -377,17 +282,14 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
         raise SystemExit(0)
     html_context = None
     if html is not None:
-        from .report_html import eval_context
-
-        html_context = eval_context(cand_t.ir, examples)
-    _finish(cand, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes, html=html, html_context=html_context)
+        html_context = eval_context(result.target.ir, result.examples)
+    _finish(result.candidate, result.baseline, result.verdict, opts.gates, junit=junit, summary=summary,
+            github_summary=github_summary, format=format, extra_lines=result.notes, html=html,
+            html_context=html_context)
 
 
 def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary,
            github_summary, format, html=None) -> None:
-    from .gate import Report, is_report, merge_reports
-
     _check_format(format)
     opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
                          confidence=confidence, allow_program_change=allow_program_change)
@@ -398,7 +300,6 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
     if baseline is not None:
         if not Path(baseline).exists():
             raise ConfigError(f"{baseline}: no such file (--baseline)")
-        from .artifact import is_artifact_path
 
         if not is_report(baseline) and (baseline.endswith(".lmp") or is_artifact_path(baseline)):
             raise ConfigError(f"{baseline}: report merge never evaluates, so --baseline must be a report; "
@@ -409,5 +310,5 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
     if out is not None:
         merged.save(out)
         notes.append(f"wrote {out}")
-    _finish(merged, base, opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
+    _finish(merged, base, apply_gates(merged, base, opts), opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
             extra_lines=notes, html=html)

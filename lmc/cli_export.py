@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import ConfigError
+from .export_dspy import export
 
 TARGETS = ("dspy",)
 # Notes quote names from the artifact; control characters would reach the user's terminal as escape sequences.
@@ -32,7 +33,6 @@ def export_cmd(
         raise ConfigError(f"unknown --to '{to}'; expected one of: {', '.join(TARGETS)}")
     if not source.is_file():
         raise ConfigError(f"{source}: no such file")
-    from .export_dspy import export
 
     result = export(source, out, name=name)
     for note in result.notes:

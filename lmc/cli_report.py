@@ -8,7 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import report_html as H
+from .artifact import is_artifact_path, read
 from .errors import ConfigError
+from .gate import GateOptions, Report, apply_gates, is_report
 
 HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here", show_default=False)]
 
@@ -32,9 +35,6 @@ def html_cmd(
     allow_program_change: Annotated[bool, typer.Option("--allow-different-program", "--allow-program-change", help="as for lmc eval: compare with a baseline that is another program")] = False,
 ) -> None:
     """Write one self-contained HTML page (no network needed to view it) for an eval report or a compiled artifact."""
-    from . import report_html as H
-    from .artifact import is_artifact_path, read
-    from .gate import GateOptions, Report, apply_gates, is_report
 
     named = [("SOURCE", source), ("--baseline", baseline), ("--artifact", artifact), ("--data", data), ("--stats", stats)]
     for flag, p in named:

@@ -10,12 +10,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import ConfigError, did_you_mean
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    sys.stderr.flush()
+from .cli_common import err as _err
+from .datasets import Example, load_dataset, validate
+from .errors import ConfigError
+from .files import Output, check_outputs
+from .inputs import bind_inputs
+from .interpreter import run_example
+from .outfile import Plan, ResultsFile, run_stamp
+from .runner import LineWriter, StdoutLines, Summary, run_batch, trace_line
+from .session import RunOptions, open_runtime
+from .targets import load_target
 
 
 class _NotFinite(ValueError):
@@ -45,7 +49,7 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             obj = _strict_json(raw_json)
         except _NotFinite as e:
             raise ConfigError(f"--input: {e}; JSON has no such number") from None
-        except ValueError as e:
+        except json.JSONDecodeError as e:
             raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
                               "expected an object such as '{\"question\": \"...\"}'") from None
         if not isinstance(obj, dict):
@@ -64,22 +68,7 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             values[name] = _strict_json(text)
         except ValueError:  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
             values[name] = text
-    expected = ", ".join(types) or "none"
-    for name, tp in types.items():
-        if name not in values:
-            if tp.kind == "optional":
-                continue
-            hint = did_you_mean(name, values)
-            raise ConfigError(f"missing input field '{name}'" + (f"; {hint}" if hint else "")
-                              + f" (expected fields: {expected})")
-        why = tp.check(values[name])
-        if why:
-            raise ConfigError(f"input field '{name}' does not fit {tp.name}: {why}")
-    for name in values:
-        if name not in types:
-            hint = did_you_mean(name, types)
-            raise ConfigError(f"unknown input field '{name}'" + (f"; {hint}" if hint else "")
-                              + f" (expected fields: {expected})")
+    bind_inputs(types, values)
     return values
 
 
@@ -91,12 +80,12 @@ def register(app: typer.Typer) -> None:
         input: Annotated[Optional[str], typer.Option("--input", help="one input as a JSON object")] = None,
         field: Annotated[Optional[list[str]], typer.Option("-i", help="one input field as name=value (repeatable)")] = None,
         data: Annotated[Optional[Path], typer.Option("--data", help="JSONL inputs, one example per line")] = None,
-        out: Annotated[Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists)")] = None,
+        out: Annotated[Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists); without it --data streams them to stdout")] = None,
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-        concurrency: Annotated[Optional[int], typer.Option("-j", "--concurrency", min=1, help="examples and LM calls at once (default 8)")] = None,
+        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling")] = None,
         rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
         max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")] = None,
@@ -113,11 +102,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
-            caps = {"max_calls": max_calls, "max_cost": max_cost, "price_per_mtok_in": price_per_mtok_in,
-                    "price_per_mtok_out": price_per_mtok_out, "truncate_inputs": truncate_inputs or None,
-                    "max_lm_errors": max_lm_errors, "transport": transport}
-            code = _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency,
-                        rpm, trace, max_backtracks, example_timeout, max_steps, allow_python, caps)
+            options = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache,
+                                 concurrency=jobs, rpm=rpm, max_steps=max_steps, example_timeout=example_timeout,
+                                 max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
+                                 price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
+                                 truncate_inputs=truncate_inputs or None, transport=transport, max_backtracks=max_backtracks,
+                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()))
+            code = _run(target, program, input, field, data, out, trace, options)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -126,53 +117,39 @@ def register(app: typer.Typer) -> None:
         raise SystemExit(code)
 
 
-def _run(target, program, input, field, data, out, lm, api_base, cache_dir, no_cache, concurrency, rpm, trace,
-         max_backtracks, example_timeout=None, max_steps=None, allow_python=None, caps: dict | None = None) -> int:
-    from .files import Output, check_outputs
-    from .load import load_config, load_target
-    from .runner import input_files, make_runtime
+def _run(target, program, input, field, data, out, trace, options: RunOptions) -> int:
 
     single = input is not None or bool(field)
     if single and data is not None:
         raise ConfigError("give either --input/-i or --data, not both")
     if not single and data is None:
         raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
-    if data is not None and out is None:
-        raise ConfigError("--data needs --out FILE for the results")
     if single and out is not None:
         raise ConfigError("--out is for --data; a single input prints its outputs as JSON (use --trace to keep "
                           "its trace)")
-    config = load_config()
-    tgt = load_target(target, program)
-    rt = make_runtime(tgt, lm=lm, api_base=api_base, cache_dir=str(cache_dir) if cache_dir else None,
-                      use_cache=not no_cache, concurrency=concurrency, rpm=rpm, max_backtracks=max_backtracks,
-                      trace_prompts=trace is not None, config=config, example_timeout=example_timeout,
-                      max_steps=max_steps, allow_python=allow_python, **(caps or {}))
+    session = open_runtime(load_target(target, program), options)
     # Nothing is written (and no LM call made) until every output is known not to clobber an input.
-    inputs = input_files(tgt, config) + ([("--data file", str(data))] if data is not None else [])
+    inputs = session.input_files() + ([("--data file", str(data))] if data is not None else [])
     outputs = [Output("--out", str(out)) if out is not None else None,
                Output("--trace", str(trace)) if trace is not None else None]
-    if rt.client.cache is not None:
-        outputs.append(Output("--cache-dir", str(rt.client.cache.root), directory=True))
+    if session.client.cache is not None:
+        outputs.append(Output("--cache-dir", str(session.client.cache.root), directory=True))
     check_outputs(outputs, inputs)
-    types = {f.name: f.type for f in rt.ir.program().inputs}
     if single:
-        values = parse_inputs(input, field, types)
-        return _single(rt, values, trace)
-    return _batch(rt, data, out, trace, concurrency or rt.client.concurrency)
+        types = {f.name: f.type for f in session.runtime.ir.program().inputs}
+        return _single(session, parse_inputs(input, field, types), trace)
+    return _batch(session, data, out, trace)
 
 
-def _single(rt, values: dict, trace: Path | None) -> int:
-    from .datasets import Example
-    from .runner import LineWriter, preflight, run_one, trace_line
+def _single(session, values: dict, trace: Path | None) -> int:
 
-    preflight(rt)
+    session.preflight()
 
     async def go():
         try:
-            return await run_one(rt, values)
+            return await run_example(session.runtime, values)
         finally:
-            await rt.client.aclose()
+            await session.aclose()
 
     result = asyncio.run(go())
     if trace is not None:
@@ -189,67 +166,72 @@ def _single(rt, values: dict, trace: Path | None) -> int:
     return 0
 
 
-def _batch(rt, data: Path, out: Path, trace: Path | None, concurrency: int) -> int:
-    from .datasets import load_dataset, validate
-    from .outfile import ResultsFile, run_stamp
-    from .runner import LineWriter, Summary, preflight, run_batch
+def _batch(session, data: Path, out: Path | None, trace: Path | None) -> int:
+    """--data: each result a line of --out (resumed when it exists, locked while running), or of stdout."""
+    from contextlib import nullcontext
 
+    rt = session.runtime
     prog = rt.ir.program()
     dataset = load_dataset(data)
     validate(dataset, {f.name: f.type for f in prog.inputs})
     names = [f.name for f in prog.inputs]
     # Locked from here to the end of the run: a second run on the same --out fails at once.
-    with ResultsFile(out) as results:
-        prev = results.read(run_stamp(rt))
-        if prev.dropped:
-            _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
-        plan = results.plan(dataset.examples, names, prev)
-        if plan.changed:
-            n = len(plan.changed)
-            _err(f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
-                 f"{'its line was' if n == 1 else 'their lines were'} written")
+    with ResultsFile(out) if out is not None else nullcontext() as results:
+        if results is not None:
+            prev = results.read(run_stamp(rt))
+            if prev.dropped:
+                _err(f"{out}: dropped {prev.dropped} torn line{'s' if prev.dropped != 1 else ''} left by an interrupted run")
+            plan = results.plan(dataset.examples, names, prev)
+            if plan.changed:
+                n = len(plan.changed)
+                _err(f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
+                     f"{'its line was' if n == 1 else 'their lines were'} written")
+        else:
+            plan = Plan(list(dataset.examples))
         summary = Summary(total=len(dataset), skipped=plan.skipped, previously_failed=plan.previously_failed,
                           changed=len(plan.changed))
         todo = plan.todo
         if todo:
-            preflight(rt)
-        writer = LineWriter(fd=results.fd)
+            session.preflight()
+        writer = LineWriter(fd=results.fd) if results is not None else StdoutLines()
         tracer = LineWriter(trace) if trace is not None else None
         progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
 
         async def go():
             try:
-                return await run_batch(rt, todo, names, out=writer, trace=tracer, concurrency=concurrency,
-                                       summary=summary, on_result=progress.update if progress else None)
+                return await run_batch(rt, todo, names, out=writer, trace=tracer,
+                                       concurrency=session.settings.concurrency, summary=summary,
+                                       on_result=progress.update if progress else None)
             finally:
-                await rt.client.aclose()
+                await session.aclose()
 
         try:
             if progress:
                 progress.start()
             asyncio.run(go())
         finally:
-            summary.add_client(rt.client.usage)
+            summary.add_client(session.client.usage)
             if progress:
                 progress.stop()
             writer.close()
             if tracer is not None:
                 tracer.close()
+    where = out if out is not None else "stdout"
     if summary.stopped_by is not None:
         err = summary.stopped_by
         _err(f"error: {err}")
         _err(f"stopped: {summary.line()}")
-        _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {out}; rerun to resume")
+        _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {where}"
+             + ("; rerun to resume" if out is not None else ""))
         return err.exit_code
     _err(f"{'done' if not (summary.failed or summary.previously_failed) else 'done with failures'}: {summary.line()}")
-    for w in rt.warnings.items + rt.client.warnings.items:
+    for w in session.warnings.items + session.client.warnings.items:
         _err(f"warning: {w}")
     return summary.exit_code()
 
 
 class _Progress:
     """A rich progress bar on stderr: examples, throughput, LM calls and cost."""
-
     def __init__(self, total: int, summary):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -10,6 +10,7 @@ apart so callers can tell a bad program from a bad dataset from a dead server.
 from __future__ import annotations
 
 import difflib
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Iterable, NoReturn
@@ -34,7 +35,7 @@ class Span:
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.col}"
 
-    def to_json(self) -> list:
+    def to_json(self) -> list[int]:
         return [self.line, self.col, self.end_line, self.end_col]
 
 
@@ -73,7 +74,7 @@ class Diagnostic:
         text = self.message + (f"; {self.hint}" if self.hint else "")
         return f"{self.span}: {self.severity}: {text}"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, object]:
         return {
             "path": self.span.path,
             "line": self.span.line,
@@ -247,6 +248,67 @@ class BudgetExceeded(LmcError):
     """A --max-calls / --max-cost budget ran out."""
 
     exit_code = EXIT_FAIL
+
+
+class RunError(ExampleError):
+    """A run-time failure inside one example (bad value, failed assert, tool error); `kind` says which."""
+
+    def __init__(self, message: str, kind: str = "runtime", line: int | None = None):
+        super().__init__(message + (f" (line {line})" if line else ""), line)
+        self.kind = kind
+        self.text = message
+
+
+# ---------------------------------------------------------------- what a failure means for a run
+
+
+class ErrorKind(enum.StrEnum):
+    """Why one example failed; the value is what `--out` lines and traces record as `error_kind`."""
+
+    LM = "lm"  # its LM call failed after the retries
+    PARSE = "parse"  # the LM's answer (or the program's output) does not fit the declared type
+    ASSERT = "assert"
+    RUNTIME = "runtime"  # a bad value, a failed builtin, a limit
+    TIMEOUT = "timeout"  # --example-timeout
+    INPUT = "input"  # an input too long for the LM's context
+    TOOL = "tool"  # a user's python tool raised
+    TOOL_ARGS = "tool_args"  # a tool called with arguments it cannot take
+    METRIC = "metric"  # the metric failed on a finished prediction
+    INTERNAL = "internal"  # a bug in lmc: the example fails, the others go on
+
+    @property
+    def report_kind(self) -> str:
+        """The kind an evaluation report (`gate.ERROR_KINDS`) records: LM trouble, parse, assert, or runtime."""
+        return self.value if self.value in ("lm", "parse", "assert") else "runtime"
+
+
+# Failures that stop a whole run rather than fail one example: every later call would meet them too.
+RUN_STOPPING = (LMAuthError, LMUnreachableError, LMFailure, BudgetExceeded, ConfigError)
+
+
+def classify(exc: BaseException) -> ErrorKind | None:
+    """What `exc`, raised while running one example, means: the example's ErrorKind, or None when it
+    stops the run (auth refused, server unreachable, too many LM failures, budget spent, bad configuration)."""
+    if isinstance(exc, RUN_STOPPING) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, LMError):
+        return ErrorKind.LM
+    if isinstance(exc, OutputParseError):
+        return ErrorKind.PARSE
+    if isinstance(exc, RunError):
+        return ErrorKind(exc.kind)
+    if isinstance(exc, (LmcError, RecursionError)):
+        return ErrorKind.RUNTIME
+    return ErrorKind.INTERNAL
+
+
+def failure_text(exc: BaseException, kind: ErrorKind) -> str:
+    """The one-line error an example that failed with `exc` records."""
+    if isinstance(exc, RecursionError):
+        return "program recursion too deep"
+    if kind is ErrorKind.INTERNAL:
+        return f"internal error: {type(exc).__name__}: {exc}"
+    return str(exc)
 
 
 def json_line(err: LmcError) -> str:

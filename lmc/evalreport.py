@@ -1,55 +1,69 @@
-"""Glue between the evaluator and the gate: metric choice, data checks, shards, and outcomes -> `gate.Report`.
+"""`lmc eval`, the logic: a target (and a baseline) scored on a dataset, the reports, the gates' verdict.
 
-`lmc eval` reads top to bottom through this module: `choose_metric`, `check_data`,
-`select_shard`, `check_baseline_*` (all before any LM call), then
-`evaluate_targets` (one LM client and one event loop for candidate and baseline,
-so both share the cache), then `build_report`.
+`evaluate_files` reads top to bottom: load the targets, choose the metric (by default
+the one an artifact was compiled with), check the data, select the shard and check
+the baseline (all before any LM call), open one session for candidate and baseline
+(so both share the LM cache), `evaluate_targets`, then `build_report` and the gates.
+The command line (cli_eval.py) and `lmc.evaluate` only present what it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import gate
-from .artifact import portable_path, sha256_file
-from .datasets import Dataset, Example, validate
-from .errors import ConfigError, LmcError, ReportError, did_you_mean
+from . import __version__, gate
+from .artifact import is_artifact_path, portable_path, sha256_file
+from .datasets import Dataset, Example, load_dataset, validate
+from .errors import CompileError, CompileErrors, ConfigError, ErrorKind, LMFailure, LmcError, BudgetExceeded, ReportError
+from .files import Output, check_outputs
 from .ir import IR, MetricIR
-
-# Evaluator error kinds the report format does not name: a metric that crashed is
-# a run-time problem of the program, not of the LM.
-_ERROR_KIND = {"lm": "lm", "parse": "parse", "assert": "assert", "runtime": "runtime", "budget": "lm",
-               "timeout": "runtime"}
-
-
-class MetricChoiceError(ConfigError):
-    """`--metric` missing, ambiguous or unknown (exit 2)."""
+from .metrics import choose_metric
+from .runtime import Runtime
+from .scoring import evaluate, metric_needs_gold
+from .session import RunOptions, Session, prepare
+from .statements import check_metric
+from .targets import Target, load_target
 
 
 # ---------------------------------------------------------------- before evaluating
 
 
-def choose_metric(ir: IR, name: str | None, where: str) -> MetricIR:
-    """The metric named by --metric, or the program's only one; otherwise a one-line error listing them."""
-    names = [m.name for m in ir.metrics]
-    if name:
-        metric = ir.metric(name)
-        if metric is not None:
-            return metric
-        if not names:
-            raise MetricChoiceError(f"{where}: unknown metric '{name}'; the program defines no metric")
-        hint = did_you_mean(name, names)
-        listed = "defined: " + ", ".join(names)
-        raise MetricChoiceError(f"{where}: unknown metric '{name}'; " + (f"{hint} " if hint else "") + listed)
-    if len(names) == 1:
-        return ir.metrics[0]
-    if not names:
-        raise MetricChoiceError(f"{where}: the program defines no metric; add one such as `metric acc = accuracy(answer)`")
-    raise MetricChoiceError(f"{where}: the program defines several metrics ({', '.join(names)}); choose one with --metric NAME")
+class TargetDoesNotCompile(LmcError):
+    """A .lmp target or baseline with compile errors: bad input here (exit 2); `errors` holds the diagnostics."""
+
+    def __init__(self, message: str, errors: CompileErrors | None = None):
+        super().__init__(message)
+        self.errors = errors
+
+
+def load_for_eval(path: str, program: str | None, role: str) -> Target:
+    """A target or baseline; one that does not compile is bad input (exit 2), never "quality regressed" (exit 1)."""
+    if Path(path).is_file() and gate.is_report(path):
+        raise ConfigError(f"{path}: is an evaluation report; the {role} must be a program (.lmp) or an artifact")
+    try:
+        return load_target(path, program)
+    except CompileErrors as e:
+        n = len(e.diagnostics)
+        raise TargetDoesNotCompile(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)",
+                                   e) from None
+    except CompileError as e:
+        raise TargetDoesNotCompile(f"{path}: the {role} does not compile: {e.span}: {e}") from None
+
+
+def compiled_with(target: Target) -> tuple[str | None, float | None]:
+    """The metric name and threshold an artifact was compiled with (None, None for a .lmp or an older artifact)."""
+    rec = (target.artifact.compile or {}).get("metric") if target.artifact is not None else None
+    if not isinstance(rec, dict):
+        return None, None
+    name, threshold = rec.get("name"), rec.get("threshold")
+    ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0
+    return (name if isinstance(name, str) else None), (float(threshold) if ok and threshold is not None else None)
 
 
 def metric_ref(metric: MetricIR, threshold: float) -> gate.MetricRef:
@@ -62,8 +76,6 @@ def data_ref(dataset: Dataset) -> gate.DataRef:
 
 def check_data(ir: IR, dataset: Dataset, metric: MetricIR) -> None:
     """Every example has the program's inputs (well typed) and the field the metric reads as gold."""
-    from .evaluate import metric_needs_gold
-
     prog = ir.program()
     validate(dataset, {f.name: f.type for f in prog.inputs}, need_labels=metric_needs_gold(metric))
 
@@ -125,8 +137,6 @@ def baseline_is_report(path: str) -> bool:
     That way `--baseline broken.json` says what is wrong with the JSON instead of
     failing to parse it as `.lmp` source.
     """
-    from .artifact import is_artifact_path
-
     if gate.is_report(path):
         return True
     if path.endswith(".lmp") or is_artifact_path(path):
@@ -138,19 +148,8 @@ def baseline_is_report(path: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One target to evaluate on the selected examples."""
-
-    ir: IR
-    lm: Any  # LMSpec
-    metric: MetricIR
-    from_artifact: bool = False
-    python: Any = None  # pyrefs.PythonPolicy: what its tools and metrics may import
-
-
-@dataclass(frozen=True)
 class Run:
-    """The outcomes of one job, with the LM accounting and wall time of that job alone."""
+    """The outcomes of one target, with the LM accounting and wall time of that target alone."""
 
     outcomes: list
     usage: dict
@@ -164,58 +163,172 @@ def _usage(client: Any) -> dict:
             "failed_requests": u.failed_requests}
 
 
-def evaluate_targets(jobs: Sequence[Job], examples: Sequence[Example], *, threshold: float, client: Any,
-                     concurrency: int, api_base: str | None = None, extra_lms: dict | None = None,
-                     on_result: Callable[[int, Any], None] | None = None, max_steps: int | None = None,
-                     example_timeout: float | None = None, truncate_inputs: bool = False) -> list[Run]:
-    """Evaluate each job in turn on `examples` with one shared client (hence one cache).
+async def evaluate_targets(session: Session, jobs: Sequence[tuple[Runtime, MetricIR]], examples: Sequence[Example], *,
+                           threshold: float, on_result: Callable[[int, Any], None] | None = None) -> list[Run]:
+    """Evaluate each (runtime, metric) in turn on `examples` with the session's one client (hence one cache).
 
-    Before the first LM call every target is vetted (imports allowed, LM aliases not re-routing keys),
-    its python metric imported and its signature checked, every LM priced when --max-cost is set, and
-    every configured server must be listening.  Run-stopping LM errors propagate (auth refused,
-    unreachable, --max-lm-errors passed); a budget that runs out, or a run in which every LM call
-    failed, is an LMFailure (exit 3): an evaluation with holes is not a verdict."""
-    import asyncio
+    Before the first LM call every python metric is imported and its signature checked and every
+    configured server must be listening (the session has vetted the runtimes and priced their LMs).
+    Run-stopping LM errors propagate (auth refused, unreachable, --max-lm-errors passed); a budget
+    that runs out, or a run in which every LM call failed, is an LMFailure (exit 3): an evaluation
+    with holes is not a verdict."""
+    client = session.client
+    for rt, metric in jobs:
+        check_metric(metric, rt.python)
+    session.preflight(runtimes=[rt for rt, _ in jobs])
+    runs = []
+    try:
+        for i, (rt, metric) in enumerate(jobs):
+            before = _usage(client)
+            start = time.perf_counter()
+            callback = (lambda out, i=i: on_result(i, out)) if on_result else None
+            outcomes = await evaluate(rt, list(examples), metric, threshold=threshold,
+                                      concurrency=session.settings.concurrency, on_result=callback)
+            after = _usage(client)
+            usage = {k: after[k] - before[k] for k in after}
+            usage["cost"] = round(max(usage["cost"], 0.0), 8)
+            runs.append(Run(outcomes, usage, time.perf_counter() - start))
+    except BudgetExceeded as e:
+        client.check_health()  # every call failed: say that, not "budget"
+        raise LMFailure(f"{e}; the evaluation stopped before every example was scored") from None
+    finally:
+        await client.aclose()
+    client.check_health()
+    return runs
 
-    from .errors import BudgetExceeded, LMFailure
-    from .evaluate import evaluate
-    from .interpreter import Runtime
 
-    # Every target is vetted (imports allowed, LM aliases not re-routing keys) before the first LM call.
-    runtimes = [Runtime(job.ir, client, lm=job.lm, api_base=api_base, extra_lms=dict(extra_lms or {}),
-                        from_artifact=job.from_artifact, python=job.python, example_timeout=example_timeout,
-                        truncate_inputs=truncate_inputs,
-                        **({"max_steps": max_steps} if max_steps is not None else {})).vet() for job in jobs]
-    from .evaluate import check_metric
-    from .runner import preflight
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `lmc eval` is asked (see `lmc eval --help`); `outputs` are files the caller will write, checked first."""
 
-    for job, rt in zip(jobs, runtimes):
-        check_metric(job.metric, job.python)
-        client.check_prices(rt.lms())
-        preflight(rt)
+    target: str
+    data: str
+    metric: str | None = None  # None: the one the artifact was compiled with, else the program's only metric
+    program: str | None = None
+    threshold: float | None = None  # None: the artifact's compile threshold, else 1.0
+    shard: str | None = None  # "i/N"
+    gates: gate.GateOptions = field(default_factory=gate.GateOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+    report: str | None = None  # write the candidate's report here
+    outputs: tuple[tuple[str, Any], ...] = ()  # (flag, path) of files the caller writes afterwards
 
-    async def main() -> list[Run]:
-        runs = []
-        try:
-            for i, (job, rt) in enumerate(zip(jobs, runtimes)):
-                before = _usage(client)
-                start = time.perf_counter()
-                callback = (lambda out, i=i: on_result(i, out)) if on_result else None
-                outcomes = await evaluate(rt, list(examples), job.metric, threshold=threshold,
-                                          concurrency=concurrency, on_result=callback)
-                after = _usage(client)
-                usage = {k: after[k] - before[k] for k in after}
-                usage["cost"] = round(max(usage["cost"], 0.0), 8)
-                runs.append(Run(outcomes, usage, time.perf_counter() - start))
-        except BudgetExceeded as e:
-            client.check_health()  # every call failed: say that, not "budget"
-            raise LMFailure(f"{e}; the evaluation stopped before every example was scored") from None
-        finally:
-            await client.aclose()
-        client.check_health()
-        return runs
 
-    return asyncio.run(main())
+@dataclass
+class Evaluation:
+    """The candidate's report, the baseline's (evaluated now or read from a file), and the gates' verdict."""
+
+    candidate: gate.Report
+    baseline: gate.Report | None
+    verdict: gate.Verdict | None  # None: the shard held no examples, so there was nothing to gate
+    target: Target
+    examples: list[Example]
+    dataset: Dataset
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is None or self.verdict.passed
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict is None else self.verdict.exit_code
+
+
+def evaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
+                   on_start: Callable[[int, int], None] = lambda examples, targets: None) -> Evaluation:
+    """`aevaluate_files` in its own event loop."""
+    return asyncio.run(aevaluate_files(opts, on_result, on_start))
+
+
+async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
+                          on_start: Callable[[int, int], None] = lambda examples, targets: None) -> Evaluation:
+    """Everything `lmc eval` does but print: refuse what is wrong before any LM call, evaluate, report, gate.
+
+    `on_start(examples, targets)` is called just before the first LM call, `on_result(i, outcome)` after
+    each example of target i (0: the candidate, 1: the baseline)."""
+    gates, target = opts.gates, opts.target
+    gates.validate()
+    shard = gate.parse_shard(opts.shard) if opts.shard is not None else None
+    setup = prepare(opts.run)
+    cand_t = load_for_eval(target, opts.program, "target")
+    recorded_metric, recorded_threshold = compiled_with(cand_t)
+    notes: list[str] = []
+    name = opts.metric
+    if name is None and recorded_metric is not None and len(cand_t.ir.metrics) != 1:
+        name = recorded_metric
+        notes.append(f"metric '{name}': the one {target} was compiled with (--metric chooses another)")
+    threshold = opts.threshold
+    if threshold is None:
+        threshold = recorded_threshold if recorded_threshold is not None else 1.0
+        if threshold != 1.0:
+            notes.append(f"threshold {threshold:g}: the one {target} was compiled with (--threshold sets another)")
+    cand_metric = choose_metric(cand_t.ir, name, target)
+    dataset = load_dataset(opts.data)
+    check_data(cand_t.ir, dataset, cand_metric)
+    examples = select_shard(dataset, shard)
+    if not examples and (gates.min_score is not None or gates.baseline is not None or gates.max_errors is not None):
+        raise ConfigError(f"shard {opts.shard} holds no examples of {opts.data}, so there is nothing to gate; "
+                          "gate once after `lmc report merge` instead")
+    cand_mref = metric_ref(cand_metric, threshold)
+    base_report, base_target = _baseline(opts, cand_t, cand_mref, cand_metric, threshold, dataset, examples)
+
+    inputs = cand_t.input_files("target", setup.config.path) + [("--data file", opts.data)]
+    if gates.baseline is not None:
+        inputs += base_target[0].input_files("--baseline") if base_target else [("--baseline", gates.baseline)]
+    outputs = [Output(label, str(p)) for label, p in (("--report", opts.report), *opts.outputs) if p is not None]
+    if setup.cache_dir:
+        outputs.append(Output("--cache-dir", setup.cache_dir, directory=True))
+    check_outputs(outputs, inputs)
+
+    session = setup.open(cand_t)
+    jobs = [(session.runtime, cand_metric)]
+    if base_target is not None:
+        jobs.append((session.open(base_target[0]), base_target[1]))
+    on_start(len(examples), len(jobs))
+    runs = await evaluate_targets(session, jobs, examples, threshold=threshold, on_result=on_result)
+
+    cand = build_report(program=cand_t.name, program_sha256=cand_t.sha256, kind=cand_t.kind, path=target,
+                        ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard,
+                        run=runs[0], program_path=program_ref(cand_t).path)
+    base = base_report
+    if base_target is not None and gates.baseline is not None:
+        base_t, base_metric = base_target
+        base = build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=gates.baseline,
+                            ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset, shard=shard,
+                            run=runs[1], program_path=program_ref(base_t).path)
+    if opts.report is not None:
+        cand.save(opts.report)
+        notes.append(f"wrote {opts.report}")
+    if shard is not None:
+        notes.insert(0, f"shard {shard[0]}/{shard[1]}: {len(examples)} of {len(dataset)} examples")
+    verdict = gate.apply_gates(cand, base, gates) if examples else None
+    return Evaluation(cand, base, verdict, cand_t, examples, dataset, notes)
+
+
+def _baseline(opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand_metric: MetricIR, threshold: float,
+              dataset: Dataset, examples: list[Example]) -> tuple[gate.Report | None, tuple[Target, MetricIR] | None]:
+    """`--baseline`: a report read now, or a target to evaluate; refused before any LM call when it cannot be
+    compared (other data, another metric, another program)."""
+    path, allow = opts.gates.baseline, opts.gates.allow_program_change
+    if path is None:
+        return None, None
+    if not Path(path).exists():
+        raise ConfigError(f"{path}: no such file (--baseline)")
+    if not path.endswith((".lmp", ".json")):
+        raise ConfigError(f"{path}: --baseline expects a program (.lmp), an artifact (.lmc.json) "
+                          "or a report (.json written by --report)")
+    dref = data_ref(dataset)
+    if baseline_is_report(path):
+        base_report = load_baseline_report(path)
+        check_baseline_report(base_report, program_ref(cand_t), target_ref(cand_t.kind, opts.target), cand_mref,
+                              dref, examples, allow_program_change=allow)
+        return base_report, None
+    base_t = load_for_eval(path, opts.program, "baseline")
+    base_metric = baseline_metric(base_t.ir, cand_metric, path)
+    check_baseline_target(program_ref(base_t), path, metric_ref(base_metric, threshold), program_ref(cand_t),
+                          cand_mref, dref, examples, allow_program_change=allow)
+    check_data(base_t.ir, dataset, base_metric)
+    return None, (base_t, base_metric)
 
 
 # ---------------------------------------------------------------- outcomes -> report
@@ -237,7 +350,7 @@ def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> 
     gold = {k: ex.data[k] for k in gold_fields if k in ex.data}
     prediction = _plain(res.outputs) if isinstance(res.outputs, dict) else None
     if res.error is not None:
-        kind = _ERROR_KIND.get(res.error_kind or "", "runtime")
+        kind = ErrorKind(res.error_kind).report_kind if res.error_kind else "runtime"
         return gate.ExampleResult(ex.id, ex.line, None, False, str(res.error), kind, prediction, _plain(gold) or None)
     score = outcome.score
     if score is None or not math.isfinite(score):
@@ -251,8 +364,6 @@ def build_report(*, program: str, program_sha256: str, kind: str, path: str, ir:
                  threshold: float, dataset: Dataset, shard: tuple[int, int] | None, run: Run,
                  program_path: str | None = None) -> gate.Report:
     """The `lmc-report/1` of one evaluated target; the file sha256 is taken now."""
-    from . import __version__
-
     examples = tuple(example_result(o, ir, metric, threshold) for o in run.outcomes)
     summary = gate.summarize(examples, duration_s=round(run.duration_s, 3), **run.usage)
     return gate.Report(

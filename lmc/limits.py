@@ -36,7 +36,7 @@ KINDS = {
     "artifact": (200_000_000, "an artifact or evaluation report"),
     "config": (1_000_000, "lmc.yaml or a passes file"),
 }
-# Same names as `load.CONFIG_NAMES` (this layer sits below load.py, so it cannot import them).
+# The names lmc.yaml may have (config.py finds the file by them; this layer reads its limits).
 CONFIG_NAMES = ("lmc.yaml", "lmc.yml")
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)

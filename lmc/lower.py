@@ -8,11 +8,8 @@ from . import ir as I
 from . import nodes as n
 from .check import Checked, SigInfo, resolve_type
 from .errors import LmcError
-from .types import JSON, STR, Type, list_of, literal, optional
-
-# Settings that belong to each LM call (predictor) rather than to the module's control flow.
-PREDICTOR_SETTINGS = ("temperature", "max_tokens", "lm", "stop")
-REASONING = I.FieldSpec("reasoning", STR, "think step by step before answering")
+from .kinds import KINDS, PREDICTOR_SETTINGS
+from .types import JSON, STR, Type, list_of
 
 
 def lower(checked: Checked, program: str | None = None) -> I.IR:
@@ -72,64 +69,17 @@ class _Lowerer:
         base = I.SignatureIR(info.name, info.instructions or "", _fields(info.inputs), _fields(info.outputs))
         instructions = settings.get("instructions") or info.instructions or default_instructions(base)
 
-        def make(pid: str, role: str, sig: I.SignatureIR, instr: str) -> I.Predictor:
-            return I.Predictor(pid, name, role, sig, instr, (), pred_settings)
-
-        kind = decl.kind
-        if kind == "Predict" or kind == "BestOfN":
-            preds = [make(name, "main", base, instructions)]
-        elif kind == "ChainOfThought":
-            sig = I.SignatureIR(base.name, base.instructions, base.inputs, (REASONING,) + base.outputs)
-            preds = [make(name, "main", sig, instructions)]
-        elif kind == "MultiChainComparison":
-            attempt = I.SignatureIR(base.name, base.instructions, base.inputs, (REASONING,) + base.outputs)
-            compare = I.SignatureIR(
-                base.name + "Compare", "", base.inputs + (I.FieldSpec("attempts", list_of(STR), "earlier attempts at this task, which may disagree"),),
-                (I.FieldSpec("rationale", STR, "compare the attempts and decide which is right"),) + base.outputs)
-            preds = [make(f"{name}.attempt", "attempt", attempt, instructions),
-                     make(f"{name}.compare", "compare", compare,
-                          instructions + "\nSeveral attempts are given; weigh them and give the single best answer.")]
-        elif kind == "ReAct":
-            tools = [str(t) for t in settings.get("tools", ())]
-            tool_lines = []
-            for t in tools:
-                spec = self.tool(self.c.tools[t]) if t in self.c.tools else self._retriever_tool(t)
-                params = ", ".join(f"{p.name}: {p.type.name}" for p in spec.params)
-                tool_lines.append(f"- {t}({params}): {spec.description}")
-            tool_lines.append("- finish(): you have gathered enough to answer")
-            step = I.SignatureIR(
-                base.name + "Step", "",
-                base.inputs + (I.FieldSpec("trajectory", STR, "thoughts, tool calls and observations so far"),),
-                (I.FieldSpec("thought", STR, "what to do next and why"),
-                 I.FieldSpec("tool", literal(*tools, "finish"), "the tool to call next"),
-                 I.FieldSpec("tool_args", JSON, "the tool's arguments as a JSON object")))
-            extract = I.SignatureIR(
-                base.name, base.instructions,
-                base.inputs + (I.FieldSpec("trajectory", STR, "thoughts, tool calls and observations"),),
-                (REASONING,) + base.outputs)
-            step_instr = (instructions + "\nWork step by step: think, then call one tool, read its result, and repeat. "
-                          "Tools:\n" + "\n".join(tool_lines))
-            preds = [make(f"{name}.step", "step", step, step_instr),
-                     make(f"{name}.extract", "extract", extract, instructions)]
-        elif kind == "ProgramOfThought":
-            code_sig = I.SignatureIR(
-                base.name + "Code", "",
-                base.inputs + (I.FieldSpec("previous_code", optional(STR), "code that failed before"),
-                               I.FieldSpec("error", optional(STR), "the error it raised")),
-                (I.FieldSpec("code", STR, "Python code that computes the answer and stores it in `result`"),))
-            answer_sig = I.SignatureIR(
-                base.name, base.instructions,
-                base.inputs + (I.FieldSpec("code", STR, "the program that was run"),
-                               I.FieldSpec("code_output", STR, "what the program computed")),
-                base.outputs)
-            code_instr = (instructions + "\nWrite a short Python program (standard library only, no input(), no files, "
-                          "no network) that computes the answer and assigns it to a variable named `result`.")
-            preds = [make(f"{name}.code", "code", code_sig, code_instr),
-                     make(f"{name}.answer", "answer", answer_sig, instructions)]
-        else:  # the checker refuses unknown kinds
-            raise LmcError(f"unknown module kind '{kind}'")
-        module = I.ModuleIR(name, kind, tuple((p.role, p.id) for p in preds), kind_settings)
+        kind = KINDS.get(decl.kind)
+        if kind is None:  # the checker refuses unknown kinds
+            raise LmcError(f"unknown module kind '{decl.kind}'")
+        preds = [I.Predictor(pid, name, role, sig, instr, (), pred_settings)
+                 for pid, role, sig, instr in kind.lower(name, base, instructions, settings, self.tool_named)]
+        module = I.ModuleIR(name, kind.name, tuple((p.role, p.id) for p in preds), kind_settings)
         return module, preds
+
+    def tool_named(self, name: str) -> I.ToolIR:
+        """A tool declaration, or a retriever used as a tool, lowered."""
+        return self.tool(self.c.tools[name]) if name in self.c.tools else self._retriever_tool(name)
 
     def _retriever_tool(self, name: str) -> I.ToolIR:
         return I.ToolIR(name, "retriever", name, (I.FieldSpec("query", STR),), list_of(STR),

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
 
-from lmc.errors import LmcError, did_you_mean, one_of
+from lmc import ir as I
+from lmc.errors import ConfigError, LmcError, did_you_mean, one_of
 
 _ARTICLES = {"a", "an", "the"}
 
@@ -280,3 +281,37 @@ def to_score(value: Any) -> float:
     if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
         return float(value)
     raise LmcError(f"a metric returned {value!r}; expected a number between 0 and 1 or a bool")
+
+
+# ---------------------------------------------------------------- which metric a command scores with
+
+
+class MetricChoiceError(ConfigError):
+    """`--metric` missing, ambiguous or unknown (exit 2)."""
+
+
+def choose_metric(ir: I.IR, name: str | None, where: str) -> I.MetricIR:
+    """The metric named `name` (a metric of the program, or a built-in applied to its only output), or the
+    program's only metric; otherwise a one-line error listing the choices.  `lmc compile`, `lmc eval` and the
+    Python API choose with it."""
+    names = [m.name for m in ir.metrics]
+    outs = ir.program().outputs
+    if name:
+        found = ir.metric(name)
+        if found is not None:
+            return found
+        if name in BUILTIN_METRICS and len(outs) == 1:
+            out = outs[0].name
+            return I.MetricIR(name, "builtin", builtin=name, field=out, gold=out, spec=f"{name}({out})")
+        builtins = list(BUILTIN_METRICS) if len(outs) == 1 else []
+        hint = did_you_mean(name, names + builtins)
+        listed = ("defined: " + ", ".join(names) if names else "the program defines no metric")
+        listed += f"; built-ins: {', '.join(builtins)}" if builtins else ""
+        raise MetricChoiceError(f"{where}: unknown metric '{name}'; " + (f"{hint} " if hint else "") + listed)
+    if len(names) == 1:
+        return ir.metrics[0]
+    if not names:
+        raise MetricChoiceError(f"{where}: the program defines no metric; add one such as "
+                                "`metric acc = accuracy(answer)`, or pass --metric with a built-in")
+    raise MetricChoiceError(f"{where}: the program defines several metrics ({', '.join(names)}); "
+                            "choose one with --metric NAME")

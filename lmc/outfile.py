@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
+from .ir import fingerprint
+from .limits import open_input
 
 LINE_PREFIX = b'{"id": '
 _SHA = re.compile(r"[0-9a-f]{64}")
@@ -48,8 +50,6 @@ def input_digest(inputs: dict) -> str:
 
 def run_stamp(rt: Any) -> dict:
     """What decides an answer besides the input: the program (its IR) and the LM."""
-    from .ir import fingerprint
-
     return {"program_sha256": fingerprint(rt.ir), "lm": rt.default_lm().model}
 
 
@@ -62,7 +62,6 @@ def result_line(ex: Any, result: Any, input_sha256: str, stamp: dict) -> dict:
 @dataclass
 class Previous:
     """What an earlier run left: per id, the input digest its line answers and whether it succeeded."""
-
     done: dict[str, tuple[str, bool]] = field(default_factory=dict)
     dropped: int = 0  # torn last line cut off
 
@@ -77,7 +76,6 @@ class Plan:
 
 class ResultsFile:
     """`--out`, opened for one run: locked, checked against this run, repaired, then appended to."""
-
     def __init__(self, path: str | os.PathLike):
         self.shown = str(path)
         self.path = Path(os.path.realpath(path))
@@ -86,8 +84,6 @@ class ResultsFile:
     # -- lock ------------------------------------------------------------------
     def open(self) -> ResultsFile:
         if os.path.exists(self.path):
-            from .limits import open_input
-
             # A FIFO or device is refused (it would be read forever), and so is a file over the data limit.
             fd, _ = open_input(self.path, "data", lambda m: ConfigError(f"--out {self.shown}: {m}"))
             os.close(fd)
@@ -223,7 +219,8 @@ class ResultsFile:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks, offset = [], 0
+    chunks: list[bytes] = []
+    offset = 0
     while True:
         chunk = os.pread(fd, 1 << 20, offset)
         if not chunk:

@@ -24,7 +24,7 @@ from typing import Any
 from . import limits
 from .errors import OutputParseError
 from .ir import FieldSpec, Predictor
-from .types import coerce
+from .types import _FAIL, _load_json, coerce
 
 FEEDBACK_FIELDS = ("previous_answer", "feedback")
 
@@ -232,8 +232,6 @@ def parse_chat(p: Predictor, text: str, json_mode: bool = False) -> dict:
     names = {f.name for f in outs}
     pieces: dict[str, Any] = {}
     if json_mode or text.lstrip().startswith("{"):
-        from .types import _load_json, _FAIL
-
         obj = _load_json(text.strip().removeprefix("```json").removesuffix("```").strip())
         if obj is not _FAIL and isinstance(obj, dict):
             pieces = {k: v for k, v in obj.items() if k in names}
@@ -247,7 +245,7 @@ def parse_chat(p: Predictor, text: str, json_mode: bool = False) -> dict:
 
 
 def _coerce_all(p: Predictor, pieces: dict, raw: str) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for f in p.signature.outputs:
         if f.name not in pieces:
             if f.type.kind == "optional":

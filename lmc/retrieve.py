@@ -11,10 +11,12 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, cast
 
 from lmc.datasets import Dataset, load_dataset
-from lmc.errors import DatasetError, LMError, did_you_mean
+from lmc.errors import DatasetError, LMError, LMRedirectError, did_you_mean
+from lmc.files import atomic_write_text
+from lmc.netguard import refuse_redirects
 
 # English function words that carry no retrieval signal; small and fixed so
 # scores do not change when a library updates its own list.
@@ -232,27 +234,6 @@ class EmbeddingsRetriever:
             return contextlib.nullcontext({})
         return self._meter.embedding_request(self.model, texts)
 
-    def _call_sync(self, texts: list[str]) -> list[list[float]]:
-        with self._metered(texts) as box:
-            self.calls += 1
-            if self._embed is not None:
-                return self._embed(texts)
-            if self._aembed is not None:
-                return asyncio.run(self._aembed(texts))
-            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-            import litellm
-
-            from .netguard import refuse_redirects
-
-            redirects: list = []
-            try:
-                with refuse_redirects() as redirects:  # the key never follows a redirect (lmc/netguard.py)
-                    resp = litellm.embedding(input=texts, **self._litellm_kwargs())
-            except Exception as exc:  # provider errors arrive as many litellm classes
-                raise self._failure(exc, redirects) from None
-            box["prompt_tokens"] = _prompt_tokens(resp)
-            return [item["embedding"] for item in resp.data]
-
     async def _call_async(self, texts: list[str]) -> list[list[float]]:
         with self._metered(texts) as box:
             self.calls += 1
@@ -262,8 +243,6 @@ class EmbeddingsRetriever:
                 return self._embed(texts)
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
-
-            from .netguard import refuse_redirects
 
             redirects: list = []
             try:
@@ -276,8 +255,6 @@ class EmbeddingsRetriever:
 
     def _failure(self, exc: Exception, redirects: list) -> LMError:
         if redirects:
-            from .errors import LMRedirectError
-
             return LMRedirectError(f"the embedding server answered with a redirect to {redirects[0][:120]!r}; lmc does "
                                    "not follow redirects, so neither your request nor your key goes elsewhere",
                                    model=self.model, hint="point --api-base at the final URL")
@@ -317,8 +294,6 @@ class EmbeddingsRetriever:
         if file is None:
             return
         try:
-            from .files import atomic_write_text
-
             blob = {"model": self.model, "corpus_sha256": corpus.sha256, "text_field": self.text_field, "vectors": vectors}
             atomic_write_text(file, json.dumps(blob, allow_nan=False), fsync=False)  # readers never see half a file
         except (OSError, ValueError):
@@ -330,19 +305,6 @@ class EmbeddingsRetriever:
         self._corpus = corpus
 
     # -- index
-
-    def _ensure_index_sync(self) -> _Corpus:
-        if self._corpus is None:
-            corpus = _Corpus(self.path, self.text_field)
-            vectors = self._load_cached(corpus)
-            if vectors is None:
-                vectors = []
-                for start in range(0, len(corpus.texts), _BATCH):
-                    batch = corpus.texts[start : start + _BATCH]
-                    vectors.extend(self._check_vectors(self._call_sync(batch), len(batch)))
-                self._store(corpus, vectors)
-            self._install(corpus, vectors)
-        return self._corpus
 
     async def _ensure_index(self) -> _Corpus:
         if self._corpus is None:
@@ -361,7 +323,7 @@ class EmbeddingsRetriever:
                             vectors.extend(self._check_vectors(await self._call_async(batch), len(batch)))
                         self._store(corpus, vectors)
                     self._install(corpus, vectors)
-        return self._corpus
+        return cast(_Corpus, self._corpus)  # installed above, by this call or an earlier one
 
     def _rank(self, corpus: _Corpus, qvec: list[float], k: int | None) -> list[str]:
         k = self.k if k is None else _check_k(k, str(self.path))
@@ -377,6 +339,4 @@ class EmbeddingsRetriever:
 
     def __call__(self, query: str, k: int | None = None) -> list[str]:
         """Synchronous search, for callers outside an event loop."""
-        corpus = self._ensure_index_sync()
-        qvec = self._check_vectors(self._call_sync([str(query)]), 1)[0]
-        return self._rank(corpus, qvec, k)
+        return asyncio.run(self.search(query, k))

@@ -507,10 +507,10 @@ CAP_SOURCES = {
 
 @pytest.fixture
 def recorded(monkeypatch):
-    from lmc import interpreter, lm
+    from lmc import lm, runtime as rt_module
 
     got = {"clients": [], "runtimes": []}
-    init_client, init_rt = lm.LMClient.__init__, interpreter.Runtime.__init__
+    init_client, init_rt = lm.LMClient.__init__, rt_module.Runtime.__init__
 
     def client(self, *a, **kw):
         got["clients"].append(kw)
@@ -521,7 +521,7 @@ def recorded(monkeypatch):
         got["runtimes"].append(self)
 
     monkeypatch.setattr(lm.LMClient, "__init__", client)
-    monkeypatch.setattr(interpreter.Runtime, "__init__", runtime)
+    monkeypatch.setattr(rt_module.Runtime, "__init__", runtime)
     return got
 
 

@@ -114,7 +114,7 @@ def test_help_exits_0(run, words, cmd):
     (["ru"], "error: unknown command 'ru'; did you mean 'run'?"),
     (["compile"], "error: missing argument PROGRAM"),
     (["run", "--nosuch"], "error: no such option '--nosuch'"),
-    (["run", "x.lmp", "-j", "abc"], "error: invalid value for option '-j' / '--concurrency'"),
+    (["run", "x.lmp", "-j", "abc"], "error: invalid value for option '-j' / '--jobs' / '--concurrency'"),
     (["report", "mrege"], "did you mean 'merge'?"),
 ])
 def test_the_reported_cases(run, args, expected):

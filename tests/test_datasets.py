@@ -434,7 +434,7 @@ def _maker():
 
 
 def test_route_sets_fit_the_demo_program_and_are_balanced():
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     ir = load_target(str(REPO / "programs" / "route.lmp")).ir
     inputs = {f.name: f.type for f in ir.program().inputs}

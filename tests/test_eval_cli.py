@@ -12,7 +12,7 @@ import pytest
 from lmc.artifact import Artifact, write
 from lmc.cli import main
 from lmc.gate import Report
-from lmc.load import load_target
+from lmc.targets import load_target
 from tests.lmserver import LoopbackServer
 from tests.test_gate import _validate_junit
 
@@ -497,6 +497,23 @@ def test_bad_targets_and_metrics(ws, lmc, server, target, args, fragment):
 def test_two_metrics_with_metric_flag_works(ws, lmc, server):
     code, _, err = lmc.eval("two_metrics.lmp", "--metric", "em", "--report", "em.json")
     assert code == 0 and Report.load("em.json").metric.spec == "exact_match(sentiment)"
+
+
+def test_an_artifact_is_scored_as_it_was_compiled(ws, lmc, server):
+    """No --metric/--threshold: the metric and threshold recorded at compile time, said in a note; flags win."""
+    t = load_target("two_metrics.lmp")
+    write(Artifact(ir=t.ir, program={"name": t.name, "path": "two_metrics.lmp", "source": t.source, "sha256": t.sha256},
+                   compile={"metric": {"name": "em", "spec": "exact_match(sentiment)", "threshold": 0.5}}, lm=None),
+          "two.lmc.json")
+    code, _, err = lmc.eval("two.lmc.json", "--report", "r.json")
+    assert code == 0, err
+    rep = Report.load("r.json")
+    assert (rep.metric.name, rep.metric.threshold) == ("em", 0.5)
+    assert any("metric 'em': the one two.lmc.json was compiled with" in line for line in err)
+    assert any("threshold 0.5: the one two.lmc.json was compiled with" in line for line in err)
+    code, _, err = lmc.eval("two.lmc.json", "--metric", "acc", "--threshold", "1", "--report", "r2.json")
+    assert code == 0 and (Report.load("r2.json").metric.name, Report.load("r2.json").metric.threshold) == ("acc", 1.0)
+    assert not any("compiled with" in line for line in err)
 
 
 def test_data_that_does_not_fit_the_program_is_refused(ws, lmc, server):

@@ -24,7 +24,7 @@ from lmc import ir as I
 from lmc.artifact import Artifact, read, write
 from lmc.cli import main
 from lmc.export_dspy import export
-from lmc.load import load_target
+from lmc.targets import load_target
 from tests.lmserver import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,8 +17,10 @@ import pytest
 from lmc.check import check_source
 from lmc.datasets import Example
 from lmc.errors import CompileErrors, ConfigError
-from lmc.evaluate import check_metric, evaluate
-from lmc.interpreter import Runtime, run_example
+from lmc.scoring import evaluate
+from lmc.statements import check_metric
+from lmc.interpreter import run_example
+from lmc.runtime import Runtime
 from lmc.lm import LMClient, parse_lm
 from lmc.lower import lower
 from lmc.pyrefs import PythonPolicy

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
 
 import pytest
 
 from lmc.check import check_source
-from lmc.interpreter import Runtime, calculator, run_example
+from lmc.interpreter import run_example
+from lmc.runtime import Runtime, calculator
 from lmc.lm import LMClient, parse_lm
 from lmc.lower import lower
 from tests.fakelm import FakeLM, full_text
@@ -159,7 +159,7 @@ def test_trace_records_every_call():
 
 def test_one_failing_example_does_not_stop_the_others():
     from lmc.datasets import from_records
-    from lmc.evaluate import evaluate
+    from lmc.scoring import evaluate
 
     src = QA + "program main(question: str) -> (answer: str) { return gen(question=question) }\n" \
                "metric em = exact_match(answer)\n"

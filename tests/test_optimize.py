@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from dataclasses import FrozenInstanceError, dataclass, field, replace
+
+from lmc import optimize
 from lmc.check import check_source
-from lmc.datasets import from_records, shuffle
+from lmc.datasets import from_records
 from lmc.errors import LmcError
-from lmc.interpreter import Runtime, run_example
+from lmc.interpreter import run_example
 from lmc.lm import LMClient, parse_lm
 from lmc.lower import lower
-from lmc.optimize import Context, labeled_demos, run_pass
+from lmc.optimize.lab import Candidate, Lab, PassInputs
+from lmc.runtime import Runtime
 from tests.fakelm import FakeLM, full_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +115,38 @@ DEV = reviews([
 ])
 
 
+@dataclass
+class Bench:
+    """A compile driver in miniature: the inputs every pass gets, and what the passes run so far returned."""
+
+    inputs: PassInputs
+    options: dict
+    candidates: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    train_scores: dict = field(default_factory=dict)
+    logged: list = field(default_factory=list)
+
+    @property
+    def trainset(self):
+        return self.inputs.trainset
+
+    @property
+    def metric(self):
+        return self.inputs.metric
+
+    def make_runtime(self, ir):
+        return self.inputs.lab.make_runtime(ir)
+
+    async def score(self, ir, examples=None):
+        return await self.inputs.lab.score(ir, examples)
+
+    def record(self, name, ir, score):
+        """An earlier pass's candidate, as the driver hands it to the next pass."""
+        self.candidates.append(Candidate(name, ir, score))
+
+
 def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = None, *, seed: int = 0,
-             concurrency: int = 4, prompt_script=None, **options) -> tuple[Context, FakeLM, object]:
+             concurrency: int = 4, prompt_script=None, **options) -> tuple[Bench, FakeLM, object]:
     fake = script if isinstance(script, FakeLM) else FakeLM(script)
     client = LMClient(cache_dir=None, backend=fake)
     spec = parse_lm("openai/test")
@@ -128,10 +162,25 @@ def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = No
         def prompt_rt(x):
             return Runtime(x, pclient, lm=spec, base_dir=str(ROOT))
 
-    ctx = Context(make_runtime=make, trainset=list(from_records(train, path="train.jsonl")),
-                  devset=list(from_records(dev or train, path="dev.jsonl")), metric=ir.metrics[0], seed=seed,
-                  concurrency=concurrency, options={"source": source, **options}, prompt_runtime=prompt_rt)
-    return ctx, fake, ir
+    lab = Lab(make, list(from_records(dev or train, path="dev.jsonl")), ir.metrics[0], concurrency=concurrency,
+              proposer=prompt_rt)
+    bench = Bench(PassInputs(tuple(from_records(train, path="train.jsonl")), ir.metrics[0], lab, seed=seed,
+                             source=source), options)
+    bench.inputs = replace(bench.inputs, log=bench.logged.append)
+    return bench, fake, ir
+
+
+def run_pass(name: str, ir, bench: Bench):
+    """Run one pass as `lmc compile` does: earlier candidates in, its findings added to the bench."""
+    async def go():
+        result = await optimize.run_pass(name, ir, replace(bench.inputs, candidates=tuple(bench.candidates)),
+                                         **bench.options)
+        bench.candidates += result.candidates
+        bench.notes += result.notes
+        for k, v in result.train_scores.items():
+            bench.train_scores.setdefault(k, v)
+        return result.ir
+    return go()
 
 
 def run(coro):
@@ -411,8 +460,6 @@ def test_mipro_survives_proposals_the_prompt_lm_cannot_give():
     proposer = FakeLM(flaky)
     ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
                              candidates=2, instructions=5, trials=12, minibatch=4)
-    ctx.logged = []
-    ctx.log = ctx.logged.append
     out = run(run_pass("mipro", ir, ctx))
     assert {r.temperature for r in proposer.requests} == {0.9, 0.91, 0.92, 0.93, 0.94}
     assert sum(1 for line in ctx.logged if "failed:" in line and "proposal" in line) == 2
@@ -509,7 +556,7 @@ def test_knn_stores_pools_and_picks_different_demos_for_different_inputs():
 def test_knn_never_shows_an_example_its_own_demo():
     ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, k=3, max_labeled=0)
     out = run(run_pass("knn", ir, ctx))
-    from lmc.evaluate import evaluate
+    from lmc.scoring import evaluate
 
     fake.calls.clear()
     run(evaluate(ctx.make_runtime(out), ctx.trainset[:1], ctx.metric, exclude_self=True))
@@ -551,7 +598,7 @@ def test_finetune_data_writes_openai_chat_jsonl_per_predictor(tmp_path):
 
 def test_knn_leaves_the_example_out_before_choosing_so_it_still_gets_k_demos():
     from lmc.ir import FieldSpec, Predictor, SignatureIR
-    from lmc.optimize.knn import choose_demos
+    from lmc.demos import choose_demos
     from lmc.types import STR
 
     p = Predictor("p", "m", "main", SignatureIR("S", "", (FieldSpec("q", STR),), (FieldSpec("a", STR),)), "")
@@ -569,3 +616,89 @@ def test_bootstrap_balances_the_classes_of_a_classifier():
     out = run(run_pass("bootstrap", ir, ctx))
     assert [d["sentiment"] for d in out.predictors[0].demos] == ["positive", "negative"]
     assert demo_ids(out) == ["t1", "t3"]
+
+
+# ---------------------------------------------------------------- passes as values
+
+
+def test_the_pass_table_names_every_pass_and_validates_names():
+    from lmc.cli_compile import _PASSES
+
+    assert optimize.PASS_NAMES[:8] == ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble",
+                                       "finetune-data")
+    assert len(set(optimize.PASS_NAMES)) == len(optimize.PASSES)
+    assert _PASSES == optimize.PASS_NAMES  # the CLI's choices are the table
+    assert optimize.pass_named("knn") is optimize.PASSES[5] and optimize.pass_name(optimize.PASSES[3]) == "random-search"
+    with pytest.raises(LmcError, match=r"unknown optimizer 'mipo'; did you mean 'mipro'\? expected one of: none, "):
+        optimize.pass_named("mipo")
+
+
+def test_each_option_is_declared_once_with_its_default():
+    from lmc.optimize.options import OPTIONS
+
+    for name, keys in optimize.PASS_OPTIONS.items():
+        assert set(keys) <= set(OPTIONS), name
+    assert optimize.options_for("bootstrap", {}, {}) == {"max_demos": 4, "max_labeled": 4, "max_rounds": 1}
+    assert optimize.options_for("knn", {"max_demos": 6}, {}) == {"k": 6, "max_demos": 6, "max_labeled": 4}
+    assert optimize.options_for("finetune-data", {}, {}, out="b/x.lmc.json")["finetune_dir"] == "b/x.finetune"
+    assert optimize.options_for("mipro", {}, {"trials": 3})["trials"] == 3
+    assert "(default 4)" in OPTIONS["max_demos"].describe()
+
+
+def test_a_pass_changes_nothing_it_is_given():
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, max_demos=2, max_labeled=0, candidates=1)
+    ctx.record("earlier", ir, 0.5)
+    inputs = replace(ctx.inputs, candidates=tuple(ctx.candidates))
+    before = (inputs.trainset, inputs.candidates, list(inputs.devset), ir)
+    result = run(optimize.run_pass("random-search", ir, inputs, **ctx.options))
+    assert (inputs.trainset, inputs.candidates, list(inputs.devset), ir) == before
+    assert result.candidates and all(c.name.startswith("random-search:") for c in result.candidates)
+    with pytest.raises(FrozenInstanceError):
+        inputs.candidates = ()
+    with pytest.raises(FrozenInstanceError):
+        result.ir = ir
+
+
+def test_ensemble_draws_on_the_candidates_it_is_given_not_on_shared_state():
+    ctx, fake, ir = make_ctx(SENTIMENT, styled_lm, TRAIN, DEV[:1], ensemble_size=2)
+    seeded_members(ctx, ir, [("ALPHA", 0.5), ("BETA", 0.9)])
+    given = run(optimize.run_pass("ensemble", ir, replace(ctx.inputs, candidates=tuple(ctx.candidates)),
+                                  **ctx.options))
+    assert {c.name for c in given.candidates} <= {"ensemble"}  # no search of its own: two were given
+    alone = run(optimize.run_pass("ensemble", ir, ctx.inputs, **ctx.options))
+    assert any(c.name.startswith("ensemble:") for c in alone.candidates)  # none given: it searched first
+
+
+def test_mipro_never_changes_a_runtime_it_was_given():
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2,
+                             candidates=1, instructions=2, trials=2, minibatch=2)
+    made = []
+    proposer = ctx.inputs.lab.proposer
+
+    def watched(x):
+        rt = proposer(x)
+        made.append((rt, rt.ir))
+        return rt
+
+    ctx.inputs.lab.proposer = watched
+    run(run_pass("mipro", ir, ctx))
+    assert made and all(rt.ir is ir_ for rt, ir_ in made)  # a runtime per proposal, none reassigned
+
+
+def test_a_budget_that_runs_out_ends_the_pass_with_what_it_found():
+    from lmc.errors import BudgetExceeded
+
+    ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, TRAIN, DEV, max_demos=2, max_labeled=0, candidates=3)
+    calls = [0]
+    score = ctx.inputs.lab.score
+
+    async def scarce(x, examples=None, label=""):
+        calls[0] += 1
+        if calls[0] > 2:
+            raise BudgetExceeded("--max-calls 9 reached")
+        return await score(x, examples, label)
+
+    ctx.inputs.lab.score = scarce
+    result = run(optimize.run_pass("random-search", ir, ctx.inputs, **ctx.options))
+    assert result.exhausted and len(result.candidates) == 2
+    assert result.notes == ("budget exhausted during bootstrap scoring: --max-calls 9 reached",)

@@ -147,7 +147,8 @@ def test_missing_field_is_an_error():
 
 def _run(script):
     from lmc.check import check_source
-    from lmc.interpreter import Runtime, run_example
+    from lmc.interpreter import run_example
+    from lmc.runtime import Runtime
     from lmc.lm import LMClient, parse_lm
     from lmc.lower import lower
     from tests.fakelm import FakeLM

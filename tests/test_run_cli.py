@@ -260,10 +260,25 @@ def test_single_input_trace(cli, server, tmp_path):
     assert t["ok"] and t["calls"][0]["predictor"] == "classify"
 
 
+def test_data_without_out_streams_the_lines_to_stdout(cli, server, tmp_path):
+    """The same lines --out would hold, on stdout (nothing to resume from); the summary on stderr."""
+    data = write_jsonl(tmp_path / "in.jsonl", reviews(5))
+    code, out, err = cli("run", SENTIMENT, *lm_args(server), "--data", data, "-j", "2")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["id"] for r in rows) == [f"r{i:03d}" for i in range(5)]
+    assert all(r["error"] is None and r["outputs"]["sentiment"] in ("positive", "negative") for r in rows)
+    assert list(rows[0]) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind",
+                             "usage"]
+    assert "done: 5 run (5 ok, 0 failed) of 5" in err and "{" not in err
+    code, again, _ = cli("run", SENTIMENT, *lm_args(server), "--data", data)
+    assert code == 0 and len(again.splitlines()) == 5  # no --out, no resume: every example again
+
+
 def test_data_and_out_options_are_checked(cli, server, tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(1))
-    code, _, err = cli("run", SENTIMENT, *lm_args(server), "--data", data)
-    assert code == 2 and "--out" in one_error_line(err)
+    code, _, err = cli("run", SENTIMENT, *lm_args(server), "-i", "review=x", "--data", data)
+    assert code == 2 and "either" in one_error_line(err)
     code, _, err = cli("run", SENTIMENT, *lm_args(server), "--data", "missing.jsonl", "--out", "o.jsonl")
     assert code == 2 and "missing.jsonl" in one_error_line(err)
     code, _, err = cli("run", tmp_path / "nope.lmp", *lm_args(server), "-i", "review=x")

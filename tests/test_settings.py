@@ -66,11 +66,11 @@ def ws(tmp_path, monkeypatch, server):
 @pytest.fixture
 def recorded(monkeypatch):
     """What every LMClient and Runtime of the command was built with."""
-    from lmc import interpreter, lm
+    from lmc import lm, runtime as rt_module
 
     got = {"clients": [], "runtimes": []}
     init_client = lm.LMClient.__init__
-    init_rt = interpreter.Runtime.__init__
+    init_rt = rt_module.Runtime.__init__
 
     def client(self, *a, **kw):
         got["clients"].append(kw)
@@ -81,7 +81,7 @@ def recorded(monkeypatch):
         got["runtimes"].append(self)
 
     monkeypatch.setattr(lm.LMClient, "__init__", client)
-    monkeypatch.setattr(interpreter.Runtime, "__init__", runtime)
+    monkeypatch.setattr(rt_module.Runtime, "__init__", runtime)
     return got
 
 

@@ -311,7 +311,7 @@ def test_reasoning_models_are_recognised_by_table_and_name():
 
 
 def test_the_transport_setting_comes_from_flag_environment_or_config(monkeypatch):
-    from lmc.settings import resolve
+    from lmc.config import resolve
 
     class Config:
         settings = {"transport": "litellm"}

@@ -18,7 +18,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..artifact import portable_path, sha256_file
+from ..files import Output, atomic_write_text, check_outputs
+from ..targets import load_target
+from .assemble import Module
+from .plan import plan
 from .pysrc import ExportError, is_ident
+from .state import state
 
 __all__ = ["ExportError", "ExportResult", "export", "default_name"]
 
@@ -45,13 +51,6 @@ def default_name(path: str | os.PathLike) -> str:
 
 def export(source: str | os.PathLike, out_dir: str | os.PathLike, *, name: str | None = None) -> ExportResult:
     """Write `<out_dir>/<name>.py` and `<out_dir>/<name>.json`; the notes list what did not carry over."""
-    from ..artifact import portable_path, sha256_file
-    from ..files import Output, atomic_write_text, check_outputs
-    from ..load import load_target
-    from .assemble import Module
-    from .plan import plan
-    from .state import state
-
     stem = name or default_name(source)
     if not is_ident(stem):
         raise ExportError(f"--name {stem!r} is not a Python module name (letters, digits and _; not a keyword)")

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import ir as I
+from ..kinds import KINDS, SAMPLE_TEMPERATURE  # attempts and draws sample at lmc's temperature
 from . import helpers
 from .plan import Mod, Sig
 from .pysrc import ExportError, comment, ident, json_schema_type, lit, py_type
 from .translate import Translator, metric_method, program_method
 
-# lmc samples MultiChainComparison attempts and BestOfN draws at this temperature (interpreter.SAMPLE_TEMPERATURE).
-SAMPLE_TEMPERATURE = 0.7
 KIND_SETTINGS = {"MultiChainComparison": {"m"}, "ReAct": {"tools", "max_iters"}, "ProgramOfThought": {"max_iters"},
                  "BestOfN": {"n", "reward", "threshold"}}
 
@@ -50,7 +49,7 @@ class Module:
         if m.kind == "ChainOfThought":
             return [f"self.{m.attr} = {_call('dspy.ChainOfThought', sig, **cfg)}"]
         if m.kind == "BestOfN":
-            n = m.settings.get("n", 3)
+            n = m.settings.get("n", KINDS["BestOfN"].default("n"))
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
                 raise ExportError(f"module '{m.name}': n={repr(n)[:20]} is not a count")
             thr = m.settings.get("threshold")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import ir as I
+from ..kinds import KINDS
 from .pysrc import ExportError, ident, is_ident
 
 PREDICT_CONFIG = ("temperature", "max_tokens", "stop")
@@ -102,7 +103,7 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
         a, c = _predictor(ir, m, "attempt"), _predictor(ir, m, "compare")
         outs = _without(a.signature.outputs, REASONING)
         sig = Sig(sig_cls, a.instructions, a.signature.inputs, outs)
-        count = _count(settings.get("m", 3), "m", name)
+        count = _count(settings.get("m", KINDS["MultiChainComparison"].default("m")), "m", name)
         settings["m"] = count
         attempts = [f"reasoning_attempt_{i + 1}" for i in range(count)]
         attempt_order = _plain(sig.inputs) + [(REASONING, REASONING, "${reasoning}")] + _plain(outs)
@@ -125,7 +126,7 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
                       + [(v, k, "${" + v + "}") for k, v in rename.items()])
         ext_order = (_plain(sig.inputs) + [("trajectory", "trajectory", "${trajectory}"), (REASONING, REASONING, "${reasoning}")]
                      + _plain(sig.outputs))
-        settings["max_iters"] = _count(settings.get("max_iters", 5), "max_iters", name)
+        settings["max_iters"] = _count(settings.get("max_iters", KINDS["ReAct"].default("max_iters")), "max_iters", name)
         params = [Param(f"{name}.react", step.id, _fields(step, step_order), rename=rename, instructions=step.instructions),
                   Param(f"{name}.extract.predict", ext.id, _fields(ext, ext_order), instructions=ext.instructions)]
         return Mod(m.name, attr, kind, sig, params, _config(step), settings)
@@ -136,7 +137,8 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
         order = (_plain(sig.inputs) + [("final_generated_code", "code", "python code that answers the question"),
                                        ("code_output", "code_output", "output of previously-generated python code"),
                                        (REASONING, None, "${reasoning}")] + _plain(sig.outputs))
-        settings["max_iters"] = _count(settings.get("max_iters", 3), "max_iters", name)
+        settings["max_iters"] = _count(settings.get("max_iters", KINDS["ProgramOfThought"].default("max_iters")), "max_iters",
+                                       name)
         params = [Param(f"{name}.code_generate.predict", None), Param(f"{name}.code_regenerate.predict", None),
                   Param(f"{name}.generate_output.predict", ans.id, _fields(ans, order), rename={"code": "final_generated_code"},
                         instructions=ans.instructions)]

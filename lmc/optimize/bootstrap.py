@@ -9,20 +9,20 @@ sampling (temperature > 0) to find more successful traces.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
-from . import Context, balanced, class_quota, enough, label_field, labeled_demos, with_demos
+from .demos import balanced, class_quota, enough, label_field, labeled_demos, with_demos
+from .lab import Findings, PassInputs, PassResult
 
 TEACHER_TEMPERATURE = 0.7
 
 
-def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
-    labeled = labeled_demos(ir, ctx.trainset, int(ctx.opt("max_labeled", 4)), ctx.rng("teacher"))
+def _teacher_ir(ir: I.IR, inputs: PassInputs, max_labeled: int, round_: int) -> I.IR:
+    labeled = labeled_demos(ir, inputs.trainset, max_labeled, inputs.rng("teacher"))
     usable = {pid: ds for pid, ds in labeled.items() if ds and not ir.predictor(pid).demos}
     teacher = with_demos(ir, usable) if usable else ir
     if round_ > 0:
@@ -32,7 +32,71 @@ def _teacher_ir(ir: I.IR, ctx: Context, round_: int) -> I.IR:
     return replace(teacher, extras=())
 
 
-async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, *,
+class _Collection:
+    """The demos a bootstrap has gathered per predictor, and which examples could still add one."""
+
+    def __init__(self, ir: I.IR, metric: I.MetricIR, max_demos: int, want_all: bool):
+        self.preds = {p.id: p for p in ir.predictors}
+        self.demos: dict[str, list[dict]] = {pid: [] for pid in self.preds}
+        self.max_demos, self.want_all, self.gold = max_demos, want_all, metric.gold or ""
+        # Only a metric that compares the label with its gold value says what a passing trace's label is.
+        equality = metric.kind == "builtin" and metric.builtin in ("accuracy", "exact_match")
+        self.fields = {pid: (f if equality and f is not None and metric.field == f.name else None)
+                       for pid, f in ((pid, label_field(p)) for pid, p in self.preds.items())}
+        self.tried: Counter = Counter()  # (predictor, gold class) -> examples of that class run this round
+
+    def enough(self, pid: str) -> bool:
+        return enough(self.demos[pid], self.preds[pid], self.max_demos)
+
+    def full(self) -> bool:
+        return not self.want_all and all(self.enough(pid) for pid in self.demos)
+
+    def missing(self) -> int:
+        """How many examples to run next: the demos still missing, never -j (so -j cannot change the artifact)."""
+        return max(1, self.max_demos - min(len(v) for v in self.demos.values()))
+
+    def useful(self, ex: Example) -> bool:
+        """Whether running `ex` could add a demo somebody still needs."""
+        if self.want_all:
+            return True
+        for pid, bucket in self.demos.items():
+            if self.enough(pid):
+                continue
+            f = self.fields[pid]
+            gold = ex.get(self.gold) if f is not None else None
+            if f is None or gold not in f.type.args:
+                return True  # nothing known about what this example would add
+            quota, cap = class_quota(f, self.max_demos), 3 * self.max_demos
+            have = Counter(d.get(f.name) for d in bucket)
+            given_up = [c for c in f.type.args if have[c] < quota and self.tried[(pid, c)] >= cap]
+            if self.tried[(pid, gold)] >= cap and have[gold] < quota:
+                continue  # the teacher never gets this class right
+            if have[gold] < quota or (given_up and len(bucket) < self.max_demos):
+                return True
+        return False
+
+    def running(self, batch: list[Example]) -> None:
+        for ex in batch:
+            for pid, f in self.fields.items():
+                if f is not None and ex.get(self.gold) in f.type.args:
+                    self.tried[(pid, ex.get(self.gold))] += 1
+
+    def add(self, example_id: str, trace: list) -> None:
+        """The calls of a passing trace as demos, for the predictors that still need them."""
+        for call in trace:
+            bucket = self.demos.get(call.predictor)
+            if bucket is None or call.outputs is None or call.error:
+                continue
+            if self.want_all or not self.enough(call.predictor):
+                bucket.append({**call.inputs, **call.outputs, "_id": example_id})
+
+    def result(self) -> dict:
+        if self.want_all:
+            return {pid: tuple(v) for pid, v in self.demos.items()}
+        return {pid: balanced(v, self.preds[pid], self.max_demos) for pid, v in self.demos.items()}
+
+
+async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_demos: int, *, max_labeled: int,
                   max_rounds: int = 1, label: str = "bootstrap", want_all: bool = False) -> tuple[dict, dict]:
     """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all).
 
@@ -41,55 +105,25 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
     trace reproduces its gold label, so it could only add a demo nobody needs. A class the teacher
     never gets right stops being tried after 3 x max_demos of its examples; the others then fill up.
     """
-    demos: dict[str, list[dict]] = {p.id: [] for p in ir.predictors}
+    found = _Collection(ir, inputs.metric, max_demos, want_all)
     stats = {"tried": 0, "passed": 0, "skipped": 0}
     done: set[str] = set()
-    preds = {p.id: p for p in ir.predictors}
-    # Only a metric that compares the label with its gold value says what a passing trace's label is.
-    m = ctx.metric
-    equality = m is not None and m.kind == "builtin" and m.builtin in ("accuracy", "exact_match")
-    fields = {pid: (f if equality and f is not None and m.field == f.name else None)
-              for pid, f in ((pid, label_field(p)) for pid, p in preds.items())}
-
-    def full() -> bool:
-        return not want_all and all(enough(v, preds[pid], max_demos) for pid, v in demos.items())
-
-    def useful(ex: Example, tried: Counter) -> bool:
-        if want_all:
-            return True
-        for pid, bucket in demos.items():
-            if enough(bucket, preds[pid], max_demos):
-                continue
-            f = fields[pid]
-            gold = ex.get(m.gold) if f is not None else None
-            if f is None or gold not in f.type.args:
-                return True  # nothing known about what this example would add
-            quota = class_quota(f, max_demos)
-            have = Counter(d.get(f.name) for d in bucket)
-            given_up = [c for c in f.type.args if have[c] < quota and tried[(pid, c)] >= 3 * max_demos]
-            if tried[(pid, gold)] >= 3 * max_demos and have[gold] < quota:
-                continue  # the teacher never gets this class right
-            if have[gold] < quota or (given_up and len(bucket) < max_demos):
-                return True
-        return False
-
     for round_ in range(max(1, max_rounds)):
-        teacher = _teacher_ir(ir, ctx, round_)
-        rt = (ctx.teacher_runtime or ctx.make_runtime)(teacher)
+        teacher = _teacher_ir(ir, inputs, max_labeled, round_)
+        rt = inputs.lab.teacher(teacher)
         pending = [ex for ex in order if ex.id not in done]
         tried_ids: set[str] = set()
-        tried: Counter = Counter()
-        while not full():
-            # The batch size depends on the demos still missing, never on -j: which examples run (and so the
-            # artifact) must not change with concurrency. want_all runs everything, so any size gives the same.
-            need = max(1, max_demos - min(len(v) for v in demos.values())) if not want_all else ctx.concurrency
+        found.tried = Counter()
+        while not found.full():
+            # want_all runs everything, so any batch size gives the same demos.
+            need = inputs.concurrency if want_all else found.missing()
             batch: list[Example] = []
             for ex in pending:
                 if len(batch) >= need:
                     break
                 if ex.id in tried_ids:
                     continue
-                if useful(ex, tried):
+                if found.useful(ex):
                     batch.append(ex)
                 else:
                     stats["skipped"] += 1
@@ -97,11 +131,8 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
             if not batch:
                 break
             tried_ids.update(ex.id for ex in batch)
-            for ex in batch:
-                for pid, f in fields.items():
-                    if f is not None and ex.get(m.gold) in f.type.args:
-                        tried[(pid, ex.get(m.gold))] += 1
-            outcomes = await ctx.run_all(teacher, batch, exclude_self=True, runtime=rt)
+            found.running(batch)
+            outcomes = await inputs.lab.run_all(teacher, batch, exclude_self=True, runtime=rt)
             # Results are consumed in example order, so concurrency never changes which demos are kept.
             for out in outcomes:
                 stats["tried"] += 1
@@ -109,27 +140,20 @@ async def collect(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: i
                     continue
                 stats["passed"] += 1
                 done.add(out.example.id)
-                for call in out.result.trace:
-                    bucket = demos.get(call.predictor)
-                    if bucket is None or call.outputs is None or call.error:
-                        continue
-                    if want_all or not enough(bucket, preds[call.predictor], max_demos):
-                        bucket.append({**call.inputs, **call.outputs, "_id": out.example.id})
-                if full():
+                found.add(out.example.id, out.result.trace)
+                if found.full():
                     break
         skipped = f", {stats['skipped']} examples of classes already covered not run" if stats["skipped"] else ""
-        ctx.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
-        if full():
+        inputs.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
+        if found.full():
             break
-    if want_all:
-        return {pid: tuple(v) for pid, v in demos.items()}, stats
-    return {pid: balanced(v, preds[pid], max_demos) for pid, v in demos.items()}, stats
+    return found.result(), stats
 
 
-def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled: int, salt: str) -> dict:
+def merge_demos(ir: I.IR, boot: dict, inputs: PassInputs, max_demos: int, max_labeled: int, salt: str) -> dict:
     """Bootstrapped demos first, then labeled examples to fill up to max(max_demos, max_labeled) per predictor."""
     total = max(max_demos, max_labeled)
-    labeled = labeled_demos(ir, ctx.trainset, total, ctx.rng(salt)) if max_labeled > 0 else {}
+    labeled = labeled_demos(ir, inputs.trainset, total, inputs.rng(salt)) if max_labeled > 0 else {}
     out = {}
     for p in ir.predictors:
         chosen = list(boot.get(p.id, ()))[:max_demos]
@@ -145,17 +169,20 @@ def merge_demos(ir: I.IR, boot: dict, ctx: Context, max_demos: int, max_labeled:
     return out
 
 
-async def bootstrap_ir(ir: I.IR, ctx: Context, order: Sequence[Example], max_demos: int, label: str) -> tuple[I.IR, dict]:
-    max_labeled = int(ctx.opt("max_labeled", 4))
-    boot, stats = await collect(ir, ctx, order, max_demos, max_rounds=int(ctx.opt("max_rounds", 1)), label=label)
+async def bootstrap_ir(ir: I.IR, found: Findings, order: Sequence[Example], max_demos: int, label: str, *,
+                       max_labeled: int, max_rounds: int) -> tuple[I.IR, dict]:
+    """`ir` with bootstrapped demos (filled up with labeled ones); the teacher's pass rate goes to `found`."""
+    inputs = found.inputs
+    boot, stats = await collect(ir, inputs, order, max_demos, max_labeled=max_labeled, max_rounds=max_rounds, label=label)
     if stats["tried"]:
-        ctx.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
-    return with_demos(ir, merge_demos(ir, boot, ctx, max_demos, max_labeled, label)), stats
+        found.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
+    return with_demos(ir, merge_demos(ir, boot, inputs, max_demos, max_labeled, label)), stats
 
 
-async def run(ir: I.IR, ctx: Context) -> I.IR:
-    max_demos = int(ctx.opt("max_demos", 4))
-    new_ir, stats = await bootstrap_ir(ir, ctx, ctx.trainset, max_demos, "bootstrap")
+async def bootstrap(ir: I.IR, inputs: PassInputs, *, max_demos: int, max_labeled: int, max_rounds: int) -> PassResult:
+    found = Findings(inputs)
+    new_ir, stats = await bootstrap_ir(ir, found, inputs.trainset, max_demos, "bootstrap", max_labeled=max_labeled,
+                                       max_rounds=max_rounds)
     counts = ", ".join(f"{p.id}={len(p.demos)}" for p in new_ir.predictors)
-    ctx.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
-    return new_ir
+    inputs.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
+    return found.result(new_ir)

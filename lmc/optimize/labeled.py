@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from .. import ir as I
-from . import Context, labeled_demos, with_demos
+from .demos import labeled_demos, with_demos
+from .lab import PassInputs, PassResult
 
 
-async def run(ir: I.IR, ctx: Context) -> I.IR:
-    k = int(ctx.opt("max_labeled", 4))
-    demos = labeled_demos(ir, ctx.trainset, k, ctx.rng("labeled"))
+async def labeled(ir: I.IR, inputs: PassInputs, *, max_labeled: int) -> PassResult:
+    demos = labeled_demos(ir, inputs.trainset, max_labeled, inputs.rng("labeled"))
     filled = {pid: len(ds) for pid, ds in demos.items()}
-    ctx.log(f"labeled: {', '.join(f'{pid}={n}' for pid, n in filled.items())} demos")
+    inputs.log(f"labeled: {', '.join(f'{pid}={n}' for pid, n in filled.items())} demos")
     empty = [pid for pid, n in filled.items() if n == 0]
+    notes: tuple[str, ...] = ()
     if empty:
-        ctx.notes.append(f"labeled: no labeled demos fit predictor(s) {', '.join(empty)} "
-                         "(their fields are not in the dataset); use bootstrap")
-    return with_demos(ir, demos)
+        notes = (f"labeled: no labeled demos fit predictor(s) {', '.join(empty)} "
+                 "(their fields are not in the dataset); use bootstrap",)
+    return PassResult(with_demos(ir, demos), notes=notes)

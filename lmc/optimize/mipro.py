@@ -18,11 +18,15 @@ from collections import Counter, defaultdict
 from dataclasses import replace
 
 from .. import ir as I
+from ..check import check_source
 from ..datasets import shuffle
 from ..errors import LmcError
+from ..interpreter import run_example
+from ..lower import lower
 from ..prompts import show_value
-from . import Context, guarded, with_demos
 from .bootstrap import collect, merge_demos
+from .demos import with_demos
+from .lab import Findings, PassInputs, PassResult
 
 TIPS = (
     "Keep the instruction short and direct.",
@@ -55,9 +59,9 @@ def minibatch_problem(minibatch: int, n_dev: int) -> str:
     return f"--minibatch {minibatch} is larger than the dev set ({n_dev} examples)"
 
 
-def data_summary(ctx: Context, ir: I.IR) -> str:
+def data_summary(examples) -> str:
     """A short, deterministic description of the trainset: size, fields, label balance, lengths."""
-    ex = ctx.trainset
+    ex = examples
     lines = [f"{len(ex)} training examples."]
     fields = sorted({k for e in ex for k in e.data if k != "id"})
     for name in fields:
@@ -95,40 +99,53 @@ def _clean_instruction(text: str) -> str | None:
     return t
 
 
-async def propose_instructions(ir: I.IR, ctx: Context, demo_sets: dict, source: str, n: int) -> dict[str, list[str]]:
-    from ..check import check_source
-    from ..lower import lower
-    from ..runner import run_one
-
+async def propose_instructions(ir: I.IR, inputs: PassInputs, demo_sets: dict, n: int) -> dict[str, list[str]]:
     proposer = lower(check_source(PROPOSER_SOURCE, "<mipro proposer>"))
-    rt = (ctx.prompt_runtime or ctx.make_runtime)(proposer)
-    summary = data_summary(ctx, ir)
+    summary = data_summary(inputs.trainset)
     out: dict[str, list[str]] = {}
     for p in ir.predictors:
         found = [p.instructions]
         sets = [s for s in demo_sets.get(p.id, []) if s]
         for i in range(n):
-            inputs = {"code": source[:4000], "dataset": summary, "step": _step_text(p),
+            values = {"code": inputs.source[:4000], "dataset": summary, "step": _step_text(p),
                       "examples": _examples_text(sets[i % len(sets)] if sets else (), p),
                       "current": p.instructions, "tip": TIPS[i % len(TIPS)]}
             # A distinct temperature per proposal gives distinct samples and cache keys.
             prop = proposer.with_predictors([proposer.predictor("propose").with_settings(temperature=round(0.9 + 0.01 * i, 2))])
-            rt.ir = prop
             # A proposal the LM cannot give (e.g. a small base model's empty completions) costs one
             # candidate, not the compile: only run-stopping failures (auth, unreachable, budget) raise.
-            res = await run_one(rt, inputs)
-            if not res.ok:
-                ctx.log(f"mipro: proposal {i + 1} for {p.id} failed: {res.error}")
+            res = await run_example(inputs.lab.proposer(prop), values)
+            if res.outputs is None:
+                inputs.log(f"mipro: proposal {i + 1} for {p.id} failed: {res.error}")
                 continue
             text = _clean_instruction(res.outputs["instruction"])
             if text and text not in found:
                 found.append(text)
         out[p.id] = found
-        ctx.log(f"mipro: {len(found) - 1} instruction proposals for {p.id}")
+        inputs.log(f"mipro: {len(found) - 1} instruction proposals for {p.id}")
     return out
 
 
-async def run(ir: I.IR, ctx: Context) -> I.IR:
+async def demo_sets_for(ir: I.IR, found: Findings, n_sets: int, max_demos: int, max_labeled: int) -> dict:
+    """Demo-set candidates per predictor, bootstrapped from shuffled trainsets (index 0: the demos it has now)."""
+    inputs = found.inputs
+    demo_sets: dict[str, list[tuple]] = {p.id: [p.demos] for p in ir.predictors}
+    zero = with_demos(ir, {p.id: () for p in ir.predictors})
+    for i in range(n_sets):
+        order = shuffle(inputs.trainset, inputs.seed * 1000 + 101 + i)
+        k = inputs.rng(f"mipro:k{i}").randint(1, max_demos)
+        got = await found.guard(collect(zero, inputs, order, k, max_labeled=max_labeled, label=f"mipro:demos-{i + 1}"),
+                                "mipro demo bootstrap")
+        if got is None:
+            break
+        for pid, ds in merge_demos(zero, got[0], inputs, k, max_labeled, f"mipro:{i}").items():
+            if ds not in demo_sets[pid]:
+                demo_sets[pid].append(ds)
+    return demo_sets
+
+
+async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: int, trials: int,
+                minibatch: int | None, full_eval_every: int, max_demos: int, max_labeled: int) -> PassResult:
     try:
         import optuna
     except ImportError:  # pragma: no cover - a declared dependency
@@ -136,47 +153,23 @@ async def run(ir: I.IR, ctx: Context) -> I.IR:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
 
-    n_sets = int(ctx.opt("candidates", 6))
-    n_instr = int(ctx.opt("instructions", 4))
-    trials = int(ctx.opt("trials", 16))
-    full_every = int(ctx.opt("full_eval_every", 5))
-    max_demos = int(ctx.opt("max_demos", 4))
-    max_labeled = int(ctx.opt("max_labeled", 4))
-    minibatch = ctx.options.get("minibatch")
-    if minibatch is not None and int(minibatch) > len(ctx.devset):
-        raise LmcError(minibatch_problem(int(minibatch), len(ctx.devset)),
-                       hint="lower --minibatch or give a larger --dev set")
-    minibatch = int(minibatch or min(25, len(ctx.devset)))
+    devset = inputs.devset
+    if minibatch is not None and minibatch > len(devset):
+        raise LmcError(minibatch_problem(minibatch, len(devset)), hint="lower --minibatch or give a larger --dev set")
+    minibatch = minibatch or min(25, len(devset))
+    found = Findings(inputs)
 
-    # 1. demo-set candidates per predictor (index 0 = the demos the program has now)
-    demo_sets: dict[str, list[tuple]] = {p.id: [p.demos] for p in ir.predictors}
-    zero = with_demos(ir, {p.id: () for p in ir.predictors})
-    for i in range(n_sets):
-        order = shuffle(ctx.trainset, ctx.seed * 1000 + 101 + i)
-        k = ctx.rng(f"mipro:k{i}").randint(1, max_demos)
-        got = await guarded(ctx, collect(zero, ctx, order, k, label=f"mipro:demos-{i + 1}"), "mipro demo bootstrap")
-        if got is None:
-            break
-        merged = merge_demos(zero, got[0], ctx, k, max_labeled, f"mipro:{i}")
-        for pid, ds in merged.items():
-            if ds not in demo_sets[pid]:
-                demo_sets[pid].append(ds)
-
-    # 2. instruction candidates per predictor (index 0 = the current instruction)
-    source = ctx.options.get("source", "")
-    instructions = await guarded(ctx, propose_instructions(ir, ctx, demo_sets, source, n_instr), "instruction proposals")
-    if instructions is None:
-        instructions = {p.id: [p.instructions] for p in ir.predictors}
+    # 1. demo sets and 2. instruction candidates per predictor (index 0: what the program has now)
+    demo_sets = await demo_sets_for(ir, found, candidates, max_demos, max_labeled)
+    proposed = await found.guard(propose_instructions(ir, inputs, demo_sets, instructions), "instruction proposals")
+    texts = proposed if proposed is not None else {p.id: [p.instructions] for p in ir.predictors}
 
     def build(choice: dict) -> I.IR:
-        preds = []
-        for p in ir.predictors:
-            preds.append(replace(p, instructions=instructions[p.id][choice[f"{p.id}:i"]],
-                                 demos=demo_sets[p.id][choice[f"{p.id}:d"]]))
-        return ir.with_predictors(preds)
+        return ir.with_predictors([replace(p, instructions=texts[p.id][choice[f"{p.id}:i"]],
+                                           demos=demo_sets[p.id][choice[f"{p.id}:d"]]) for p in ir.predictors])
 
     # 3. joint Bayesian search over minibatches, with periodic full evaluations
-    sampler = optuna.samplers.TPESampler(seed=ctx.seed, n_startup_trials=min(5, trials))
+    sampler = optuna.samplers.TPESampler(seed=inputs.seed, n_startup_trials=min(5, trials))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     seen: dict[str, list[float]] = defaultdict(list)
     choices: dict[str, dict] = {}
@@ -184,41 +177,40 @@ async def run(ir: I.IR, ctx: Context) -> I.IR:
     base_key = json.dumps({**{f"{p.id}:i": 0 for p in ir.predictors}, **{f"{p.id}:d": 0 for p in ir.predictors}}, sort_keys=True)
 
     async def full_eval(key: str) -> None:
-        if key in full_scores or ctx.budget_exhausted:
+        if key in full_scores or found.exhausted:
             return
         cand = build(choices[key])
-        score = await guarded(ctx, ctx.score(cand, label="mipro:full"), "mipro full evaluation")
+        score = await found.guard(inputs.lab.score(cand, label="mipro:full"), "mipro full evaluation")
         if score is None:
             return
         full_scores[key] = score
-        ctx.record(f"mipro:trial-{len(full_scores)}", cand, score, choice=choices[key])
-        ctx.log(f"mipro: full dev score {score:.3f}")
+        found.record(f"mipro:trial-{len(full_scores)}", cand, score, choice=choices[key])
+        inputs.log(f"mipro: full dev score {score:.3f}")
 
     for t in range(trials):
-        if ctx.budget_exhausted:
+        if found.exhausted:
             break
         trial = study.ask()
         choice = {}
         for p in ir.predictors:
-            choice[f"{p.id}:i"] = trial.suggest_int(f"{p.id}:i", 0, len(instructions[p.id]) - 1)
+            choice[f"{p.id}:i"] = trial.suggest_int(f"{p.id}:i", 0, len(texts[p.id]) - 1)
             choice[f"{p.id}:d"] = trial.suggest_int(f"{p.id}:d", 0, len(demo_sets[p.id]) - 1)
         key = json.dumps(choice, sort_keys=True)
         choices[key] = choice
-        batch = ctx.rng(f"mipro:batch{t}").sample(ctx.devset, minibatch)
-        score = await guarded(ctx, ctx.score(build(choice), batch), "mipro trial")
+        batch = inputs.rng(f"mipro:batch{t}").sample(devset, minibatch)
+        score = await found.guard(inputs.lab.score(build(choice), batch), "mipro trial")
         if score is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
         study.tell(trial, score)
         seen[key].append(score)
-        ctx.log(f"mipro: trial {t + 1}/{trials} minibatch {score:.3f}")
-        if (t + 1) % full_every == 0 or t == trials - 1:
-            best_key = max(seen, key=lambda k: (sum(seen[k]) / len(seen[k]), len(seen[k])))
-            await full_eval(best_key)
+        inputs.log(f"mipro: trial {t + 1}/{trials} minibatch {score:.3f}")
+        if (t + 1) % full_eval_every == 0 or t == trials - 1:
+            await full_eval(max(seen, key=lambda k: (sum(seen[k]) / len(seen[k]), len(seen[k]))))
     if base_key not in full_scores and base_key in choices:
         await full_eval(base_key)
     if not full_scores:
-        return ir
+        return found.result(ir)
     best_key = max(full_scores, key=lambda k: (full_scores[k], -list(full_scores).index(k)))
-    ctx.log(f"mipro: best full dev score {full_scores[best_key]:.3f}")
-    return build(choices[best_key])
+    inputs.log(f"mipro: best full dev score {full_scores[best_key]:.3f}")
+    return found.result(build(choices[best_key]))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from .. import ir as I
-from . import Context
+from .lab import PassInputs, PassResult
 
 
-async def run(ir: I.IR, ctx: Context) -> I.IR:
-    ctx.log("none: keeping the program zero-shot")
-    return ir
+async def none(ir: I.IR, inputs: PassInputs) -> PassResult:
+    inputs.log("none: keeping the program zero-shot")
+    return PassResult(ir)

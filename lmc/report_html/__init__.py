@@ -18,9 +18,20 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..artifact import Artifact, sha256_file
+from ..check import check_source
+from ..datasets import load_dataset
 from ..errors import ConfigError, LmcError
+from ..files import Output, atomic_write_text, check_outputs
+from ..gate import Report
+from ..inspect import diff_artifacts
+from ..lower import lower
+from ..targets import load_target
+from . import compile_view as C
+from . import eval_view as V
+from .clean import compile_section, stats as clean_stats
 from .eval_view import EvalContext
-from .markup import join, section
+from .markup import join, page, section
 
 __all__ = ["EvalContext", "check_out_path", "context_from_files", "eval_context", "load_stats", "render_compile",
            "render_eval", "write_html"]
@@ -48,8 +59,6 @@ def eval_context(ir: Any, examples: Sequence[Any]) -> EvalContext:
 
 def context_from_files(report: Any, *, data: str | None = None, artifact: Any = None) -> EvalContext:
     """Inputs from the report's dataset (or `data`) and labels from `artifact` (or the report's target), when they match."""
-    from ..gate import Report
-
     assert isinstance(report, Report)
     ctx = EvalContext()
     ir = artifact.ir if artifact is not None else _target_ir(report, ctx.notes)
@@ -62,7 +71,6 @@ def context_from_files(report: Any, *, data: str | None = None, artifact: Any = 
     if not Path(path).is_file():
         ctx.notes.append(f"the dataset {path} was not found (pass --data)")
         return ctx
-    from ..datasets import load_dataset
 
     try:
         ds = load_dataset(path)
@@ -82,13 +90,10 @@ def context_from_files(report: Any, *, data: str | None = None, artifact: Any = 
 
 def _target_ir(report: Any, notes: list[str]) -> Any:
     """The evaluated program's IR, when the report's target is still there unchanged (read, never run)."""
-    from ..artifact import sha256_file
-
     path = report.target.path
     try:
         if not Path(path).is_file() or sha256_file(path) != report.target.sha256:
             return None
-        from ..load import load_target
 
         return load_target(path).ir
     except (LmcError, OSError) as e:
@@ -117,9 +122,6 @@ def load_stats(artifact_path: str | os.PathLike, stats: str | os.PathLike | None
 
 def checked_stats(raw: dict, artifact_path: str | os.PathLike, shown: str = "the stats") -> tuple[dict | None, str | None]:
     """Stats in the shape the page reads, refused when they name another artifact; the note says what is missing."""
-    from ..artifact import sha256_file
-    from .clean import stats as clean_stats
-
     data = clean_stats(raw)
     owner = data.get("artifact_sha256")
     if owner is not None and Path(artifact_path).is_file() and owner != sha256_file(artifact_path):
@@ -135,8 +137,6 @@ def as_written(art: Any) -> tuple[Any, str | None]:
     src = art.program.get("source")
     if not isinstance(src, str) or not src.strip():
         return None, "the artifact holds no program source to compare with"
-    from ..check import check_source
-    from ..lower import lower
 
     try:
         return lower(check_source(src, str(art.program.get("path") or "<artifact source>")), art.ir.entry), None
@@ -152,17 +152,12 @@ def cleaned(art: Any) -> Any:
     """The artifact with its compile section in the shape the page reads (it is not covered by the IR hash)."""
     from dataclasses import replace
 
-    from .clean import compile_section
-
     return replace(art, compile=compile_section(art.compile))
 
 
 def render_eval(cand: Any, base: Any, verdict: Any, ctx: EvalContext, *, confidence: float = 0.95,
                 artifact: Any = None, artifact_path: str | None = None, stats: tuple | None = None) -> str:
     """An eval page; with `artifact` its compile sections follow the eval's."""
-    from . import eval_view as V
-    from .markup import page
-
     anchors = V.example_anchors(cand)
     parts = [V.overview(cand, base, verdict, confidence)]
     if verdict.paired is not None and base is not None:
@@ -172,8 +167,6 @@ def render_eval(cand: Any, base: Any, verdict: Any, ctx: EvalContext, *, confide
         parts.append(cm)
     parts.append(V.examples(cand, base, verdict, ctx, anchors))
     if artifact is not None:
-        from . import compile_view as C
-
         artifact = cleaned(artifact)
         parts.append(section("How the artifact was compiled", C.meta(artifact, artifact_path or "artifact"),
                              id_="compiled"))
@@ -184,21 +177,13 @@ def render_eval(cand: Any, base: Any, verdict: Any, ctx: EvalContext, *, confide
 
 def render_compile(art: Any, path: str, stats: tuple[dict | None, str | None], notes: Sequence[str] = ()) -> str:
     """A compile page: `stats` is what `load_stats` returned (or the stats of the compile that just ran)."""
-    from . import compile_view as C
-    from .markup import page
-
     art = cleaned(art)
     body = _compile_parts(art, stats, notes)
     return page(f"lmc compile {art.name}", C.header(art, path), join(body, "\n"), C.footer(art, path))
 
 
 def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Sequence[str] = ()) -> list:
-    from ..artifact import Artifact
-    from ..inspect import diff_artifacts
-    from . import compile_view as C
-
     art = cleaned(art)
-    from .clean import stats as clean_stats
 
     data, note = stats
     data = clean_stats(data) if data is not None else None
@@ -221,15 +206,12 @@ def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Seque
 
 def check_out_path(path: str | os.PathLike, flag: str = "--html", inputs: Sequence[tuple[str, Any]] = ()) -> None:
     """Refuse, before any work, an output path that is an input, a directory, or cannot be written."""
-    from ..files import Output, check_outputs
-
     check_outputs([Output(flag, os.fspath(path))], inputs)
 
 
 def write_html(path: str | os.PathLike, text: str) -> None:
     """Atomic write; text that cannot be UTF-8 (lone surrogates from JSON escapes) is replaced, never fatal."""
     safe = text.encode("utf-8", "replace").decode("utf-8")
-    from ..files import atomic_write_text
 
     try:
         atomic_write_text(path, safe)

@@ -17,7 +17,7 @@ def _artifact(path, lm: dict | None, alias: dict | None = None):
     """A sentiment artifact whose `lm` entry (and optionally an IR LM alias) says what a hostile author wants."""
     from lmc import artifact
     from lmc import ir as I
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     t = load_target(SENTIMENT)
     data = artifact.to_json(artifact.Artifact(ir=t.ir, program=t.program_json(), compile={}, lm=lm))
@@ -79,8 +79,8 @@ def test_an_artifact_cannot_name_a_non_api_key_variable(cli, env, tmp_path, wher
 
 def test_an_alias_in_an_artifact_cannot_pick_a_remote_server(env, tmp_path):
     from lmc.errors import ConfigError
-    from lmc.load import load_target
-    from lmc.runner import make_runtime
+    from lmc.targets import load_target
+    from lmc.session import RunOptions, open_runtime
 
     art = _artifact(tmp_path / "a.lmc.json", None, alias={"api_base": "http://203.0.113.9/v1"})
     target = load_target(art)
@@ -92,4 +92,4 @@ def test_an_alias_in_an_artifact_cannot_pick_a_remote_server(env, tmp_path):
         target.ir, predictors=(replace(p, settings=tuple(sorted({**dict(p.settings), "lm": "evil"}.items()))),))
     # Refused when the runtime is made, before any LM call.
     with pytest.raises(ConfigError, match="may not choose a remote server"):
-        make_runtime(replace(target, ir=ir), use_cache=False, cache_dir=None)
+        open_runtime(replace(target, ir=ir), RunOptions(use_cache=False))

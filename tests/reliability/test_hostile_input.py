@@ -36,7 +36,7 @@ def _lmp_wrap(body: str) -> str:
 
 def _artifact_json(program: Path) -> dict:
     from lmc import artifact
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     t = load_target(program)
     return artifact.to_json(artifact.Artifact(ir=t.ir, program=t.program_json(), compile={}, lm=None))
@@ -160,7 +160,7 @@ GENERATORS = {
 def _demo_dunder(path: Path) -> None:
     """A demo whose keys look like Python internals is still only data (shown, never looked up)."""
     from lmc import artifact
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     t = load_target(SENTIMENT)
     pid = t.ir.predictors[0].id

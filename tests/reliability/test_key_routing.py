@@ -209,7 +209,7 @@ def _with_alias_used(path, base: str):
 
     from lmc import artifact
     from lmc import ir as I
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     t = load_target(SENTIMENT)
     preds = tuple(replace(p, settings=tuple(sorted({**dict(p.settings), "lm": "evil"}.items())))

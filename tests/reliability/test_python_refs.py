@@ -51,7 +51,7 @@ def _compiled(root: Path, prog: Path, out: str = "tooly.lmc.json", ref: dict | N
     """An artifact of `prog` as `lmc compile --optimizer none` writes it (no LM needed); `ref` rewrites references."""
     from lmc import artifact
     from lmc import ir as I
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     t = load_target(prog)
     path = root / out
@@ -157,7 +157,7 @@ def test_diff_lists_the_new_artifacts_references_and_what_changed(cli, tmp_path)
 
 def test_loading_an_artifact_or_program_imports_nothing(tmp_path, monkeypatch):
     from lmc.artifact import read
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     monkeypatch.chdir(tmp_path)
     prog = _project(tmp_path)

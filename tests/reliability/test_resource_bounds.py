@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.helpers import ROOT, SENTIMENT, labeled_reviews, subprocess_env, write_jsonl
+from tests.reliability.helpers import SENTIMENT, labeled_reviews, subprocess_env, write_jsonl
 
 CEILING_MB = 256  # address space of the child: Python and lmc's CLI fit, reading any of these inputs would not
 # Peak RSS from VmHWM: it belongs to this process image alone, while ru_maxrss survives exec and would
@@ -301,7 +301,7 @@ def _bounds_artifact(tmp: Path) -> Path:
     """The program above, with three statements the type checker refuses rewritten in the IR (artifacts skip it)."""
     from lmc import artifact
     from lmc import ir as I
-    from lmc.load import load_target
+    from lmc.targets import load_target
 
     (tmp / "bounds.lmp").write_text(BOUNDS)
     t = load_target(tmp / "bounds.lmp")
