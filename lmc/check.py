@@ -436,10 +436,10 @@ class _Checker:
             self.str_setting(kw)
         elif name == "stop":
             self.stop_setting(kw)
-        elif name == "truncate_inputs":
+        elif name in ("truncate_inputs", "score_labels", "length_normalize"):
             ok, v = self.const(kw.value)
             if not (ok and isinstance(v, bool)):
-                self.error(f"setting 'truncate_inputs' must be true or false, got {_show_value(v) if ok else 'an expression'}",
+                self.error(f"setting '{name}' must be true or false, got {_show_value(v) if ok else 'an expression'}",
                            kw.value.span)
         else:
             return False

@@ -41,12 +41,15 @@ class Call:
     cost: float = 0.0
     cached: bool = False
     latency_s: float = 0.0
+    scores: dict | None = None  # a scored label choice: each label's score, calibrated as it was compared
 
     def to_json(self, with_prompt: bool = True) -> dict:
         out = {"predictor": self.predictor, "module": self.module, "inputs": self.inputs, "outputs": self.outputs,
                "raw": self.raw, "error": self.error, "usage": {"prompt_tokens": self.prompt_tokens,
                "completion_tokens": self.completion_tokens, "cost": self.cost, "cached": self.cached},
                "latency_s": round(self.latency_s, 4)}
+        if self.scores is not None:
+            out["label_scores"] = {k: round(v, 6) for k, v in self.scores.items()}
         if with_prompt and self.prompt is not None:
             out["prompt"] = self.prompt
         return out

@@ -11,6 +11,7 @@ from lmc.lm.spec import LMSpec
 # Bump when the meaning of a cached entry changes (request canonicalisation, stored fields).
 CACHE_VERSION = 1
 REQUEST_FIELDS = ("temperature", "max_tokens", "stop")
+OPENAI_MAX_STOPS = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ class LMRequest:
     # constrain decoding (the embedded model, through a grammar) do; others ignore it and the
     # reply is parsed as usual.
     choices: tuple[str, ...] = ()
+    # The reply's shape when it holds typed fields (see lmc/lm/constraint.py): ((label, kind, options), ...)
+    # for a completion reply, the first field's label already in the prompt.  Backends that can
+    # constrain decoding do; the reply is parsed either way.
+    shape: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+    # Choose one of `choices` by the log-probability of each whole label after the prompt (rank
+    # classification) instead of generating; the result carries every label's score.
+    rank: bool = False
 
     def canonical(self, model: str, extra: dict | None = None) -> dict:
         settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
@@ -35,6 +43,10 @@ class LMRequest:
         settings.update(extra or {})
         if self.choices:  # only when set, so existing cache keys stay valid
             settings["choices"] = list(self.choices)
+        if self.shape:
+            settings["shape"] = [[label, kind, list(options)] for label, kind, options in self.shape]
+        if self.rank:
+            settings["rank"] = True
         body: dict = {"v": CACHE_VERSION, "model": model, "settings": settings, "sample": int(self.sample)}
         if self.messages is not None:
             body["messages"] = [dict(m) for m in self.messages]
@@ -59,6 +71,8 @@ class LMResult:
     latency_s: float = 0.0
     finish_reason: str | None = None
     warnings: tuple[str, ...] = ()
+    # A ranked request's scores: (label, summed log-probability of its tokens, token count), in `choices` order.
+    label_scores: tuple[tuple[str, float, int], ...] = ()
 
 
 def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None = None, prompt: str | None = None,
@@ -84,10 +98,11 @@ def fit_mode(spec: LMSpec, req: LMRequest) -> LMRequest:
 
     The prompt builder already decides by `spec.mode`; this only keeps a mismatch from crashing."""
     if spec.mode == "chat" and req.messages is None:
-        return replace(req, messages=({"role": "user", "content": req.prompt or ""},), prompt=None, choices=())
+        return replace(req, messages=({"role": "user", "content": req.prompt or ""},), prompt=None, choices=(),
+                       shape=(), rank=False)
     if spec.mode == "completion" and req.prompt is None:
         text = "\n\n".join(str(m.get("content", "")) for m in req.messages or ())
-        return replace(req, prompt=text, messages=None, json_mode=False, choices=())
+        return replace(req, prompt=text, messages=None, json_mode=False, choices=(), shape=(), rank=False)
     return req
 
 
@@ -95,7 +110,10 @@ def openai_fields(spec: LMSpec, req: LMRequest) -> dict:
     """The OpenAI body fields of a request, besides model and messages/prompt; both transports send exactly these."""
     fields: dict = {"temperature": req.temperature, "max_tokens": req.max_tokens}
     if req.stop:
-        fields["stop"] = list(req.stop)
+        # api.openai.com takes at most 4 stop strings; the prompt lists the most useful first and the
+        # reply parser cuts at the rest (prompts.cut_run_on).  Self-hosted servers take them all.
+        cap = OPENAI_MAX_STOPS if spec.provider in ("openai", "text-completion-openai") and not spec.api_base else None
+        fields["stop"] = list(req.stop)[:cap]
     fields.update(extra_settings(spec) or {})
     if req.json_mode and spec.mode == "chat":
         fields["response_format"] = {"type": "json_object"}

@@ -197,7 +197,8 @@ class LMClient:
             if hit is not None:
                 result = LMResult(text=hit["text"], prompt_tokens=int(hit.get("prompt_tokens", 0)),
                                   completion_tokens=int(hit.get("completion_tokens", 0)), cost=0.0, cached=True,
-                                  finish_reason=hit.get("finish_reason"))
+                                  finish_reason=hit.get("finish_reason"),
+                                  label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())))
                 self.usage.add_result(tag, result)
                 if meter is not None:
                     meter.add_result("", result)
@@ -255,9 +256,12 @@ class LMClient:
         if meter is not None:
             meter.add_result("", result)
         if self.cache is not None:
-            await self.cache.aput(key, {"text": result.text, "prompt_tokens": result.prompt_tokens,
-                                        "completion_tokens": result.completion_tokens,
-                                        "finish_reason": result.finish_reason, "model": spec.model})
+            entry = {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                     "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
+                     "model": spec.model}
+            if result.label_scores:
+                entry["scores"] = [list(s) for s in result.label_scores]
+            await self.cache.aput(key, entry)
         return result
 
     async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str,
