@@ -367,3 +367,92 @@ def test_the_embedded_model_scores_each_whole_label_with_the_prompt_evaluated_on
     text = _run(backend.call(spec, shaped, 60)).text
     assert re.fullmatch(r" ?[^\n]{1,480}\nAnswer: ?(true|false)", text), text
     backend.close()
+
+
+# ---------------------------------------------------------------- constraints over the wire
+
+
+def _server_run(server: LoopbackServer, *, cache_dir=None, constraints: str | None = None, source: str = SENTIMENT,
+                review: str = "awful"):
+    client = LMClient(cache_dir=cache_dir, constraints=constraints)
+    rt = Runtime(lower(check_source(source, "s.lmp")), client, lm=parse_lm("text-completion-openai/base", server.url))
+
+    async def go():
+        try:
+            return await run_example(rt, {"review": review})
+        finally:
+            await client.aclose()
+    return _run(go()), client
+
+
+@pytest.mark.parametrize("dialect,field", [("llama.cpp", "grammar"), ("vllm", "guided_choice"), ("ollama", "format")])
+def test_each_server_kind_gets_the_constraint_in_its_own_dialect_found_by_a_probe(dialect, field, tmp_path):
+    # The model rambles; only a server that applies the constraint answers a label.
+    with LoopbackServer(lambda r: " I think it is fine", dialect=dialect, strict=True) as srv:
+        result, client = _server_run(srv, cache_dir=tmp_path)
+        assert result.outputs == {"sentiment": "positive"}, result.error
+        sent = srv.constraints_seen[-1]
+        assert field in sent
+        probes = srv.requests - 1
+        assert 2 <= probes <= 4  # echo, then the dialects in turn until one holds
+        # Remembered in the cache: the next run neither probes nor asks again (the answer is cached too).
+        before = srv.requests
+        again, _ = _server_run(srv, cache_dir=tmp_path)
+        assert again.outputs == result.outputs and srv.requests == before
+        # Another review: one request, no probe.
+        _server_run(srv, cache_dir=tmp_path, review="great")
+        assert srv.requests == before + 1
+
+
+def test_a_server_that_understands_no_constraint_is_probed_once_and_answers_unconstrained(tmp_path):
+    with LoopbackServer(lambda r: " negative", strict=True) as srv:
+        result, _ = _server_run(srv, cache_dir=tmp_path)
+        assert result.outputs == {"sentiment": "negative"}
+        assert srv.constraints_seen == [] and srv.requests == 5  # echo + three dialects + the call
+        _server_run(srv, cache_dir=tmp_path, review="great")
+        assert srv.requests == 6
+
+
+def test_lmc_yaml_names_the_dialect_instead_of_probing_it(tmp_path):
+    with LoopbackServer(lambda r: " rambling", dialect="vllm") as srv:
+        result, _ = _server_run(srv, constraints="vllm")
+        assert result.outputs == {"sentiment": "positive"}
+        assert srv.requests == 2  # the log-probability probe and the call: no dialect probe
+        assert srv.constraints_seen == [{"guided_choice": ["positive", "negative", "very negative"]}]
+    with LoopbackServer(lambda r: " negative", dialect="vllm") as srv:
+        _server_run(srv, constraints="none")
+        assert srv.constraints_seen == []
+
+
+def test_the_constraint_is_part_of_the_cache_key():
+    from lmc.lm import LMRequest
+
+    base = LMRequest(prompt="p", choices=("a", "b"))
+    keys = {LMRequest(prompt="p", choices=("a", "b"), wire=w).cache_key("m") for w in ("", "llama.cpp", "vllm")}
+    assert len(keys) == 3 and base.cache_key("m") in keys
+
+
+# Scripted per-token log-probabilities of a server: the label's words after "Sentiment:" score as below.
+WORD_LOGPROB = {" positive": -1.25, " negative": -0.75, " very": -0.5}
+
+
+def _server_logprob(before: str, token: str) -> float:
+    if before.endswith("Sentiment:") or before.endswith(" very"):
+        return WORD_LOGPROB.get(token, -0.25)
+    return -3.0
+
+
+def test_a_server_that_echoes_log_probabilities_chooses_the_label_by_its_whole_score(tmp_path):
+    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
+        result, _ = _server_run(srv, cache_dir=tmp_path)
+        # positive: -1.25; negative: -0.75; very negative: -0.5 + -0.75 = -1.25 over two tokens
+        assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -1.25}
+        assert result.outputs == {"sentiment": "negative"}
+        sent = srv.requests
+        again, _ = _server_run(srv, cache_dir=tmp_path)
+        assert again.trace[0].scores == result.trace[0].scores and srv.requests == sent  # cached, no probe
+    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
+        ir_source = SENTIMENT.replace("Predict(Classify)", "Predict(Classify, length_normalize=true)")
+        result, _ = _server_run(srv, source=ir_source)
+        assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -0.625}
+        assert result.outputs == {"sentiment": "very negative"}

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
+from lmc.lm.constraint import wire_fields
 from lmc.lm.spec import LMSpec
 
 # Bump when the meaning of a cached entry changes (request canonicalisation, stored fields).
@@ -36,6 +37,11 @@ class LMRequest:
     # Choose one of `choices` by the log-probability of each whole label after the prompt (rank
     # classification) instead of generating; the result carries every label's score.
     rank: bool = False
+    # How the constraint travels to a server (`constraint.DIALECTS`: "llama.cpp", "vllm", "ollama"); empty
+    # when it does not.  Part of the cache key: an answer decoded under the constraint is another answer.
+    wire: str = ""
+    # Return the prompt's own tokens with their log-probabilities (scoring a label on a server).
+    echo: bool = False
 
     def canonical(self, model: str, extra: dict | None = None) -> dict:
         settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
@@ -47,6 +53,10 @@ class LMRequest:
             settings["shape"] = [[label, kind, list(options)] for label, kind, options in self.shape]
         if self.rank:
             settings["rank"] = True
+        if self.wire:
+            settings["wire"] = self.wire
+        if self.echo:
+            settings["echo"] = True
         body: dict = {"v": CACHE_VERSION, "model": model, "settings": settings, "sample": int(self.sample)}
         if self.messages is not None:
             body["messages"] = [dict(m) for m in self.messages]
@@ -73,6 +83,8 @@ class LMResult:
     warnings: tuple[str, ...] = ()
     # A ranked request's scores: (label, summed log-probability of its tokens, token count), in `choices` order.
     label_scores: tuple[tuple[str, float, int], ...] = ()
+    # An echoed request's tokens: (character offset in the text, log-probability), the first token's None.
+    token_logprobs: tuple[tuple[int, float | None], ...] = ()
 
 
 def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None = None, prompt: str | None = None,
@@ -117,4 +129,28 @@ def openai_fields(spec: LMSpec, req: LMRequest) -> dict:
     fields.update(extra_settings(spec) or {})
     if req.json_mode and spec.mode == "chat":
         fields["response_format"] = {"type": "json_object"}
+    if req.wire:
+        fields.update(wire_fields(req.wire, req.choices, req.shape))
+    if req.echo:
+        fields.update(echo=True, logprobs=1)
     return fields
+
+
+def echoed_logprobs(choice: dict) -> tuple[tuple[int, float | None], ...]:
+    """(character offset, log-probability) of each token of an echoed completion choice; () when the server sent none."""
+    lp = choice.get("logprobs") or {}
+    offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+    if not isinstance(offsets, list) or not isinstance(values, list) or len(offsets) != len(values):
+        return ()
+    return tuple((int(o), None if v is None else float(v)) for o, v in zip(offsets, values))
+
+
+def unwrap(req: LMRequest, text: str) -> str:
+    """The answer inside a reply the constraint's dialect wrapped: Ollama's `format` makes a label a JSON string."""
+    if req.wire == "ollama" and text.strip().startswith('"'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        return value if isinstance(value, str) else text
+    return text

@@ -2,7 +2,9 @@
 
 A request carries its constraint as data (`LMRequest.choices` for one literal-union output,
 `LMRequest.shape` for a completion reply of several fields or of another typed field); the
-embedded model and a llama.cpp server take `gbnf`, a vLLM server `regex` (or the choices alone).
+embedded model and a llama.cpp server take `gbnf`, a vLLM server `regex` (or the choices alone),
+Ollama a JSON schema of the label (`format`).  Which one a server understands is found once per
+endpoint by a probe (lmc/lm/dialect.py) or set in lmc.yaml (`constraints`).
 
 A completion reply starts right after the first output's label, which ends the prompt; every
 later field follows on its own line as `Label: value`, as the prompt's demos show it.  A free-text
@@ -77,3 +79,22 @@ def regex(choices: tuple[str, ...] = (), shape: Shape = ()) -> str | None:
 def json_schema(choices: tuple[str, ...]) -> dict:
     """A JSON schema whose only valid documents are one of `choices` (Ollama's `format` takes it)."""
     return {"type": "string", "enum": list(choices)}
+
+
+DIALECTS = ("llama.cpp", "vllm", "ollama")
+WIRE_KEYS = ("grammar", "guided_choice", "guided_regex", "format")  # every body field a dialect may add
+
+
+def wire_fields(dialect: str, choices: tuple[str, ...], shape: Shape) -> dict:
+    """The request-body fields that carry a constraint in `dialect`; {} when it cannot carry this one."""
+    if dialect == "llama.cpp":
+        grammar = gbnf(choices, shape)
+        return {"grammar": grammar} if grammar else {}
+    if dialect == "vllm":
+        if choices and not shape:
+            return {"guided_choice": list(choices)}
+        pattern = regex(choices, shape)
+        return {"guided_regex": pattern} if pattern else {}
+    if dialect == "ollama" and choices and not shape:
+        return {"format": json_schema(choices)}
+    return {}
