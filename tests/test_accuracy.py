@@ -456,3 +456,109 @@ def test_a_server_that_echoes_log_probabilities_chooses_the_label_by_its_whole_s
         result, _ = _server_run(srv, source=ir_source)
         assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -0.625}
         assert result.outputs == {"sentiment": "very negative"}
+
+
+# ---------------------------------------------------------------- calibration
+
+
+BINARY = """
+signature Classify(review: str -> sentiment: "positive" | "negative")
+  "Classify the review."
+module classify = Predict(Classify)
+program main(review: str) -> (sentiment: "positive" | "negative") {
+  return classify(review=review)
+}
+metric acc = accuracy(sentiment)
+"""
+
+# A base model that leans positive: its scores for content-free inputs, and for the dev reviews.
+CONTENT_FREE_SCORES = {"N/A": (-0.5, -1.5), "": (-0.7, -1.2), "[MASK]": (-0.6, -1.6)}
+DEV_SCORES = {"loved it": (-0.8, -2.5), "fine fun": (-0.9, -1.8), "dull": (-1.0, -1.3), "awful": (-1.1, -1.5),
+              "boring": (-1.0, -1.2)}
+DEV_GOLD = {"loved it": "positive", "fine fun": "positive", "dull": "negative", "awful": "negative",
+            "boring": "negative"}
+
+
+def _binary_logprobs(spec, req):
+    review = re.findall(r"^Review: (.*)$", req.prompt, re.M)
+    text = review[-1] if review else ""
+    pos, neg = CONTENT_FREE_SCORES.get(text) or DEV_SCORES[text]
+    return {"positive": (pos, 1), "negative": (neg, 1)}
+
+
+def _calibrate_ctx(tmp_path, cache=True):
+    from lmc.datasets import from_records
+    from lmc.optimize.lab import Lab, PassInputs
+
+    fake = FakeLM("positive", logprobs=_binary_logprobs)
+    client = LMClient(cache_dir=tmp_path if cache else None, backend=fake)
+    spec = parse_lm("text-completion-openai/base")
+    ir = lower(check_source(BINARY, "b.lmp"))
+    dev = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
+    logged: list[str] = []
+    lab = Lab(lambda x: Runtime(x, client, lm=spec), list(from_records(dev, path="dev.jsonl")), ir.metrics[0])
+    inputs = PassInputs(tuple(from_records(dev, path="train.jsonl")), ir.metrics[0], lab, log=logged.append)
+    return ir, inputs, fake, logged
+
+
+def test_contextual_calibration_divides_out_the_content_free_prior_exactly(tmp_path):
+    from lmc import optimize
+    from lmc.optimize.calibrate import contextual_offsets
+
+    ir, inputs, fake, logged = _calibrate_ctx(tmp_path)
+    p_pos = sum(1 / (1 + math.exp(neg - pos)) for pos, neg in CONTENT_FREE_SCORES.values()) / 3
+    expected = {"positive": 0.0, "negative": round(-math.log(1 - p_pos) + math.log(p_pos), 6)}
+    assert contextual_offsets({"positive": p_pos, "negative": 1 - p_pos}) == expected
+    result = _run(optimize.run_pass("calibrate", ir, inputs))
+    names = [c.name for c in result.candidates]
+    assert names[:2] == ["calibrate:none", "calibrate:contextual"]
+    # uncalibrated: everything positive (2/5); the prior offset (+0.77 for negative) flips dull, awful and boring
+    assert [c.score for c in result.candidates[:2]] == [0.4, 1.0]
+    assert result.ir.predictors[0].setting("calibration") == expected
+    # the fit could not beat 1.0, so the contextual offsets stand
+    assert "keeping contextual" in logged[-1]
+    # calibration is applied after the LM call: the dev re-runs of the fit sent nothing new
+    assert len(fake.calls) == 3 + len(DEV_SCORES)
+
+
+def test_a_bias_fitted_on_dev_fixes_what_the_prior_alone_does_not(tmp_path, monkeypatch):
+    from lmc import optimize
+
+    ir, inputs, fake, logged = _calibrate_ctx(tmp_path)
+    monkeypatch.setitem(CONTENT_FREE_SCORES, "N/A", (-1.0, -1.0))  # a flat prior: contextual does nothing useful
+    monkeypatch.setitem(CONTENT_FREE_SCORES, "", (-1.0, -1.0))
+    monkeypatch.setitem(CONTENT_FREE_SCORES, "[MASK]", (-1.0, -1.0))
+    result = _run(optimize.run_pass("calibrate", ir, inputs))
+    scores = {c.name: c.score for c in result.candidates}
+    assert scores["calibrate:contextual"] == 0.4 and scores["calibrate:fitted"] == 1.0
+    # coordinate ascent from 0 in steps of 0.5: +0.5 on negative is the first offset that gets all five right
+    assert result.ir.predictors[0].setting("calibration") == {"positive": 0.0, "negative": 0.5}
+    assert len(fake.calls) == 3 + len(DEV_SCORES)
+
+
+def test_calibrate_leaves_a_program_without_labels_alone_with_a_note(tmp_path):
+    from lmc import optimize
+
+    ir = lower(check_source(GRADED, "g.lmp"))
+    _, inputs, _, logged = _calibrate_ctx(tmp_path)
+    result = _run(optimize.run_pass("calibrate", ir, inputs))
+    assert result.ir == ir and "no predictor has a literal-union or bool output" in result.notes[0]
+
+
+def test_a_calibrated_artifact_shows_its_offsets_applies_them_and_refuses_bad_ones(tmp_path):
+    from lmc.errors import ArtifactError
+    from lmc.ir import from_json, to_json
+
+    ir = lower(check_source(BINARY, "b.lmp"))
+    cal = ir.with_predictors([ir.predictors[0].with_settings(calibration={"positive": 0.0, "negative": 0.5})])
+    back = from_json(json.loads(json.dumps(to_json(cal))))
+    assert back == cal
+    fake = FakeLM("positive", logprobs=_binary_logprobs)
+    rt = Runtime(back, LMClient(cache_dir=None, backend=fake), lm=parse_lm("text-completion-openai/base"))
+    result = _run(run_example(rt, {"review": "dull"}))
+    assert result.trace[0].scores == {"positive": -1.0, "negative": -1.3 + 0.5}
+    assert result.outputs == {"sentiment": "negative"}  # uncalibrated, -1.0 > -1.3 would say positive
+    text = json.dumps(to_json(cal)).replace('"negative": 0.5', '"negative": "x"')
+    assert '"x"' in text
+    with pytest.raises(ArtifactError, match="malformed calibration"):
+        from_json(json.loads(text))

@@ -17,6 +17,7 @@ from .. import ir as I
 from ..errors import ConfigError, did_you_mean
 from . import options as O
 from .bootstrap import bootstrap
+from .calibrate import calibrate
 from .ensemble import ensemble
 from .finetune_data import finetune_data
 from .knn import knn
@@ -37,6 +38,7 @@ PASSES: tuple[Pass, ...] = (
     knn,
     ensemble,
     finetune_data,
+    calibrate,
 )
 
 
