@@ -562,3 +562,44 @@ def test_a_calibrated_artifact_shows_its_offsets_applies_them_and_refuses_bad_on
     assert '"x"' in text
     with pytest.raises(ArtifactError, match="malformed calibration"):
         from_json(json.loads(text))
+
+
+def _cli_logprob(before: str, token: str) -> float:
+    """A server model that leans positive; its words after 'Sentiment:' score by the review they follow."""
+    if not before.endswith("Sentiment:"):
+        return -2.0
+    review = re.findall(r"Review: (.*)\n", before)[-1]
+    pos, neg = CONTENT_FREE_SCORES.get(review) or DEV_SCORES[review]
+    return {" positive": pos, " negative": neg}.get(token, -5.0)
+
+
+def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(tmp_path, monkeypatch, capsys):
+    from lmc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.lmp").write_text(BINARY)
+    rows = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_cli_logprob) as srv:
+        lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
+        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
+                     "-o", "plain.lmc.json", *lm]) == 0, capsys.readouterr().err
+        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
+                     "--then", "calibrate", "-o", "cal.lmc.json", *lm]) == 0, capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "keeping contextual" in err
+        sent = srv.requests
+        # warm: the same compile again sends nothing and writes the same bytes
+        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
+                     "--then", "calibrate", "-o", "again.lmc.json", *lm]) == 0
+        assert srv.requests == sent
+        assert (tmp_path / "again.lmc.json").read_bytes() == (tmp_path / "cal.lmc.json").read_bytes()
+        capsys.readouterr()
+        assert main(["inspect", "cal.lmc.json"]) == 0
+        assert "calibration" in capsys.readouterr().out
+        assert main(["diff", "plain.lmc.json", "cal.lmc.json"]) in (0, 1)
+        assert "calibration" in capsys.readouterr().out
+        assert main(["run", "cal.lmc.json", "-i", "review=dull", *lm]) == 0
+        assert json.loads(capsys.readouterr().out)["sentiment"] == "negative"
+        assert main(["run", "plain.lmc.json", "-i", "review=dull", *lm]) == 0
+        assert json.loads(capsys.readouterr().out)["sentiment"] == "positive"
