@@ -9,7 +9,7 @@ from . import ir as I
 from . import labels, prompts
 from .demos import select_demos
 from .errors import OutputParseError, RunError
-from .lm import LMSpec, make_request
+from .lm import LMRequest, LMResult, LMSpec, make_request
 from .runtime import Call, Frame, Runtime
 
 
@@ -53,18 +53,7 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
             result, parsed, err, scores = ctx.memo[key]
         else:
             result = await rt.client.complete(spec, req, tag=pid, meter=ctx.meter)
-            parsed, err, scores = None, None, None
-            try:
-                if result.label_scores:
-                    scores = labels.scores(p, result.label_scores)
-                    parsed = labels.chosen(p, scores)
-                else:
-                    if req.rank:
-                        rt.warnings.add(f"{spec.model} returned no label scores; predictor '{pid}' chose its label "
-                                        "by decoding instead")
-                    parsed = prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode)
-            except OutputParseError as e:
-                err = e
+            parsed, err, scores = _read(rt, spec, p, req, result, prompt, mode)
             ctx.memo[key] = (result, parsed, err, scores)
         call = Call(pid, p.module, values, parsed, raw=result.text,
                     prompt=prompt.as_text() if rt.trace_prompts else None,
@@ -76,6 +65,20 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
             return parsed
         last_raw, last_err = result.text, err
     raise OutputParseError(f"predictor '{pid}': {last_err.message} (raw output: {_short(last_raw)})", last_raw)
+
+
+def _read(rt: Runtime, spec: LMSpec, p: I.Predictor, req: LMRequest, result: LMResult, prompt: prompts.Prompt,
+          mode: str) -> tuple[dict | None, OutputParseError | None, dict | None]:
+    """A reply's outputs (or why it does not parse), and each label's score when the label was chosen by scoring."""
+    try:
+        if result.label_scores:
+            scores = labels.scores(p, result.label_scores)
+            return labels.chosen(p, scores), None, scores
+        if req.rank:
+            rt.warnings.add(f"{spec.model} returned no label scores; predictor '{p.id}' chose its label by decoding instead")
+        return prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode), None, None
+    except OutputParseError as e:
+        return None, e, None
 
 
 _SHORT_KINDS = ("literal", "bool", "int", "float")

@@ -19,7 +19,7 @@ from lmc.lm import LMClient, parse_lm
 from lmc.lm.constraint import gbnf, regex
 from lmc.lower import lower
 from lmc.runtime import Runtime
-from tests.fakelm import FakeLM, full_text
+from tests.fakelm import FakeLM
 from tests.lmserver import LoopbackServer
 from tests.test_optimize import make_ctx, run_pass
 
