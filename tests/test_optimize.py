@@ -494,6 +494,18 @@ def test_mipro_is_deterministic_for_a_seed():
     assert outs[0] == outs[1]
 
 
+def test_mipro_searches_demo_count_and_order_and_records_the_choice():
+    """Only a prompt with exactly one demo gets MISLEAD right: mipro must search the count, not only the set."""
+    ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(1), TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=3,
+                             max_labeled=0, candidates=2, instructions=1, trials=16, minibatch=4, full_eval_every=2)
+    out = run(run_pass("mipro", ir, ctx))
+    full = [c for c in ctx.candidates if c.name.startswith("mipro:trial-")]
+    assert all({k.split(":")[-1] for k in c.detail["choice"]} == {"i", "d", "n", "o"} for c in full)
+    best = max(full, key=lambda c: c.score)
+    assert best.score == 1.0 and len(out.predictors[0].demos) == 1
+    assert best.detail["choice"]["classify:n"] >= 1  # a count of 1, or more of a set that holds just one
+
+
 def test_mipro_refuses_a_minibatch_larger_than_dev():
     ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), minibatch=5)
     with pytest.raises(LmcError) as e:
