@@ -75,3 +75,28 @@ def log_softmax(values: Iterable[float]) -> list[float]:
     top = max(xs)
     total = top + math.log(sum(math.exp(x - top) for x in xs))
     return [x - total for x in xs]
+
+
+def _schema(t: Any) -> dict | None:
+    k = t.kind
+    if k == "literal":
+        return {"type": "string", "enum": list(t.args)}
+    simple = {"str": "string", "bool": "boolean", "int": "integer", "float": "number"}
+    if k in simple:
+        return {"type": simple[k]}
+    if k == "list" and t.args:
+        inner = _schema(t.args[0])
+        return {"type": "array", "items": inner} if inner is not None else None
+    if k == "optional" and t.args:
+        inner = _schema(t.args[0])
+        return {"anyOf": [inner, {"type": "null"}]} if inner is not None else None
+    return None
+
+
+def output_schema(p: I.Predictor) -> dict | None:
+    """The JSON schema of `p`'s chat reply as one JSON object, when an output is typed and every output has one."""
+    outs = p.signature.outputs
+    props = {f.name: _schema(f.type) for f in outs}
+    if all(f.type.kind == "str" for f in outs) or any(v is None for v in props.values()):
+        return None
+    return {"type": "object", "properties": props, "required": [f.name for f in outs], "additionalProperties": False}

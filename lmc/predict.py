@@ -27,6 +27,10 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
     max_tokens: Any = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
     prompt, demos, shown = _fit_context(rt, spec, p, values, demos, mode, feedback, int(max_tokens))
     overrides: dict[str, Any] = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
+    schema = labels.output_schema(p) if mode == "chat" and rt.client.endpoints.setting == "openai" else None
+    if schema is not None:  # the server holds the reply to the schema; the prompt asks for that JSON object
+        prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback, json_mode=True)
+        overrides["schema"] = json.dumps(schema, sort_keys=True, separators=(",", ":"))
     if mode == "completion":
         choices, shape = labels.reply_constraint(p)
         if choices:

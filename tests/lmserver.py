@@ -352,7 +352,7 @@ class LoopbackServer:
         await writer.drain()
         return True
 
-    _FIELDS = {"llama.cpp": ("grammar",), "vllm": ("guided_choice", "guided_regex"), "ollama": ("format",)}
+    _FIELDS = {"llama.cpp": ("grammar",), "vllm": ("guided_choice", "guided_regex"), "ollama": ("format",), "openai": ()}
 
     def _refuses(self, request: dict) -> str | None:
         mine = self._FIELDS.get(self.dialect or "", ())
@@ -367,6 +367,11 @@ class LoopbackServer:
     def _constrained(self, request: dict, text: str) -> str:
         """The reply as a server honouring its own dialect's constraint would give it (the responder's when it fits)."""
         options: list[str] = []
+        fmt = request.get("response_format") or {}
+        if self.dialect == "openai" and fmt.get("type") == "json_schema":
+            schema = fmt["json_schema"]["schema"]
+            self.constraints_seen.append({"response_format": fmt})
+            return json.dumps(_fit_schema(schema, text))
         if self.dialect == "llama.cpp" and "grammar" in request:
             self.constraints_seen.append({"grammar": request["grammar"]})
             if "[^" not in request["grammar"]:  # a choice of strings; a grammar with free text is left as answered
@@ -430,6 +435,26 @@ class LoopbackServer:
         tokens = sum(_tokens(str(t)) for t in inputs)
         return {"object": "list", "data": data, "model": request.get("model", "loopback"),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _fit_schema(schema: dict, text: str) -> dict:
+    """An object that fits a reply schema: the responder's JSON where it fits, else each property's first value."""
+    try:
+        given = json.loads(text)
+    except ValueError:
+        given = {}
+    given = given if isinstance(given, dict) else {}
+    out = {}
+    for name, prop in schema.get("properties", {}).items():
+        value = given.get(name)
+        if "enum" in prop:
+            out[name] = value if value in prop["enum"] else prop["enum"][0]
+        else:
+            kind = prop.get("type")
+            fallback = {"string": "x", "boolean": True, "integer": 0, "number": 0.0, "array": []}.get(kind)
+            ok = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list}.get(kind)
+            out[name] = value if ok is not None and isinstance(value, ok) else fallback
+    return out
 
 
 class ServerProcess:

@@ -603,3 +603,31 @@ def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(
         assert json.loads(capsys.readouterr().out)["sentiment"] == "negative"
         assert main(["run", "plain.lmc.json", "-i", "review=dull", *lm]) == 0
         assert json.loads(capsys.readouterr().out)["sentiment"] == "positive"
+
+
+def test_a_chat_model_gets_a_json_schema_of_its_reply_when_lmc_yaml_says_openai(tmp_path):
+    source = SENTIMENT.replace("Predict(Classify)", "ChainOfThought(Classify)")
+
+    def run_chat(srv, constraints):
+        client = LMClient(cache_dir=None, constraints=constraints)
+        rt = Runtime(lower(check_source(source, "s.lmp")), client, lm=parse_lm("openai/chat", srv.url))
+
+        async def go():
+            try:
+                return await run_example(rt, {"review": "awful"})
+            finally:
+                await client.aclose()
+        return _run(go())
+
+    with LoopbackServer(lambda r: "Well, it is hard to say.", dialect="openai") as srv:
+        result = run_chat(srv, "openai")
+        assert result.outputs == {"sentiment": "positive"}, result.error
+        assert result.trace[0].outputs == {"reasoning": "x", "sentiment": "positive"}
+        fmt = srv.constraints_seen[0]["response_format"]
+        assert fmt["type"] == "json_schema"
+        schema = fmt["json_schema"]["schema"]
+        assert schema["properties"]["sentiment"] == {"type": "string", "enum": ["positive", "negative", "very negative"]}
+        assert schema["required"] == ["reasoning", "sentiment"]
+        assert srv.requests == 1  # named, not probed
+        unconstrained = run_chat(srv, "auto")
+        assert unconstrained.outputs is None and len(srv.constraints_seen) == 1

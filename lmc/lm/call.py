@@ -42,6 +42,8 @@ class LMRequest:
     wire: str = ""
     # Return the prompt's own tokens with their log-probabilities (scoring a label on a server).
     echo: bool = False
+    # A chat reply's JSON schema (canonical JSON text), sent as OpenAI's response_format json_schema.
+    schema: str = ""
 
     def canonical(self, model: str, extra: dict | None = None) -> dict:
         settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
@@ -57,6 +59,8 @@ class LMRequest:
             settings["wire"] = self.wire
         if self.echo:
             settings["echo"] = True
+        if self.schema:
+            settings["schema"] = self.schema
         body: dict = {"v": CACHE_VERSION, "model": model, "settings": settings, "sample": int(self.sample)}
         if self.messages is not None:
             body["messages"] = [dict(m) for m in self.messages]
@@ -114,7 +118,7 @@ def fit_mode(spec: LMSpec, req: LMRequest) -> LMRequest:
                        shape=(), rank=False)
     if spec.mode == "completion" and req.prompt is None:
         text = "\n\n".join(str(m.get("content", "")) for m in req.messages or ())
-        return replace(req, prompt=text, messages=None, json_mode=False, choices=(), shape=(), rank=False)
+        return replace(req, prompt=text, messages=None, json_mode=False, choices=(), shape=(), rank=False, schema="")
     return req
 
 
@@ -127,7 +131,10 @@ def openai_fields(spec: LMSpec, req: LMRequest) -> dict:
         cap = OPENAI_MAX_STOPS if spec.provider in ("openai", "text-completion-openai") and not spec.api_base else None
         fields["stop"] = list(req.stop)[:cap]
     fields.update(extra_settings(spec) or {})
-    if req.json_mode and spec.mode == "chat":
+    if req.schema and spec.mode == "chat":
+        fields["response_format"] = {"type": "json_schema",
+                                     "json_schema": {"name": "reply", "schema": json.loads(req.schema)}}
+    elif req.json_mode and spec.mode == "chat":
         fields["response_format"] = {"type": "json_object"}
     if req.wire:
         fields.update(wire_fields(req.wire, req.choices, req.shape))

@@ -10,7 +10,9 @@ against --max-calls like any request, and remembered in the LM cache, so a warm 
   exactly that word is the endpoint's.  A server that refuses a field, or ignores it, fails its probe.
 
 lmc.yaml's `constraints` (or $LMC_CONSTRAINTS) names the dialect instead: `llama.cpp`, `vllm`,
-`ollama`, or `none` to send no constraint; `auto` (the default) probes.
+`ollama`, or `none` to send no constraint; `auto` (the default) probes.  `openai` sends chat models
+a JSON schema of the reply (`response_format` json_schema) and completion models no constraint;
+chat endpoints are not probed, so that one is chosen only by name.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from lmc.lm.spec import LMSpec
 
 PROBE_PROMPT = "lmc probe: one two"
 PROBE_WORD = "zqxv"
-SETTINGS = ("auto", "none") + DIALECTS
+SETTINGS = ("auto", "none") + DIALECTS + ("openai",)
 
 
 @dataclass(frozen=True)
