@@ -116,7 +116,7 @@ async def acompile(program: str | os.PathLike, *, train: str | os.PathLike, out:
                           concurrency=ro.concurrency, lm=ro.lm, api_base=ro.api_base, teacher_lm=teacher_lm,
                           prompt_lm=prompt_lm, threshold=threshold, max_calls=ro.max_calls, max_cost=ro.max_cost,
                           price_per_mtok_in=ro.price_per_mtok_in, price_per_mtok_out=ro.price_per_mtok_out,
-                          max_lm_errors=ro.max_lm_errors, truncate_inputs=ro.truncate_inputs,
+                          max_lm_errors=ro.max_lm_errors, truncate_inputs=ro.truncate_inputs, transport=ro.transport,
                           allow_partial=allow_partial, cache_dir=str(ro.cache_dir) if ro.cache_dir else None,
                           use_cache=ro.use_cache, rpm=ro.rpm, keep_worse=keep_worse, score_dev=score_dev,
                           max_steps=ro.max_steps, example_timeout=ro.example_timeout,
@@ -281,7 +281,8 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
          max_backtracks: int | None = None, trace_prompts: bool = False, allow_python: Sequence[str] | str = (),
          max_calls: int | None = None, max_cost: float | None = None, price_per_mtok_in: float | None = None,
          price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None,
-         max_steps: int | None = None, example_timeout: float | None = None, rpm: float | None = None) -> Program:
+         max_steps: int | None = None, example_timeout: float | None = None, rpm: float | None = None,
+         transport: str | None = None) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     Every setting is chosen as `lmc run` chooses it: the keyword, then the environment
@@ -291,11 +292,13 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
     does (a .lmp's own directory is allowed; an artifact imports nothing unlisted).
     `max_calls`/`max_cost` cap every call made through the returned program, as the CLI's flags do
     (a spent budget raises `BudgetExceeded`); `prog.runtime.client.usage` holds the accounting.
+    `transport` ("direct" or "litellm") overrides the transport each LM gets by its protocol.
     """
     options = _run_options(lm, api_base, cache_dir, jobs or concurrency, allow_python, rpm=rpm, max_steps=max_steps,
                            example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
                            price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
-                           truncate_inputs=truncate_inputs, max_backtracks=max_backtracks, trace_prompts=trace_prompts)
+                           truncate_inputs=truncate_inputs, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
+                           transport=transport)
     return Program(open_runtime(load_target(path, program), options))
 
 

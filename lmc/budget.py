@@ -7,7 +7,8 @@ whose worst case does not fit what is left is not sent.  The worst case of a req
 an upper bound of its prompt tokens plus its `max_tokens`, at the model's price; once the
 answer arrives the reservation is settled with the real usage.
 
-A price comes from litellm's table (read as JSON, see `lm.spec.model_info`), from the user
+A price comes from litellm's table (read as JSON, see `lm.spec.table_price`, which the LM
+client hands its ledger, so this module knows nothing of LMs), from the user
 (`--price-per-mtok-in/--price-per-mtok-out` or `lmc.yaml`), or is zero for the embedded
 model.  A `--max-cost` over a model with no known price is refused before any call:
 counting it as free would make the cap a lie.
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import BudgetExceeded, ConfigError
-from .lm.spec import model_info
 
 # Chat templates add a few tokens per message and per request; bounds, not estimates.
 PER_MESSAGE_OVERHEAD = 8
@@ -75,18 +75,6 @@ def settings_price(st: Any) -> Price | None:
     return user_price(st.price_per_mtok_in, st.price_per_mtok_out, where)
 
 
-def table_price(model: str) -> Price | None:
-    """litellm's price for `model`, when its table lists one."""
-    info = model_info(model)
-    if not info or ("input_cost_per_token" not in info and "output_cost_per_token" not in info):
-        return None
-    try:
-        return Price(float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0),
-                     "litellm's price table")
-    except (TypeError, ValueError):
-        return None
-
-
 def prompt_tokens_bound(req: Any) -> int:
     """An upper bound of a request's prompt tokens: byte-level tokenizers never make more tokens than bytes."""
     if req.prompt is not None:
@@ -112,7 +100,8 @@ class Ledger:
     requests in flight have reserved, so a check sees committed + in flight + this request.
     """
 
-    def __init__(self, max_calls: int | None = None, max_cost: float | None = None, price: Price | None = None):
+    def __init__(self, max_calls: int | None = None, max_cost: float | None = None, price: Price | None = None,
+                 listed_price: Callable[[str], Price | None] = lambda model: None):
         if max_calls is not None and max_calls < 0:
             raise ConfigError(f"--max-calls must be 0 or more, got {max_calls}")
         if max_cost is not None and (not math.isfinite(max_cost) or max_cost < 0):
@@ -120,13 +109,14 @@ class Ledger:
         self.max_calls = max_calls
         self.max_cost = max_cost
         self.user_price = price
+        self.listed_price = listed_price  # a model's price in litellm's table, when it lists one
         self.held_requests = 0
         self.held_cost = 0.0
 
     def price_of(self, spec: Any) -> Price | None:
         if spec.is_local:
             return EMBEDDED
-        return table_price(spec.model) or self.user_price
+        return self.listed_price(spec.model) or self.user_price
 
     def check_prices(self, specs: Iterable[Any]) -> None:
         """Refuse a --max-cost over a model whose price is unknown, before any call is made."""

@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
                                  concurrency=jobs, rpm=rpm, max_steps=max_steps, example_timeout=example_timeout,
                                  max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
                                  price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
-                                 truncate_inputs=truncate_inputs or None, transport=transport, max_backtracks=max_backtracks,
+                                 truncate_inputs=truncate_inputs or None, transport=transport,
+                                 max_backtracks=max_backtracks,
                                  trace_prompts=trace is not None, allow_python=tuple(allow_python or ()))
             code = _run(target, program, input, field, data, out, trace, options)
         except KeyboardInterrupt:

@@ -81,7 +81,8 @@ class CompileOptions:
                           example_timeout=self.example_timeout, max_calls=self.max_calls, max_cost=self.max_cost,
                           price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
                           max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
-                          transport=self.transport, allow_python=tuple(self.allow_python), default_max_lm_errors=DEFAULT_LM_ERRORS)
+                          transport=self.transport, allow_python=tuple(self.allow_python),
+                          default_max_lm_errors=DEFAULT_LM_ERRORS)
 
 
 @dataclass

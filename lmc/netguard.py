@@ -128,7 +128,7 @@ def _install_httpx_guard() -> None:
                 raise RedirectRefused(response.status_code, response.headers.get("location", ""))
             return _original(self, request, response)
 
-        cls._build_redirect_request = guarded
+        cls._build_redirect_request = guarded  # type: ignore[method-assign]
     _installed = True
 
 

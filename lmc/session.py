@@ -8,8 +8,8 @@
 `prepare(options)` resolves the settings alone (commands that check their outputs
 before loading anything call it first); `Setup.open(target)` then picks the LM,
 builds the client and the target's runtime, and refuses (before any LM call) an
-import the run may not make, an artifact's LM alias re-routing the key, or a
---max-cost over an LM with no known price.  Further runtimes share the session's
+import the run may not make, an artifact's LM alias re-routing the key, an LM the
+chosen --transport cannot serve, or a --max-cost over an LM with no known price.  Further runtimes share the session's
 client, and so its cache, budget and accounting: `runtime_for` (the candidate
 programs of a compile, a teacher LM) and `open` (an eval's baseline).
 """
@@ -50,7 +50,7 @@ class RunOptions:
     price_per_mtok_out: float | None = None
     max_lm_errors: str | None = None
     truncate_inputs: bool | None = None
-    transport: str | None = None  # direct or litellm; None: each LM by its protocol
+    transport: str | None = None  # direct or litellm; None: each LM by its protocol (lmc/lm/spec.py)
     max_backtracks: int | None = None
     trace_prompts: bool = False
     allow_python: tuple[str, ...] = ()

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from lmc.budget import EMBEDDED, Ledger, Price, parse_error_limit, prompt_tokens_bound, table_price, user_price
+from lmc.budget import EMBEDDED, Ledger, Price, parse_error_limit, prompt_tokens_bound, user_price
 from lmc.errors import BudgetExceeded, ConfigError, LMAuthError, LMError, LMFailure
 from lmc.lm import LMClient, LMRequest, LMResult, LMTransientError, Usage, parse_lm
+from lmc.lm.spec import table_price
 from tests.fakelm import FakeLM, request_text
 
 SPEC = parse_lm("openai/test", "http://127.0.0.1:9/v1")
@@ -29,17 +30,19 @@ def test_prices_come_from_litellms_table_the_user_or_the_embedded_model():
     gpt = table_price("openai/gpt-4o-mini")
     assert gpt is not None and gpt.input > 0 and gpt.output > gpt.input
     assert table_price("openai/test") is None and table_price("hosted_vllm/my-model") is None
-    ledger = Ledger(max_cost=1.0)
+    ledger = Ledger(max_cost=1.0, listed_price=table_price)
     assert ledger.price_of(parse_lm("local/gemma-3-270m")) is EMBEDDED
     assert ledger.price_of(SPEC) is None
-    given = Ledger(max_cost=1.0, price=user_price(0.5, 1.5))
+    assert ledger.price_of(parse_lm("openai/gpt-4o-mini")) == gpt
+    assert Ledger(max_cost=1.0).price_of(parse_lm("openai/gpt-4o-mini")) is None  # the ledger knows no table itself
+    given = Ledger(max_cost=1.0, price=user_price(0.5, 1.5), listed_price=table_price)
     assert given.price_of(SPEC) == Price(0.5e-6, 1.5e-6, "the price you gave")
     # A listed model keeps its listed price: a user price only fills in what the table lacks.
     assert given.price_of(parse_lm("openai/gpt-4o-mini")) == gpt
 
 
 def test_max_cost_over_an_unpriced_model_is_refused_up_front_and_at_send_time():
-    ledger = Ledger(max_cost=1.0)
+    ledger = Ledger(max_cost=1.0, listed_price=table_price)
     ledger.check_prices([parse_lm("local/gemma-3-270m"), parse_lm("openai/gpt-4o-mini")])
     with pytest.raises(ConfigError, match=r"--max-cost needs the price of openai/test at http://127.0.0.1:9/v1"):
         ledger.check_prices([SPEC])

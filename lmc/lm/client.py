@@ -19,7 +19,7 @@ from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
-from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, transport_for
+from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, table_price, transport_for
 from lmc.lm.usage import Usage, current_meter
 
 
@@ -66,7 +66,7 @@ class LMClient:
         self.timeout = timeout
         self.max_retries = max(0, int(max_retries))
         # Caps are reserved per request before it is sent (lmc/budget.py).
-        self.ledger = Ledger(max_calls, max_cost, price)
+        self.ledger = Ledger(max_calls, max_cost, price, table_price)
         # None: failed calls only fail their examples (`lmc run`); compile and eval set a limit.
         self.error_limit = parse_error_limit(max_lm_errors) if isinstance(max_lm_errors, str) else max_lm_errors
         self.retry_wait = retry_wait

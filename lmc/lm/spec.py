@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from lmc.budget import Price
 from lmc.errors import ConfigError
 
 LOCAL_MODELS = ("local/gemma-3-270m",)
@@ -155,6 +156,18 @@ def table_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
                 + completion_tokens * float(info.get("output_cost_per_token") or 0.0))
     except (TypeError, ValueError):
         return 0.0
+
+
+def table_price(model: str) -> Price | None:
+    """litellm's price for `model`, when its table lists one (the budget's `Ledger` reserves by it)."""
+    info = model_info(model)
+    if not info or ("input_cost_per_token" not in info and "output_cost_per_token" not in info):
+        return None
+    try:
+        return Price(float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0),
+                     "litellm's price table")
+    except (TypeError, ValueError):
+        return None
 
 
 def provider_of(model: str) -> str:
