@@ -344,7 +344,7 @@ def test_the_embedded_model_scores_each_whole_label_with_the_prompt_evaluated_on
     backend = LocalBackend(slots=0)
     spec = LMSpec("local/gemma-3-270m")
     head = "Classify the sentiment of the review.\n\nReview: a dull, tired plot\nSentiment: negative\n\n"
-    labels = ("positive", "negative", "mixed feelings")
+    labels = ("positive", "negative", "mixed feelings", "very positive", "very negative")  # " very" is shared
     for tol, review in ((1e-6, "a wonderful, moving film"), (0.3, "the worst two hours of my life")):
         prompt = head + f"Review: {review}\nSentiment:"
         got = _run(backend.call(spec, LMRequest(prompt=prompt, choices=labels, rank=True, max_tokens=16), 60))

@@ -312,9 +312,9 @@ class LocalBackend:
         """Score every choice as the prompt's continuation (" " + label) by its tokens' summed log-probability.
 
         The prompt is evaluated once and each label continues from its cached state: the KV cache is
-        cut back to the prompt between labels, and a prompt that shares its beginning (instructions,
-        demos) with the previous call reuses that part too.  So k labels cost about one prefill plus
-        one decode step per label token after the first."""
+        cut back between labels, and a prompt that shares its beginning (instructions, demos) with the
+        previous call reuses that part too.  So k labels cost about one prefill plus one decode step
+        per label token after the first, tokens that labels share at their start counted once."""
         llm = self._load()
         start = time.perf_counter()
         if cancel.is_set():
@@ -328,21 +328,28 @@ class LocalBackend:
             self.turns.release(slot)
             return "", 0, 0, "cancelled", 0.0, (), ()
         try:
-            first = self._prefill(llm, ids)
-            scores = []
-            steps = 0
-            for label, toks in zip(req.choices, conts):
-                total = float(first[toks[0]])
-                llm.n_tokens = len(ids)  # eval() drops the KV cache past this point first
-                for prev, nxt in zip(toks, toks[1:]):
-                    llm.eval([prev])
-                    total += float(_log_softmax(_last_logits(llm))[nxt])
-                    steps += 1
-                scores.append((label, total, len(toks)))
+            found: dict[str, float] = {}
+            steps = self._walk(llm, len(ids), _trie(req.choices, conts), self._prefill(llm, ids), 0, 0.0, found)
         finally:
             self.turns.release(slot)
+        scores = tuple((label, found[label], len(toks)) for label, toks in zip(req.choices, conts))
         best = max(scores, key=lambda s: s[1])[0]
-        return (best, len(ids), steps, "stop", time.perf_counter() - start, (), tuple(scores))
+        return (best, len(ids), steps, "stop", time.perf_counter() - start, (), scores)
+
+    def _walk(self, llm: Any, base: int, node: dict, logprobs: Any, depth: int, so_far: float,
+              found: dict[str, float]) -> int:
+        """Score the labels below `node` of the token trie, depth first; labels sharing their first tokens
+        (card_arrival, card_linking) evaluate them once.  Returns the decode steps it took."""
+        steps = 0
+        for token, (ends, children) in node.items():
+            total = so_far + float(logprobs[token])
+            for label in ends:
+                found[label] = total
+            if children:
+                llm.n_tokens = base + depth  # eval() drops the KV cache past this point first
+                llm.eval([token])
+                steps += 1 + self._walk(llm, base, children, _log_softmax(_last_logits(llm)), depth + 1, total, found)
+        return steps
 
     def _prefill(self, llm: Any, ids: list[int]) -> Any:
         """Evaluate `ids`, reusing the longest prefix still in the KV cache; the log-probabilities of the next token."""
@@ -367,6 +374,19 @@ def check_fits(prompt_tokens: int, n_ctx: int, max_tokens: int) -> None:
     if prompt_tokens > n_ctx - max_tokens:
         raise LMError(f"input of {prompt_tokens:,} tokens does not fit the {n_ctx:,}-token context of "
                       f"{LOCAL_MODELS[0]} with {max_tokens:,} tokens kept for the answer", model=LOCAL_MODELS[0])
+
+
+def _trie(labels: tuple[str, ...], tokens: list[list[int]]) -> dict:
+    """token -> (labels that end with it, the subtree of their continuations)."""
+    root: dict = {}
+    for label, toks in zip(labels, tokens):
+        node = root
+        for i, t in enumerate(toks):
+            ends, children = node.setdefault(t, ([], {}))
+            if i == len(toks) - 1:
+                ends.append(label)
+            node = children
+    return root
 
 
 def _continuation(llm: Any, ids: list[int], prompt: str, label: str) -> list[int]:
