@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # litellm otherwise fetches its price table from the network at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install test test-dspy chromium demo bench bench-venv lock clean
+.PHONY: install test lint test-dspy chromium demo bench bench-venv lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,13 @@ install: $(VENV)/.installed
 # The DSPy export tests run inside whichever Python has dspy: $$LMC_DSPY_PYTHON, or .venv-bench when it
 # exists (`make bench-venv`); elsewhere they skip with that reason. `make test` does not build the
 # bench venv (it downloads DSPy and its dependencies); `make test-dspy` does, then runs just them.
-test: install chromium
+test: install chromium lint
 	$(BIN)/python -m pytest
+
+# ruff (lint) and mypy, configured in pyproject.toml; `make test` runs them first, so CI does too.
+lint: install
+	$(BIN)/ruff check lmc tests bench datasets editors
+	$(BIN)/mypy
 
 test-dspy: install bench-venv
 	LMC_DSPY_PYTHON=$(BENCH_VENV)/bin/python $(BIN)/python -m pytest tests/test_export_dspy.py

@@ -177,24 +177,24 @@ def _driver_agrees_with_lark(source: str) -> dict:
     accept/reject verdict, over the example programs, the parser fixtures and the generated program."""
     from lark.exceptions import UnexpectedInput
 
-    from lmc.parser import _driver, _from_lark, _lark, _Reject, _Tok
+    from lmc.lalr import Reject, Tok, driver, from_lark, lark_parser
 
     def shape(t):
-        if isinstance(t, _Tok):
+        if isinstance(t, Tok):
             return (t.type, t.value, t.start, t.end)
         return (t.data, t.start, t.end, [shape(c) for c in t.children])
 
     texts = [source] + [p.read_text(encoding="utf-8") for d in ("programs", "tests/fixtures/parser", "tests/fixtures/check")
                         for p in sorted((ROOT / d).glob("*.lmp"))]
-    driver, lark = _driver(), _lark()
+    drv, lark = driver(), lark_parser()
     mismatches = 0
     for text in texts:
         try:
-            mine = shape(driver.parse(text))
-        except _Reject:
+            mine = shape(drv.parse(text))
+        except Reject:
             mine = None
         try:
-            theirs = shape(_from_lark(lark.parse(text)))
+            theirs = shape(from_lark(lark.parse(text)))
         except UnexpectedInput:
             theirs = None
         mismatches += mine != theirs
@@ -205,7 +205,8 @@ def _in_process(source: str) -> dict:
     import gc
 
     from lmc.check import check
-    from lmc.parser import _tables, parse
+    from lmc.lalr import load_tables
+    from lmc.parser import parse
 
     # CPU seconds of this process: on a shared machine wall time here mostly measures the neighbours.
     def best(fn, runs: int = 5) -> float:
@@ -217,7 +218,7 @@ def _in_process(source: str) -> dict:
         return round(out, 3)
 
     start = time.process_time()
-    _tables()
+    load_tables()
     load = time.process_time() - start
     parse_s = best(lambda: parse(source, "big.lmp"))
     f = parse(source, "big.lmp")

@@ -48,7 +48,7 @@ def read_source(folder: Path, name: str) -> list[dict]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise SystemExit(f"{path}: cannot read the BANKING77 source ({e.strerror}); pass --source DIR")
+        raise SystemExit(f"{path}: cannot read the BANKING77 source ({e.strerror}); pass --source DIR") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != SOURCE_SHA256[name]:
         raise SystemExit(f"{path}: SHA-256 {digest} is not the recorded {SOURCE_SHA256[name]}; "

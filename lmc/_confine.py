@@ -187,7 +187,7 @@ def landlock_abi(*, simulate_missing: bool = False) -> int:
         flags = ctypes.c_uint32(_CREATE_RULESET_VERSION)
         return _syscall(_SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), flags)
     except OSError as exc:
-        raise Unavailable(_WHY.get(exc.errno, f"landlock_create_ruleset failed: {exc.strerror}")) from None
+        raise Unavailable(_WHY.get(exc.errno or 0, f"landlock_create_ruleset failed: {exc.strerror}")) from None
 
 
 def _audit_arch() -> int:
@@ -308,7 +308,7 @@ def read_rules(stdlib_dirs: list[str]) -> list[tuple[str, int]]:
 def _bpf_program(arch: int, machine_index: int, pid: int, deny_truncate: bool) -> list[tuple[int, int, int, int]]:
     ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     kill_process, errno_eperm, allow = 0x80000000, 0x00050000 | errno.EPERM, 0x7FFF0000
-    deny = sorted({nrs[machine_index] for nrs in _DENY.values() if nrs[machine_index] is not None})
+    deny = sorted({nr for nrs in _DENY.values() if (nr := nrs[machine_index]) is not None})
     if deny_truncate:
         deny.append(_TRUNCATE[machine_index])
     signals = sorted({nrs[machine_index] for nrs in _SIGNALS_SELF_ONLY.values()})

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, strict_json
 from . import ir as I
 from .errors import ArtifactError
 from .files import atomic_write_text
+from .limits import read_bounded
 
 FORMAT = "lmc-artifact/1"
 FORMAT_VERSION = 1
@@ -94,23 +95,8 @@ def write(art: Artifact, path: str | os.PathLike) -> None:
     atomic_write_text(path, text)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_dup(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def read(path: str | os.PathLike) -> Artifact:
     """Load and verify an artifact; any problem is one ArtifactError naming the file."""
-    from .limits import read_bounded
-
     shown = str(path)
 
     def fail(message: str) -> ArtifactError:
@@ -124,7 +110,7 @@ def read(path: str | os.PathLike) -> Artifact:
     except UnicodeDecodeError:
         raise ArtifactError(f"{shown}: not UTF-8 text; expected an artifact written by `lmc compile`") from None
     try:
-        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_dup)
+        data = strict_json.loads(text)
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{shown}:{e.lineno}: not valid JSON: {e.msg} at column {e.colno}") from None
     except ValueError as e:

@@ -17,7 +17,7 @@ from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
 from .files import Output, atomic_write_text, check_outputs
-from .inspect import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
+from .artifact_view import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
 from .optimize import PASS_NAMES
 from .optimize.options import OPTIONS
 from .report_html import check_out_path, checked_stats, render_compile, stats_path, write_html

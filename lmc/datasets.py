@@ -302,7 +302,7 @@ def _examples(records: list[tuple[int, dict]], shown: str, stem: str, id_field: 
     return tuple(out)
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:g} {unit}"

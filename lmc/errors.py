@@ -13,7 +13,7 @@ import difflib
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, NoReturn
+from typing import Any, Iterable, NoReturn
 
 # Exit codes shared by every command.
 EXIT_OK = 0
@@ -74,7 +74,7 @@ class Diagnostic:
         text = self.message + (f"; {self.hint}" if self.hint else "")
         return f"{self.span}: {self.severity}: {text}"
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "path": self.span.path,
             "line": self.span.line,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from . import nodes as n
+from .parser import parse
 
 INDENT = "  "
 
@@ -14,8 +15,6 @@ _PREC_OR, _PREC_AND, _PREC_NOT, _PREC_CMP, _PREC_SUM, _PREC_TERM, _PREC_UNARY, _
 
 def format_source(text: str, path: str = "<input>") -> str:
     """Parse `text` and print it canonically; raises CompileErrors when it does not parse."""
-    from .parser import parse
-
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n")
@@ -69,7 +68,7 @@ def expr(e, prec: int = 0, quote: str = '"') -> str:
     return f"({text})" if own < prec else text
 
 
-def _expr(e, q: str) -> tuple[str, int]:
+def _expr(e, q: str) -> tuple[str, int]:  # noqa: C901 - one branch per expression kind
     if isinstance(e, n.Name):
         return e.id, 9
     if isinstance(e, n.Const):

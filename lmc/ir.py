@@ -15,9 +15,9 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from .errors import ArtifactError
 from .types import Type, parse_type
@@ -64,7 +64,7 @@ class Predictor:
     role: str
     signature: SignatureIR
     instructions: str
-    demos: tuple[dict, ...] = ()
+    demos: tuple[dict[str, Any], ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()  # temperature, max_tokens, lm, stop, ...
 
     def setting(self, key: str, default: Any = None) -> Any:
@@ -467,8 +467,9 @@ def from_json_node(data: Any, path: str = "ir") -> Any:
     return _load(data, path)
 
 
-def to_json(ir: IR) -> dict:
-    return _dump(ir)
+def to_json(ir: IR) -> dict[str, Any]:
+    data: dict[str, Any] = _dump(ir)
+    return data
 
 
 def from_json(data: Any, path: str = "ir") -> IR:
@@ -494,7 +495,7 @@ def validate(ir: IR, path: str = "ir") -> None:
     if ir.entry not in progs:
         raise ArtifactError(f"{path}: entry program '{ir.entry}' is missing")
     for m in ir.modules:
-        for role, pid in m.predictors:
+        for _role, pid in m.predictors:
             if pid not in preds:
                 raise ArtifactError(f"{path}: module '{m.name}' refers to missing predictor '{pid}'")
     for p in ir.predictors:
@@ -516,7 +517,7 @@ def validate(ir: IR, path: str = "ir") -> None:
                     raise ArtifactError(f"{path}: call to missing {kind} '{getattr(node, attr)}'")
 
 
-def _walk(value: Any):
+def _walk(value: Any) -> Iterator[Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, Type):
         yield value
         for f in fields(value):

@@ -98,6 +98,13 @@ def parse_limits(data: Any, where: str) -> dict[str, int]:
 _config_cache: dict = {}
 
 
+def _config_fail(path: Path) -> Callable[[str], LmcError]:
+    def fail(message: str) -> LmcError:
+        return ConfigError(f"{path}: {message}")
+
+    return fail
+
+
 def _config_limits() -> tuple[dict[str, int], str | None]:
     """`limits:` of the lmc.yaml in the working directory (cached while the file is unchanged)."""
     for name in CONFIG_NAMES:
@@ -112,7 +119,7 @@ def _config_limits() -> tuple[dict[str, int], str | None]:
         if key not in _config_cache:
             import yaml
 
-            text = read_bounded(p, "config", fail=lambda m, p=p: ConfigError(f"{p}: {m}"))
+            text = read_bounded(p, "config", fail=_config_fail(p))
             try:
                 data = yaml.safe_load(text.decode("utf-8", "replace"))
             except yaml.YAMLError:

@@ -34,15 +34,10 @@ def lower(checked: Checked, program: str | None = None) -> I.IR:
 
 
 def _const(e: Any) -> Any:
-    if isinstance(e, n.Const):
-        return e.value
-    if isinstance(e, n.UnaryOp) and e.op == "-" and isinstance(e.operand, n.Const):
-        return -e.operand.value
-    if isinstance(e, n.ListExpr):
-        return tuple(_const(x) for x in e.items)
-    if isinstance(e, n.Name):
-        return e.id
-    raise LmcError(f"{e.span}: expected a constant")
+    value = n.constant(e, names=True)
+    if value is n.NOT_CONSTANT:  # the checker refuses these; reaching here is a bug, said as an error
+        raise LmcError(f"{e.span}: expected a constant")
+    return value
 
 
 def _fields(items) -> tuple[I.FieldSpec, ...]:

@@ -366,27 +366,7 @@ def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: floa
     selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
     selector.register(result_r, selectors.EVENT_READ, "result")
     try:
-        while selector.get_map():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                killed = f"killed: exceeded {limits.timeout_s:g} s time limit"
-                break
-            for key, _ in selector.select(timeout=remaining):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buffer = buffers[key.data]
-                room = caps[key.data] - len(buffer)
-                buffer += chunk[: max(room, 0)]
-                if len(chunk) > room:
-                    if key.data == "stdout":
-                        killed = f"killed: printed more than {limits.max_output_bytes} bytes of output"
-                    elif key.data == "result":
-                        killed = f"refused: result is larger than {limits.max_output_bytes} bytes"
-                    # stderr overflow is only diagnostics: keep the head, drop the rest
-            if killed:
-                break
+        killed = _collect(selector, buffers, caps, deadline, limits)
         if killed is None:
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
@@ -414,6 +394,33 @@ def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: floa
         return SandboxResult(False, None, stdout, report["error"], duration)
     value = report["value"] if report["has_value"] else stdout.strip()
     return SandboxResult(True, value, stdout, None, duration)
+
+
+def _collect(selector: selectors.BaseSelector, buffers: dict[str, bytearray], caps: dict[str, int], deadline: float,
+             limits: SandboxLimits) -> str | None:
+    """Read the child's stdout, stderr and result pipe into `buffers` until they close; why it must be killed, if it must."""
+    while selector.get_map():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return f"killed: exceeded {limits.timeout_s:g} s time limit"
+        killed = None
+        for key, _ in selector.select(timeout=remaining):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                continue
+            buffer = buffers[key.data]
+            room = caps[key.data] - len(buffer)
+            buffer += chunk[: max(room, 0)]
+            if len(chunk) > room:
+                if key.data == "stdout":
+                    killed = f"killed: printed more than {limits.max_output_bytes} bytes of output"
+                elif key.data == "result":
+                    killed = f"refused: result is larger than {limits.max_output_bytes} bytes"
+                # stderr overflow is only diagnostics: keep the head, drop the rest
+        if killed:
+            return killed
+    return None
 
 
 def _check_status(line: bytes, strict: bool) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import OutputParseError
+from .files import find_non_finite
 
 PRIMITIVES = ("str", "int", "float", "bool", "json")
 
@@ -23,7 +24,8 @@ PRIMITIVES = ("str", "int", "float", "bool", "json")
 @dataclass(frozen=True)
 class Type:
     kind: str
-    args: tuple = ()
+    # list/dict/optional: (element Type,); literal: the strings; prediction: (name, Type) pairs.
+    args: tuple[Any, ...] = ()
 
     # -- rendering ---------------------------------------------------------
     @property
@@ -50,7 +52,8 @@ class Type:
         if self.kind == "prediction":
             for n, t in self.args:
                 if n == name:
-                    return t
+                    found: Type = t
+                    return found
         return None
 
     @property
@@ -61,7 +64,7 @@ class Type:
         return self.name
 
     # -- value checks --------------------------------------------------------
-    def check(self, value: Any) -> str | None:
+    def check(self, value: Any) -> str | None:  # noqa: C901 - one branch per type kind
         """None when `value` (a plain Python/JSON value) fits this type, else why not."""
         k = self.kind
         if k in ("any", "json"):
@@ -158,9 +161,14 @@ def prediction(fields: list[tuple[str, Type]]) -> Type:
 _TYPE_TOKEN = re.compile(r'\s*(?:(?P<name>[A-Za-z_]\w*)|(?P<str>"(?:[^"\\]|\\.)*")|(?P<p>[\[\],|?()]))')
 
 
-def parse_type(text: str) -> Type:
-    """Parse a type as rendered by `Type.name` (used when loading artifacts)."""
-    toks = []
+def parse_type(text: str) -> Type:  # noqa: C901 - a small recursive-descent parser kept in one place
+    """Parse a type as rendered by `Type.name` (used when loading artifacts).
+
+    >>> t = parse_type('list[("a" | "b")?]')
+    >>> t == list_of(optional(literal("a", "b"))), parse_type(t.name) == t
+    (True, True)
+    """
+    toks: list[str | None] = []
     pos = 0
     text = text.strip()
     while pos < len(text):
@@ -172,10 +180,10 @@ def parse_type(text: str) -> Type:
     toks.append(None)
     i = 0
 
-    def peek():
+    def peek() -> str | None:
         return toks[i]
 
-    def take(expect=None):
+    def take(expect: str | None = None) -> str | None:
         nonlocal i
         tok = toks[i]
         if expect is not None and tok != expect:
@@ -291,7 +299,7 @@ def _strip_wrapping(text: str) -> str:
     return t
 
 
-def coerce(text: Any, t: Type) -> Any:
+def coerce(text: Any, t: Type) -> Any:  # noqa: C901 - one branch per type kind
     """Turn an LM's text for one field into a value of type `t`, or raise OutputParseError."""
     k = t.kind
     if k == "optional":
@@ -374,8 +382,6 @@ def _load_json(s: str) -> Any:
         return _FAIL
     if not isinstance(value, (list, dict)):
         return _FAIL
-    from .files import find_non_finite
-
     return _FAIL if find_non_finite(value) else value
 
 
@@ -389,14 +395,14 @@ def _split_list(s: str) -> list[str]:
 
 
 def _coerce_literal(s: str, t: Type, raw: str) -> str:
-    options = list(t.args)
+    options: list[str] = list(t.args)
     low = s.lower().strip().rstrip(".!")
     for opt in options:
         if low == opt.lower():
             return opt
     # The answer may come with surrounding words ("Sentiment: positive."); accept a
     # unique option appearing as a whole word, preferring the earliest.
-    found = []
+    found: list[tuple[int, str]] = []
     for opt in options:
         m = re.search(r"(?<!\w)" + re.escape(opt.lower()) + r"(?!\w)", low)
         if m:

@@ -34,7 +34,7 @@ def main() -> None:
             spec.loader.exec_module(mod)
             searches: list = []
 
-            def wiki(query, k=3):
+            def wiki(query, k=3, searches=searches):  # bound now: each case has its own list
                 searches.append([query, k])
                 return [f"passage {i} about {query}" for i in range(k)]
 

@@ -18,19 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.lmserver import LoopbackServer, body_hash
+from tests.programs import SENTIMENT
 
-SENTIMENT = """
-signature Classify {
-  "Classify the sentiment of the review."
-  review: str
-  -> sentiment: "positive" | "negative"
-}
-module classify = Predict(Classify)
-program main(review: str) -> (sentiment: "positive" | "negative") {
-  return classify(review=review)
-}
-metric acc = accuracy(sentiment)
-"""
 
 # Every example makes 3 requests: the answer is never short enough, so `suggest` sends it back twice.
 TERSE = """

@@ -260,3 +260,50 @@ def test_example_programs_are_formatted():
 
 def test_cli_process_exit_code_for_errors():
     assert _lmc("check", str(FIXTURES / "unknown_signature.lmp")).returncode == 1
+
+
+def test_diagnostics_point_at_names_wherever_the_spacing_puts_them():
+    src = ('signature QA = "question -> answer"\n'
+           'module  qa = Predict(QA,   temprature=0.1)\n'
+           'program   main(question: str) -> (answer: str) {\n'
+           '  for    qa in [1] { x = 1 }\n'
+           '  return qa(question=question)\n'
+           '}\n'
+           'program   main(question: str) -> (answer: str) { return {"answer": question} }\n')
+    with pytest.raises(CompileErrors) as e:
+        check_source(src, "s.lmp")
+    where = {d.message.split(";")[0]: (d.span.line, d.span.col, d.span.end_col) for d in e.value.diagnostics}
+    assert where["unknown setting 'temprature' for Predict"] == (2, 28, 38)
+    assert where["cannot assign to module 'qa'"] == (4, 10, 12)
+    assert where["'main' is already declared"] == (7, 11, 15)
+
+
+def test_every_setting_a_declaration_accepts_has_a_rule():
+    from lmc.decl_rules import LM_SETTINGS, RETRIEVER_KWARGS, RULES, kind_rule
+    from lmc.kinds import COMMON_SETTINGS, KINDS
+
+    named = set(COMMON_SETTINGS) | set(LM_SETTINGS) | {s for v in RETRIEVER_KWARGS.values() for s in v}
+    assert named - set(RULES) == set()
+    assert set(RULES) - named == set(), "a rule no declaration accepts"
+    # A kind's own settings take their rule from the kind's description, in a form the checker knows.
+    own = [kind_rule(s) for k in KINDS.values() for s in k.settings]
+    assert own and {r.kind for r in own} <= {"int", "number", "tools", "metric"}
+    assert all(r.what and r.lo is not None for r in own if r.kind in ("int", "number"))
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("temperature", "2.5", "setting 'temperature' must be a number from 0 to 2, got 2.5"),
+    ("max_tokens", "-3", "setting 'max_tokens' must be an int above 0, got -3"),
+    ("max_tokens", "n", "setting 'max_tokens' must be a constant"),
+    ("stop", "[1]", "setting 'stop' must be a list of strings"),
+    ("truncate_inputs", '"yes"', "setting 'truncate_inputs' must be true or false, got \"yes\""),
+    ("instructions", "[1, 2]", "setting 'instructions' must be a string, got a list"),
+    ("lm", '"fsat"', "unknown lm 'fsat'"),
+])
+def test_a_setting_s_rule_decides_what_its_value_may_be(setting, value, message):
+    src = (f'lm fast = "openai/gpt-4o-mini"\nsignature QA = "q -> a"\nmodule m = Predict(QA, {setting}={value})\n'
+           'program main(q: str) -> (a: str) {\n  n = 1\n  return m(q=q)\n}\n')
+    with pytest.raises(CompileErrors) as e:
+        check_source(src, "s.lmp")
+    assert [d.message for d in e.value.diagnostics] == [message]
+    assert e.value.diagnostics[0].span.line == 3

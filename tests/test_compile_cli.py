@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -14,55 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.lmserver import LoopbackServer
+from tests.programs import SENTIMENT
+from tests.sentiment_lm import responder, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET"
 
-SENTIMENT = """# sentiment with a metric
-signature Classify {
-  "Classify the sentiment of the review."
-  review: str
-  -> sentiment: "positive" | "negative"
-}
-module classify = Predict(Classify)
-program main(review: str) -> (sentiment: "positive" | "negative") {
-  return classify(review=review)
-}
-metric acc = accuracy(sentiment)
-"""
-
-
-def tag(text: str, name: str) -> str | None:
-    m = re.search(rf"<{name}>\s*(.*?)\s*</{name}>", text, re.S)
-    return m.group(1) if m else None
-
-
-def responder(request: dict) -> str:
-    """Right on plain reviews, wrong on MISLEAD ones unless the prompt shows at least two demos."""
-    msgs = request.get("messages") or []
-    if not msgs:
-        return "positive"
-    if "<instruction>" in str(msgs[0].get("content", "")) or "ProposeInstruction" in str(msgs[0].get("content", "")):
-        tip = tag(str(msgs[-1]["content"]), "tip") or "x"
-        return f"<instruction>Classify the sentiment of the review; {tip}</instruction>"
-    review = tag(str(msgs[-1]["content"]), "review") or ""
-    right = "negative" if "bad" in review else "positive"
-    demos = sum(str(m.get("content", "")).count("<review>") for m in msgs[:-1])
-    if "MISLEAD" in review and demos < 2:
-        right = "positive" if right == "negative" else "negative"
-    if "FRAGILE" in review and demos > 0:  # demos confuse the model on these
-        right = "positive" if right == "negative" else "negative"
-    return f"<sentiment>{right}</sentiment>"
-
-
-def rows(n: int, prefix: str, mislead_every: int = 3) -> list[dict]:
-    out = []
-    for i in range(n):
-        word = "bad" if i % 2 else "good"
-        extra = " MISLEAD" if i % mislead_every == 0 else ""
-        out.append({"id": f"{prefix}{i:02d}", "review": f"a {word} thing number {i}{extra}",
-                    "sentiment": "negative" if i % 2 else "positive"})
-    return out
 
 
 def write_jsonl(path: Path, items: list) -> Path:

@@ -10,7 +10,6 @@ import pytest
 
 from lmc.datasets import (
     Dataset,
-    Example,
     from_records,
     load_dataset,
     shuffle,

@@ -158,10 +158,10 @@ def _extend(expr):
         st.builds(lambda o, a, b: n.Compare(S, op=o, left=a, right=b),
                   st.sampled_from(["==", "!=", "<", "<=", ">", ">=", "in", "not in"]), expr, expr),
         st.builds(lambda o, a, b: n.BoolOp(S, op=o, left=a, right=b), st.sampled_from(["and", "or"]), expr, expr),
-        st.builds(lambda a, k: n.Attr(S, obj=a, name=k), expr, names),
+        st.builds(lambda a, k: n.Attr(S, obj=a, name=k, name_span=S), expr, names),
         st.builds(lambda a, i: n.Index(S, obj=a, index=i), expr, expr),
         st.builds(lambda f, a, kw: n.Call(S, func=n.Name(S, id=f), args=tuple(a),
-                                          kwargs=tuple(n.Keyword(S, name=k, value=v) for k, v in dict(kw).items())),
+                                          kwargs=tuple(n.Keyword(S, name=k, name_span=S, value=v) for k, v in dict(kw).items())),
                   names, st.lists(expr, max_size=2), st.lists(st.tuples(names, expr), max_size=2)),
         st.lists(expr, max_size=3).map(lambda xs: n.ListExpr(S, items=tuple(xs))),
         st.lists(st.tuples(expr, expr), max_size=2).map(lambda xs: n.DictExpr(S, items=tuple(xs))),
@@ -182,11 +182,11 @@ def _safe_stmt_expr(e) -> bool:
 
 def _stmts(depth: int):
     simple = st.one_of(
-        st.builds(lambda t, v, op: n.Assign(S, target=t, value=v, op=op), names, exprs, st.sampled_from(["=", "+=", "-="])),
+        st.builds(lambda t, v, op: n.Assign(S, target=t, target_span=S, value=v, op=op), names, exprs, st.sampled_from(["=", "+=", "-="])),
         st.builds(lambda v: n.ExprStmt(S, expr=v), exprs.filter(_safe_stmt_expr).filter(lambda e: isinstance(e, n.Call))),
         # A bare `return` would swallow an expression starting the next line, so generated ones carry a value.
         st.builds(lambda v: n.Return(S, value=v), exprs),
-        st.builds(lambda k, c, m, t: n.Check(S, kind=k, cond=c, message=m, target=t),
+        st.builds(lambda k, c, m, t: n.Check(S, kind=k, cond=c, message=m, target=t, keyword_span=S),
                   st.sampled_from(["assert", "suggest"]), exprs, st.one_of(st.none(), exprs), st.one_of(st.none(), names)),
         st.just(n.Break(S)),
         st.just(n.Continue(S)),
@@ -196,8 +196,8 @@ def _stmts(depth: int):
     body = st.lists(_stmts(depth - 1), max_size=3).map(tuple)
     return st.one_of(
         simple,
-        st.builds(lambda v, it, b: n.For(S, var=v, iter=it, body=b), names, exprs, body),
-        st.builds(lambda c, bound, b: n.While(S, cond=c, bound=bound, body=b), exprs,
+        st.builds(lambda v, it, b: n.For(S, var=v, iter=it, body=b, var_span=S, keyword_span=S), names, exprs, body),
+        st.builds(lambda c, bound, b: n.While(S, cond=c, bound=bound, body=b, keyword_span=S), exprs,
                   st.integers(1, 9).map(lambda v: n.Const(S, value=v)), body),
         st.builds(lambda br, o: n.If(S, branches=tuple(br), orelse=o), st.lists(st.tuples(exprs, body), min_size=1, max_size=3),
                   st.one_of(st.none(), body)),
@@ -215,25 +215,25 @@ types = st.recursive(
     ),
     max_leaves=3,
 )
-params = st.lists(st.builds(lambda k, t: n.Param(S, name=k, type=t), names, st.one_of(st.none(), types)), max_size=3).map(tuple)
-fields = st.lists(st.builds(lambda k, t, d: n.Field(S, name=k, type=t, description=d), names, st.one_of(st.none(), types),
+params = st.lists(st.builds(lambda k, t: n.Param(S, name=k, name_span=S, type=t), names, st.one_of(st.none(), types)), max_size=3).map(tuple)
+fields = st.lists(st.builds(lambda k, t, d: n.Field(S, name=k, name_span=S, type=t, description=d), names, st.one_of(st.none(), types),
                             st.one_of(st.none(), text)), max_size=3).map(tuple)
-kwargs = st.lists(st.tuples(names, _const()), max_size=2).map(lambda kv: tuple(n.Keyword(S, name=k, value=v) for k, v in dict(kv).items()))
+kwargs = st.lists(st.tuples(names, _const()), max_size=2).map(lambda kv: tuple(n.Keyword(S, name=k, name_span=S, value=v) for k, v in dict(kv).items()))
 
 decls = st.one_of(
-    st.builds(lambda k, i, a, b, form: n.Signature(S, name=k, instructions=i, inputs=a, outputs=b, form=form),
+    st.builds(lambda k, i, a, b, form: n.Signature(S, name=k, name_span=S, instructions=i, inputs=a, outputs=b, form=form),
               names, st.one_of(st.none(), text), fields, fields.filter(bool), st.sampled_from(["block", "inline"])),
-    st.builds(lambda k, a, b: n.Signature(S, name=k, inputs=tuple(n.Field(S, name=f.name) for f in a),
-                                          outputs=tuple(n.Field(S, name=f.name) for f in b), form="shorthand"),
+    st.builds(lambda k, a, b: n.Signature(S, name=k, name_span=S, inputs=tuple(n.Field(S, name=f.name, name_span=S) for f in a),
+                                          outputs=tuple(n.Field(S, name=f.name, name_span=S) for f in b), form="shorthand"),
               names, fields, fields.filter(bool)),
-    st.builds(lambda k, kind, sig, kw: n.ModuleDecl(S, name=k, kind=kind, signature=sig, settings=kw),
+    st.builds(lambda k, kind, sig, kw: n.ModuleDecl(S, name=k, name_span=S, kind=kind, kind_span=S, signature=sig, settings=kw),
               names, st.sampled_from(["Predict", "ChainOfThought"]), st.one_of(st.none(), names.map(lambda v: n.Name(S, id=v))), kwargs),
-    st.builds(lambda k, model, kw: n.LMDecl(S, name=k, model=model, settings=kw), names, text, kwargs),
-    st.builds(lambda k, p, r, d, impl: n.ToolDecl(S, name=k, params=p, returns=r, description=d, impl=impl),
+    st.builds(lambda k, model, kw: n.LMDecl(S, name=k, name_span=S, model=model, model_span=S, settings=kw), names, text, kwargs),
+    st.builds(lambda k, p, r, d, impl: n.ToolDecl(S, name=k, name_span=S, params=p, returns=r, description=d, impl=impl),
               names, st.one_of(st.none(), params), st.one_of(st.none(), types), st.one_of(st.none(), text), exprs),
-    st.builds(lambda k, impl: n.MetricDecl(S, name=k, impl=impl), names, exprs),
-    st.builds(lambda k, p, body: n.MetricDecl(S, name=k, params=p, body=body), names, params, st.lists(_stmts(2), max_size=3).map(tuple)),
-    st.builds(lambda k, p, o, body: n.ProgramDecl(S, name=k, params=p, outputs=o, body=body),
+    st.builds(lambda k, impl: n.MetricDecl(S, name=k, name_span=S, impl=impl), names, exprs),
+    st.builds(lambda k, p, body: n.MetricDecl(S, name=k, name_span=S, params=p, body=body), names, params, st.lists(_stmts(2), max_size=3).map(tuple)),
+    st.builds(lambda k, p, o, body: n.ProgramDecl(S, name=k, name_span=S, params=p, outputs=o, body=body),
               names, params, params, st.lists(_stmts(2), max_size=4).map(tuple)),
 )
 

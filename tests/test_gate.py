@@ -420,7 +420,7 @@ def test_exact_mcnemar_false_alarm_rate_is_bounded():
     """Given m changed examples, an unchanged program fails with probability <= 5%: the exact test's guarantee."""
     from math import comb
 
-    from lmc.gate import _upper_tail
+    from lmc.gate.stats import _upper_tail
 
     for m in range(1, 150):
         size = sum(comb(m, b) for b in range(m + 1) if _upper_tail(b, m, 0.5, False) < 0.05) / 2**m

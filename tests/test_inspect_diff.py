@@ -12,20 +12,8 @@ import pytest
 from lmc.artifact import Artifact, write
 from lmc.check import check_source
 from lmc.lower import lower
+from tests.programs import TWO_STEP_COT as TWO_STEP
 
-TWO_STEP = """
-signature MakeQuery(question: str -> query: str)
-  "Write a search query."
-signature Reply(query: str, question: str -> answer: str)
-  "Answer the question."
-module make_query = Predict(MakeQuery)
-module reply = ChainOfThought(Reply)
-program main(question: str) -> (answer: str) {
-  q = make_query(question=question).query
-  return reply(query=q, question=question)
-}
-metric em = exact_match(answer)
-"""
 
 DEMO_Q = {"question": "Who wrote Hamlet?", "query": "Hamlet author", "_id": "t1"}
 DEMO_R1 = {"query": "Hamlet author", "question": "Who wrote Hamlet?", "reasoning": "Hamlet is by Shakespeare.",

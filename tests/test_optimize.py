@@ -21,21 +21,10 @@ from lmc.lower import lower
 from lmc.optimize.lab import Candidate, Lab, PassInputs
 from lmc.runtime import Runtime
 from tests.fakelm import FakeLM, full_text
+from tests.programs import SENTIMENT, TWO_STEP
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SENTIMENT = """
-signature Classify {
-  "Classify the sentiment of the review."
-  review: str
-  -> sentiment: "positive" | "negative"
-}
-module classify = Predict(Classify)
-program main(review: str) -> (sentiment: "positive" | "negative") {
-  return classify(review=review)
-}
-metric acc = accuracy(sentiment)
-"""
 
 COT = """
 signature Solve(question: str -> answer: int)
@@ -47,19 +36,6 @@ program main(question: str) -> (answer: int) {
 metric em = exact_match(answer)
 """
 
-TWO_STEP = """
-signature MakeQuery(question: str -> query: str)
-  "Write a search query."
-signature Reply(query: str, question: str -> answer: str)
-  "Answer the question."
-module make_query = Predict(MakeQuery)
-module reply = Predict(Reply)
-program main(question: str) -> (answer: str) {
-  q = make_query(question=question).query
-  return reply(query=q, question=question)
-}
-metric em = exact_match(answer)
-"""
 
 
 # ---------------------------------------------------------------- helpers

@@ -120,3 +120,69 @@ def test_textmate_grammar_is_valid_and_knows_every_keyword():
 
     for kw in KEYWORDS:
         assert any(p.search(f" {kw} ") for p in patterns), kw
+
+
+# ---------------------------------------------------------------- name spans
+
+
+def _text_at(source: str, sp) -> str:
+    lines = source.split("\n")
+    if sp.line == sp.end_line:
+        return lines[sp.line - 1][sp.col - 1:sp.end_col - 1]
+    return "\n".join([lines[sp.line - 1][sp.col - 1:], *lines[sp.line:sp.end_line - 1], lines[sp.end_line - 1][:sp.end_col - 1]])
+
+
+SPANS_PROGRAM = '''lm   fast = "openai/gpt-4o-mini"(temperature=0.2)
+signature  QA {
+  question: str
+  context: list[str]
+  -> answer: str
+}
+retriever docs = bm25("c.jsonl", k=3)
+tool search = docs
+module  qa = Predict(QA, temperature=0.1,   lm="fast")
+metric em = exact_match(answer, gold=answer)
+program main(question: str) -> (answer: str) {
+  for   p in docs(question) { x = p }
+  while  false max 2 { break }
+  out = qa(question=question, context=docs(question))
+  assert out.answer != "", "empty"  for   qa
+  return out
+}
+'''
+
+
+def test_every_name_span_covers_exactly_the_name():
+    f = parse(SPANS_PROGRAM, "s.lmp")
+    seen = 0
+    for node in n.walk(f.decls):
+        if isinstance(node, (n.Signature, n.ModuleDecl, n.RetrieverDecl, n.ToolDecl, n.LMDecl, n.MetricDecl,
+                             n.ProgramDecl, n.Param, n.Field, n.Keyword, n.Attr)):
+            assert _text_at(SPANS_PROGRAM, node.name_span) == node.name, node
+            seen += 1
+        if isinstance(node, n.For):
+            assert _text_at(SPANS_PROGRAM, node.var_span) == node.var
+            assert _text_at(SPANS_PROGRAM, node.keyword_span) == "for"
+        if isinstance(node, n.While):
+            assert _text_at(SPANS_PROGRAM, node.keyword_span) == "while"
+        if isinstance(node, n.Check):
+            assert _text_at(SPANS_PROGRAM, node.keyword_span) == "assert"
+            assert _text_at(SPANS_PROGRAM, node.target_span) == node.target == "qa"
+        if isinstance(node, n.LMDecl):
+            assert _text_at(SPANS_PROGRAM, node.model_span) == '"openai/gpt-4o-mini"'
+        if isinstance(node, (n.ModuleDecl, n.RetrieverDecl)):
+            assert _text_at(SPANS_PROGRAM, node.kind_span) == node.kind
+    assert seen >= 20
+
+
+def test_a_name_span_inside_an_f_string_points_into_the_string():
+    src = 'program p(x: str) -> (y: str) {\n  return {"y": f"{x}: {out.answer}"}\n}\n'
+    f = parse(src, "f.lmp")
+    attr = next(x for x in n.walk(f.decls) if isinstance(x, n.Attr))
+    assert _text_at(src, attr.name_span) == "answer"
+
+
+def test_shorthand_fields_are_named_at_their_place_in_the_string():
+    src = 'signature S = "question,  context -> answer"\n'
+    sig = parse(src, "s.lmp").decls[0]
+    assert [_text_at(src, f.name_span) for f in sig.inputs + sig.outputs] == ["question", "context", "answer"]

@@ -103,6 +103,7 @@ class Module:
                                                outputs=[f.name for f in prog.outputs], where=f"program {prog.name!r}")
         rewards = [m for m in self.mods if m.kind == "BestOfN"]
         for metric in self._metrics_used(rewards):
+            assert metric.program is not None  # _metrics_used keeps block metrics only
             out += [""] + self.tr.function(metric_method(metric.name), metric.program.inputs, metric.program.body,
                                            outputs=None, where=f"metric '{metric.name}'")
         for m in self.mods:
@@ -143,10 +144,11 @@ class Module:
 
     def _callables(self) -> list[str]:
         ir, tr, out = self.ir, self.tr, []
-        kinds = {}
+        kinds: dict[str, list[str | None]] = {}
         for t in sorted(tr.tools):
             spec = next(x for x in ir.tools if x.name == t)
             if spec.kind == "retriever":
+                assert spec.ref is not None  # a retriever tool always names its retriever
                 tr.retrievers.add(spec.ref)
                 kinds[t] = ["retriever", spec.ref]
             elif spec.kind == "calculator":
@@ -159,12 +161,12 @@ class Module:
         if tr.retrievers:
             ks = {}
             for r in sorted(tr.retrievers):
-                spec = next((x for x in ir.retrievers if x.name == r), None)
-                if spec is None:
+                rspec = next((x for x in ir.retrievers if x.name == r), None)
+                if rspec is None:
                     raise ExportError(f"a tool refers to unknown retriever {repr(r)[:40]}")
-                k = spec.k if isinstance(spec.k, int) and not isinstance(spec.k, bool) else 3
+                k = rspec.k if isinstance(rspec.k, int) and not isinstance(rspec.k, bool) else 3
                 ks[r] = k
-                self.notes.append(f"retriever '{r}' ({spec.kind} over {spec.path!r}, k={k}) has no DSPy twin: pass "
+                self.notes.append(f"retriever '{r}' ({rspec.kind} over {rspec.path!r}, k={k}) has no DSPy twin: pass "
                                   f"Program(retrievers={{{r!r}: fn}}) with fn(query, k) -> list of passages")
             out += ["", f"    _RETRIEVER_K = {lit(ks)}", "",
                     "    def _retrieve(self, name, query, k):",
@@ -208,8 +210,9 @@ class Module:
         body = []
         for s in self.sigs:
             body += signature_class(s) + ["", ""]
+        doc = f"The lmc program {self.ir.entry!r} as a DSPy module; load {self.state_file} for its compiled prompts."
         body += ["class Program(dspy.Module):",
-                 f"    __doc__ = {lit('The lmc program ' + repr(self.ir.entry) + ' as a DSPy module; load ' + self.state_file + ' for its compiled prompts.')}",
+                 f"    __doc__ = {lit(doc)}",
                  "",
                  "    def __init__(self, *, retrievers=None, tools=None, rewards=None):",
                  "        super().__init__()",

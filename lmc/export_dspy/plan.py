@@ -153,7 +153,7 @@ def _count(value: Any, what: str, module: str) -> int:
 
 
 def _config(p: I.Predictor) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for key in PREDICT_CONFIG:
         v = p.setting(key)
         if v is None:

@@ -98,7 +98,7 @@ def json_schema_type(t: Any) -> str:
     if kind == "optional":
         return json_schema_type(t.args[0])
     return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
-            "dict": "object", "literal": "string"}.get(kind, "string")
+            "dict": "object", "literal": "string"}.get(str(kind), "string")
 
 
 def prefix_for(name: str) -> str:

@@ -78,7 +78,7 @@ class Translator:
             out += self.stmt(s, scope, depth)
         return out or ["    " * depth + "pass"]
 
-    def stmt(self, s: Any, scope: Scope, depth: int) -> list[str]:
+    def stmt(self, s: Any, scope: Scope, depth: int) -> list[str]:  # noqa: C901 - one branch per IR statement kind
         pad = "    " * depth
         t = type(s)
         if t is I.Assign:
@@ -145,7 +145,8 @@ class Translator:
     def _kwargs(self, pairs: Any, scope: Scope) -> str:
         if not isinstance(pairs, tuple):
             raise ExportError(f"{self._where}: malformed keyword arguments")
-        plain, odd = [], []
+        plain: list[tuple[str, str]] = []
+        odd: list[tuple[str, str]] = []
         for k, v in pairs:
             if not isinstance(k, str):
                 raise ExportError(f"{self._where}: a keyword argument name is not text")
@@ -156,7 +157,7 @@ class Translator:
             parts.append("**{" + ", ".join(f"{lit(k)}: {v}" for k, v in odd) + "}")
         return ", ".join(parts)
 
-    def expr(self, e: Any, scope: Scope) -> str:
+    def expr(self, e: Any, scope: Scope) -> str:  # noqa: C901 - one branch per IR expression kind
         t = type(e)
         if t is I.Var:
             return scope.name(e.name)

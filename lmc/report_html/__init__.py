@@ -24,7 +24,7 @@ from ..datasets import load_dataset
 from ..errors import ConfigError, LmcError
 from ..files import Output, atomic_write_text, check_outputs
 from ..gate import Report
-from ..inspect import diff_artifacts
+from ..artifact_view import diff_artifacts
 from ..lower import lower
 from ..targets import load_target
 from . import compile_view as C

@@ -162,7 +162,7 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]], str]], *, t
     body.append(f'<text x="12" y="{_f(head + plot_h / 2)}" text-anchor="middle" '
                 f'transform="rotate(-90 12 {_f(head + plot_h / 2)})">{esc(y_label)}</text>')
     legend_x = left
-    for i, (name, pts, cls) in enumerate(series):
+    for name, pts, cls in series:
         if pts:
             path = []
             for j, (px, py) in enumerate(pts):

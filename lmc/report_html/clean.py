@@ -31,6 +31,10 @@ def obj(x: Any) -> dict:
     return x if isinstance(x, dict) else {}
 
 
+def _list(x: Any) -> list:
+    return x if isinstance(x, list) else []
+
+
 def _dataset(x: Any) -> dict:
     d = obj(x)
     return {"path": text(d.get("path")), "n": count(d.get("n")), "sha256": text(d.get("sha256")) or ""} if d else {}
@@ -85,14 +89,14 @@ def stats(d: Any) -> dict:
     tl = d.get("timeline")
     if isinstance(tl, dict):
         samples = []
-        for s in tl.get("samples") if isinstance(tl.get("samples"), list) else []:
+        for s in _list(tl.get("samples")):
             s = obj(s)
             if number(s.get("t")) is not None:
                 samples.append({"t": number(s.get("t")), "calls": count(s.get("calls")),
                                 "cached_calls": count(s.get("cached_calls")), "tokens": count(s.get("tokens")),
                                 "cost": number(s.get("cost")) or 0.0})
         cands = []
-        for e in tl.get("candidates") if isinstance(tl.get("candidates"), list) else []:
+        for e in _list(tl.get("candidates")):
             e = obj(e)
             if number(e.get("t")) is not None and isinstance(e.get("index"), int):
                 cands.append({"index": e["index"], "t": number(e.get("t")), "calls": count(e.get("calls")),

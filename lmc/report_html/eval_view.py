@@ -116,7 +116,7 @@ def confusion(cand: gate.Report, labels: dict[str, tuple[str, ...]]) -> Markup |
             continue
         counts: Counter = Counter()
         for e in golds:
-            g = e.gold[name]
+            g = (e.gold or {})[name]
             pred = e.prediction.get(name) if isinstance(e.prediction, dict) else None
             counts[(_cls(g, allowed), NO_ANSWER if pred is None else _cls(pred, allowed))] += 1
         rows_l = list(allowed) + ([OTHER] if any(r == OTHER for r, _ in counts) else [])

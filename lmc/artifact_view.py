@@ -1,4 +1,6 @@
-"""What an artifact says, for people: each predictor's exact prompt, and what changed between two artifacts."""
+"""What an artifact says, for people: each predictor's exact prompt, and what changed between two artifacts.
+
+Named artifact_view, not inspect, so it never shadows the standard library module `inspect`."""
 
 from __future__ import annotations
 
@@ -7,8 +9,10 @@ from typing import Any
 
 from . import ir as I
 from .artifact import Artifact, predictor_view
-from .errors import LmcError
+from .errors import LmcError, did_you_mean
+from .netguard import is_loopback
 from .prompts import render
+from .pyrefs import describe, policy_for
 
 
 def render_predictors(target, mode: str, only: str | None = None) -> list[dict]:
@@ -18,8 +22,6 @@ def render_predictors(target, mode: str, only: str | None = None) -> list[dict]:
     if only:
         preds = [p for p in preds if p.id == only]
         if not preds:
-            from .errors import did_you_mean
-
             hint = did_you_mean(only, ir.predictor_ids())
             raise LmcError(f"no predictor '{only}'", hint=(hint + " " if hint else "") + "expected one of: " + ", ".join(ir.predictor_ids()))
     knn = ir.extra("knn")
@@ -46,15 +48,11 @@ def python_view(target, allowed: tuple[str, ...] = ()) -> list[dict]:
 
     Found without importing anything (lmc/pyrefs.py): inspecting a hostile artifact is safe.
     """
-    from .pyrefs import describe, policy_for
-
     return describe(target.ir, policy_for(target, allowed))
 
 
 def lm_view(target) -> list[dict]:
     """The servers the target's LMs name (its compiled-with LM and its aliases), and whether each is used as is."""
-    from .netguard import is_loopback
-
     out = []
     art = getattr(target, "artifact", None)
     entries = []
@@ -155,7 +153,7 @@ def _demo_line(d: dict, limit: int = 110) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False) -> str:
+def render_diff(changes: dict, name_a: str, name_b: str, markdown: bool = False) -> str:  # noqa: C901 - one section per kind of change, in the order shown
     lines = [f"{'## ' if markdown else ''}lmc diff {name_a} → {name_b}"]
     s = changes["scores"]
     lines.append(f"dev score: {s['old']} → {s['new']}")
