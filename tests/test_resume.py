@@ -170,9 +170,9 @@ def test_a_second_run_on_the_same_out_fails_at_once(ws):
     write_rows(ws / "in.jsonl", [{"id": f"r{i:02d}", "review": f"review {i}"} for i in range(40)])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LMC_LM", None)
-    # 40 calls at 0.25 s, two at a time: the first run lasts ~5 s, longer than the second takes to start on a
-    # loaded machine (at 0.05 s the first could finish before the second looked, and the second then resumed).
-    with LoopbackServer(typed_responder, latency=0.25) as srv:
+    # 40 answers at 0.4 s, two at a time, keep the first run busy ~8 s: the second run's start-up
+    # (over 1 s on a loaded 2-core machine) must land while the first still holds the file.
+    with LoopbackServer(typed_responder, latency=0.4) as srv:
         cmd = [sys.executable, "-m", "lmc", "run", "prog.lmp", "--data", "in.jsonl", "--out", "out.jsonl",
                "--no-cache", "-j", "2", "--lm", "openai/test", "--api-base", srv.url]
         first = subprocess.Popen(cmd, cwd=ws, env=env, stderr=subprocess.PIPE, text=True)
