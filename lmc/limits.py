@@ -280,7 +280,19 @@ def range_length(start: int, stop: int, step: int) -> int:
 
 def to_json(value: Any, *, sort_keys: bool = False, default: Callable | None = None,
             what: str = "a value as text") -> str:
-    """json.dumps with a MAX_CHARS budget: a value of shared sublists never expands past the limit in memory."""
+    """json.dumps with a MAX_CHARS budget: a value of shared sublists never expands past the limit in memory.
+
+    The length is worked out first over the value's distinct nodes (linear in memory, however much
+    the text would repeat), so a fitting value is encoded by the C encoder in one call; only values
+    the sizing cannot follow (deep nesting, keys that are not strings) stream, chunk by chunk."""
+    try:
+        size = _json_length(value, default, {})
+    except (RecursionError, _Unsized):
+        size = None
+    if size is not None:
+        if size > MAX_CHARS:
+            raise SizeLimitError(f"{what} would be longer than {count(MAX_CHARS)} characters, the limit")
+        return json.dumps(value, ensure_ascii=False, sort_keys=sort_keys, default=default)
     encoder = json.JSONEncoder(ensure_ascii=False, sort_keys=sort_keys, default=default)
     parts: list[str] = []
     size = 0
@@ -290,3 +302,36 @@ def to_json(value: Any, *, sort_keys: bool = False, default: Callable | None = N
             raise SizeLimitError(f"{what} would be longer than {count(MAX_CHARS)} characters, the limit")
         parts.append(chunk)
     return "".join(parts)
+
+
+class _Unsized(Exception):
+    """A value whose encoded length the sizing does not work out; the streaming encoder measures it."""
+
+
+def _json_length(value: Any, default: Callable | None, memo: dict[int, tuple[Any, int]]) -> int:
+    """The length of json.dumps(value, ensure_ascii=False) with default separators, each shared node sized once.
+
+    memo holds each node with its size, so an id is never reused by a temporary of `default` meanwhile."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return len(json.dumps(value))
+    if isinstance(value, str):
+        return len(json.dumps(value, ensure_ascii=False))
+    known = memo.get(id(value))
+    if known is not None:
+        if known[1] < 0:  # a cycle: the encoder names it
+            raise _Unsized
+        return known[1]
+    memo[id(value)] = (value, -1)
+    if isinstance(value, (list, tuple)):
+        size = 2 + 2 * max(0, len(value) - 1) + sum(_json_length(v, default, memo) for v in value)
+    elif isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise _Unsized
+        size = 2 + 2 * max(0, len(value) - 1) + sum(
+            len(json.dumps(k, ensure_ascii=False)) + 2 + _json_length(v, default, memo) for k, v in value.items())
+    elif default is not None:
+        size = _json_length(default(value), default, memo)
+    else:
+        raise _Unsized
+    memo[id(value)] = (value, size)
+    return size

@@ -381,3 +381,37 @@ def test_parse_time_grows_linearly_with_the_number_of_declarations():
     cost(200)  # warm-up: tables and lexers loaded
     small, large = cost(4000), cost(32000)
     assert large / small < 14, f"{small:.3f} s -> {large:.3f} s for 8x the declarations"
+
+
+def test_bounded_json_matches_json_dumps_and_sizes_shared_lists_at_once():
+    """to_json sizes a value over its distinct nodes: exact for any value, instant for 2^200 repeats."""
+    import random
+
+    from lmc import limits
+
+    rnd = random.Random(7)
+
+    def gen(depth: int):
+        r = rnd.random()
+        if depth > 4 or r < 0.3:
+            return rnd.choice([None, True, False, 0, -2.5, 1e300, "héllo\n\"", "", 10**20, float("inf")])
+        if r < 0.6:
+            return [gen(depth + 1) for _ in range(rnd.randint(0, 4))]
+        return {rnd.choice(["a", "ü", 'k"ey', ""]) + str(i): gen(depth + 1) for i in range(rnd.randint(0, 4))}
+
+    for _ in range(2000):
+        v = gen(0)
+        assert limits.to_json(v, sort_keys=True) == json.dumps(v, ensure_ascii=False, sort_keys=True)
+    assert limits.to_json({1: "a"}) == '{"1": "a"}'  # non-string keys take the streaming path
+    assert limits.to_json([object()], default=lambda o: "obj") == '["obj"]'
+    x: list = []
+    for _ in range(200):
+        x = [x, x]
+    started = time.perf_counter()
+    with pytest.raises(limits.SizeLimitError, match="would be longer than 10,000,000 characters"):
+        limits.to_json(x)
+    assert time.perf_counter() - started < 1.0
+    cyclic: list = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="Circular reference"):
+        limits.to_json(cyclic)
