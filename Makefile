@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # litellm otherwise fetches its price table from the network at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install test lint test-dspy chromium demo bench bench-venv lock clean
+.PHONY: install test lint test-dspy chromium demo bench bench-venv lock clean vsix
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -81,3 +81,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .lmc build
+
+# The VS Code extension as a .vsix (needs npm; see README "Editors" for loading the folder without it).
+vsix:
+	cd editors/vscode && npm ci --no-audit --no-fund && npx --yes @vscode/vsce@3 package --allow-missing-repository --skip-license -o lmp.vsix

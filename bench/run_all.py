@@ -69,6 +69,20 @@ def _check_figs(r: dict) -> list[Figure]:
     ]
 
 
+def _lsp_figs(r: dict) -> list[Figure]:
+    e = r["inline_edit_ms"]
+    return [
+        Figure(f"`lmc lsp`: an in-line edit of a {r['lines']}-line file to its diagnostics, median of {r['edits']}",
+               f"{e['median']} ms", f"< {r['target_ms']:.0f} ms", r["meets_target"]),
+        Figure("same, p90 / max", f"{e['p90']} ms / {e['max']} ms"),
+        Figure("an edit adding or removing a line (every declaration below it moves), median / max",
+               f"{r['line_added_or_removed_ms']['median']} ms / {r['line_added_or_removed_ms']['max']} ms"),
+        Figure("opening the file to its first diagnostics", f"{r['open_ms']} ms"),
+        Figure("every broken edit reported, every mended one cleared", r["diagnostics_correct"], "True", r["diagnostics_correct"]),
+        Figure("load average before the run", r["load_average_before"]),
+    ]
+
+
 def _parse_scaling_figs(r: dict) -> list[Figure]:
     runs = r["runs"]
     small, large = (runs[k] for k in sorted(runs, key=float)[:: len(runs) - 1])
@@ -322,6 +336,7 @@ BENCHES = (
     Bench("check", "bench_check", "Front end: `lmc check` speed and CLI start-up", {}, {}, _check_figs),
     Bench("parse_scaling", "bench_parse_scaling", "Front end: parse and check time grow linearly with program size",
           {}, {"sizes_mb": (1, 10)}, _parse_scaling_figs),
+    Bench("lsp", "bench_lsp", "Language server: diagnostics after an edit of a 5,000-line file", {}, {"edits": 5}, _lsp_figs),
     Bench("gate", "bench_gate", "CI gate: false alarms and detection", {}, {"trials": 100, "precise_trials": 0}, _gate_figs),
     Bench("lm_overhead", "bench_lm_overhead", "LM client: overhead and throughput", {}, {"n": 100}, _lm_overhead_figs),
     Bench("runtime", "bench_runtime", "`lmc run` runtime: overhead and throughput", {}, {"n": 200}, _runtime_figs),

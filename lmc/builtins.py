@@ -26,6 +26,16 @@ class Builtin:
     returns: Callable[[list[Type]], Type]
     doc: str
 
+    def usage(self) -> str:
+        """How a call looks, from the arity: `len(x)`, `range(x, [y], [z])`, `min(x, ...)`."""
+        names = ["x", "y", "z"] + [f"x{i}" for i in range(3, 10)]
+        args = names[: self.min_args]
+        if self.max_args is None:
+            args.append("...")
+        else:
+            args += [f"[{names[i]}]" for i in range(self.min_args, self.max_args)]
+        return f"{self.name}({', '.join(args)})"
+
     def arity_error(self, got: int) -> str | None:
         """None when `got` positional arguments are accepted, else the message for the checker."""
         if got >= self.min_args and (self.max_args is None or got <= self.max_args):

@@ -266,7 +266,8 @@ class Bodies:
     # -- expressions -------------------------------------------------------------
     def undefined(self, name: str, span: Span, scope: _Scope) -> None:
         cands = list(scope.types) + [k for k, v in self.d.decls.items() if not isinstance(v, n.Signature)] + list(BUILTINS)
-        self.error(f"'{name}' is not defined", span, did_you_mean(name, cands))
+        few = "defined here: " + ", ".join(sorted(scope.types)) if 0 < len(scope.types) <= 8 else None
+        self.error(f"'{name}' is not defined", span, did_you_mean(name, cands) or few)
 
     def origin(self, e, scope: _Scope) -> str | None:
         if isinstance(e, n.Call) and isinstance(e.func, n.Name):
@@ -461,7 +462,7 @@ class Bodies:
         if b is None:
             self.args_only(e, scope)
             cands = list(BUILTINS) + [k for k, v in self.d.decls.items() if isinstance(v, (n.ModuleDecl, n.ProgramDecl, n.RetrieverDecl, n.ToolDecl))]
-            self.error(f"unknown function '{name}'", e.func.span, did_you_mean(name, cands))
+            self.error(f"unknown function '{name}'", e.func.span, did_you_mean(name, cands) or "'lmc help builtins' lists the builtins")
             return ANY
         ts = [self.expr(a, scope) for a in e.args]
         for kw in e.kwargs:
@@ -498,17 +499,19 @@ class Bodies:
             self.error(f"{what} takes keyword arguments only", e.args[0].span, f"write {callee}({first}=...)")
         given = {}
         want = dict(inputs)
+        meant: set[str] = set()  # inputs a misspelled keyword was taken for: not reported missing as well
         for kw in e.kwargs:
             t = self.expr(kw.value, scope)
             given[kw.name] = kw
             if kw.name not in want:
-                hint = did_you_mean(kw.name, want) or (one_of(want) if want else "it takes no inputs")
-                self.error(f"{what} has no input '{kw.name}'", kw.name_span, hint)
+                hint = did_you_mean(kw.name, [k for k in want if k not in given])
+                meant |= {hint.split("'")[1]} if hint else set()
+                self.error(f"{what} has no input '{kw.name}'", kw.name_span, hint or (one_of(want) if want else "it takes no inputs"))
                 continue
             self.flow(t, want[kw.name], kw.value, f"input '{kw.name}' of {what}")
         if not e.args:
             for name, _ in inputs:
-                if name not in given:
+                if name not in given and name not in meant:
                     self.error(f"missing input '{name}' for {what}{extra}", e.span)
 
     def flow(self, t: Type, want: Type, node, what: str) -> None:
@@ -589,11 +592,9 @@ class Bodies:
 # Node type -> the method that types it, looked up once per node instead of an isinstance chain.
 _STMTS: dict[type, Callable[[Bodies, Any, _Scope], None]] = {
     n.Assign: Bodies.assign, n.ExprStmt: Bodies.expr_stmt, n.For: Bodies.for_stmt, n.If: Bodies.if_stmt,
-    n.While: Bodies.while_stmt, n.Return: Bodies.ret, n.Check: Bodies.check_stmt, n.Break: Bodies.jump,
-    n.Continue: Bodies.jump,
+    n.While: Bodies.while_stmt, n.Return: Bodies.ret, n.Check: Bodies.check_stmt, n.Break: Bodies.jump, n.Continue: Bodies.jump,
 }
 _EXPRS: dict[type, Callable[[Bodies, Any, _Scope], Type]] = {
     n.Const: Bodies.const, n.Name: Bodies.name, n.FString: Bodies.fstring, n.ListExpr: Bodies.list_expr,
     n.DictExpr: Bodies.dict_expr, n.Attr: Bodies.attr, n.Index: Bodies.index, n.Call: Bodies.call,
-    n.BinOp: Bodies.binop_expr, n.UnaryOp: Bodies.unary, n.Compare: Bodies.compare, n.BoolOp: Bodies.boolop,
-}
+    n.BinOp: Bodies.binop_expr, n.UnaryOp: Bodies.unary, n.Compare: Bodies.compare, n.BoolOp: Bodies.boolop}

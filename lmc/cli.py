@@ -13,10 +13,13 @@ import typer
 from . import __version__, cli_compile, cli_eval, cli_export, cli_report, cli_run
 from .check import check_path
 from .cli_common import choice, refusal
-from .errors import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CompileErrors, LmcError, did_you_mean
+from .errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CompileErrors, LmcError,
+                     did_you_mean)
 from .files import atomic_write_text
 from .fmt import format_source
 from .limits import read_bounded
+from .reference import ALIASES, topics
+from .reference import topic as reference_topic
 
 app = typer.Typer(
     name="lmc",
@@ -119,6 +122,44 @@ def _atomic_write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+@app.command(name="help")
+def help_(
+    topic: Annotated[Optional[str], typer.Argument(help="a topic of the language reference; none lists them")] = None,
+    plain: Annotated[bool, typer.Option("--plain", help="print the Markdown as it is, also on a terminal")] = False,
+) -> None:
+    """The language reference in the terminal (the same text as docs/language.md): `lmc help builtins`, `lmc help kinds`, ..."""
+    found = topics()
+    if topic is None:
+        print("lmc help TOPIC — the .lmp language reference (also docs/language.md). Topics:\n")
+        for name, body in found.items():
+            first = body.strip().split("\n\n")[0].replace("\n", " ")
+            print(f"  {name:<14} {first[:100] + ('...' if len(first) > 100 else '')}")
+        return
+    text = reference_topic(topic)
+    if text is None:
+        hint = did_you_mean(topic.lower(), list(found) + list(ALIASES))
+        raise LmcError(f"no help topic '{topic}'", hint=(hint + " " if hint else "") + "topics: " + ", ".join(found))
+    if sys.stdout.isatty() and not plain:
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console().print(Markdown(text))
+    else:
+        print(text, end="")
+
+
+@app.command()
+def lsp(
+    stdio: Annotated[bool, typer.Option("--stdio", help="talk over stdin/stdout (the default and only transport; accepted for editors that pass it)")] = True,
+) -> None:
+    """Run the language server (LSP over stdio) for editors: diagnostics, hover, go to definition, rename, completion, outline, formatting."""
+    try:
+        from .lsp import serve
+    except ImportError as e:  # pragma: no cover - pygls is a dependency; a broken install says so
+        raise LmcError(f"the language server needs pygls and lsprotocol ({e})", hint="reinstall lmc: pip install -e .") from None
+    serve()
+
+
 # ---------------------------------------------------------------- other commands
 
 # Each family of commands lives in its own presentation module; they register here.
@@ -189,7 +230,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if install:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # 128 + the signal's number, as a shell reports a process stopped by it.
-    return 143 if code == 130 and _terminated else code
+    return EXIT_TERMINATED if code == EXIT_INTERRUPTED and _terminated else code
 
 
 def _main(argv: Optional[list[str]] = None) -> int:
@@ -215,17 +256,17 @@ def _main(argv: Optional[list[str]] = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         _err("interrupted; finished work was kept (rerun the same command to resume)")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # a bug: still no traceback for the user, but enough to report it
         if _is_click_error(e):
             return _usage_error(e)
         if type(e).__name__ == "Abort":  # click's form of Ctrl-C
             _err("interrupted; finished work was kept (rerun the same command to resume)")
-            return 130
+            return EXIT_INTERRUPTED
         _err(f"internal error: {type(e).__name__}: {e} (set LMC_DEBUG=1 for a traceback)")
         if os.environ.get("LMC_DEBUG"):
             raise
-        return 70
+        return EXIT_INTERNAL
     return EXIT_OK
 
 

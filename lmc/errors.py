@@ -20,6 +20,20 @@ EXIT_OK = 0
 EXIT_FAIL = 1  # errors found, quality regression, some examples failed
 EXIT_USAGE = 2  # bad input or setup
 EXIT_INFRA = 3  # LM unreachable, auth, too many infrastructure errors
+EXIT_INTERNAL = 70  # a bug in lmc (reported without a traceback unless LMC_DEBUG=1)
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM
+# What each means, for `lmc help exit-codes` and docs/language.md.
+EXIT_CODES = {
+    EXIT_OK: "success; `lmc eval`: the gate passed",
+    EXIT_FAIL: ("errors in the program (`lmc check`, and any command given a program that does not check), files to reformat "
+                "(`lmc fmt --check`), a quality regression (`lmc eval`), or examples that failed (`lmc run`)"),
+    EXIT_USAGE: "bad input or setup: a bad option, a missing or unreadable file, a bad dataset, artifact or configuration",
+    EXIT_INFRA: "the LM could not be used: unreachable, refused the key, or too many infrastructure errors",
+    EXIT_INTERNAL: "a bug in lmc (set LMC_DEBUG=1 for a traceback and report it)",
+    EXIT_INTERRUPTED: "stopped by Ctrl-C; finished work was kept and the same command resumes",
+    EXIT_TERMINATED: "stopped by SIGTERM (timeout, CI, kill); finished work was kept and the same command resumes",
+}
 
 
 @dataclass(frozen=True, order=True)

@@ -63,7 +63,7 @@ def lark_parser():
 
 
 
-_TABLES_FORMAT = 2
+_TABLES_FORMAT = 3
 
 
 class Tok:
@@ -160,11 +160,19 @@ def build_tables() -> dict | None:
                 lexer_ids[id(basic)] = len(lexers)
                 lexers.append(([(m.pattern, m.flags) for m in scanner._mres], tuple(sorted(basic.ignore_types)), unless))
             state_lexer.append(lexer_ids[id(basic)])
+        # Every terminal at once: error recovery lexes what it skips with it, as Lark's contextual lexer does on a miss.
+        root = frontend.lexer.root_lexer
+        scanner = root.scanner
+        root_unless = {typ: {t.pattern.value: t.name for t in cb.scanner.terminals} for typ, cb in root.callback.items()
+                       if isinstance(cb, UnlessCallback)}
+        root_spec = ([(m.pattern, m.flags) for m in scanner._mres], tuple(sorted(root.ignore_types)), root_unless)
     except Reject:
         return None
     start = table.start_states["start"]
+    # The words of keyword and punctuation terminals, for messages that say what was expected.
+    words = {t.name: t.pattern.value for t in lk.terminals if t.pattern.type == "str"}
     return _plain({"start": start, "end": table.end_states["start"], "actions": actions, "rules": rules,
-                   "lexers": lexers, "state_lexer": state_lexer})
+                   "lexers": lexers, "state_lexer": state_lexer, "root": root_spec, "words": words})
 
 
 def _plain(value):
@@ -243,6 +251,8 @@ class Driver:
         self.compiled: list = [None] * len(self.specs)
         self.state_lexers: list = [None] * len(self.state_lexer)
         self.chains: dict = {}
+        self.root_spec = tables["root"]
+        self.words: dict[str, str] = tables["words"]
 
     def unit_chain(self, key: tuple) -> int:
         """The top state after every unit reduction that (state below, top state, lookahead) leads to."""
@@ -268,8 +278,11 @@ class Driver:
         self.state_lexers[state] = lex
         return lex
 
-    def parse(self, text: str, comments: list | None = None) -> Tree:  # noqa: C901 - the LALR loop, inlined because it is the parse time (bench_check)
-        """The tree Lark would build (same shape, same positions); raises Reject where Lark would have to decide."""
+    def parse(self, text: str, comments: list | None = None, recover=None) -> Tree:  # noqa: C901 - the LALR loop, inlined because it is the parse time (bench_check)
+        """The tree Lark would build (same shape, same positions); raises Reject where Lark would have to decide.
+
+        With `recover` (an lmc.recover.Recovery), a syntax error is handed to it instead: it notes the
+        problem, trims the stack to where parsing can resume and names the tokens to go on with."""
         actions = self.actions
         rules = self.rules
         lexers = self.state_lexers
@@ -279,17 +292,32 @@ class Driver:
         values: list = []
         pos = 0
         size = len(text)
+        pending: list = []  # tokens error recovery asks to feed before lexing on
         while True:
             # -- next token, lexed with the lexer of the current state
             typ = "$END"
-            while pos < size:
+            if pending:
+                tok = pending.pop(0)
+                typ = tok.type
+            else:
+                tok = None
+            while tok is None and pos < size:
                 matchers, ignore, unless = lexers[stack[-1]] or self.lexer(stack[-1])
                 for match in matchers:
                     m = match(text, pos)
                     if m is not None:
                         break
                 else:
-                    raise Reject("no token")
+                    if recover is None:
+                        raise Reject("no token")
+                    got = recover.unlexable(pos, stack)
+                    if isinstance(got, int):  # characters nothing matches were skipped
+                        pos = got
+                        continue
+                    tok = got
+                    typ = tok.type
+                    pos = tok.end
+                    break
                 typ = m.lastgroup
                 end = m.end()
                 if typ in ignore:
@@ -301,14 +329,21 @@ class Driver:
                 value = m.group()
                 if typ in unless:
                     typ = unless[typ].get(value, typ)
+                if recover is not None and typ == "NAME":
+                    typ = recover.keyword_at_line_start(value, pos)
                 tok = Tok(typ, value, pos, end)
                 pos = end
                 break
+            if tok is None:
+                tok = Tok("$END", "", size, size)
             # -- feed it: reduce as long as the table says so, then shift
             while True:
                 act = actions[stack[-1]].get(typ)
                 if act is None:
-                    raise Reject("unexpected token")
+                    if recover is None:
+                        raise Reject("unexpected token")
+                    pos, pending[:0] = recover.unexpected(tok, stack, values)
+                    break
                 if act >= 0:
                     if typ == "$END":  # pragma: no cover - Lark's tables never shift $END
                         raise Reject("shift at end")
@@ -377,7 +412,7 @@ class Driver:
                 values.append(res)
                 if typ == "$END" and stack[-1] == end_state:
                     return values[-1]
-            if typ == "$END":  # pragma: no cover - the loop above returns or rejects
+            if typ == "$END" and not pending:  # pragma: no cover - the loop above returns or rejects
                 raise Reject("end")
 
 

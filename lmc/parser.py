@@ -4,97 +4,133 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from . import nodes as n
 from .errors import CompileError, CompileErrors, Diagnostic, Span
-from .lalr import Tok, lark_parser, parse_tree
+from .lalr import Reject, Tok, driver, lark_parser, parse_tree
 from .limits import FileRefused, read_bounded
-from .syntax import CONSTANTS, KEYWORDS, shorthand_fields, syntax_diagnostic
+from .recover import parse_recovering as parse_recovering_tree
+from .syntax import CONSTANTS, KEYWORDS, SyntaxProblem, comments_in, diagnose, shorthand_fields, syntax_diagnostic, unescape
 
-__all__ = ["CONSTANTS", "KEYWORDS", "parse", "parse_file", "read_source"]
+__all__ = ["CONSTANTS", "KEYWORDS", "Parsed", "parse", "parse_file", "parse_recovering", "read_source"]
 
 
 def parse(text: str, path: str = "<input>") -> n.File:
     """Parse one file; raises CompileErrors (with every syntax problem found) on failure."""
+    result = parse_recovering(text, path)
+    if result.diagnostics:
+        raise CompileErrors(result.diagnostics, {path: result.text})
+    return result.file
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A file parsed as far as it goes: its AST (what did not parse left out), the syntax diagnostics, and
+    the names inside the skipped text, whose later "not defined" errors are consequences, not news."""
+
+    file: n.File
+    text: str
+    diagnostics: list[Diagnostic]
+    skipped: frozenset[str] = frozenset()
+
+
+def parse_recovering(text: str, path: str = "<input>") -> Parsed:
+    """Parse one file, going on past syntax errors: never raises CompileErrors."""
     if text.startswith("\ufeff"):
         text = text[1:]
     with n.cycle_collector_paused():
-        return _parse(text, path)
+        piece = parse_piece(text, path)
+    file = n.File(Span(path, 1, 1, text.count("\n") + 1, 1), path=path, decls=piece.decls, comments=piece.comments)
+    return Parsed(file, text, piece.diagnostics, piece.skipped)
 
 
-def _parse(text: str, path: str) -> n.File:
+@dataclass(frozen=True)
+class Piece:
+    """Declarations parsed from one stretch of a file (all of it, or one declaration's lines: lmc.incremental)."""
+
+    decls: tuple[n.Decl, ...]
+    comments: tuple[n.Comment, ...]
+    diagnostics: list[Diagnostic]
+    skipped: frozenset[str]
+
+
+def parse_piece(text: str, path: str, first_line: int = 1, next_decl: str | None = None) -> Piece:
+    """Parse `text`, which starts at column 1 of line `first_line` of the file; `next_decl` is the
+    declaration keyword that follows it in the file, if any, so that an unfinished declaration is
+    reported at that keyword exactly as a parse of the whole file would report it."""
     found: list = []
+    skipped: frozenset[str] = frozenset()
+    diagnostics: list[Diagnostic] = []
+    shift = first_line - 1
     try:
-        tree = parse_tree(text, found)
+        tree, problems, skipped = _tree(text, found)
+        if problems:
+            words = driver().words  # type: ignore[union-attr]  # problems come from the driver only
+            if next_decl is not None:
+                problems = [_at_next_decl(p, text, next_decl) for p in problems]
+            diagnostics = [_shifted(diagnose(p, text, path, words), shift) for p in problems]
     except RecursionError:
-        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
+        return Piece((), (), [Diagnostic(Span(path, first_line, 1, first_line, 2), "program is nested too deeply to parse")], frozenset())
     except Exception as e:
         from lark.exceptions import UnexpectedInput
 
         if not isinstance(e, UnexpectedInput):
             raise
-        raise CompileErrors([syntax_diagnostic(lark_parser(), e, text, path)], {path: text}) from None
-    builder = _Builder(path, text)
-    try:
-        decls = tuple(builder.decl(d) for d in tree.children)
-    except CompileError as e:
-        builder.errors.append(e.diagnostic())
-        decls = ()
-    except RecursionError:
-        raise CompileErrors([Diagnostic(Span(path, 1, 1, 1, 2), "program is nested too deeply to parse")], {path: text}) from None
-    if builder.errors:
-        raise CompileErrors(builder.errors, {path: text})
+        return Piece((), (), [_shifted(syntax_diagnostic(lark_parser(), e, text, path), shift)], frozenset())
+    builder = _Builder(path, text, line0=shift)
+    decls: list[n.Decl] = []
+    for d in tree.children:
+        try:
+            decls.append(builder.decl(d))
+        except CompileError as e:
+            builder.errors.append(e.diagnostic())
+        except RecursionError:
+            builder.errors.append(Diagnostic(Span(path, first_line, 1, first_line, 2), "program is nested too deeply to parse"))
+            break
     if found == [None]:
-        comments = tuple(_comments(text, path))
+        comments = tuple(comments_in(text, path, first_line))
     else:
         span = builder.span
         comments = tuple(n.Comment(span(Tok("COMMENT", "", start, end)), text=text[start:end].rstrip()) for start, end in found)
-    end = text.count("\n") + 1
-    return n.File(Span(path, 1, 1, end, 1), path=path, decls=decls, comments=comments)
+    return Piece(tuple(decls), comments, diagnostics + builder.errors, skipped)
 
 
-def _comments(text: str, path: str):
-    """Comments with positions, found by a small scanner that skips strings."""
-    i, line, col = 0, 1, 1
-    size = len(text)
-    while i < size:
-        c = text[i]
-        if c == "\n":
-            line += 1
-            col = 1
-            i += 1
-            continue
-        if text.startswith('"""', i):
-            j = text.find('"""', i + 3)
-            j = size if j < 0 else j + 3
-            chunk = text[i:j]
-            nl = chunk.count("\n")
-            if nl:
-                line += nl
-                col = len(chunk) - chunk.rfind("\n")
-            else:
-                col += len(chunk)
-            i = j
-            continue
-        if c in "\"'":
-            j = i + 1
-            while j < size and text[j] != c and text[j] != "\n":
-                j += 2 if text[j] == "\\" else 1
-            j = min(j + 1, size)
-            col += j - i
-            i = j
-            continue
-        if c == "#":
-            j = text.find("\n", i)
-            j = size if j < 0 else j
-            yield n.Comment(Span(path, line, col, line, col + (j - i)), text=text[i:j].rstrip())
-            col += j - i
-            i = j
-            continue
-        col += 1
-        i += 1
+def _shifted(d: Diagnostic, lines: int) -> Diagnostic:
+    if not lines:
+        return d
+    sp = d.span
+    return Diagnostic(Span(sp.path, sp.line + lines, sp.col, sp.end_line + lines, sp.end_col), d.message, d.hint, d.severity)
+
+
+def _at_next_decl(p: SyntaxProblem, text: str, keyword: str) -> SyntaxProblem:
+    """The end of a piece is where the next declaration's keyword stands in the file."""
+    if p.kind != "eof":
+        return p
+    line = text.count("\n") + 1
+    return SyntaxProblem("token", len(text), line, 1, keyword.upper(), keyword, line, 1 + len(keyword), p.expected)
+
+
+def _tree(text: str, comments: list):
+    """(tree, syntax problems, skipped names): the fast driver first, then the recovering one, Lark where there is no driver."""
+    drv = driver()
+    if drv is not None:
+        try:
+            return drv.parse(text, comments), [], frozenset()
+        except Reject:
+            pass
+        except RecursionError:
+            raise
+        except Exception:  # a driver bug: parse_tree logs it and lets Lark answer
+            return parse_tree(text, comments), [], frozenset()
+        del comments[:]
+        tree, rec = parse_recovering_tree(drv, text, comments)
+        if rec.problems:
+            return tree, rec.problems, frozenset(rec.skipped)
+        del comments[:]
+    return parse_tree(text, comments), [], frozenset()
 
 
 # ---------------------------------------------------------------- tree -> AST
@@ -103,8 +139,9 @@ def _comments(text: str, path: str):
 class _Builder:
     """Turns a Lark parse tree into nodes; collects problems that the grammar lets through."""
 
-    def __init__(self, path: str, text: str, at: tuple[int, int] | None = None):
+    def __init__(self, path: str, text: str, at: tuple[int, int] | None = None, line0: int = 0):
         self.path = path
+        self.line0 = line0  # lines of the file before `text`
         self.text = text
         self.errors: list[Diagnostic] = []
         self.line_starts = [0]
@@ -126,7 +163,7 @@ class _Builder:
         line = bisect_right(starts, start)
         end = item.end
         end_line = bisect_right(starts, end, line - 1)
-        return Span(self.path, line, start - starts[line - 1] + 1, end_line, end - starts[end_line - 1] + 1)
+        return Span(self.path, line + self.line0, start - starts[line - 1] + 1, end_line + self.line0, end - starts[end_line - 1] + 1)
 
     def head(self, t, word: str) -> Span:
         """The span of the keyword `word` that starts the statement `t` (the grammar drops it from the tree)."""
@@ -465,8 +502,8 @@ class _Builder:
         try:
             if raw.startswith('"""'):
                 body = raw[3:-3]
-                return _unescape(body, self.span(tok))
-            return _unescape(raw[1:-1], self.span(tok))
+                return unescape(body, self.span(tok))
+            return unescape(raw[1:-1], self.span(tok))
         except CompileError as e:
             self.errors.append(e.diagnostic())
             return raw[1:-1]
@@ -497,7 +534,7 @@ class _Builder:
                     self.err("unclosed '{' in f-string", Span(sp.path, sp.line, sp.col + 2 + i, sp.line, sp.col + 3 + i), "expected '}'")
                     break
                 if buf:
-                    parts.append(_unescape(buf, sp))
+                    parts.append(unescape(buf, sp))
                     buf = ""
                 inner = raw[i + 1:j]
                 parts.append(self.fstring_expr(inner, sp, sp.col + 3 + i))
@@ -506,7 +543,7 @@ class _Builder:
             buf += c
             i += 1
         if buf:
-            parts.append(_unescape(buf, sp))
+            parts.append(unescape(buf, sp))
         return n.FString(sp, parts=tuple(parts))
 
     def fstring_expr(self, inner: str, sp: Span, col: int):
@@ -537,35 +574,6 @@ class _Builder:
 _DECLS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("d_")}
 _STMTS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("s_")}
 _EXPRS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("e_")}
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "0": "\0", "{": "\\{", "}": "\\}"}
-
-
-def _unescape(body: str, span: Span) -> str:
-    if "\\" not in body:
-        return body
-    out = []
-    i = 0
-    while i < len(body):
-        c = body[i]
-        if c == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt in _ESCAPES and nxt not in "{}":
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6] or ""):
-                out.append(chr(int(body[i + 2:i + 6], 16)))
-                i += 6
-                continue
-            if nxt == "\n":
-                i += 2
-                continue
-            raise CompileError(f"unknown escape '\\{nxt}' in string", span, "known escapes: \\n \\t \\r \\\\ \\\" \\' \\uXXXX")
-        out.append(c)
-        i += 1
-    return "".join(out)
-
 
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""

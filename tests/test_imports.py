@@ -30,6 +30,8 @@ HEAVY_LMC = {
     # ctypes and the Landlock/seccomp tables (~4 ms): needed once a python() tool or metric runs, while every
     # command imports lmc.sandbox (through lmc.statements), `lmc check` and `lmc --help` included.
     "lmc._confine",
+    # pygls and lsprotocol (~0.7 s): only `lmc lsp` loads the language server.
+    "lmc.lsp",
 }
 # Modules whose lazy imports of lmc modules are still to be moved to the top.  Empty: keep it so.
 PENDING: set[str] = set()

@@ -101,7 +101,7 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
 def test_textmate_grammar_is_valid_and_knows_every_keyword():
     import re
 
-    grammar = json.loads((ROOT / "editors" / "lmp.tmLanguage.json").read_text())
+    grammar = json.loads((ROOT / "editors" / "vscode" / "syntaxes" / "lmp.tmLanguage.json").read_text())
     assert grammar["scopeName"] == "source.lmp"
     patterns = []
 
