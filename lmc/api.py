@@ -121,7 +121,7 @@ async def acompile(program: str | os.PathLike, *, train: str | os.PathLike, out:
                           use_cache=ro.use_cache, rpm=ro.rpm, keep_worse=keep_worse, score_dev=score_dev,
                           max_steps=ro.max_steps, example_timeout=ro.example_timeout,
                           params={k: v for k, v in (options or {}).items() if v is not None},
-                          allow_python=ro.allow_python)
+                          allow_python=ro.allow_python, otel=ro.otel, otel_content=ro.otel_content)
     r: CompileResult = await compile_async(opts, log=log)
     return Compiled(str(out), r.artifact, r.baseline, r.final, r.candidates, r.notes, r.stats, r.passes)
 
@@ -282,7 +282,7 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
          max_calls: int | None = None, max_cost: float | None = None, price_per_mtok_in: float | None = None,
          price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None,
          max_steps: int | None = None, example_timeout: float | None = None, rpm: float | None = None,
-         transport: str | None = None) -> Program:
+         transport: str | None = None, otel: Any = None, otel_content: bool = False) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     Every setting is chosen as `lmc run` chooses it: the keyword, then the environment
@@ -293,12 +293,14 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
     `max_calls`/`max_cost` cap every call made through the returned program, as the CLI's flags do
     (a spent budget raises `BudgetExceeded`); `prog.runtime.client.usage` holds the accounting.
     `transport` ("direct" or "litellm") overrides the transport each LM gets by its protocol.
+    `otel=True` exports OpenTelemetry spans over OTLP/HTTP as `--otel` does (an OpenTelemetry
+    SpanExporter object receives them instead), `otel_content=True` adds prompts and completions.
     """
     options = _run_options(lm, api_base, cache_dir, jobs or concurrency, allow_python, rpm=rpm, max_steps=max_steps,
                            example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
                            price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
                            truncate_inputs=truncate_inputs, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
-                           transport=transport)
+                           transport=transport, otel=otel, otel_content=otel_content)
     return Program(open_runtime(load_target(path, program), options))
 
 

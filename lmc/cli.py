@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from . import __version__, cli_compile, cli_eval, cli_export, cli_report, cli_run
+from . import __version__, cli_compile, cli_dataset, cli_eval, cli_export, cli_report, cli_run
 from .check import check_path
 from .cli_common import choice, refusal
 from .errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CompileErrors, LmcError,
@@ -168,6 +168,7 @@ cli_compile.register(app)
 cli_eval.register(app)
 cli_report.register(app)
 cli_export.register(app)
+cli_dataset.register(app)
 
 
 # ---------------------------------------------------------------- entry point

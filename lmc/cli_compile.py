@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .artifact import read
-from .cli_common import choice, choices
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice, choices
 from .cli_report import HtmlOut
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
@@ -20,6 +20,7 @@ from .files import Output, atomic_write_text, check_outputs
 from .artifact_view import diff_artifacts, lm_view, python_view, render_diff, render_predictors, render_python
 from .optimize import PASS_NAMES
 from .optimize.options import OPTIONS
+from .progress import Progress, resolve_mode
 from .report_html import check_out_path, checked_stats, render_compile, stats_path, write_html
 from .targets import load_target
 
@@ -84,6 +85,10 @@ def compile_cmd(
     score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
     allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
     html: HtmlOut = None,
+    progress: ProgressOpt = None,
+    quiet: Quiet = False,
+    otel: Otel = None,
+    otel_content: OtelContent = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
@@ -111,33 +116,31 @@ def compile_cmd(
                           max_steps=max_steps, example_timeout=example_timeout,
                           passes_file=str(passes) if passes is not None else None,
                           params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
-                          allow_python=tuple(allow_python or ()))
+                          allow_python=tuple(allow_python or ()), otel=otel, otel_content=otel_content)
     console = _console()
-    state: dict = {"stage": "starting", "best": None, "scored": 0, "client": None}
+    mode = resolve_mode(progress, quiet)
+    status = Progress("compile", mode, score_label="best dev score")
     t0 = time.perf_counter()
-    live = _LiveView(console, state, t0) if console.is_terminal else None
+    live = _LiveView(console, status, t0) if mode == "panel" else None
 
     def log(msg: str) -> None:
-        state["stage"] = msg
-        if live is None:
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
-        else:
+        status.set_stage(msg)
+        if live is not None:
             live.note(msg)
+        elif mode == "lines":
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
 
     def on_score(name: str, score: float) -> None:
-        state["scored"] += 1
-        if state["best"] is None or score > state["best"]:
-            state["best"] = score
+        status.record_best(score)
 
-    def observe(client) -> None:
-        state["client"] = client
+    def on_example(outcome) -> None:
+        status.advance(score=outcome.score, failed=outcome.error is not None)
 
+    live_or_status = live if live is not None else status
     try:
-        if live is not None:
-            with live:
-                result = compile_program(opts, log=log, on_score=on_score, observe=observe)
-        else:
-            result = compile_program(opts, log=log, on_score=on_score, observe=observe)
+        with live_or_status:
+            result = compile_program(opts, log=log, on_score=on_score, observe=status.watch,
+                                     on_batch=status.begin, on_example=on_example)
     except KeyboardInterrupt:
         # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
         sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
@@ -150,25 +153,27 @@ def compile_cmd(
 
 
 class _LiveView:
-    """A status panel on a terminal: stage, candidates scored, best score, calls and cost, refreshed live."""
-    def __init__(self, console, state: dict, t0: float):
+    """A status panel on a terminal: stage, examples of the batch, best score, calls, cost and ETA, refreshed live."""
+    def __init__(self, console, status: Progress, t0: float):
         from rich.live import Live
 
-        self.console, self.state, self.t0 = console, state, t0
+        self.console, self.status, self.t0 = console, status, t0
         self.live = Live(self, console=console, refresh_per_second=4, transient=True)
 
     def note(self, msg: str) -> None:
         self.console.print(f"[dim]{time.perf_counter() - self.t0:6.1f}s[/dim] {msg}")
 
     def __rich__(self):
-        s = self.state
-        usage = s["client"].usage if s["client"] is not None else None
+        s = self.status
+        usage = s.client.usage if s.client is not None else None
         calls = (f"{usage.requests} LM requests ({usage.cached_calls} cached calls"
                  + (f", {usage.failed_requests} failed" if usage.failed_requests else "") + f"), ${usage.cost:.4f}"
                  if usage else "starting")
-        best = "—" if s["best"] is None else f"{s['best']:.3f}"
-        return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s['stage'][:70]}\n"
-                f"        candidates scored: {s['scored']}   best dev score: {best}   {calls}")
+        best = "—" if s.best is None else f"{s.best:.3f}"
+        eta = s.eta()
+        batch = (f"examples {s.done}/{s.total}" + (f", ETA {eta:.0f}s" if eta else "") + "   ") if s.total else ""
+        return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s.stage[:70]}\n"
+                f"        {batch}best dev score: {best}   {calls}")
 
     def __enter__(self):
         self.live.__enter__()

@@ -12,14 +12,16 @@ import typer
 
 from .artifact import is_artifact_path
 from .budget import DEFAULT_LM_ERRORS
-from .cli_common import choice
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice
 from .cli_report import HtmlOut
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
 from .files import Output, check_outputs
 from .gate import (GateOptions, Report, apply_gates, is_report, merge_reports, render_markdown, report_stats,
                    verdict_json, write_junit, write_text_atomic)
+from .progress import Progress, resolve_mode
 from .report_html import context_from_files, eval_context, render_eval, write_html
+from .runner import LineWriter, trace_line
 from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
@@ -151,16 +153,55 @@ def _finish(cand, base, verdict, opts, *, junit: Optional[Path], summary: Option
     raise SystemExit(verdict.exit_code)
 
 
-def _progress(total: int, labels: list[str]):
-    """A transient progress bar on a terminal; nothing in logs and tests."""
-    if not sys.stderr.isatty() or total == 0:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _status(progress: Optional[str], quiet: bool, trace: Optional[Path] = None):
+    """The eval's progress (a transient bar on a terminal, status lines or JSON elsewhere, or nothing)
+    and its --trace: the candidate's examples as lmc-trace/1 lines, each with its score."""
+    mode = resolve_mode(progress, quiet)
+    status = Progress("eval", mode)
+    bar: dict = {}
+    labels = ["candidate", "baseline"]
+    tracer: dict[str, Any] = {}
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=_console(), transient=True)
-    tasks = [progress.add_task(f"eval {label}", total=total) for label in labels]
-    return progress, (lambda i, _out: progress.advance(tasks[i]))
+    def observe(session: Any) -> None:
+        status.watch(session.client)
+        if trace is not None:
+            program = session.runtime.ir.program()
+            tracer["names"], tracer["program"] = [f.name for f in program.inputs], program.name
+            Path(trace).write_bytes(b"")  # one eval, one trace: a rerun replaces it (run --trace appends to resume)
+            tracer["writer"] = LineWriter(trace)
+
+    def on_start(examples: int, targets: int) -> None:
+        status.start()
+        status.begin(examples * targets, stage=f"scoring the {labels[0]}")
+        if mode == "panel" and examples:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            bar["bar"] = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             console=_console(), transient=True)
+            bar["tasks"] = [bar["bar"].add_task(f"eval {label}", total=examples) for label in labels[:targets]]
+            bar["bar"].start()
+
+    def on_result(i: int, outcome: Any) -> None:
+        if i and not status.stage.endswith(labels[i]):
+            status.set_stage(f"scoring the {labels[i]}")
+        # The running score is the candidate's mean; the baseline's would blur it.
+        status.advance(score=outcome.score if i == 0 else None, failed=outcome.error is not None)
+        if i == 0 and "writer" in tracer:
+            ex = outcome.example
+            tracer["writer"].write(trace_line(ex, outcome.result, ex.inputs(tracer["names"]),
+                                              program=tracer["program"], score=outcome.score))
+        if "bar" in bar:
+            bar["bar"].advance(bar["tasks"][i])
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].stop()
+        status.close()
+        if "writer" in tracer:
+            tracer["writer"].close()
+
+    return observe, on_start, on_result, close
 
 
 # ---------------------------------------------------------------- commands
@@ -206,6 +247,11 @@ def register(app: typer.Typer) -> None:
         html: HtmlOut = None,
         format: Format = "text",
         allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
+        trace: Annotated[Optional[Path], typer.Option("--trace", help="write the candidate's per-example traces (lmc-trace/1 JSONL, each with its score) here; `lmc dataset from-traces` reads them", show_default=False)] = None,
+        progress: ProgressOpt = None,
+        quiet: Quiet = False,
+        otel: Otel = None,
+        otel_content: OtelContent = False,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         _answering(format, _eval, locals())
@@ -240,36 +286,29 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
           max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
           summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
           price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
-          transport=None) -> None:
+          transport=None, progress=None, quiet=False, trace=None, otel=None, otel_content=False) -> None:
     _check_format(format)
     run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
                      max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
                      price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
                      max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None, transport=transport,
-                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS)
+                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS,
+                     otel=otel, otel_content=otel_content)
     opts = EvalOptions(target, data, metric=metric, program=program, threshold=threshold, shard=shard, run=run,
                        gates=_gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop,
                                            max_errors=max_errors, confidence=confidence,
                                            allow_program_change=allow_program_change),
                        report=str(report) if report is not None else None,
-                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html)))
-    bar: dict = {}
-
-    def on_start(examples: int, targets: int) -> None:
-        bar["progress"], bar["advance"] = _progress(examples, ["candidate", "baseline"][:targets])
-        if bar["progress"] is not None:
-            bar["progress"].start()
-
+                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)))
+    observe, on_start, on_result, close = _status(progress, quiet, trace)
     try:
-        result = evaluate_files(opts, on_result=lambda i, out: bar["advance"] and bar["advance"](i, out),
-                                on_start=on_start)
+        result = evaluate_files(opts, on_result=on_result, on_start=on_start, observe=observe)
     except TargetDoesNotCompile as e:
         if e.errors is not None:
             _err(e.errors.render())
         raise
     finally:
-        if bar.get("progress") is not None:
-            bar["progress"].stop()
+        close()
     if result.verdict is None:
         reason = f"PASS: shard {result.candidate.shard} holds no examples of {data}; nothing to gate"
         notes = list(result.notes)

@@ -10,12 +10,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_common import Otel, OtelContent, ProgressOpt, Quiet
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
 from .files import Output, check_outputs
 from .inputs import bind_inputs
 from .interpreter import run_example
+from .progress import Progress, resolve_mode
 from .outfile import Plan, ResultsFile, run_stamp
 from .runner import LineWriter, StdoutLines, Summary, run_batch, trace_line
 from .session import RunOptions, open_runtime
@@ -99,6 +101,10 @@ def register(app: typer.Typer) -> None:
         truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
         max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example")] = None,
         transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol")] = None,
+        progress: ProgressOpt = None,
+        quiet: Quiet = False,
+        otel: Otel = None,
+        otel_content: OtelContent = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
@@ -108,8 +114,10 @@ def register(app: typer.Typer) -> None:
                                  price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
                                  truncate_inputs=truncate_inputs or None, transport=transport,
                                  max_backtracks=max_backtracks,
-                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()))
-            code = _run(target, program, input, field, data, out, trace, options)
+                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()),
+                                 otel=otel, otel_content=otel_content)
+            mode = resolve_mode(progress, quiet)
+            code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:
             _err("interrupted; rerun to resume")
             code = 130
@@ -118,7 +126,7 @@ def register(app: typer.Typer) -> None:
         raise SystemExit(code)
 
 
-def _run(target, program, input, field, data, out, trace, options: RunOptions) -> int:
+def _run(target, program, input, field, data, out, trace, options: RunOptions, mode: str = "off") -> int:
 
     single = input is not None or bool(field)
     if single and data is not None:
@@ -139,7 +147,7 @@ def _run(target, program, input, field, data, out, trace, options: RunOptions) -
     if single:
         types = {f.name: f.type for f in session.runtime.ir.program().inputs}
         return _single(session, parse_inputs(input, field, types), trace)
-    return _batch(session, data, out, trace)
+    return _batch(session, data, out, trace, mode)
 
 
 def _single(session, values: dict, trace: Path | None) -> int:
@@ -156,7 +164,8 @@ def _single(session, values: dict, trace: Path | None) -> int:
     if trace is not None:
         w = LineWriter(trace)
         try:
-            w.write(trace_line(Example("input", 0, values, "--input"), result))
+            w.write(trace_line(Example("input", 0, values, "--input"), result, values,
+                               program=session.runtime.ir.entry))
         finally:
             w.close()
     if not result.ok:
@@ -167,7 +176,7 @@ def _single(session, values: dict, trace: Path | None) -> int:
     return 0
 
 
-def _batch(session, data: Path, out: Path | None, trace: Path | None) -> int:
+def _batch(session, data: Path, out: Path | None, trace: Path | None, mode: str = "off") -> int:
     """--data: each result a line of --out (resumed when it exists, locked while running), or of stdout."""
     from contextlib import nullcontext
 
@@ -196,24 +205,34 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None) -> int:
             session.preflight()
         writer = LineWriter(fd=results.fd) if results is not None else StdoutLines()
         tracer = LineWriter(trace) if trace is not None else None
-        progress = _Progress(len(todo), summary) if sys.stderr.isatty() and todo else None
+        bar = _Bar(len(todo), summary) if mode == "panel" and todo else None
+        status = Progress("run", mode if todo else "off")
+        status.watch(session.client)
+        status.begin(len(todo), stage="running")
+
+        def on_result(ex, result) -> None:
+            status.advance(failed=not result.ok)
+            if bar is not None:
+                bar.update(ex, result)
 
         async def go():
             try:
                 return await run_batch(rt, todo, names, out=writer, trace=tracer,
                                        concurrency=session.settings.concurrency, summary=summary,
-                                       on_result=progress.update if progress else None)
+                                       on_result=on_result)
             finally:
                 await session.aclose()
 
         try:
-            if progress:
-                progress.start()
+            if bar:
+                bar.start()
+            status.start()
             asyncio.run(go())
         finally:
             summary.add_client(session.client.usage)
-            if progress:
-                progress.stop()
+            status.close()
+            if bar:
+                bar.stop()
             writer.close()
             if tracer is not None:
                 tracer.close()
@@ -231,7 +250,7 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None) -> int:
     return summary.exit_code()
 
 
-class _Progress:
+class _Bar:
     """A rich progress bar on stderr: examples, throughput, LM calls and cost."""
     def __init__(self, total: int, summary):
         from rich.console import Console

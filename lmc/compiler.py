@@ -71,6 +71,8 @@ class CompileOptions:
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
     allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
+    otel: Any = None  # --otel: OpenTelemetry spans (RunOptions.otel)
+    otel_content: bool = False
     passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
     params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
@@ -82,7 +84,7 @@ class CompileOptions:
                           price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
                           max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
                           transport=self.transport, allow_python=tuple(self.allow_python),
-                          default_max_lm_errors=DEFAULT_LM_ERRORS)
+                          default_max_lm_errors=DEFAULT_LM_ERRORS, otel=self.otel, otel_content=self.otel_content)
 
 
 @dataclass
@@ -275,7 +277,9 @@ async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, 
 
 async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
                         on_score: Callable[[str, float], None] = lambda n, s: None,
-                        observe: Callable[[Any], None] = lambda client: None) -> CompileResult:
+                        observe: Callable[[Any], None] = lambda client: None,
+                        on_batch: Callable[[int], None] = lambda n: None,
+                        on_example: Callable[[Any], None] = lambda outcome: None) -> CompileResult:
     started = time.perf_counter()
     for name in opts.passes:
         pass_named(name)
@@ -310,7 +314,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, threshold_given=opts.threshold is not None,
               concurrency=st.concurrency,
               teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
-              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score)
+              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score,
+              on_batch=on_batch, on_example=on_example)
     inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
                         on_record=timeline.candidate)
     try:

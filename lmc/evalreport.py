@@ -235,17 +235,20 @@ class Evaluation:
 
 
 def evaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
-                   on_start: Callable[[int, int], None] = lambda examples, targets: None) -> Evaluation:
+                   on_start: Callable[[int, int], None] = lambda examples, targets: None,
+                   observe: Callable[[Any], None] = lambda session: None) -> Evaluation:
     """`aevaluate_files` in its own event loop."""
-    return asyncio.run(aevaluate_files(opts, on_result, on_start))
+    return asyncio.run(aevaluate_files(opts, on_result, on_start, observe))
 
 
 async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
-                          on_start: Callable[[int, int], None] = lambda examples, targets: None) -> Evaluation:
+                          on_start: Callable[[int, int], None] = lambda examples, targets: None,
+                          observe: Callable[[Any], None] = lambda session: None) -> Evaluation:
     """Everything `lmc eval` does but print: refuse what is wrong before any LM call, evaluate, report, gate.
 
     `on_start(examples, targets)` is called just before the first LM call, `on_result(i, outcome)` after
-    each example of target i (0: the candidate, 1: the baseline)."""
+    each example of target i (0: the candidate, 1: the baseline); `observe(session)` lets a progress
+    display read the running LM usage of the session's client (and a trace writer its program)."""
     gates, target = opts.gates, opts.target
     gates.validate()
     shard = gate.parse_shard(opts.shard) if opts.shard is not None else None
@@ -284,6 +287,7 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
     jobs = [(session.runtime, cand_metric)]
     if base_target is not None:
         jobs.append((session.open(base_target[0]), base_target[1]))
+    observe(session)
     on_start(len(examples), len(jobs))
     runs = await evaluate_targets(session, jobs, examples, threshold=threshold, on_result=on_result)
 

@@ -23,6 +23,14 @@ from .statements import Backtrack, bind_program_inputs, exec_block, program_outp
 async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
                       exclude_demo_ids: frozenset = frozenset()) -> Result:
     """Run the program on one example; never raises for example-level failures (a timeout is one)."""
+    with rt.client.telemetry.example(example_id, program or rt.ir.entry) as span:
+        result = await _run_example(rt, inputs, program, example_id, exclude_demo_ids)
+        span.example_result(result)
+        return result
+
+
+async def _run_example(rt: Runtime, inputs: dict, program: str | None, example_id: str | None,
+                       exclude_demo_ids: frozenset) -> Result:
     start = time.perf_counter()
     started: list[Frame] = []  # the contexts the example ran in, to say where a timeout stopped it
     try:

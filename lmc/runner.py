@@ -17,6 +17,7 @@ from .executor import run_each
 from .interpreter import run_example
 from .outfile import input_digest, result_line, run_stamp
 from .runtime import Result, Runtime
+from .traces import TRACE_SCHEMA
 
 # fsync the output after this many lines or seconds: a crash loses at most that much, never a torn line.
 FSYNC_EVERY_LINES = 64
@@ -26,8 +27,11 @@ FSYNC_EVERY_S = 1.0
 # ---------------------------------------------------------------- one line per example
 
 
-def trace_line(ex: Example, result: Result) -> dict:
-    return {"id": ex.id, "line": ex.line, "ok": result.ok, "error": result.error,
+def trace_line(ex: Example, result: Result, inputs: dict, *, program: str | None = None,
+               score: float | None = None) -> dict:
+    """One example's trace: what went in and came out, its error, its score when it was scored, its calls."""
+    return {"schema": TRACE_SCHEMA, "id": ex.id, "line": ex.line, "program": program, "inputs": inputs,
+            "outputs": result.outputs, "ok": result.ok, "error": result.error, "score": score,
             "duration_s": round(result.duration_s, 4), "calls": [c.to_json() for c in result.trace]}
 
 
@@ -186,7 +190,7 @@ async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Seque
         if out is not None:
             out.write(result_line(ex, result, input_digest(inputs), stamp))
         if trace is not None:
-            trace.write(trace_line(ex, result))
+            trace.write(trace_line(ex, result, inputs, program=program or rt.ir.entry))
         if on_result is not None:
             on_result(ex, result)
 

@@ -36,6 +36,15 @@ def metric_needs_gold(metric: I.MetricIR) -> set[str]:
 
 async def run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None,
                         threshold: float, exclude_self: bool = False) -> Outcome:
+    # The example's span (when the run exports them) stays open for the metric, so it carries the score.
+    with rt.client.telemetry.example(ex.id, rt.ir.entry) as span:
+        outcome = await _run_and_score(rt, ex, input_names, metric, threshold, exclude_self)
+        span.score(outcome.score, outcome.passed)
+        return outcome
+
+
+async def _run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None,
+                         threshold: float, exclude_self: bool) -> Outcome:
     inputs = ex.inputs(input_names)
     exclude = frozenset({ex.id}) if exclude_self else frozenset()
     result = await run_example(rt, inputs, example_id=ex.id, exclude_demo_ids=exclude)

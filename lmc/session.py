@@ -30,6 +30,7 @@ from .lm import LMClient, LMSpec
 from .pyrefs import PythonPolicy, parse_allow, policy_for
 from .runtime import Runtime
 from .targets import Target
+from .telemetry import open_telemetry
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class RunOptions:
     max_backtracks: int | None = None
     trace_prompts: bool = False
     allow_python: tuple[str, ...] = ()
+    # OpenTelemetry (lmc/telemetry.py): None exports spans when OTEL_EXPORTER_OTLP_ENDPOINT is set,
+    # True always (OTLP/HTTP), False never; a SpanExporter object receives them instead.
+    otel: Any = None
+    otel_content: bool = False  # prompts and completions on the LM spans (they may hold personal data)
     # Failed LM calls tolerated when neither flag, environment nor lmc.yaml says: a batch run
     # fails each example (None), compile and eval stop at a share (budget.DEFAULT_LM_ERRORS).
     default_max_lm_errors: str | None = None
@@ -85,10 +90,12 @@ class Setup:
     def client(self) -> LMClient:
         st = self.settings
         limit = st.max_lm_errors or self.options.default_max_lm_errors
-        return LMClient(cache_dir=self.cache_dir, use_cache=self.options.use_cache, concurrency=st.concurrency,
-                        rpm=st.rpm, backend=self.options.backend, max_calls=st.max_calls, max_cost=st.max_cost,
-                        price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None,
-                        transport=st.transport, constraints=st.constraints)
+        client = LMClient(cache_dir=self.cache_dir, use_cache=self.options.use_cache, concurrency=st.concurrency,
+                          rpm=st.rpm, backend=self.options.backend, max_calls=st.max_calls, max_cost=st.max_cost,
+                          price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None,
+                          transport=st.transport, constraints=st.constraints)
+        client.telemetry = open_telemetry(self.options.otel, content=self.options.otel_content)
+        return client
 
     def open(self, target: Target) -> "Session":
         """Choose the LM, build the client and the target's runtime, vetted; nothing is sent yet."""

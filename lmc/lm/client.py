@@ -21,6 +21,7 @@ from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
 from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, table_price, transport_for
 from lmc.lm.usage import Usage, current_meter
+from lmc.telemetry import NO_TELEMETRY
 
 
 class Backend(Protocol):
@@ -90,6 +91,8 @@ class LMClient:
         self._limiter: _RateLimiter | None = None
         # What each OpenAI-compatible endpoint understands (constraint dialect, log-probabilities), probed once.
         self.endpoints = Endpoints(self._probe_send, self.cache, constraints)
+        # OpenTelemetry spans of every call, when the run exports them (lmc/telemetry.py); off by default.
+        self.telemetry: Any = NO_TELEMETRY
 
     # -------------------------------------------------------- helpers
 
@@ -195,6 +198,12 @@ class LMClient:
         (backtracking repeats and parse repairs included).
         """
         req = fit_mode(spec, req)
+        with self.telemetry.lm_call(spec, req) as span:
+            result = await self._complete(spec, req, tag, meter)
+            span.lm_result(result)
+            return result
+
+    async def _complete(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult:
         if (req.choices or req.shape) and self.backend is None and not spec.is_local and not req.wire:
             # A server decodes under the constraint only in a dialect it speaks, and scores labels only
             # when it echoes log-probabilities; the embedded model and test backends do both themselves.
@@ -416,12 +425,14 @@ class LMClient:
         await self._litellm.aclose()
         if self.cache is not None:
             self.cache.close()
+        self.telemetry.flush()
 
     def close(self) -> None:
         self._direct.close()
         self._litellm.close()
         if self.cache is not None:
             self.cache.close()
+        self.telemetry.flush()
 
 
 def _estimate(text: str) -> int:

@@ -45,7 +45,9 @@ class Lab:
                  threshold: float = 1.0, threshold_given: bool = True, concurrency: int = 8,
                  teacher: Callable[[I.IR], Runtime] | None = None,
                  proposer: Callable[[I.IR], Runtime] | None = None,
-                 on_score: Callable[[str, float], None] = lambda label, score: None):
+                 on_score: Callable[[str, float], None] = lambda label, score: None,
+                 on_batch: Callable[[int], None] = lambda n: None,
+                 on_example: Callable[[Outcome], None] = lambda outcome: None):
         self.make_runtime = make_runtime
         self.teacher = teacher or make_runtime  # runs the bootstrapping teacher (--teacher-lm)
         self.proposer = proposer or make_runtime  # proposes instructions (--prompt-lm)
@@ -55,13 +57,16 @@ class Lab:
         self.threshold_given = threshold_given  # False: the default 1.0, which bootstrap relaxes for a graded metric
         self.concurrency = concurrency
         self.on_score = on_score
+        self.on_batch = on_batch  # progress: a batch of n examples starts, then each outcome as it finishes
+        self.on_example = on_example
         self._scores: dict = {}
 
     async def run_all(self, ir: I.IR, examples: Sequence[Example], *, exclude_self: bool = False,
                       runtime: Runtime | None = None) -> list[Outcome]:
         rt = runtime or self.make_runtime(ir)
+        self.on_batch(len(examples))
         return await evaluate(rt, examples, self.metric, threshold=self.threshold, concurrency=self.concurrency,
-                              exclude_self=exclude_self)
+                              exclude_self=exclude_self, on_result=self.on_example)
 
     async def score(self, ir: I.IR, examples: Sequence[Example] | None = None, label: str = "") -> float:
         """Mean metric of `ir` on `examples` (default: the dev set)."""
