@@ -182,6 +182,24 @@ def _local_figs(r: dict) -> list[Figure]:
     ]
 
 
+def _label_scoring_figs(r: dict) -> list[Figure]:
+    if "skipped" in r:
+        return [Figure("embedded model", r["skipped"])]
+    out = []
+    for key in ("sst2_zero_shot", "sst2_4_demos", "banking_10_zero_shot"):
+        t = r[key]
+        out += [
+            Figure(f"{t['task']}: CPU ms per call, greedy / scored / scored without KV reuse ({t['calls']} calls, "
+                   f"{t['labels']} labels)",
+                   f"{t['greedy_cpu_ms_per_call']} / {t['scored_cpu_ms_per_call']} / {t['scored_no_reuse_cpu_ms_per_call']}"),
+            Figure(f"{t['task']}: wall ms per call, greedy / scored", f"{t['greedy_ms_per_call']} / {t['scored_ms_per_call']}"),
+            Figure(f"{t['task']}: accuracy, greedy / scored (same prompts)",
+                   f"{_pct(t['greedy_accuracy'])} / {_pct(t['scored_accuracy'])}"),
+        ]
+    out.append(Figure("machine load (1-min average, start / end)", f"{r['load_avg_1m_at_start']} / {r['load_avg_1m_at_end']}"))
+    return out
+
+
 def _local_share_figs(r: dict) -> list[Figure]:
     if "skipped" in r:
         return [Figure("embedded model", r["skipped"])]
@@ -291,6 +309,8 @@ BENCHES = (
     Bench("local", "bench_local", "Embedded model (Gemma 3 270M) throughput", {}, {"quick": True}, _local_figs),
     Bench("local_share", "bench_local_share", "Embedded model shared by two processes", {}, {"n": 10, "rounds": 1},
           _local_share_figs),
+    Bench("label_scoring", "bench_label_scoring", "Embedded model: label scoring vs greedy decoding, per call",
+          {}, {"quick": True}, _label_scoring_figs),
     Bench("compare", "bench_compare",
           "lmc vs DSPy 3.4.1 on Gemma 3 270M: SST-2 and BANKING77 routing, optimizer by optimizer",
           {"size": "full", "study": "also"}, {"size": "small", "study": "also"}, _compare_figs),

@@ -281,6 +281,14 @@ def inspect_cmd(
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
         out.print(Panel(Text(v["prompt"]), title=Text(title), title_align="left", expand=True))
+        settings = dict(v["settings"])
+        cal = settings.pop("calibration", None)
+        if settings:
+            out.print(f"{v['id']} settings: " + json.dumps(settings, ensure_ascii=False, sort_keys=True),
+                      markup=False, soft_wrap=True)
+        if cal:
+            out.print(f"{v['id']} calibration (added to each label's score before the best is chosen): "
+                      + ", ".join(f"{label} {off:+.3f}" for label, off in cal.items()), markup=False, soft_wrap=True)
 
 
 def diff_cmd(

@@ -316,7 +316,8 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     extra = [s for s in (teacher, proposer) if s is not None]
     client.check_prices(extra)
     session.preflight(extra=extra)
-    lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, concurrency=st.concurrency,
+    lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, threshold_given=opts.threshold is not None,
+              concurrency=st.concurrency,
               teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
               proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score,
               on_batch=on_batch, on_example=on_example)

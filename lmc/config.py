@@ -20,6 +20,7 @@ Every setting is resolved once, in one order: command line > environment > lmc.y
 | max_lm_errors   | --max-lm-errors      | LMC_MAX_LM_ERRORS     | max_lm_errors     | 20% (compile, eval); none (run) |
 | truncate_inputs | --truncate-inputs    | LMC_TRUNCATE_INPUTS   | truncate_inputs   | false        |
 | transport       | --transport          | LMC_TRANSPORT         | transport         | by protocol (lmc/lm/spec.py) |
+| constraints     | (none)               | LMC_CONSTRAINTS       | constraints       | auto: probed per endpoint (lmc/lm/dialect.py) |
 
 The LM has one more source, the artifact, between lmc.yaml and the default (`choose_lm`);
 an artifact never chooses where the user's API key is sent (`choose_lm`, `predictor_lm`).
@@ -40,6 +41,7 @@ from .budget import parse_error_limit
 from .errors import ConfigError, did_you_mean
 from .limits import CONFIG_NAMES, parse_limits, read_bounded
 from .lm import LMSpec, parse_lm
+from .lm.dialect import SETTINGS as DIALECT_SETTINGS
 from .netguard import check_artifact_lm, is_loopback
 from .pyrefs import parse_allow
 
@@ -92,6 +94,12 @@ def _transport(value: Any) -> str:
     return value.strip().lower()
 
 
+def _dialect(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in DIALECT_SETTINGS:
+        raise ValueError("expected one of " + ", ".join(DIALECT_SETTINGS))
+    return value.strip().lower()
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
@@ -122,6 +130,7 @@ SETTINGS = {s.name: s for s in (
     Setting("max_lm_errors", "--max-lm-errors", "LMC_MAX_LM_ERRORS", _error_limit),
     Setting("truncate_inputs", "--truncate-inputs", "LMC_TRUNCATE_INPUTS", _flag, False),
     Setting("transport", "--transport", "LMC_TRANSPORT", _transport),
+    Setting("constraints", "(no flag)", "LMC_CONSTRAINTS", _dialect, "auto"),
 )}
 YAML_KEYS = tuple(SETTINGS)
 

@@ -44,6 +44,8 @@ RULES: dict[str, Rule] = {
     "instructions": Rule("str"),
     "stop": Rule("stop"),
     "truncate_inputs": Rule("bool"),
+    "score_labels": Rule("bool"),
+    "length_normalize": Rule("bool"),
     # lm declarations
     "api_base": Rule("str"),
     "api_key_env": Rule("str"),

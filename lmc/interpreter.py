@@ -103,7 +103,8 @@ async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, 
     token = current_meter.set(ctx.meter)  # embedding requests of retrievers count for this example too
     try:
         outputs = await run_program(rt, ctx, program or rt.ir.entry, inputs)
-        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter)
+        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter,
+                      failed_checks=list(ctx.failed_checks))
     except Exception as e:  # noqa: BLE001 - classify() decides: this example's failure, or the run's
         kind = classify(e)
         if kind is None:
@@ -122,6 +123,7 @@ async def run_program(rt: Runtime, ctx: Frame, name: str, inputs: dict) -> dict:
     while True:
         ctx.counts = {}
         ctx.last_call = None
+        ctx.failed_checks = []
         attempt_start = len(ctx.trace)
         try:
             value = await exec_block(rt, ctx, prog.body, dict(env))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 from typing import Any, Iterator, Union
@@ -508,6 +509,10 @@ def validate(ir: IR, path: str = "ir") -> None:
             raise ArtifactError(f"{path}: predictor '{p.id}' belongs to missing module '{p.module}'")
         if not isinstance(p.demos, tuple) or not all(isinstance(d, dict) for d in p.demos):
             raise ArtifactError(f"{path}: predictor '{p.id}' has malformed demos")
+        cal = p.setting("calibration")
+        if cal is not None and not (isinstance(cal, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cal.values())):
+            raise ArtifactError(f"{path}: predictor '{p.id}' has a malformed calibration (expected label -> number)")
     names = {"module": mods, "program": progs, "retriever": {r.name for r in ir.retrievers},
              "tool": {t.name for t in ir.tools}}
     bodies = [p.body for p in ir.programs] + [m.program.body for m in ir.metrics if m.program]

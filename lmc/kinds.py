@@ -22,8 +22,9 @@ from .prompts import show_value
 from .types import JSON, STR, list_of, literal, optional
 
 # Settings every kind takes, and those of them that belong to each LM call (predictor) rather than the module.
-COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs")
-PREDICTOR_SETTINGS = ("temperature", "max_tokens", "lm", "stop")
+COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs",
+                   "score_labels", "length_normalize")
+PREDICTOR_SETTINGS = ("temperature", "max_tokens", "lm", "stop", "score_labels", "length_normalize")
 # Fields lowering adds for the LM to write its thinking in; a labeled example never holds them.
 REASONING = I.FieldSpec("reasoning", STR, "think step by step before answering")
 RATIONALE = I.FieldSpec("rationale", STR, "compare the attempts and decide which is right")

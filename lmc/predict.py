@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from . import ir as I
-from . import prompts
+from . import labels, prompts
 from .demos import select_demos
 from .errors import OutputParseError, RunError
-from .lm import LMSpec, make_request
+from .lm import LMRequest, LMResult, LMSpec, make_request
 from .runtime import Call, Frame, Runtime
 
 
@@ -26,10 +26,18 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
     temp = temperature if temperature is not None else p.setting("temperature", spec.setting("temperature", 0.0))
     max_tokens: Any = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
     prompt, demos, shown = _fit_context(rt, spec, p, values, demos, mode, feedback, int(max_tokens))
-    overrides = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
-    outs = p.signature.outputs
-    if mode == "completion" and len(outs) == 1 and outs[0].type.kind == "literal":
-        overrides["choices"] = tuple(outs[0].type.args)
+    overrides: dict[str, Any] = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
+    schema = labels.output_schema(p) if mode == "chat" and rt.client.endpoints.setting == "openai" else None
+    if schema is not None:  # the server holds the reply to the schema; the prompt asks for that JSON object
+        prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback, json_mode=True)
+        overrides["schema"] = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    if mode == "completion":
+        choices, shape = labels.reply_constraint(p)
+        if choices:
+            overrides["choices"] = choices
+            overrides["rank"] = not temp and bool(p.setting("score_labels", True))
+        elif shape:
+            overrides["shape"] = shape
     last_raw, last_err = "", OutputParseError("no answer")
     for attempt in range(3):
         if attempt == 1:
@@ -46,25 +54,35 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
                            json_mode=prompt.json_mode, **overrides)
         key = req.cache_key(spec.model)
         if key in ctx.memo:
-            result, parsed, err = ctx.memo[key]
+            result, parsed, err, scores = ctx.memo[key]
         else:
             result = await rt.client.complete(spec, req, tag=pid, meter=ctx.meter)
-            parsed, err = None, None
-            try:
-                parsed = prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode)
-            except OutputParseError as e:
-                err = e
-            ctx.memo[key] = (result, parsed, err)
+            parsed, err, scores = _read(rt, spec, p, req, result, prompt, mode)
+            ctx.memo[key] = (result, parsed, err, scores)
         call = Call(pid, p.module, values, parsed, raw=result.text,
                     prompt=prompt.as_text() if rt.trace_prompts else None,
                     error=str(err) if err else None, prompt_tokens=result.prompt_tokens,
                     completion_tokens=result.completion_tokens, cost=result.cost, cached=result.cached,
-                    latency_s=result.latency_s)
+                    latency_s=result.latency_s, scores=scores)
         ctx.trace.append(call)
         if err is None:
             return parsed
         last_raw, last_err = result.text, err
     raise OutputParseError(f"predictor '{pid}': {last_err.message} (raw output: {_short(last_raw)})", last_raw)
+
+
+def _read(rt: Runtime, spec: LMSpec, p: I.Predictor, req: LMRequest, result: LMResult, prompt: prompts.Prompt,
+          mode: str) -> tuple[dict | None, OutputParseError | None, dict | None]:
+    """A reply's outputs (or why it does not parse), and each label's score when the label was chosen by scoring."""
+    try:
+        if result.label_scores:
+            scores = labels.scores(p, result.label_scores)
+            return labels.chosen(p, scores), None, scores
+        if req.rank:
+            rt.warnings.add(f"{spec.model} returned no label scores; predictor '{p.id}' chose its label by decoding instead")
+        return prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode), None, None
+    except OutputParseError as e:
+        return None, e, None
 
 
 _SHORT_KINDS = ("literal", "bool", "int", "float")

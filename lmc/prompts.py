@@ -127,15 +127,37 @@ def completion_prompt(p: Predictor, inputs: dict, demos: tuple[dict, ...], feedb
         query.append(f"Feedback: {feedback['feedback']}")
     query.append(f"{sig.outputs[0].label}:")
     chunks.append("\n".join(query))
+    return Prompt("completion", text="\n\n".join(chunks), stop=completion_stops(p), demos_used=len(demos))
+
+
+def completion_stops(p: Predictor) -> tuple[str, ...]:
+    """Where a completion reply ends: wherever the prompt format would start something other than this answer.
+
+    That is the demo separator (a blank line), any input label (the next example), the first
+    output label again and the feedback labels; the later output labels belong to the answer.
+    A single short typed output also ends at its line's end.  Most useful first: a server that
+    takes only a few stop strings (OpenAI takes 4) keeps these, and `cut_run_on` cuts the rest."""
+    sig = p.signature
     stops = ["\n\n"]
-    if sig.inputs:
-        stops.append(f"\n{sig.inputs[0].label}:")
     if len(sig.outputs) == 1 and sig.outputs[0].type.kind in ("literal", "int", "float", "bool"):
         stops.append("\n")
-    return Prompt("completion", text="\n\n".join(chunks), stop=tuple(stops), demos_used=len(demos))
+    stops += [f"\n{f.label}:" for f in sig.inputs]
+    stops += [f"\n{sig.outputs[0].label}:", "\nPrevious answer:", "\nFeedback:"]
+    return tuple(dict.fromkeys(stops))
+
+
+def cut_run_on(p: Predictor, text: str) -> str:
+    """`text` up to the first stop of the prompt format: what a server that ignored (or capped) the stops ran on into."""
+    end = len(text)
+    for stop in completion_stops(p):
+        i = text.find(stop)
+        if i >= 0:
+            end = min(end, i)
+    return text[:end]
 
 
 def parse_completion(p: Predictor, text: str) -> dict:
+    text = cut_run_on(p, text)
     outs = p.signature.outputs
     labels = [f.label for f in outs]
     # The reply starts right after the first label; later outputs follow as `Label:` lines.

@@ -41,12 +41,15 @@ class Call:
     cost: float = 0.0
     cached: bool = False
     latency_s: float = 0.0
+    scores: dict | None = None  # a scored label choice: each label's score, calibrated as it was compared
 
     def to_json(self, with_prompt: bool = True) -> dict:
         out = {"predictor": self.predictor, "module": self.module, "inputs": self.inputs, "outputs": self.outputs,
                "raw": self.raw, "error": self.error, "usage": {"prompt_tokens": self.prompt_tokens,
                "completion_tokens": self.completion_tokens, "cost": self.cost, "cached": self.cached},
                "latency_s": round(self.latency_s, 4)}
+        if self.scores is not None:
+            out["label_scores"] = {k: round(v, 6) for k, v in self.scores.items()}
         if with_prompt and self.prompt is not None:
             out["prompt"] = self.prompt
         return out
@@ -63,6 +66,9 @@ class Result:
     # Every LM call and request this example caused, counted by the client as they happened.  The
     # trace keeps only the final attempt after a backtrack, so it cannot be the source of truth.
     lm_usage: Usage | None = None
+    # The messages of suggests that still failed on the final attempt: the outputs stand, but the
+    # trace broke a rule of the program, so it never becomes a demo.
+    failed_checks: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +101,7 @@ class Frame:
     memo: dict = field(default_factory=dict)  # request key -> parsed outputs, so reruns cost nothing
     attempts: dict = field(default_factory=dict)  # check key -> backtracks used
     given_up: set = field(default_factory=set)
+    failed_checks: list = field(default_factory=list)  # suggests that failed (and were given up) in this attempt
     exclude_demos: frozenset = frozenset()  # demo ids that must not be shown (the example itself)
     depth: int = 0
     steps: int = 0  # statements and loop iterations so far (all attempts of this example)

@@ -93,7 +93,7 @@ class Setup:
         client = LMClient(cache_dir=self.cache_dir, use_cache=self.options.use_cache, concurrency=st.concurrency,
                           rpm=st.rpm, backend=self.options.backend, max_calls=st.max_calls, max_cost=st.max_cost,
                           price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None,
-                          transport=st.transport)
+                          transport=st.transport, constraints=st.constraints)
         client.telemetry = open_telemetry(self.options.otel, content=self.options.otel_content)
         return client
 

@@ -236,6 +236,7 @@ async def _check(rt: Runtime, ctx: Frame, s: I.Check, env: dict) -> None:
     if s.kind == "assert":
         raise RunError(f"assertion failed: {message}", "assert", s.line)
     ctx.given_up.add(key)
+    ctx.failed_checks.append(f"line {s.line}: {message}")
 
 
 # ---------------------------------------------------------------- expressions

@@ -46,12 +46,15 @@ class FakeLM:
 
     def __init__(self, script: Callable[[LMSpec, LMRequest], str] | Sequence[str] | Mapping[str, str] | str = "ok",
                  *, default: str | None = None, latency: float = 0.0, tokens_per_char: float = 0.25,
-                 cost_per_token: float = 0.0):
+                 cost_per_token: float = 0.0,
+                 logprobs: Callable[[LMSpec, LMRequest], Mapping[str, tuple[float, int]]] | None = None):
         self.script = script
         self.default = default
         self.latency = latency
         self.tokens_per_char = tokens_per_char
         self.cost_per_token = cost_per_token
+        # Scripted log-probabilities for ranked requests: (spec, req) -> {label: (summed logprob, tokens)}.
+        self.logprobs = logprobs
         self.calls: list[Call] = []
         self._next = 0
 
@@ -90,6 +93,12 @@ class FakeLM:
         self.calls.append(Call(spec, req))
         if self.latency:
             await asyncio.sleep(self.latency)
+        if req.rank and self.logprobs is not None:
+            table = self.logprobs(spec, req)
+            scores = tuple((c, float(table[c][0]), int(table[c][1])) for c in req.choices)
+            best = max(scores, key=lambda s: s[1])[0]
+            return LMResult(text=best, prompt_tokens=int(len(full_text(req)) * self.tokens_per_char),
+                            completion_tokens=0, finish_reason="stop", label_scores=scores)
         reply = self.reply(spec, req)
         if isinstance(reply, BaseException):
             raise reply

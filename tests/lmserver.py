@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -73,6 +74,9 @@ class LoopbackServer:
         model_ids: tuple[str, ...] = ("loopback",),
         status_for: Callable[[dict], tuple | None] | None = None,
         retry_after_date: bool = False,
+        dialect: str | None = None,
+        strict: bool = False,
+        logprob: Callable[[str, str], float] | None = None,
     ):
         unknown = set(faults or {}) - set(FAULT_KINDS)
         if unknown:
@@ -90,6 +94,14 @@ class LoopbackServer:
         # optional hook: request -> (status, message) or (status, message, headers) to force an error answer
         self.status_for = status_for
         self.retry_after_date = retry_after_date
+        # Constrained decoding as one server kind does it: "llama.cpp" honours `grammar`, "vllm" `guided_choice` /
+        # `guided_regex`, "ollama" `format`; another dialect's field is ignored, or refused (400) when `strict`.
+        self.dialect = dialect
+        self.strict = strict
+        # Echoed log-probabilities: logprob(text before the token, token) for each whitespace-led token; without
+        # it `echo` is ignored, as llama.cpp's server does.
+        self.logprob = logprob
+        self.constraints_seen: list[dict] = []
         self.requests = 0
         self.timeline: dict = {}  # requests per quarter second (monotonic clock), for benchmarks' diagnostics
         self.by_path: Counter = Counter()
@@ -316,10 +328,15 @@ class LoopbackServer:
         if fault == "drop":
             writer.transport.abort()
             return False
+        refused = self._refuses(request)
+        if refused:
+            self._error(writer, 400, f"Unrecognized request argument supplied: {refused}", "invalid_request_error")
+            await writer.drain()
+            return True
         if path == "/v1/embeddings":
             payload = self._embeddings(request)
         else:
-            text = "" if fault == "empty" else self.responder(request)
+            text = "" if fault == "empty" else self._constrained(request, self.responder(request))
             payload = self._completion(path, request, text)
         data = json.dumps(payload).encode()
         if fault == "truncated":
@@ -335,6 +352,53 @@ class LoopbackServer:
         await writer.drain()
         return True
 
+    _FIELDS = {"llama.cpp": ("grammar",), "vllm": ("guided_choice", "guided_regex"), "ollama": ("format",), "openai": ()}
+
+    def _refuses(self, request: dict) -> str | None:
+        mine = self._FIELDS.get(self.dialect or "", ())
+        for fields in self._FIELDS.values():
+            for f in fields:
+                if f in request and f not in mine and self.strict:
+                    return f
+        if "echo" in request and self.logprob is None and self.strict:
+            return "echo"
+        return None
+
+    def _constrained(self, request: dict, text: str) -> str:
+        """The reply as a server honouring its own dialect's constraint would give it (the responder's when it fits)."""
+        options: list[str] = []
+        fmt = request.get("response_format") or {}
+        if self.dialect == "openai" and fmt.get("type") == "json_schema":
+            schema = fmt["json_schema"]["schema"]
+            self.constraints_seen.append({"response_format": fmt})
+            return json.dumps(_fit_schema(schema, text))
+        if self.dialect == "llama.cpp" and "grammar" in request:
+            self.constraints_seen.append({"grammar": request["grammar"]})
+            if "[^" not in request["grammar"]:  # a choice of strings; a grammar with free text is left as answered
+                options = [json.loads(f'"{m}"') for m in re.findall(r'"((?:[^"\\]|\\.)*)"', request["grammar"])]
+                options = [o for o in options if o.strip()]
+        elif self.dialect == "vllm" and ("guided_choice" in request or "guided_regex" in request):
+            self.constraints_seen.append({k: request[k] for k in ("guided_choice", "guided_regex") if k in request})
+            options = list(request.get("guided_choice") or [])
+        elif self.dialect == "ollama" and "format" in request:
+            self.constraints_seen.append({"format": request["format"]})
+            enum = (request["format"] or {}).get("enum") or []
+            pick = text.strip() if text.strip() in enum else (enum[0] if enum else text)
+            return json.dumps(pick)
+        if options:
+            return text if text.strip() in options else options[0]
+        return text  # a regex (or free-text grammar) the reply does not fit: this test server cannot generate to it
+
+    def _echo(self, prompt: str, text: str) -> dict:
+        """OpenAI-style logprobs of an echoed prompt plus its completion: whitespace-led tokens, the first unscored."""
+        full = prompt + text
+        tokens, offsets, values = [], [], []
+        for i, m in enumerate(re.finditer(r"\s*\S+|\s+$", full)):
+            tokens.append(m.group(0))
+            offsets.append(m.start())
+            values.append(None if i == 0 else (self.logprob or (lambda before, tok: -1.0))(full[: m.start()], m.group(0)))
+        return {"tokens": tokens, "text_offset": offsets, "token_logprobs": values, "top_logprobs": None}
+
     def _completion(self, path: str, request: dict, text: str) -> dict:
         if path == "/v1/chat/completions":
             prompt_text = "".join(str(m.get("content", "")) for m in request.get("messages") or [])
@@ -343,7 +407,11 @@ class LoopbackServer:
         else:
             prompt = request.get("prompt", "")
             prompt_text = prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
-            choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+            echo = bool(request.get("echo")) and self.logprob is not None
+            if echo:
+                text = prompt_text + text
+            choice = {"index": 0, "text": text, "finish_reason": "stop",
+                      "logprobs": self._echo(prompt_text, text[len(prompt_text):]) if echo else None}
             obj = "text_completion"
         pt, ct = _tokens(prompt_text), _tokens(text)
         return {
@@ -367,6 +435,26 @@ class LoopbackServer:
         tokens = sum(_tokens(str(t)) for t in inputs)
         return {"object": "list", "data": data, "model": request.get("model", "loopback"),
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _fit_schema(schema: dict, text: str) -> dict:
+    """An object that fits a reply schema: the responder's JSON where it fits, else each property's first value."""
+    try:
+        given = json.loads(text)
+    except ValueError:
+        given = {}
+    given = given if isinstance(given, dict) else {}
+    out = {}
+    for name, prop in schema.get("properties", {}).items():
+        value = given.get(name)
+        if "enum" in prop:
+            out[name] = value if value in prop["enum"] else prop["enum"][0]
+        else:
+            kind = prop.get("type")
+            fallback = {"string": "x", "boolean": True, "integer": 0, "number": 0.0, "array": []}.get(kind)
+            ok = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list}.get(kind)
+            out[name] = value if ok is not None and isinstance(value, ok) else fallback
+    return out
 
 
 class ServerProcess:

@@ -79,6 +79,8 @@ def _targets(node: ast.Import | ast.ImportFrom, importer: str) -> list[str]:
 def _import_nodes(tree: ast.Module, top_level: bool):
     if top_level:
         for node in tree.body:
+            if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                continue  # read by type checkers only; nothing runs at import
             for sub in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
                 if isinstance(sub, (ast.Import, ast.ImportFrom)):
                     yield sub

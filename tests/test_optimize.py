@@ -355,8 +355,11 @@ def test_random_search_tries_zero_shot_labeled_and_n_bootstraps_and_keeps_the_be
     ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(3), TRAIN, DEV, max_demos=4, max_labeled=0, candidates=4)
     out = run(run_pass("random-search", ir, ctx))
     names = [c.name for c in ctx.candidates]
-    assert names == ["random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap"] + [
+    assert names[:7] == ["random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap"] + [
         f"random-search:bootstrap-{i}" for i in range(1, 5)]  # N + 3 candidates
+    # then the best of them with 1 and 2 demos and in two other orders (those that differ from one tried)
+    assert names[7:] and all(re.fullmatch(r"random-search:bootstrap(-\d)?-(1|2|all)-(built|reversed|similar-last)", n)
+                             for n in names[7:]), names
     passing = {"t1", "t3", "t4", "t5", "t6", "t7"}  # the zero-shot teacher gets MISLEAD wrong
     for c in ctx.candidates:
         n = len(c.ir.predictors[0].demos)
@@ -366,6 +369,22 @@ def test_random_search_tries_zero_shot_labeled_and_n_bootstraps_and_keeps_the_be
     best = [c for c in ctx.candidates if c.score == 1.0]
     assert best, "the seeded demo counts should include a 3-demo candidate"
     assert out == best[0].ir
+
+
+def test_random_search_searches_fewer_demos_and_other_orders_of_its_best_set():
+    from lmc.ir import fingerprint
+
+    # Seed 0 draws 1 demo for its one extra candidate (besides the 4 of "bootstrap"): none holds 2.
+    ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(2), TRAIN, DEV, max_demos=4, max_labeled=0, candidates=1)
+    out = run(run_pass("random-search", ir, ctx))
+    assert len(out.predictors[0].demos) == 2  # only a two-demo prompt gets MISLEAD right
+    two = next(c for c in ctx.candidates if len(c.ir.predictors[0].demos) == 2)
+    assert two.score == 1.0 and two.name.endswith("-2-built") and two.detail["order"] == "built"
+    orders = {c.detail.get("order") for c in ctx.candidates}
+    assert "reversed" in orders  # similar-last is skipped when it puts the demos in an order already scored
+    assert len({fingerprint(c.ir) for c in ctx.candidates[3:]}) == len(ctx.candidates[3:])
+    again, _, _ = make_ctx(SENTIMENT, demo_count_lm(2), TRAIN, DEV, max_demos=4, max_labeled=0, candidates=1)
+    assert run(run_pass("random-search", ir, again)) == out  # seeded: the same choice every time
 
 
 def test_random_search_labeled_only_candidate_has_labeled_demos():
@@ -449,6 +468,18 @@ def test_mipro_is_deterministic_for_a_seed():
                               candidates=2, instructions=3, trials=6, minibatch=2, seed=3)
         outs.append((run(run_pass("mipro", ir, ctx)), [(c.name, c.score) for c in ctx.candidates]))
     assert outs[0] == outs[1]
+
+
+def test_mipro_searches_demo_count_and_order_and_records_the_choice():
+    """Only a prompt with exactly one demo gets MISLEAD right: mipro must search the count, not only the set."""
+    ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(1), TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=3,
+                             max_labeled=0, candidates=2, instructions=1, trials=16, minibatch=4, full_eval_every=2)
+    out = run(run_pass("mipro", ir, ctx))
+    full = [c for c in ctx.candidates if c.name.startswith("mipro:trial-")]
+    assert all({k.split(":")[-1] for k in c.detail["choice"]} == {"i", "d", "n", "o"} for c in full)
+    best = max(full, key=lambda c: c.score)
+    assert best.score == 1.0 and len(out.predictors[0].demos) == 1
+    assert best.detail["choice"]["classify:n"] >= 1  # a count of 1, or more of a set that holds just one
 
 
 def test_mipro_refuses_a_minibatch_larger_than_dev():

@@ -7,12 +7,14 @@ import contextlib
 import os
 import random
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
 from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
 from lmc.lm.cache import DiskCache
 from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
+from lmc.lm.dialect import Endpoints, label_logprob
 from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
@@ -52,7 +54,7 @@ class LMClient:
                  backend: Backend | None = None, max_calls: int | None = None, max_cost: float | None = None,
                  retry_wait: float | None = None, retry_max_wait: float | None = None,
                  transport: str | None = None, price: Price | None = None,
-                 max_lm_errors: ErrorLimit | str | None = None):
+                 max_lm_errors: ErrorLimit | str | None = None, constraints: str | None = None):
         # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
         # LMC_RETRY_MAX_WAIT), then the built-in defaults.
         timeout = env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
@@ -87,6 +89,8 @@ class LMClient:
         self._loop_id: int | None = None
         self._sem: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
+        # What each OpenAI-compatible endpoint understands (constraint dialect, log-probabilities), probed once.
+        self.endpoints = Endpoints(self._probe_send, self.cache, constraints)
         # OpenTelemetry spans of every call, when the run exports them (lmc/telemetry.py); off by default.
         self.telemetry: Any = NO_TELEMETRY
 
@@ -200,13 +204,26 @@ class LMClient:
             return result
 
     async def _complete(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult:
+        if (req.choices or req.shape) and self.backend is None and not spec.is_local and not req.wire:
+            # A server decodes under the constraint only in a dialect it speaks, and scores labels only
+            # when it echoes log-probabilities; the embedded model and test backends do both themselves.
+            endpoint = await self.endpoints.of(spec)
+            if req.rank:
+                ranked = await self._rank_remote(spec, req, tag, meter) if endpoint.logprobs else None
+                if ranked is not None:
+                    return ranked
+                req = replace(req, rank=False)
+            if endpoint.dialect != "none":
+                req = replace(req, wire=endpoint.dialect)
         key = req.cache_key(spec.model, extra_settings(spec)) if self.cache is not None else ""
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 result = LMResult(text=hit["text"], prompt_tokens=int(hit.get("prompt_tokens", 0)),
                                   completion_tokens=int(hit.get("completion_tokens", 0)), cost=0.0, cached=True,
-                                  finish_reason=hit.get("finish_reason"))
+                                  finish_reason=hit.get("finish_reason"),
+                                  label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())),
+                                  token_logprobs=tuple((int(o), lp) for o, lp in hit.get("logprobs", ())))
                 self.usage.add_result(tag, result)
                 if meter is not None:
                     meter.add_result("", result)
@@ -221,6 +238,36 @@ class LMClient:
                 if meter is not None:
                     meter.add_error("")
             raise self._failed(e) from None
+
+    async def _rank_remote(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult | None:
+        """Score each label on a server: the prompt plus the label, echoed with log-probabilities (one request
+        per label, each cached and counted); None when a reply holds no scores for the label's tokens."""
+        prompt = req.prompt or ""
+        scores, results = [], []
+        for label in req.choices:
+            text = f"{prompt} {label}"
+            result = await self.complete(spec, LMRequest(prompt=text, max_tokens=1, echo=True), tag=tag, meter=meter)
+            got = label_logprob(result, len(prompt), len(text))
+            if got is None:
+                return None
+            scores.append((label, got[0], got[1]))
+            results.append(result)
+        best = max(scores, key=lambda s: s[1])[0]
+        return LMResult(text=best, prompt_tokens=sum(r.prompt_tokens for r in results), completion_tokens=0,
+                        cost=sum(r.cost for r in results), cached=all(r.cached for r in results),
+                        latency_s=sum(r.latency_s for r in results), finish_reason="stop", label_scores=tuple(scores))
+
+    async def _probe_send(self, spec: LMSpec, req: LMRequest) -> LMResult | None:
+        """One probe request, counted and capped like any; None when the endpoint refused or broke it."""
+        backend = self._backend_for(spec)
+        sem, limiter = self._loop_state()
+        try:
+            async with sem:
+                return await self._attempt(backend, spec, req, limiter, "", tag="probe")
+        except (LMAuthError, LMUnreachableError, LMFailure):
+            raise
+        except LMError:
+            return None
 
     async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
                        key: str, tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
@@ -263,10 +310,15 @@ class LMClient:
         self.usage.add_result(tag, result)
         if meter is not None:
             meter.add_result("", result)
-        if self.cache is not None:
-            await self.cache.aput(key, {"text": result.text, "prompt_tokens": result.prompt_tokens,
-                                        "completion_tokens": result.completion_tokens,
-                                        "finish_reason": result.finish_reason, "model": spec.model})
+        if self.cache is not None and key:  # a probe (no key) is remembered by its endpoint record instead
+            entry = {"text": result.text, "prompt_tokens": result.prompt_tokens,
+                     "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
+                     "model": spec.model}
+            if result.label_scores:
+                entry["scores"] = [list(s) for s in result.label_scores]
+            if result.token_logprobs:
+                entry["logprobs"] = [list(t) for t in result.token_logprobs]
+            await self.cache.aput(key, entry)
         return result
 
     async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str,

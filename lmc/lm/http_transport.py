@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 
 from lmc.errors import LMError
-from lmc.lm.call import LMRequest, LMResult, openai_fields
+from lmc.lm.call import LMRequest, LMResult, echoed_logprobs, openai_fields, unwrap
 from lmc.lm.endpoint import base_url, openai_headers, resolve_key, scrub, secrets_of
 from lmc.lm.failures import (body_message, broken_error, connect_error, parse_retry_after, redirect_error,
                              status_error, timeout_error, unreadable_error)
@@ -137,10 +137,12 @@ class HTTPTransport:
             text = choice["message"].get("content") if chat else choice.get("text")
             usage = payload.get("usage") or {}
             pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            logprobs = echoed_logprobs(choice) if req.echo else ()
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise unreadable_error(spec, raw[:120]) from None
-        return LMResult(text=text or "", prompt_tokens=pt, completion_tokens=ct, cost=table_cost(spec.model, pt, ct),
-                        latency_s=latency, finish_reason=choice.get("finish_reason"))
+        return LMResult(text=unwrap(req, text or ""), prompt_tokens=pt, completion_tokens=ct,
+                        cost=table_cost(spec.model, pt, ct), latency_s=latency, finish_reason=choice.get("finish_reason"),
+                        token_logprobs=logprobs)
 
     # -------------------------------------------------------- lifecycle
 

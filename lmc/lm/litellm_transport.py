@@ -15,7 +15,8 @@ from functools import lru_cache
 from typing import Any
 
 from lmc.errors import LMError
-from lmc.lm.call import LMRequest, LMResult, openai_fields
+from lmc.lm.call import LMRequest, LMResult, openai_fields, unwrap
+from lmc.lm.constraint import WIRE_KEYS
 from lmc.lm.endpoint import resolve_key, scrub, secrets_of
 from lmc.lm.failures import (LMTransientError, body_message, broken_error, causes, connect_error, error_message,
                              one_line, parse_retry_after, redirect_error, status_error, timeout_error,
@@ -81,6 +82,10 @@ class LiteLLMTransport:
         litellm = load_litellm()
         kwargs = {"model": spec.model, "timeout": timeout, "max_retries": 0, "num_retries": 0,
                   **openai_fields(spec, req)}
+        # A constraint's fields are not OpenAI parameters: litellm passes them on only inside extra_body.
+        extra = {k: kwargs.pop(k) for k in WIRE_KEYS if k in kwargs}
+        if extra:
+            kwargs["extra_body"] = extra
         if spec.api_base:
             kwargs["api_base"] = spec.api_base
         if key:
@@ -120,8 +125,9 @@ class LiteLLMTransport:
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        return LMResult(text=text or "", prompt_tokens=pt, completion_tokens=ct, cost=_cost(spec, resp, pt, ct),
-                        latency_s=latency, finish_reason=getattr(choice, "finish_reason", None))
+        return LMResult(text=unwrap(req, text or ""), prompt_tokens=pt, completion_tokens=ct,
+                        cost=_cost(spec, resp, pt, ct), latency_s=latency,
+                        finish_reason=getattr(choice, "finish_reason", None))
 
     async def aclose(self) -> None:
         if load_litellm.cache_info().currsize:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import stat
@@ -23,6 +22,7 @@ from typing import Any
 
 from lmc.errors import ConfigError, LMError
 from lmc.lm.call import LMRequest, LMResult
+from lmc.lm.constraint import gbnf
 from lmc.lm.spec import LOCAL_MODELS, LOCAL_N_CTX, LMSpec, env_number
 
 log = logging.getLogger("lmc.local")
@@ -247,15 +247,16 @@ class LocalBackend:
                           model=spec.model)
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._worker, self._generate, req, cancel)
+        work = self._rank if req.rank and req.choices else self._generate
+        future = loop.run_in_executor(self._worker, work, req, cancel)
         try:
             out = await future
         except asyncio.CancelledError:
             cancel.set()  # the worker stops at its next token instead of finishing the generation
             raise
-        text, pt, ct, finish, latency, warnings = out
+        text, pt, ct, finish, latency, warnings, *scores = out
         return LMResult(text=text, prompt_tokens=pt, completion_tokens=ct, cost=0.0, latency_s=latency,
-                        finish_reason=finish, warnings=warnings)
+                        finish_reason=finish, warnings=warnings, label_scores=scores[0] if scores else ())
 
     def _generate(self, req: LMRequest, cancel: threading.Event) -> tuple:
         llm = self._load()
@@ -272,10 +273,10 @@ class LocalBackend:
 
         kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None,
                         "stopping_criteria": _criteria(stopping)}
-        choices = req.choices
-        if choices:
-            # A small base model often answers off-format; a grammar makes it pick one option.
-            kwargs["grammar"] = self._grammar(tuple(choices))
+        grammar = gbnf(req.choices, req.shape)
+        if grammar is not None:
+            # A small base model often answers off-format; a grammar makes it pick an option, write a number.
+            kwargs["grammar"] = self._grammar(grammar)
         if req.temperature and req.temperature > 0:
             kwargs.update(temperature=float(req.temperature), seed=1_000_003 * int(req.sample) + 17)
         else:
@@ -294,17 +295,74 @@ class LocalBackend:
                 int(usage.get("completion_tokens", 0)), choice.get("finish_reason"),
                 time.perf_counter() - start, warnings)
 
-    def _grammar(self, choices: tuple[str, ...]) -> Any:
+    def _grammar(self, text: str) -> Any:
         grammars = self.__dict__.setdefault("_grammars", {})
-        g = grammars.get(choices)
+        g = grammars.get(text)
         if g is None:
             import llama_cpp
 
-            alts = " | ".join(json.dumps(c) for c in choices)
             with _Quiet():
-                g = llama_cpp.LlamaGrammar.from_string(f'root ::= " "? ({alts})', verbose=False)
-            grammars[choices] = g
+                g = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+            grammars[text] = g
         return g
+
+    # -------------------------------------------------------- label scoring
+
+    def _rank(self, req: LMRequest, cancel: threading.Event) -> tuple:
+        """Score every choice as the prompt's continuation (" " + label) by its tokens' summed log-probability.
+
+        The prompt is evaluated once and each label continues from its cached state: the KV cache is
+        cut back between labels, and a prompt that shares its beginning (instructions, demos) with the
+        previous call reuses that part too.  So k labels cost about one prefill plus one decode step
+        per label token after the first, tokens that labels share at their start counted once."""
+        llm = self._load()
+        start = time.perf_counter()
+        if cancel.is_set():
+            return "", 0, 0, "cancelled", 0.0, (), ()
+        prompt = req.prompt or ""
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        check_fits(len(ids), self.n_ctx, 16)
+        conts = [_continuation(llm, ids, prompt, label) for label in req.choices]
+        slot = self.turns.acquire(cancel)
+        if cancel.is_set():
+            self.turns.release(slot)
+            return "", 0, 0, "cancelled", 0.0, (), ()
+        try:
+            found: dict[str, float] = {}
+            steps = self._walk(llm, len(ids), _trie(req.choices, conts), self._prefill(llm, ids), 0, 0.0, found)
+        finally:
+            self.turns.release(slot)
+        scores = tuple((label, found[label], len(toks)) for label, toks in zip(req.choices, conts))
+        best = max(scores, key=lambda s: s[1])[0]
+        return (best, len(ids), steps, "stop", time.perf_counter() - start, (), scores)
+
+    def _walk(self, llm: Any, base: int, node: dict, logprobs: Any, depth: int, so_far: float,
+              found: dict[str, float]) -> int:
+        """Score the labels below `node` of the token trie, depth first; labels sharing their first tokens
+        (card_arrival, card_linking) evaluate them once.  Returns the decode steps it took."""
+        steps = 0
+        for token, (ends, children) in node.items():
+            total = so_far + float(logprobs[token])
+            for label in ends:
+                found[label] = total
+            if children:
+                llm.n_tokens = base + depth  # eval() drops the KV cache past this point first
+                llm.eval([token])
+                steps += 1 + self._walk(llm, base, children, _log_softmax(_last_logits(llm)), depth + 1, total, found)
+        return steps
+
+    def _prefill(self, llm: Any, ids: list[int]) -> Any:
+        """Evaluate `ids`, reusing the longest prefix still in the KV cache; the log-probabilities of the next token."""
+        held = list(llm.input_ids[: llm.n_tokens])
+        keep = 0
+        for a, b in zip(held, ids):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # at least one token is evaluated, so the logits are this prompt's
+        llm.n_tokens = keep
+        llm.eval(ids[keep:])
+        return _log_softmax(_last_logits(llm))
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
@@ -316,6 +374,41 @@ def check_fits(prompt_tokens: int, n_ctx: int, max_tokens: int) -> None:
     if prompt_tokens > n_ctx - max_tokens:
         raise LMError(f"input of {prompt_tokens:,} tokens does not fit the {n_ctx:,}-token context of "
                       f"{LOCAL_MODELS[0]} with {max_tokens:,} tokens kept for the answer", model=LOCAL_MODELS[0])
+
+
+def _trie(labels: tuple[str, ...], tokens: list[list[int]]) -> dict:
+    """token -> (labels that end with it, the subtree of their continuations)."""
+    root: dict = {}
+    for label, toks in zip(labels, tokens):
+        node = root
+        for i, t in enumerate(toks):
+            ends, children = node.setdefault(t, ([], {}))
+            if i == len(toks) - 1:
+                ends.append(label)
+            node = children
+    return root
+
+
+def _continuation(llm: Any, ids: list[int], prompt: str, label: str) -> list[int]:
+    """The tokens of " " + label after the prompt's, as the model would have tokenized the whole text."""
+    whole = llm.tokenize((prompt + " " + label).encode("utf-8"), add_bos=True, special=False)
+    if whole[: len(ids)] == ids and len(whole) > len(ids):
+        return list(whole[len(ids):])
+    return list(llm.tokenize((" " + label).encode("utf-8"), add_bos=False, special=False))
+
+
+def _last_logits(llm: Any) -> Any:
+    import numpy as np
+
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
+def _log_softmax(logits: Any) -> Any:
+    import numpy as np
+
+    x = logits.astype(np.float64)
+    m = x.max()
+    return x - (m + np.log(np.exp(x - m).sum()))
 
 
 def _criteria(fn: Any) -> Any:

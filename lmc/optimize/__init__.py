@@ -17,6 +17,7 @@ from .. import ir as I
 from ..errors import ConfigError, did_you_mean
 from . import options as O
 from .bootstrap import bootstrap
+from .calibrate import calibrate
 from .ensemble import ensemble
 from .evolve import evolve
 from .finetune_data import finetune_data
@@ -39,6 +40,7 @@ PASSES: tuple[Pass, ...] = (
     ensemble,
     finetune_data,
     evolve,
+    calibrate,
 )
 
 

@@ -9,6 +9,7 @@ sampling (temperature > 0) to find more successful traces.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import replace
 from typing import Sequence
@@ -19,6 +20,10 @@ from .demos import balanced, class_quota, enough, label_field, labeled_demos, wi
 from .lab import Findings, PassInputs, PassResult
 
 TEACHER_TEMPERATURE = 0.7
+# With a graded metric (F1, a judge's 0-1 score) and no --threshold, few traces reach 1.0; demo slots
+# still open after the teacher ran are filled with its best other traces: those in the top quarter of
+# the scores that fell short (and above 0), best first.
+GRADED_TOP_SHARE = 0.25
 
 
 def _teacher_ir(ir: I.IR, inputs: PassInputs, max_labeled: int, round_: int) -> I.IR:
@@ -106,7 +111,8 @@ async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_de
     never gets right stops being tried after 3 x max_demos of its examples; the others then fill up.
     """
     found = _Collection(ir, inputs.metric, max_demos, want_all)
-    stats = {"tried": 0, "passed": 0, "skipped": 0}
+    stats: dict = {"tried": 0, "passed": 0, "skipped": 0, "broke_rules": 0, "admitted": 0, "scores": []}
+    near: list[tuple[float, int, str, list]] = []  # traces below the threshold, for a graded metric
     done: set[str] = set()
     for round_ in range(max(1, max_rounds)):
         teacher = _teacher_ir(ir, inputs, max_labeled, round_)
@@ -136,7 +142,15 @@ async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_de
             # Results are consumed in example order, so concurrency never changes which demos are kept.
             for out in outcomes:
                 stats["tried"] += 1
+                if out.score is not None:
+                    stats["scores"].append(out.score)
+                if out.result.failed_checks:
+                    # A trace whose suggest still failed would teach the rule's violation by example.
+                    stats["broke_rules"] += 1
+                    continue
                 if not out.passed:
+                    if out.score is not None and out.score > 0:
+                        near.append((out.score, len(near), out.example.id, out.result.trace))
                     continue
                 stats["passed"] += 1
                 done.add(out.example.id)
@@ -147,7 +161,48 @@ async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_de
         inputs.log(f"{label}: round {round_ + 1}: {stats['passed']}/{stats['tried']} traces passed{skipped}")
         if found.full():
             break
+    _admit_best(found, inputs, near, stats, label)
     return found.result(), stats
+
+
+def graded(scores: Sequence[float]) -> bool:
+    return any(0.0 < s < 1.0 for s in scores)
+
+
+def _admit_best(found: _Collection, inputs: PassInputs, near: list, stats: dict, label: str) -> None:
+    """With a graded metric and the default threshold, fill open demo slots with the teacher's best traces."""
+    if inputs.lab.threshold_given or found.full() or not near or not graded(stats["scores"]):
+        return
+    short = sorted((t[0] for t in near), reverse=True)
+    cutoff = short[max(0, math.ceil(len(short) * GRADED_TOP_SHARE) - 1)]
+    seen: set[str] = set()
+    for score, _, example_id, trace in sorted(near, key=lambda t: (-t[0], t[1])):
+        if score < cutoff or found.full():
+            break
+        if example_id in seen:  # tried again in a later round: its best trace is already in
+            continue
+        seen.add(example_id)
+        found.add(example_id, trace)
+        stats["admitted"] += 1
+    if stats["admitted"]:
+        inputs.log(f"{label}: the metric is graded and {stats['passed']} traces reached the threshold "
+                   f"{inputs.lab.threshold:g}; admitted the {stats['admitted']} best others (the top "
+                   f"{GRADED_TOP_SHARE:.0%} of the scores below it, >= {cutoff:.2f}); pass --threshold to choose")
+
+
+def no_demo_reason(stats: dict, threshold: float, max_demos: int) -> str | None:
+    """Why a bootstrap that ran found no demo, and what to change; None when it found some (or ran nothing)."""
+    if not stats["tried"] or stats["passed"] or stats["admitted"] or max_demos == 0:
+        return None
+    best = max(stats["scores"], default=None)
+    why = f"no trace of {stats['tried']} passed the metric at threshold {threshold:g}"
+    if best is not None:
+        why += f" (best score {best:.2f})"
+    if stats["broke_rules"]:
+        why += f"; {stats['broke_rules']} broke a suggest"
+    fixes = ["lower --threshold" if best is not None and best > 0 else "check that the metric can score the "
+             "teacher's answers", "try a stronger --teacher-lm", "or add labeled demos (--max-labeled)"]
+    return why + ": " + ", ".join(fixes)
 
 
 def merge_demos(ir: I.IR, boot: dict, inputs: PassInputs, max_demos: int, max_labeled: int, salt: str) -> dict:
@@ -176,6 +231,12 @@ async def bootstrap_ir(ir: I.IR, found: Findings, order: Sequence[Example], max_
     boot, stats = await collect(ir, inputs, order, max_demos, max_labeled=max_labeled, max_rounds=max_rounds, label=label)
     if stats["tried"]:
         found.train_scores.setdefault("teacher_pass_rate", round(stats["passed"] / stats["tried"], 4))
+    reason = no_demo_reason(stats, inputs.lab.threshold, max_demos)
+    if reason is not None:
+        inputs.log(f"{label}: {reason}")
+        found.notes.append(f"{label}: {reason}")
+    if stats["broke_rules"]:
+        found.notes.append(f"{label}: {stats['broke_rules']} traces not used as demos: a suggest failed on them")
     return with_demos(ir, merge_demos(ir, boot, inputs, max_demos, max_labeled, label)), stats
 
 

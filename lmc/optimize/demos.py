@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import random
+from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
 from .. import ir as I
 from ..datasets import Example
 from ..kinds import THINKING_FIELDS
+from ..prompts import show_value
+from ..retrieve import tokenize
 
 
 def demo_from(ex: Example, p: I.Predictor) -> dict | None:
@@ -86,3 +90,33 @@ def labeled_demos(ir: I.IR, examples: Sequence[Example], k: int, rng: random.Ran
 
 def with_demos(ir: I.IR, demos: dict[str, tuple[dict, ...]]) -> I.IR:
     return ir.with_predictors([replace(ir.predictor(pid), demos=tuple(ds)) for pid, ds in demos.items()])
+
+
+# How a demo set can be arranged: the order it was built in (a classifier's classes alternate), reversed, or
+# with the demos most like the dev set's inputs last (a small model copies the demo right before the query most).
+ORDERS = ("built", "reversed", "similar-last")
+
+
+def dev_profile(p: I.Predictor, examples: Sequence[Example]) -> Counter:
+    """How often each word occurs in the dev examples' values of `p`'s inputs."""
+    words: Counter = Counter()
+    for ex in examples:
+        for f in p.signature.inputs:
+            if f.name in ex.data:
+                words.update(tokenize(show_value(ex.data[f.name], multiline_ok=False)))
+    return words
+
+
+def _likeness(d: dict, p: I.Predictor, profile: Counter) -> float:
+    words = [w for f in p.signature.inputs if f.name in d for w in tokenize(show_value(d[f.name], multiline_ok=False))]
+    return sum(math.log1p(profile[w]) for w in words) / max(len(words), 1)
+
+
+def arrange(demos: tuple[dict, ...], p: I.Predictor, count: int, order: int, profile: Counter) -> tuple[dict, ...]:
+    """The first `count` demos of a set, in order number `order` of ORDERS."""
+    chosen = tuple(demos[: max(0, count)])
+    if ORDERS[order] == "reversed":
+        return chosen[::-1]
+    if ORDERS[order] == "similar-last":
+        return tuple(d for _, _, d in sorted((_likeness(d, p, profile), i, d) for i, d in enumerate(chosen)))
+    return chosen

@@ -42,7 +42,8 @@ class Lab:
     """Runs and scores candidate programs on the compile's runtimes; a score is memoised per (program, examples)."""
 
     def __init__(self, make_runtime: Callable[[I.IR], Runtime], devset: Sequence[Example], metric: I.MetricIR, *,
-                 threshold: float = 1.0, concurrency: int = 8, teacher: Callable[[I.IR], Runtime] | None = None,
+                 threshold: float = 1.0, threshold_given: bool = True, concurrency: int = 8,
+                 teacher: Callable[[I.IR], Runtime] | None = None,
                  proposer: Callable[[I.IR], Runtime] | None = None,
                  on_score: Callable[[str, float], None] = lambda label, score: None,
                  on_batch: Callable[[int], None] = lambda n: None,
@@ -53,6 +54,7 @@ class Lab:
         self.devset = list(devset)
         self.metric = metric
         self.threshold = threshold
+        self.threshold_given = threshold_given  # False: the default 1.0, which bootstrap relaxes for a graded metric
         self.concurrency = concurrency
         self.on_score = on_score
         self.on_batch = on_batch  # progress: a batch of n examples starts, then each outcome as it finishes

@@ -4,8 +4,8 @@
 2. Instruction candidates per predictor: the current one plus proposals from the
    prompt LM, grounded in a summary of the data, the program's source, the step's
    fields and bootstrapped examples, each with a different style tip.
-3. An optuna TPE search (seeded) over one (instruction, demo set) choice per
-   predictor, each trial scored on a dev minibatch; every few trials the
+3. An optuna TPE search (seeded) over one (instruction, demo set, demo count from 0
+   to the set's size, demo order) choice per predictor, each trial scored on a dev minibatch; every few trials the
    combination with the best average is scored on the full dev set.  The best
    full-dev combination is kept.
 """
@@ -25,7 +25,7 @@ from ..interpreter import run_example
 from ..lower import lower
 from ..prompts import show_value
 from .bootstrap import collect, merge_demos
-from .demos import with_demos
+from .demos import ORDERS, arrange, dev_profile, with_demos
 from .lab import Findings, PassInputs, PassResult
 
 TIPS = (
@@ -164,9 +164,16 @@ async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: 
     proposed = await found.guard(propose_instructions(ir, inputs, demo_sets, instructions), "instruction proposals")
     texts = proposed if proposed is not None else {p.id: [p.instructions] for p in ir.predictors}
 
+    # Demo count (0 .. the largest set) and order are searched too: small models often do best with 1-2 demos,
+    # and the order of the same demos moves their accuracy.
+    most = {p.id: max(len(s) for s in demo_sets[p.id]) for p in ir.predictors}
+    profiles = {p.id: dev_profile(p, devset) for p in ir.predictors}
+
     def build(choice: dict) -> I.IR:
         return ir.with_predictors([replace(p, instructions=texts[p.id][choice[f"{p.id}:i"]],
-                                           demos=demo_sets[p.id][choice[f"{p.id}:d"]]) for p in ir.predictors])
+                                           demos=arrange(demo_sets[p.id][choice[f"{p.id}:d"]], p, choice[f"{p.id}:n"],
+                                                         choice[f"{p.id}:o"], profiles[p.id]))
+                                   for p in ir.predictors])
 
     # 3. joint Bayesian search over minibatches, with periodic full evaluations
     sampler = optuna.samplers.TPESampler(seed=inputs.seed, n_startup_trials=min(5, trials))
@@ -174,7 +181,10 @@ async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: 
     seen: dict[str, list[float]] = defaultdict(list)
     choices: dict[str, dict] = {}
     full_scores: dict[str, float] = {}
-    base_key = json.dumps({**{f"{p.id}:i": 0 for p in ir.predictors}, **{f"{p.id}:d": 0 for p in ir.predictors}}, sort_keys=True)
+    base = {}
+    for p in ir.predictors:
+        base.update({f"{p.id}:i": 0, f"{p.id}:d": 0, f"{p.id}:n": len(p.demos), f"{p.id}:o": 0})
+    base_key = json.dumps(base, sort_keys=True)
 
     async def full_eval(key: str) -> None:
         if key in full_scores or found.exhausted:
@@ -195,6 +205,8 @@ async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: 
         for p in ir.predictors:
             choice[f"{p.id}:i"] = trial.suggest_int(f"{p.id}:i", 0, len(texts[p.id]) - 1)
             choice[f"{p.id}:d"] = trial.suggest_int(f"{p.id}:d", 0, len(demo_sets[p.id]) - 1)
+            choice[f"{p.id}:n"] = trial.suggest_int(f"{p.id}:n", 0, most[p.id])
+            choice[f"{p.id}:o"] = trial.suggest_int(f"{p.id}:o", 0, len(ORDERS) - 1)
         key = json.dumps(choice, sort_keys=True)
         choices[key] = choice
         batch = inputs.rng(f"mipro:batch{t}").sample(devset, minibatch)

@@ -1,0 +1,107 @@
+"""What an OpenAI-compatible completion endpoint understands: which constraint dialect, and echoed log-probabilities.
+
+Found once per endpoint (model and api_base) by cheap probes through the client, so they count
+against --max-calls like any request, and remembered in the LM cache, so a warm rerun sends none:
+
+* log-probabilities: the prompt "lmc probe: one two" sent with `echo` and `logprobs`, one token
+  generated; the endpoint scores labels when the reply lists the prompt's tokens with theirs;
+* the dialect: the same tiny prompt constrained to one odd word, in each dialect in turn
+  (llama.cpp's `grammar`, vLLM's `guided_choice`, Ollama's `format`); the first whose reply is
+  exactly that word is the endpoint's.  A server that refuses a field, or ignores it, fails its probe.
+
+lmc.yaml's `constraints` (or $LMC_CONSTRAINTS) names the dialect instead: `llama.cpp`, `vllm`,
+`ollama`, or `none` to send no constraint; `auto` (the default) probes.  `openai` sends chat models
+a JSON schema of the reply (`response_format` json_schema) and completion models no constraint;
+chat endpoints are not probed, so that one is chosen only by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from lmc.lm.call import LMRequest, LMResult
+from lmc.lm.constraint import DIALECTS
+from lmc.lm.spec import LMSpec
+
+PROBE_PROMPT = "lmc probe: one two"
+PROBE_WORD = "zqxv"
+SETTINGS = ("auto", "none") + DIALECTS + ("openai",)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    dialect: str  # one of DIALECTS, or "none"
+    logprobs: bool  # answers `echo` with the prompt's token log-probabilities
+
+    def describe(self) -> str:
+        how = "no constraint" if self.dialect == "none" else f"constraints as {self.dialect}"
+        return how + (", labels scored by log-probability" if self.logprobs else ", no log-probabilities")
+
+
+Send = Callable[[LMSpec, LMRequest], Awaitable["LMResult | None"]]
+
+
+class Endpoints:
+    """Probes and remembers endpoints; `send` makes one counted request, None when the endpoint refused it."""
+
+    def __init__(self, send: Send, cache: Any, setting: str | None = None):
+        self.send = send
+        self.cache = cache
+        self.setting = setting or "auto"
+        self._known: dict[tuple[str, str], Endpoint] = {}
+
+    def _key(self, spec: LMSpec) -> str:
+        # Where the model is served decides what it understands: the api_base names the endpoint here, and
+        # only this record's key (never an answer's) holds it.
+        text = json.dumps(["lmc-endpoint/1", spec.model, spec.api_base or "", self.setting])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    async def of(self, spec: LMSpec) -> Endpoint:
+        ident = (spec.model, spec.api_base or "")
+        known = self._known.get(ident)
+        if known is not None:
+            return known
+        key = self._key(spec)
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            try:
+                data = json.loads(hit["text"])
+                known = Endpoint(str(data["dialect"]), bool(data["logprobs"]))
+            except (ValueError, KeyError, TypeError):
+                known = None
+        if known is None:
+            known = await self._probe(spec)
+            if self.cache is not None:
+                await self.cache.aput(key, {"text": json.dumps({"dialect": known.dialect, "logprobs": known.logprobs}),
+                                            "model": spec.model, "prompt_tokens": 0, "completion_tokens": 0})
+        self._known[ident] = known
+        return known
+
+    async def _probe(self, spec: LMSpec) -> Endpoint:
+        echoed = await self.send(spec, LMRequest(prompt=PROBE_PROMPT, max_tokens=1, echo=True))
+        logprobs = echoed is not None and covers(echoed, len(PROBE_PROMPT))
+        if self.setting != "auto":
+            return Endpoint(self.setting, logprobs)
+        for dialect in DIALECTS:
+            req = LMRequest(prompt=PROBE_PROMPT, max_tokens=8, choices=(PROBE_WORD,), wire=dialect)
+            got = await self.send(spec, req)
+            if got is not None and got.text.strip() == PROBE_WORD:
+                return Endpoint(dialect, logprobs)
+        return Endpoint("none", logprobs)
+
+
+def covers(result: LMResult, prompt_chars: int) -> bool:
+    """Whether an echoed reply scored the prompt's tokens (every one after the first has a log-probability)."""
+    tokens = [(o, lp) for o, lp in result.token_logprobs if o < prompt_chars]
+    return len(tokens) >= 2 and all(lp is not None for _, lp in tokens[1:])
+
+
+def label_logprob(result: LMResult, prompt_chars: int, end_chars: int) -> tuple[float, int] | None:
+    """The summed log-probability and count of the echoed tokens from the prompt's end to the label's end."""
+    tokens = [lp for o, lp in result.token_logprobs if prompt_chars <= o < end_chars]
+    if not tokens or any(lp is None for lp in tokens):
+        return None
+    return float(sum(lp for lp in tokens if lp is not None)), len(tokens)
