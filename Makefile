@@ -26,9 +26,10 @@ install: $(VENV)/.installed
 test: install chromium lint
 	$(BIN)/python -m pytest
 
-# ruff (lint) and mypy, configured in pyproject.toml; `make test` runs them first, so CI does too.
+# ruff (lint and format check) and mypy, configured in pyproject.toml; `make test` runs them first, so CI does too.
 lint: install
 	$(BIN)/ruff check lmc tests bench datasets editors
+	$(BIN)/ruff format --check lmc tests bench datasets editors
 	$(BIN)/mypy
 
 test-dspy: install bench-venv

@@ -112,7 +112,7 @@ def _import_profile(code: str) -> dict:
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        head, cum, name = line[len("import time:"):].split("|")
+        head, cum, name = line[len("import time:") :].split("|")
         modules[name.strip()] = int(cum)
     return {"modules": modules}
 
@@ -137,9 +137,7 @@ def run(realtime: bool = False) -> dict:
         tiny_wall, tiny_cpu, _ = _time([sys.executable, "-m", "lmc", "check", str(tiny)])
         help_wall, help_cpu, _ = _time([sys.executable, "-m", "lmc", "--help"])
         bare_wall, bare_cpu, _ = _time([sys.executable, "-c", "pass"])
-        check_imports = _import_profile(
-            f"import sys; sys.argv=['lmc','check',{str(path)!r}]\n"
-            "from lmc.cli import main\nmain(['check', sys.argv[2]])")
+        check_imports = _import_profile(f"import sys; sys.argv=['lmc','check',{str(path)!r}]\nfrom lmc.cli import main\nmain(['check', sys.argv[2]])")
     cli_imports = _import_profile("import lmc.cli")
     help_imports = _import_profile("from lmc.cli import main\nmain(['--help'])")
     in_process = _in_process(source)
@@ -163,8 +161,9 @@ def run(realtime: bool = False) -> dict:
         "litellm_imported_by_import_lmc_cli": any(m.startswith("litellm") for m in cli_imports["modules"]),
         "litellm_imported_by_check": any(m.startswith("litellm") for m in checked),
         "litellm_imported_by_help": any(m.startswith("litellm") for m in help_imports["modules"]),
-        "imported_by_check": {name: any(m == name or m.startswith(name + ".") for m in checked)
-                              for name in ("lark", "pydantic", "rich", "litellm", "asyncio")},
+        "imported_by_check": {
+            name: any(m == name or m.startswith(name + ".") for m in checked) for name in ("lark", "pydantic", "rich", "litellm", "asyncio")
+        },
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "scheduling": " ".join(_PREFIX) or "normal",
         "in_process_cpu_s": in_process,
@@ -184,8 +183,9 @@ def _driver_agrees_with_lark(source: str) -> dict:
             return (t.type, t.value, t.start, t.end)
         return (t.data, t.start, t.end, [shape(c) for c in t.children])
 
-    texts = [source] + [p.read_text(encoding="utf-8") for d in ("programs", "tests/fixtures/parser", "tests/fixtures/check")
-                        for p in sorted((ROOT / d).glob("*.lmp"))]
+    texts = [source] + [
+        p.read_text(encoding="utf-8") for d in ("programs", "tests/fixtures/parser", "tests/fixtures/check") for p in sorted((ROOT / d).glob("*.lmp"))
+    ]
     drv, lark = driver(), lark_parser()
     mismatches = 0
     for text in texts:

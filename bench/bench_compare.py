@@ -43,9 +43,15 @@ RESULTS = BENCH / "results" / "compare"
 SERVER_LM = "text-completion-openai/gemma-3-270m"
 LOCAL_LM = "local/gemma-3-270m"
 OPTIMIZERS = ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble")
-DSPY_NAMES = {"zero-shot": "Predict (no compile)", "labeled": "LabeledFewShot", "bootstrap": "BootstrapFewShot",
-              "random-search": "BootstrapFewShotWithRandomSearch", "mipro": "MIPROv2", "knn": "KNNFewShot",
-              "ensemble": "Ensemble(majority) of random search's top programs"}
+DSPY_NAMES = {
+    "zero-shot": "Predict (no compile)",
+    "labeled": "LabeledFewShot",
+    "bootstrap": "BootstrapFewShot",
+    "random-search": "BootstrapFewShotWithRandomSearch",
+    "mipro": "MIPROv2",
+    "knn": "KNNFewShot",
+    "ensemble": "Ensemble(majority) of random search's top programs",
+}
 SYSTEMS = ("lmc-server", "dspy-server", "dspy-grammar", "lmc-local")
 # The DSPy configurations of the two tables, chosen by the config study (`--study`, recorded in RESULTS.md);
 # the summary says so if a later study prefers another one.
@@ -72,37 +78,90 @@ class Task:
     source: str
 
     def spec(self) -> dict:
-        return {"name": self.name, "signature": self.signature, "input": self.input, "output": self.output,
-                "labels": list(self.labels), "instructions": self.instructions, "output_desc": self.output_desc}
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "input": self.input,
+            "output": self.output,
+            "labels": list(self.labels),
+            "instructions": self.instructions,
+            "output_desc": self.output_desc,
+        }
 
     def check_program(self) -> None:
         """The DSPy signature is written from the .lmp; refuse to run if the two have drifted apart."""
         text = self.program.read_text()
-        missing = [s for s in (self.instructions, f"signature {self.signature}", f"{self.input}: str",
-                               f"-> {self.output}:", *(f'"{label}"' for label in self.labels),
-                               *([f'"{self.output_desc}"'] if self.output_desc else [])) if s not in text]
+        missing = [
+            s
+            for s in (
+                self.instructions,
+                f"signature {self.signature}",
+                f"{self.input}: str",
+                f"-> {self.output}:",
+                *(f'"{label}"' for label in self.labels),
+                *([f'"{self.output_desc}"'] if self.output_desc else []),
+            )
+            if s not in text
+        ]
         if missing:
-            raise SystemExit(f"{self.program}: no longer matches bench_compare's task '{self.name}' "
-                             f"(missing {missing}); update TASKS")
+            raise SystemExit(f"{self.program}: no longer matches bench_compare's task '{self.name}' (missing {missing}); update TASKS")
 
 
-ROUTE_LABELS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing",
-                "terminate account")
-ROUTE12_LABELS = ("card arrival", "card delivery estimate", "lost or stolen card", "compromised card", "exchange rate",
-                  "exchange charge", "top up failed", "top up reverted", "transfer timing", "pending transfer",
-                  "terminate account", "pending top up")
+ROUTE_LABELS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing", "terminate account")
+ROUTE12_LABELS = (
+    "card arrival",
+    "card delivery estimate",
+    "lost or stolen card",
+    "compromised card",
+    "exchange rate",
+    "exchange charge",
+    "top up failed",
+    "top up reverted",
+    "transfer timing",
+    "pending transfer",
+    "terminate account",
+    "pending top up",
+)
 TASKS = {
-    "sst2": Task("sst2", "SST-2 sentiment", BENCH / "programs" / "sst2.lmp", "Classify", "review", "sentiment",
-                 ("positive", "negative"), "Classify the sentiment of the review.", None, 4,
-                 "../shared/datasets/sst2_dev.jsonl shuffled with random.Random(0): train 100, dev 200, test 572"),
-    "route": Task("route", "BANKING77 routing (6 intents)", ROOT / "programs" / "route.lmp", "Route", "message",
-                  "intent", ROUTE_LABELS, "Route the customer's message to the team that handles its intent.",
-                  "what the customer needs", 12, "datasets/route_{train,dev,test}.jsonl: train 120, dev 30, test 60"),
-    "route12": Task("route12", "BANKING77 routing (12 intents in 6 confusable pairs)", BENCH / "programs" / "route12.lmp",
-                    "Route", "message", "intent", ROUTE12_LABELS,
-                    "Route the customer's message to the team that handles its intent.", "what the customer needs", 12,
-                    "bench/data/route12_{train,dev,test}.jsonl (bench/make_banking_hard.py): train 120, dev 60, "
-                    "test 120"),
+    "sst2": Task(
+        "sst2",
+        "SST-2 sentiment",
+        BENCH / "programs" / "sst2.lmp",
+        "Classify",
+        "review",
+        "sentiment",
+        ("positive", "negative"),
+        "Classify the sentiment of the review.",
+        None,
+        4,
+        "../shared/datasets/sst2_dev.jsonl shuffled with random.Random(0): train 100, dev 200, test 572",
+    ),
+    "route": Task(
+        "route",
+        "BANKING77 routing (6 intents)",
+        ROOT / "programs" / "route.lmp",
+        "Route",
+        "message",
+        "intent",
+        ROUTE_LABELS,
+        "Route the customer's message to the team that handles its intent.",
+        "what the customer needs",
+        12,
+        "datasets/route_{train,dev,test}.jsonl: train 120, dev 30, test 60",
+    ),
+    "route12": Task(
+        "route12",
+        "BANKING77 routing (12 intents in 6 confusable pairs)",
+        BENCH / "programs" / "route12.lmp",
+        "Route",
+        "message",
+        "intent",
+        ROUTE12_LABELS,
+        "Route the customer's message to the team that handles its intent.",
+        "what the customer needs",
+        12,
+        "bench/data/route12_{train,dev,test}.jsonl (bench/make_banking_hard.py): train 120, dev 60, test 120",
+    ),
 }
 # Budgets: `small` checks the harness end to end; `full` is the published comparison.
 SIZES = {
@@ -120,8 +179,7 @@ def sst2_source() -> Path:
         path = folder / "shared" / "datasets" / "sst2_dev.jsonl"
         if path.is_file():
             return path
-    raise SystemExit("SST-2 data not found: no shared/datasets/sst2_dev.jsonl beside the repository or above it; "
-                     "set LMC_SST2=path")
+    raise SystemExit("SST-2 data not found: no shared/datasets/sst2_dev.jsonl beside the repository or above it; set LMC_SST2=path")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -156,8 +214,15 @@ def write_split(task: Task, size: str, out: Path) -> tuple[dict[str, Path], dict
 
 def settings(task: Task, size: str, n_dev: int) -> dict:
     s = SIZES[size]
-    return {"max_demos": task.demos, "max_labeled": task.demos, "candidates": s["candidates"], "trials": s["trials"],
-            "minibatch": min(25, n_dev), "knn_k": task.demos, "ensemble_size": s["ensemble_size"]}
+    return {
+        "max_demos": task.demos,
+        "max_labeled": task.demos,
+        "candidates": s["candidates"],
+        "trials": s["trials"],
+        "minibatch": min(25, n_dev),
+        "knn_k": task.demos,
+        "ensemble_size": s["ensemble_size"],
+    }
 
 
 # ------------------------------------------------------------------ the code version of a run
@@ -170,8 +235,11 @@ def _git(*args: str) -> str:
 
 def code_version() -> dict:
     """The commit a run measures and whether anything but the benchmarks' own outputs differs from it."""
-    dirty = [line[3:] for line in _git("status", "--porcelain", "--untracked-files=all").splitlines()
-             if not any(line[3:].startswith(p) for p in OUTPUT_PATHS)]
+    dirty = [
+        line[3:]
+        for line in _git("status", "--porcelain", "--untracked-files=all").splitlines()
+        if not any(line[3:].startswith(p) for p in OUTPUT_PATHS)
+    ]
     return {"lmc_commit": _git("rev-parse", "--short=12", "HEAD"), "clean": not dirty, "dirty_files": dirty[:20]}
 
 
@@ -227,8 +295,7 @@ def _lmc(args: list[str], log: Path) -> int:
     with log.open("a") as f:
         f.write(f"$ lmc {' '.join(args)}\n")
         f.flush()
-        proc = subprocess.run([sys.executable, "-m", "lmc", *args], cwd=ROOT, env=_env(), stdout=f,
-                              stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run([sys.executable, "-m", "lmc", *args], cwd=ROOT, env=_env(), stdout=f, stderr=subprocess.STDOUT, text=True)
         f.write(f"[exit {proc.returncode}]\n")
     return proc.returncode
 
@@ -253,8 +320,16 @@ def lmc_compile_args(run: Run) -> list[str]:
         args += ["--ensemble-size", str(s["ensemble_size"])]
     if opt == "mipro":
         # DSPy's MIPROv2 has one num_candidates for both instruction proposals and demo sets.
-        args += ["--candidates", str(s["candidates"]), "--instructions", str(s["candidates"]),
-                 "--trials", str(s["trials"]), "--minibatch", str(s["minibatch"])]
+        args += [
+            "--candidates",
+            str(s["candidates"]),
+            "--instructions",
+            str(s["candidates"]),
+            "--trials",
+            str(s["trials"]),
+            "--minibatch",
+            str(s["minibatch"]),
+        ]
     return args
 
 
@@ -277,8 +352,20 @@ def run_lmc(run: Run, endpoint) -> dict:
     target = run.task.program
     if run.optimizer != "zero-shot":
         artifact = run.dir / f"{run.stem}.lmc.json"
-        args = ["compile", str(run.task.program), "--train", str(run.files["train"]), "--dev", str(run.files["dev"]),
-                *lmc_compile_args(run), *lm_args, "--cache-dir", str(cache), "-o", str(artifact)]
+        args = [
+            "compile",
+            str(run.task.program),
+            "--train",
+            str(run.files["train"]),
+            "--dev",
+            str(run.files["dev"]),
+            *lmc_compile_args(run),
+            *lm_args,
+            "--cache-dir",
+            str(cache),
+            "-o",
+            str(artifact),
+        ]
         if server:
             take_counts(endpoint.url)
         start = time.perf_counter()
@@ -295,8 +382,7 @@ def run_lmc(run: Run, endpoint) -> dict:
         out["command"] = command.replace(endpoint.url, "PROXY") if server else command
         comp = json.loads(artifact.read_text()).get("compile", {})
         out["dev_scores"] = comp.get("scores")
-        out["demos"] = {pid: len(p.get("demos", []))
-                        for pid, p in json.loads(artifact.read_text()).get("predictors", {}).items()}
+        out["demos"] = {pid: len(p.get("demos", [])) for pid, p in json.loads(artifact.read_text()).get("predictors", {}).items()}
         if run.optimizer == "bootstrap":
             # Same seed, data and (now warm) cache: lmc promises no LM call and a byte-identical artifact.
             again = work / "warm.lmc.json"
@@ -304,8 +390,11 @@ def run_lmc(run: Run, endpoint) -> dict:
             code = _lmc(warm, run.log)
             stats = json.loads(again.with_name("warm.stats.json").read_text()) if code == 0 else {}
             wire = take_counts(endpoint.url)["requests"] if server else None
-            out["warm_recompile"] = {"exit": code, "calls": wire if server else _stats_calls(stats) if stats else None,
-                                     "identical_artifact": code == 0 and again.read_bytes() == artifact.read_bytes()}
+            out["warm_recompile"] = {
+                "exit": code,
+                "calls": wire if server else _stats_calls(stats) if stats else None,
+                "identical_artifact": code == 0 and again.read_bytes() == artifact.read_bytes(),
+            }
         target = artifact
     else:
         out.update(compile_calls=0, compile_wall_s=0.0)
@@ -313,8 +402,22 @@ def run_lmc(run: Run, endpoint) -> dict:
     if server:
         take_counts(endpoint.url)
     start = time.perf_counter()
-    code = _lmc(["eval", str(target), "--data", str(run.files["test"]), *lm_args, "--cache-dir", str(cache),
-                 "--max-lm-errors", "100%", "--report", str(report)], run.log)
+    code = _lmc(
+        [
+            "eval",
+            str(target),
+            "--data",
+            str(run.files["test"]),
+            *lm_args,
+            "--cache-dir",
+            str(cache),
+            "--max-lm-errors",
+            "100%",
+            "--report",
+            str(report),
+        ],
+        run.log,
+    )
     out["eval_wall_s"] = round(time.perf_counter() - start, 1)
     if not report.exists():
         raise RuntimeError(f"lmc eval wrote no report (exit {code}); see {run.log}")
@@ -324,8 +427,22 @@ def run_lmc(run: Run, endpoint) -> dict:
     out["eval_summary"] = {k: v for k, v in rep["summary"].items() if not isinstance(v, (list, dict))}
     # Raw texts: the eval's answers are all in the cache, so this replays them (calls counted apart).
     trace = work / "trace.jsonl"
-    _lmc(["run", str(target), "--data", str(run.files["test"]), "--out", str(work / "out.jsonl"), "--trace", str(trace),
-          *lm_args, "--cache-dir", str(cache)], run.log)
+    _lmc(
+        [
+            "run",
+            str(target),
+            "--data",
+            str(run.files["test"]),
+            "--out",
+            str(work / "out.jsonl"),
+            "--trace",
+            str(trace),
+            *lm_args,
+            "--cache-dir",
+            str(cache),
+        ],
+        run.log,
+    )
     out["trace_replay_wire"] = take_counts(endpoint.url) if server else None
     raws = {}
     if trace.exists():
@@ -337,8 +454,14 @@ def run_lmc(run: Run, endpoint) -> dict:
         for e in rep["examples"]:
             texts = raws.get(e["id"], [])
             parsed = (e.get("prediction") or {}).get(run.task.output)
-            row = {"id": e["id"], "input": inputs.get(e["id"]), "gold": (e.get("gold") or {}).get(run.task.output),
-                   "raw": texts[-1] if texts else None, "parsed": parsed, "correct": bool(e.get("passed"))}
+            row = {
+                "id": e["id"],
+                "input": inputs.get(e["id"]),
+                "gold": (e.get("gold") or {}).get(run.task.output),
+                "raw": texts[-1] if texts else None,
+                "parsed": parsed,
+                "correct": bool(e.get("passed")),
+            }
             if len(texts) > 1:
                 row["raw_all"] = texts
             if e.get("error"):
@@ -360,8 +483,7 @@ def dspy_config(task: str, system: str, version: dict) -> tuple[str, str]:
     key = "constrained" if system == "dspy-grammar" else "free"
     if version["clean"]:
         for name in dict.fromkeys((task, STUDY_TASK)):
-            rows = [r for r in _load(RESULTS / f"{name}-{STUDY_SIZE}" / "study")
-                    if r.get("lmc_commit") == version["lmc_commit"] and r.get("clean")]
+            rows = [r for r in _load(RESULTS / f"{name}-{STUDY_SIZE}" / "study") if r.get("lmc_commit") == version["lmc_commit"] and r.get("clean")]
             best = best_configs(rows).get(key) if rows else None
             if best:
                 return best, f"config study of {name}-{STUDY_SIZE} at this commit"
@@ -375,14 +497,22 @@ def run_dspy(run: Run, endpoint) -> dict:
         config = run.study_config
     else:
         config, source = dspy_config(run.task.name, run.system, code_version())
-    job = {"task": run.task.spec(), "config": config, "optimizer": run.optimizer, "settings": run.settings,
-           "files": {k: str(v) for k, v in run.files.items()}, "api_base": endpoint.url,
-           "out": str(run.dir / f"{run.stem}.dspy.json"), "answers": str(run.answers)}
+    job = {
+        "task": run.task.spec(),
+        "config": config,
+        "optimizer": run.optimizer,
+        "settings": run.settings,
+        "files": {k: str(v) for k, v in run.files.items()},
+        "api_base": endpoint.url,
+        "out": str(run.dir / f"{run.stem}.dspy.json"),
+        "answers": str(run.answers),
+    }
     job_path = run.dir / f"{run.stem}.job.json"
     job_path.write_text(json.dumps(job, indent=2))
     with run.log.open("a") as f:
-        proc = subprocess.run([sys.executable, str(BENCH / "dspy_side.py"), "job", str(job_path)], cwd=ROOT, env=_env(),
-                              stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, str(BENCH / "dspy_side.py"), "job", str(job_path)], cwd=ROOT, env=_env(), stdout=f, stderr=subprocess.STDOUT
+        )
     out_path = Path(job["out"])
     if proc.returncode != 0 or not out_path.exists():
         raise RuntimeError(f"DSPy {run.optimizer} failed (exit {proc.returncode}); see {run.log}")
@@ -408,8 +538,9 @@ def check_answers(path: Path, test: Path, task: Task) -> None:
     for i, (r, w) in enumerate(zip(rows, want), 1):
         missing = [k for k in ANSWER_KEYS if k not in r]
         if missing or not isinstance(r["correct"], bool) or r["gold"] != w[task.output]:
-            raise RuntimeError(f"{path.name}:{i}: expected keys {list(ANSWER_KEYS)} with the test set's gold "
-                               f"answer and a boolean 'correct' (missing {missing})")
+            raise RuntimeError(
+                f"{path.name}:{i}: expected keys {list(ANSWER_KEYS)} with the test set's gold answer and a boolean 'correct' (missing {missing})"
+            )
 
 
 def score_answers(path: Path) -> dict:
@@ -422,10 +553,15 @@ def score_answers(path: Path) -> dict:
     # Uniform for both frameworks: the model replied (raw text kept) but no answer could be read from it.
     # No reply at all (a transport error, an empty completion) counts as an LM error instead.
     unparsed = sum(r["parsed"] is None and bool(r.get("raw") or r.get("raw_all")) for r in rows)
-    return {"test_n": n, "test_acc": round(sum(r["correct"] for r in rows) / n, 4) if n else None,
-            "parse_failures": unparsed, "lm_errors": sum(r["parsed"] is None for r in rows) - unparsed,
-            "top_answer": top, "top_answer_share": round(top_n / n, 4) if n else None,
-            "answer_counts": dict(answers.most_common())}
+    return {
+        "test_n": n,
+        "test_acc": round(sum(r["correct"] for r in rows) / n, 4) if n else None,
+        "parse_failures": unparsed,
+        "lm_errors": sum(r["parsed"] is None for r in rows) - unparsed,
+        "top_answer": top,
+        "top_answer_share": round(top_n / n, 4) if n else None,
+        "answer_counts": dict(answers.most_common()),
+    }
 
 
 def execute(run: Run, endpoint, fresh: bool) -> dict | None:
@@ -438,8 +574,15 @@ def execute(run: Run, endpoint, fresh: bool) -> dict | None:
     run.dir.mkdir(parents=True, exist_ok=True)
     print(f"[compare] {run.label} ...", flush=True)
     start = time.perf_counter()
-    base = {"task": run.task.name, "size": run.size, "system": run.system, "optimizer": run.optimizer,
-            "split": run.counts, "settings": run.settings, **version}
+    base = {
+        "task": run.task.name,
+        "size": run.size,
+        "system": run.system,
+        "optimizer": run.optimizer,
+        "split": run.counts,
+        "settings": run.settings,
+        **version,
+    }
     if run.study_config:
         base["dspy_config"] = run.study_config
     try:
@@ -464,9 +607,12 @@ def execute(run: Run, endpoint, fresh: bool) -> dict | None:
     out["versions"] = versions()
     run.result.write_text(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     if "error" not in out:
-        print(f"[compare] {run.label}: acc {out['test_acc']} (n={out['test_n']}, unparsed {out['parse_failures']}, "
-              f"top answer {out['top_answer']!r} {out['top_answer_share']}), compile {out['compile_calls']} calls "
-              f"{out['compile_wall_s']} s, eval {out['eval_calls']} calls {out['eval_wall_s']} s", flush=True)
+        print(
+            f"[compare] {run.label}: acc {out['test_acc']} (n={out['test_n']}, unparsed {out['parse_failures']}, "
+            f"top answer {out['top_answer']!r} {out['top_answer_share']}), compile {out['compile_calls']} calls "
+            f"{out['compile_wall_s']} s, eval {out['eval_calls']} calls {out['eval_wall_s']} s",
+            flush=True,
+        )
     return out
 
 
@@ -489,8 +635,7 @@ STUDY_SIZE = "small"  # the config study always scores on the small split's dev 
 STUDY_TASK = "sst2"  # whose study configures a task that has none of its own
 
 
-def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tuple[str, ...],
-         study: str) -> list[Run]:
+def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tuple[str, ...], study: str) -> list[Run]:
     """The study first (if asked), then the server runs pair by pair (one llama.cpp server), then the in-process runs."""
     studies: list[Run] = []
     runs: list[Run] = []
@@ -523,9 +668,16 @@ def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tupl
     return studies + runs + local
 
 
-def run(size: str = "small", tasks: str = "sst2,route", systems: str = ",".join(SYSTEMS),
-        optimizers: str = ",".join(OPTIMIZERS), study: str = "no", fresh: bool = False,
-        summary_only: bool = False, wire_log: bool = False) -> dict:
+def run(
+    size: str = "small",
+    tasks: str = "sst2,route",
+    systems: str = ",".join(SYSTEMS),
+    optimizers: str = ",".join(OPTIMIZERS),
+    study: str = "no",
+    fresh: bool = False,
+    summary_only: bool = False,
+    wire_log: bool = False,
+) -> dict:
     """Run (or resume) the planned runs, then summarize every run on disk for these tasks and this size.
 
     `study`: "no", "only" (DSPy's configuration study alone) or "also" (the study, then the tables' runs).
@@ -614,11 +766,14 @@ def _failures(r: dict | None) -> str:
 
 def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: dict) -> list[str]:
     configs = sorted({str(r.get("dspy_config")) for (system, _), r in runs.items() if system == dspy_sys})
-    lines = [f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`"
-             + (f" (DSPy configuration {', '.join(f'`{c}`' for c in configs)})" if configs else ""), "",
-             "| optimizer (lmc / DSPy) | test acc lmc | test acc DSPy | compile calls lmc / DSPy "
-             "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed (no reply) lmc / DSPy | top answer share lmc / DSPy "
-             "| verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`" + (f" (DSPy configuration {', '.join(f'`{c}`' for c in configs)})" if configs else ""),
+        "",
+        "| optimizer (lmc / DSPy) | test acc lmc | test acc DSPy | compile calls lmc / DSPy "
+        "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed (no reply) lmc / DSPy | top answer share lmc / DSPy "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for opt in OPTIMIZERS:
         a, b = runs.get((lmc_sys, opt)), runs.get((dspy_sys, opt))
         if a is None and b is None:
@@ -638,7 +793,8 @@ def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: 
             f"| {_cell(a, 'compile_wall_s')} / {_cell(b, 'compile_wall_s')} "
             f"| {_cell(a, 'eval_calls')} / {_cell(b, 'eval_calls')} "
             f"| {_failures(a)} / {_failures(b)} "
-            f"| {share(a)} / {share(b)} | {verdict} |")
+            f"| {share(a)} / {share(b)} | {verdict} |"
+        )
     return lines
 
 
@@ -649,11 +805,13 @@ def study_table(study: list[dict], commit: str | None, used: dict | None = None)
     if not rows:
         return []
     by = {(r["dspy_config"], r["optimizer"]): r for r in rows}
-    lines = ["**DSPy configuration study** (scored on the dev split, never test; per-example answers in "
-             "`study/<config>-<optimizer>.answers.jsonl`)", "",
-             "| configuration | zero-shot dev acc (unparsed, no reply, top answer share) "
-             "| LabeledFewShot dev acc (unparsed, no reply, top answer share) | LM calls | s per call |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "**DSPy configuration study** (scored on the dev split, never test; per-example answers in `study/<config>-<optimizer>.answers.jsonl`)",
+        "",
+        "| configuration | zero-shot dev acc (unparsed, no reply, top answer share) "
+        "| LabeledFewShot dev acc (unparsed, no reply, top answer share) | LM calls | s per call |",
+        "|---|---|---|---|---|",
+    ]
     for config, cfg in CONFIGS.items():
         cells, calls, secs = [], 0, 0.0
         for opt in STUDY_OPTIMIZERS:
@@ -661,18 +819,21 @@ def study_table(study: list[dict], commit: str | None, used: dict | None = None)
             if r is None or "error" in r:
                 cells.append("not run" if r is None else "FAILED")
                 continue
-            cells.append(f"{_pct(r['test_acc'])} ({r['parse_failures']}, {r.get('lm_errors', 0)}, "
-                         f"{_pct(r['top_answer_share'])})")
+            cells.append(f"{_pct(r['test_acc'])} ({r['parse_failures']}, {r.get('lm_errors', 0)}, {_pct(r['top_answer_share'])})")
             calls += r["eval_calls"]
             secs += r["eval_wall_s"]
         mark = " (constrained)" if config in CONSTRAINED else ""
         per = f"{secs / calls:.2f}" if calls else "–"
         lines.append(f"| `{config}`{mark}: {cfg['about']} | {cells[0]} | {cells[1]} | {calls} | {per} |")
     best = best_configs(rows)
-    lines += ["", f"Best by mean dev accuracy (ties: fewer unparsed, then fewer calls): unconstrained "
-                  f"`{best.get('free')}`, constrained `{best.get('constrained')}`."
-              + "".join(f" The table runs of `{system}` used {', '.join(f'`{c}`' for c in configs)}."
-                        for system, configs in (used or {}).items() if configs)]
+    lines += [
+        "",
+        f"Best by mean dev accuracy (ties: fewer unparsed, then fewer calls): unconstrained "
+        f"`{best.get('free')}`, constrained `{best.get('constrained')}`."
+        + "".join(
+            f" The table runs of `{system}` used {', '.join(f'`{c}`' for c in configs)}." for system, configs in (used or {}).items() if configs
+        ),
+    ]
     return lines
 
 
@@ -708,29 +869,52 @@ def summarize(tasks: list[str], size: str) -> dict:
         stale = [r for r in main if r not in current]
         by = {(r["system"], r["optimizer"]): r for r in current}
         split = (current or main or [{}])[0].get("split", {})
-        md += [f"### {task.title} — {size} split (train {split.get('train', '?')} / dev {split.get('dev', '?')} / "
-               f"test {split.get('test', '?')})", ""]
+        md += [f"### {task.title} — {size} split (train {split.get('train', '?')} / dev {split.get('dev', '?')} / test {split.get('test', '?')})", ""]
         if commit:
-            md += [f"lmc commit `{commit}`, clean tree; {len(current)} runs. Data: {task.source}"
-                   + ("" if size == "full" else f" (this `{size}` split keeps the first {split.get('dev')} dev and "
-                                                f"{split.get('test')} test examples)") + ".", ""]
+            md += [
+                f"lmc commit `{commit}`, clean tree; {len(current)} runs. Data: {task.source}"
+                + ("" if size == "full" else f" (this `{size}` split keeps the first {split.get('dev')} dev and {split.get('test')} test examples)")
+                + ".",
+                "",
+            ]
             for title, a, b in TABLES:
                 md += table(task, size, title, a, b, by) + [""]
         else:
             md += ["No clean run yet: no table.", ""]
         scommit = measured_commit(study)
-        used = {system: sorted({str(r.get("dspy_config")) for r in current if r["system"] == system})
-                for system in ("dspy-server", "dspy-grammar")}
+        used = {system: sorted({str(r.get("dspy_config")) for r in current if r["system"] == system}) for system in ("dspy-server", "dspy-grammar")}
         md += study_table(study, scommit, used) + ([""] if scommit else [])
         if stale:
-            md += ["Stale runs (another commit or uncommitted edits; not used above): " + ", ".join(
-                f"`{r['system']}/{r['optimizer']}` ({r.get('lmc_commit')}{'' if r.get('clean') else '+edits'})"
-                for r in stale), ""]
-        out["tasks"][name] = {"commit": commit, "runs": {f"{s}/{o}": {k: v for k, v in r.items() if k in (
-            "test_acc", "test_n", "compile_calls", "eval_calls", "compile_wall_s", "eval_wall_s", "parse_failures",
-            "top_answer", "top_answer_share", "error")} for (s, o), r in by.items()},
-            "stale": [r["_path"] for r in stale], "study_best": best_configs(
-                [r for r in study if r.get("lmc_commit") == scommit and r.get("clean")]) if scommit else None}
+            md += [
+                "Stale runs (another commit or uncommitted edits; not used above): "
+                + ", ".join(f"`{r['system']}/{r['optimizer']}` ({r.get('lmc_commit')}{'' if r.get('clean') else '+edits'})" for r in stale),
+                "",
+            ]
+        out["tasks"][name] = {
+            "commit": commit,
+            "runs": {
+                f"{s}/{o}": {
+                    k: v
+                    for k, v in r.items()
+                    if k
+                    in (
+                        "test_acc",
+                        "test_n",
+                        "compile_calls",
+                        "eval_calls",
+                        "compile_wall_s",
+                        "eval_wall_s",
+                        "parse_failures",
+                        "top_answer",
+                        "top_answer_share",
+                        "error",
+                    )
+                }
+                for (s, o), r in by.items()
+            },
+            "stale": [r["_path"] for r in stale],
+            "study_best": best_configs([r for r in study if r.get("lmc_commit") == scommit and r.get("clean")]) if scommit else None,
+        }
     out["markdown"] = "\n".join(md)
     return out
 
@@ -743,8 +927,12 @@ def main() -> None:
     ap.add_argument("--tasks", default="sst2,route", help=f"comma-separated, of {', '.join(TASKS)}")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated subset")
     ap.add_argument("--optimizers", default=",".join(OPTIMIZERS), help="comma-separated subset")
-    ap.add_argument("--study", choices=("no", "only", "also"), default="no",
-                    help="DSPy's configuration study (small split's dev): not, alone, or before the tables' runs")
+    ap.add_argument(
+        "--study",
+        choices=("no", "only", "also"),
+        default="no",
+        help="DSPy's configuration study (small split's dev): not, alone, or before the tables' runs",
+    )
     ap.add_argument("--fresh", action="store_true", help="redo runs already finished at this commit")
     ap.add_argument("--summary-only", action="store_true", help="start nothing; print the tables from disk")
     ap.add_argument("--wire-log", action="store_true", help="append every request and reply to results/compare/wire.jsonl")

@@ -39,25 +39,31 @@ def _jsonl(rows: list[dict], path: Path) -> Path:
 
 def tasks() -> dict[str, dict]:
     sst = split(quick=True)
-    route = {k: [json.loads(x) for x in (ROOT / "datasets" / f"route_{k}.jsonl").read_text().splitlines() if x.strip()]
-             for k in ("train", "dev", "test")}
+    route = {
+        k: [json.loads(x) for x in (ROOT / "datasets" / f"route_{k}.jsonl").read_text().splitlines() if x.strip()] for k in ("train", "dev", "test")
+    }
     return {
-        "sst2": {"program": ROOT / "bench" / "programs" / "sst2.lmp",
-                 "data": {"train": sst["train"][:30], "dev": sst["dev"][:20], "test": sst["test"][:50]}},
-        "route": {"program": ROOT / "programs" / "route.lmp",
-                  "data": {"train": random.Random(0).sample(route["train"], 30), "dev": route["dev"][:20],
-                           "test": route["test"][:48]}},
+        "sst2": {
+            "program": ROOT / "bench" / "programs" / "sst2.lmp",
+            "data": {"train": sst["train"][:30], "dev": sst["dev"][:20], "test": sst["test"][:50]},
+        },
+        "route": {
+            "program": ROOT / "programs" / "route.lmp",
+            "data": {"train": random.Random(0).sample(route["train"], 30), "dev": route["dev"][:20], "test": route["test"][:48]},
+        },
     }
 
 
 def evaluate(target: Path, test: Path, out: Path, log: Path) -> dict:
     report = out.with_suffix(".report.json")
-    _lmc(["eval", str(target), "--data", str(test), "--lm", LM, "--cache-dir", str(OUT / "cache-eval"),
-          "--report", str(report)], log)
+    _lmc(["eval", str(target), "--data", str(test), "--lm", LM, "--cache-dir", str(OUT / "cache-eval"), "--report", str(report)], log)
     rep = json.loads(report.read_text())
     wrong = [e for e in rep["examples"] if not e["passed"]]
-    return {"test_acc": round(rep["summary"]["score"], 4), "test_n": rep["summary"]["n"],
-            "feedback_samples": [e.get("feedback") or e.get("error") for e in wrong[:3]]}
+    return {
+        "test_acc": round(rep["summary"]["score"], 4),
+        "test_n": rep["summary"]["n"],
+        "feedback_samples": [e.get("feedback") or e.get("error") for e in wrong[:3]],
+    }
 
 
 def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
@@ -68,15 +74,32 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
     log = OUT / f"{task}-{optimizer}.log"
     log.write_text("")
     if optimizer == "zero-shot":
-        res = {"task": task, "optimizer": optimizer, "compile_calls": 0,
-               **evaluate(spec["program"], files["test"], OUT / f"{task}-{optimizer}", log)}
+        res = {"task": task, "optimizer": optimizer, "compile_calls": 0, **evaluate(spec["program"], files["test"], OUT / f"{task}-{optimizer}", log)}
         result_path.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
         return res
     artifact = OUT / f"{task}-{optimizer}.lmc.json"
     cache = OUT / f"cache-{task}-{optimizer}"
-    args = ["compile", str(spec["program"]), "--train", str(files["train"]), "--dev", str(files["dev"]),
-            "--optimizer", optimizer, "--lm", LM, "--seed", "0", "--max-calls", str(BUDGET), "--cache-dir", str(cache),
-            "-o", str(artifact), *OPTIONS[optimizer]]
+    args = [
+        "compile",
+        str(spec["program"]),
+        "--train",
+        str(files["train"]),
+        "--dev",
+        str(files["dev"]),
+        "--optimizer",
+        optimizer,
+        "--lm",
+        LM,
+        "--seed",
+        "0",
+        "--max-calls",
+        str(BUDGET),
+        "--cache-dir",
+        str(cache),
+        "-o",
+        str(artifact),
+        *OPTIONS[optimizer],
+    ]
     start = time.perf_counter()
     proc = _lmc(args, log)
     wall = time.perf_counter() - start
@@ -84,12 +107,19 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
         raise RuntimeError(f"lmc compile failed; see {log}")
     rep = json.loads(artifact.read_text())["compile"]
     stats = json.loads(artifact.with_name(artifact.name.replace(".lmc.json", ".stats.json")).read_text())
-    res = {"task": task, "optimizer": optimizer, "command": "lmc " + " ".join(args),
-           "compile_calls": stats["calls"] - stats["cached_calls"], "compile_requests": stats["requests"],
-           "compile_wall_s": round(wall, 1), "dev_baseline": rep["scores"]["baseline"]["dev"],
-           "dev_final": rep["scores"]["final"]["dev"], "budget_exhausted": rep["budget"]["exhausted"],
-           "instruction": json.loads(artifact.read_text())["ir"]["predictors"][0]["instructions"],
-           **evaluate(artifact, files["test"], OUT / f"{task}-{optimizer}", log)}
+    res = {
+        "task": task,
+        "optimizer": optimizer,
+        "command": "lmc " + " ".join(args),
+        "compile_calls": stats["calls"] - stats["cached_calls"],
+        "compile_requests": stats["requests"],
+        "compile_wall_s": round(wall, 1),
+        "dev_baseline": rep["scores"]["baseline"]["dev"],
+        "dev_final": rep["scores"]["final"]["dev"],
+        "budget_exhausted": rep["budget"]["exhausted"],
+        "instruction": json.loads(artifact.read_text())["ir"]["predictors"][0]["instructions"],
+        **evaluate(artifact, files["test"], OUT / f"{task}-{optimizer}", log),
+    }
     if optimizer == "evolve":
         text = log.read_text()
         res["lineage"] = rep.get("lineage", [])
@@ -103,14 +133,12 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
 
 def markdown(results: list[dict]) -> str:
     """The RESULTS.md table of the runs measured so far."""
-    lines = ["| task | optimizer | test accuracy | dev before → after | compile LM calls (cap) | compile wall |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | optimizer | test accuracy | dev before → after | compile LM calls (cap) | compile wall |", "|---|---|---|---|---|---|"]
     for r in results:
         dev = "—" if "dev_final" not in r else f"{r['dev_baseline']:.3f} → {r['dev_final']:.3f}"
         cap = f" ({BUDGET})" if r["optimizer"] != "zero-shot" else ""
         wall = f"{r['compile_wall_s']:.0f} s" if "compile_wall_s" in r else "—"
-        lines.append(f"| {r['task']} | {r['optimizer']} | {r['test_acc']:.3f} (n={r['test_n']}) | {dev} | "
-                     f"{r['compile_calls']}{cap} | {wall} |")
+        lines.append(f"| {r['task']} | {r['optimizer']} | {r['test_acc']:.3f} (n={r['test_n']}) | {dev} | {r['compile_calls']}{cap} | {wall} |")
     return "\n".join(lines)
 
 
@@ -121,8 +149,13 @@ def main() -> None:
     ap.add_argument("--summary", action="store_true", help="print the table of the runs already measured, run nothing")
     args = ap.parse_args()
     if args.summary:
-        done = [json.loads(p.read_text()) for task in ("sst2", "route") for opt in ("zero-shot", "mipro", "evolve")
-                for p in [OUT / f"{task}-{opt}.json"] if p.exists()]
+        done = [
+            json.loads(p.read_text())
+            for task in ("sst2", "route")
+            for opt in ("zero-shot", "mipro", "evolve")
+            for p in [OUT / f"{task}-{opt}.json"]
+            if p.exists()
+        ]
         print(markdown(done))
         return
     OUT.mkdir(parents=True, exist_ok=True)

@@ -80,8 +80,7 @@ def _requests(p, rows: list[dict], field: str, demos: tuple[dict, ...]):
     out = []
     for r in rows:
         prompt = prompts.render(p, {field: r[field]}, mode="completion", demos=demos)
-        out.append(LMRequest(prompt=prompt.text, stop=prompt.stop, choices=choices, temperature=0.0,
-                             max_tokens=default_max_tokens(p, "completion")))
+        out.append(LMRequest(prompt=prompt.text, stop=prompt.stop, choices=choices, temperature=0.0, max_tokens=default_max_tokens(p, "completion")))
     return out
 
 
@@ -130,6 +129,7 @@ def run(quick: bool = False, n: int | None = None) -> dict:
         import llama_cpp  # noqa: F401
 
         from lmc.lm.local import LocalBackend, model_path
+
         model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": f"local model unavailable: {e}"}
@@ -142,12 +142,12 @@ def run(quick: bool = False, n: int | None = None) -> dict:
     gold = [r["sentiment"] for r in rows]
     shown = tuple({"review": d["review"], "sentiment": d["sentiment"]} for d in demos)
     out["sst2_zero_shot"] = _task(backend, "SST-2 test, zero-shot", _requests(sst2, rows, "review", ()), gold, rounds)
-    out["sst2_4_demos"] = _task(backend, "SST-2 test, 4 labeled demos", _requests(sst2, rows, "review", shown), gold,
-                                rounds)
+    out["sst2_4_demos"] = _task(backend, "SST-2 test, 4 labeled demos", _requests(sst2, rows, "review", shown), gold, rounds)
     labels, brows = banking_split(n // 2)
     intent = _predictor(INTENT_PROGRAM.format(labels=" | ".join(json.dumps(lb) for lb in labels)))
-    out["banking_10_zero_shot"] = _task(backend, f"BANKING77 test, {INTENTS} intents, zero-shot",
-                                        _requests(intent, brows, "text", ()), [r["intent"] for r in brows], rounds)
+    out["banking_10_zero_shot"] = _task(
+        backend, f"BANKING77 test, {INTENTS} intents, zero-shot", _requests(intent, brows, "text", ()), [r["intent"] for r in brows], rounds
+    )
     llm = backend._load()
     out["banking_label_tokens"] = {lb: len(llm.tokenize((" " + lb).encode(), add_bos=False, special=False)) for lb in labels}
     backend.close()

@@ -27,11 +27,10 @@ async def _raw_rtt(url: str, n: int) -> float:
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+
         async def one(i: int) -> None:
-            body = json.dumps({"model": "loop", "messages": [{"role": "user", "content": f"question number {i}"}],
-                               "max_tokens": 16}).encode()
-            async with session.post(url + "/chat/completions", data=body,
-                                    headers={"Content-Type": "application/json"}) as resp:
+            body = json.dumps({"model": "loop", "messages": [{"role": "user", "content": f"question number {i}"}], "max_tokens": 16}).encode()
+            async with session.post(url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}) as resp:
                 json.loads(await resp.read())
 
         for i in range(20):
@@ -97,14 +96,14 @@ def _local(prompt_tokens: int = 300, calls: int = 5) -> dict:
         import llama_cpp
 
         from lmc.lm.local import LOCAL_N_CTX, model_path
+
         path = model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": str(e)}
     out: dict = {}
     words = "The committee met on Tuesday to review the budget and the new library plans. "
     for n_batch in (64, 512, 2048):
-        llm = llama_cpp.Llama(model_path=path, n_ctx=LOCAL_N_CTX, n_threads=2, n_threads_batch=2, n_batch=n_batch,
-                              verbose=False, logits_all=False)
+        llm = llama_cpp.Llama(model_path=path, n_ctx=LOCAL_N_CTX, n_threads=2, n_threads_batch=2, n_batch=n_batch, verbose=False, logits_all=False)
         tokens = llm.tokenize((words * 40).encode())[:prompt_tokens]
         llm.create_completion(tokens[:8], max_tokens=1, temperature=0.0)  # warm up
         llm.reset()
@@ -121,16 +120,19 @@ def _local(prompt_tokens: int = 300, calls: int = 5) -> dict:
         start = time.perf_counter()
         for i in range(calls):
             # Distinct prompts: llama.cpp reuses a shared KV prefix, so vary the start to measure a full prompt.
-            res = await client.complete(spec, LMRequest(prompt=f"Note {i}. " + words * 22 + "\nSummary:", max_tokens=32,
-                                                        stop=("\n\n",)))
+            res = await client.complete(spec, LMRequest(prompt=f"Note {i}. " + words * 22 + "\nSummary:", max_tokens=32, stop=("\n\n",)))
             pt += res.prompt_tokens
             ct += res.completion_tokens
         return time.perf_counter() - start, pt, ct
 
     elapsed, pt, ct = asyncio.run(go())
-    out.update(serial_calls=calls, serial_calls_per_s=round(calls / elapsed, 3),
-               mean_prompt_tokens=pt // calls, mean_completion_tokens=ct // calls,
-               overall_tok_s=round((pt + ct) / elapsed, 1))
+    out.update(
+        serial_calls=calls,
+        serial_calls_per_s=round(calls / elapsed, 3),
+        mean_prompt_tokens=pt // calls,
+        mean_completion_tokens=ct // calls,
+        overall_tok_s=round((pt + ct) / elapsed, 1),
+    )
     # Decode speed alone: a tiny prompt and a long greedy continuation.
     llm = llama_cpp.Llama(model_path=path, n_ctx=LOCAL_N_CTX, n_threads=2, verbose=False)
     start = time.perf_counter()
@@ -165,13 +167,19 @@ def run(*, local: bool = False, n: int = 300) -> dict:
     ideal = calls / conc * latency
     floor = math.ceil(calls / conc) * latency
     figures.update(
-        throughput_calls=calls, throughput_concurrency=conc, throughput_latency_s=latency,
-        throughput_ideal_s=ideal, throughput_floor_s=floor,
-        direct_elapsed_s=round(t_direct, 3), direct_vs_ideal=round(ideal / t_direct, 3),
+        throughput_calls=calls,
+        throughput_concurrency=conc,
+        throughput_latency_s=latency,
+        throughput_ideal_s=ideal,
+        throughput_floor_s=floor,
+        direct_elapsed_s=round(t_direct, 3),
+        direct_vs_ideal=round(ideal / t_direct, 3),
         direct_vs_floor=round(floor / t_direct, 3),
-        litellm_elapsed_s=round(t_litellm, 3), litellm_vs_ideal=round(ideal / t_litellm, 3),
+        litellm_elapsed_s=round(t_litellm, 3),
+        litellm_vs_ideal=round(ideal / t_litellm, 3),
         litellm_vs_floor=round(floor / t_litellm, 3),
-        server_requests=served["requests"], server_max_open=served["max_open"],
+        server_requests=served["requests"],
+        server_max_open=served["max_open"],
     )
     if local:
         figures["local"] = _local()

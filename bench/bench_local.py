@@ -30,13 +30,22 @@ DEMOS = [
     ("it 's a mess , a dull and lifeless one at that , with nothing to say .", "negative"),
 ]
 REVIEWS = [
-    "a thoughtful , provocative , insistently humanizing film .", "the acting is wooden and the script is worse .",
-    "one of the year 's most intriguing movie experiences .", "an exhausting , joyless exercise in style .",
-    "a warm , funny , engaging film .", "too long , too slow and too pleased with itself .",
-    "the performances are uniformly excellent .", "nothing here rings true , and nothing here is fun .",
-    "a small gem of a movie .", "it never finds its footing .", "smart , sassy and exceptionally charming .",
-    "tedious and numbingly dull .", "a lovely , moving film .", "a muddled , overlong drama .",
-    "clever and genuinely funny .", "lame , sophomoric and predictable .",
+    "a thoughtful , provocative , insistently humanizing film .",
+    "the acting is wooden and the script is worse .",
+    "one of the year 's most intriguing movie experiences .",
+    "an exhausting , joyless exercise in style .",
+    "a warm , funny , engaging film .",
+    "too long , too slow and too pleased with itself .",
+    "the performances are uniformly excellent .",
+    "nothing here rings true , and nothing here is fun .",
+    "a small gem of a movie .",
+    "it never finds its footing .",
+    "smart , sassy and exceptionally charming .",
+    "tedious and numbingly dull .",
+    "a lovely , moving film .",
+    "a muddled , overlong drama .",
+    "clever and genuinely funny .",
+    "lame , sophomoric and predictable .",
 ]
 
 
@@ -51,8 +60,7 @@ def _lmc(n: int, concurrent: bool) -> dict:
 
     client = LMClient(use_cache=False, concurrency=8)
     spec = parse_lm("local/gemma-3-270m")
-    reqs = [LMRequest(prompt=prompt(REVIEWS[i % len(REVIEWS)]) + " " * (i // len(REVIEWS)), max_tokens=4,
-                      stop=("\n",)) for i in range(n)]
+    reqs = [LMRequest(prompt=prompt(REVIEWS[i % len(REVIEWS)]) + " " * (i // len(REVIEWS)), max_tokens=4, stop=("\n",)) for i in range(n)]
 
     async def go() -> tuple[float, int, int]:
         await client.complete(spec, LMRequest(prompt=prompt("warm up ."), max_tokens=2, stop=("\n",)))
@@ -66,8 +74,13 @@ def _lmc(n: int, concurrent: bool) -> dict:
         return took, sum(r.prompt_tokens for r in res), sum(r.completion_tokens for r in res)
 
     took, pt, ct = asyncio.run(go())
-    return {"calls": n, "seconds": round(took, 2), "calls_per_s": round(n / took, 2),
-            "mean_prompt_tokens": pt // n, "mean_completion_tokens": round(ct / n, 1)}
+    return {
+        "calls": n,
+        "seconds": round(took, 2),
+        "calls_per_s": round(n / took, 2),
+        "mean_prompt_tokens": pt // n,
+        "mean_completion_tokens": round(ct / n, 1),
+    }
 
 
 def _llama(threads: int = 2):
@@ -75,8 +88,7 @@ def _llama(threads: int = 2):
 
     from lmc.lm.local import model_path
 
-    return llama_cpp.Llama(model_path=model_path(), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                           verbose=False)
+    return llama_cpp.Llama(model_path=model_path(), n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
 
 
 def _raw(n: int) -> dict:
@@ -95,8 +107,14 @@ def _raw(n: int) -> dict:
     start = time.perf_counter()
     out = llm.create_completion("Once upon a time", max_tokens=64, temperature=0.0, top_k=1)
     decode = out["usage"]["completion_tokens"] / (time.perf_counter() - start)
-    return {"calls": n, "seconds": round(took, 2), "calls_per_s": round(n / took, 2),
-            "prompt_tok_s": round(prefill, 1), "completion_tok_s": round(decode, 1), "prompt_tokens": len(toks)}
+    return {
+        "calls": n,
+        "seconds": round(took, 2),
+        "calls_per_s": round(n / took, 2),
+        "prompt_tok_s": round(prefill, 1),
+        "completion_tok_s": round(decode, 1),
+        "prompt_tokens": len(toks),
+    }
 
 
 def _raw_two(n: int) -> dict:
@@ -123,6 +141,7 @@ def run(quick: bool = False) -> dict:
         import llama_cpp  # noqa: F401
 
         from lmc.lm.local import model_path
+
         model_path()
     except Exception as e:  # noqa: BLE001 - the local extra is optional
         return {"skipped": f"local model unavailable: {e}"}
@@ -130,15 +149,20 @@ def run(quick: bool = False) -> dict:
     out = {"load_avg_1m_at_start": round(os.getloadavg()[0], 2), "cpus": os.cpu_count(), "rounds": 2}
     # Two alternated rounds, each figure its best: on a shared machine one round can land in a burst of load.
     for _ in range(2):
-        for name, fn in (("raw_serial", lambda: _raw(n)), ("lmc_serial", lambda: _lmc(n, concurrent=False)),
-                         ("lmc_concurrent", lambda: _lmc(n, concurrent=True)), ("raw_two_instances", lambda: _raw_two(n))):
+        for name, fn in (
+            ("raw_serial", lambda: _raw(n)),
+            ("lmc_serial", lambda: _lmc(n, concurrent=False)),
+            ("lmc_concurrent", lambda: _lmc(n, concurrent=True)),
+            ("raw_two_instances", lambda: _raw_two(n)),
+        ):
             res = fn()
             prev = out.get(name)
             if prev is None:
                 out[name] = res
             else:
-                out[name] = {k: (max(v, prev[k]) if k.endswith("_s") and k != "seconds" else
-                                 min(v, prev[k]) if k == "seconds" else v) for k, v in res.items()}
+                out[name] = {
+                    k: (max(v, prev[k]) if k.endswith("_s") and k != "seconds" else min(v, prev[k]) if k == "seconds" else v) for k, v in res.items()
+                }
     out["lmc_serial_vs_raw"] = round(out["lmc_serial"]["calls_per_s"] / out["raw_serial"]["calls_per_s"], 3)
     out["lmc_concurrent_vs_serial"] = round(out["lmc_concurrent"]["calls_per_s"] / out["lmc_serial"]["calls_per_s"], 3)
     out["two_instances_vs_raw_serial"] = round(out["raw_two_instances"]["calls_per_s"] / out["raw_serial"]["calls_per_s"], 3)

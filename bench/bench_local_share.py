@@ -48,8 +48,22 @@ def _start(work: Path, name: str, rows: list[str], slots: str | None) -> subproc
     env.pop("LMC_LOCAL_SLOTS", None)
     if slots is not None:
         env["LMC_LOCAL_SLOTS"] = slots
-    cmd = [sys.executable, "-m", "lmc", "run", str(PROGRAM), "--lm", "local/gemma-3-270m", "--data", str(data),
-           "--out", str(out), "--no-cache", "-j", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmc",
+        "run",
+        str(PROGRAM),
+        "--lm",
+        "local/gemma-3-270m",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--no-cache",
+        "-j",
+        "4",
+    ]
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -74,7 +88,7 @@ def run(n: int = 30, rounds: int = 2) -> dict:
     if skipped:
         return {"skipped": skipped}
     rows = DATA.read_text(encoding="utf-8").splitlines(keepends=True)
-    a, b = rows[:n], rows[n: 2 * n]
+    a, b = rows[:n], rows[n : 2 * n]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lmc-bench-share-") as tmp:

@@ -57,8 +57,7 @@ async def _session(edits: int) -> dict:
     await client.initialize_async(T.InitializeParams(capabilities=T.ClientCapabilities()))
     client.initialized(T.InitializedParams())
     start = time.perf_counter()
-    client.text_document_did_open(T.DidOpenTextDocumentParams(
-        text_document=T.TextDocumentItem(uri=uri, language_id="lmp", version=1, text=text)))
+    client.text_document_did_open(T.DidOpenTextDocumentParams(text_document=T.TextDocumentItem(uri=uri, language_id="lmp", version=1, text=text)))
     await wait(1)
     open_ms = (got[1][0] - start) * 1000
 
@@ -76,10 +75,14 @@ async def _session(edits: int) -> dict:
             version += 1
             await asyncio.sleep(0.3)  # a quiet spell: longer than the server's debounce window
             sent = time.perf_counter()
-            client.text_document_did_change(T.DidChangeTextDocumentParams(
-                text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[T.TextDocumentContentChangePartial(
-                    range=T.Range(start=T.Position(line, rng[0]), end=T.Position(line, rng[1])), text=new_text)]))
+            client.text_document_did_change(
+                T.DidChangeTextDocumentParams(
+                    text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                    content_changes=[
+                        T.TextDocumentContentChangePartial(range=T.Range(start=T.Position(line, rng[0]), end=T.Position(line, rng[1])), text=new_text)
+                    ],
+                )
+            )
             await wait(version)
             inline.append((got[version][0] - sent) * 1000)
             broken_seen.append(got[version][1])
@@ -88,10 +91,14 @@ async def _session(edits: int) -> dict:
                 version += 1
                 await asyncio.sleep(0.3)
                 sent = time.perf_counter()
-                client.text_document_did_change(T.DidChangeTextDocumentParams(
-                    text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                    content_changes=[T.TextDocumentContentChangePartial(
-                        range=T.Range(start=T.Position(*rng[0]), end=T.Position(*rng[1])), text=new_text)]))
+                client.text_document_did_change(
+                    T.DidChangeTextDocumentParams(
+                        text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                        content_changes=[
+                            T.TextDocumentContentChangePartial(range=T.Range(start=T.Position(*rng[0]), end=T.Position(*rng[1])), text=new_text)
+                        ],
+                    )
+                )
                 await wait(version)
                 newline.append((got[version][0] - sent) * 1000)
     await client.shutdown_async(None)
@@ -104,8 +111,12 @@ async def _session(edits: int) -> dict:
         "lines": len(lines),
         "edits": len(inline),
         "open_ms": round(open_ms, 1),
-        "inline_edit_ms": {"median": round(statistics.median(inline), 1), "p90": round(inline_sorted[int(0.9 * (len(inline) - 1))], 1),
-                           "max": round(max(inline), 1), "min": round(min(inline), 1)},
+        "inline_edit_ms": {
+            "median": round(statistics.median(inline), 1),
+            "p90": round(inline_sorted[int(0.9 * (len(inline) - 1))], 1),
+            "max": round(max(inline), 1),
+            "min": round(min(inline), 1),
+        },
         "line_added_or_removed_ms": {"median": round(statistics.median(newline), 1), "max": round(max(newline), 1)},
         "diagnostics_correct": correct,
         "target_ms": TARGET_MS,

@@ -52,8 +52,13 @@ def _dual_server(latency: float) -> ServerProcess:
 
 
 def _dspy(cmd: str, url: str, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, str(BENCH / "dspy_side.py"), cmd, "--api-base", url, *extra],
-                          cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OPENAI_API_KEY="x"))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "dspy_side.py"), cmd, "--api-base", url, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, OPENAI_API_KEY="x"),
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"dspy_side {cmd} failed: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -78,10 +83,31 @@ def _warm_cache(url: str, srv: ServerProcess, n: int = 50) -> dict:
         counts = []
         for k in range(2):
             before = srv.stats()["requests"]
-            proc = subprocess.run([sys.executable, "-m", "lmc", "run", str(prog), "--data", str(data), "--out",
-                                   str(Path(tmp) / f"out{k}.jsonl"), "--lm", "openai/test", "--api-base", url,
-                                   "--cache-dir", str(Path(tmp) / "cache"), "-j", "16"],
-                                  cwd=ROOT, env=_env(None), capture_output=True, text=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "lmc",
+                    "run",
+                    str(prog),
+                    "--data",
+                    str(data),
+                    "--out",
+                    str(Path(tmp) / f"out{k}.jsonl"),
+                    "--lm",
+                    "openai/test",
+                    "--api-base",
+                    url,
+                    "--cache-dir",
+                    str(Path(tmp) / "cache"),
+                    "-j",
+                    "16",
+                ],
+                cwd=ROOT,
+                env=_env(None),
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"lmc run failed: {proc.stderr[-1000:]}")
             counts.append(srv.stats()["requests"] - before)
@@ -121,10 +147,8 @@ def _cold_start(url: str, rounds: int) -> dict:
         d = Path(tmp)
         (d / "qa.lmp").write_text(PROGRAM)
         (d / "dspy_one.py").write_text(DSPY_ONE_CALL)
-        lmc = [sys.executable, "-m", "lmc", "run", "qa.lmp", "-i", f"question={QUESTION}", "--lm", "openai/test",
-               "--api-base", url, "--no-cache"]
-        cmds = {"lmc": (lmc, _env(None)), "lmc_litellm": (lmc, _env("litellm")),
-                "dspy": ([sys.executable, "dspy_one.py", url, QUESTION], _env(None))}
+        lmc = [sys.executable, "-m", "lmc", "run", "qa.lmp", "-i", f"question={QUESTION}", "--lm", "openai/test", "--api-base", url, "--no-cache"]
+        cmds = {"lmc": (lmc, _env(None)), "lmc_litellm": (lmc, _env("litellm")), "dspy": ([sys.executable, "dspy_one.py", url, QUESTION], _env(None))}
         runs: dict[str, list[float]] = {k: [] for k in cmds}
         for name, (cmd, env) in cmds.items():  # warm the OS file cache and the bytecode caches
             _, printed = _timed(cmd, d, env)
@@ -194,16 +218,20 @@ def run(calls: int = CALLS, quick: bool = False, rounds: int | None = None) -> d
         out[f"{name}_s"] = round(took, 3)
         out[f"{name}_fraction_of_ideal"] = round(ideal[n] / took, 3)
     best_t = min(DSPY_THREADS, key=lambda t: times[f"dspy_t{t}"])
-    out.update(latency_s=LATENCY, ideal_s_at_64=round(ideal[64], 3), dspy_best_threads=best_t,
-               dspy_best_s=round(times[f"dspy_t{best_t}"], 3),
-               speedup_lmc_j64_vs_dspy_best=round(times[f"dspy_t{best_t}"] / times["lmc_j64"], 2),
-               speedup_lmc_litellm_j64_vs_dspy_best=round(times[f"dspy_t{best_t}"] / times["lmc_litellm_j64"], 2))
+    out.update(
+        latency_s=LATENCY,
+        ideal_s_at_64=round(ideal[64], 3),
+        dspy_best_threads=best_t,
+        dspy_best_s=round(times[f"dspy_t{best_t}"], 3),
+        speedup_lmc_j64_vs_dspy_best=round(times[f"dspy_t{best_t}"] / times["lmc_j64"], 2),
+        speedup_lmc_litellm_j64_vs_dspy_best=round(times[f"dspy_t{best_t}"] / times["lmc_litellm_j64"], 2),
+    )
     cold = out["cold_start"]
     out["cold_start_ratio_lmc_over_dspy"] = round(cold["lmc_s"] / cold["dspy_s"], 3)
-    out["meets_overhead_target"] = (out["lmc_overhead_ms"] <= TARGET_OVERHEAD_MS and
-                                    (out["overhead_ratio_lmc_over_dspy"] or 9) <= TARGET_OVERHEAD_RATIO)
-    out["meets_throughput_target"] = (out["lmc_j64_fraction_of_ideal"] >= TARGET_FRACTION and
-                                      times["lmc_j64"] < times[f"dspy_t{best_t}"])
+    out["meets_overhead_target"] = (
+        out["lmc_overhead_ms"] <= TARGET_OVERHEAD_MS and (out["overhead_ratio_lmc_over_dspy"] or 9) <= TARGET_OVERHEAD_RATIO
+    )
+    out["meets_throughput_target"] = out["lmc_j64_fraction_of_ideal"] >= TARGET_FRACTION and times["lmc_j64"] < times[f"dspy_t{best_t}"]
     out["meets_cold_start_target"] = cold["lmc_s"] <= cold["dspy_s"]
     out["meets_warm_cache_target"] = out["warm_cache"]["warm_requests"] == 0
     out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)

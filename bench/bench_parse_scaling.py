@@ -26,13 +26,14 @@ def generate(path: Path, size_bytes: int) -> int:
     out = []
     size = i = 0
     while size < size_bytes:
-        block = (f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
-                 f'  "Answer question {i} from the context, in one or two words, without preamble."\n')
+        block = (
+            f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
+            f'  "Answer question {i} from the context, in one or two words, without preamble."\n'
+        )
         out.append(block)
         size += len(block)
         i += 1
-    out.append("signature Q(q: str -> a: str)\nmodule m = Predict(Q)\n"
-               "program main(q: str) -> (a: str) {\n  return m(q=q)\n}\n")
+    out.append("signature Q(q: str -> a: str)\nmodule m = Predict(Q)\nprogram main(q: str) -> (a: str) {\n  return m(q=q)\n}\n")
     path.write_text("".join(out), encoding="utf-8")
     return i + 2
 

@@ -57,8 +57,7 @@ def _serve(latency: float, rate: float, seconds: float, kinds: tuple[str, ...]) 
     from tests.reliability.helpers import sentiment_responder
 
     faults = {k: rate / len(kinds) for k in kinds} if rate else None
-    with LoopbackServer(sentiment_responder, latency=latency, faults=faults, seed=11, retry_after=1,
-                        timeout_sleep=2.0) as srv:
+    with LoopbackServer(sentiment_responder, latency=latency, faults=faults, seed=11, retry_after=1, timeout_sleep=2.0) as srv:
         print(srv.url, flush=True)
         time.sleep(seconds)
 
@@ -87,8 +86,25 @@ def _load_run(n: int, rate: float, transport: str | None, kinds: tuple[str, ...]
     with tempfile.TemporaryDirectory() as tmp, _server(rate, kinds) as srv:
         d = Path(tmp)
         write_jsonl(d / "in.jsonl", reviews(n))
-        cmd = [sys.executable, "-m", "lmc", "run", str(PROGRAM), "--lm", "openai/test", "--api-base", srv.url,
-               "--data", "in.jsonl", "--out", "out.jsonl", "--cache-dir", "cache", "-j", str(CONCURRENCY)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lmc",
+            "run",
+            str(PROGRAM),
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--cache-dir",
+            "cache",
+            "-j",
+            str(CONCURRENCY),
+        ]
         server_cpu = srv.stats()["cpu_s"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
@@ -104,16 +120,25 @@ def _load_run(n: int, rate: float, transport: str | None, kinds: tuple[str, ...]
     # inject, such as an answer arriving after the 1 s client timeout on a starved machine.
     seen = re.search(r"retries, (\d+) failed\)", tail)
     client_failed = int(seen.group(1)) if seen else 0
-    return {"exit": proc.returncode, "seconds": round(took, 2), "throughput": round(n / took, 1),
-            "completed": ok, "lines": len(rows), "unique_ids": len({r["id"] for r in rows}),
-            "requests": stats["requests"], "faults_injected": injected, "max_open_connections": stats["max_open"],
-            "client_cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
-            "server_cpu_s": round(stats["cpu_s"] - server_cpu, 2),
-            "repeated_bodies": stats["duplicates"], "repeats_beyond_faults": stats["duplicates"] - injected,
-            "client_failed_requests": client_failed,
-            # What must be 0: a request sent again although the client saw no failure of it (an answer resent).
-            "repeats_without_a_failure": stats["duplicates"] - client_failed,
-            "stderr_tail": tail}
+    return {
+        "exit": proc.returncode,
+        "seconds": round(took, 2),
+        "throughput": round(n / took, 1),
+        "completed": ok,
+        "lines": len(rows),
+        "unique_ids": len({r["id"] for r in rows}),
+        "requests": stats["requests"],
+        "faults_injected": injected,
+        "max_open_connections": stats["max_open"],
+        "client_cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+        "server_cpu_s": round(stats["cpu_s"] - server_cpu, 2),
+        "repeated_bodies": stats["duplicates"],
+        "repeats_beyond_faults": stats["duplicates"] - injected,
+        "client_failed_requests": client_failed,
+        # What must be 0: a request sent again although the client saw no failure of it (an answer resent).
+        "repeats_without_a_failure": stats["duplicates"] - client_failed,
+        "stderr_tail": tail,
+    }
 
 
 async def _bare_exchange_cpu(url: str, n: int = 2000) -> float:
@@ -122,9 +147,9 @@ async def _bare_exchange_cpu(url: str, n: int = 2000) -> float:
 
     body = json.dumps({"model": "test", "messages": [{"role": "user", "content": "review number 1"}]}).encode()
     async with aiohttp.ClientSession() as session:
+
         async def one() -> None:
-            async with session.post(url + "/chat/completions", data=body,
-                                    headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}) as resp:
                 await resp.read()
 
         await asyncio.gather(*(one() for _ in range(64)))
@@ -159,20 +184,40 @@ def _kills(kills: int, n: int, seed: int) -> dict:
         d = Path(tmp)
         write_jsonl(d / "in.jsonl", reviews(n))
         with TimedServer(sentiment_responder, latency=0.03) as srv:
-            cmd = lmc_cmd("run", PROGRAM, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                          "--out", "out.jsonl", "--cache-dir", "cache", "-j", "4")
+            cmd = lmc_cmd(
+                "run",
+                PROGRAM,
+                "--lm",
+                "openai/test",
+                "--api-base",
+                srv.url,
+                "--data",
+                "in.jsonl",
+                "--out",
+                "out.jsonl",
+                "--cache-dir",
+                "cache",
+                "-j",
+                "4",
+            )
             landed = []
             for _ in range(kills):
                 _, at, _ = _kill_at_random(cmd, d, srv, rng, signal.SIGKILL, 0.5)
                 if at is not None:
                     landed.append(at)
-            final = subprocess.run(cmd, cwd=d, env=subprocess_env(LMC_TEST_LM_TIMEOUT="30"),
-                                   capture_output=True, text=True, timeout=600)
+            final = subprocess.run(cmd, cwd=d, env=subprocess_env(LMC_TEST_LM_TIMEOUT="30"), capture_output=True, text=True, timeout=600)
             bad, total = _repeats_after_kills(srv, landed)
             rows = [json.loads(x) for x in (d / "out.jsonl").read_text().splitlines()]
     ids = [r["id"] for r in rows]
-    return {"kills": len(landed), "final_exit": final.returncode, "examples": n, "lines": len(rows),
-            "unique_ids": len(set(ids)), "repeated_settled_requests": bad, "repeated_in_flight_requests": total - bad}
+    return {
+        "kills": len(landed),
+        "final_exit": final.returncode,
+        "examples": n,
+        "lines": len(rows),
+        "unique_ids": len(set(ids)),
+        "repeated_settled_requests": bad,
+        "repeated_in_flight_requests": total - bad,
+    }
 
 
 def _fastest(runs: list[dict]) -> dict:
@@ -192,13 +237,19 @@ def _paths(n: int, transports: Sequence[str]) -> list[tuple[str, str | None, int
     return [known[t] for t in transports]
 
 
-def run(n: int = N, kills: int = 20, repeats: int = 3, transports: Sequence[str] = ("direct", "litellm"),
-        no_timeouts: bool = True) -> dict:
+def run(n: int = N, kills: int = 20, repeats: int = 3, transports: Sequence[str] = ("direct", "litellm"), no_timeouts: bool = True) -> dict:
     """The whole benchmark; `transports`, `no_timeouts=False` and `kills=0` leave parts out (the default path's
     fault figure alone takes ~2 minutes, the whole benchmark ~20)."""
-    out: dict = {"n": n, "concurrency": CONCURRENCY, "latency_s": LATENCY, "fault_rate": FAULT_RATE,
-                 "fault_kinds": list(KINDS), "client_timeout_s": float(CLIENT_TIMEOUT_S), "timeout_fault_holds_s": 2.0,
-                 "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    out: dict = {
+        "n": n,
+        "concurrency": CONCURRENCY,
+        "latency_s": LATENCY,
+        "fault_rate": FAULT_RATE,
+        "fault_kinds": list(KINDS),
+        "client_timeout_s": float(CLIENT_TIMEOUT_S),
+        "timeout_fault_holds_s": 2.0,
+        "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
     cost = out["exchange_cpu"] = _exchange_cost()
     exchange_ms = max(cost["client_ms"], cost["server_ms"])
     for name, transport, size in _paths(n, transports):
@@ -216,17 +267,20 @@ def run(n: int = N, kills: int = 20, repeats: int = 3, transports: Sequence[str]
         for k, runs in trials.items():
             out.setdefault("all_seconds", {}).setdefault(name, {})[k] = [r["seconds"] for r in runs]
         top = ceiling(clean["seconds"], faulty["requests"] - size, exchange_ms)
-        path = out[name] = {"n": size, "clean": clean, "faulty": faulty,
-                            "completion_rate": round(min(b["completed"] for k, b in best.items() if k != "clean") / size, 4),
-                            "throughput_vs_clean": round(faulty["throughput"] / clean["throughput"], 3),
-                            "ceiling": round(top, 3),
-                            "client_cpu_ms_per_example_clean": round(clean["client_cpu_s"] / size * 1000, 3)}
+        path = out[name] = {
+            "n": size,
+            "clean": clean,
+            "faulty": faulty,
+            "completion_rate": round(min(b["completed"] for k, b in best.items() if k != "clean") / size, 4),
+            "throughput_vs_clean": round(faulty["throughput"] / clean["throughput"], 3),
+            "ceiling": round(top, 3),
+            "client_cpu_ms_per_example_clean": round(clean["client_cpu_s"] / size * 1000, 3),
+        }
         if no_timeouts:
             path["faulty_without_timeouts"] = best["no_timeouts"]
             path["throughput_vs_clean_without_timeouts"] = round(best["no_timeouts"]["throughput"] / clean["throughput"], 3)
     if "direct" in out:
-        out["default_path_meets_target"] = (out["direct"]["throughput_vs_clean"] >= TARGET_RATIO and
-                                            out["direct"]["ceiling"] >= TARGET_CEILING)
+        out["default_path_meets_target"] = out["direct"]["throughput_vs_clean"] >= TARGET_RATIO and out["direct"]["ceiling"] >= TARGET_CEILING
     if kills:
         out["crash_resume"] = _kills(kills, 400, seed=1234)
     out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)
@@ -239,7 +293,6 @@ if __name__ == "__main__":
     else:
         quick = "--quick" in sys.argv
         if "--default-path" in sys.argv:  # issue 14's figure alone: the direct transport, once, no kills
-            print(json.dumps(run(n=8000 if quick else N, kills=0, repeats=1, transports=("direct",), no_timeouts=False),
-                             indent=2))
+            print(json.dumps(run(n=8000 if quick else N, kills=0, repeats=1, transports=("direct",), no_timeouts=False), indent=2))
         else:
             print(json.dumps(run(n=8000 if quick else N, kills=5 if quick else 20, repeats=1 if quick else 3), indent=2))

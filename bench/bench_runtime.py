@@ -43,10 +43,10 @@ async def _raw_rtt(url: str, n: int) -> float:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
+
         async def one(i: int) -> None:
             body = json.dumps({"model": "test", "messages": [{"role": "user", "content": f"q {i}"}]}).encode()
-            async with session.post(url + "/chat/completions", data=body,
-                                    headers={"Content-Type": "application/json"}) as resp:
+            async with session.post(url + "/chat/completions", data=body, headers={"Content-Type": "application/json"}) as resp:
                 json.loads(await resp.read())
 
         for i in range(20):
@@ -68,8 +68,7 @@ def _batch(url: str, concurrency: int, n: int = N) -> float:
 
     ir = lower(check_source(PROGRAM, "bench.lmp"))
     target = Target(ir, "program", "bench.lmp", "main", PROGRAM, "")
-    rt = open_runtime(target, RunOptions(lm="openai/test", api_base=url, use_cache=False,
-                                         concurrency=concurrency)).runtime
+    rt = open_runtime(target, RunOptions(lm="openai/test", api_base=url, use_cache=False, concurrency=concurrency)).runtime
     ds = from_records([{"id": str(i), "question": f"question number {i}?"} for i in range(n)])
     # As DSPy's side warms up as many threads as it runs: every connection of the pool is open before timing.
     warm = from_records([{"id": f"w{i}", "question": f"warm {i}?"} for i in range(max(20, concurrency))])

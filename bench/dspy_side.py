@@ -42,21 +42,25 @@ CHAT_END = "[[ ## completed ## ]]"
 CONFIGS: dict[str, dict] = {
     "chat": {"about": "DSPy's defaults: ChatAdapter over chat completions (JSONAdapter retry on a parse failure)"},
     "chat-stop": {"stop": [CHAT_END], "about": "ChatAdapter, generation stops at its end marker"},
-    "chat-stop-nofallback": {"stop": [CHAT_END], "adapter_kw": {"use_json_adapter_fallback": False},
-                             "about": "ChatAdapter, end-marker stop, no JSONAdapter retry"},
+    "chat-stop-nofallback": {
+        "stop": [CHAT_END],
+        "adapter_kw": {"use_json_adapter_fallback": False},
+        "about": "ChatAdapter, end-marker stop, no JSONAdapter retry",
+    },
     "json": {"adapter": "json", "about": "JSONAdapter over chat completions"},
     "xml": {"adapter": "xml", "about": "XMLAdapter over chat completions"},
-    "text": {"model_type": "text", "stop": [CHAT_END],
-             "about": "ChatAdapter over plain completions (model_type='text'), end-marker stop"},
-    "text-nofallback": {"model_type": "text", "stop": [CHAT_END], "adapter_kw": {"use_json_adapter_fallback": False},
-                        "about": "ChatAdapter over plain completions, end-marker stop, no JSONAdapter retry (which "
-                                 "sends response_format, refused on plain completions)"},
+    "text": {"model_type": "text", "stop": [CHAT_END], "about": "ChatAdapter over plain completions (model_type='text'), end-marker stop"},
+    "text-nofallback": {
+        "model_type": "text",
+        "stop": [CHAT_END],
+        "adapter_kw": {"use_json_adapter_fallback": False},
+        "about": "ChatAdapter over plain completions, end-marker stop, no JSONAdapter retry (which "
+        "sends response_format, refused on plain completions)",
+    },
     "text-json": {"model_type": "text", "adapter": "json", "about": "JSONAdapter over plain completions"},
     "text-xml": {"model_type": "text", "adapter": "xml", "about": "XMLAdapter over plain completions"},
-    "chat-grammar": {"stop": [CHAT_END], "grammar": "chat",
-                     "about": "ChatAdapter + llama.cpp grammar: the answer block with one of the labels"},
-    "json-grammar": {"adapter": "json", "grammar": "json",
-                     "about": "JSONAdapter + llama.cpp grammar: {\"<field>\": one of the labels}"},
+    "chat-grammar": {"stop": [CHAT_END], "grammar": "chat", "about": "ChatAdapter + llama.cpp grammar: the answer block with one of the labels"},
+    "json-grammar": {"adapter": "json", "grammar": "json", "about": 'JSONAdapter + llama.cpp grammar: {"<field>": one of the labels}'},
 }
 CONSTRAINED = ("chat-grammar", "json-grammar")
 
@@ -73,8 +77,7 @@ def grammar(kind: str, field: str, labels: list[str]) -> str:
     if kind == "json":
         # JSONAdapter's demos are indented JSON, so whitespace is allowed where json.dumps(indent=2) puts it.
         key = _gbnf_str(json.dumps(field) + ":")
-        return (f'root ::= "{{" ws {key} ws "\\"" ({choice}) "\\"" ws "}}"\n'
-                'ws ::= [ \\t\\n]*')
+        return f'root ::= "{{" ws {key} ws "\\"" ({choice}) "\\"" ws "}}"\nws ::= [ \\t\\n]*'
     raise ValueError(f"unknown grammar kind {kind}")
 
 
@@ -103,10 +106,8 @@ def make_signature(task: dict):
 
     out_type = Literal[tuple(task["labels"])]  # type: ignore[valid-type]
     fields = {
-        task["input"]: (str, dspy.InputField(desc=task.get("input_desc") or None) if task.get("input_desc")
-                        else dspy.InputField()),
-        task["output"]: (out_type, dspy.OutputField(desc=task["output_desc"]) if task.get("output_desc")
-                         else dspy.OutputField()),
+        task["input"]: (str, dspy.InputField(desc=task.get("input_desc") or None) if task.get("input_desc") else dspy.InputField()),
+        task["output"]: (out_type, dspy.OutputField(desc=task["output_desc"]) if task.get("output_desc") else dspy.OutputField()),
     }
     return dspy.make_signature(fields, task["instructions"], signature_name=task["signature"])
 
@@ -115,8 +116,9 @@ def examples(path: str, task: dict) -> list:
     import dspy
 
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [dspy.Example(id=r.get("id"), **{task["input"]: r[task["input"]], task["output"]: r[task["output"]]})
-            .with_inputs(task["input"]) for r in rows]
+    return [
+        dspy.Example(id=r.get("id"), **{task["input"]: r[task["input"]], task["output"]: r[task["output"]]}).with_inputs(task["input"]) for r in rows
+    ]
 
 
 def make_metric(field: str):
@@ -188,8 +190,7 @@ class RawCapture:
         return calls
 
 
-def compile_program(opt: str, student, train: list, dev: list, settings: dict, metric, task: dict,
-                    free_lm=None):
+def compile_program(opt: str, student, train: list, dev: list, settings: dict, metric, task: dict, free_lm=None):
     """DSPy's optimizer paired with lmc's `opt`; `free_lm()` gives an unconstrained LM where the task's is not."""
     import dspy
 
@@ -199,37 +200,50 @@ def compile_program(opt: str, student, train: list, dev: list, settings: dict, m
     if opt == "labeled":
         return dspy.LabeledFewShot(k=k).compile(student, trainset=train), {}
     if opt == "bootstrap":
-        return dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k,
-                                     max_rounds=1).compile(student, trainset=train), {}
+        return dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k, max_rounds=1).compile(student, trainset=train), {}
     if opt in ("random-search", "ensemble"):
         best = dspy.BootstrapFewShotWithRandomSearch(
-            metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k, num_candidate_programs=settings["candidates"],
-            num_threads=THREADS).compile(student, trainset=train, valset=dev)
+            metric=metric, max_bootstrapped_demos=d, max_labeled_demos=k, num_candidate_programs=settings["candidates"], num_threads=THREADS
+        ).compile(student, trainset=train, valset=dev)
         scores = [round(c["score"], 2) for c in best.candidate_programs]
         if opt == "random-search":
             return best, {"candidate_dev_scores": scores}
         members = [c["program"] for c in best.candidate_programs[: settings["ensemble_size"]]]
         # size=None: every member votes on every input (DSPy samples `size` members at random otherwise).
-        return dspy.Ensemble(reduce_fn=dspy.majority).compile(members), {"candidate_dev_scores": scores,
-                                                                        "members": len(members)}
+        return dspy.Ensemble(reduce_fn=dspy.majority).compile(members), {"candidate_dev_scores": scores, "members": len(members)}
     if opt == "mipro":
         # MIPROv2 writes its instruction proposals with `prompt_model`. A grammar that admits only this task's
         # answer would make every proposal unreadable, so a constrained configuration proposes with the same
         # endpoint unconstrained (what a DSPy user does: the constraint belongs to the task model only).
         prompt_model = free_lm() if free_lm is not None else None
-        tele = dspy.MIPROv2(metric=metric, auto=None, num_candidates=settings["candidates"], num_threads=THREADS,
-                            seed=0, max_bootstrapped_demos=d, max_labeled_demos=k, verbose=False,
-                            prompt_model=prompt_model)
-        program = tele.compile(student, trainset=train, valset=dev, num_trials=settings["trials"],
-                               minibatch_size=settings["minibatch"], minibatch_full_eval_steps=5)
+        tele = dspy.MIPROv2(
+            metric=metric,
+            auto=None,
+            num_candidates=settings["candidates"],
+            num_threads=THREADS,
+            seed=0,
+            max_bootstrapped_demos=d,
+            max_labeled_demos=k,
+            verbose=False,
+            prompt_model=prompt_model,
+        )
+        program = tele.compile(
+            student, trainset=train, valset=dev, num_trials=settings["trials"], minibatch_size=settings["minibatch"], minibatch_full_eval_steps=5
+        )
         return program, {}
     if opt == "knn":
         texts = [" | ".join(f"{key}: {value}" for key, value in ex.inputs().items()) for ex in train]
-        tele = dspy.KNNFewShot(k=settings["knn_k"], trainset=train, vectorizer=dspy.Embedder(tfidf_vectorizer(texts)),
-                               metric=metric, max_bootstrapped_demos=settings["knn_k"],
-                               max_labeled_demos=settings["knn_k"])
-        return tele.compile(student), {"note": "KNNFewShot bootstraps the k nearest train examples at run time, "
-                                               "so its teacher calls are counted with the test evaluation"}
+        tele = dspy.KNNFewShot(
+            k=settings["knn_k"],
+            trainset=train,
+            vectorizer=dspy.Embedder(tfidf_vectorizer(texts)),
+            metric=metric,
+            max_bootstrapped_demos=settings["knn_k"],
+            max_labeled_demos=settings["knn_k"],
+        )
+        return tele.compile(student), {
+            "note": "KNNFewShot bootstraps the k nearest train examples at run time, so its teacher calls are counted with the test evaluation"
+        }
     raise SystemExit(f"unknown optimizer {opt}")
 
 
@@ -247,9 +261,15 @@ def evaluate(program, test: list, task: dict, capture: RawCapture) -> list[dict]
             error = f"{type(e).__name__}: {e}"[:800]
         calls = capture.stop()
         texts = [c.get("text") for c in calls if "text" in c]
-        row = {"id": ex.id, "input": ex[inp], "gold": ex[field], "raw": texts[-1] if texts else None,
-               "parsed": parsed, "correct": parsed is not None and str(parsed).strip().lower() == ex[field].lower(),
-               "lm_calls": len(calls)}
+        row = {
+            "id": ex.id,
+            "input": ex[inp],
+            "gold": ex[field],
+            "raw": texts[-1] if texts else None,
+            "parsed": parsed,
+            "correct": parsed is not None and str(parsed).strip().lower() == ex[field].lower(),
+            "lm_calls": len(calls),
+        }
         if len(texts) > 1:
             row["raw_all"] = texts
         if error:
@@ -282,8 +302,10 @@ def run_job(job: dict) -> dict:
     free_lm = None
     if CONFIGS[job["config"]].get("grammar"):
         # The same configuration without its grammar; only MIPROv2's instruction proposals use it.
-        free_lm = lambda: make_lm(job["config"], job["api_base"], task["output"], task["labels"],  # noqa: E731
-                                  constrained=False)[0]
+
+        def free_lm():
+            return make_lm(job["config"], job["api_base"], task["output"], task["labels"], constrained=False)[0]
+
     program, info = compile_program(job["optimizer"], student, train, dev, settings, metric, task, free_lm)
     compile_wall = time.perf_counter() - start
     compile_wire = take_counts(job["api_base"])
@@ -296,11 +318,18 @@ def run_job(job: dict) -> dict:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     predictors = program.predictors() if hasattr(program, "predictors") else []
     instructions = predictors[0].signature.instructions if predictors else None
-    return {"compile_wall_s": round(compile_wall, 1), "compile_wire": compile_wire, "eval_wall_s": round(eval_wall, 1),
-            "eval_wire": eval_wire, "demos": [len(p.demos) for p in predictors],
-            "instructions": (instructions or "")[:600], "dspy_config": job["config"],
-            "dspy_config_about": CONFIGS[job["config"]]["about"], "optimizer_info": info,
-            "dspy_version": _version("dspy")}
+    return {
+        "compile_wall_s": round(compile_wall, 1),
+        "compile_wire": compile_wire,
+        "eval_wall_s": round(eval_wall, 1),
+        "eval_wire": eval_wire,
+        "demos": [len(p.demos) for p in predictors],
+        "instructions": (instructions or "")[:600],
+        "dspy_config": job["config"],
+        "dspy_config_about": CONFIGS[job["config"]]["about"],
+        "optimizer_info": info,
+        "dspy_version": _version("dspy"),
+    }
 
 
 def _version(pkg: str) -> str:
@@ -363,10 +392,14 @@ def overhead(args: argparse.Namespace) -> dict:
             predict(question=f"question number {rep}-{i}?")
         best = min(best, (time.perf_counter() - start) / args.calls)
     # DSPy 3.4 picks an engine per LM ("auto": its vendored lm15 client or litellm); say which one ran.
-    return {"dspy_ms_per_call": round(best * 1000, 3), "calls": args.calls,
-            "dspy_engine": type(getattr(predict.lm or dspy.settings.lm, "_engine_store", {}) and
-                                next(iter(dspy.settings.lm._engine_store.values()))).__name__,
-            "litellm_loaded": "litellm" in sys.modules}
+    return {
+        "dspy_ms_per_call": round(best * 1000, 3),
+        "calls": args.calls,
+        "dspy_engine": type(
+            getattr(predict.lm or dspy.settings.lm, "_engine_store", {}) and next(iter(dspy.settings.lm._engine_store.values()))
+        ).__name__,
+        "litellm_loaded": "litellm" in sys.modules,
+    }
 
 
 def throughput(args: argparse.Namespace) -> dict:
@@ -374,8 +407,7 @@ def throughput(args: argparse.Namespace) -> dict:
     import dspy
 
     predict = _qa_program(args.api_base)
-    data = [dspy.Example(question=f"question number {i}?", answer="ok").with_inputs("question")
-            for i in range(args.calls)]
+    data = [dspy.Example(question=f"question number {i}?", answer="ok").with_inputs("question") for i in range(args.calls)]
     warm = [dspy.Example(question=f"warm {i}?", answer="ok").with_inputs("question") for i in range(args.threads)]
     metric = lambda ex, pred, trace=None: pred.answer == ex.answer  # noqa: E731
     dspy.Evaluate(devset=warm, metric=metric, num_threads=args.threads, display_progress=False)(predict)

@@ -66,9 +66,25 @@ class LlamaServer:
 
     def start(self, timeout: float = 300.0) -> "LlamaServer":
         port = free_port()
-        self.argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file()), "--n_ctx", str(self.n_ctx),
-                     "--n_threads", str(self.threads), "--chat_format", "gemma", "--verbose", "False",
-                     "--host", "127.0.0.1", "--port", str(port)]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model_file()),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.threads),
+            "--chat_format",
+            "gemma",
+            "--verbose",
+            "False",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
@@ -97,9 +113,14 @@ class LlamaServer:
 
     def describe(self) -> dict:
         """What a result must record to say which endpoint it measured."""
-        return {"server": "llama-cpp-python " + _version("llama_cpp_python"), "model_file": model_file().name,
-                "n_ctx": self.n_ctx, "n_threads": self.threads, "chat_format": "gemma",
-                "max_tokens_cap": MAX_TOKENS_CAP}
+        return {
+            "server": "llama-cpp-python " + _version("llama_cpp_python"),
+            "model_file": model_file().name,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.threads,
+            "chat_format": "gemma",
+            "max_tokens_cap": MAX_TOKENS_CAP,
+        }
 
 
 def _version(pkg: str) -> str:
@@ -192,8 +213,7 @@ class CountingProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _zero(self) -> None:
-        self._counts = {"requests": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "upstream_s": 0.0,
-                        "max_tokens_sent": {}, "paths": {}}
+        self._counts = {"requests": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "upstream_s": 0.0, "max_tokens_sent": {}, "paths": {}}
 
     def _note(self, path: str, req: dict, status: int, data: bytes, seconds: float) -> None:
         usage = {}
@@ -214,9 +234,18 @@ class CountingProxy:
             name = path.rsplit("/", 1)[-1]
             c["paths"][name] = c["paths"].get(name, 0) + 1
             if self.wire_log is not None:
-                self.wire_log.write(json.dumps({"path": path, "request": req, "status": status,
-                                                "reply": data.decode("utf-8", "replace")[:4000],
-                                                "seconds": round(seconds, 3)}) + "\n")
+                self.wire_log.write(
+                    json.dumps(
+                        {
+                            "path": path,
+                            "request": req,
+                            "status": status,
+                            "reply": data.decode("utf-8", "replace")[:4000],
+                            "seconds": round(seconds, 3),
+                        }
+                    )
+                    + "\n"
+                )
                 self.wire_log.flush()
 
     def counts(self) -> dict:

@@ -22,9 +22,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "datasets"))
 import make_banking_route as base  # noqa: E402
 
-INTENTS = ("card_arrival", "card_delivery_estimate", "lost_or_stolen_card", "compromised_card",
-           "exchange_rate", "exchange_charge", "top_up_failed", "top_up_reverted",
-           "transfer_timing", "pending_transfer", "terminate_account", "pending_top_up")
+INTENTS = (
+    "card_arrival",
+    "card_delivery_estimate",
+    "lost_or_stolen_card",
+    "compromised_card",
+    "exchange_rate",
+    "exchange_charge",
+    "top_up_failed",
+    "top_up_reverted",
+    "transfer_timing",
+    "pending_transfer",
+    "terminate_account",
+    "pending_top_up",
+)
 SEED = 0
 PER_INTENT = {"train": 10, "dev": 5, "test": 10}  # train and dev from BANKING77's train split, test from its test split
 OUT = HERE / "data"
@@ -47,15 +58,14 @@ def build(folder: Path) -> dict[str, bytes]:
         random.Random(f"route12:{SEED}:train:{intent}").shuffle(pool)
         n_train, n_dev = PER_INTENT["train"], PER_INTENT["dev"]
         parts["train"] += pool[:n_train]
-        parts["dev"] += pool[n_train:n_train + n_dev]
+        parts["dev"] += pool[n_train : n_train + n_dev]
         tests = [r for r in test_rows if r["intent"] == intent]
         random.Random(f"route12:{SEED}:test:{intent}").shuffle(tests)
-        parts["test"] += tests[:PER_INTENT["test"]]
+        parts["test"] += tests[: PER_INTENT["test"]]
     out = {}
     for part, rows in parts.items():
         random.Random(f"route12:{SEED}:order:{part}").shuffle(rows)
-        lines = [json.dumps({"id": r["id"], "message": r["text"], "intent": base.label(r["intent"])}, ensure_ascii=False)
-                 for r in rows]
+        lines = [json.dumps({"id": r["id"], "message": r["text"], "intent": base.label(r["intent"])}, ensure_ascii=False) for r in rows]
         out[f"route12_{part}.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
     return out
 

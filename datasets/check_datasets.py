@@ -39,11 +39,9 @@ COUNTS = {
     "route_new.jsonl": 4,
 }
 
-ROUTE_INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing",
-                 "terminate account")
+ROUTE_INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing", "terminate account")
 # BANKING77 row ids: train and dev come from its train split, the held-out test from its test split.
-ROUTE_SOURCE = {"train": "banking77-train-", "dev": "banking77-train-", "test": "banking77-test-",
-                "new": "banking77-test-"}
+ROUTE_SOURCE = {"train": "banking77-train-", "dev": "banking77-train-", "test": "banking77-test-", "new": "banking77-test-"}
 
 
 def recorded_hashes() -> dict[str, str]:

@@ -28,8 +28,7 @@ SOURCE_SHA256 = {
 
 # Six intents a support desk sends to six different places, picked by name before any model run
 # (see datasets/README.md). The label is BANKING77's name with underscores as spaces.
-INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "transfer_timing",
-           "terminate_account")
+INTENTS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "transfer_timing", "terminate_account")
 SEED = 0
 PER_INTENT = {"train": 20, "dev": 5, "test": 10}  # train and dev from BANKING77's train split, test from its test split
 NEW = 4  # unlabeled messages for `lmc run`: more of the six intents' test rows, not in route_test
@@ -51,8 +50,7 @@ def read_source(folder: Path, name: str) -> list[dict]:
         raise SystemExit(f"{path}: cannot read the BANKING77 source ({e.strerror}); pass --source DIR") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != SOURCE_SHA256[name]:
-        raise SystemExit(f"{path}: SHA-256 {digest} is not the recorded {SOURCE_SHA256[name]}; "
-                         "expected the copy described in datasets/README.md")
+        raise SystemExit(f"{path}: SHA-256 {digest} is not the recorded {SOURCE_SHA256[name]}; expected the copy described in datasets/README.md")
     return [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
 
 
@@ -75,18 +73,17 @@ def build(folder: Path) -> dict[str, bytes]:
         random.Random(f"{SEED}:train:{intent}").shuffle(pool)
         n_train, n_dev = PER_INTENT["train"], PER_INTENT["dev"]
         parts["train"] += pool[:n_train]
-        parts["dev"] += pool[n_train:n_train + n_dev]
+        parts["dev"] += pool[n_train : n_train + n_dev]
         tests = [r for r in test_rows if r["intent"] == intent]
         random.Random(f"{SEED}:test:{intent}").shuffle(tests)
-        parts["test"] += tests[:PER_INTENT["test"]]
-        unused_tests += tests[PER_INTENT["test"]:]
+        parts["test"] += tests[: PER_INTENT["test"]]
+        unused_tests += tests[PER_INTENT["test"] :]
     out = {}
     for part, rows in parts.items():
         # Interleave the intents: BANKING77 lists each intent's messages together, and an optimizer
         # that reads the trainset in file order should not meet one class at a time.
         random.Random(f"{SEED}:order:{part}").shuffle(rows)
-        lines = [json.dumps({"id": r["id"], "message": r["text"], "intent": label(r["intent"])}, ensure_ascii=False)
-                 for r in rows]
+        lines = [json.dumps({"id": r["id"], "message": r["text"], "intent": label(r["intent"])}, ensure_ascii=False) for r in rows]
         out[f"route_{part}.jsonl"] = ("\n".join(lines) + "\n").encode("utf-8")
     new = random.Random(f"{SEED}:new").sample(unused_tests, NEW)
     lines = [json.dumps({"id": r["id"], "message": r["text"]}, ensure_ascii=False) for r in new]
@@ -113,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     files = build(args.source or default_source())
     if args.check:
-        bad = [name for name, data in files.items()
-               if not (args.out / name).is_file() or (args.out / name).read_bytes() != data]
+        bad = [name for name, data in files.items() if not (args.out / name).is_file() or (args.out / name).read_bytes() != data]
         for name in bad:
             print(f"{args.out / name}: differs from what {Path(__file__).name} builds")
         return 1 if bad else 0

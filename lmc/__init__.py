@@ -9,8 +9,7 @@ import types
 
 __version__ = "0.1.0"
 
-API = ("load", "check", "compile", "acompile", "evaluate", "aevaluate", "Program", "ProgramError", "CheckResult",
-       "Compiled", "Evaluation")
+API = ("load", "check", "compile", "acompile", "evaluate", "aevaluate", "Program", "ProgramError", "CheckResult", "Compiled", "Evaluation")
 __all__ = ["__version__", *API]
 
 

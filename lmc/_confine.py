@@ -59,8 +59,7 @@ _FILE_RIGHTS = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCT
 # granted anywhere: executing files, device nodes, sockets and FIFOs, and
 # device ioctls.
 SANDBOX_RIGHTS = (
-    FS_READ_FILE | FS_WRITE_FILE | FS_READ_DIR | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR
-    | FS_MAKE_REG | FS_MAKE_SYM | FS_REFER | FS_TRUNCATE
+    FS_READ_FILE | FS_WRITE_FILE | FS_READ_DIR | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR | FS_MAKE_REG | FS_MAKE_SYM | FS_REFER | FS_TRUNCATE
 )
 READ_TREE_RIGHTS = FS_READ_FILE | FS_READ_DIR
 THIRD_PARTY_DIRS = frozenset({"site-packages", "dist-packages"})
@@ -74,38 +73,94 @@ _X32_SYSCALL_BIT = 0x40000000
 # path lookup), namespaces and mounts, io_uring (whose operations bypass
 # this filter), and the kernel-administration calls.
 _DENY = {
-    "socket": (41, 198), "socketpair": (53, 199), "execve": (59, 221), "execveat": (322, 281),
-    "fork": (57, None), "vfork": (58, None), "clone": (56, 220), "clone3": (435, 435),
-    "ptrace": (101, 117), "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
-    "pidfd_open": (434, 434), "pidfd_send_signal": (424, 424), "pidfd_getfd": (438, 438),
-    "kcmp": (312, 272), "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
-    "name_to_handle_at": (303, 264), "open_by_handle_at": (304, 265),
-    "io_uring_setup": (425, 425), "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-    "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40), "umount2": (166, 39),
-    "pivot_root": (155, 41), "chroot": (161, 51), "open_tree": (428, 428), "move_mount": (429, 429),
-    "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433),
-    "mount_setattr": (442, 442), "bpf": (321, 280), "perf_event_open": (298, 241),
-    "userfaultfd": (323, 282), "fanotify_init": (300, 262), "init_module": (175, 105),
-    "finit_module": (313, 273), "delete_module": (176, 106), "kexec_load": (246, 104),
-    "kexec_file_load": (320, 294), "reboot": (169, 142), "swapon": (167, 224),
-    "swapoff": (168, 225), "acct": (163, 89), "quotactl": (179, 60), "quotactl_fd": (443, 443),
-    "iopl": (172, None), "ioperm": (173, None), "uselib": (134, None), "personality": (135, 92),
-    "syslog": (103, 116), "lookup_dcookie": (212, 18),
+    "socket": (41, 198),
+    "socketpair": (53, 199),
+    "execve": (59, 221),
+    "execveat": (322, 281),
+    "fork": (57, None),
+    "vfork": (58, None),
+    "clone": (56, 220),
+    "clone3": (435, 435),
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "pidfd_open": (434, 434),
+    "pidfd_send_signal": (424, 424),
+    "pidfd_getfd": (438, 438),
+    "kcmp": (312, 272),
+    "keyctl": (250, 219),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "name_to_handle_at": (303, 264),
+    "open_by_handle_at": (304, 265),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "chroot": (161, 51),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fspick": (433, 433),
+    "mount_setattr": (442, 442),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "userfaultfd": (323, 282),
+    "fanotify_init": (300, 262),
+    "init_module": (175, 105),
+    "finit_module": (313, 273),
+    "delete_module": (176, 106),
+    "kexec_load": (246, 104),
+    "kexec_file_load": (320, 294),
+    "reboot": (169, 142),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "acct": (163, 89),
+    "quotactl": (179, 60),
+    "quotactl_fd": (443, 443),
+    "iopl": (172, None),
+    "ioperm": (173, None),
+    "uselib": (134, None),
+    "personality": (135, 92),
+    "syslog": (103, 116),
+    "lookup_dcookie": (212, 18),
     # Landlock has no right for changing a file's metadata: without these a
     # program could chmod the user's private key world-readable.  By path
     # only (an O_PATH descriptor of any file is a path here); the descriptor
     # forms need a real open, which Landlock already confines.
-    "chmod": (90, None), "chown": (92, None), "lchown": (94, None), "fchmodat": (268, 53),
-    "fchmodat2": (452, 452), "fchownat": (260, 54), "utime": (132, None), "utimes": (235, None),
-    "futimesat": (261, None), "utimensat": (280, 88), "setxattr": (188, 5), "lsetxattr": (189, 6),
-    "removexattr": (197, 14), "lremovexattr": (198, 15), "setxattrat": (463, 463),
-    "removexattrat": (466, 466), "open_tree_attr": (467, 467), "file_setattr": (469, 469),
+    "chmod": (90, None),
+    "chown": (92, None),
+    "lchown": (94, None),
+    "fchmodat": (268, 53),
+    "fchmodat2": (452, 452),
+    "fchownat": (260, 54),
+    "utime": (132, None),
+    "utimes": (235, None),
+    "futimesat": (261, None),
+    "utimensat": (280, 88),
+    "setxattr": (188, 5),
+    "lsetxattr": (189, 6),
+    "removexattr": (197, 14),
+    "lremovexattr": (198, 15),
+    "setxattrat": (463, 463),
+    "removexattrat": (466, 466),
+    "open_tree_attr": (467, 467),
+    "file_setattr": (469, 469),
 }
 # Allowed only when the first argument is the process's own pid: a program
 # may signal itself (abort, raise), never its parent or the user's processes.
 _SIGNALS_SELF_ONLY = {
-    "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131),
-    "rt_sigqueueinfo": (129, 138), "rt_tgsigqueueinfo": (297, 240),
+    "kill": (62, 129),
+    "tkill": (200, 130),
+    "tgkill": (234, 131),
+    "rt_sigqueueinfo": (129, 138),
+    "rt_tgsigqueueinfo": (297, 240),
 }
 # Before Landlock ABI 3, truncate(2) on a path is not a Landlock right.
 _TRUNCATE = (76, 45)
@@ -116,8 +171,7 @@ class Unavailable(Exception):
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -230,8 +284,7 @@ def _add_rule(ruleset: int, path: str, rights: int, handled_fs: int) -> bool:
         if not stat.S_ISDIR(os.fstat(fd).st_mode):
             rights &= _FILE_RIGHTS
         attr = _PathBeneathAttr(rights & handled_fs, fd)
-        _syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),
-                 ctypes.byref(attr), ctypes.c_uint32(0))
+        _syscall(_SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH), ctypes.byref(attr), ctypes.c_uint32(0))
     finally:
         os.close(fd)
     return True

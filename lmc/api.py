@@ -34,15 +34,28 @@ from .targets import load_target
 _RESOLVED: Any = type("Resolved", (), {"__repr__": lambda self: "<from the environment, lmc.yaml or default>"})()
 
 
-def _run_options(lm: str | None = None, api_base: str | None = None, cache_dir: Any = _RESOLVED,
-                 jobs: int | None = None, allow_python: Sequence[str] | str = (), default_max_lm_errors: str | None = None,
-                 **settings: Any) -> RunOptions:
+def _run_options(
+    lm: str | None = None,
+    api_base: str | None = None,
+    cache_dir: Any = _RESOLVED,
+    jobs: int | None = None,
+    allow_python: Sequence[str] | str = (),
+    default_max_lm_errors: str | None = None,
+    **settings: Any,
+) -> RunOptions:
     """The RunOptions of an API call; its keywords are the command-line flags' names."""
     allow = (allow_python,) if isinstance(allow_python, str) else tuple(allow_python)
     use_cache = cache_dir is not None
-    return RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir if use_cache and cache_dir is not _RESOLVED else None,
-                      use_cache=use_cache, concurrency=jobs, allow_python=allow,
-                      default_max_lm_errors=default_max_lm_errors, **settings)
+    return RunOptions(
+        lm=lm,
+        api_base=api_base,
+        cache_dir=cache_dir if use_cache and cache_dir is not _RESOLVED else None,
+        use_cache=use_cache,
+        concurrency=jobs,
+        allow_python=allow,
+        default_max_lm_errors=default_max_lm_errors,
+        **settings,
+    )
 
 
 # ---------------------------------------------------------------- check
@@ -97,13 +110,26 @@ class Compiled:
         return load(self.path, **options)
 
 
-async def acompile(program: str | os.PathLike, *, train: str | os.PathLike, out: str | os.PathLike,
-                   dev: str | os.PathLike | None = None, passes: Sequence[str] = ("bootstrap",),
-                   options: dict | None = None, metric: str | None = None, seed: int = 0,
-                   program_name: str | None = None, teacher_lm: str | None = None, prompt_lm: str | None = None,
-                   threshold: float | None = None, keep_worse: bool = False, score_dev: bool = True,
-                   allow_partial: bool = False, log: Callable[[str], None] = lambda msg: None,
-                   **run: Any) -> Compiled:
+async def acompile(
+    program: str | os.PathLike,
+    *,
+    train: str | os.PathLike,
+    out: str | os.PathLike,
+    dev: str | os.PathLike | None = None,
+    passes: Sequence[str] = ("bootstrap",),
+    options: dict | None = None,
+    metric: str | None = None,
+    seed: int = 0,
+    program_name: str | None = None,
+    teacher_lm: str | None = None,
+    prompt_lm: str | None = None,
+    threshold: float | None = None,
+    keep_worse: bool = False,
+    score_dev: bool = True,
+    allow_partial: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+    **run: Any,
+) -> Compiled:
     """`lmc compile PROGRAM --train TRAIN -o OUT`: optimize the program and write the artifact.
 
     `passes` is the chain (`--optimizer` then `--then`); `options` the pass options by name
@@ -111,17 +137,41 @@ async def acompile(program: str | os.PathLike, *, train: str | os.PathLike, out:
     (`lm`, `api_base`, `cache_dir`, `jobs`, `max_calls`, `max_cost`, ...).
     """
     ro = _run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run)
-    opts = CompileOptions(program=str(program), train=str(train), out=str(out), dev=str(dev) if dev else None,
-                          program_name=program_name, metric=metric, passes=list(passes), seed=seed,
-                          concurrency=ro.concurrency, lm=ro.lm, api_base=ro.api_base, teacher_lm=teacher_lm,
-                          prompt_lm=prompt_lm, threshold=threshold, max_calls=ro.max_calls, max_cost=ro.max_cost,
-                          price_per_mtok_in=ro.price_per_mtok_in, price_per_mtok_out=ro.price_per_mtok_out,
-                          max_lm_errors=ro.max_lm_errors, truncate_inputs=ro.truncate_inputs, transport=ro.transport,
-                          allow_partial=allow_partial, cache_dir=str(ro.cache_dir) if ro.cache_dir else None,
-                          use_cache=ro.use_cache, rpm=ro.rpm, keep_worse=keep_worse, score_dev=score_dev,
-                          max_steps=ro.max_steps, example_timeout=ro.example_timeout,
-                          params={k: v for k, v in (options or {}).items() if v is not None},
-                          allow_python=ro.allow_python, otel=ro.otel, otel_content=ro.otel_content)
+    opts = CompileOptions(
+        program=str(program),
+        train=str(train),
+        out=str(out),
+        dev=str(dev) if dev else None,
+        program_name=program_name,
+        metric=metric,
+        passes=list(passes),
+        seed=seed,
+        concurrency=ro.concurrency,
+        lm=ro.lm,
+        api_base=ro.api_base,
+        teacher_lm=teacher_lm,
+        prompt_lm=prompt_lm,
+        threshold=threshold,
+        max_calls=ro.max_calls,
+        max_cost=ro.max_cost,
+        price_per_mtok_in=ro.price_per_mtok_in,
+        price_per_mtok_out=ro.price_per_mtok_out,
+        max_lm_errors=ro.max_lm_errors,
+        truncate_inputs=ro.truncate_inputs,
+        transport=ro.transport,
+        allow_partial=allow_partial,
+        cache_dir=str(ro.cache_dir) if ro.cache_dir else None,
+        use_cache=ro.use_cache,
+        rpm=ro.rpm,
+        keep_worse=keep_worse,
+        score_dev=score_dev,
+        max_steps=ro.max_steps,
+        example_timeout=ro.example_timeout,
+        params={k: v for k, v in (options or {}).items() if v is not None},
+        allow_python=ro.allow_python,
+        otel=ro.otel,
+        otel_content=ro.otel_content,
+    )
     r: CompileResult = await compile_async(opts, log=log)
     return Compiled(str(out), r.artifact, r.baseline, r.final, r.candidates, r.notes, r.stats, r.passes)
 
@@ -134,22 +184,47 @@ def compile(program: str | os.PathLike, **kwargs: Any) -> Compiled:  # noqa: A00
 # ---------------------------------------------------------------- evaluate
 
 
-async def aevaluate(target: str | os.PathLike, *, data: str | os.PathLike, metric: str | None = None,
-                    threshold: float | None = None, baseline: str | os.PathLike | None = None,
-                    min_score: float | None = None, max_drop: float | None = None, max_errors: int | None = None,
-                    confidence: float = 0.95, allow_program_change: bool = False, shard: str | None = None,
-                    program: str | None = None, report: str | os.PathLike | None = None, **run: Any) -> Evaluation:
+async def aevaluate(
+    target: str | os.PathLike,
+    *,
+    data: str | os.PathLike,
+    metric: str | None = None,
+    threshold: float | None = None,
+    baseline: str | os.PathLike | None = None,
+    min_score: float | None = None,
+    max_drop: float | None = None,
+    max_errors: int | None = None,
+    confidence: float = 0.95,
+    allow_program_change: bool = False,
+    shard: str | None = None,
+    program: str | None = None,
+    report: str | os.PathLike | None = None,
+    **run: Any,
+) -> Evaluation:
     """`lmc eval TARGET --data DATA`: the candidate's report, the baseline's, and the verdict of the gates.
 
     An artifact is scored with the metric and threshold it was compiled with unless `metric` or
     `threshold` says otherwise.  `result.passed` and `result.exit_code` say what `lmc eval` would exit with.
     """
-    gates = GateOptions(min_score=min_score, baseline=str(baseline) if baseline is not None else None,
-                        max_drop=max_drop, max_errors=max_errors, confidence=confidence,
-                        allow_program_change=allow_program_change)
-    opts = EvalOptions(str(target), str(data), metric=metric, program=program, threshold=threshold, shard=shard,
-                       gates=gates, run=_run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run),
-                       report=str(report) if report is not None else None)
+    gates = GateOptions(
+        min_score=min_score,
+        baseline=str(baseline) if baseline is not None else None,
+        max_drop=max_drop,
+        max_errors=max_errors,
+        confidence=confidence,
+        allow_program_change=allow_program_change,
+    )
+    opts = EvalOptions(
+        str(target),
+        str(data),
+        metric=metric,
+        program=program,
+        threshold=threshold,
+        shard=shard,
+        gates=gates,
+        run=_run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run),
+        report=str(report) if report is not None else None,
+    )
     return await aevaluate_files(opts)
 
 
@@ -205,8 +280,7 @@ class Program:
     def __call__(self, **inputs: Any) -> dict:
         return _outputs(_run_sync(self._closing(self.arun(**inputs))))
 
-    def batch(self, inputs: Sequence[dict], jobs: int | None = None, return_errors: bool = True,
-              concurrency: int | None = None) -> list:
+    def batch(self, inputs: Sequence[dict], jobs: int | None = None, return_errors: bool = True, concurrency: int | None = None) -> list:
         """Run many inputs at once (`jobs` at a time, default the run's -j setting); results keep the input order.
 
         A failed example's entry is its ProgramError (or, with `return_errors=False`, the first
@@ -276,13 +350,30 @@ def _run_sync(coro):
     return box["value"]
 
 
-def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None = None, api_base: str | None = None,
-         cache_dir: str | os.PathLike | None = _RESOLVED, jobs: int | None = None, concurrency: int | None = None,
-         max_backtracks: int | None = None, trace_prompts: bool = False, allow_python: Sequence[str] | str = (),
-         max_calls: int | None = None, max_cost: float | None = None, price_per_mtok_in: float | None = None,
-         price_per_mtok_out: float | None = None, truncate_inputs: bool | None = None,
-         max_steps: int | None = None, example_timeout: float | None = None, rpm: float | None = None,
-         transport: str | None = None, otel: Any = None, otel_content: bool = False) -> Program:
+def load(
+    path: str | os.PathLike,
+    *,
+    program: str | None = None,
+    lm: str | None = None,
+    api_base: str | None = None,
+    cache_dir: str | os.PathLike | None = _RESOLVED,
+    jobs: int | None = None,
+    concurrency: int | None = None,
+    max_backtracks: int | None = None,
+    trace_prompts: bool = False,
+    allow_python: Sequence[str] | str = (),
+    max_calls: int | None = None,
+    max_cost: float | None = None,
+    price_per_mtok_in: float | None = None,
+    price_per_mtok_out: float | None = None,
+    truncate_inputs: bool | None = None,
+    max_steps: int | None = None,
+    example_timeout: float | None = None,
+    rpm: float | None = None,
+    transport: str | None = None,
+    otel: Any = None,
+    otel_content: bool = False,
+) -> Program:
     """Load a `.lmp` program (zero-shot) or a compiled `*.lmc.json` artifact, ready to call.
 
     Every setting is chosen as `lmc run` chooses it: the keyword, then the environment
@@ -296,13 +387,27 @@ def load(path: str | os.PathLike, *, program: str | None = None, lm: str | None 
     `otel=True` exports OpenTelemetry spans over OTLP/HTTP as `--otel` does (an OpenTelemetry
     SpanExporter object receives them instead), `otel_content=True` adds prompts and completions.
     """
-    options = _run_options(lm, api_base, cache_dir, jobs or concurrency, allow_python, rpm=rpm, max_steps=max_steps,
-                           example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
-                           price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
-                           truncate_inputs=truncate_inputs, max_backtracks=max_backtracks, trace_prompts=trace_prompts,
-                           transport=transport, otel=otel, otel_content=otel_content)
+    options = _run_options(
+        lm,
+        api_base,
+        cache_dir,
+        jobs or concurrency,
+        allow_python,
+        rpm=rpm,
+        max_steps=max_steps,
+        example_timeout=example_timeout,
+        max_calls=max_calls,
+        max_cost=max_cost,
+        price_per_mtok_in=price_per_mtok_in,
+        price_per_mtok_out=price_per_mtok_out,
+        truncate_inputs=truncate_inputs,
+        max_backtracks=max_backtracks,
+        trace_prompts=trace_prompts,
+        transport=transport,
+        otel=otel,
+        otel_content=otel_content,
+    )
     return Program(open_runtime(load_target(path, program), options))
 
 
-__all__ = ["CheckResult", "Compiled", "Evaluation", "Program", "ProgramError", "acompile", "aevaluate", "check",
-           "compile", "evaluate", "load"]
+__all__ = ["CheckResult", "Compiled", "Evaluation", "Program", "ProgramError", "acompile", "aevaluate", "check", "compile", "evaluate", "load"]

@@ -58,6 +58,7 @@ def portable_path(path: str | os.PathLike) -> str:
 
 def predictor_view(p: I.Predictor) -> dict:
     """The human-readable part of the artifact (what `inspect` and `diff` read)."""
+
     def fields(fs):
         return [{"name": f.name, "type": f.type.name, **({"description": f.description} if f.description else {})} for f in fs]
 
@@ -133,8 +134,10 @@ def from_json(data: Any, shown: str = "<artifact>") -> Artifact:
     except ValueError:
         raise ArtifactError(f"{shown}: bad format '{fmt}'") from None
     if version > FORMAT_VERSION:
-        raise ArtifactError(f"{shown}: artifact format {version} is newer than this lmc reads ({FORMAT_VERSION}); "
-                            f"upgrade lmc (artifact written by lmc {data.get('lmc_version', '?')})")
+        raise ArtifactError(
+            f"{shown}: artifact format {version} is newer than this lmc reads ({FORMAT_VERSION}); "
+            f"upgrade lmc (artifact written by lmc {data.get('lmc_version', '?')})"
+        )
     for key in ("program", "ir", "ir_sha256"):
         if key not in data:
             raise ArtifactError(f"{shown}: missing '{key}'")
@@ -182,8 +185,7 @@ def _refuse_foreign_key_names(ir: I.IR, lm: Any, shown: str) -> None:
         names.append(lm.get("api_key_env"))
     for name in names:
         if name is not None and not (isinstance(name, str) and _KEY_ENV_NAME.fullmatch(name)):
-            raise ArtifactError(f"{shown}: names {str(name)[:60]!r} as an API key variable; "
-                                "an artifact may only name variables called *_API_KEY")
+            raise ArtifactError(f"{shown}: names {str(name)[:60]!r} as an API key variable; an artifact may only name variables called *_API_KEY")
 
 
 def _refuse_absolute_paths(ir: I.IR, shown: str) -> None:

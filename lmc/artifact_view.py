@@ -38,8 +38,17 @@ def render_predictors(target, mode: str, only: str | None = None) -> list[dict]:
         text = prompt.as_text()
         if prompt.stop:
             text += "\n\n[stop: " + ", ".join(json.dumps(s) for s in prompt.stop) + "]"
-        views.append({"id": p.id, "module": p.module, "role": p.role, "instructions": p.instructions,
-                      "demos": [dict(d) for d in demos], "settings": dict(p.settings), "prompt": note + text})
+        views.append(
+            {
+                "id": p.id,
+                "module": p.module,
+                "role": p.role,
+                "instructions": p.instructions,
+                "demos": [dict(d) for d in demos],
+                "settings": dict(p.settings),
+                "prompt": note + text,
+            }
+        )
     return views
 
 
@@ -92,8 +101,9 @@ def diff_python(a, b) -> dict:
         "new": list(new.values()),
         "added": [new[k]["kind"] + " " + new[k]["name"] + ": " + new[k]["ref"] for k in new if k not in old],
         "removed": [old[k]["kind"] + " " + old[k]["name"] + ": " + old[k]["ref"] for k in old if k not in new],
-        "changed": [{"what": f"{k[0]} {k[1]}", "old": old[k]["ref"], "new": new[k]["ref"]}
-                    for k in new if k in old and old[k]["ref"] != new[k]["ref"]],
+        "changed": [
+            {"what": f"{k[0]} {k[1]}", "old": old[k]["ref"], "new": new[k]["ref"]} for k in new if k in old and old[k]["ref"] != new[k]["ref"]
+        ],
     }
 
 
@@ -231,5 +241,5 @@ def render_lineage(steps: list) -> list[str]:
             head += ", merged"
         lines.append(head)
         if s.get("instruction"):
-            lines.append(f"      \"{s['instruction']}\"")
+            lines.append(f'      "{s["instruction"]}"')
     return lines

@@ -68,8 +68,7 @@ def settings_price(st: Any) -> Price | None:
     """The user's price for LMs litellm does not price, from the resolved settings (flag, environment, lmc.yaml)."""
     sources = getattr(st, "sources", {}) or {}
     where = PRICE_FLAGS
-    origin = {str(s) for s in (sources.get("price_per_mtok_in"), sources.get("price_per_mtok_out"))
-              if s not in (None, "default")}
+    origin = {str(s) for s in (sources.get("price_per_mtok_in"), sources.get("price_per_mtok_out")) if s not in (None, "default")}
     if origin and not origin & {"--price-per-mtok-in", "--price-per-mtok-out"}:
         where = "price_per_mtok_in and price_per_mtok_out (" + ", ".join(sorted(origin)) + ")"
     return user_price(st.price_per_mtok_in, st.price_per_mtok_out, where)
@@ -100,8 +99,13 @@ class Ledger:
     requests in flight have reserved, so a check sees committed + in flight + this request.
     """
 
-    def __init__(self, max_calls: int | None = None, max_cost: float | None = None, price: Price | None = None,
-                 listed_price: Callable[[str], Price | None] = lambda model: None):
+    def __init__(
+        self,
+        max_calls: int | None = None,
+        max_cost: float | None = None,
+        price: Price | None = None,
+        listed_price: Callable[[str], Price | None] = lambda model: None,
+    ):
         if max_calls is not None and max_calls < 0:
             raise ConfigError(f"--max-calls must be 0 or more, got {max_calls}")
         if max_cost is not None and (not math.isfinite(max_cost) or max_cost < 0):
@@ -128,7 +132,8 @@ class Ledger:
                 raise ConfigError(
                     f"--max-cost needs the price of {spec.model}{where}, which litellm's price table does not list; "
                     f"give it with {PRICE_FLAGS} (USD per million tokens, 0 for a free server) "
-                    "or price_per_mtok_in/price_per_mtok_out in lmc.yaml")
+                    "or price_per_mtok_in/price_per_mtok_out in lmc.yaml"
+                )
 
     def worst_cost(self, spec: Any, req: Any) -> float:
         price = self.price_of(spec)
@@ -145,8 +150,7 @@ class Ledger:
             self.check_prices([spec])
         worst = self.worst_cost(spec, req)
         if self.max_cost is not None and usage.cost + self.held_cost + worst > self.max_cost * (1 + 1e-9):
-            raise BudgetExceeded(f"LM cost budget spent: the next request's worst case does not fit what is left "
-                                 f"of --max-cost ${self.max_cost:g}")
+            raise BudgetExceeded(f"LM cost budget spent: the next request's worst case does not fit what is left of --max-cost ${self.max_cost:g}")
         self.held_requests += 1
         self.held_cost += worst
         return Hold(worst)

@@ -17,8 +17,16 @@ from .errors import CompileErrors, Diagnostic
 from .parser import Parsed, parse_recovering, read_source
 
 __all__ = [
-    "Analysis", "Checked", "analyze", "SigInfo", "ToolInfo", "check", "check_path", "check_source",
-    "resolve_type", "show",
+    "Analysis",
+    "Checked",
+    "analyze",
+    "SigInfo",
+    "ToolInfo",
+    "check",
+    "check_path",
+    "check_source",
+    "resolve_type",
+    "show",
 ]
 
 
@@ -105,7 +113,15 @@ def _run(file: n.File, source: str, bodies: type[Bodies]) -> tuple[Declarations,
 
 def _checked(decls: Declarations, source: str) -> Checked:
     return Checked(
-        file=decls.file, source=source, signatures=decls.signatures, modules=decls.modules, module_sigs=decls.module_sigs,
-        retrievers=decls.retrievers, tools=decls.tools, lms=decls.lms, metrics=decls.metrics, programs=decls.programs,
+        file=decls.file,
+        source=source,
+        signatures=decls.signatures,
+        modules=decls.modules,
+        module_sigs=decls.module_sigs,
+        retrievers=decls.retrievers,
+        tools=decls.tools,
+        lms=decls.lms,
+        metrics=decls.metrics,
+        programs=decls.programs,
         tool_infos=decls.tool_infos,
     )

@@ -7,10 +7,23 @@ import re
 from . import nodes as n
 from .builtins import BUILTINS
 from .checked import (
-    SigInfo, ToolInfo, hint_for, is_number_value, kind_word, resolve, show_value,
+    SigInfo,
+    ToolInfo,
+    hint_for,
+    is_number_value,
+    kind_word,
+    resolve,
+    show_value,
 )
 from .decl_rules import (
-    BUILTIN_TOOLS, DEFAULT_TOOL_DOC, LM_SETTINGS, METRIC_BUILTINS, RETRIEVER_KWARGS, RULES, Rule, kind_rule,
+    BUILTIN_TOOLS,
+    DEFAULT_TOOL_DOC,
+    LM_SETTINGS,
+    METRIC_BUILTINS,
+    RETRIEVER_KWARGS,
+    RULES,
+    Rule,
+    kind_rule,
 )
 from .errors import Diagnostics, Span, did_you_mean, one_of
 from .kinds import COMMON_SETTINGS, KINDS, extra_outputs
@@ -62,14 +75,21 @@ class Declarations:
 
     def collect(self) -> None:
         tables: dict[type, dict] = {
-            n.ModuleDecl: self.modules, n.RetrieverDecl: self.retrievers, n.ToolDecl: self.tools,
-            n.LMDecl: self.lms, n.MetricDecl: self.metrics, n.ProgramDecl: self.programs,
+            n.ModuleDecl: self.modules,
+            n.RetrieverDecl: self.retrievers,
+            n.ToolDecl: self.tools,
+            n.LMDecl: self.lms,
+            n.MetricDecl: self.metrics,
+            n.ProgramDecl: self.programs,
         }
         for d in self.file.decls:
             if d.name in self.decls:
                 first = self.decls[d.name]
-                self.error(f"'{d.name}' is already declared", d.name_span,
-                           f"the first {kind_word(first)} '{d.name}' is at line {first.span.line}; names are unique per file")
+                self.error(
+                    f"'{d.name}' is already declared",
+                    d.name_span,
+                    f"the first {kind_word(first)} '{d.name}' is at line {first.span.line}; names are unique per file",
+                )
                 continue
             if d.name in BUILTINS or d.name in KINDS:
                 self.error(f"'{d.name}' is a builtin name and cannot be declared", d.name_span, "pick another name")
@@ -80,6 +100,7 @@ class Declarations:
 
     def recursion(self, calls: dict[str, set[str]]) -> None:
         """`calls`: program -> the programs its body calls (found while typing the bodies)."""
+
         def reach(start: str) -> set[str]:
             seen: set[str] = set()
             todo = [start]
@@ -149,8 +170,7 @@ class Declarations:
             self.str_setting(kw)
         elif rule.kind == "bool":
             if not (const and isinstance(value, bool)):
-                self.error(f"setting '{kw.name}' must be true or false, got {show_value(value) if const else 'an expression'}",
-                           kw.value.span)
+                self.error(f"setting '{kw.name}' must be true or false, got {show_value(value) if const else 'an expression'}", kw.value.span)
         elif rule.kind == "stop":
             if not (const and (isinstance(value, str) or (isinstance(value, tuple) and all(isinstance(x, str) for x in value)))):
                 self.error("setting 'stop' must be a list of strings", kw.value.span, 'e.g. stop=["\\n\\n"]')
@@ -177,8 +197,9 @@ class Declarations:
             return
         if value not in self.lms:
             hint = did_you_mean(value, self.lms)
-            self.error(f"unknown lm '{value}'", kw.value.span,
-                       hint or "name an `lm` declared in this file or a litellm model such as \"openai/gpt-4o-mini\"")
+            self.error(
+                f"unknown lm '{value}'", kw.value.span, hint or 'name an `lm` declared in this file or a litellm model such as "openai/gpt-4o-mini"'
+            )
 
     def metric_ref(self, kw: n.Keyword) -> None:
         v = kw.value
@@ -209,16 +230,22 @@ class Declarations:
             elif not isinstance(target, n.ToolDecl):
                 cands = list(self.tools) + list(self.retrievers)
                 if target is None:
-                    self.error(f"unknown tool '{item.id}'", item.span,
-                               did_you_mean(item.id, cands) or (one_of(cands) if cands else "declare it: tool t = calculator()"))
+                    self.error(
+                        f"unknown tool '{item.id}'",
+                        item.span,
+                        did_you_mean(item.id, cands) or (one_of(cands) if cands else "declare it: tool t = calculator()"),
+                    )
                 else:
                     self.error(f"'{item.id}' is a {kind_word(target)}, not a tool", item.span)
 
     # -- lm / retrievers / tools ----------------------------------------------------
     def lm(self, d: n.LMDecl) -> None:
         if "/" not in d.model or d.model.startswith("/") or d.model.endswith("/"):
-            self.error(f"model '{d.model}' must be written provider/model", d.model_span if d.model else d.span,
-                       'e.g. "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest" or "ollama/llama3"')
+            self.error(
+                f"model '{d.model}' must be written provider/model",
+                d.model_span if d.model else d.span,
+                'e.g. "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-latest" or "ollama/llama3"',
+            )
         self.settings(d.settings, LM_SETTINGS, "lm setting")
 
     def retriever(self, d: n.RetrieverDecl) -> None:
@@ -253,7 +280,7 @@ class Declarations:
             info = self.called_tool(d, impl, impl.func, params, returns)
         else:
             info = None
-            self.error("a tool is python(\"pkg.mod:fn\"), a retriever name, or a builtin tool such as calculator()", impl.span)
+            self.error('a tool is python("pkg.mod:fn"), a retriever name, or a builtin tool such as calculator()', impl.span)
         if info is not None:
             self.tool_infos[d.name] = info
 
@@ -266,22 +293,28 @@ class Declarations:
             return _retriever_tool(d.name, d.description or DEFAULT_TOOL_DOC["retriever"], d.span, impl.id)
         if target is None:
             hint = did_you_mean(impl.id, self.retrievers) or (
-                "declare it: retriever r = bm25(...)" if not self.retrievers else one_of(self.retrievers))
+                "declare it: retriever r = bm25(...)" if not self.retrievers else one_of(self.retrievers)
+            )
             self.error(f"unknown retriever '{impl.id}'", impl.span, hint)
         else:
-            self.error(f"'{impl.id}' is a {kind_word(target)}, not a retriever", impl.span,
-                       'a tool is python("pkg.mod:fn"), a retriever, or a builtin tool such as calculator()')
+            self.error(
+                f"'{impl.id}' is a {kind_word(target)}, not a retriever",
+                impl.span,
+                'a tool is python("pkg.mod:fn"), a retriever, or a builtin tool such as calculator()',
+            )
         return None
 
-    def called_tool(self, d: n.ToolDecl, impl: n.Call, func: n.Name, params: tuple[tuple[str, Type], ...],
-                    returns: Type) -> ToolInfo | None:
+    def called_tool(self, d: n.ToolDecl, impl: n.Call, func: n.Name, params: tuple[tuple[str, Type], ...], returns: Type) -> ToolInfo | None:
         """`tool t(...) = python("pkg.mod:fn")` or `tool t = calculator()`."""
         fname = func.id
         if fname == "python":
             ref = self.python_ref(impl)
             if d.params is None:
-                self.error(f"python tool '{d.name}' needs its parameters", d.name_span,
-                           f'write tool {d.name}(query: str) -> str "what it does" = python(...)')
+                self.error(
+                    f"python tool '{d.name}' needs its parameters",
+                    d.name_span,
+                    f'write tool {d.name}(query: str) -> str "what it does" = python(...)',
+                )
             if ref is None:
                 return None
             return ToolInfo(d.name, "python", ref, params, returns, d.description or f"Call {d.name}.", d.span)
@@ -290,8 +323,7 @@ class Declarations:
                 self.error(f"{fname}() takes no arguments", impl.span)
             if d.params is not None:
                 self.error(f"builtin tool {fname}() has fixed parameters", d.span, f"write tool {d.name} = {fname}()")
-            return ToolInfo(d.name, "builtin", fname, (("expression", STR),), FLOAT,
-                            d.description or DEFAULT_TOOL_DOC[fname], d.span)
+            return ToolInfo(d.name, "builtin", fname, (("expression", STR),), FLOAT, d.description or DEFAULT_TOOL_DOC[fname], d.span)
         self.error(f"unknown builtin tool '{fname}'", func.span, hint_for(fname, BUILTIN_TOOLS + ("python",)))
         return None
 
@@ -317,16 +349,16 @@ class Declarations:
         if sig is not None:
             for extra in extra_outputs(kind):
                 if any(f[0] == extra for f in sig.inputs + sig.outputs):
-                    self.error(f"signature '{sig.name}' already has a field '{extra}', which {kind} adds",
-                               (d.signature or d).span, "rename that field")
+                    self.error(
+                        f"signature '{sig.name}' already has a field '{extra}', which {kind} adds", (d.signature or d).span, "rename that field"
+                    )
             self.module_sigs[d.name] = sig
 
     def module_signature(self, d: n.ModuleDecl) -> SigInfo | None:
         """A module's signature: a declared one by name, or a shorthand string registered as `<module>.sig`."""
         s = d.signature
         if s is None:
-            self.error(f"module '{d.name}' needs a signature", d.kind_span,
-                       f'write {d.kind}(SignatureName) or {d.kind}("question -> answer")')
+            self.error(f"module '{d.name}' needs a signature", d.kind_span, f'write {d.kind}(SignatureName) or {d.kind}("question -> answer")')
             return None
         if isinstance(s, n.Const) and isinstance(s.value, str):
             sig = self.shorthand(s.value, s.span, f"{d.name}.sig")
@@ -343,7 +375,7 @@ class Declarations:
             else:
                 self.error(f"'{s.id}' is a {kind_word(target)}, not a signature", s.span)
             return None
-        self.error("the first argument of a module is a signature name or a string like \"question -> answer\"", s.span)
+        self.error('the first argument of a module is a signature name or a string like "question -> answer"', s.span)
         return None
 
     def module_settings(self, d: n.ModuleDecl) -> None:
@@ -367,8 +399,7 @@ class Declarations:
     def metric(self, d: n.MetricDecl) -> None:
         impl = d.impl
         if not (isinstance(impl, n.Call) and isinstance(impl.func, n.Name)):
-            self.error("a metric is a builtin such as exact_match(answer), python(\"pkg.mod:fn\"), or a block",
-                       (impl or d).span)
+            self.error('a metric is a builtin such as exact_match(answer), python("pkg.mod:fn"), or a block', (impl or d).span)
             return
         fname = impl.func.id
         if fname == "python":

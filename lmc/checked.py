@@ -186,8 +186,13 @@ def hint_for(name: str, options) -> str:
 
 def kind_word(d: n.Node) -> str:
     return {
-        n.Signature: "signature", n.ModuleDecl: "module", n.RetrieverDecl: "retriever", n.ToolDecl: "tool",
-        n.LMDecl: "lm", n.MetricDecl: "metric", n.ProgramDecl: "program",
+        n.Signature: "signature",
+        n.ModuleDecl: "module",
+        n.RetrieverDecl: "retriever",
+        n.ToolDecl: "tool",
+        n.LMDecl: "lm",
+        n.MetricDecl: "metric",
+        n.ProgramDecl: "program",
     }.get(type(d), "declaration")
 
 

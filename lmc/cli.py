@@ -13,8 +13,7 @@ import typer
 from . import __version__, cli_compile, cli_dataset, cli_eval, cli_export, cli_report, cli_run
 from .check import check_path
 from .cli_common import choice, refusal
-from .errors import (EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CompileErrors, LmcError,
-                     did_you_mean)
+from .errors import EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CompileErrors, LmcError, did_you_mean
 from .files import atomic_write_text
 from .fmt import format_source
 from .limits import read_bounded
@@ -44,8 +43,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", help="print lmc's version and exit", is_eager=True,
-                                          callback=_show_version)] = False,
+    version: Annotated[bool, typer.Option("--version", help="print lmc's version and exit", is_eager=True, callback=_show_version)] = False,
 ) -> None:
     """lmc — a compiler for language-model programs."""
 
@@ -150,7 +148,9 @@ def help_(
 
 @app.command()
 def lsp(
-    stdio: Annotated[bool, typer.Option("--stdio", help="talk over stdin/stdout (the default and only transport; accepted for editors that pass it)")] = True,
+    stdio: Annotated[
+        bool, typer.Option("--stdio", help="talk over stdin/stdout (the default and only transport; accepted for editors that pass it)")
+    ] = True,
 ) -> None:
     """Run the language server (LSP over stdio) for editors: diagnostics, hover, go to definition, rename, completion, outline, formatting."""
     try:
@@ -187,7 +187,7 @@ def _plain_check(args: list[str]) -> Optional[tuple[list[Path], str]]:
             if fmt.startswith("-"):
                 return None
         elif a.startswith("--format="):
-            fmt = a[len("--format="):]
+            fmt = a[len("--format=") :]
         elif a.startswith("-") or not a:
             return None
         else:
@@ -221,8 +221,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     _terminated = False
     # Only where SIGTERM still kills outright (an embedding program's own handler is left alone), and
     # only for this call: main() also runs inside test processes.
-    install = (threading.current_thread() is threading.main_thread()
-               and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    install = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if install:
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -310,8 +309,11 @@ def _usage_message(e: Any, ctx: Any) -> str:
     if kind in ("MissingParameter", "BadParameter"):
         param = getattr(e, "param", None)
         if param is not None:
-            label = (f"argument {(param.name or '?').upper()}" if param.param_type_name == "argument"
-                     else "option " + " / ".join(f"'{o}'" for o in param.opts))
+            label = (
+                f"argument {(param.name or '?').upper()}"
+                if param.param_type_name == "argument"
+                else "option " + " / ".join(f"'{o}'" for o in param.opts)
+            )
         else:
             label = "a parameter"
         if kind == "MissingParameter":
@@ -323,8 +325,7 @@ def _usage_message(e: Any, ctx: Any) -> str:
     if unknown and hasattr(command, "list_commands"):
         names = [n for n in command.list_commands(ctx) if not getattr(command.get_command(ctx, n), "hidden", False)]
         hint = did_you_mean(unknown.group(1), names)
-        return (f"unknown command '{unknown.group(1)}'" + (f"; {hint}" if hint else "")
-                + f" (commands: {', '.join(names)})")
+        return f"unknown command '{unknown.group(1)}'" + (f"; {hint}" if hint else "") + f" (commands: {', '.join(names)})"
     return message[:1].lower() + message[1:]
 
 

@@ -45,14 +45,25 @@ def refusal(value: str, options: Iterable[str]) -> str:
     return f"'{value}' is not one of: {', '.join(opts)}" + (f"; {hint}" if hint else "")
 
 
-ProgressOpt = Annotated[Optional[str], typer.Option(
-    "--progress", callback=choice(*MODES), help="auto (a live panel on a terminal, a status line every 10 s elsewhere; "
-    "$LMC_PROGRESS_INTERVAL sets the seconds), lines, json (one lmc-progress/1 object per line on stderr) or off",
-    show_default=False)]
+ProgressOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--progress",
+        callback=choice(*MODES),
+        help="auto (a live panel on a terminal, a status line every 10 s elsewhere; "
+        "$LMC_PROGRESS_INTERVAL sets the seconds), lines, json (one lmc-progress/1 object per line on stderr) or off",
+        show_default=False,
+    ),
+]
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="no progress and no stage lines; errors, warnings and the result still print")]
-Otel = Annotated[Optional[bool], typer.Option(
-    "--otel/--no-otel", help="export OpenTelemetry spans (examples, module calls, LM requests) over OTLP/HTTP to "
-    "$OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318); on by itself when that variable is set; "
-    "needs pip install 'lmc[otel]'", show_default=False)]
-OtelContent = Annotated[bool, typer.Option(
-    "--otel-content", help="also put prompts and completions on the LM spans (they may hold personal data)")]
+Otel = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--otel/--no-otel",
+        help="export OpenTelemetry spans (examples, module calls, LM requests) over OTLP/HTTP to "
+        "$OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318); on by itself when that variable is set; "
+        "needs pip install 'lmc[otel]'",
+        show_default=False,
+    ),
+]
+OtelContent = Annotated[bool, typer.Option("--otel-content", help="also put prompts and completions on the LM spans (they may hold personal data)")]

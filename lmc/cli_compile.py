@@ -17,8 +17,7 @@ from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
 from .files import Output, atomic_write_text, check_outputs
-from .artifact_view import (diff_artifacts, lm_view, python_view, render_diff, render_lineage, render_predictors,
-                            render_python)
+from .artifact_view import diff_artifacts, lm_view, python_view, render_diff, render_lineage, render_predictors, render_python
 from .optimize import PASS_NAMES
 from .optimize.options import OPTIONS
 from .progress import Progress, resolve_mode
@@ -50,16 +49,27 @@ def compile_cmd(
     out: Annotated[Path, typer.Option("-o", "--out", help="where to write the artifact (*.lmc.json)")],
     dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", callback=choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))] = None,
-    then: Annotated[Optional[list[str]], typer.Option("--then", callback=choices(*_PASSES), help="further passes, run in order after --optimizer")] = None,
-    passes: Annotated[Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")] = None,
+    optimizer: Annotated[
+        Optional[str], typer.Option("--optimizer", callback=choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
+    ] = None,
+    then: Annotated[
+        Optional[list[str]], typer.Option("--then", callback=choices(*_PASSES), help="further passes, run in order after --optimizer")
+    ] = None,
+    passes: Annotated[
+        Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")
+    ] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling")] = None,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"),
+    ] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
-    prompt_lm: Annotated[Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")] = None,
+    prompt_lm: Annotated[
+        Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")
+    ] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
     max_demos: Annotated[Optional[int], _option("max_demos")] = None,
     max_labeled: Annotated[Optional[int], _option("max_labeled")] = None,
@@ -74,22 +84,62 @@ def compile_cmd(
     merges: Annotated[Optional[int], _option("merges")] = None,
     pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
-    max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
-    price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
-    price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")] = None,
-    max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the compile stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%")] = None,
-    truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
-    transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol")] = None,
+    max_calls: Annotated[
+        Optional[int],
+        typer.Option(
+            "--max-calls",
+            min=1,
+            help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far",
+        ),
+    ] = None,
+    max_cost: Annotated[
+        Optional[float],
+        typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent"),
+    ] = None,
+    price_per_mtok_in: Annotated[
+        Optional[float],
+        typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"),
+    ] = None,
+    price_per_mtok_out: Annotated[
+        Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")
+    ] = None,
+    max_lm_errors: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-lm-errors",
+            help="LM calls that may fail after their retries before the compile stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
+        ),
+    ] = None,
+    truncate_inputs: Annotated[
+        bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
+    ] = False,
+    transport: Annotated[
+        Optional[str],
+        typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
+    ] = None,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
-    example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
-    keep_worse: Annotated[bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")] = False,
-    score_dev: Annotated[bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")] = True,
-    allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
+    example_timeout: Annotated[
+        Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
+    ] = None,
+    max_steps: Annotated[
+        Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")
+    ] = None,
+    keep_worse: Annotated[
+        bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")
+    ] = False,
+    score_dev: Annotated[
+        bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")
+    ] = True,
+    allow_python: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allow-python",
+            help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
+        ),
+    ] = None,
     html: HtmlOut = None,
     progress: ProgressOpt = None,
     quiet: Quiet = False,
@@ -98,10 +148,21 @@ def compile_cmd(
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
-    params = {"max_demos": max_demos, "max_labeled": max_labeled, "max_rounds": max_rounds, "candidates": candidates,
-              "trials": trials, "instructions": instructions, "minibatch": minibatch, "k": k,
-              "ensemble_size": ensemble_size, "finetune_dir": str(finetune_dir) if finetune_dir else None,
-              "rounds": rounds, "merges": merges, "pick": pick}
+    params = {
+        "max_demos": max_demos,
+        "max_labeled": max_labeled,
+        "max_rounds": max_rounds,
+        "candidates": candidates,
+        "trials": trials,
+        "instructions": instructions,
+        "minibatch": minibatch,
+        "k": k,
+        "ensemble_size": ensemble_size,
+        "finetune_dir": str(finetune_dir) if finetune_dir else None,
+        "rounds": rounds,
+        "merges": merges,
+        "pick": pick,
+    }
     pass_params: list[dict] = []
     if passes is not None:
         if optimizer is not None or then:
@@ -110,20 +171,44 @@ def compile_cmd(
     else:
         names = [optimizer or "bootstrap"] + list(then or [])
     if html is not None:
-        check_out_path(html, "--html", [("program", program), ("--train", train), ("--dev", dev), ("-o", out),
-                                        ("stats sidecar", stats_path(out))])
-    opts = CompileOptions(program=str(program), train=str(train), dev=str(dev) if dev else None, out=str(out),
-                          program_name=program_name, metric=metric, passes=names, seed=seed, concurrency=jobs,
-                          lm=lm, api_base=api_base, teacher_lm=teacher_lm, prompt_lm=prompt_lm, threshold=threshold,
-                          max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
-                          price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
-                          truncate_inputs=truncate_inputs or None, transport=transport, allow_partial=allow_partial,
-                          cache_dir=cache_dir,
-                          use_cache=not no_cache, rpm=rpm, keep_worse=keep_worse, score_dev=score_dev,
-                          max_steps=max_steps, example_timeout=example_timeout,
-                          passes_file=str(passes) if passes is not None else None,
-                          params={k_: v for k_, v in params.items() if v is not None}, pass_params=pass_params,
-                          allow_python=tuple(allow_python or ()), otel=otel, otel_content=otel_content)
+        check_out_path(html, "--html", [("program", program), ("--train", train), ("--dev", dev), ("-o", out), ("stats sidecar", stats_path(out))])
+    opts = CompileOptions(
+        program=str(program),
+        train=str(train),
+        dev=str(dev) if dev else None,
+        out=str(out),
+        program_name=program_name,
+        metric=metric,
+        passes=names,
+        seed=seed,
+        concurrency=jobs,
+        lm=lm,
+        api_base=api_base,
+        teacher_lm=teacher_lm,
+        prompt_lm=prompt_lm,
+        threshold=threshold,
+        max_calls=max_calls,
+        max_cost=max_cost,
+        price_per_mtok_in=price_per_mtok_in,
+        price_per_mtok_out=price_per_mtok_out,
+        max_lm_errors=max_lm_errors,
+        truncate_inputs=truncate_inputs or None,
+        transport=transport,
+        allow_partial=allow_partial,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        rpm=rpm,
+        keep_worse=keep_worse,
+        score_dev=score_dev,
+        max_steps=max_steps,
+        example_timeout=example_timeout,
+        passes_file=str(passes) if passes is not None else None,
+        params={k_: v for k_, v in params.items() if v is not None},
+        pass_params=pass_params,
+        allow_python=tuple(allow_python or ()),
+        otel=otel,
+        otel_content=otel_content,
+    )
     console = _console()
     mode = resolve_mode(progress, quiet)
     status = Progress("compile", mode, score_label="best dev score")
@@ -150,13 +235,12 @@ def compile_cmd(
     live_or_status = live if live is not None else status
     try:
         with live_or_status:
-            result = compile_program(opts, log=log, on_score=on_score, observe=status.watch,
-                                     on_batch=status.begin, on_example=on_example,
-                                     on_progress=on_progress)
+            result = compile_program(
+                opts, log=log, on_score=on_score, observe=status.watch, on_batch=status.begin, on_example=on_example, on_progress=on_progress
+            )
     except KeyboardInterrupt:
         # typer turns KeyboardInterrupt into a silent exit 130, so the message is printed here.
-        sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, "
-                         "so rerunning the same command resumes\n")
+        sys.stderr.write("interrupted; no artifact was written; finished LM calls are cached, so rerunning the same command resumes\n")
         raise SystemExit(130) from None
     _print_summary(console, result, str(out))
     if html is not None:
@@ -166,6 +250,7 @@ def compile_cmd(
 
 class _LiveView:
     """A status panel on a terminal: stage, examples of the batch, best score, calls, cost and ETA, refreshed live."""
+
     def __init__(self, console, status: Progress, t0: float, search: dict):
         from rich.live import Live
 
@@ -178,17 +263,19 @@ class _LiveView:
     def __rich__(self):
         s = self.status
         usage = s.client.usage if s.client is not None else None
-        calls = (f"{usage.requests} LM requests ({usage.cached_calls} cached calls"
-                 + (f", {usage.failed_requests} failed" if usage.failed_requests else "") + f"), ${usage.cost:.4f}"
-                 if usage else "starting")
+        calls = (
+            f"{usage.requests} LM requests ({usage.cached_calls} cached calls"
+            + (f", {usage.failed_requests} failed" if usage.failed_requests else "")
+            + f"), ${usage.cost:.4f}"
+            if usage
+            else "starting"
+        )
         best = "—" if s.best is None else f"{s.best:.3f}"
         eta = s.eta()
         search = self.search
-        front = (f"\n        front: {search['front']} of {search['pool']} accepted   best on the front: "
-                 f"{search['best_dev']:.3f}" if search else "")
+        front = f"\n        front: {search['front']} of {search['pool']} accepted   best on the front: {search['best_dev']:.3f}" if search else ""
         batch = (f"examples {s.done}/{s.total}" + (f", ETA {eta:.0f}s" if eta else "") + "   ") if s.total else ""
-        return (f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s.stage[:70]}\n"
-                f"        {batch}best dev score: {best}   {calls}{front}")
+        return f"[bold]{time.perf_counter() - self.t0:6.1f}s[/bold]  {s.stage[:70]}\n        {batch}best dev score: {best}   {calls}{front}"
 
     def __enter__(self):
         self.live.__enter__()
@@ -208,9 +295,17 @@ def _print_summary(console, result, out: str) -> None:
     s = result.stats
     fmt = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     t.add_row("zero-shot", fmt(result.baseline), "", "", "", "", "", "", "")
-    t.add_row("compiled", fmt(result.final), str(s["requests"]), str(s["retries"]), str(s["failed_requests"]),
-              str(s["cached_calls"]), str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}",
-              f"{s['duration_s']:.1f}s")
+    t.add_row(
+        "compiled",
+        fmt(result.final),
+        str(s["requests"]),
+        str(s["retries"]),
+        str(s["failed_requests"]),
+        str(s["cached_calls"]),
+        str(s["prompt_tokens"] + s["completion_tokens"]),
+        f"${s['cost']:.4f}",
+        f"{s['duration_s']:.1f}s",
+    )
     console.print(t)
     if len(result.candidates) > 1:
         c = Table(title="candidates", show_header=True, header_style="bold")
@@ -246,15 +341,16 @@ def inspect_cmd(
     python = python_view(target, tuple(config.allow_python))
     if emit_prompts is not None:
         files = [(emit_prompts / f"{v['id']}.txt", v) for v in views]
-        check_outputs([Output("--emit-prompts", str(emit_prompts), directory=True)]
-                      + [Output("--emit-prompts", str(f)) for f, _ in files], [("artifact", str(artifact))])
+        check_outputs(
+            [Output("--emit-prompts", str(emit_prompts), directory=True)] + [Output("--emit-prompts", str(f)) for f, _ in files],
+            [("artifact", str(artifact))],
+        )
         for f, v in files:
             atomic_write_text(f, v["prompt"] + "\n")
         sys.stderr.write(f"wrote {len(views)} prompt file(s) to {emit_prompts}\n")
         return
     if format == "json":
-        doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target),
-               "predictors": views}
+        doc = {"target": str(artifact), "kind": target.kind, "python": python, "lms": lm_view(target), "predictors": views}
         if target.artifact is not None and target.artifact.compile.get("lineage"):
             doc["lineage"] = target.artifact.compile["lineage"]
         print(json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False))
@@ -267,16 +363,22 @@ def inspect_cmd(
     rep = target.artifact.compile if target.artifact else {}
     if rep:
         scores = rep.get("scores", {})
-        out.print(f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
-                  f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
-                  f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}", soft_wrap=True)
+        out.print(
+            f"[bold]{target.name}[/bold]  optimizer: {' → '.join(rep.get('optimizer', []))}  "
+            f"metric: {rep.get('metric', {}).get('spec')}  dev: {scores.get('baseline', {}).get('dev')} → "
+            f"{scores.get('final', {}).get('dev')}  lm: {rep.get('lm')}",
+            soft_wrap=True,
+        )
         for line in render_lineage(rep.get("lineage", [])):
             out.print(line, markup=False, soft_wrap=True)
     for line in render_python(python):
         out.print(line, markup=False, soft_wrap=True)
     for entry in lm_view(target):
-        out.print(f"lm {entry['name']}: {entry['model']}" + (f" at {entry['api_base']}" if entry["api_base"] else "")
-                  + f"  ({entry['use']})", markup=False, soft_wrap=True)
+        out.print(
+            f"lm {entry['name']}: {entry['model']}" + (f" at {entry['api_base']}" if entry["api_base"] else "") + f"  ({entry['use']})",
+            markup=False,
+            soft_wrap=True,
+        )
     for v in views:
         title = f"{v['id']} ({v['role']} of {v['module']}, {len(v['demos'])} demos, {spec.mode} format)"
         # Text, not markup: prompts contain brackets that rich would read as style tags.
@@ -284,11 +386,14 @@ def inspect_cmd(
         settings = dict(v["settings"])
         cal = settings.pop("calibration", None)
         if settings:
-            out.print(f"{v['id']} settings: " + json.dumps(settings, ensure_ascii=False, sort_keys=True),
-                      markup=False, soft_wrap=True)
+            out.print(f"{v['id']} settings: " + json.dumps(settings, ensure_ascii=False, sort_keys=True), markup=False, soft_wrap=True)
         if cal:
-            out.print(f"{v['id']} calibration (added to each label's score before the best is chosen): "
-                      + ", ".join(f"{label} {off:+.3f}" for label, off in cal.items()), markup=False, soft_wrap=True)
+            out.print(
+                f"{v['id']} calibration (added to each label's score before the best is chosen): "
+                + ", ".join(f"{label} {off:+.3f}" for label, off in cal.items()),
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def diff_cmd(

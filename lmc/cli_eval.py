@@ -17,8 +17,18 @@ from .cli_report import HtmlOut
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
 from .files import Output, check_outputs
-from .gate import (GateOptions, Report, apply_gates, is_report, merge_reports, render_markdown, report_stats,
-                   verdict_json, write_junit, write_text_atomic)
+from .gate import (
+    GateOptions,
+    Report,
+    apply_gates,
+    is_report,
+    merge_reports,
+    render_markdown,
+    report_stats,
+    verdict_json,
+    write_junit,
+    write_text_atomic,
+)
 from .progress import Progress, resolve_mode
 from .report_html import context_from_files, eval_context, render_eval, write_html
 from .runner import LineWriter, trace_line
@@ -26,12 +36,29 @@ from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
 
-Baseline = Annotated[Optional[str], typer.Option("--baseline", help="artifact or .lmp to evaluate now, or a report JSON written earlier with --report", show_default=False)]
+Baseline = Annotated[
+    Optional[str],
+    typer.Option("--baseline", help="artifact or .lmp to evaluate now, or a report JSON written earlier with --report", show_default=False),
+]
 MinScore = Annotated[Optional[float], typer.Option("--min-score", help="fail (exit 1) when the mean score is below this", show_default=False)]
-MaxDrop = Annotated[Optional[float], typer.Option("--max-drop", help="fail (exit 1) on a significant drop larger than this vs --baseline (default 0 with --baseline)", show_default=False)]
+MaxDrop = Annotated[
+    Optional[float],
+    typer.Option(
+        "--max-drop", help="fail (exit 1) on a significant drop larger than this vs --baseline (default 0 with --baseline)", show_default=False
+    ),
+]
 Confidence = Annotated[float, typer.Option("--confidence", help="confidence of the paired test and the intervals")]
-MaxErrors = Annotated[Optional[int], typer.Option("--max-errors", help="fail (exit 3) when more examples than this hit LM or parse errors", show_default=False)]
-AllowChange = Annotated[bool, typer.Option("--allow-different-program", "--allow-program-change", help="compare with a baseline that is another program (not this program's source, nor an edit of the same file)")]
+MaxErrors = Annotated[
+    Optional[int], typer.Option("--max-errors", help="fail (exit 3) when more examples than this hit LM or parse errors", show_default=False)
+]
+AllowChange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-different-program",
+        "--allow-program-change",
+        help="compare with a baseline that is another program (not this program's source, nor an edit of the same file)",
+    ),
+]
 Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here (one test case per example)", show_default=False)]
 SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
 GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
@@ -56,8 +83,7 @@ def _check_format(format: str) -> None:
         raise ConfigError(f"unknown --format '{format}'; expected one of: json, text")
 
 
-def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple[str, Any]],
-                   cache_dir: Optional[str] = None) -> None:
+def _check_outputs(outputs: list[tuple[str, Optional[Path]]], inputs: list[tuple[str, Any]], cache_dir: Optional[str] = None) -> None:
     """Refuse outputs that would overwrite an input or each other, or cannot be written, before any LM call."""
     outs = [Output(label, str(p)) for label, p in outputs if p is not None]
     if cache_dir:
@@ -91,8 +117,10 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
 
     console = _console()
     for label, rep in rows:
-        console.print(f"{label}: {rep.target.path} ({rep.target.kind} '{rep.program.name}') on {rep.data.path}"
-                      + (f", shard {rep.shard}" if rep.shard else ""), markup=False)
+        console.print(
+            f"{label}: {rep.target.path} ({rep.target.kind} '{rep.program.name}') on {rep.data.path}" + (f", shard {rep.shard}" if rep.shard else ""),
+            markup=False,
+        )
     if console.width < 100:
         # Too narrow for eleven columns: the same numbers as one line per side.
         for label, rep in rows:
@@ -102,23 +130,45 @@ def _table(rows: list[tuple[str, Any]], confidence: float) -> None:
                 f"n {s['n']}, passed {s['passed']}, errors {s['errors']}, calls {s['calls']} ({s['cached_calls']} cached), "
                 f"requests {s['requests']} ({s['retries']} retries, {s['failed_requests']} failed), "
                 f"{s['prompt_tokens'] + s['completion_tokens']} tokens, ${s['cost']:.4f}, {s['duration_s']:.1f}s",
-                markup=False)
+                markup=False,
+            )
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "requests", "tokens",
-                 "cost", "time"):
+    for name in ("", "score", f"{confidence:.0%} CI", "n", "passed", "errors", "calls", "cached", "requests", "tokens", "cost", "time"):
         table.add_column(name, justify="left" if name in ("", f"{confidence:.0%} CI") else "right", no_wrap=True)
     for label, rep in rows:
         s = report_stats(rep, confidence)
-        table.add_row(label, f"{s['score']:.3f}", f"{s['score_lo']:.3f}-{s['score_hi']:.3f}", str(s["n"]),
-                      str(s["passed"]), str(s["errors"]), str(s["calls"]), str(s["cached_calls"]),
-                      str(s["requests"]) + (f" ({s['failed_requests']} failed)" if s["failed_requests"] else ""),
-                      str(s["prompt_tokens"] + s["completion_tokens"]), f"${s['cost']:.4f}", f"{s['duration_s']:.1f}s")
+        table.add_row(
+            label,
+            f"{s['score']:.3f}",
+            f"{s['score_lo']:.3f}-{s['score_hi']:.3f}",
+            str(s["n"]),
+            str(s["passed"]),
+            str(s["errors"]),
+            str(s["calls"]),
+            str(s["cached_calls"]),
+            str(s["requests"]) + (f" ({s['failed_requests']} failed)" if s["failed_requests"] else ""),
+            str(s["prompt_tokens"] + s["completion_tokens"]),
+            f"${s['cost']:.4f}",
+            f"{s['duration_s']:.1f}s",
+        )
     console.print(table)
 
 
-def _finish(cand, base, verdict, opts, *, junit: Optional[Path], summary: Optional[Path], github_summary: bool,
-            format: str, extra_lines: list[str], html: Optional[Path] = None, html_context=None) -> None:
+def _finish(
+    cand,
+    base,
+    verdict,
+    opts,
+    *,
+    junit: Optional[Path],
+    summary: Optional[Path],
+    github_summary: bool,
+    format: str,
+    extra_lines: list[str],
+    html: Optional[Path] = None,
+    html_context=None,
+) -> None:
     """Write JUnit/Markdown/HTML, print the table and the verdict (reason last) and exit with its code."""
     rows = [("candidate", cand)] + ([("baseline", base)] if base is not None else [])
     _table(rows, opts.confidence)
@@ -177,8 +227,9 @@ def _status(progress: Optional[str], quiet: bool, trace: Optional[Path] = None):
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as Bar
 
-            bar["bar"] = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             console=_console(), transient=True)
+            bar["bar"] = Bar(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=_console(), transient=True
+            )
             bar["tasks"] = [bar["bar"].add_task(f"eval {label}", total=examples) for label in labels[:targets]]
             bar["bar"].start()
 
@@ -189,8 +240,7 @@ def _status(progress: Optional[str], quiet: bool, trace: Optional[Path] = None):
         status.advance(score=outcome.score if i == 0 else None, failed=outcome.error is not None)
         if i == 0 and "writer" in tracer:
             ex = outcome.example
-            tracer["writer"].write(trace_line(ex, outcome.result, ex.inputs(tracer["names"]),
-                                              program=tracer["program"], score=outcome.score))
+            tracer["writer"].write(trace_line(ex, outcome.result, ex.inputs(tracer["names"]), program=tracer["program"], score=outcome.score))
         if "bar" in bar:
             bar["bar"].advance(bar["tasks"][i])
 
@@ -215,25 +265,103 @@ def register(app: typer.Typer) -> None:
     def eval_(
         target: Annotated[str, typer.Argument(help="program (.lmp) or compiled artifact (.lmc.json) to score", show_default=False)],
         data: Annotated[str, typer.Option("--data", help="JSONL examples with the program's inputs and gold labels", show_default=False)],
-        metric: Annotated[Optional[str], typer.Option("--metric", help="metric to score with (default: the one an artifact was compiled with, else the program's only metric)", show_default=False)] = None,
+        metric: Annotated[
+            Optional[str],
+            typer.Option(
+                "--metric",
+                help="metric to score with (default: the one an artifact was compiled with, else the program's only metric)",
+                show_default=False,
+            ),
+        ] = None,
         program: Annotated[Optional[str], typer.Option("--program", help="program of the .lmp file to evaluate", show_default=False)] = None,
-        threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="an example passes when its score is at least this (default: an artifact's compile threshold, else 1.0)", show_default=False)] = None,
-        lm: Annotated[Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)] = None,
+        threshold: Annotated[
+            Optional[float],
+            typer.Option(
+                "--threshold",
+                min=0.0,
+                max=1.0,
+                help="an example passes when its score is at least this (default: an artifact's compile threshold, else 1.0)",
+                show_default=False,
+            ),
+        ] = None,
+        lm: Annotated[
+            Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)
+        ] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
         cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling", show_default=False)] = None,
+        jobs: Annotated[
+            Optional[int],
+            typer.Option(
+                "-j",
+                "--jobs",
+                "--concurrency",
+                min=1,
+                help="examples (and LM calls) at once (default 8); --concurrency is the old spelling",
+                show_default=False,
+            ),
+        ] = None,
         rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute", show_default=False)] = None,
-        example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False)] = None,
-        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False)] = None,
+        example_timeout: Annotated[
+            Optional[float],
+            typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False),
+        ] = None,
+        max_steps: Annotated[
+            Optional[int],
+            typer.Option(
+                "--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False
+            ),
+        ] = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
-        max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3", show_default=False)] = None,
-        max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent", show_default=False)] = None,
-        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)", show_default=False)] = None,
-        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)] = None,
-        max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%", show_default=False)] = None,
-        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
-        transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol", show_default=False)] = None,
+        max_calls: Annotated[
+            Optional[int],
+            typer.Option(
+                "--max-calls",
+                min=1,
+                help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3",
+                show_default=False,
+            ),
+        ] = None,
+        max_cost: Annotated[
+            Optional[float],
+            typer.Option(
+                "--max-cost",
+                min=0.0,
+                help="spend at most this much (USD); each request reserves its worst case before it is sent",
+                show_default=False,
+            ),
+        ] = None,
+        price_per_mtok_in: Annotated[
+            Optional[float],
+            typer.Option(
+                "--price-per-mtok-in",
+                min=0.0,
+                help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)",
+                show_default=False,
+            ),
+        ] = None,
+        price_per_mtok_out: Annotated[
+            Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)
+        ] = None,
+        max_lm_errors: Annotated[
+            Optional[str],
+            typer.Option(
+                "--max-lm-errors",
+                help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
+                show_default=False,
+            ),
+        ] = None,
+        truncate_inputs: Annotated[
+            bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
+        ] = False,
+        transport: Annotated[
+            Optional[str],
+            typer.Option(
+                "--transport",
+                help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol",
+                show_default=False,
+            ),
+        ] = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -246,8 +374,22 @@ def register(app: typer.Typer) -> None:
         github_summary: GithubSummary = False,
         html: HtmlOut = None,
         format: Format = "text",
-        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not", show_default=False)] = None,
-        trace: Annotated[Optional[Path], typer.Option("--trace", help="write the candidate's per-example traces (lmc-trace/1 JSONL, each with its score) here; `lmc dataset from-traces` reads them", show_default=False)] = None,
+        allow_python: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--allow-python",
+                help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
+                show_default=False,
+            ),
+        ] = None,
+        trace: Annotated[
+            Optional[Path],
+            typer.Option(
+                "--trace",
+                help="write the candidate's per-example traces (lmc-trace/1 JSONL, each with its score) here; `lmc dataset from-traces` reads them",
+                show_default=False,
+            ),
+        ] = None,
         progress: ProgressOpt = None,
         quiet: Quiet = False,
         otel: Otel = None,
@@ -282,24 +424,89 @@ def _gate_options(**kw):
     return opts
 
 
-def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, no_cache, jobs, rpm, example_timeout,
-          max_steps, shard, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, report, junit,
-          summary, github_summary, format, allow_python=None, html=None, max_calls=None, max_cost=None,
-          price_per_mtok_in=None, price_per_mtok_out=None, max_lm_errors=None, truncate_inputs=False,
-          transport=None, progress=None, quiet=False, trace=None, otel=None, otel_content=False) -> None:
+def _eval(
+    *,
+    target,
+    data,
+    metric,
+    program,
+    threshold,
+    lm,
+    api_base,
+    cache_dir,
+    no_cache,
+    jobs,
+    rpm,
+    example_timeout,
+    max_steps,
+    shard,
+    min_score,
+    baseline,
+    max_drop,
+    confidence,
+    max_errors,
+    allow_program_change,
+    report,
+    junit,
+    summary,
+    github_summary,
+    format,
+    allow_python=None,
+    html=None,
+    max_calls=None,
+    max_cost=None,
+    price_per_mtok_in=None,
+    price_per_mtok_out=None,
+    max_lm_errors=None,
+    truncate_inputs=False,
+    transport=None,
+    progress=None,
+    quiet=False,
+    trace=None,
+    otel=None,
+    otel_content=False,
+) -> None:
     _check_format(format)
-    run = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache, concurrency=jobs, rpm=rpm,
-                     max_steps=max_steps, example_timeout=example_timeout, max_calls=max_calls, max_cost=max_cost,
-                     price_per_mtok_in=price_per_mtok_in, price_per_mtok_out=price_per_mtok_out,
-                     max_lm_errors=max_lm_errors, truncate_inputs=truncate_inputs or None, transport=transport,
-                     allow_python=tuple(allow_python or ()), default_max_lm_errors=DEFAULT_LM_ERRORS,
-                     otel=otel, otel_content=otel_content)
-    opts = EvalOptions(target, data, metric=metric, program=program, threshold=threshold, shard=shard, run=run,
-                       gates=_gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop,
-                                           max_errors=max_errors, confidence=confidence,
-                                           allow_program_change=allow_program_change),
-                       report=str(report) if report is not None else None,
-                       outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)))
+    run = RunOptions(
+        lm=lm,
+        api_base=api_base,
+        cache_dir=cache_dir,
+        use_cache=not no_cache,
+        concurrency=jobs,
+        rpm=rpm,
+        max_steps=max_steps,
+        example_timeout=example_timeout,
+        max_calls=max_calls,
+        max_cost=max_cost,
+        price_per_mtok_in=price_per_mtok_in,
+        price_per_mtok_out=price_per_mtok_out,
+        max_lm_errors=max_lm_errors,
+        truncate_inputs=truncate_inputs or None,
+        transport=transport,
+        allow_python=tuple(allow_python or ()),
+        default_max_lm_errors=DEFAULT_LM_ERRORS,
+        otel=otel,
+        otel_content=otel_content,
+    )
+    opts = EvalOptions(
+        target,
+        data,
+        metric=metric,
+        program=program,
+        threshold=threshold,
+        shard=shard,
+        run=run,
+        gates=_gate_options(
+            min_score=min_score,
+            baseline=baseline,
+            max_drop=max_drop,
+            max_errors=max_errors,
+            confidence=confidence,
+            allow_program_change=allow_program_change,
+        ),
+        report=str(report) if report is not None else None,
+        outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)),
+    )
     observe, on_start, on_result, close = _status(progress, quiet, trace)
     try:
         result = evaluate_files(opts, on_result=on_result, on_start=on_start, observe=observe)
@@ -322,18 +529,36 @@ def _eval(*, target, data, metric, program, threshold, lm, api_base, cache_dir, 
     html_context = None
     if html is not None:
         html_context = eval_context(result.target.ir, result.examples)
-    _finish(result.candidate, result.baseline, result.verdict, opts.gates, junit=junit, summary=summary,
-            github_summary=github_summary, format=format, extra_lines=result.notes, html=html,
-            html_context=html_context)
+    _finish(
+        result.candidate,
+        result.baseline,
+        result.verdict,
+        opts.gates,
+        junit=junit,
+        summary=summary,
+        github_summary=github_summary,
+        format=format,
+        extra_lines=result.notes,
+        html=html,
+        html_context=html_context,
+    )
 
 
-def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary,
-           github_summary, format, html=None) -> None:
+def _merge(
+    *, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary, github_summary, format, html=None
+) -> None:
     _check_format(format)
-    opts = _gate_options(min_score=min_score, baseline=baseline, max_drop=max_drop, max_errors=max_errors,
-                         confidence=confidence, allow_program_change=allow_program_change)
-    _check_outputs([("-o", out), ("--junit", junit), ("--summary", summary), ("--html", html)],
-                   [("shard report", p) for p in parts] + [("--baseline", baseline)])
+    opts = _gate_options(
+        min_score=min_score,
+        baseline=baseline,
+        max_drop=max_drop,
+        max_errors=max_errors,
+        confidence=confidence,
+        allow_program_change=allow_program_change,
+    )
+    _check_outputs(
+        [("-o", out), ("--junit", junit), ("--summary", summary), ("--html", html)], [("shard report", p) for p in parts] + [("--baseline", baseline)]
+    )
     reports = [Report.load(p) for p in parts]
     base = None
     if baseline is not None:
@@ -341,13 +566,25 @@ def _merge(*, parts, out, min_score, baseline, max_drop, confidence, max_errors,
             raise ConfigError(f"{baseline}: no such file (--baseline)")
 
         if not is_report(baseline) and (baseline.endswith(".lmp") or is_artifact_path(baseline)):
-            raise ConfigError(f"{baseline}: report merge never evaluates, so --baseline must be a report; "
-                              f"write one with `lmc eval {baseline} --data ... --report base.json`")
+            raise ConfigError(
+                f"{baseline}: report merge never evaluates, so --baseline must be a report; "
+                f"write one with `lmc eval {baseline} --data ... --report base.json`"
+            )
         base = Report.load(baseline)
     merged = merge_reports(reports)
     notes = [f"merged {len(reports)} shard reports: {merged.summary.n} examples"]
     if out is not None:
         merged.save(out)
         notes.append(f"wrote {out}")
-    _finish(merged, base, apply_gates(merged, base, opts), opts, junit=junit, summary=summary, github_summary=github_summary, format=format,
-            extra_lines=notes, html=html)
+    _finish(
+        merged,
+        base,
+        apply_gates(merged, base, opts),
+        opts,
+        junit=junit,
+        summary=summary,
+        github_summary=github_summary,
+        format=format,
+        extra_lines=notes,
+        html=html,
+    )

@@ -26,7 +26,9 @@ def export_cmd(
     source: Annotated[Path, typer.Argument(help="a compiled artifact (*.lmc.json), or a .lmp program", show_default=False)],
     to: Annotated[str, typer.Option("--to", help="the framework to export to: dspy", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="directory for NAME.py and NAME.json", show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="Python module name (default: from the artifact's file name)", show_default=False)] = None,
+    name: Annotated[
+        Optional[str], typer.Option("--name", help="Python module name (default: from the artifact's file name)", show_default=False)
+    ] = None,
 ) -> None:
     """Write the program for another framework: a DSPy module (signatures, modules, control flow) and its state JSON."""
     if to not in TARGETS:

@@ -24,15 +24,30 @@ def _err(text: str) -> None:
 def html_cmd(
     source: Annotated[Path, typer.Argument(help="an eval report (lmc eval --report) or an artifact (*.lmc.json)", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="the HTML file to write", show_default=False)],
-    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="a baseline report to compare with (paired test, flipped examples)", show_default=False)] = None,
-    artifact: Annotated[Optional[Path], typer.Option("--artifact", help="the evaluated artifact: label types for confusion matrices, and its compile sections", show_default=False)] = None,
-    data: Annotated[Optional[Path], typer.Option("--data", help="the evaluated dataset, when not at the path the report names (checked by sha256)", show_default=False)] = None,
-    stats: Annotated[Optional[Path], typer.Option("--stats", help="the compile's stats sidecar, when not next to the artifact", show_default=False)] = None,
-    max_drop: Annotated[Optional[float], typer.Option("--max-drop", help="as for lmc eval: the drop the verdict tolerates vs --baseline", show_default=False)] = None,
+    baseline: Annotated[
+        Optional[Path], typer.Option("--baseline", help="a baseline report to compare with (paired test, flipped examples)", show_default=False)
+    ] = None,
+    artifact: Annotated[
+        Optional[Path],
+        typer.Option("--artifact", help="the evaluated artifact: label types for confusion matrices, and its compile sections", show_default=False),
+    ] = None,
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="the evaluated dataset, when not at the path the report names (checked by sha256)", show_default=False),
+    ] = None,
+    stats: Annotated[
+        Optional[Path], typer.Option("--stats", help="the compile's stats sidecar, when not next to the artifact", show_default=False)
+    ] = None,
+    max_drop: Annotated[
+        Optional[float], typer.Option("--max-drop", help="as for lmc eval: the drop the verdict tolerates vs --baseline", show_default=False)
+    ] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="as for lmc eval", show_default=False)] = None,
     max_errors: Annotated[Optional[int], typer.Option("--max-errors", help="as for lmc eval", show_default=False)] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="confidence of the intervals and the paired test")] = 0.95,
-    allow_program_change: Annotated[bool, typer.Option("--allow-different-program", "--allow-program-change", help="as for lmc eval: compare with a baseline that is another program")] = False,
+    allow_program_change: Annotated[
+        bool,
+        typer.Option("--allow-different-program", "--allow-program-change", help="as for lmc eval: compare with a baseline that is another program"),
+    ] = False,
 ) -> None:
     """Write one self-contained HTML page (no network needed to view it) for an eval report or a compiled artifact."""
 
@@ -46,17 +61,26 @@ def html_cmd(
         base = None
         if baseline is not None:
             if not is_report(baseline):
-                raise ConfigError(f"{baseline}: --baseline must be an eval report (lmc eval --report); "
-                                  f"evaluate an artifact with `lmc eval {baseline} --data ... --report base.json`")
+                raise ConfigError(
+                    f"{baseline}: --baseline must be an eval report (lmc eval --report); "
+                    f"evaluate an artifact with `lmc eval {baseline} --data ... --report base.json`"
+                )
             base = Report.load(baseline)
-        opts = GateOptions(min_score=min_score, baseline=str(baseline) if baseline else None, max_drop=max_drop,
-                           max_errors=max_errors, confidence=confidence, allow_program_change=allow_program_change)
+        opts = GateOptions(
+            min_score=min_score,
+            baseline=str(baseline) if baseline else None,
+            max_drop=max_drop,
+            max_errors=max_errors,
+            confidence=confidence,
+            allow_program_change=allow_program_change,
+        )
         verdict = apply_gates(cand, base, opts)
         art = read(artifact) if artifact is not None else None
         ctx = H.context_from_files(cand, data=str(data) if data else None, artifact=art)
         page_stats = H.load_stats(artifact, stats) if artifact is not None else None
-        text = H.render_eval(cand, base, verdict, ctx, confidence=confidence, artifact=art,
-                             artifact_path=str(artifact) if artifact else None, stats=page_stats)
+        text = H.render_eval(
+            cand, base, verdict, ctx, confidence=confidence, artifact=art, artifact_path=str(artifact) if artifact else None, stats=page_stats
+        )
         notes = list(ctx.notes) + ([page_stats[1]] if page_stats and page_stats[1] else [])
     elif is_artifact_path(source):
         for p, flag in ((baseline, "--baseline"), (artifact, "--artifact"), (data, "--data")):
@@ -67,8 +91,7 @@ def html_cmd(
         text = H.render_compile(art, str(source), page_stats)
         notes = [page_stats[1]] if page_stats[1] else []
     else:
-        raise ConfigError(f"{source}: expected an eval report (lmc-report/1, from lmc eval --report) "
-                          "or an artifact (*.lmc.json)")
+        raise ConfigError(f"{source}: expected an eval report (lmc-report/1, from lmc eval --report) or an artifact (*.lmc.json)")
     H.write_html(out, text)
     for note in notes:
         _err(f"note: {note}")

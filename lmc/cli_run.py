@@ -34,6 +34,7 @@ def _refuse(text: str):
 
 def _strict_json(text: str):
     """json.loads without NaN, Infinity or 1e999 (Python's json reads them; no JSON file can hold them)."""
+
     def finite(t: str) -> float:
         value = float(t)
         if value in (float("inf"), float("-inf")):
@@ -52,10 +53,11 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
         except _NotFinite as e:
             raise ConfigError(f"--input: {e}; JSON has no such number") from None
         except json.JSONDecodeError as e:
-            raise ConfigError(f"--input is not valid JSON: {e.msg} at column {e.colno}; "
-                              "expected an object such as '{\"question\": \"...\"}'") from None
+            raise ConfigError(
+                f'--input is not valid JSON: {e.msg} at column {e.colno}; expected an object such as \'{{"question": "..."}}\''
+            ) from None
         if not isinstance(obj, dict):
-            raise ConfigError("--input must be a JSON object such as '{\"question\": \"...\"}'")
+            raise ConfigError('--input must be a JSON object such as \'{"question": "..."}\'')
         values.update(obj)
     for pair in pairs or ():
         name, eq, text = pair.partition("=")
@@ -82,25 +84,69 @@ def register(app: typer.Typer) -> None:
         input: Annotated[Optional[str], typer.Option("--input", help="one input as a JSON object")] = None,
         field: Annotated[Optional[list[str]], typer.Option("-i", help="one input field as name=value (repeatable)")] = None,
         data: Annotated[Optional[Path], typer.Option("--data", help="JSONL inputs, one example per line")] = None,
-        out: Annotated[Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists); without it --data streams them to stdout")] = None,
+        out: Annotated[
+            Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists); without it --data streams them to stdout")
+        ] = None,
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-        jobs: Annotated[Optional[int], typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling")] = None,
+        jobs: Annotated[
+            Optional[int],
+            typer.Option(
+                "-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"
+            ),
+        ] = None,
         rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")] = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
-        max_backtracks: Annotated[Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")] = None,
-        example_timeout: Annotated[Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")] = None,
-        max_steps: Annotated[Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")] = None,
-        allow_python: Annotated[Optional[list[str]], typer.Option("--allow-python", help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not")] = None,
-        max_calls: Annotated[Optional[int], typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)")] = None,
-        max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")] = None,
-        price_per_mtok_in: Annotated[Optional[float], typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)")] = None,
-        price_per_mtok_out: Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")] = None,
-        truncate_inputs: Annotated[bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")] = False,
-        max_lm_errors: Annotated[Optional[str], typer.Option("--max-lm-errors", help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example")] = None,
-        transport: Annotated[Optional[str], typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol")] = None,
+        max_backtracks: Annotated[
+            Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")
+        ] = None,
+        example_timeout: Annotated[
+            Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
+        ] = None,
+        max_steps: Annotated[
+            Optional[int],
+            typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)"),
+        ] = None,
+        allow_python: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--allow-python",
+                help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
+            ),
+        ] = None,
+        max_calls: Annotated[
+            Optional[int],
+            typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)"),
+        ] = None,
+        max_cost: Annotated[
+            Optional[float],
+            typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent"),
+        ] = None,
+        price_per_mtok_in: Annotated[
+            Optional[float],
+            typer.Option(
+                "--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"
+            ),
+        ] = None,
+        price_per_mtok_out: Annotated[
+            Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")
+        ] = None,
+        truncate_inputs: Annotated[
+            bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
+        ] = False,
+        max_lm_errors: Annotated[
+            Optional[str],
+            typer.Option(
+                "--max-lm-errors",
+                help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example",
+            ),
+        ] = None,
+        transport: Annotated[
+            Optional[str],
+            typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
+        ] = None,
         progress: ProgressOpt = None,
         quiet: Quiet = False,
         otel: Otel = None,
@@ -108,14 +154,28 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         try:
-            options = RunOptions(lm=lm, api_base=api_base, cache_dir=cache_dir, use_cache=not no_cache,
-                                 concurrency=jobs, rpm=rpm, max_steps=max_steps, example_timeout=example_timeout,
-                                 max_calls=max_calls, max_cost=max_cost, price_per_mtok_in=price_per_mtok_in,
-                                 price_per_mtok_out=price_per_mtok_out, max_lm_errors=max_lm_errors,
-                                 truncate_inputs=truncate_inputs or None, transport=transport,
-                                 max_backtracks=max_backtracks,
-                                 trace_prompts=trace is not None, allow_python=tuple(allow_python or ()),
-                                 otel=otel, otel_content=otel_content)
+            options = RunOptions(
+                lm=lm,
+                api_base=api_base,
+                cache_dir=cache_dir,
+                use_cache=not no_cache,
+                concurrency=jobs,
+                rpm=rpm,
+                max_steps=max_steps,
+                example_timeout=example_timeout,
+                max_calls=max_calls,
+                max_cost=max_cost,
+                price_per_mtok_in=price_per_mtok_in,
+                price_per_mtok_out=price_per_mtok_out,
+                max_lm_errors=max_lm_errors,
+                truncate_inputs=truncate_inputs or None,
+                transport=transport,
+                max_backtracks=max_backtracks,
+                trace_prompts=trace is not None,
+                allow_python=tuple(allow_python or ()),
+                otel=otel,
+                otel_content=otel_content,
+            )
             mode = resolve_mode(progress, quiet)
             code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:
@@ -134,13 +194,11 @@ def _run(target, program, input, field, data, out, trace, options: RunOptions, m
     if not single and data is None:
         raise ConfigError("nothing to run; give --input '{...}', -i field=value or --data in.jsonl")
     if single and out is not None:
-        raise ConfigError("--out is for --data; a single input prints its outputs as JSON (use --trace to keep "
-                          "its trace)")
+        raise ConfigError("--out is for --data; a single input prints its outputs as JSON (use --trace to keep its trace)")
     session = open_runtime(load_target(target, program), options)
     # Nothing is written (and no LM call made) until every output is known not to clobber an input.
     inputs = session.input_files() + ([("--data file", str(data))] if data is not None else [])
-    outputs = [Output("--out", str(out)) if out is not None else None,
-               Output("--trace", str(trace)) if trace is not None else None]
+    outputs = [Output("--out", str(out)) if out is not None else None, Output("--trace", str(trace)) if trace is not None else None]
     if session.client.cache is not None:
         outputs.append(Output("--cache-dir", str(session.client.cache.root), directory=True))
     check_outputs(outputs, inputs)
@@ -164,8 +222,7 @@ def _single(session, values: dict, trace: Path | None) -> int:
     if trace is not None:
         w = LineWriter(trace)
         try:
-            w.write(trace_line(Example("input", 0, values, "--input"), result, values,
-                               program=session.runtime.ir.entry))
+            w.write(trace_line(Example("input", 0, values, "--input"), result, values, program=session.runtime.ir.entry))
         finally:
             w.close()
     if not result.ok:
@@ -194,12 +251,13 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None, mode: str 
             plan = results.plan(dataset.examples, names, prev)
             if plan.changed:
                 n = len(plan.changed)
-                _err(f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
-                     f"{'its line was' if n == 1 else 'their lines were'} written")
+                _err(
+                    f"{out}: re-running {n} example{'s' if n != 1 else ''} whose input changed since "
+                    f"{'its line was' if n == 1 else 'their lines were'} written"
+                )
         else:
             plan = Plan(list(dataset.examples))
-        summary = Summary(total=len(dataset), skipped=plan.skipped, previously_failed=plan.previously_failed,
-                          changed=len(plan.changed))
+        summary = Summary(total=len(dataset), skipped=plan.skipped, previously_failed=plan.previously_failed, changed=len(plan.changed))
         todo = plan.todo
         if todo:
             session.preflight()
@@ -217,9 +275,9 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None, mode: str 
 
         async def go():
             try:
-                return await run_batch(rt, todo, names, out=writer, trace=tracer,
-                                       concurrency=session.settings.concurrency, summary=summary,
-                                       on_result=on_result)
+                return await run_batch(
+                    rt, todo, names, out=writer, trace=tracer, concurrency=session.settings.concurrency, summary=summary, on_result=on_result
+                )
             finally:
                 await session.aclose()
 
@@ -241,8 +299,9 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None, mode: str 
         err = summary.stopped_by
         _err(f"error: {err}")
         _err(f"stopped: {summary.line()}")
-        _err(f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {where}"
-             + ("; rerun to resume" if out is not None else ""))
+        _err(
+            f"stopped after {summary.done} of {len(todo)} examples; finished lines are in {where}" + ("; rerun to resume" if out is not None else "")
+        )
         return err.exit_code
     _err(f"{'done' if not (summary.failed or summary.previously_failed) else 'done with failures'}: {summary.line()}")
     for w in session.warnings.items + session.client.warnings.items:
@@ -252,13 +311,21 @@ def _batch(session, data: Path, out: Path | None, trace: Path | None, mode: str 
 
 class _Bar:
     """A rich progress bar on stderr: examples, throughput, LM calls and cost."""
+
     def __init__(self, total: int, summary):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.summary = summary
-        self.bar = Progress(TextColumn("running"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[info]}"), console=Console(stderr=True), transient=False)
+        self.bar = Progress(
+            TextColumn("running"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.task = self.bar.add_task("run", total=total, info="")
         self.start_time = 0.0
 
@@ -273,10 +340,10 @@ class _Bar:
 
         s = self.summary
         elapsed = max(time.perf_counter() - self.start_time, 1e-9)
-        info = (f"{s.done / elapsed:.1f} ex/s · {s.calls} calls ({s.cached_calls} cached) · ${s.cost:.4f}"
-                + (f" · {s.failed} failed" if s.failed else ""))
+        info = f"{s.done / elapsed:.1f} ex/s · {s.calls} calls ({s.cached_calls} cached) · ${s.cost:.4f}" + (
+            f" · {s.failed} failed" if s.failed else ""
+        )
         self.bar.update(self.task, advance=1, info=info)
 
     def stop(self) -> None:
         self.bar.stop()
-

@@ -80,13 +80,27 @@ class CompileOptions:
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
 
     def run_options(self) -> RunOptions:
-        return RunOptions(lm=self.lm, api_base=self.api_base, cache_dir=self.cache_dir, use_cache=self.use_cache,
-                          concurrency=self.concurrency, rpm=self.rpm, max_steps=self.max_steps,
-                          example_timeout=self.example_timeout, max_calls=self.max_calls, max_cost=self.max_cost,
-                          price_per_mtok_in=self.price_per_mtok_in, price_per_mtok_out=self.price_per_mtok_out,
-                          max_lm_errors=self.max_lm_errors, truncate_inputs=self.truncate_inputs,
-                          transport=self.transport, allow_python=tuple(self.allow_python),
-                          default_max_lm_errors=DEFAULT_LM_ERRORS, otel=self.otel, otel_content=self.otel_content)
+        return RunOptions(
+            lm=self.lm,
+            api_base=self.api_base,
+            cache_dir=self.cache_dir,
+            use_cache=self.use_cache,
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            max_steps=self.max_steps,
+            example_timeout=self.example_timeout,
+            max_calls=self.max_calls,
+            max_cost=self.max_cost,
+            price_per_mtok_in=self.price_per_mtok_in,
+            price_per_mtok_out=self.price_per_mtok_out,
+            max_lm_errors=self.max_lm_errors,
+            truncate_inputs=self.truncate_inputs,
+            transport=self.transport,
+            allow_python=tuple(self.allow_python),
+            default_max_lm_errors=DEFAULT_LM_ERRORS,
+            otel=self.otel,
+            otel_content=self.otel_content,
+        )
 
 
 @dataclass
@@ -151,11 +165,13 @@ def check_pass_options(plan: list[tuple[str, dict]], n_dev: int, n_train: int) -
             raise ConfigError(evolve_minibatch_problem(int(minibatch), n_train), hint="lower --minibatch")
 
 
-def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, cache_dir: str | None,
-                          plan: list[tuple[str, dict]]) -> None:
+def check_compile_outputs(opts: CompileOptions, target: Target, config: Config, cache_dir: str | None, plan: list[tuple[str, dict]]) -> None:
     """Refuse, before any LM call, an artifact, sidecar or fine-tuning file that would overwrite an input."""
-    inputs = target.input_files("program", config.path) + [("--train file", opts.train), ("--dev file", opts.dev),
-                                                          ("--passes file", opts.passes_file)]
+    inputs = target.input_files("program", config.path) + [
+        ("--train file", opts.train),
+        ("--dev file", opts.dev),
+        ("--passes file", opts.passes_file),
+    ]
     outputs = [Output("-o", opts.out), Output("the stats file next to -o", _stats_path(opts.out))]
     if cache_dir:
         outputs.append(Output("--cache-dir", cache_dir, directory=True))
@@ -185,11 +201,9 @@ def prepare_data(opts: CompileOptions, ir: I.IR, metric: I.MetricIR) -> tuple[Da
         validate(dev, inputs, outputs, need_labels=needs)
     else:
         if len(train) < 4:
-            raise DatasetError(f"the trainset has {len(train)} examples; without --dev it needs at least 4 to split",
-                               opts.train)
+            raise DatasetError(f"the trainset has {len(train)} examples; without --dev it needs at least 4 to split", opts.train)
         train, dev = split(train, DEFAULT_DEV_FRACTION, seed=opts.seed)
-        note = (f"no --dev given: split {opts.train} with seed {opts.seed} into {len(train)} train and "
-                f"{len(dev)} dev examples")
+        note = f"no --dev given: split {opts.train} with seed {opts.seed} into {len(train)} train and {len(dev)} dev examples"
     return train, dev, note
 
 
@@ -211,8 +225,16 @@ class Chain:
         inputs.on_record(cand)
 
 
-async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, client: LMClient, *,
-                    score_dev: bool = True, allow_partial: bool = False, keep_worse: bool = False) -> Chain:
+async def run_chain(
+    ir: I.IR,
+    plan: list[tuple[str, dict]],
+    inputs: PassInputs,
+    client: LMClient,
+    *,
+    score_dev: bool = True,
+    allow_partial: bool = False,
+    keep_worse: bool = False,
+) -> Chain:
     """Score the program as written, run each pass on what the one before returned, score the result.
 
     A budget that runs out ends the chain with the best program found so far; the program as written
@@ -246,16 +268,24 @@ async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, 
         chain.notes += result.notes
         for key, value in result.train_scores.items():
             chain.train_scores.setdefault(key, value)
-        chain.passes.append({"name": name, "requests": client.usage.requests - before[0],
-                             "cost": round(client.usage.cost - before[1], 8), "candidates": len(result.candidates)})
+        chain.passes.append(
+            {
+                "name": name,
+                "requests": client.usage.requests - before[0],
+                "cost": round(client.usage.cost - before[1], 8),
+                "candidates": len(result.candidates),
+            }
+        )
         if result.exhausted:
             chain.exhausted = True
             break
     client.check_health()
     if chain.exhausted and chain.baseline is None:
         if not allow_partial:
-            raise LmcError("the budget (--max-calls/--max-cost) ran out before the first candidate was scored; "
-                           "nothing was written", hint="raise the budget, or pass --allow-partial to write the zero-shot program")
+            raise LmcError(
+                "the budget (--max-calls/--max-cost) ran out before the first candidate was scored; nothing was written",
+                hint="raise the budget, or pass --allow-partial to write the zero-shot program",
+            )
         chain.ir = ir
     elif score_dev or best(chain.candidates) is not None:
         try:
@@ -268,23 +298,30 @@ async def run_chain(ir: I.IR, plan: list[tuple[str, dict]], inputs: PassInputs, 
                 chain.ir, chain.final = so_far.ir, so_far.score
     if chain.final is not None and chain.baseline is not None and chain.final < chain.baseline:
         if keep_worse:
-            chain.notes.append(f"the compiled program scores {chain.final:.3f} on dev, below the program as written "
-                               f"({chain.baseline:.3f}); kept it because of --keep-worse")
+            chain.notes.append(
+                f"the compiled program scores {chain.final:.3f} on dev, below the program as written "
+                f"({chain.baseline:.3f}); kept it because of --keep-worse"
+            )
         else:
             # A compiler must not make a program worse: the one the user wrote wins a tie or a loss.
-            chain.notes.append(f"the optimized program scored {chain.final:.3f} on dev, below the program as written "
-                               f"({chain.baseline:.3f}); kept the program as written (--keep-worse keeps the other)")
+            chain.notes.append(
+                f"the optimized program scored {chain.final:.3f} on dev, below the program as written "
+                f"({chain.baseline:.3f}); kept the program as written (--keep-worse keeps the other)"
+            )
             chain.ir, chain.final = ir, chain.baseline
     client.check_health()
     return chain
 
 
-async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambda m: None,
-                        on_score: Callable[[str, float], None] = lambda n, s: None,
-                        observe: Callable[[Any], None] = lambda client: None,
-                        on_batch: Callable[[int], None] = lambda n: None,
-                        on_example: Callable[[Any], None] = lambda outcome: None,
-                        on_progress: Callable[[dict], None] = lambda info: None) -> CompileResult:
+async def compile_async(
+    opts: CompileOptions,
+    log: Callable[[str], None] = lambda m: None,
+    on_score: Callable[[str, float], None] = lambda n, s: None,
+    observe: Callable[[Any], None] = lambda client: None,
+    on_batch: Callable[[int], None] = lambda n: None,
+    on_example: Callable[[Any], None] = lambda outcome: None,
+    on_progress: Callable[[dict], None] = lambda info: None,
+) -> CompileResult:
     started = time.perf_counter()
     for name in opts.passes:
         pass_named(name)
@@ -316,16 +353,24 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     extra = [s for s in (teacher, proposer) if s is not None]
     client.check_prices(extra)
     session.preflight(extra=extra)
-    lab = Lab(session.runtime_for, list(dev), metric, threshold=threshold, threshold_given=opts.threshold is not None,
-              concurrency=st.concurrency,
-              teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
-              proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None, on_score=on_score,
-              on_batch=on_batch, on_example=on_example)
-    inputs = PassInputs(tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log,
-                        on_record=timeline.candidate, on_progress=on_progress)
+    lab = Lab(
+        session.runtime_for,
+        list(dev),
+        metric,
+        threshold=threshold,
+        threshold_given=opts.threshold is not None,
+        concurrency=st.concurrency,
+        teacher=(lambda x: session.runtime_for(x, teacher)) if teacher else None,
+        proposer=(lambda x: session.runtime_for(x, proposer)) if proposer else None,
+        on_score=on_score,
+        on_batch=on_batch,
+        on_example=on_example,
+    )
+    inputs = PassInputs(
+        tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log, on_record=timeline.candidate, on_progress=on_progress
+    )
     try:
-        chain = await run_chain(ir, plan, inputs, client, score_dev=opts.score_dev, allow_partial=opts.allow_partial,
-                                keep_worse=opts.keep_worse)
+        chain = await run_chain(ir, plan, inputs, client, score_dev=opts.score_dev, allow_partial=opts.allow_partial, keep_worse=opts.keep_worse)
     finally:
         await client.aclose()
 
@@ -343,11 +388,12 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
         "lm": session.lm.model,
         "teacher_lm": opts.teacher_lm,
         "prompt_lm": opts.prompt_lm,
-        "data": {"train": _dataset_json(train), "dev": _dataset_json(dev),
-                 "split": None if opts.dev else {"from": portable_path(opts.train), "dev_fraction": DEFAULT_DEV_FRACTION,
-                                                 "seed": opts.seed}},
-        "scores": {"baseline": {"dev": _r(chain.baseline)}, "final": {"dev": _r(chain.final)},
-                   "train": dict(chain.train_scores)},
+        "data": {
+            "train": _dataset_json(train),
+            "dev": _dataset_json(dev),
+            "split": None if opts.dev else {"from": portable_path(opts.train), "dev_fraction": DEFAULT_DEV_FRACTION, "seed": opts.seed},
+        },
+        "scores": {"baseline": {"dev": _r(chain.baseline)}, "final": {"dev": _r(chain.final)}, "train": dict(chain.train_scores)},
         "candidates": candidates,
         "lm_requests": usage.calls,
         "lm_requests_by_predictor": {k: v.calls for k, v in sorted(usage.by_tag.items())},
@@ -357,19 +403,18 @@ async def compile_async(opts: CompileOptions, log: Callable[[str], None] = lambd
     steps = lineage(chain.candidates, chain.ir)
     if steps:  # how the kept program's instructions came about (evolve); other compiles stay as they were
         report["lineage"] = steps
-    artifact = Artifact(ir=replace(chain.ir, entry=ir.entry), program=target.program_json(), compile=report,
-                        lm=session.lm.to_json())
+    artifact = Artifact(ir=replace(chain.ir, entry=ir.entry), program=target.program_json(), compile=report, lm=session.lm.to_json())
     write(artifact, opts.out)
     duration = time.perf_counter() - started
     # The sidecar names its artifact, so a report never pairs a stale timeline with a newer compile.
-    stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(),
-             "artifact_sha256": sha256_file(opts.out)}
+    stats = {"duration_s": round(duration, 3), **usage.to_json(), "timeline": timeline.to_json(), "artifact_sha256": sha256_file(opts.out)}
     atomic_write_text(_stats_path(opts.out), _json(stats))
     if usage.errors:  # within --max-lm-errors, but the user should know the scores rest on fewer answers
-        notes.append(f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
-                     f"their examples scored 0 (--max-lm-errors {st.max_lm_errors or DEFAULT_LM_ERRORS})")
-    return CompileResult(artifact, chain.baseline, chain.final, candidates, notes, stats, split_note,
-                         chain.passes)
+        notes.append(
+            f"{usage.errors} LM call(s) failed after their retries ({usage.failed_requests} failed requests); "
+            f"their examples scored 0 (--max-lm-errors {st.max_lm_errors or DEFAULT_LM_ERRORS})"
+        )
+    return CompileResult(artifact, chain.baseline, chain.final, candidates, notes, stats, split_note, chain.passes)
 
 
 def _report_options(options: dict) -> dict:

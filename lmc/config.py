@@ -115,23 +115,26 @@ class Setting:
     default: Any = None
 
 
-SETTINGS = {s.name: s for s in (
-    Setting("lm", "--lm", "LMC_LM", _text),
-    Setting("api_base", "--api-base", "LMC_API_BASE", _text),
-    Setting("cache_dir", "--cache-dir", "LMC_CACHE_DIR", _text, DEFAULT_CACHE_DIR),
-    Setting("concurrency", "-j", "LMC_CONCURRENCY", _positive_int, DEFAULT_CONCURRENCY),
-    Setting("rpm", "--rpm", "LMC_RPM", _positive_number),
-    Setting("max_steps", "--max-steps", "LMC_MAX_STEPS", _positive_int, DEFAULT_MAX_STEPS),
-    Setting("example_timeout", "--example-timeout", "LMC_EXAMPLE_TIMEOUT", _positive_number),
-    Setting("max_calls", "--max-calls", "LMC_MAX_CALLS", _positive_int),
-    Setting("max_cost", "--max-cost", "LMC_MAX_COST", _amount),
-    Setting("price_per_mtok_in", "--price-per-mtok-in", "LMC_PRICE_PER_MTOK_IN", _amount),
-    Setting("price_per_mtok_out", "--price-per-mtok-out", "LMC_PRICE_PER_MTOK_OUT", _amount),
-    Setting("max_lm_errors", "--max-lm-errors", "LMC_MAX_LM_ERRORS", _error_limit),
-    Setting("truncate_inputs", "--truncate-inputs", "LMC_TRUNCATE_INPUTS", _flag, False),
-    Setting("transport", "--transport", "LMC_TRANSPORT", _transport),
-    Setting("constraints", "(no flag)", "LMC_CONSTRAINTS", _dialect, "auto"),
-)}
+SETTINGS = {
+    s.name: s
+    for s in (
+        Setting("lm", "--lm", "LMC_LM", _text),
+        Setting("api_base", "--api-base", "LMC_API_BASE", _text),
+        Setting("cache_dir", "--cache-dir", "LMC_CACHE_DIR", _text, DEFAULT_CACHE_DIR),
+        Setting("concurrency", "-j", "LMC_CONCURRENCY", _positive_int, DEFAULT_CONCURRENCY),
+        Setting("rpm", "--rpm", "LMC_RPM", _positive_number),
+        Setting("max_steps", "--max-steps", "LMC_MAX_STEPS", _positive_int, DEFAULT_MAX_STEPS),
+        Setting("example_timeout", "--example-timeout", "LMC_EXAMPLE_TIMEOUT", _positive_number),
+        Setting("max_calls", "--max-calls", "LMC_MAX_CALLS", _positive_int),
+        Setting("max_cost", "--max-cost", "LMC_MAX_COST", _amount),
+        Setting("price_per_mtok_in", "--price-per-mtok-in", "LMC_PRICE_PER_MTOK_IN", _amount),
+        Setting("price_per_mtok_out", "--price-per-mtok-out", "LMC_PRICE_PER_MTOK_OUT", _amount),
+        Setting("max_lm_errors", "--max-lm-errors", "LMC_MAX_LM_ERRORS", _error_limit),
+        Setting("truncate_inputs", "--truncate-inputs", "LMC_TRUNCATE_INPUTS", _flag, False),
+        Setting("transport", "--transport", "LMC_TRANSPORT", _transport),
+        Setting("constraints", "(no flag)", "LMC_CONSTRAINTS", _dialect, "auto"),
+    )
+}
 YAML_KEYS = tuple(SETTINGS)
 
 
@@ -208,8 +211,7 @@ class Config:
         out = {}
         for name, spec in self.lms.items():
             settings = {k: v for k, v in spec.items() if k not in ("model", "api_base", "api_key_env", "api_key")}
-            out[name] = parse_lm(spec["model"], spec.get("api_base"), api_key_env=spec.get("api_key_env"),
-                                 settings=settings)
+            out[name] = parse_lm(spec["model"], spec.get("api_base"), api_key_env=spec.get("api_key_env"), settings=settings)
         return out
 
 
@@ -240,8 +242,7 @@ def _parse_config(p: Path) -> Config:
     for key in data:
         if key not in known:
             hint = did_you_mean(str(key), known)
-            raise ConfigError(f"{p}: unknown setting '{key}'" + (f"; {hint}" if hint else "")
-                              + f" (expected one of: {', '.join(sorted(known))})")
+            raise ConfigError(f"{p}: unknown setting '{key}'" + (f"; {hint}" if hint else "") + f" (expected one of: {', '.join(sorted(known))})")
     lms = data.get("lms") or {}
     if not isinstance(lms, dict):
         raise ConfigError(f"{p}: 'lms' must map alias names to settings")
@@ -270,10 +271,17 @@ def _parse_config(p: Path) -> Config:
     allow = data.get("allow_python") or []
     if not isinstance(allow, list):
         raise ConfigError(f"{p}: 'allow_python' must be a list of module names, e.g. [mytools, pkg.mod]")
-    return Config(str(p), data.get("lm"), data.get("api_base"), key_env, data.get("cache_dir"), conc, lms,
-                  parse_allow(allow, f"{p}: allow_python"), {k: data[k] for k in YAML_KEYS if data.get(k) is not None})
-
-
+    return Config(
+        str(p),
+        data.get("lm"),
+        data.get("api_base"),
+        key_env,
+        data.get("cache_dir"),
+        conc,
+        lms,
+        parse_allow(allow, f"{p}: allow_python"),
+        {k: data[k] for k in YAML_KEYS if data.get(k) is not None},
+    )
 
 
 # ---------------------------------------------------------------- which LM
@@ -294,7 +302,7 @@ def choose_lm(flag: str | None, api_base: str | None, config: Config, target: An
     if target is not None and target.artifact is not None and target.artifact.lm:
         spec = target.artifact.lm
         if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
-            raise ConfigError(f"{target.path}: malformed 'lm' entry; expected {{\"model\": \"provider/model\", ...}}")
+            raise ConfigError(f'{target.path}: malformed \'lm\' entry; expected {{"model": "provider/model", ...}}')
         art_base, key_env = spec.get("api_base"), spec.get("api_key_env")
         check_artifact_key_env(key_env, target.path)
         settings = spec.get("settings") or {}
@@ -304,9 +312,10 @@ def choose_lm(flag: str | None, api_base: str | None, config: Config, target: An
         if not base and art_base and not is_loopback(art_base):
             # Where the key is sent is the user's choice, not the artifact's: a shared artifact naming
             # its own server would otherwise receive the user's API key with the first request.
-            raise ConfigError(f"{target.path} was compiled against {art_base!r}; pass --api-base {art_base} "
-                              "(or set api_base in lmc.yaml) to send requests there",
-                              hint="an artifact alone never chooses a remote server for your API key")
+            raise ConfigError(
+                f"{target.path} was compiled against {art_base!r}; pass --api-base {art_base} (or set api_base in lmc.yaml) to send requests there",
+                hint="an artifact alone never chooses a remote server for your API key",
+            )
         return parse_lm(spec["model"], base or art_base, api_key_env=key_env, settings=settings)
     return parse_lm(DEFAULT_LM, base)
 
@@ -317,10 +326,7 @@ _KEY_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*_API_KEY")
 def check_artifact_key_env(name: object, where: str) -> None:
     """An artifact may name the variable holding its key only as *_API_KEY, never e.g. AWS_SECRET_ACCESS_KEY."""
     if name is not None and not (isinstance(name, str) and _KEY_ENV_NAME.fullmatch(name)):
-        raise ConfigError(f"{where}: names {str(name)[:60]!r} as its API key variable; "
-                          "an artifact may only name variables called *_API_KEY")
-
-
+        raise ConfigError(f"{where}: names {str(name)[:60]!r} as its API key variable; an artifact may only name variables called *_API_KEY")
 
 
 def predictor_lm(name: str, ir: I.IR, *, api_base: str | None, aliases: dict, from_artifact: bool) -> LMSpec:
@@ -342,7 +348,9 @@ def predictor_lm(name: str, ir: I.IR, *, api_base: str | None, aliases: dict, fr
         check_artifact_key_env(key_env, where)
         check_artifact_lm(alias.model, settings, where)
         if alias_base and not api_base and not is_loopback(alias_base):
-            raise ConfigError(f"{where} sends requests to {alias_base}; an artifact may not choose a remote "
-                              "server for your key", hint="pass --api-base to use a server you trust")
+            raise ConfigError(
+                f"{where} sends requests to {alias_base}; an artifact may not choose a remote server for your key",
+                hint="pass --api-base to use a server you trust",
+            )
     base = api_base if (from_artifact and api_base) else (alias_base or api_base)
     return parse_lm(alias.model, base, api_key_env=key_env, settings=settings)

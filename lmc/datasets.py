@@ -123,16 +123,15 @@ def _bounded_int(text: str) -> int:
 
 def _parse(text: str) -> Any:
     """json.loads that refuses NaN/Infinity (also 1e999), huge ints and duplicate keys; raises JSONDecodeError or _BadValue."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int,
-                      object_pairs_hook=_object_without_duplicates)
+    return json.loads(
+        text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_object_without_duplicates
+    )
 
 
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}.get(
-        type(value), type(value).__name__
-    )
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}.get(type(value), type(value).__name__)
 
 
 def load_dataset(path: str | os.PathLike, *, id_field: str = "id", max_line_bytes: int = MAX_LINE_BYTES) -> Dataset:
@@ -195,7 +194,7 @@ def _read_jsonl(fh, shown: str, max_line_bytes: int, cap: int) -> tuple[str, lis
             )
         digest.update(raw)
         if lineno == 1 and raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+            raw = raw[len(_BOM) :]
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -231,15 +230,13 @@ def _parse_line(text: str, shown: str, lineno: int) -> dict:
 def _read_json_list(fh, shown: str) -> tuple[str, list[tuple[int, Any]]]:
     size = os.fstat(fh.fileno()).st_size
     if size > MAX_JSON_FILE_BYTES:
-        raise DatasetError(
-            f"a .json file over {_human(MAX_JSON_FILE_BYTES)} is refused; use .jsonl, one object per line", shown
-        )
+        raise DatasetError(f"a .json file over {_human(MAX_JSON_FILE_BYTES)} is refused; use .jsonl, one object per line", shown)
     data = fh.read(MAX_JSON_FILE_BYTES + 1)
     if len(data) > MAX_JSON_FILE_BYTES:
         raise DatasetError(f"grew past {_human(MAX_JSON_FILE_BYTES)} while it was read", shown)
     digest = hashlib.sha256(data).hexdigest()
     if data.startswith(_BOM):
-        data = data[len(_BOM):]
+        data = data[len(_BOM) :]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -389,7 +386,7 @@ def validate(
 
 def _strip_where(err: DatasetError) -> str:
     where = f"{err.path}:{err.line}: " if err.path and err.line else (f"{err.path}: " if err.path else "")
-    return err.message[len(where):] if where and err.message.startswith(where) else err.message
+    return err.message[len(where) :] if where and err.message.startswith(where) else err.message
 
 
 def _example_problem(

@@ -26,8 +26,10 @@ EXIT_TERMINATED = 143  # SIGTERM
 # What each means, for `lmc help exit-codes` and docs/language.md.
 EXIT_CODES = {
     EXIT_OK: "success; `lmc eval`: the gate passed",
-    EXIT_FAIL: ("errors in the program (`lmc check`, and any command given a program that does not check), files to reformat "
-                "(`lmc fmt --check`), a quality regression (`lmc eval`), or examples that failed (`lmc run`)"),
+    EXIT_FAIL: (
+        "errors in the program (`lmc check`, and any command given a program that does not check), files to reformat "
+        "(`lmc fmt --check`), a quality regression (`lmc eval`), or examples that failed (`lmc run`)"
+    ),
     EXIT_USAGE: "bad input or setup: a bad option, a missing or unreadable file, a bad dataset, artifact or configuration",
     EXIT_INFRA: "the LM could not be used: unreachable, refused the key, or too many infrastructure errors",
     EXIT_INTERNAL: "a bug in lmc (set LMC_DEBUG=1 for a traceback and report it)",

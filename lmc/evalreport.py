@@ -50,8 +50,7 @@ def load_for_eval(path: str, program: str | None, role: str) -> Target:
         return load_target(path, program)
     except CompileErrors as e:
         n = len(e.diagnostics)
-        raise TargetDoesNotCompile(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)",
-                                   e) from None
+        raise TargetDoesNotCompile(f"{path}: the {role} does not compile ({n} error{'s' if n != 1 else ''} above)", e) from None
     except CompileError as e:
         raise TargetDoesNotCompile(f"{path}: the {role} does not compile: {e.span}: {e}") from None
 
@@ -93,15 +92,24 @@ def program_ref(target: Any) -> gate.ProgramRef:
     return gate.ProgramRef(target.name, target.sha256, target.program_json().get("path"))
 
 
-def _stub_report(program: gate.ProgramRef, target: gate.TargetRef, metric: gate.MetricRef, data: gate.DataRef,
-                 examples: Sequence[Example], path: str | None) -> gate.Report:
+def _stub_report(
+    program: gate.ProgramRef, target: gate.TargetRef, metric: gate.MetricRef, data: gate.DataRef, examples: Sequence[Example], path: str | None
+) -> gate.Report:
     """A report with the refs of a run that has not happened yet, so `gate.align` can judge it before any LM call."""
     results = tuple(gate.ExampleResult(ex.id, ex.line, 0.0, False) for ex in examples)
     return gate.Report(program, target, metric, data, None, results, gate.summarize(results), path=path)
 
 
-def check_baseline_report(base: gate.Report, program: gate.ProgramRef, target: gate.TargetRef, metric: gate.MetricRef,
-                          data: gate.DataRef, examples: Sequence[Example], *, allow_program_change: bool) -> None:
+def check_baseline_report(
+    base: gate.Report,
+    program: gate.ProgramRef,
+    target: gate.TargetRef,
+    metric: gate.MetricRef,
+    data: gate.DataRef,
+    examples: Sequence[Example],
+    *,
+    allow_program_change: bool,
+) -> None:
     """Refuse, before evaluating, a baseline report on other data, another metric, another program or lacking ids."""
     gate.align(base, _stub_report(program, target, metric, data, examples, None), allow_program_change=allow_program_change)
 
@@ -111,14 +119,21 @@ def baseline_metric(base_ir: IR, metric: MetricIR, where: str) -> MetricIR:
     found = base_ir.metric(metric.name)
     if found is None:
         names = ", ".join(m.name for m in base_ir.metrics) or "none"
-        raise ReportError(f"{where}: baseline has no metric '{metric.name}' (it defines: {names}); "
-                          "scores under different metrics cannot be compared")
+        raise ReportError(f"{where}: baseline has no metric '{metric.name}' (it defines: {names}); scores under different metrics cannot be compared")
     return found
 
 
-def check_baseline_target(base_program: gate.ProgramRef, base_path: str, base_metric: gate.MetricRef,
-                          cand_program: gate.ProgramRef, cand_metric: gate.MetricRef, data: gate.DataRef,
-                          examples: Sequence[Example], *, allow_program_change: bool) -> None:
+def check_baseline_target(
+    base_program: gate.ProgramRef,
+    base_path: str,
+    base_metric: gate.MetricRef,
+    cand_program: gate.ProgramRef,
+    cand_metric: gate.MetricRef,
+    data: gate.DataRef,
+    examples: Sequence[Example],
+    *,
+    allow_program_change: bool,
+) -> None:
     """Same metric spec and the same program for a baseline about to be evaluated; refused before any LM call."""
     target = gate.TargetRef("program", "-", "0" * 64)
     base = _stub_report(base_program, target, base_metric, data, examples, base_path)
@@ -158,13 +173,26 @@ class Run:
 
 def _usage(client: Any) -> dict:
     u = client.usage
-    return {"calls": u.calls, "cached_calls": u.cached_calls, "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens, "cost": u.cost, "requests": u.requests, "retries": u.retries,
-            "failed_requests": u.failed_requests}
+    return {
+        "calls": u.calls,
+        "cached_calls": u.cached_calls,
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "cost": u.cost,
+        "requests": u.requests,
+        "retries": u.retries,
+        "failed_requests": u.failed_requests,
+    }
 
 
-async def evaluate_targets(session: Session, jobs: Sequence[tuple[Runtime, MetricIR]], examples: Sequence[Example], *,
-                           threshold: float, on_result: Callable[[int, Any], None] | None = None) -> list[Run]:
+async def evaluate_targets(
+    session: Session,
+    jobs: Sequence[tuple[Runtime, MetricIR]],
+    examples: Sequence[Example],
+    *,
+    threshold: float,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> list[Run]:
     """Evaluate each (runtime, metric) in turn on `examples` with the session's one client (hence one cache).
 
     Before the first LM call every python metric is imported and its signature checked and every
@@ -182,8 +210,7 @@ async def evaluate_targets(session: Session, jobs: Sequence[tuple[Runtime, Metri
             before = _usage(client)
             start = time.perf_counter()
             callback = (lambda out, i=i: on_result(i, out)) if on_result else None
-            outcomes = await evaluate(rt, list(examples), metric, threshold=threshold,
-                                      concurrency=session.settings.concurrency, on_result=callback)
+            outcomes = await evaluate(rt, list(examples), metric, threshold=threshold, concurrency=session.settings.concurrency, on_result=callback)
             after = _usage(client)
             usage = {k: after[k] - before[k] for k in after}
             usage["cost"] = round(max(usage["cost"], 0.0), 8)
@@ -234,16 +261,22 @@ class Evaluation:
         return 0 if self.verdict is None else self.verdict.exit_code
 
 
-def evaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
-                   on_start: Callable[[int, int], None] = lambda examples, targets: None,
-                   observe: Callable[[Any], None] = lambda session: None) -> Evaluation:
+def evaluate_files(
+    opts: EvalOptions,
+    on_result: Callable[[int, Any], None] | None = None,
+    on_start: Callable[[int, int], None] = lambda examples, targets: None,
+    observe: Callable[[Any], None] = lambda session: None,
+) -> Evaluation:
     """`aevaluate_files` in its own event loop."""
     return asyncio.run(aevaluate_files(opts, on_result, on_start, observe))
 
 
-async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], None] | None = None,
-                          on_start: Callable[[int, int], None] = lambda examples, targets: None,
-                          observe: Callable[[Any], None] = lambda session: None) -> Evaluation:
+async def aevaluate_files(
+    opts: EvalOptions,
+    on_result: Callable[[int, Any], None] | None = None,
+    on_start: Callable[[int, int], None] = lambda examples, targets: None,
+    observe: Callable[[Any], None] = lambda session: None,
+) -> Evaluation:
     """Everything `lmc eval` does but print: refuse what is wrong before any LM call, evaluate, report, gate.
 
     `on_start(examples, targets)` is called just before the first LM call, `on_result(i, outcome)` after
@@ -270,8 +303,9 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
     check_data(cand_t.ir, dataset, cand_metric)
     examples = select_shard(dataset, shard)
     if not examples and (gates.min_score is not None or gates.baseline is not None or gates.max_errors is not None):
-        raise ConfigError(f"shard {opts.shard} holds no examples of {opts.data}, so there is nothing to gate; "
-                          "gate once after `lmc report merge` instead")
+        raise ConfigError(
+            f"shard {opts.shard} holds no examples of {opts.data}, so there is nothing to gate; gate once after `lmc report merge` instead"
+        )
     cand_mref = metric_ref(cand_metric, threshold)
     base_report, base_target = _baseline(opts, cand_t, cand_mref, cand_metric, threshold, dataset, examples)
 
@@ -291,15 +325,35 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
     on_start(len(examples), len(jobs))
     runs = await evaluate_targets(session, jobs, examples, threshold=threshold, on_result=on_result)
 
-    cand = build_report(program=cand_t.name, program_sha256=cand_t.sha256, kind=cand_t.kind, path=target,
-                        ir=cand_t.ir, metric=cand_metric, threshold=threshold, dataset=dataset, shard=shard,
-                        run=runs[0], program_path=program_ref(cand_t).path)
+    cand = build_report(
+        program=cand_t.name,
+        program_sha256=cand_t.sha256,
+        kind=cand_t.kind,
+        path=target,
+        ir=cand_t.ir,
+        metric=cand_metric,
+        threshold=threshold,
+        dataset=dataset,
+        shard=shard,
+        run=runs[0],
+        program_path=program_ref(cand_t).path,
+    )
     base = base_report
     if base_target is not None and gates.baseline is not None:
         base_t, base_metric = base_target
-        base = build_report(program=base_t.name, program_sha256=base_t.sha256, kind=base_t.kind, path=gates.baseline,
-                            ir=base_t.ir, metric=base_metric, threshold=threshold, dataset=dataset, shard=shard,
-                            run=runs[1], program_path=program_ref(base_t).path)
+        base = build_report(
+            program=base_t.name,
+            program_sha256=base_t.sha256,
+            kind=base_t.kind,
+            path=gates.baseline,
+            ir=base_t.ir,
+            metric=base_metric,
+            threshold=threshold,
+            dataset=dataset,
+            shard=shard,
+            run=runs[1],
+            program_path=program_ref(base_t).path,
+        )
     if opts.report is not None:
         cand.save(opts.report)
         notes.append(f"wrote {opts.report}")
@@ -309,8 +363,9 @@ async def aevaluate_files(opts: EvalOptions, on_result: Callable[[int, Any], Non
     return Evaluation(cand, base, verdict, cand_t, examples, dataset, notes)
 
 
-def _baseline(opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand_metric: MetricIR, threshold: float,
-              dataset: Dataset, examples: list[Example]) -> tuple[gate.Report | None, tuple[Target, MetricIR] | None]:
+def _baseline(
+    opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand_metric: MetricIR, threshold: float, dataset: Dataset, examples: list[Example]
+) -> tuple[gate.Report | None, tuple[Target, MetricIR] | None]:
     """`--baseline`: a report read now, or a target to evaluate; refused before any LM call when it cannot be
     compared (other data, another metric, another program)."""
     path, allow = opts.gates.baseline, opts.gates.allow_program_change
@@ -319,18 +374,19 @@ def _baseline(opts: EvalOptions, cand_t: Target, cand_mref: gate.MetricRef, cand
     if not Path(path).exists():
         raise ConfigError(f"{path}: no such file (--baseline)")
     if not path.endswith((".lmp", ".json")):
-        raise ConfigError(f"{path}: --baseline expects a program (.lmp), an artifact (.lmc.json) "
-                          "or a report (.json written by --report)")
+        raise ConfigError(f"{path}: --baseline expects a program (.lmp), an artifact (.lmc.json) or a report (.json written by --report)")
     dref = data_ref(dataset)
     if baseline_is_report(path):
         base_report = load_baseline_report(path)
-        check_baseline_report(base_report, program_ref(cand_t), target_ref(cand_t.kind, opts.target), cand_mref,
-                              dref, examples, allow_program_change=allow)
+        check_baseline_report(
+            base_report, program_ref(cand_t), target_ref(cand_t.kind, opts.target), cand_mref, dref, examples, allow_program_change=allow
+        )
         return base_report, None
     base_t = load_for_eval(path, opts.program, "baseline")
     base_metric = baseline_metric(base_t.ir, cand_metric, path)
-    check_baseline_target(program_ref(base_t), path, metric_ref(base_metric, threshold), program_ref(cand_t),
-                          cand_mref, dref, examples, allow_program_change=allow)
+    check_baseline_target(
+        program_ref(base_t), path, metric_ref(base_metric, threshold), program_ref(cand_t), cand_mref, dref, examples, allow_program_change=allow
+    )
     check_data(base_t.ir, dataset, base_metric)
     return None, (base_t, base_metric)
 
@@ -358,16 +414,27 @@ def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> 
         return gate.ExampleResult(ex.id, ex.line, None, False, str(res.error), kind, prediction, _plain(gold) or None)
     score = outcome.score
     if score is None or not math.isfinite(score):
-        return gate.ExampleResult(ex.id, ex.line, None, False, "the metric gave no score", "runtime", prediction,
-                                  _plain(gold) or None)
+        return gate.ExampleResult(ex.id, ex.line, None, False, "the metric gave no score", "runtime", prediction, _plain(gold) or None)
     score = min(1.0, max(0.0, float(score)))
-    return gate.ExampleResult(ex.id, ex.line, score, score >= threshold, None, None, prediction, _plain(gold) or None,
-                              getattr(outcome, "feedback", None))
+    return gate.ExampleResult(
+        ex.id, ex.line, score, score >= threshold, None, None, prediction, _plain(gold) or None, getattr(outcome, "feedback", None)
+    )
 
 
-def build_report(*, program: str, program_sha256: str, kind: str, path: str, ir: IR, metric: MetricIR,
-                 threshold: float, dataset: Dataset, shard: tuple[int, int] | None, run: Run,
-                 program_path: str | None = None) -> gate.Report:
+def build_report(
+    *,
+    program: str,
+    program_sha256: str,
+    kind: str,
+    path: str,
+    ir: IR,
+    metric: MetricIR,
+    threshold: float,
+    dataset: Dataset,
+    shard: tuple[int, int] | None,
+    run: Run,
+    program_path: str | None = None,
+) -> gate.Report:
     """The `lmc-report/1` of one evaluated target; the file sha256 is taken now."""
     examples = tuple(example_result(o, ir, metric, threshold) for o in run.outcomes)
     summary = gate.summarize(examples, duration_s=round(run.duration_s, 3), **run.usage)

@@ -27,8 +27,7 @@ class Batch(Generic[R]):
         return [r for r in self.results if r is not None]
 
 
-async def run_each(items: Sequence[T], fn: Callable[[T], Awaitable[R]], *, workers: int,
-                   on_result: Callable[[T, R], None] | None = None) -> Batch[R]:
+async def run_each(items: Sequence[T], fn: Callable[[T], Awaitable[R]], *, workers: int, on_result: Callable[[T, R], None] | None = None) -> Batch[R]:
     """`fn` over `items`, at most `workers` at once, started in item order; `on_result` sees each as it finishes.
 
     A spent budget (`BudgetExceeded`) starts nothing new, while the calls already in flight finish

@@ -119,18 +119,21 @@ def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[tuple[str, 
         for label, p in ins:
             if os.path.exists(p) and same_file(o.path, p):
                 shown = f"{label} {p}" if os.fspath(p) != o.path else label
-                raise ConfigError(f"{o.label} {o.path} is the {shown}; writing it would destroy an input",
-                                  hint="choose another output path")
+                raise ConfigError(f"{o.label} {o.path} is the {shown}; writing it would destroy an input", hint="choose another output path")
     for i, a in enumerate(outs):
-        for b in outs[i + 1:]:
+        for b in outs[i + 1 :]:
             if same_file(a.path, b.path):
                 raise ConfigError(f"{a.label} and {b.label} are both {a.path}; one would overwrite the other")
     for o in outs:
         check_writable(o)
 
 
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def check_writable(o: Output) -> None:

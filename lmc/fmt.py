@@ -223,7 +223,7 @@ class _Printer:
             if comments and d.span.line > self.last_line + 1:
                 self.blank()
             self.decl(d)
-        rest = self.comments[self.next:]
+        rest = self.comments[self.next :]
         if rest:
             self.blank()
             for c in rest:
@@ -302,8 +302,7 @@ class _Printer:
             self.last_line = first - 1
         # Descriptions line up in one column, two spaces after the longest described field.
         heads = [(f, f.name + (f": {type_ref(f.type)}" if f.type is not None else "")) for f in d.inputs]
-        heads += [(f, ("-> " if i == 0 else "") + f.name + (f": {type_ref(f.type)}" if f.type is not None else ""))
-                  for i, f in enumerate(d.outputs)]
+        heads += [(f, ("-> " if i == 0 else "") + f.name + (f": {type_ref(f.type)}" if f.type is not None else "")) for i, f in enumerate(d.outputs)]
         width = max((len(h) for f, h in heads if f.description is not None), default=0)
         for f, h in heads:
             text = h if f.description is None else h.ljust(width) + "  " + string(f.description, long_ok=True)
@@ -332,8 +331,11 @@ class _Printer:
         if isinstance(s, n.ExprStmt):
             return self.simple(depth, s, expr(s.expr))
         if isinstance(s, n.Return):
-            return self.simple(depth, s, "return" + (f" {expr(s.value)}" if s.value is not None else "")
-                               + (f", {expr(s.feedback)}" if s.feedback is not None else ""))
+            return self.simple(
+                depth,
+                s,
+                "return" + (f" {expr(s.value)}" if s.value is not None else "") + (f", {expr(s.feedback)}" if s.feedback is not None else ""),
+            )
         if isinstance(s, n.Check):
             text = f"{s.kind} {expr(s.cond)}"
             if s.message is not None:

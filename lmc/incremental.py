@@ -105,8 +105,9 @@ class Reparser:
                     at, piece = hit
                     if at != line:
                         d = line - at
-                        piece = Piece(_shifted(piece.decls, d), _shifted(piece.comments, d),
-                                      list(_shifted(tuple(piece.diagnostics), d)), piece.skipped)
+                        piece = Piece(
+                            _shifted(piece.decls, d), _shifted(piece.comments, d), list(_shifted(tuple(piece.diagnostics), d)), piece.skipped
+                        )
                 cache[key] = (line, piece)
                 decls += piece.decls
                 comments += piece.comments

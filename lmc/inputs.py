@@ -13,8 +13,9 @@ class InputError(ConfigError):
     """Inputs that do not fit the program: a field missing, unknown, or of the wrong type."""
 
 
-def bind_inputs(fields: Sequence[FieldSpec] | Mapping[str, Type], values: Mapping[str, Any], *,
-                coerce_values: bool = False, ignore_unknown: bool = False) -> dict:
+def bind_inputs(
+    fields: Sequence[FieldSpec] | Mapping[str, Type], values: Mapping[str, Any], *, coerce_values: bool = False, ignore_unknown: bool = False
+) -> dict:
     """`values` as the program's environment: every required field present and of its type, a missing
     optional one None; an unknown field is refused unless `ignore_unknown`.
 
@@ -29,8 +30,7 @@ def bind_inputs(fields: Sequence[FieldSpec] | Mapping[str, Type], values: Mappin
                 env[name] = None
                 continue
             hint = did_you_mean(name, values)
-            raise InputError(f"missing input field '{name}'" + (f"; {hint}" if hint else "")
-                             + f" (expected fields: {expected})")
+            raise InputError(f"missing input field '{name}'" + (f"; {hint}" if hint else "") + f" (expected fields: {expected})")
         value = values[name]
         why = tp.check(value)
         if why and coerce_values:
@@ -45,6 +45,5 @@ def bind_inputs(fields: Sequence[FieldSpec] | Mapping[str, Type], values: Mappin
         for name in values:
             if name not in types:
                 hint = did_you_mean(name, types)
-                raise InputError(f"unknown input field '{name}'" + (f"; {hint}" if hint else "")
-                                 + f" (expected fields: {expected})")
+                raise InputError(f"unknown input field '{name}'" + (f"; {hint}" if hint else "") + f" (expected fields: {expected})")
     return env

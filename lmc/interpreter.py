@@ -20,8 +20,9 @@ from .runtime import Frame, Result, Runtime
 from .statements import Backtrack, bind_program_inputs, exec_block, program_outputs
 
 
-async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
-                      exclude_demo_ids: frozenset = frozenset()) -> Result:
+async def run_example(
+    rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None, exclude_demo_ids: frozenset = frozenset()
+) -> Result:
     """Run the program on one example; never raises for example-level failures (a timeout is one)."""
     with rt.client.telemetry.example(example_id, program or rt.ir.entry) as span:
         result = await _run_example(rt, inputs, program, example_id, exclude_demo_ids)
@@ -29,8 +30,7 @@ async def run_example(rt: Runtime, inputs: dict, *, program: str | None = None, 
         return result
 
 
-async def _run_example(rt: Runtime, inputs: dict, program: str | None, example_id: str | None,
-                       exclude_demo_ids: frozenset) -> Result:
+async def _run_example(rt: Runtime, inputs: dict, program: str | None, example_id: str | None, exclude_demo_ids: frozenset) -> Result:
     start = time.perf_counter()
     started: list[Frame] = []  # the contexts the example ran in, to say where a timeout stopped it
     try:
@@ -38,12 +38,15 @@ async def _run_example(rt: Runtime, inputs: dict, program: str | None, example_i
             ens = rt.ir.extra("ensemble")
             if ens and program is None:
                 return await _run_ensemble(rt, ens, inputs, example_id, exclude_demo_ids, started)
-            return await _run_single(rt, inputs, program=program, example_id=example_id,
-                                     exclude_demo_ids=exclude_demo_ids, started=started)
+            return await _run_single(rt, inputs, program=program, example_id=example_id, exclude_demo_ids=exclude_demo_ids, started=started)
     except TimeoutError:
         line = started[-1].line if started else 0
-        return _failed(f"the example ran longer than the {rt.example_timeout:g}s limit (--example-timeout); stopped"
-                       + (f" at line {line}" if line else ""), ErrorKind.TIMEOUT, started, start)
+        return _failed(
+            f"the example ran longer than the {rt.example_timeout:g}s limit (--example-timeout); stopped" + (f" at line {line}" if line else ""),
+            ErrorKind.TIMEOUT,
+            started,
+            start,
+        )
     except Exception as e:  # noqa: BLE001 - raised outside one program run (an ensemble's vote): classified alike
         kind = classify(e)
         if kind is None:
@@ -53,8 +56,14 @@ async def _run_example(rt: Runtime, inputs: dict, program: str | None, example_i
 
 def _failed(error: str, kind: ErrorKind, frames: list[Frame], start: float) -> Result:
     """The Result of an example stopped from outside its program run, with what its runs had done."""
-    return Result(None, error=error, error_kind=kind, trace=[c for ctx in frames for c in ctx.trace],
-                  duration_s=time.perf_counter() - start, lm_usage=_sum_usage(ctx.meter for ctx in frames))
+    return Result(
+        None,
+        error=error,
+        error_kind=kind,
+        trace=[c for ctx in frames for c in ctx.trace],
+        duration_s=time.perf_counter() - start,
+        lm_usage=_sum_usage(ctx.meter for ctx in frames),
+    )
 
 
 async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclude, started: list) -> Result:
@@ -63,15 +72,13 @@ async def _run_ensemble(rt: Runtime, ens: dict, inputs: dict, example_id, exclud
     results = []
     for preds in _ensemble_members(rt, ens):
         member = replace(rt.ir, predictors=preds, extras=())
-        results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude,
-                                         started=started))
+        results.append(await _run_single(replace(rt, ir=member), inputs, example_id=example_id, exclude_demo_ids=exclude, started=started))
     trace = [c for r in results for c in r.trace]
     usage = _sum_usage(r.lm_usage for r in results)
     ok = [r.outputs for r in results if r.outputs is not None]
     if not ok:
         first = results[0]
-        return Result(None, error=first.error, error_kind=first.error_kind, trace=trace,
-                      duration_s=time.perf_counter() - start, lm_usage=usage)
+        return Result(None, error=first.error, error_kind=first.error_kind, trace=trace, duration_s=time.perf_counter() - start, lm_usage=usage)
     majority = BUILTINS["majority"].fn
     outputs = {name: majority([out[name] for out in ok]) for name in ok[0]}
     return Result(outputs, trace=trace, duration_s=time.perf_counter() - start, lm_usage=usage)
@@ -82,8 +89,7 @@ def _sum_usage(parts) -> Usage:
     for u in parts:
         if u is None:
             continue
-        for name in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "retries", "errors",
-                     "requests", "failed_requests"):
+        for name in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "retries", "errors", "requests", "failed_requests"):
             setattr(total, name, getattr(total, name) + getattr(u, name))
     return total
 
@@ -93,8 +99,15 @@ def _ensemble_members(rt: Runtime, ens: dict) -> list[tuple[I.Predictor, ...]]:
     return rt.decoded(ens, lambda e: [tuple(I.from_json_node(p) for p in preds) for preds in e["members"]])
 
 
-async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, example_id: str | None = None,
-                      exclude_demo_ids: frozenset = frozenset(), started: list | None = None) -> Result:
+async def _run_single(
+    rt: Runtime,
+    inputs: dict,
+    *,
+    program: str | None = None,
+    example_id: str | None = None,
+    exclude_demo_ids: frozenset = frozenset(),
+    started: list | None = None,
+) -> Result:
     start = time.perf_counter()
     ctx = Frame(example_id, [], {}, exclude_demos=exclude_demo_ids, max_steps=rt.max_steps)
     if started is not None:
@@ -103,14 +116,12 @@ async def _run_single(rt: Runtime, inputs: dict, *, program: str | None = None, 
     token = current_meter.set(ctx.meter)  # embedding requests of retrievers count for this example too
     try:
         outputs = await run_program(rt, ctx, program or rt.ir.entry, inputs)
-        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter,
-                      failed_checks=list(ctx.failed_checks))
+        return Result(outputs, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter, failed_checks=list(ctx.failed_checks))
     except Exception as e:  # noqa: BLE001 - classify() decides: this example's failure, or the run's
         kind = classify(e)
         if kind is None:
             raise
-        return Result(None, error=failure_text(e, kind), error_kind=kind, trace=ctx.trace,
-                      duration_s=time.perf_counter() - start, lm_usage=ctx.meter)
+        return Result(None, error=failure_text(e, kind), error_kind=kind, trace=ctx.trace, duration_s=time.perf_counter() - start, lm_usage=ctx.meter)
     finally:
         current_meter.reset(token)
 

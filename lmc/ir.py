@@ -227,8 +227,9 @@ class CallProgram:
     line: int = 0
 
 
-Expr = Union[Var, Const, FStr, ListOf, DictOf, GetField, GetIndex, Bin, Unary, Cmp, Logic,
-             CallModule, CallRetriever, CallTool, CallBuiltin, CallProgram]
+Expr = Union[
+    Var, Const, FStr, ListOf, DictOf, GetField, GetIndex, Bin, Unary, Cmp, Logic, CallModule, CallRetriever, CallTool, CallBuiltin, CallProgram
+]
 
 
 # ---------------------------------------------------------------- statements
@@ -397,11 +398,41 @@ class IR:
 _NODE_CLASSES = {
     cls.__name__: cls
     for cls in (
-        FieldSpec, SignatureIR, Predictor, ModuleIR, RetrieverIR, ToolIR, LMAlias,
-        Var, Const, FStr, ListOf, DictOf, GetField, GetIndex, Bin, Unary, Cmp, Logic,
-        CallModule, CallRetriever, CallTool, CallBuiltin, CallProgram,
-        Assign, Eval, Loop, Branch, WhileLoop, Ret, Check, BreakLoop, ContinueLoop,
-        ProgramIR, MetricIR, IR,
+        FieldSpec,
+        SignatureIR,
+        Predictor,
+        ModuleIR,
+        RetrieverIR,
+        ToolIR,
+        LMAlias,
+        Var,
+        Const,
+        FStr,
+        ListOf,
+        DictOf,
+        GetField,
+        GetIndex,
+        Bin,
+        Unary,
+        Cmp,
+        Logic,
+        CallModule,
+        CallRetriever,
+        CallTool,
+        CallBuiltin,
+        CallProgram,
+        Assign,
+        Eval,
+        Loop,
+        Branch,
+        WhileLoop,
+        Ret,
+        Check,
+        BreakLoop,
+        ContinueLoop,
+        ProgramIR,
+        MetricIR,
+        IR,
     )
 }
 _TAG = "$node"  # field names are identifiers, so no data dict can carry this key
@@ -510,11 +541,11 @@ def validate(ir: IR, path: str = "ir") -> None:
         if not isinstance(p.demos, tuple) or not all(isinstance(d, dict) for d in p.demos):
             raise ArtifactError(f"{path}: predictor '{p.id}' has malformed demos")
         cal = p.setting("calibration")
-        if cal is not None and not (isinstance(cal, dict) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cal.values())):
+        if cal is not None and not (
+            isinstance(cal, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cal.values())
+        ):
             raise ArtifactError(f"{path}: predictor '{p.id}' has a malformed calibration (expected label -> number)")
-    names = {"module": mods, "program": progs, "retriever": {r.name for r in ir.retrievers},
-             "tool": {t.name for t in ir.tools}}
+    names = {"module": mods, "program": progs, "retriever": {r.name for r in ir.retrievers}, "tool": {t.name for t in ir.tools}}
     bodies = [p.body for p in ir.programs] + [m.program.body for m in ir.metrics if m.program]
     for body in bodies:
         for node in _walk(body):

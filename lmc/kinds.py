@@ -22,8 +22,7 @@ from .prompts import show_value
 from .types import JSON, STR, list_of, literal, optional
 
 # Settings every kind takes, and those of them that belong to each LM call (predictor) rather than the module.
-COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs",
-                   "score_labels", "length_normalize")
+COMMON_SETTINGS = ("temperature", "max_tokens", "lm", "max_backtracks", "instructions", "stop", "truncate_inputs", "score_labels", "length_normalize")
 PREDICTOR_SETTINGS = ("temperature", "max_tokens", "lm", "stop", "score_labels", "length_normalize")
 # Fields lowering adds for the LM to write its thinking in; a labeled example never holds them.
 REASONING = I.FieldSpec("reasoning", STR, "think step by step before answering")
@@ -54,8 +53,7 @@ class Step(Protocol):
 
     module: I.ModuleIR
 
-    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None,
-                      feedback: dict | None = None) -> dict: ...
+    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None, feedback: dict | None = None) -> dict: ...
 
     def outputs(self, role: str) -> tuple[I.FieldSpec, ...]: ...
 
@@ -94,11 +92,14 @@ class Kind:
         return m.setting(name, self.default(name))
 
 
-def _sig(base: I.SignatureIR, name: str = "", instructions: str | None = None, inputs: tuple = (),
-         outputs: tuple | None = None) -> I.SignatureIR:
+def _sig(base: I.SignatureIR, name: str = "", instructions: str | None = None, inputs: tuple = (), outputs: tuple | None = None) -> I.SignatureIR:
     """`base` with fields added to its inputs, other outputs, and optionally another name."""
-    return I.SignatureIR(base.name + name, base.instructions if instructions is None else instructions,
-                         base.inputs + inputs, base.outputs if outputs is None else outputs)
+    return I.SignatureIR(
+        base.name + name,
+        base.instructions if instructions is None else instructions,
+        base.inputs + inputs,
+        base.outputs if outputs is None else outputs,
+    )
 
 
 # ---------------------------------------------------------------- Predict, ChainOfThought
@@ -121,16 +122,22 @@ async def _run_main(step: Step, inputs: dict, feedback: dict | None) -> dict:
 
 def _lower_mcc(name: str, base: I.SignatureIR, instructions: str, settings: dict, tool) -> Lowered:
     attempts = I.FieldSpec("attempts", list_of(STR), "earlier attempts at this task, which may disagree")
-    return [(f"{name}.attempt", "attempt", _sig(base, outputs=(REASONING,) + base.outputs), instructions),
-            (f"{name}.compare", "compare", _sig(base, "Compare", "", (attempts,), (RATIONALE,) + base.outputs),
-             instructions + "\nSeveral attempts are given; weigh them and give the single best answer.")]
+    return [
+        (f"{name}.attempt", "attempt", _sig(base, outputs=(REASONING,) + base.outputs), instructions),
+        (
+            f"{name}.compare",
+            "compare",
+            _sig(base, "Compare", "", (attempts,), (RATIONALE,) + base.outputs),
+            instructions + "\nSeveral attempts are given; weigh them and give the single best answer.",
+        ),
+    ]
 
 
 async def _run_mcc(step: Step, inputs: dict, feedback: dict | None) -> dict:
     count = int(MULTI_CHAIN.value(step.module, "m"))
-    attempts = await asyncio.gather(*[
-        step.predict("attempt", inputs, sample=i, temperature=SAMPLE_TEMPERATURE, feedback=feedback)
-        for i in range(count)])
+    attempts = await asyncio.gather(
+        *[step.predict("attempt", inputs, sample=i, temperature=SAMPLE_TEMPERATURE, feedback=feedback) for i in range(count)]
+    )
     fields = step.outputs("attempt")
     lines = [" ".join(f"{f.label}: {show_value(a.get(f.name), multiline_ok=False)}" for f in fields) for a in attempts]
     return await step.predict("compare", {**inputs, "attempts": lines}, feedback=feedback)
@@ -147,13 +154,20 @@ def _lower_react(name: str, base: I.SignatureIR, instructions: str, settings: di
         lines.append(f"- {t}({', '.join(f'{p.name}: {p.type.name}' for p in spec.params)}): {spec.description}")
     lines.append("- finish(): you have gathered enough to answer")
     so_far = I.FieldSpec("trajectory", STR, "thoughts, tool calls and observations so far")
-    step = _sig(base, "Step", "", (so_far,), (I.FieldSpec("thought", STR, "what to do next and why"),
-                                               I.FieldSpec("tool", literal(*tools, "finish"), "the tool to call next"),
-                                               I.FieldSpec("tool_args", JSON, "the tool's arguments as a JSON object")))
+    step = _sig(
+        base,
+        "Step",
+        "",
+        (so_far,),
+        (
+            I.FieldSpec("thought", STR, "what to do next and why"),
+            I.FieldSpec("tool", literal(*tools, "finish"), "the tool to call next"),
+            I.FieldSpec("tool_args", JSON, "the tool's arguments as a JSON object"),
+        ),
+    )
     trajectory = I.FieldSpec("trajectory", STR, "thoughts, tool calls and observations")
     extract = _sig(base, inputs=(trajectory,), outputs=(REASONING,) + base.outputs)
-    step_instr = (instructions + "\nWork step by step: think, then call one tool, read its result, and repeat. "
-                  "Tools:\n" + "\n".join(lines))
+    step_instr = instructions + "\nWork step by step: think, then call one tool, read its result, and repeat. Tools:\n" + "\n".join(lines)
     return [(f"{name}.step", "step", step, step_instr), (f"{name}.extract", "extract", extract, instructions)]
 
 
@@ -188,14 +202,17 @@ def _clip(text: str, limit: int = 1500) -> str:
 
 
 def _lower_pot(name: str, base: I.SignatureIR, instructions: str, settings: dict, tool) -> Lowered:
-    retry = (I.FieldSpec("previous_code", optional(STR), "code that failed before"),
-             I.FieldSpec("error", optional(STR), "the error it raised"))
+    retry = (I.FieldSpec("previous_code", optional(STR), "code that failed before"), I.FieldSpec("error", optional(STR), "the error it raised"))
     code = I.FieldSpec("code", STR, "Python code that computes the answer and stores it in `result`")
     ran = (I.FieldSpec("code", STR, "the program that was run"), I.FieldSpec("code_output", STR, "what the program computed"))
-    code_instr = (instructions + "\nWrite a short Python program (standard library only, no input(), no files, "
-                  "no network) that computes the answer and assigns it to a variable named `result`.")
-    return [(f"{name}.code", "code", _sig(base, "Code", "", retry, (code,)), code_instr),
-            (f"{name}.answer", "answer", _sig(base, inputs=ran), instructions)]
+    code_instr = (
+        instructions + "\nWrite a short Python program (standard library only, no input(), no files, "
+        "no network) that computes the answer and assigns it to a variable named `result`."
+    )
+    return [
+        (f"{name}.code", "code", _sig(base, "Code", "", retry, (code,)), code_instr),
+        (f"{name}.answer", "answer", _sig(base, inputs=ran), instructions),
+    ]
 
 
 async def _run_pot(step: Step, inputs: dict, feedback: dict | None) -> dict:
@@ -246,8 +263,7 @@ async def _run_best_of_n(step: Step, inputs: dict, feedback: dict | None) -> dic
     best, best_score, last_error = None, -1.0, None
     for i in range(int(BEST_OF_N.value(step.module, "n"))):
         try:
-            out = await step.predict("main", inputs, sample=i, temperature=SAMPLE_TEMPERATURE if i else None,
-                                     feedback=feedback)
+            out = await step.predict("main", inputs, sample=i, temperature=SAMPLE_TEMPERATURE if i else None, feedback=feedback)
         except OutputParseError as err:
             last_error = err
             continue
@@ -264,23 +280,38 @@ async def _run_best_of_n(step: Step, inputs: dict, feedback: dict | None) -> dic
 # ---------------------------------------------------------------- the table
 
 MULTI_CHAIN = Kind("MultiChainComparison", _lower_mcc, _run_mcc, (Setting("m", "int", 3, low=2),))
-REACT = Kind("ReAct", _lower_react, _run_react,
-             (Setting("tools", "tools", required=("tools", "add tools=[search, calc]")), Setting("max_iters", "int", 5, low=1)),
-             ("trajectory",))
-PROGRAM_OF_THOUGHT = Kind("ProgramOfThought", _lower_pot, _run_pot,
-                          (Setting("max_iters", "int", 3, low=1), Setting("timeout", "number", 5.0, low=0)), ("code",))
-BEST_OF_N = Kind("BestOfN", _lower_predict, _run_best_of_n,
-                 (Setting("n", "int", 3, low=1), Setting("reward", "metric", required=("a reward metric", "add reward=<metric name>")),
-                  Setting("threshold", "number", None, low=0)))
+REACT = Kind(
+    "ReAct",
+    _lower_react,
+    _run_react,
+    (Setting("tools", "tools", required=("tools", "add tools=[search, calc]")), Setting("max_iters", "int", 5, low=1)),
+    ("trajectory",),
+)
+PROGRAM_OF_THOUGHT = Kind(
+    "ProgramOfThought", _lower_pot, _run_pot, (Setting("max_iters", "int", 3, low=1), Setting("timeout", "number", 5.0, low=0)), ("code",)
+)
+BEST_OF_N = Kind(
+    "BestOfN",
+    _lower_predict,
+    _run_best_of_n,
+    (
+        Setting("n", "int", 3, low=1),
+        Setting("reward", "metric", required=("a reward metric", "add reward=<metric name>")),
+        Setting("threshold", "number", None, low=0),
+    ),
+)
 
-KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("Predict", _lower_predict, _run_main),
-    Kind("ChainOfThought", _lower_cot, _run_main, (), ("reasoning",)),
-    MULTI_CHAIN,
-    REACT,
-    PROGRAM_OF_THOUGHT,
-    BEST_OF_N,
-)}
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        Kind("Predict", _lower_predict, _run_main),
+        Kind("ChainOfThought", _lower_cot, _run_main, (), ("reasoning",)),
+        MULTI_CHAIN,
+        REACT,
+        PROGRAM_OF_THOUGHT,
+        BEST_OF_N,
+    )
+}
 
 
 def extra_outputs(kind: str) -> tuple[str, ...]:

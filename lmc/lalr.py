@@ -62,7 +62,6 @@ def lark_parser():
     )
 
 
-
 _TABLES_FORMAT = 3
 
 
@@ -123,12 +122,22 @@ def build_tables() -> dict | None:
             if opts.template_source:
                 raise Reject("templates")
             syms = rule.expansion
-            include = [(i, (not s.is_term) and s.name.startswith("_")) for i, s in enumerate(syms)
-                       if opts.keep_all_tokens or not (s.is_term and s.filter_out)]
+            include = [
+                (i, (not s.is_term) and s.name.startswith("_"))
+                for i, s in enumerate(syms)
+                if opts.keep_all_tokens or not (s.is_term and s.filter_out)
+            ]
             plain = len(include) == len(syms) and not any(e for _, e in include)
             rule_ids[rule] = len(rules)
-            rules.append((rule.origin.name, len(syms), rule.alias or rule.origin.name,
-                          bool(opts.expand1 and not rule.alias), None if plain else tuple(include)))
+            rules.append(
+                (
+                    rule.origin.name,
+                    len(syms),
+                    rule.alias or rule.origin.name,
+                    bool(opts.expand1 and not rule.alias),
+                    None if plain else tuple(include),
+                )
+            )
         return rule_ids[rule]
 
     if sorted(table.states) != list(range(len(table.states))):
@@ -163,16 +172,27 @@ def build_tables() -> dict | None:
         # Every terminal at once: error recovery lexes what it skips with it, as Lark's contextual lexer does on a miss.
         root = frontend.lexer.root_lexer
         scanner = root.scanner
-        root_unless = {typ: {t.pattern.value: t.name for t in cb.scanner.terminals} for typ, cb in root.callback.items()
-                       if isinstance(cb, UnlessCallback)}
+        root_unless = {
+            typ: {t.pattern.value: t.name for t in cb.scanner.terminals} for typ, cb in root.callback.items() if isinstance(cb, UnlessCallback)
+        }
         root_spec = ([(m.pattern, m.flags) for m in scanner._mres], tuple(sorted(root.ignore_types)), root_unless)
     except Reject:
         return None
     start = table.start_states["start"]
     # The words of keyword and punctuation terminals, for messages that say what was expected.
     words = {t.name: t.pattern.value for t in lk.terminals if t.pattern.type == "str"}
-    return _plain({"start": start, "end": table.end_states["start"], "actions": actions, "rules": rules,
-                   "lexers": lexers, "state_lexer": state_lexer, "root": root_spec, "words": words})
+    return _plain(
+        {
+            "start": start,
+            "end": table.end_states["start"],
+            "actions": actions,
+            "rules": rules,
+            "lexers": lexers,
+            "state_lexer": state_lexer,
+            "root": root_spec,
+            "words": words,
+        }
+    )
 
 
 def _plain(value):
@@ -422,7 +442,6 @@ def driver() -> Driver | None:
     return Driver(tables) if tables is not None else None
 
 
-
 def from_lark(item):
     """Lark's own tree in the driver's shape (used when Lark accepts what the driver rejected)."""
     from lark import Token
@@ -431,8 +450,7 @@ def from_lark(item):
         return Tok(item.type, str(item), item.start_pos, item.end_pos)
     meta = item.meta
     empty = getattr(meta, "empty", True)
-    return Tree(item.data, [from_lark(c) for c in item.children],
-                 -1 if empty else meta.start_pos, -1 if empty else meta.end_pos)
+    return Tree(item.data, [from_lark(c) for c in item.children], -1 if empty else meta.start_pos, -1 if empty else meta.end_pos)
 
 
 def parse_tree(text: str, comments: list | None = None) -> Tree:
@@ -450,8 +468,7 @@ def parse_tree(text: str, comments: list | None = None) -> Tree:
         except Exception as e:  # a driver bug: Lark's answer is still the right one, but say so
             failure = f"failed ({type(e).__name__}: {e})"
             FALLBACKS["failed"] += 1
-            log.warning("the LALR driver failed on a %d-character text (%s: %s); Lark parsed it instead",
-                        len(text), type(e).__name__, e)
+            log.warning("the LALR driver failed on a %d-character text (%s: %s); Lark parsed it instead", len(text), type(e).__name__, e)
     if comments is not None:
         comments[:] = [None]
     from lark.exceptions import UnexpectedInput
@@ -464,6 +481,5 @@ def parse_tree(text: str, comments: list | None = None) -> Tree:
         raise
     if failure is not None and failure.startswith("rejected"):
         FALLBACKS["rejected"] += 1
-        log.warning("the LALR driver %s a %d-character text that Lark accepts; Lark parsed it instead",
-                    failure, len(text))
+        log.warning("the LALR driver %s a %d-character text that Lark accepts; Lark parsed it instead", failure, len(text))
     return from_lark(tree)

@@ -40,9 +40,26 @@ KINDS = {
 CONFIG_NAMES = ("lmc.yaml", "lmc.yml")
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000**2, "mb": 1000**2,
-          "mib": 1024**2, "mi": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
-          "t": 1000**4, "tb": 1000**4, "tib": 1024**4, "ti": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "ki": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "mi": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "gi": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+    "ti": 1024**4,
+}
 
 
 class FileRefused(LmcError):
@@ -86,8 +103,7 @@ def parse_limits(data: Any, where: str) -> dict[str, int]:
     for kind, value in data.items():
         if kind not in KINDS or kind == "config":
             # lmc.yaml is itself read under the config limit, so only the environment can raise that one.
-            raise ConfigError(f"{where}: unknown limit '{kind}'; expected one of: "
-                              + ", ".join(k for k in KINDS if k != "config"))
+            raise ConfigError(f"{where}: unknown limit '{kind}'; expected one of: " + ", ".join(k for k in KINDS if k != "config"))
         size = parse_size(value)
         if size is None:
             raise ConfigError(f"{where}: limits.{kind} must be a size such as 50MB or 2GB, got {value!r}")
@@ -200,8 +216,7 @@ def open_input(path: str | os.PathLike, kind: str, fail: Callable[[str], LmcErro
         if why:
             raise fail(why)
         if st.st_size > cap:
-            raise fail(f"{human(st.st_size)} is larger than the {human(cap)} limit for {KINDS[kind][1]}; "
-                       + _how_to_raise(kind))
+            raise fail(f"{human(st.st_size)} is larger than the {human(cap)} limit for {KINDS[kind][1]}; " + _how_to_raise(kind))
     except BaseException:
         os.close(fd)
         raise
@@ -279,8 +294,7 @@ def range_length(start: int, stop: int, step: int) -> int:
     return max(0, (start - stop - step - 1) // -step)
 
 
-def to_json(value: Any, *, sort_keys: bool = False, default: Callable | None = None,
-            what: str = "a value as text") -> str:
+def to_json(value: Any, *, sort_keys: bool = False, default: Callable | None = None, what: str = "a value as text") -> str:
     """json.dumps with a MAX_CHARS budget: a value of shared sublists never expands past the limit in memory.
 
     The length is worked out first over the value's distinct nodes (linear in memory, however much
@@ -328,8 +342,11 @@ def _json_length(value: Any, default: Callable | None, memo: dict[int, tuple[Any
     elif isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise _Unsized
-        size = 2 + 2 * max(0, len(value) - 1) + sum(
-            len(json.dumps(k, ensure_ascii=False)) + 2 + _json_length(v, default, memo) for k, v in value.items())
+        size = (
+            2
+            + 2 * max(0, len(value) - 1)
+            + sum(len(json.dumps(k, ensure_ascii=False)) + 2 + _json_length(v, default, memo) for k, v in value.items())
+        )
     elif default is not None:
         size = _json_length(default(value), default, memo)
     else:

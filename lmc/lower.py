@@ -59,16 +59,17 @@ class _Lowerer:
         info: SigInfo = self.c.module_sigs[name]
         settings = {kw.name: _const(kw.value) for kw in decl.settings}
         pred_settings = tuple(sorted((k, v) for k, v in settings.items() if k in PREDICTOR_SETTINGS))
-        kind_settings = tuple(sorted((k, v) for k, v in settings.items()
-                                     if k not in PREDICTOR_SETTINGS and k != "instructions"))
+        kind_settings = tuple(sorted((k, v) for k, v in settings.items() if k not in PREDICTOR_SETTINGS and k != "instructions"))
         base = I.SignatureIR(info.name, info.instructions or "", _fields(info.inputs), _fields(info.outputs))
         instructions = settings.get("instructions") or info.instructions or default_instructions(base)
 
         kind = KINDS.get(decl.kind)
         if kind is None:  # the checker refuses unknown kinds
             raise LmcError(f"unknown module kind '{decl.kind}'")
-        preds = [I.Predictor(pid, name, role, sig, instr, (), pred_settings)
-                 for pid, role, sig, instr in kind.lower(name, base, instructions, settings, self.tool_named)]
+        preds = [
+            I.Predictor(pid, name, role, sig, instr, (), pred_settings)
+            for pid, role, sig, instr in kind.lower(name, base, instructions, settings, self.tool_named)
+        ]
         module = I.ModuleIR(name, kind.name, tuple((p.role, p.id) for p in preds), kind_settings)
         return module, preds
 
@@ -77,15 +78,13 @@ class _Lowerer:
         return self.tool(self.c.tools[name]) if name in self.c.tools else self._retriever_tool(name)
 
     def _retriever_tool(self, name: str) -> I.ToolIR:
-        return I.ToolIR(name, "retriever", name, (I.FieldSpec("query", STR),), list_of(STR),
-                        "search the corpus; returns the most relevant passages")
+        return I.ToolIR(name, "retriever", name, (I.FieldSpec("query", STR),), list_of(STR), "search the corpus; returns the most relevant passages")
 
     # -- other declarations --------------------------------------------------------
     def retriever(self, r: n.RetrieverDecl) -> I.RetrieverIR:
         kw = {k.name: _const(k.value) for k in r.kwargs}
         path = _const(r.args[0]) if r.args else kw.get("path", "")
-        return I.RetrieverIR(r.name, r.kind, str(path), str(kw.get("text", "text")), int(kw.get("k", 3)),
-                             kw.get("model"))
+        return I.RetrieverIR(r.name, r.kind, str(path), str(kw.get("text", "text")), int(kw.get("k", 3)), kw.get("model"))
 
     def tool(self, t: n.ToolDecl) -> I.ToolIR:
         impl = t.impl
@@ -108,8 +107,7 @@ class _Lowerer:
     def metric(self, m: n.MetricDecl) -> I.MetricIR:
         if m.body is not None:
             params = [p.name for p in m.params]
-            prog = I.ProgramIR(f"metric:{m.name}", tuple(I.FieldSpec(p, JSON) for p in params),
-                               (I.FieldSpec("score", JSON),), self.block(m.body))
+            prog = I.ProgramIR(f"metric:{m.name}", tuple(I.FieldSpec(p, JSON) for p in params), (I.FieldSpec("score", JSON),), self.block(m.body))
             return I.MetricIR(m.name, "block", program=prog, spec=f"metric {m.name}({', '.join(params)}) {{...}}")
         call = m.impl
         assert isinstance(call, n.Call) and isinstance(call.func, n.Name)
@@ -147,8 +145,7 @@ class _Lowerer:
         if isinstance(s, n.While):
             return I.WhileLoop(self.expr(s.cond), int(_const(s.bound)) if s.bound is not None else 1, self.block(s.body), line)
         if isinstance(s, n.Return):
-            return I.Ret(self.expr(s.value) if s.value is not None else None, line,
-                         self.expr(s.feedback) if s.feedback is not None else None)
+            return I.Ret(self.expr(s.value) if s.value is not None else None, line, self.expr(s.feedback) if s.feedback is not None else None)
         if isinstance(s, n.Check):
             return I.Check(s.kind, self.expr(s.cond), self.expr(s.message) if s.message is not None else None, s.target, line)
         if isinstance(s, n.Break):

@@ -33,13 +33,27 @@ DEBOUNCE_S = 0.15
 log = logging.getLogger("lmc.lsp")
 
 _SYMBOL_KINDS = {
-    "signature": "Interface", "module": "Class", "retriever": "Function", "tool": "Function", "lm": "Constant",
-    "metric": "Function", "program": "Function", "input field": "Field", "output field": "Field",
-    "input": "Variable", "output": "Property",
+    "signature": "Interface",
+    "module": "Class",
+    "retriever": "Function",
+    "tool": "Function",
+    "lm": "Constant",
+    "metric": "Function",
+    "program": "Function",
+    "input field": "Field",
+    "output field": "Field",
+    "input": "Variable",
+    "output": "Property",
 }
 _COMPLETION_KINDS = {
-    "keyword": "Keyword", "class": "Class", "field": "Field", "function": "Function", "variable": "Variable",
-    "module": "Module", "property": "Property", "value": "Value",
+    "keyword": "Keyword",
+    "class": "Class",
+    "field": "Field",
+    "function": "Function",
+    "variable": "Variable",
+    "module": "Module",
+    "property": "Property",
+    "value": "Value",
 }
 
 
@@ -210,8 +224,7 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
         at = ix.at(line, col)
         word = ix.word_at(line, col)
         span = at[0] if at is not None else (word[1] if word is not None else None)
-        return T.Hover(contents=T.MarkupContent(kind=T.MarkupKind.Markdown, value=text),
-                       range=rng(doc, span) if span is not None else None)
+        return T.Hover(contents=T.MarkupContent(kind=T.MarkupKind.Markdown, value=text), range=rng(doc, span) if span is not None else None)
 
     @ls.feature(T.TEXT_DOCUMENT_DEFINITION)
     def on_definition(params: T.DefinitionParams):
@@ -258,9 +271,15 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
         items = []
         for c in complete(ix, *from_lsp(doc, params.position)):
             snippet = c.insert is not None and "$" in c.insert
-            items.append(T.CompletionItem(
-                label=c.label, kind=getattr(T.CompletionItemKind, _COMPLETION_KINDS.get(c.kind, "Text")), detail=c.detail or None,
-                insert_text=c.insert, insert_text_format=T.InsertTextFormat.Snippet if snippet else None))
+            items.append(
+                T.CompletionItem(
+                    label=c.label,
+                    kind=getattr(T.CompletionItemKind, _COMPLETION_KINDS.get(c.kind, "Text")),
+                    detail=c.detail or None,
+                    insert_text=c.insert,
+                    insert_text_format=T.InsertTextFormat.Snippet if snippet else None,
+                )
+            )
         return T.CompletionList(is_incomplete=False, items=items)
 
     @ls.feature(T.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
@@ -271,8 +290,14 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
         def symbol(sym, children=()) -> Any:
             kind = getattr(T.SymbolKind, _SYMBOL_KINDS.get(sym.kind, "Variable"))
             whole = sym.whole if (sym.whole.line, sym.whole.col) <= (sym.span.line, sym.span.col) else sym.span
-            return T.DocumentSymbol(name=sym.name, kind=kind, range=rng(doc, whole), selection_range=rng(doc, sym.span),
-                                    detail=sym.kind, children=[symbol(c) for c in children] or None)
+            return T.DocumentSymbol(
+                name=sym.name,
+                kind=kind,
+                range=rng(doc, whole),
+                selection_range=rng(doc, sym.span),
+                detail=sym.kind,
+                children=[symbol(c) for c in children] or None,
+            )
 
         return [symbol(sym, kids) for sym, kids in outline(ix)]
 

@@ -335,8 +335,7 @@ def to_score(value: Any) -> float:
         return float(value)
     if isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1:
         return float(value)
-    raise LmcError(f"a metric returned {value!r}; expected a number between 0 and 1 or a bool, "
-                   "optionally with feedback: (score, \"text\")")
+    raise LmcError(f'a metric returned {value!r}; expected a number between 0 and 1 or a bool, optionally with feedback: (score, "text")')
 
 
 # ---------------------------------------------------------------- which metric a command scores with
@@ -361,13 +360,13 @@ def choose_metric(ir: I.IR, name: str | None, where: str) -> I.MetricIR:
             return I.MetricIR(name, "builtin", builtin=name, field=out, gold=out, spec=f"{name}({out})")
         builtins = list(BUILTIN_METRICS) if len(outs) == 1 else []
         hint = did_you_mean(name, names + builtins)
-        listed = ("defined: " + ", ".join(names) if names else "the program defines no metric")
+        listed = "defined: " + ", ".join(names) if names else "the program defines no metric"
         listed += f"; built-ins: {', '.join(builtins)}" if builtins else ""
         raise MetricChoiceError(f"{where}: unknown metric '{name}'; " + (f"{hint} " if hint else "") + listed)
     if len(names) == 1:
         return ir.metrics[0]
     if not names:
-        raise MetricChoiceError(f"{where}: the program defines no metric; add one such as "
-                                "`metric acc = accuracy(answer)`, or pass --metric with a built-in")
-    raise MetricChoiceError(f"{where}: the program defines several metrics ({', '.join(names)}); "
-                            "choose one with --metric NAME")
+        raise MetricChoiceError(
+            f"{where}: the program defines no metric; add one such as `metric acc = accuracy(answer)`, or pass --metric with a built-in"
+        )
+    raise MetricChoiceError(f"{where}: the program defines several metrics ({', '.join(names)}); choose one with --metric NAME")

@@ -71,22 +71,28 @@ def is_loopback(url: object) -> bool:
 # Settings that choose where a request goes, or what credentials or headers it carries.  litellm
 # reads e.g. `base_url` as a synonym of api_base, so an allow-list of names would be the only
 # complete answer; this pattern refuses every name that could plausibly route or authenticate.
-_ROUTING = re.compile(r"base|url|uri|endpoint|host|proxy|header|key|token_url|secret|password|credential|auth|"
-                      r"provider|region|project|location|deployment|account|organization|cert|verify|ssl|"
-                      r"callback|logger|logging|webhook", re.IGNORECASE)
+_ROUTING = re.compile(
+    r"base|url|uri|endpoint|host|proxy|header|key|token_url|secret|password|credential|auth|"
+    r"provider|region|project|location|deployment|account|organization|cert|verify|ssl|"
+    r"callback|logger|logging|webhook",
+    re.IGNORECASE,
+)
 _SAFE = {"max_tokens", "max_completion_tokens", "logit_bias"}
 
 
 def check_artifact_lm(model: object, settings: dict, where: str) -> None:
     """An artifact's LM (top level or alias) may set sampling, never routing: ConfigError otherwise."""
     if isinstance(model, str) and ("://" in model or model.lower().startswith(("http:", "https:"))):
-        raise ConfigError(f"{where} names the model {model[:80]!r}, which holds a URL; an artifact may not "
-                          "choose where requests go", hint="pass --lm to choose the model yourself")
+        raise ConfigError(
+            f"{where} names the model {model[:80]!r}, which holds a URL; an artifact may not choose where requests go",
+            hint="pass --lm to choose the model yourself",
+        )
     for name in settings:
         if isinstance(name, str) and name not in _SAFE and _ROUTING.search(name):
-            raise ConfigError(f"{where} sets '{name[:60]}', which could send requests or your key elsewhere; "
-                              "an artifact may only set sampling parameters",
-                              hint="pass --lm (and --api-base) to choose the LM yourself")
+            raise ConfigError(
+                f"{where} sets '{name[:60]}', which could send requests or your key elsewhere; an artifact may only set sampling parameters",
+                hint="pass --lm (and --api-base) to choose the LM yourself",
+            )
 
 
 # ---------------------------------------------------------------- redirects

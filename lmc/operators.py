@@ -11,6 +11,7 @@ from .errors import RunError
 from .limits import SizeLimitError
 from .types import _jtype
 
+
 def truthy(v: Any) -> bool:
     return bool(v)
 

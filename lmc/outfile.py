@@ -54,14 +54,23 @@ def run_stamp(rt: Any) -> dict:
 
 
 def result_line(ex: Any, result: Any, input_sha256: str, stamp: dict) -> dict:
-    return {"id": ex.id, "line": ex.line, "input_sha256": input_sha256, "program_sha256": stamp["program_sha256"],
-            "lm": stamp["lm"], "outputs": result.outputs, "error": result.error, "error_kind": result.error_kind,
-            "usage": result.usage()}
+    return {
+        "id": ex.id,
+        "line": ex.line,
+        "input_sha256": input_sha256,
+        "program_sha256": stamp["program_sha256"],
+        "lm": stamp["lm"],
+        "outputs": result.outputs,
+        "error": result.error,
+        "error_kind": result.error_kind,
+        "usage": result.usage(),
+    }
 
 
 @dataclass
 class Previous:
     """What an earlier run left: per id, the input digest its line answers and whether it succeeded."""
+
     done: dict[str, tuple[str, bool]] = field(default_factory=dict)
     dropped: int = 0  # torn last line cut off
 
@@ -76,6 +85,7 @@ class Plan:
 
 class ResultsFile:
     """`--out`, opened for one run: locked, checked against this run, repaired, then appended to."""
+
     def __init__(self, path: str | os.PathLike):
         self.shown = str(path)
         self.path = Path(os.path.realpath(path))
@@ -98,10 +108,10 @@ class ResultsFile:
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
-                raise OutputInUse(f"{self.shown} is in use by another run"
-                                  + (f" ({holder})" if holder else "")
-                                  + "; two runs on one --out would mix their lines",
-                                  hint="wait for it to finish, or give this run another --out") from None
+                raise OutputInUse(
+                    f"{self.shown} is in use by another run" + (f" ({holder})" if holder else "") + "; two runs on one --out would mix their lines",
+                    hint="wait for it to finish, or give this run another --out",
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -154,28 +164,40 @@ class ResultsFile:
             obj = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             obj = None
-        if isinstance(obj, dict) and all(k in obj for k in ("id", "outputs", "error", "usage")) \
-                and "input_sha256" not in obj:
-            raise ConfigError(f"{where}: written by an earlier lmc, without the input digests that make resuming "
-                              "safe; move the file away (or delete it) and rerun")
-        ok = (isinstance(obj, dict) and all(k in obj for k in _NEEDED) and isinstance(obj["id"], str)
-              and isinstance(obj["input_sha256"], str) and _SHA.fullmatch(obj["input_sha256"])
-              and isinstance(obj["program_sha256"], str) and (obj["error"] is None or isinstance(obj["error"], str)))
+        if isinstance(obj, dict) and all(k in obj for k in ("id", "outputs", "error", "usage")) and "input_sha256" not in obj:
+            raise ConfigError(
+                f"{where}: written by an earlier lmc, without the input digests that make resuming safe; move the file away (or delete it) and rerun"
+            )
+        ok = (
+            isinstance(obj, dict)
+            and all(k in obj for k in _NEEDED)
+            and isinstance(obj["id"], str)
+            and isinstance(obj["input_sha256"], str)
+            and _SHA.fullmatch(obj["input_sha256"])
+            and isinstance(obj["program_sha256"], str)
+            and (obj["error"] is None or isinstance(obj["error"], str))
+        )
         if not ok:
-            raise ConfigError(f"{where}: not an lmc result line; {self.shown} was not written by `lmc run --out`, "
-                              "so lmc will not append to it or cut it", hint="choose another --out")
+            raise ConfigError(
+                f"{where}: not an lmc result line; {self.shown} was not written by `lmc run --out`, so lmc will not append to it or cut it",
+                hint="choose another --out",
+            )
         return obj
 
     def _same_run(self, obj: dict, stamp: dict, number: int) -> None:
         where = f"{self.shown}:{number}"
         if obj["program_sha256"] != stamp["program_sha256"]:
-            raise ConfigError(f"{where}: holds results of another program, or of another version of this one "
-                              f"(program sha256 {obj['program_sha256'][:12]}, this run {stamp['program_sha256'][:12]}); "
-                              "resuming would mix their answers",
-                              hint="move the file away or give this run another --out")
+            raise ConfigError(
+                f"{where}: holds results of another program, or of another version of this one "
+                f"(program sha256 {obj['program_sha256'][:12]}, this run {stamp['program_sha256'][:12]}); "
+                "resuming would mix their answers",
+                hint="move the file away or give this run another --out",
+            )
         if obj["lm"] != stamp["lm"]:
-            raise ConfigError(f"{where}: holds answers of LM '{obj['lm']}', this run uses '{stamp['lm']}'; "
-                              "resuming would mix their answers", hint="move the file away or give this run another --out")
+            raise ConfigError(
+                f"{where}: holds answers of LM '{obj['lm']}', this run uses '{stamp['lm']}'; resuming would mix their answers",
+                hint="move the file away or give this run another --out",
+            )
 
     # -- planning ------------------------------------------------------------------
     def plan(self, examples: Sequence[Any], input_names: Sequence[str], prev: Previous) -> Plan:
@@ -198,8 +220,7 @@ class ResultsFile:
     def drop(self, ids: Iterable[str]) -> None:
         """Rewrite the file without the lines of `ids`: a new file, locked before it replaces the old one."""
         gone = set(ids)
-        kept = [raw + b"\n" for raw in _read_all(self.fd).split(b"\n")[:-1]
-                if raw.strip() and json.loads(raw)["id"] not in gone]
+        kept = [raw + b"\n" for raw in _read_all(self.fd).split(b"\n")[:-1] if raw.strip() and json.loads(raw)["id"] not in gone]
         tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, os.fstat(self.fd).st_mode & 0o777)
         try:

@@ -13,8 +13,9 @@ from .lm import LMRequest, LMResult, LMSpec, make_request
 from .runtime import Call, Frame, Runtime
 
 
-async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: int = 0,
-                  temperature: float | None = None, feedback: dict | None = None) -> dict:
+async def predict(
+    rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: int = 0, temperature: float | None = None, feedback: dict | None = None
+) -> dict:
     p = rt.ir.predictor(pid)
     spec = rt.lm_for(p)
     mode = spec.mode
@@ -50,8 +51,7 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
                 break
             prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback, json_mode=True)
         stop = tuple(p.setting("stop") or ()) + prompt.stop
-        req = make_request(spec, messages=prompt.messages, prompt=prompt.text, stop=stop or None,
-                           json_mode=prompt.json_mode, **overrides)
+        req = make_request(spec, messages=prompt.messages, prompt=prompt.text, stop=stop or None, json_mode=prompt.json_mode, **overrides)
         key = req.cache_key(spec.model)
         if key in ctx.memo:
             result, parsed, err, scores = ctx.memo[key]
@@ -59,11 +59,21 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
             result = await rt.client.complete(spec, req, tag=pid, meter=ctx.meter)
             parsed, err, scores = _read(rt, spec, p, req, result, prompt, mode)
             ctx.memo[key] = (result, parsed, err, scores)
-        call = Call(pid, p.module, values, parsed, raw=result.text,
-                    prompt=prompt.as_text() if rt.trace_prompts else None,
-                    error=str(err) if err else None, prompt_tokens=result.prompt_tokens,
-                    completion_tokens=result.completion_tokens, cost=result.cost, cached=result.cached,
-                    latency_s=result.latency_s, scores=scores)
+        call = Call(
+            pid,
+            p.module,
+            values,
+            parsed,
+            raw=result.text,
+            prompt=prompt.as_text() if rt.trace_prompts else None,
+            error=str(err) if err else None,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost=result.cost,
+            cached=result.cached,
+            latency_s=result.latency_s,
+            scores=scores,
+        )
         ctx.trace.append(call)
         if err is None:
             return parsed
@@ -71,8 +81,9 @@ async def predict(rt: Runtime, ctx: Frame, pid: str, inputs: dict, *, sample: in
     raise OutputParseError(f"predictor '{pid}': {last_err.message} (raw output: {_short(last_raw)})", last_raw)
 
 
-def _read(rt: Runtime, spec: LMSpec, p: I.Predictor, req: LMRequest, result: LMResult, prompt: prompts.Prompt,
-          mode: str) -> tuple[dict | None, OutputParseError | None, dict | None]:
+def _read(
+    rt: Runtime, spec: LMSpec, p: I.Predictor, req: LMRequest, result: LMResult, prompt: prompts.Prompt, mode: str
+) -> tuple[dict | None, OutputParseError | None, dict | None]:
     """A reply's outputs (or why it does not parse), and each label's score when the label was chosen by scoring."""
     try:
         if result.label_scores:
@@ -105,8 +116,9 @@ def _short(raw: str, limit: int = 200) -> str:
     return json.dumps(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _fit_context(rt: Runtime, spec: LMSpec, p: I.Predictor, values: dict, demos: tuple[dict, ...], mode: str,
-                 feedback, max_tokens: int) -> tuple[prompts.Prompt, tuple[dict, ...], dict]:
+def _fit_context(
+    rt: Runtime, spec: LMSpec, p: I.Predictor, values: dict, demos: tuple[dict, ...], mode: str, feedback, max_tokens: int
+) -> tuple[prompts.Prompt, tuple[dict, ...], dict]:
     """Render the prompt so it fits the model's context window with room for `max_tokens` of answer.
 
     Demos go first (last first, with a note). An input that still does not fit fails the
@@ -135,18 +147,24 @@ def _fit_context(rt: Runtime, spec: LMSpec, p: I.Predictor, values: dict, demos:
         allowed = rt.truncate_inputs
     if not allowed:
         longest = max(values, key=lambda k: len(prompts.show_value(values[k])), default=None)
-        raise RunError(f"predictor '{p.id}': input of {used:,} tokens does not fit the {window:,}-token context of "
-                       f"{spec.model} ({max_tokens:,} tokens kept for the answer)"
-                       + (f"; shorten '{longest}'" if longest else "")
-                       + ", or pass --truncate-inputs (module setting truncate_inputs=true) to cut the longest "
-                       "input from its middle", "input")
+        raise RunError(
+            f"predictor '{p.id}': input of {used:,} tokens does not fit the {window:,}-token context of "
+            f"{spec.model} ({max_tokens:,} tokens kept for the answer)"
+            + (f"; shorten '{longest}'" if longest else "")
+            + ", or pass --truncate-inputs (module setting truncate_inputs=true) to cut the longest "
+            "input from its middle",
+            "input",
+        )
     shown = dict(values)
     for _ in range(64):
         name = _longest_text(shown)
         text = _text_of(shown[name]) if name is not None else ""
         if name is None or len(text) <= 2 * len(CUT_MARK):
-            raise RunError(f"predictor '{p.id}': the prompt needs {used:,} tokens and the {window:,}-token context "
-                           f"of {spec.model} holds {budget:,} besides the answer, even with every input cut", "input")
+            raise RunError(
+                f"predictor '{p.id}': the prompt needs {used:,} tokens and the {window:,}-token context "
+                f"of {spec.model} holds {budget:,} besides the answer, even with every input cut",
+                "input",
+            )
         # Characters per token of this prompt, so the cut is about right the first time; rounded up.
         per_token = max(1.0, len(prompt.as_text()) / max(used, 1))
         cut = int((used - budget) * per_token * 1.1) + 16
@@ -154,11 +172,11 @@ def _fit_context(rt: Runtime, spec: LMSpec, p: I.Predictor, values: dict, demos:
         prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback)
         used = rt.client.count_tokens(spec, prompt.as_text())
         if used <= budget:
-            rt.warnings.add(f"predictor '{p.id}': cut inputs from their middle to fit the {window}-token context "
-                            f"of {spec.model} (--truncate-inputs)")
+            rt.warnings.add(f"predictor '{p.id}': cut inputs from their middle to fit the {window}-token context of {spec.model} (--truncate-inputs)")
             return prompt, demos, shown
-    raise RunError(f"predictor '{p.id}': could not cut the inputs to fit the {window:,}-token context of {spec.model}",
-                   "input")  # pragma: no cover - every round removes at least 16 characters
+    raise RunError(
+        f"predictor '{p.id}': could not cut the inputs to fit the {window:,}-token context of {spec.model}", "input"
+    )  # pragma: no cover - every round removes at least 16 characters
 
 
 CUT_MARK = "\n[...]\n"
@@ -184,12 +202,14 @@ def _longest_text(values: dict) -> str | None:
 
 def _cut(value: Any, keep: int) -> Any:
     """`value` with its longest text cut to `keep` characters, head and tail kept, a mark where the middle was."""
+
     def middle(text: str) -> str:
         if keep >= len(text):
             return text
         room = max(0, keep - len(CUT_MARK))
         head = room // 2
-        return text[:head] + CUT_MARK + text[len(text) - (room - head):] if room - head else text[:head] + CUT_MARK
+        return text[:head] + CUT_MARK + text[len(text) - (room - head) :] if room - head else text[:head] + CUT_MARK
+
     if isinstance(value, str):
         return middle(value)
     longest = _text_of(value)

@@ -71,8 +71,16 @@ class Progress:
     Counters are updated from the event loop's thread and read by the ticker thread; each is a
     single attribute write, so a line may be one example behind, never torn."""
 
-    def __init__(self, command: str, mode: str, *, stream: IO[str] | None = None, interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic, score_label: str = "score"):
+    def __init__(
+        self,
+        command: str,
+        mode: str,
+        *,
+        stream: IO[str] | None = None,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        score_label: str = "score",
+    ):
         self.command = command
         self.mode = mode  # 'lines', 'json' or 'off' ('panel' is drawn by the command; this one stays silent)
         self.stream = stream if stream is not None else sys.stderr
@@ -151,15 +159,22 @@ class Progress:
     def snapshot(self, event: str = "progress") -> dict:
         usage = getattr(self.client, "usage", None)
         eta = self.eta()
-        return {"schema": SCHEMA, "event": event, "command": self.command,
-                "elapsed_s": round(self.clock() - self.started, 3), "stage": self.stage,
-                "done": self.done, "total": self.total, "failed": self.failed,
-                "calls": getattr(usage, "calls", 0) if usage is not None else 0,
-                "cached_calls": getattr(usage, "cached_calls", 0) if usage is not None else 0,
-                "cost": round(getattr(usage, "cost", 0.0), 8) if usage is not None else 0.0,
-                "score": None if self.score() is None else round(self.score() or 0.0, 6),
-                "score_kind": "best" if self.best is not None else ("mean" if self._scored else None),
-                "eta_s": None if eta is None else round(eta, 1)}
+        return {
+            "schema": SCHEMA,
+            "event": event,
+            "command": self.command,
+            "elapsed_s": round(self.clock() - self.started, 3),
+            "stage": self.stage,
+            "done": self.done,
+            "total": self.total,
+            "failed": self.failed,
+            "calls": getattr(usage, "calls", 0) if usage is not None else 0,
+            "cached_calls": getattr(usage, "cached_calls", 0) if usage is not None else 0,
+            "cost": round(getattr(usage, "cost", 0.0), 8) if usage is not None else 0.0,
+            "score": None if self.score() is None else round(self.score() or 0.0, 6),
+            "score_kind": "best" if self.best is not None else ("mean" if self._scored else None),
+            "eta_s": None if eta is None else round(eta, 1),
+        }
 
     def line(self) -> str:
         s = self.snapshot()

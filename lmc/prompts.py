@@ -204,8 +204,7 @@ def _system(p: Predictor, json_mode: bool) -> str:
 
 def _tagged(fields: tuple[FieldSpec, ...], values: dict) -> str:
     names = [f.name for f in fields]
-    return "\n".join(f"<{f.name}>\n{_defuse(show_value(values[f.name]), names)}\n</{f.name}>"
-                     for f in fields if f.name in values)
+    return "\n".join(f"<{f.name}>\n{_defuse(show_value(values[f.name]), names)}\n</{f.name}>" for f in fields if f.name in values)
 
 
 def _defuse(text: str, names: list[str]) -> str:
@@ -222,8 +221,7 @@ def _answer(fields: tuple[FieldSpec, ...], values: dict, json_mode: bool) -> str
     return "\n".join(f"<{f.name}>{show_value(values[f.name], multiline_ok=False)}</{f.name}>" for f in fields if f.name in values)
 
 
-def chat_prompt(p: Predictor, inputs: dict, demos: tuple[dict, ...], feedback: dict | None = None,
-                json_mode: bool = False) -> Prompt:
+def chat_prompt(p: Predictor, inputs: dict, demos: tuple[dict, ...], feedback: dict | None = None, json_mode: bool = False) -> Prompt:
     sig = p.signature
     messages = [{"role": "system", "content": _system(p, json_mode)}]
     for d in demos:
@@ -231,8 +229,9 @@ def chat_prompt(p: Predictor, inputs: dict, demos: tuple[dict, ...], feedback: d
         messages.append({"role": "assistant", "content": _answer(sig.outputs, d, json_mode)})
     user = _tagged(sig.inputs, inputs)
     if feedback:
-        user += (f"\n\nYour previous answer was:\n{feedback['previous_answer']}\n"
-                 f"It was not accepted: {feedback['feedback']}\nAnswer again, fixing that.")
+        user += (
+            f"\n\nYour previous answer was:\n{feedback['previous_answer']}\nIt was not accepted: {feedback['feedback']}\nAnswer again, fixing that."
+        )
     messages.append({"role": "user", "content": user})
     return Prompt("chat", messages=tuple(messages), json_mode=json_mode, demos_used=len(demos))
 
@@ -241,8 +240,7 @@ def repair_prompt(prompt: Prompt, reply: str, error: str) -> Prompt:
     """Ask again after a reply that did not parse (chat mode)."""
     messages = list(prompt.messages or ())
     messages.append({"role": "assistant", "content": reply})
-    messages.append({"role": "user", "content": f"I could not read that reply: {error}. "
-                     "Reply again using exactly the requested format."})
+    messages.append({"role": "user", "content": f"I could not read that reply: {error}. Reply again using exactly the requested format."})
     return Prompt("chat", messages=tuple(messages), json_mode=prompt.json_mode, demos_used=prompt.demos_used)
 
 
@@ -292,8 +290,9 @@ def _quote(raw: str, limit: int = 120) -> str:
 # ---------------------------------------------------------------- entry points
 
 
-def render(p: Predictor, inputs: dict, *, mode: str, demos: tuple[dict, ...] | None = None,
-           feedback: dict | None = None, json_mode: bool = False) -> Prompt:
+def render(
+    p: Predictor, inputs: dict, *, mode: str, demos: tuple[dict, ...] | None = None, feedback: dict | None = None, json_mode: bool = False
+) -> Prompt:
     demos = p.demos if demos is None else demos
     if mode == "completion":
         return completion_prompt(p, inputs, demos, feedback)

@@ -77,10 +77,8 @@ def parse_allow(entries: Iterable[Any], where: str) -> tuple[str, ...]:
     for entry in entries:
         text = entry.strip() if isinstance(entry, str) else entry
         module, colon, attr = text.partition(":") if isinstance(text, str) else ("", "", "")
-        if not isinstance(text, str) or not all(p.isidentifier() for p in module.split(".")) or \
-                (colon and not attr.isidentifier()):
-            raise ConfigError(f"{where}: {entry!r} is not a module name; expected e.g. mytools, pkg.mod or "
-                              "pkg.mod:function")
+        if not isinstance(text, str) or not all(p.isidentifier() for p in module.split(".")) or (colon and not attr.isidentifier()):
+            raise ConfigError(f"{where}: {entry!r} is not a module name; expected e.g. mytools, pkg.mod or pkg.mod:function")
         out.append(text)
     return tuple(dict.fromkeys(out))
 
@@ -150,10 +148,10 @@ class PythonPolicy:
         top = ref.module.split(".")[0]
         how = f"pass --allow-python {top} (or list it under allow_python in lmc.yaml)"
         if self.kind == "artifact":
-            return PythonNotAllowed(f"{self.path}: the artifact's {what} would import '{ref.ref}' and {why}",
-                                    hint=f"review it with `lmc inspect {self.path}`, then {how}")
-        return PythonNotAllowed(f"{self.path}: {what} imports '{ref.ref}', which is {why}",
-                                hint=f"if you trust it, {how}")
+            return PythonNotAllowed(
+                f"{self.path}: the artifact's {what} would import '{ref.ref}' and {why}", hint=f"review it with `lmc inspect {self.path}`, then {how}"
+            )
+        return PythonNotAllowed(f"{self.path}: {what} imports '{ref.ref}', which is {why}", hint=f"if you trust it, {how}")
 
 
 def policy_for(target: Any, allowed: Iterable[str] = ()) -> PythonPolicy:
@@ -199,8 +197,7 @@ def check(ir: I.IR, policy: PythonPolicy | None) -> None:
         where, _ = policy.locate(ref.module)
         if where == "missing":
             place = f"in {_show_dir(policy.base_dir)} or " if policy.base_dir else ""
-            raise ConfigError(f"{policy.path}: {ref.kind} '{ref.name}': cannot find module '{ref.module}' "
-                              f"({place}among the installed packages)")
+            raise ConfigError(f"{policy.path}: {ref.kind} '{ref.name}': cannot find module '{ref.module}' ({place}among the installed packages)")
 
 
 def describe(ir: I.IR, policy: PythonPolicy) -> list[dict]:
@@ -209,8 +206,19 @@ def describe(ir: I.IR, policy: PythonPolicy) -> list[dict]:
     for ref in python_refs(ir):
         ok, why = policy.decide(ref)
         where, origin = policy.locate(ref.module) if well_formed(ref.ref) else ("missing", None)
-        out.append({"kind": ref.kind, "name": ref.name, "ref": ref.ref, "module": ref.module, "function": ref.attr,
-                    "found": where, "file": _show_file(origin), "allowed": ok, "why": why})
+        out.append(
+            {
+                "kind": ref.kind,
+                "name": ref.name,
+                "ref": ref.ref,
+                "module": ref.module,
+                "function": ref.attr,
+                "found": where,
+                "file": _show_file(origin),
+                "allowed": ok,
+                "why": why,
+            }
+        )
     return out
 
 

@@ -95,7 +95,7 @@ class Recovery:
                     self.names(v)
                 for t in skipped:
                     self.names(t)
-                del stack[index + 1:]
+                del stack[index + 1 :]
                 del values[index:]
                 implied = [Tok("RBRACE", "}", relexed.start, relexed.start) for _ in range(closes)]
                 if closes:  # a body cut short: its missing return is no news
@@ -240,10 +240,10 @@ class Recovery:
                 self.names(c)
 
     def binds(self, v: Tok) -> bool:
-        after = self.text[v.end:v.end + 40].lstrip()
+        after = self.text[v.end : v.end + 40].lstrip()
         if after[:1] == "=" and after[:2] != "==" or after[:2] in ("+=", "-=", "*=", "/="):
             return True
-        before = self.text[max(0, v.start - 20):v.start].rstrip().split()
+        before = self.text[max(0, v.start - 20) : v.start].rstrip().split()
         return bool(before) and (before[-1] in DECL_KEYWORDS or before[-1] == "for")
 
     # -- problems ------------------------------------------------------------------
@@ -266,7 +266,7 @@ class Recovery:
 
     def indent(self, pos: int) -> int:
         start = self.text.rfind("\n", 0, pos) + 1
-        line = self.text[start:pos + 1]
+        line = self.text[start : pos + 1]
         return len(line) - len(line.lstrip(" \t"))
 
     def first_on_line(self, pos: int) -> bool:

@@ -26,8 +26,10 @@ from .syntax import CONSTANTS, KEYWORDS
 
 TEMPLATE = Path(__file__).parent / "help" / "language.md"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "language.md"
-GENERATED_NOTE = ("<!-- Generated from lmc/help/language.md and lmc's own tables by `python -m lmc.reference --write`; "
-                  "edit those, not this file (tests/test_reference.py checks they agree). -->\n\n")
+GENERATED_NOTE = (
+    "<!-- Generated from lmc/help/language.md and lmc's own tables by `python -m lmc.reference --write`; "
+    "edit those, not this file (tests/test_reference.py checks they agree). -->\n\n"
+)
 
 
 def _table(head: tuple[str, ...], rows) -> str:
@@ -48,9 +50,12 @@ def _takes(name: str) -> str:
     """In words, the values setting `name` takes (from the checker's rule for it)."""
     rule = RULES[name]
     return {
-        "str": "a string", "bool": "`true` or `false`", "stop": "a string or a list of strings",
-        "lm": "the name of an `lm` of the file, or a litellm model such as `\"openai/gpt-4o-mini\"`",
-        "tools": "a list of tools and retrievers, e.g. `[search, calc]`", "metric": "the name of a metric of the file",
+        "str": "a string",
+        "bool": "`true` or `false`",
+        "stop": "a string or a list of strings",
+        "lm": 'the name of an `lm` of the file, or a litellm model such as `"openai/gpt-4o-mini"`',
+        "tools": "a list of tools and retrievers, e.g. `[search, calc]`",
+        "metric": "the name of a metric of the file",
     }.get(rule.kind, rule.what)
 
 
@@ -136,8 +141,7 @@ def passes() -> str:
 
 
 def pass_options() -> str:
-    return _table(("option", "flag", "meaning", "default"),
-                  ((_code(o.key), _code(o.flag), o.help, o.shown or o.default) for o in OPTIONS.values()))
+    return _table(("option", "flag", "meaning", "default"), ((_code(o.key), _code(o.flag), o.help, o.shown or o.default) for o in OPTIONS.values()))
 
 
 def exit_codes() -> str:
@@ -145,9 +149,17 @@ def exit_codes() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
-    "keywords": keywords, "kinds": kinds, "common_settings": common_settings, "lm_settings": lm_settings,
-    "retrievers": retrievers, "tools": tools, "builtins": builtins, "metrics": metrics, "passes": passes,
-    "pass_options": pass_options, "exit_codes": exit_codes,
+    "keywords": keywords,
+    "kinds": kinds,
+    "common_settings": common_settings,
+    "lm_settings": lm_settings,
+    "retrievers": retrievers,
+    "tools": tools,
+    "builtins": builtins,
+    "metrics": metrics,
+    "passes": passes,
+    "pass_options": pass_options,
+    "exit_codes": exit_codes,
 }
 _PLACE = re.compile(r"\{\{table ([a-z_]+)\}\}")
 
@@ -170,11 +182,28 @@ def topics(text: str | None = None) -> dict[str, str]:
 
 # Other words a user may try for a topic.
 ALIASES = {
-    "kinds": "modules", "kind": "modules", "module": "modules", "settings": "modules", "signatures": "signature", "type": "types",
-    "builtin": "builtins", "functions": "builtins", "operators": "expressions", "statements": "programs",
-    "program": "programs", "metric": "metrics", "optimizers": "passes", "optimizer": "passes", "passes-file": "passes",
-    "exit": "exit-codes", "keywords": "file", "declarations": "file", "tool": "tools", "retriever": "retrievers",
-    "output": "run", "artifacts": "artifact",
+    "kinds": "modules",
+    "kind": "modules",
+    "module": "modules",
+    "settings": "modules",
+    "signatures": "signature",
+    "type": "types",
+    "builtin": "builtins",
+    "functions": "builtins",
+    "operators": "expressions",
+    "statements": "programs",
+    "program": "programs",
+    "metric": "metrics",
+    "optimizers": "passes",
+    "optimizer": "passes",
+    "passes-file": "passes",
+    "exit": "exit-codes",
+    "keywords": "file",
+    "declarations": "file",
+    "tool": "tools",
+    "retriever": "retrievers",
+    "output": "run",
+    "artifacts": "artifact",
 }
 
 

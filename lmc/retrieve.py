@@ -203,7 +203,7 @@ class EmbeddingsRetriever:
         meter: Any = None,
     ):
         if not isinstance(model, str) or not model.strip():
-            raise DatasetError(f"{path}: embeddings retriever needs a model name, e.g. model=\"openai/text-embedding-3-small\"")
+            raise DatasetError(f'{path}: embeddings retriever needs a model name, e.g. model="openai/text-embedding-3-small"')
         self.path = resolve_path(path, base_dir)
         self.model = model
         self.text_field = text_field
@@ -255,9 +255,12 @@ class EmbeddingsRetriever:
 
     def _failure(self, exc: Exception, redirects: list) -> LMError:
         if redirects:
-            return LMRedirectError(f"the embedding server answered with a redirect to {redirects[0][:120]!r}; lmc does "
-                                   "not follow redirects, so neither your request nor your key goes elsewhere",
-                                   model=self.model, hint="point --api-base at the final URL")
+            return LMRedirectError(
+                f"the embedding server answered with a redirect to {redirects[0][:120]!r}; lmc does "
+                "not follow redirects, so neither your request nor your key goes elsewhere",
+                model=self.model,
+                hint="point --api-base at the final URL",
+            )
         return LMError(f"embedding request failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", model=self.model)
 
     def _check_vectors(self, vectors: Any, n: int) -> list[list[float]]:

@@ -27,12 +27,21 @@ FSYNC_EVERY_S = 1.0
 # ---------------------------------------------------------------- one line per example
 
 
-def trace_line(ex: Example, result: Result, inputs: dict, *, program: str | None = None,
-               score: float | None = None) -> dict:
+def trace_line(ex: Example, result: Result, inputs: dict, *, program: str | None = None, score: float | None = None) -> dict:
     """One example's trace: what went in and came out, its error, its score when it was scored, its calls."""
-    return {"schema": TRACE_SCHEMA, "id": ex.id, "line": ex.line, "program": program, "inputs": inputs,
-            "outputs": result.outputs, "ok": result.ok, "error": result.error, "score": score,
-            "duration_s": round(result.duration_s, 4), "calls": [c.to_json() for c in result.trace]}
+    return {
+        "schema": TRACE_SCHEMA,
+        "id": ex.id,
+        "line": ex.line,
+        "program": program,
+        "inputs": inputs,
+        "outputs": result.outputs,
+        "ok": result.ok,
+        "error": result.error,
+        "score": score,
+        "duration_s": round(result.duration_s, 4),
+        "calls": [c.to_json() for c in result.trace],
+    }
 
 
 def encode_line(obj: dict) -> bytes:
@@ -150,20 +159,34 @@ class Summary:
 
     def line(self) -> str:
         rate = self.done / self.duration_s if self.duration_s > 0 else 0.0
-        text = (f"{self.done} run ({self.ok} ok, {self.failed} failed)"
-                + (f", {self.skipped} already done" if self.skipped else "")
-                + (f", {self.changed} re-run because their input changed" if self.changed else "")
-                + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
-                f"{self.calls} LM calls ({self.cached_calls} cached), {self.requests} requests sent"
-                + (f" ({self.retries} retries" + (f", {self.failed_requests} failed" if self.failed_requests else "")
-                   + ")" if self.retries or self.failed_requests else "") + f", ${self.cost:.4f}")
+        text = (
+            f"{self.done} run ({self.ok} ok, {self.failed} failed)"
+            + (f", {self.skipped} already done" if self.skipped else "")
+            + (f", {self.changed} re-run because their input changed" if self.changed else "")
+            + f" of {self.total} in {self.duration_s:.1f}s ({rate:.1f}/s); "
+            f"{self.calls} LM calls ({self.cached_calls} cached), {self.requests} requests sent"
+            + (
+                f" ({self.retries} retries" + (f", {self.failed_requests} failed" if self.failed_requests else "") + ")"
+                if self.retries or self.failed_requests
+                else ""
+            )
+            + f", ${self.cost:.4f}"
+        )
         return text
 
 
-async def run_batch(rt: Runtime, examples: Sequence[Example], input_names: Sequence[str], *,
-                    out: LineWriter | None, trace: LineWriter | None = None, concurrency: int = DEFAULT_CONCURRENCY,
-                    program: str | None = None, summary: Summary | None = None,
-                    on_result: Callable[[Example, Result], None] | None = None) -> Summary:
+async def run_batch(
+    rt: Runtime,
+    examples: Sequence[Example],
+    input_names: Sequence[str],
+    *,
+    out: LineWriter | None,
+    trace: LineWriter | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    program: str | None = None,
+    summary: Summary | None = None,
+    on_result: Callable[[Example, Result], None] | None = None,
+) -> Summary:
     """Run `examples`, writing each line as it finishes.
 
     A run-stopping error (auth, unreachable, budget, config) cancels the rest; what

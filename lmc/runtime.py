@@ -44,10 +44,16 @@ class Call:
     scores: dict | None = None  # a scored label choice: each label's score, calibrated as it was compared
 
     def to_json(self, with_prompt: bool = True) -> dict:
-        out = {"predictor": self.predictor, "module": self.module, "inputs": self.inputs, "outputs": self.outputs,
-               "raw": self.raw, "error": self.error, "usage": {"prompt_tokens": self.prompt_tokens,
-               "completion_tokens": self.completion_tokens, "cost": self.cost, "cached": self.cached},
-               "latency_s": round(self.latency_s, 4)}
+        out = {
+            "predictor": self.predictor,
+            "module": self.module,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "raw": self.raw,
+            "error": self.error,
+            "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "cost": self.cost, "cached": self.cached},
+            "latency_s": round(self.latency_s, 4),
+        }
         if self.scores is not None:
             out["label_scores"] = {k: round(v, 6) for k, v in self.scores.items()}
         if with_prompt and self.prompt is not None:
@@ -78,15 +84,26 @@ class Result:
         """calls answered by the LM, cached_calls, tokens and cost, plus requests sent, retries and failed requests."""
         u = self.lm_usage
         if u is None:
-            return {"calls": sum(1 for c in self.trace if not c.cached),
-                    "cached_calls": sum(1 for c in self.trace if c.cached),
-                    "prompt_tokens": sum(c.prompt_tokens for c in self.trace),
-                    "completion_tokens": sum(c.completion_tokens for c in self.trace),
-                    "cost": round(sum(c.cost for c in self.trace), 8),
-                    "requests": sum(1 for c in self.trace if not c.cached), "retries": 0, "failed_requests": 0}
-        return {"calls": u.live_calls, "cached_calls": u.cached_calls, "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens, "cost": round(u.cost, 8), "requests": u.requests,
-                "retries": u.retries, "failed_requests": u.failed_requests}
+            return {
+                "calls": sum(1 for c in self.trace if not c.cached),
+                "cached_calls": sum(1 for c in self.trace if c.cached),
+                "prompt_tokens": sum(c.prompt_tokens for c in self.trace),
+                "completion_tokens": sum(c.completion_tokens for c in self.trace),
+                "cost": round(sum(c.cost for c in self.trace), 8),
+                "requests": sum(1 for c in self.trace if not c.cached),
+                "retries": 0,
+                "failed_requests": 0,
+            }
+        return {
+            "calls": u.live_calls,
+            "cached_calls": u.cached_calls,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "cost": round(u.cost, 8),
+            "requests": u.requests,
+            "retries": u.retries,
+            "failed_requests": u.failed_requests,
+        }
 
 
 @dataclass
@@ -168,8 +185,11 @@ class Runtime:
     def lm_for(self, p: I.Predictor) -> LMSpec:
         name = p.setting("lm") or ""
         if name not in self._specs:
-            self._specs[name] = predictor_lm(name, self.ir, api_base=self.api_base, aliases=self.extra_lms,
-                                             from_artifact=self.from_artifact) if name else self.default_lm()
+            self._specs[name] = (
+                predictor_lm(name, self.ir, api_base=self.api_base, aliases=self.extra_lms, from_artifact=self.from_artifact)
+                if name
+                else self.default_lm()
+            )
         return self._specs[name]
 
     def decoded(self, extra: Any, decode: Callable[[Any], Any]) -> Any:
@@ -187,8 +207,15 @@ class Runtime:
             if spec.kind == "bm25":
                 r = BM25Retriever(spec.path, text_field=spec.text_field, k=spec.k, base_dir=self.base_dir)
             else:
-                r = EmbeddingsRetriever(spec.path, model=spec.model or "", text_field=spec.text_field, k=spec.k,
-                                        base_dir=self.base_dir, api_base=self.api_base, meter=self.client)
+                r = EmbeddingsRetriever(
+                    spec.path,
+                    model=spec.model or "",
+                    text_field=spec.text_field,
+                    k=spec.k,
+                    base_dir=self.base_dir,
+                    api_base=self.api_base,
+                    meter=self.client,
+                )
             self._retrievers[name] = r
         return r
 
@@ -213,9 +240,17 @@ def load_python_ref(kind: str, name: str, ref: str | None, policy: Any) -> Calla
 
 # ---------------------------------------------------------------- a safe calculator tool
 
-_OPS = {pyast.Add: operator.add, pyast.Sub: operator.sub, pyast.Mult: operator.mul, pyast.Div: operator.truediv,
-        pyast.FloorDiv: operator.floordiv, pyast.Mod: operator.mod, pyast.Pow: operator.pow,
-        pyast.USub: operator.neg, pyast.UAdd: operator.pos}
+_OPS = {
+    pyast.Add: operator.add,
+    pyast.Sub: operator.sub,
+    pyast.Mult: operator.mul,
+    pyast.Div: operator.truediv,
+    pyast.FloorDiv: operator.floordiv,
+    pyast.Mod: operator.mod,
+    pyast.Pow: operator.pow,
+    pyast.USub: operator.neg,
+    pyast.UAdd: operator.pos,
+}
 _FUNCS = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max, "log": math.log, "exp": math.exp}
 
 
@@ -248,4 +283,3 @@ def calculator(expression: str) -> float:
     except ZeroDivisionError:
         raise ValueError("division by zero") from None
     return float(value) if isinstance(value, float) and not value.is_integer() else int(value)
-

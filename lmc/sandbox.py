@@ -34,8 +34,14 @@ from pathlib import Path
 from lmc.errors import ConfigError, LmcError
 
 __all__ = [
-    "SandboxError", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "arun_code", "isolation",
-    "require_isolation", "run_code",
+    "SandboxError",
+    "SandboxLimits",
+    "SandboxResult",
+    "SandboxUnavailable",
+    "arun_code",
+    "isolation",
+    "require_isolation",
+    "run_code",
 ]
 
 _CHILD = Path(__file__).with_name("_sandbox_child.py")
@@ -100,9 +106,7 @@ def run_code(code: str, inputs: dict | None = None, limits: SandboxLimits = Sand
     return _run(code, inputs, limits)
 
 
-async def arun_code(
-    code: str, inputs: dict | None = None, limits: SandboxLimits = SandboxLimits()
-) -> SandboxResult:
+async def arun_code(code: str, inputs: dict | None = None, limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
     """`run_code` without blocking the event loop (the wait happens in a worker thread)."""
     import asyncio  # only async callers pay for it
 
@@ -315,9 +319,7 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, onerror=unlock)
 
 
-def _run(
-    code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool = True, kernel: bool = True
-) -> SandboxResult:
+def _run(code: str, inputs: dict | None, limits: SandboxLimits, *, audit: bool = True, kernel: bool = True) -> SandboxResult:
     """Run one program; `audit=False` and `kernel=False` are for tests that check the other layers alone."""
     job = _job(code, inputs, limits, audit, kernel)
     if kernel:
@@ -396,8 +398,9 @@ def _supervise(job_path: str, workdir: str, limits: SandboxLimits, started: floa
     return SandboxResult(True, value, stdout, None, duration)
 
 
-def _collect(selector: selectors.BaseSelector, buffers: dict[str, bytearray], caps: dict[str, int], deadline: float,
-             limits: SandboxLimits) -> str | None:
+def _collect(
+    selector: selectors.BaseSelector, buffers: dict[str, bytearray], caps: dict[str, int], deadline: float, limits: SandboxLimits
+) -> str | None:
     """Read the child's stdout, stderr and result pipe into `buffers` until they close; why it must be killed, if it must."""
     while selector.get_map():
         remaining = deadline - time.monotonic()

@@ -35,8 +35,9 @@ def metric_needs_gold(metric: I.MetricIR) -> set[str]:
     return set()
 
 
-async def run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None,
-                        threshold: float, exclude_self: bool = False) -> Outcome:
+async def run_and_score(
+    rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None, threshold: float, exclude_self: bool = False
+) -> Outcome:
     # The example's span (when the run exports them) stays open for the metric, so it carries the score.
     with rt.client.telemetry.example(ex.id, rt.ir.entry) as span:
         outcome = await _run_and_score(rt, ex, input_names, metric, threshold, exclude_self)
@@ -44,8 +45,9 @@ async def run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], me
         return outcome
 
 
-async def _run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None,
-                         threshold: float, exclude_self: bool) -> Outcome:
+async def _run_and_score(
+    rt: Runtime, ex: Example, input_names: Sequence[str], metric: I.MetricIR | None, threshold: float, exclude_self: bool
+) -> Outcome:
     inputs = ex.inputs(input_names)
     exclude = frozenset({ex.id}) if exclude_self else frozenset()
     result = await run_example(rt, inputs, example_id=ex.id, exclude_demo_ids=exclude)
@@ -64,13 +66,24 @@ async def _run_and_score(rt: Runtime, ex: Example, input_names: Sequence[str], m
     return Outcome(ex, result, score, passed, feedback)
 
 
-async def evaluate(rt: Runtime, examples: Sequence[Example], metric: I.MetricIR | None, *, threshold: float = 1.0,
-                   concurrency: int = 8, on_result: Callable[[Outcome], None] | None = None,
-                   exclude_self: bool = False) -> list[Outcome]:
+async def evaluate(
+    rt: Runtime,
+    examples: Sequence[Example],
+    metric: I.MetricIR | None,
+    *,
+    threshold: float = 1.0,
+    concurrency: int = 8,
+    on_result: Callable[[Outcome], None] | None = None,
+    exclude_self: bool = False,
+) -> list[Outcome]:
     """Run and score every example (at most `concurrency` at once); results keep the input order."""
     input_names = [f.name for f in rt.ir.program().inputs]
-    batch = await run_each(examples, lambda ex: run_and_score(rt, ex, input_names, metric, threshold, exclude_self),
-                           workers=concurrency, on_result=(lambda ex, out: on_result(out)) if on_result else None)
+    batch = await run_each(
+        examples,
+        lambda ex: run_and_score(rt, ex, input_names, metric, threshold, exclude_self),
+        workers=concurrency,
+        on_result=(lambda ex, out: on_result(out)) if on_result else None,
+    )
     if batch.stopped_by is not None:
         raise batch.stopped_by
     return batch.done()

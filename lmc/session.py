@@ -66,12 +66,22 @@ class RunOptions:
 
     def flags(self) -> dict:
         """The settings as `config.resolve` takes them from the command line."""
-        return {"lm": self.lm, "api_base": self.api_base, "cache_dir": os.fspath(self.cache_dir) if self.cache_dir else None,
-                "concurrency": self.concurrency, "rpm": self.rpm, "max_steps": self.max_steps,
-                "example_timeout": self.example_timeout, "max_calls": self.max_calls, "max_cost": self.max_cost,
-                "price_per_mtok_in": self.price_per_mtok_in, "price_per_mtok_out": self.price_per_mtok_out,
-                "max_lm_errors": self.max_lm_errors, "truncate_inputs": self.truncate_inputs,
-                "transport": self.transport}
+        return {
+            "lm": self.lm,
+            "api_base": self.api_base,
+            "cache_dir": os.fspath(self.cache_dir) if self.cache_dir else None,
+            "concurrency": self.concurrency,
+            "rpm": self.rpm,
+            "max_steps": self.max_steps,
+            "example_timeout": self.example_timeout,
+            "max_calls": self.max_calls,
+            "max_cost": self.max_cost,
+            "price_per_mtok_in": self.price_per_mtok_in,
+            "price_per_mtok_out": self.price_per_mtok_out,
+            "max_lm_errors": self.max_lm_errors,
+            "truncate_inputs": self.truncate_inputs,
+            "transport": self.transport,
+        }
 
 
 @dataclass(frozen=True)
@@ -90,10 +100,19 @@ class Setup:
     def client(self) -> LMClient:
         st = self.settings
         limit = st.max_lm_errors or self.options.default_max_lm_errors
-        client = LMClient(cache_dir=self.cache_dir, use_cache=self.options.use_cache, concurrency=st.concurrency,
-                          rpm=st.rpm, backend=self.options.backend, max_calls=st.max_calls, max_cost=st.max_cost,
-                          price=settings_price(st), max_lm_errors=parse_error_limit(limit) if limit is not None else None,
-                          transport=st.transport, constraints=st.constraints)
+        client = LMClient(
+            cache_dir=self.cache_dir,
+            use_cache=self.options.use_cache,
+            concurrency=st.concurrency,
+            rpm=st.rpm,
+            backend=self.options.backend,
+            max_calls=st.max_calls,
+            max_cost=st.max_cost,
+            price=settings_price(st),
+            max_lm_errors=parse_error_limit(limit) if limit is not None else None,
+            transport=st.transport,
+            constraints=st.constraints,
+        )
         client.telemetry = open_telemetry(self.options.otel, content=self.options.otel_content)
         return client
 
@@ -159,11 +178,20 @@ class Session:
 
     def _runtime(self, target: Target, ir: I.IR, lm: LMSpec, trace_prompts: bool = False) -> Runtime:
         st, options = self.settings, self.setup.options
-        rt = Runtime(ir, self.client, lm=lm, api_base=st.api_base, trace_prompts=trace_prompts,
-                     extra_lms=self.config.alias_specs(), from_artifact=target.kind == "artifact",
-                     max_steps=st.max_steps, example_timeout=st.example_timeout,
-                     python=policy_for(target, self.setup.allowed), truncate_inputs=st.truncate_inputs,
-                     warnings=self.warnings)
+        rt = Runtime(
+            ir,
+            self.client,
+            lm=lm,
+            api_base=st.api_base,
+            trace_prompts=trace_prompts,
+            extra_lms=self.config.alias_specs(),
+            from_artifact=target.kind == "artifact",
+            max_steps=st.max_steps,
+            example_timeout=st.example_timeout,
+            python=policy_for(target, self.setup.allowed),
+            truncate_inputs=st.truncate_inputs,
+            warnings=self.warnings,
+        )
         if options.max_backtracks is not None:
             rt.max_backtracks = options.max_backtracks
         return rt
@@ -195,8 +223,7 @@ class Session:
                     pass
             except OSError as e:
                 reason = e.strerror or type(e).__name__
-                raise LMUnreachableError(f"cannot reach {spec.api_base} for {spec.model}: {reason}",
-                                         model=spec.model) from None
+                raise LMUnreachableError(f"cannot reach {spec.api_base} for {spec.model}: {reason}", model=spec.model) from None
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -10,20 +10,58 @@ from . import nodes as n
 from .errors import CompileError, Diagnostic, Span
 
 KEYWORDS = {
-    "signature", "module", "retriever", "tool", "lm", "metric", "program",
-    "for", "in", "if", "elif", "else", "while", "return", "assert", "suggest",
-    "and", "or", "not", "break", "continue",
+    "signature",
+    "module",
+    "retriever",
+    "tool",
+    "lm",
+    "metric",
+    "program",
+    "for",
+    "in",
+    "if",
+    "elif",
+    "else",
+    "while",
+    "return",
+    "assert",
+    "suggest",
+    "and",
+    "or",
+    "not",
+    "break",
+    "continue",
 }
 CONSTANTS = {"true": True, "True": True, "false": False, "False": False, "none": None, "None": None, "null": None}
 
 # Words for terminals, so parse errors never show token names.
 TOKEN_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LONG_STRING": "a string",
-    "FSTRING": "an f-string", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'",
-    "LSQB": "'['", "RSQB": "']'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
-    "VBAR": "'|'", "OPTMARK": "'?'", "ADDOP": "an operator", "MULOP": "an operator",
-    "COMPOP": "a comparison", "AUGOP": "'+='", "__ANON_0": "'->'", "MORETHAN": "'>'",
-    "CHECK_TARGET": "'for <module>'", "ASSERT": "'assert'", "SUGGEST": "'suggest'",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "LONG_STRING": "a string",
+    "FSTRING": "an f-string",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "DOT": "'.'",
+    "VBAR": "'|'",
+    "OPTMARK": "'?'",
+    "ADDOP": "an operator",
+    "MULOP": "an operator",
+    "COMPOP": "a comparison",
+    "AUGOP": "'+='",
+    "__ANON_0": "'->'",
+    "MORETHAN": "'>'",
+    "CHECK_TARGET": "'for <module>'",
+    "ASSERT": "'assert'",
+    "SUGGEST": "'suggest'",
     "$END": "the end of the file",
 }
 
@@ -59,8 +97,7 @@ def problem_from_lark(e: Any) -> SyntaxProblem:
         return SyntaxProblem("eof", 0, line, col, expected=expected)
     assert isinstance(e, UnexpectedToken)
     tok = e.token
-    return SyntaxProblem("token", tok.start_pos or 0, line, col, tok.type, str(tok), tok.end_line or line, tok.end_column or col + 1,
-                         expected)
+    return SyntaxProblem("token", tok.start_pos or 0, line, col, tok.type, str(tok), tok.end_line or line, tok.end_column or col + 1, expected)
 
 
 def _tok_word(words: dict[str, str], name: str) -> str:
@@ -89,8 +126,11 @@ def diagnose(p: SyntaxProblem, text: str, path: str, words: dict[str, str]) -> D
     if p.kind == "char":
         ch = text[p.pos] if p.pos < len(text) else ""
         if ch in "\"'":
-            return Diagnostic(Span(path, line, col, line, col + 1), "unterminated string",
-                              "close it with a matching quote on the same line, or use \"\"\" for text over several lines")
+            return Diagnostic(
+                Span(path, line, col, line, col + 1),
+                "unterminated string",
+                'close it with a matching quote on the same line, or use """ for text over several lines',
+            )
         shown = repr(ch) if ch else "character"
         return Diagnostic(Span(path, line, col, line, col + 1), f"unexpected character {shown}")
     found = {_tok_word(words, t) for t in p.expected}
@@ -106,7 +146,7 @@ def diagnose(p: SyntaxProblem, text: str, path: str, words: dict[str, str]) -> D
     msg = f"unexpected {_describe(p.token_text)}"
     hint = _expected(words, p.expected)
     text_tok = p.token_text
-    if text_tok in DECL_KEYWORDS and p.token_type != "NAME" and not text[text.rfind("\n", 0, p.pos) + 1:p.pos].strip():
+    if text_tok in DECL_KEYWORDS and p.token_type != "NAME" and not text[text.rfind("\n", 0, p.pos) + 1 : p.pos].strip():
         # A declaration keyword first on its line where the declaration above is unfinished.
         if "'}'" in found:
             hint = "a '{' block above is not closed; expected '}' before the next declaration"
@@ -120,8 +160,11 @@ def diagnose(p: SyntaxProblem, text: str, path: str, words: dict[str, str]) -> D
         m = re.search(r"(?:^|[^A-Za-z0-9_.])([A-Za-z_]+)\s*$", before)
         if m and m.group(1) in KEYWORDS and text_tok in ("=", "+=", "-=", "*=", "/="):
             kw_col = m.start(1) + 1
-            return Diagnostic(Span(path, line, kw_col, line, kw_col + len(m.group(1))),
-                              f"'{m.group(1)}' is a keyword and cannot be used as a name", "pick another name")
+            return Diagnostic(
+                Span(path, line, kw_col, line, kw_col + len(m.group(1))),
+                f"'{m.group(1)}' is a keyword and cannot be used as a name",
+                "pick another name",
+            )
     return Diagnostic(Span(path, line, col, line, max(end_col, col + 1)), msg, hint)
 
 
@@ -174,8 +217,12 @@ def shorthand_fields(text: str) -> tuple[list[str], list[str], list[tuple[str, s
             if not name and not side.strip():
                 continue
             if not _FIELD_NAME.fullmatch(name):
-                problems.append((f"'{name}' is not a valid field name" if name else "empty field name in signature shorthand",
-                                 "field names are letters, digits and '_'"))
+                problems.append(
+                    (
+                        f"'{name}' is not a valid field name" if name else "empty field name in signature shorthand",
+                        "field names are letters, digits and '_'",
+                    )
+                )
                 continue
             names.append(name)
         sides.append(names)
@@ -243,8 +290,8 @@ def unescape(body: str, span: Span) -> str:
                 out.append(_ESCAPES[nxt])
                 i += 2
                 continue
-            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6] or ""):
-                out.append(chr(int(body[i + 2:i + 6], 16)))
+            if nxt == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2 : i + 6] or ""):
+                out.append(chr(int(body[i + 2 : i + 6], 16)))
                 i += 6
                 continue
             if nxt == "\n":

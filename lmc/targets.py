@@ -24,9 +24,12 @@ class Target:
     artifact: Artifact | None = None
 
     def program_json(self) -> dict:
-        return {"name": self.name, "path": portable_path(self.path) if self.kind == "program" else
-                (self.artifact.program.get("path") if self.artifact else None),
-                "source": self.source, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "path": portable_path(self.path) if self.kind == "program" else (self.artifact.program.get("path") if self.artifact else None),
+            "source": self.source,
+            "sha256": self.sha256,
+        }
 
     def input_files(self, label: str = "program", config_path: str | None = None) -> list[tuple[str, str]]:
         """The files a run of this target reads, as (label, path): itself, its retrievers' corpora, lmc.yaml."""

@@ -91,8 +91,9 @@ def open_telemetry(otel: Any = None, *, content: bool = False) -> "Telemetry | N
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     except ImportError:
         why = "--otel" if otel is not None else "OTEL_EXPORTER_OTLP_ENDPOINT is set, so lmc exports spans; that"
-        raise ConfigError(f"{why} needs the OpenTelemetry extra: pip install 'lmc[otel]'",
-                          hint=None if otel is not None else "or set LMC_OTEL=0 to export nothing") from None
+        raise ConfigError(
+            f"{why} needs the OpenTelemetry extra: pip install 'lmc[otel]'", hint=None if otel is not None else "or set LMC_OTEL=0 to export nothing"
+        ) from None
     attrs = {"service.version": __version__}
     # The user's service name (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) wins; "lmc" otherwise.
     if not os.environ.get("OTEL_SERVICE_NAME") and "service.name=" not in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""):
@@ -126,18 +127,21 @@ def check_endpoint(url: str) -> None:
 
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"OpenTelemetry endpoint '{parsed.scheme}://{parsed.hostname or ''}': expected an http(s) "
-                          "URL such as http://localhost:4318 in OTEL_EXPORTER_OTLP_ENDPOINT")
+        raise ConfigError(
+            f"OpenTelemetry endpoint '{parsed.scheme}://{parsed.hostname or ''}': expected an http(s) "
+            "URL such as http://localhost:4318 in OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     shown = f"{parsed.scheme}://{parsed.hostname}:{port}"  # never the path, user or query: they may hold a token
     try:
         with socket.create_connection((parsed.hostname, port), timeout=3):
             pass
     except OSError as e:
-        raise ConfigError(f"cannot reach the OpenTelemetry collector at {shown} ({e.strerror or type(e).__name__}); "
-                          "no span could be exported",
-                          hint="start the collector, point OTEL_EXPORTER_OTLP_ENDPOINT at it, or drop --otel "
-                               "(LMC_OTEL=0 when the variable is set for other programs)") from None
+        raise ConfigError(
+            f"cannot reach the OpenTelemetry collector at {shown} ({e.strerror or type(e).__name__}); no span could be exported",
+            hint="start the collector, point OTEL_EXPORTER_OTLP_ENDPOINT at it, or drop --otel "
+            "(LMC_OTEL=0 when the variable is set for other programs)",
+        ) from None
 
 
 class _OneLine:
@@ -212,8 +216,7 @@ class Telemetry:
 
     @contextmanager
     def _span(self, name: str, kind: Any, attrs: dict) -> Iterator["_Span"]:
-        with self.tracer.start_as_current_span(name, kind=kind, record_exception=False,
-                                               set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(name, kind=kind, record_exception=False, set_status_on_exception=False) as span:
             handle = _Span(self, span)
             handle.set(**attrs)
             try:
@@ -229,8 +232,9 @@ class Telemetry:
         if current is not None:
             yield current
             return
-        with self._span(f"example {program}", self._kind.INTERNAL,
-                        {"lmc.example.id": "" if example_id is None else str(example_id), "lmc.program": program}) as h:
+        with self._span(
+            f"example {program}", self._kind.INTERNAL, {"lmc.example.id": "" if example_id is None else str(example_id), "lmc.program": program}
+        ) as h:
             token = _EXAMPLE.set(h)
             try:
                 yield h
@@ -243,10 +247,14 @@ class Telemetry:
     @contextmanager
     def lm_call(self, spec: Any, req: Any) -> Iterator[Any]:
         operation = "chat" if req.messages is not None else "text_completion"
-        attrs: dict = {"gen_ai.operation.name": operation, "gen_ai.system": spec.provider,
-                       "gen_ai.provider.name": spec.provider, "gen_ai.request.model": spec.model,
-                       "gen_ai.request.temperature": float(req.temperature),
-                       "gen_ai.request.max_tokens": int(req.max_tokens)}
+        attrs: dict = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.system": spec.provider,
+            "gen_ai.provider.name": spec.provider,
+            "gen_ai.request.model": spec.model,
+            "gen_ai.request.temperature": float(req.temperature),
+            "gen_ai.request.max_tokens": int(req.max_tokens),
+        }
         if req.stop:
             attrs["gen_ai.request.stop_sequences"] = list(req.stop)
         if spec.api_base:
@@ -297,9 +305,16 @@ class _Span:
 
     def example_result(self, result: Any) -> None:
         u = result.usage()
-        self.set(**{"lmc.ok": result.ok, "lmc.duration_s": round(result.duration_s, 6),
-                    "gen_ai.usage.input_tokens": u["prompt_tokens"], "gen_ai.usage.output_tokens": u["completion_tokens"],
-                    "gen_ai.usage.cost": u["cost"], "lmc.lm_calls": u["calls"] + u["cached_calls"]})
+        self.set(
+            **{
+                "lmc.ok": result.ok,
+                "lmc.duration_s": round(result.duration_s, 6),
+                "gen_ai.usage.input_tokens": u["prompt_tokens"],
+                "gen_ai.usage.output_tokens": u["completion_tokens"],
+                "gen_ai.usage.cost": u["cost"],
+                "lmc.lm_calls": u["calls"] + u["cached_calls"],
+            }
+        )
         if not result.ok:
             kind = getattr(result.error_kind, "value", result.error_kind)
             self.attr("error.type", str(kind) if kind is not None else "error")
@@ -309,10 +324,17 @@ class _Span:
         self.set(**{"lmc.score": None if score is None else float(score), "lmc.passed": passed})
 
     def lm_result(self, result: Any) -> None:
-        self.set(**{"gen_ai.response.model": self.model, "gen_ai.usage.input_tokens": int(result.prompt_tokens),
-                    "gen_ai.usage.output_tokens": int(result.completion_tokens),
-                    "gen_ai.usage.cost": float(result.cost), "lmc.cost_usd": float(result.cost),
-                    "lmc.latency_s": round(float(result.latency_s), 6), "lmc.cached": bool(result.cached)})
+        self.set(
+            **{
+                "gen_ai.response.model": self.model,
+                "gen_ai.usage.input_tokens": int(result.prompt_tokens),
+                "gen_ai.usage.output_tokens": int(result.completion_tokens),
+                "gen_ai.usage.cost": float(result.cost),
+                "lmc.cost_usd": float(result.cost),
+                "lmc.latency_s": round(float(result.latency_s), 6),
+                "lmc.cached": bool(result.cached),
+            }
+        )
         if result.finish_reason:
             self.attr("gen_ai.response.finish_reasons", [str(result.finish_reason)])
         if self.t.content:
@@ -321,7 +343,6 @@ class _Span:
 
 def _messages_json(messages: Any) -> str:
     """Messages in the GenAI conventions' shape (role + text parts), as one JSON string attribute."""
-    out = [{"role": str(m.get("role", "user")), "parts": [{"type": "text", "content": str(m.get("content", ""))}]}
-           for m in messages]
+    out = [{"role": str(m.get("role", "user")), "parts": [{"type": "text", "content": str(m.get("content", ""))}]} for m in messages]
     text = json.dumps(out, ensure_ascii=False)
     return text if len(text) <= MAX_CONTENT_CHARS else text[:MAX_CONTENT_CHARS] + "…"

@@ -27,8 +27,7 @@ class Timeline:
         u = getattr(self.client, "usage", None)
         if u is None:
             return {"calls": 0, "cached_calls": 0, "tokens": 0, "cost": 0.0}
-        return {"calls": u.calls, "cached_calls": u.cached_calls, "tokens": u.prompt_tokens + u.completion_tokens,
-                "cost": round(u.cost, 8)}
+        return {"calls": u.calls, "cached_calls": u.cached_calls, "tokens": u.prompt_tokens + u.completion_tokens, "cost": round(u.cost, 8)}
 
     def _now(self) -> float:
         return round(time.perf_counter() - self.started, 3)
@@ -39,15 +38,14 @@ class Timeline:
 
     def candidate(self, cand: Any) -> None:
         """Called by the optimizer context each time a candidate is recorded, in the artifact's order."""
-        self.candidates.append({"index": len(self.candidates), "name": cand.name, "dev": cand.score,
-                                "t": self._now(), **self._usage()})
+        self.candidates.append({"index": len(self.candidates), "name": cand.name, "dev": cand.score, "t": self._now(), **self._usage()})
 
     def wrap_log(self, log: Callable[[str], None]) -> Callable[[str], None]:
         def logged(msg: str) -> None:
             self.sample(msg)
             log(msg)
+
         return logged
 
     def to_json(self) -> dict:
-        return {"samples": self.samples + [{"t": self._now(), "stage": "done", **self._usage()}],
-                "candidates": list(self.candidates)}
+        return {"samples": self.samples + [{"t": self._now(), "stage": "done", **self._usage()}], "candidates": list(self.candidates)}

@@ -38,9 +38,15 @@ ERROR_MODES = ("exclude", "include", "only")
 
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge, "<=": operator.le, "!=": operator.ne, "==": operator.eq, ">": operator.gt, "<": operator.lt}
-_TOKEN_RE = (r"""\s*(?:(?P<op>>=|<=|!=|==|>|<)|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
-                        |(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<word>[A-Za-z_][\w.\-]*))""")
+    ">=": operator.ge,
+    "<=": operator.le,
+    "!=": operator.ne,
+    "==": operator.eq,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_TOKEN_RE = r"""\s*(?:(?P<op>>=|<=|!=|==|>|<)|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)
+                        |(?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')|(?P<word>[A-Za-z_][\w.\-]*))"""
 FIELDS = ("score", "ok", "error", "duration_s", "calls", "id", "name", "feedback.NAME")
 
 
@@ -90,8 +96,10 @@ def parse_where(text: str | None) -> Where:
     while pos < len(src):
         m = _token().match(src, pos)
         if m is None or m.end() == pos:
-            raise ConfigError(f"--where '{text}': cannot read '{src[pos:].strip()[:20]}'; expected FIELD OP VALUE, "
-                              "e.g. 'score >= 1' (OP: >= <= > < == !=; join conditions with 'and')")
+            raise ConfigError(
+                f"--where '{text}': cannot read '{src[pos:].strip()[:20]}'; expected FIELD OP VALUE, "
+                "e.g. 'score >= 1' (OP: >= <= > < == !=; join conditions with 'and')"
+            )
         kind = m.lastgroup or ""
         tokens.append((kind, m.group(kind)))
         pos = m.end()
@@ -104,7 +112,7 @@ def parse_where(text: str | None) -> Where:
             raise ConfigError(f"--where '{text}': expected 'and' between conditions, got '{tokens[i][1]}'")
         if i:
             i += 1
-        chunk = tokens[i:i + 3]
+        chunk = tokens[i : i + 3]
         if len(chunk) < 3 or chunk[0][0] != "word" or chunk[1][0] != "op" or chunk[2][0] == "op":
             raise ConfigError(f"--where '{text}': expected FIELD OP VALUE, e.g. 'score >= 1'")
         name = chunk[0][1]
@@ -165,8 +173,9 @@ def read_values(path: str) -> Iterator[tuple[int, Any]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DatasetError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8", shown,
-                           data[: exc.start].count(b"\n") + 1) from None
+        raise DatasetError(
+            f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8", shown, data[: exc.start].count(b"\n") + 1
+        ) from None
     if not text.strip():
         raise DatasetError("file is empty; expected traces", shown)
     whole = _document(text)
@@ -248,8 +257,12 @@ def records(path: str, module: str | None = None) -> Iterator[Record]:
         elif "calls" in value or value.get("schema") == TRACE_SCHEMA:
             yield from _lmc_records(value, where, module)
         else:
-            raise DatasetError("neither an lmc trace (with 'calls') nor a LangSmith run (with 'run_type'); "
-                               "expected the output of `lmc run --trace` or a LangSmith run export", shown, lineno)
+            raise DatasetError(
+                "neither an lmc trace (with 'calls') nor a LangSmith run (with 'run_type'); "
+                "expected the output of `lmc run --trace` or a LangSmith run export",
+                shown,
+                lineno,
+            )
     if langsmith:
         yield from _langsmith_records(langsmith, shown, module)
 
@@ -293,15 +306,25 @@ def _lmc_records(trace: dict, where: str, module: str | None) -> Iterator[Record
     if not isinstance(calls, list):
         raise DatasetError(f"{where}: 'calls' must be a list of predictor calls")
     error = trace.get("error")
-    facts = {"id": str(tid), "ok": error is None, "error": error, "score": _score(trace.get("score"), where),
-             "duration_s": trace.get("duration_s"), "calls": len(calls), "name": trace.get("program"),
-             **_feedback(trace.get("feedback"), where)}
+    facts = {
+        "id": str(tid),
+        "ok": error is None,
+        "error": error,
+        "score": _score(trace.get("score"), where),
+        "duration_s": trace.get("duration_s"),
+        "calls": len(calls),
+        "name": trace.get("program"),
+        **_feedback(trace.get("feedback"), where),
+    }
     if module is None:
         if "inputs" not in trace:
-            raise DatasetError(f"{where}: the trace has no 'inputs'; it was written before lmc recorded them "
-                               f"(rerun `lmc run --trace`), or pass --module to take a module's calls")
-        yield Record(where, str(tid), _obj(trace["inputs"], "inputs", where) or {},
-                     _obj(trace.get("outputs"), "outputs", where, null=True), error, facts)
+            raise DatasetError(
+                f"{where}: the trace has no 'inputs'; it was written before lmc recorded them "
+                f"(rerun `lmc run --trace`), or pass --module to take a module's calls"
+            )
+        yield Record(
+            where, str(tid), _obj(trace["inputs"], "inputs", where) or {}, _obj(trace.get("outputs"), "outputs", where, null=True), error, facts
+        )
         return
     n = 0
     for k, call in enumerate(calls):
@@ -311,10 +334,21 @@ def _lmc_records(trace: dict, where: str, module: str | None) -> Iterator[Record
             continue
         n += 1
         call_error = call.get("error")
-        own = {**facts, "ok": call_error is None and error is None, "error": call_error or error,
-               "duration_s": call.get("latency_s"), "name": call.get("module")}
-        yield Record(where, f"{tid}.{module}.{n}", _obj(call.get("inputs"), "inputs", where) or {},
-                     _obj(call.get("outputs"), "outputs", where, null=True), call_error or error, own)
+        own = {
+            **facts,
+            "ok": call_error is None and error is None,
+            "error": call_error or error,
+            "duration_s": call.get("latency_s"),
+            "name": call.get("module"),
+        }
+        yield Record(
+            where,
+            f"{tid}.{module}.{n}",
+            _obj(call.get("inputs"), "inputs", where) or {},
+            _obj(call.get("outputs"), "outputs", where, null=True),
+            call_error or error,
+            own,
+        )
 
 
 def _flatten(run: dict, shown: str, lineno: int, parent: Any = None) -> Iterator[dict]:
@@ -347,11 +381,25 @@ def _langsmith_records(runs: list[tuple[int, dict]], shown: str, module: str | N
         if score is None and len(feedback) == 1:
             score = next(iter(feedback.values()))
         error = run.get("error")
-        facts = {"id": str(rid), "ok": error is None, "error": error, "score": score, "name": run.get("name"),
-                 "duration_s": _seconds(run.get("start_time"), run.get("end_time")),
-                 "calls": len(run.get("child_run_ids") or []) or None, **feedback}
-        yield Record(where, str(rid), _obj(run.get("inputs") or {}, "inputs", where) or {},
-                     _obj(run.get("outputs"), "outputs", where, null=True), error, facts, foreign=True)
+        facts = {
+            "id": str(rid),
+            "ok": error is None,
+            "error": error,
+            "score": score,
+            "name": run.get("name"),
+            "duration_s": _seconds(run.get("start_time"), run.get("end_time")),
+            "calls": len(run.get("child_run_ids") or []) or None,
+            **feedback,
+        }
+        yield Record(
+            where,
+            str(rid),
+            _obj(run.get("inputs") or {}, "inputs", where) or {},
+            _obj(run.get("outputs"), "outputs", where, null=True),
+            error,
+            facts,
+            foreign=True,
+        )
 
 
 def _seconds(start: Any, end: Any) -> float | None:
@@ -390,12 +438,20 @@ class Conversion:
     def summary(self) -> str:
         parts = [f"{n} {reason} (first at {self.first_skip[reason]})" for reason, n in self.skipped.items()]
         n, read = len(self.examples), self.read
-        return (f"{n} example{'s' if n != 1 else ''} from {read} trace{'s' if read != 1 else ''}"
-                + (f"; left out: {', '.join(parts)}" if parts else ""))
+        return f"{n} example{'s' if n != 1 else ''} from {read} trace{'s' if read != 1 else ''}" + (
+            f"; left out: {', '.join(parts)}" if parts else ""
+        )
 
 
-def to_examples(paths: Sequence[str], inputs: Mapping[str, Any], outputs: Mapping[str, Any], *,
-                where: Where = Where(""), module: str | None = None, errors: str = "exclude") -> Conversion:
+def to_examples(
+    paths: Sequence[str],
+    inputs: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+    *,
+    where: Where = Where(""),
+    module: str | None = None,
+    errors: str = "exclude",
+) -> Conversion:
     """Filter the records of `paths` and shape them as the program's examples (inputs + gold outputs).
 
     A record missing one of the program's inputs, or whose values do not fit their types, is left
@@ -431,8 +487,7 @@ def to_examples(paths: Sequence[str], inputs: Mapping[str, Any], outputs: Mappin
     return conv
 
 
-def _shape(rec: Record, inputs: Mapping[str, Any], outputs: Mapping[str, Any], conv: Conversion,
-           with_outputs: bool) -> dict | None:
+def _shape(rec: Record, inputs: Mapping[str, Any], outputs: Mapping[str, Any], conv: Conversion, with_outputs: bool) -> dict | None:
     got_in = _aligned(rec.inputs, inputs) if rec.foreign else rec.inputs
     example: dict = {"id": rec.id}
     for name, tp in inputs.items():

@@ -15,17 +15,28 @@ import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 
-CHROMIUM = next((p for p in (os.environ.get("LMC_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                             shutil.which("google-chrome")) if p), None)
+CHROMIUM = next(
+    (p for p in (os.environ.get("LMC_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"), shutil.which("google-chrome")) if p),
+    None,
+)
 SKIP_REASON = "chromium is not installed (apt-get install chromium, or set LMC_CHROMIUM); the page was not rendered"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--hide-scrollbars", "--disable-extensions", "--mute-audio"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+    "--disable-extensions",
+    "--mute-audio",
+]
 
 
 def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="lmc-chromium-") as profile:
-        return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                              timeout=timeout, check=False)
+        return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, timeout=timeout, check=False)
 
 
 def without_scripts(path: Path, out: Path) -> Path:
@@ -64,8 +75,8 @@ def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, width = 8, b"", 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color = struct.unpack(">IIBB", chunk[:10])
             assert depth == 8 and color in (2, 6), (depth, color)
@@ -77,7 +88,7 @@ def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
     stride = width * bpp
     rows, prev = [], bytearray(stride)
     for y in range(height):
-        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b, c = prev[i], prev[i - bpp] if i >= bpp else 0
@@ -125,8 +136,9 @@ class Node:
         for c in self.children:
             if isinstance(c, Node):
                 if (tag is None or c.tag == tag) and all(
-                        (v is True and k.replace("_", "-").rstrip("-") in c.attrs) or
-                        c.attrs.get(k.replace("_", "-").rstrip("-")) == v for k, v in attrs.items()):
+                    (v is True and k.replace("_", "-").rstrip("-") in c.attrs) or c.attrs.get(k.replace("_", "-").rstrip("-")) == v
+                    for k, v in attrs.items()
+                ):
                     out.append(c)
                 out += c.find_all(tag, **attrs)
         return out

@@ -53,8 +53,7 @@ def fast_retry_client(tmp_path):
     made = []
 
     def make(**kw):
-        opts = dict(cache_dir=tmp_path / "cache", use_cache=False, timeout=2.0, max_retries=3,
-                    retry_wait=0.01, retry_max_wait=0.05)
+        opts = dict(cache_dir=tmp_path / "cache", use_cache=False, timeout=2.0, max_retries=3, retry_wait=0.01, retry_max_wait=0.05)
         opts.update(kw)
         client = LMClient(**opts)
         made.append(client)

@@ -22,8 +22,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     import dspy
 
-    dspy.configure(lm=dspy.LM("openai/loopback", api_base=config["api_base"], api_key="test-key", cache=False,
-                              num_retries=0))
+    dspy.configure(lm=dspy.LM("openai/loopback", api_base=config["api_base"], api_key="test-key", cache=False, num_retries=0))
     out = {"dspy_version": dspy.__version__, "cases": {}}
     for name, case in config["cases"].items():
         result: dict = {}

@@ -44,10 +44,16 @@ class FakeLM:
     - a str: always that reply.
     """
 
-    def __init__(self, script: Callable[[LMSpec, LMRequest], str] | Sequence[str] | Mapping[str, str] | str = "ok",
-                 *, default: str | None = None, latency: float = 0.0, tokens_per_char: float = 0.25,
-                 cost_per_token: float = 0.0,
-                 logprobs: Callable[[LMSpec, LMRequest], Mapping[str, tuple[float, int]]] | None = None):
+    def __init__(
+        self,
+        script: Callable[[LMSpec, LMRequest], str] | Sequence[str] | Mapping[str, str] | str = "ok",
+        *,
+        default: str | None = None,
+        latency: float = 0.0,
+        tokens_per_char: float = 0.25,
+        cost_per_token: float = 0.0,
+        logprobs: Callable[[LMSpec, LMRequest], Mapping[str, tuple[float, int]]] | None = None,
+    ):
         self.script = script
         self.default = default
         self.latency = latency
@@ -97,12 +103,16 @@ class FakeLM:
             table = self.logprobs(spec, req)
             scores = tuple((c, float(table[c][0]), int(table[c][1])) for c in req.choices)
             best = max(scores, key=lambda s: s[1])[0]
-            return LMResult(text=best, prompt_tokens=int(len(full_text(req)) * self.tokens_per_char),
-                            completion_tokens=0, finish_reason="stop", label_scores=scores)
+            return LMResult(
+                text=best,
+                prompt_tokens=int(len(full_text(req)) * self.tokens_per_char),
+                completion_tokens=0,
+                finish_reason="stop",
+                label_scores=scores,
+            )
         reply = self.reply(spec, req)
         if isinstance(reply, BaseException):
             raise reply
         pt = int(len(full_text(req)) * self.tokens_per_char)
         ct = int(len(reply) * self.tokens_per_char)
-        return LMResult(text=reply, prompt_tokens=pt, completion_tokens=ct, cost=(pt + ct) * self.cost_per_token,
-                        finish_reason="stop")
+        return LMResult(text=reply, prompt_tokens=pt, completion_tokens=ct, cost=(pt + ct) * self.cost_per_token, finish_reason="stop")

@@ -26,8 +26,16 @@ FAULT_KINDS = (
     "empty",  # a 200 with an empty completion
 )
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 def body_hash(request: dict) -> str:
@@ -181,10 +189,16 @@ class LoopbackServer:
     def stats(self) -> dict:
         with self._lock:
             # cpu_s: CPU seconds of the whole process, the server's own when it runs in one (ServerProcess)
-            return {"requests": self.requests, "by_path": dict(self.by_path), "duplicates": self.duplicates(),
-                    "faults_injected": dict(self.faults_injected), "connections": self.connections,
-                    "max_open": self.max_open, "cpu_s": time.process_time(),
-                    "timeline": sorted(self.timeline.items())}
+            return {
+                "requests": self.requests,
+                "by_path": dict(self.by_path),
+                "duplicates": self.duplicates(),
+                "faults_injected": dict(self.faults_injected),
+                "connections": self.connections,
+                "max_open": self.max_open,
+                "cpu_s": time.process_time(),
+                "timeline": sorted(self.timeline.items()),
+            }
 
     def duplicates(self) -> int:
         """How many requests repeated a body already seen (retries included)."""
@@ -228,12 +242,21 @@ class LoopbackServer:
             except Exception:
                 pass
 
-    def _send(self, writer: asyncio.StreamWriter, status: int, payload: bytes, extra: dict | None = None,
-              content_type: str = "application/json", declared_length: int | None = None) -> None:
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                f"Content-Type: {content_type}",
-                f"Content-Length: {declared_length if declared_length is not None else len(payload)}",
-                "Connection: keep-alive"]
+    def _send(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: bytes,
+        extra: dict | None = None,
+        content_type: str = "application/json",
+        declared_length: int | None = None,
+    ) -> None:
+        head = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {declared_length if declared_length is not None else len(payload)}",
+            "Connection: keep-alive",
+        ]
         for k, v in (extra or {}).items():
             head.append(f"{k}: {v}")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
@@ -410,8 +433,12 @@ class LoopbackServer:
             echo = bool(request.get("echo")) and self.logprob is not None
             if echo:
                 text = prompt_text + text
-            choice = {"index": 0, "text": text, "finish_reason": "stop",
-                      "logprobs": self._echo(prompt_text, text[len(prompt_text):]) if echo else None}
+            choice = {
+                "index": 0,
+                "text": text,
+                "finish_reason": "stop",
+                "logprobs": self._echo(prompt_text, text[len(prompt_text) :]) if echo else None,
+            }
             obj = "text_completion"
         pt, ct = _tokens(prompt_text), _tokens(text)
         return {
@@ -433,8 +460,7 @@ class LoopbackServer:
             vec = [(b - 127.5) / 127.5 for b in digest[:16]]
             data.append({"object": "embedding", "index": i, "embedding": vec})
         tokens = sum(_tokens(str(t)) for t in inputs)
-        return {"object": "list", "data": data, "model": request.get("model", "loopback"),
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {"object": "list", "data": data, "model": request.get("model", "loopback"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _fit_schema(schema: dict, text: str) -> dict:

@@ -37,6 +37,5 @@ def rows(n: int, prefix: str, mislead_every: int = 3) -> list[dict]:
     for i in range(n):
         word = "bad" if i % 2 else "good"
         extra = " MISLEAD" if i % mislead_every == 0 else ""
-        out.append({"id": f"{prefix}{i:02d}", "review": f"a {word} thing number {i}{extra}",
-                    "sentiment": "negative" if i % 2 else "positive"})
+        out.append({"id": f"{prefix}{i:02d}", "review": f"a {word} thing number {i}{extra}", "sentiment": "negative" if i % 2 else "positive"})
     return out

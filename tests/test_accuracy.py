@@ -117,8 +117,7 @@ metric acc = accuracy(sentiment)
 
 def test_chain_of_thought_over_a_label_sends_its_grammar_to_the_model():
     fake = FakeLM(" good words.\nSentiment: positive")
-    rt = Runtime(lower(check_source(COT_LABEL, "c.lmp")), LMClient(cache_dir=None, backend=fake),
-                 lm=parse_lm("text-completion-openai/base"))
+    rt = Runtime(lower(check_source(COT_LABEL, "c.lmp")), LMClient(cache_dir=None, backend=fake), lm=parse_lm("text-completion-openai/base"))
     result = _run(run_example(rt, {"review": "great"}))
     assert result.outputs == {"sentiment": "positive"}
     req = fake.requests[0]
@@ -138,8 +137,9 @@ def rag_responder(request: dict) -> str:
     gold = {r["question"]: r["answer"] for r in _qa_rows("qa_train.jsonl") + _qa_rows("qa_dev.jsonl")}
     prompt = str(request.get("prompt", ""))
     question = re.findall(r"^Question: (.*)$", prompt, re.M)[-1]
-    return (f" The passages answer it.\nAnswer: {gold.get(question, 'unknown')}\nQuestion: And what came next?\n"
-            "Answer: 1822\n\nPassages: [1] more text")
+    return (
+        f" The passages answer it.\nAnswer: {gold.get(question, 'unknown')}\nQuestion: And what came next?\nAnswer: 1822\n\nPassages: [1] more text"
+    )
 
 
 def test_a_rag_programs_answers_and_demos_hold_no_run_on_text(tmp_path, monkeypatch, capsys):
@@ -149,9 +149,27 @@ def test_a_rag_programs_answers_and_demos_hold_no_run_on_text(tmp_path, monkeypa
     out, cache = tmp_path / "rag.lmc.json", tmp_path / "cache"
     with LoopbackServer(rag_responder) as srv:
         lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(cache)]
-        code = main(["compile", "programs/rag.lmp", "--train", "datasets/qa_train.jsonl", "--dev",
-                     "datasets/qa_dev.jsonl", "--metric", "token_f1", "--optimizer", "bootstrap", "--max-demos", "3",
-                     "--max-labeled", "0", "-o", str(out), *lm])
+        code = main(
+            [
+                "compile",
+                "programs/rag.lmp",
+                "--train",
+                "datasets/qa_train.jsonl",
+                "--dev",
+                "datasets/qa_dev.jsonl",
+                "--metric",
+                "token_f1",
+                "--optimizer",
+                "bootstrap",
+                "--max-demos",
+                "3",
+                "--max-labeled",
+                "0",
+                "-o",
+                str(out),
+                *lm,
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 0, err
         art = json.loads(out.read_text())
@@ -187,8 +205,10 @@ def test_a_trace_whose_suggest_failed_never_becomes_a_demo():
         story = re.findall(r"<story>\s*(.*?)\s*</story>", req.messages[-1]["content"], re.S)[-1]
         return f"<headline>{story}</headline>"  # the story itself: long ones break the suggest, even after feedback
 
-    train = [{"id": f"s{i}", "story": s, "headline": s} for i, s in
-             enumerate(["short one", "a much longer story than twenty characters", "tiny", "another very long story here"])]
+    train = [
+        {"id": f"s{i}", "story": s, "headline": s}
+        for i, s in enumerate(["short one", "a much longer story than twenty characters", "tiny", "another very long story here"])
+    ]
     ctx, fake, ir = make_ctx(SUGGEST, lm, train, max_demos=4, max_labeled=0)
     out = _run(run_pass("bootstrap", ir, ctx))
     assert [d["_id"] for d in out.predictors[0].demos] == ["s0", "s2"]
@@ -289,8 +309,7 @@ def test_length_normalisation_is_a_setting():
 
 def test_scoring_off_for_sampling_and_a_server_without_scores_falls_back_once_with_a_warning():
     fake = FakeLM(" negative")  # no log-probabilities: answers as generated text
-    rt = Runtime(lower(check_source(SENTIMENT, "s.lmp")), LMClient(cache_dir=None, backend=fake),
-                 lm=parse_lm("text-completion-openai/base"))
+    rt = Runtime(lower(check_source(SENTIMENT, "s.lmp")), LMClient(cache_dir=None, backend=fake), lm=parse_lm("text-completion-openai/base"))
     a = _run(run_example(rt, {"review": "one"}))
     b = _run(run_example(rt, {"review": "two"}))
     assert a.outputs == b.outputs == {"sentiment": "negative"}
@@ -362,8 +381,7 @@ def test_the_embedded_model_scores_each_whole_label_with_the_prompt_evaluated_on
             assert math.isclose(lp, expected, abs_tol=tol), (label, lp, expected)
         assert got.label_scores[2][2] >= 2  # a multi-token label is scored whole
         assert got.text == max(got.label_scores, key=lambda s: s[1])[0]
-    shaped = LMRequest(prompt="Question: Is the sky green?\nReasoning:", max_tokens=160,
-                       shape=(("Reasoning", "str", ()), ("Answer", "bool", ())))
+    shaped = LMRequest(prompt="Question: Is the sky green?\nReasoning:", max_tokens=160, shape=(("Reasoning", "str", ()), ("Answer", "bool", ())))
     text = _run(backend.call(spec, shaped, 60)).text
     assert re.fullmatch(r" ?[^\n]{1,480}\nAnswer: ?(true|false)", text), text
     backend.close()
@@ -372,8 +390,7 @@ def test_the_embedded_model_scores_each_whole_label_with_the_prompt_evaluated_on
 # ---------------------------------------------------------------- constraints over the wire
 
 
-def _server_run(server: LoopbackServer, *, cache_dir=None, constraints: str | None = None, source: str = SENTIMENT,
-                review: str = "awful"):
+def _server_run(server: LoopbackServer, *, cache_dir=None, constraints: str | None = None, source: str = SENTIMENT, review: str = "awful"):
     client = LMClient(cache_dir=cache_dir, constraints=constraints)
     rt = Runtime(lower(check_source(source, "s.lmp")), client, lm=parse_lm("text-completion-openai/base", server.url))
 
@@ -382,6 +399,7 @@ def _server_run(server: LoopbackServer, *, cache_dir=None, constraints: str | No
             return await run_example(rt, {"review": review})
         finally:
             await client.aclose()
+
     return _run(go()), client
 
 
@@ -473,10 +491,8 @@ metric acc = accuracy(sentiment)
 
 # A base model that leans positive: its scores for content-free inputs, and for the dev reviews.
 CONTENT_FREE_SCORES = {"N/A": (-0.5, -1.5), "": (-0.7, -1.2), "[MASK]": (-0.6, -1.6)}
-DEV_SCORES = {"loved it": (-0.8, -2.5), "fine fun": (-0.9, -1.8), "dull": (-1.0, -1.3), "awful": (-1.1, -1.5),
-              "boring": (-1.0, -1.2)}
-DEV_GOLD = {"loved it": "positive", "fine fun": "positive", "dull": "negative", "awful": "negative",
-            "boring": "negative"}
+DEV_SCORES = {"loved it": (-0.8, -2.5), "fine fun": (-0.9, -1.8), "dull": (-1.0, -1.3), "awful": (-1.1, -1.5), "boring": (-1.0, -1.2)}
+DEV_GOLD = {"loved it": "positive", "fine fun": "positive", "dull": "negative", "awful": "negative", "boring": "negative"}
 
 
 def _binary_logprobs(spec, req):
@@ -582,16 +598,53 @@ def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_cli_logprob) as srv:
         lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
-        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
-                     "-o", "plain.lmc.json", *lm]) == 0, capsys.readouterr().err
-        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
-                     "--then", "calibrate", "-o", "cal.lmc.json", *lm]) == 0, capsys.readouterr().err
+        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none", "-o", "plain.lmc.json", *lm]) == 0, (
+            capsys.readouterr().err
+        )
+        assert (
+            main(
+                [
+                    "compile",
+                    "b.lmp",
+                    "--train",
+                    "dev.jsonl",
+                    "--dev",
+                    "dev.jsonl",
+                    "--optimizer",
+                    "none",
+                    "--then",
+                    "calibrate",
+                    "-o",
+                    "cal.lmc.json",
+                    *lm,
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err
         err = capsys.readouterr().err
         assert "keeping contextual" in err
         sent = srv.requests
         # warm: the same compile again sends nothing and writes the same bytes
-        assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none",
-                     "--then", "calibrate", "-o", "again.lmc.json", *lm]) == 0
+        assert (
+            main(
+                [
+                    "compile",
+                    "b.lmp",
+                    "--train",
+                    "dev.jsonl",
+                    "--dev",
+                    "dev.jsonl",
+                    "--optimizer",
+                    "none",
+                    "--then",
+                    "calibrate",
+                    "-o",
+                    "again.lmc.json",
+                    *lm,
+                ]
+            )
+            == 0
+        )
         assert srv.requests == sent
         assert (tmp_path / "again.lmc.json").read_bytes() == (tmp_path / "cal.lmc.json").read_bytes()
         capsys.readouterr()
@@ -617,6 +670,7 @@ def test_a_chat_model_gets_a_json_schema_of_its_reply_when_lmc_yaml_says_openai(
                 return await run_example(rt, {"review": "awful"})
             finally:
                 await client.aclose()
+
         return _run(go())
 
     with LoopbackServer(lambda r: "Well, it is hard to say.", dialect="openai") as srv:

@@ -61,14 +61,22 @@ def test_the_api_names_survive_their_submodules():
 
 
 def test_load_twice_in_a_fresh_process(ws):
-    code = ("import lmc\n"
-            "a = lmc.load('s.lmp', lm='openai/test', cache_dir=None)\n"
-            "b = lmc.load('s.lmp', lm='openai/test', cache_dir=None)\n"
-            "import lmc.check\n"
-            "lmc.check('s.lmp')\n"
-            "print(a.input_names, b.output_names, lmc.check('s.lmp').ok)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ws, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    code = (
+        "import lmc\n"
+        "a = lmc.load('s.lmp', lm='openai/test', cache_dir=None)\n"
+        "b = lmc.load('s.lmp', lm='openai/test', cache_dir=None)\n"
+        "import lmc.check\n"
+        "lmc.check('s.lmp')\n"
+        "print(a.input_names, b.output_names, lmc.check('s.lmp').ok)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['review'] ['sentiment'] True"
 
@@ -92,17 +100,44 @@ def test_check_returns_the_diagnostics_the_cli_prints(ws):
 
 
 def test_compile_gives_the_artifact_the_cli_writes(ws, server):
-    compiled = lmc.compile("s.lmp", train="train.jsonl", dev="dev.jsonl", out="api.lmc.json", passes=["bootstrap"],
-                           options={"max_demos": 2, "max_labeled": 0}, cache_dir="cache", **lm(server))
+    compiled = lmc.compile(
+        "s.lmp",
+        train="train.jsonl",
+        dev="dev.jsonl",
+        out="api.lmc.json",
+        passes=["bootstrap"],
+        options={"max_demos": 2, "max_labeled": 0},
+        cache_dir="cache",
+        **lm(server),
+    )
     assert isinstance(compiled, lmc.Compiled) and compiled.path == "api.lmc.json"
     assert compiled.final is not None and compiled.final >= compiled.baseline
     assert [c["name"] for c in compiled.candidates] == ["as-written"]
     # The train reviews repeat the dev ones, so scoring dev first left the teacher's answers in the cache.
     assert compiled.passes == [{"name": "bootstrap", "requests": 0, "cost": 0.0, "candidates": 0}]
     assert compiled.artifact.compile["passes"][0]["options"]["max_demos"] == 2
-    code, _ = cli("compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "cli.lmc.json",
-                  "--optimizer", "bootstrap", "--max-demos", "2", "--max-labeled", "0", "--cache-dir", "cache",
-                  "--lm", "openai/test", "--api-base", server.url)
+    code, _ = cli(
+        "compile",
+        "s.lmp",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "cli.lmc.json",
+        "--optimizer",
+        "bootstrap",
+        "--max-demos",
+        "2",
+        "--max-labeled",
+        "0",
+        "--cache-dir",
+        "cache",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+    )
     assert code == 0
     assert (ws / "api.lmc.json").read_bytes() == (ws / "cli.lmc.json").read_bytes()
     prog = compiled.load(cache_dir=None, **lm(server))
@@ -111,8 +146,7 @@ def test_compile_gives_the_artifact_the_cli_writes(ws, server):
 
 def test_acompile_in_a_running_loop_and_its_errors(ws, server):
     async def go():
-        return await lmc.acompile("s.lmp", train="train.jsonl", dev="dev.jsonl", out="a.lmc.json", passes=["labeled"],
-                                  cache_dir=None, **lm(server))
+        return await lmc.acompile("s.lmp", train="train.jsonl", dev="dev.jsonl", out="a.lmc.json", passes=["labeled"], cache_dir=None, **lm(server))
 
     assert asyncio.run(go()).artifact.compile["optimizer"] == ["labeled"]
     with pytest.raises(ConfigError, match="unknown optimizer 'bootstrapp'; did you mean 'bootstrap'"):
@@ -134,8 +168,21 @@ def test_evaluate_gives_the_report_and_verdict_the_cli_gives(ws, server):
     assert result.candidate.summary.n == 6 and result.baseline is None
     assert not result.passed and result.exit_code == 1  # MISLEAD examples are wrong zero-shot
     assert any("below" in r for r in result.verdict.reasons)
-    code, _ = cli("eval", "s.lmp", "--data", "dev.jsonl", "--min-score", "0.9", "--report", "cli.json", "--no-cache",
-                  "--lm", "openai/test", "--api-base", server.url)
+    code, _ = cli(
+        "eval",
+        "s.lmp",
+        "--data",
+        "dev.jsonl",
+        "--min-score",
+        "0.9",
+        "--report",
+        "cli.json",
+        "--no-cache",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+    )
     assert code == result.exit_code
     api, cli_report = (json.loads((ws / n).read_text()) for n in ("api.json", "cli.json"))
     for doc in (api, cli_report):
@@ -146,8 +193,9 @@ def test_evaluate_gives_the_report_and_verdict_the_cli_gives(ws, server):
 
 def test_evaluate_an_artifact_with_its_compile_metric_and_threshold(ws, server):
     (ws / "two.lmp").write_text(SENTIMENT + "metric em = exact_match(sentiment)\n", encoding="utf-8")
-    lmc.compile("two.lmp", train="train.jsonl", dev="dev.jsonl", out="two.lmc.json", passes=["none"], metric="em",
-                threshold=0.5, cache_dir=None, **lm(server))
+    lmc.compile(
+        "two.lmp", train="train.jsonl", dev="dev.jsonl", out="two.lmc.json", passes=["none"], metric="em", threshold=0.5, cache_dir=None, **lm(server)
+    )
     result = asyncio.run(lmc.aevaluate("two.lmc.json", data="dev.jsonl", cache_dir=None, **lm(server)))
     assert result.candidate.metric.name == "em" and result.candidate.metric.threshold == 0.5
     assert any("compiled with" in n for n in result.notes)

@@ -28,29 +28,59 @@ def _answers(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _run(bc, system: str, opt: str, acc: float, calls: int, commit: str = "c1", clean: bool = True,
-         finished: str = "2026-12-01T10:00:00", **extra) -> None:
+def _run(
+    bc, system: str, opt: str, acc: float, calls: int, commit: str = "c1", clean: bool = True, finished: str = "2026-12-01T10:00:00", **extra
+) -> None:
     folder = bc.RESULTS / "route-small" / system
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"system": system, "optimizer": opt, "lmc_commit": commit, "clean": clean, "finished_at": finished,
-            "test_acc": acc, "test_n": 40, "compile_calls": calls, "eval_calls": 40, "compile_wall_s": 1.0,
-            "eval_wall_s": 2.0, "parse_failures": 0, "top_answer": "card arrival", "top_answer_share": 0.3,
-            "split": {"train": 120, "dev": 20, "test": 40}, **extra}
+    data = {
+        "system": system,
+        "optimizer": opt,
+        "lmc_commit": commit,
+        "clean": clean,
+        "finished_at": finished,
+        "test_acc": acc,
+        "test_n": 40,
+        "compile_calls": calls,
+        "eval_calls": 40,
+        "compile_wall_s": 1.0,
+        "eval_wall_s": 2.0,
+        "parse_failures": 0,
+        "top_answer": "card arrival",
+        "top_answer_share": 0.3,
+        "split": {"train": 120, "dev": 20, "test": 40},
+        **extra,
+    }
     (folder / f"{opt}.json").write_text(json.dumps(data))
 
 
 def test_score_answers_counts_parse_failures_and_the_most_common_answer(bc, tmp_path):
     path = tmp_path / "a.answers.jsonl"
-    _answers(path, [
-        {"id": "1", "gold": "positive", "raw": " positive", "parsed": "positive", "correct": True},
-        {"id": "2", "gold": "negative", "raw": " positive", "parsed": "positive", "correct": False},
-        {"id": "3", "gold": "negative", "raw": " 10/10", "parsed": None, "correct": False,
-         "error": "output 'sentiment': expected one of ...", "error_kind": "parse"},
-        {"id": "4", "gold": "negative", "raw": "[[ ## review", "parsed": None, "correct": False,
-         "error": "AdapterParseError: LM response cannot be serialized"},
-        {"id": "5", "gold": "negative", "raw": None, "parsed": None, "correct": False,
-         "error": "LMServerError: connection refused"},
-    ])
+    _answers(
+        path,
+        [
+            {"id": "1", "gold": "positive", "raw": " positive", "parsed": "positive", "correct": True},
+            {"id": "2", "gold": "negative", "raw": " positive", "parsed": "positive", "correct": False},
+            {
+                "id": "3",
+                "gold": "negative",
+                "raw": " 10/10",
+                "parsed": None,
+                "correct": False,
+                "error": "output 'sentiment': expected one of ...",
+                "error_kind": "parse",
+            },
+            {
+                "id": "4",
+                "gold": "negative",
+                "raw": "[[ ## review",
+                "parsed": None,
+                "correct": False,
+                "error": "AdapterParseError: LM response cannot be serialized",
+            },
+            {"id": "5", "gold": "negative", "raw": None, "parsed": None, "correct": False, "error": "LMServerError: connection refused"},
+        ],
+    )
     s = bc.score_answers(path)
     assert s["test_n"] == 5 and s["test_acc"] == 0.2
     assert s["parse_failures"] == 2 and s["lm_errors"] == 1  # no reply at all is not a parse failure
@@ -60,7 +90,7 @@ def test_score_answers_counts_parse_failures_and_the_most_common_answer(bc, tmp_
 def test_tables_use_only_the_newest_clean_commit_and_verdicts_need_both_sides(bc):
     _run(bc, "lmc-server", "labeled", 0.7, 0)
     _run(bc, "dspy-server", "labeled", 0.5, 0)
-    _run(bc, "lmc-server", "bootstrap", 0.8, 30)          # DSPy's side of bootstrap never ran at c1
+    _run(bc, "lmc-server", "bootstrap", 0.8, 30)  # DSPy's side of bootstrap never ran at c1
     _run(bc, "dspy-server", "bootstrap", 0.9, 10, commit="c0", finished="2026-11-30T10:00:00")
     _run(bc, "lmc-local", "labeled", 0.9, 0, clean=False, finished="2026-12-02T10:00:00")  # newest, but dirty
     out = bc.summarize(["route"], "small")
@@ -88,9 +118,18 @@ def test_a_failed_run_gets_no_verdict(bc):
     _run(bc, "lmc-server", "mipro", 0.7, 100)
     folder = bc.RESULTS / "route-small" / "dspy-server"
     folder.mkdir(parents=True)
-    (folder / "mipro.json").write_text(json.dumps({"system": "dspy-server", "optimizer": "mipro", "lmc_commit": "c1",
-                                                   "clean": True, "finished_at": "2026-12-01T09:00:00",
-                                                   "error": "DSPy mipro failed"}))
+    (folder / "mipro.json").write_text(
+        json.dumps(
+            {
+                "system": "dspy-server",
+                "optimizer": "mipro",
+                "lmc_commit": "c1",
+                "clean": True,
+                "finished_at": "2026-12-01T09:00:00",
+                "error": "DSPy mipro failed",
+            }
+        )
+    )
     row = next(line for line in bc.summarize(["route"], "small")["markdown"].splitlines() if line.startswith("| mipro"))
     assert "FAILED" in row and "no verdict" in row
 
@@ -120,8 +159,7 @@ def test_grammars_admit_exactly_the_adapter_answer_with_a_label(bc):
     import dspy_side
 
     g = dspy_side.grammar("chat", "intent", ["card arrival", 'say "hi"'])
-    assert g == ('root ::= "[[ ## intent ## ]]\\n" ("card arrival" | "say \\"hi\\"") '
-                 '"\\n\\n[[ ## completed ## ]]"')
+    assert g == ('root ::= "[[ ## intent ## ]]\\n" ("card arrival" | "say \\"hi\\"") "\\n\\n[[ ## completed ## ]]"')
     assert '"\\"intent\\":"' in dspy_side.grammar("json", "intent", ["a"])
     assert set(dspy_side.CONSTRAINED) <= set(dspy_side.CONFIGS)
 
@@ -169,17 +207,21 @@ def test_route12_sets_rebuild_byte_for_byte():
 def test_answers_files_must_have_one_complete_line_per_test_example(bc, tmp_path):
     task = bc.TASKS["sst2"]
     test = tmp_path / "test.jsonl"
-    _answers(test, [{"id": "a", "review": "good", "sentiment": "positive"},
-                    {"id": "b", "review": "bad", "sentiment": "negative"}])
-    good = [{"id": "a", "input": "good", "gold": "positive", "raw": " positive", "parsed": "positive", "correct": True},
-            {"id": "b", "input": "bad", "gold": "negative", "raw": None, "parsed": None, "correct": False}]
+    _answers(test, [{"id": "a", "review": "good", "sentiment": "positive"}, {"id": "b", "review": "bad", "sentiment": "negative"}])
+    good = [
+        {"id": "a", "input": "good", "gold": "positive", "raw": " positive", "parsed": "positive", "correct": True},
+        {"id": "b", "input": "bad", "gold": "negative", "raw": None, "parsed": None, "correct": False},
+    ]
     path = tmp_path / "labeled.answers.jsonl"
     _answers(path, good)
     bc.check_answers(path, test, task)
-    for bad, why in ((good[:1], "ids do not match"), ([good[1], good[0]], "ids do not match"),
-                     ([good[0], {k: v for k, v in good[1].items() if k != "raw"}], "missing ['raw']"),
-                     ([good[0], {**good[1], "gold": "positive"}], "gold"),
-                     ([good[0], {**good[1], "correct": 0}], "boolean")):
+    for bad, why in (
+        (good[:1], "ids do not match"),
+        ([good[1], good[0]], "ids do not match"),
+        ([good[0], {k: v for k, v in good[1].items() if k != "raw"}], "missing ['raw']"),
+        ([good[0], {**good[1], "gold": "positive"}], "gold"),
+        ([good[0], {**good[1], "correct": 0}], "boolean"),
+    ):
         _answers(path, bad)
         with pytest.raises(RuntimeError, match=re.escape(why)):
             bc.check_answers(path, test, task)
@@ -191,18 +233,29 @@ def test_answers_files_must_have_one_complete_line_per_test_example(bc, tmp_path
 def test_dspy_config_comes_from_the_study_at_the_same_clean_commit(bc):
     folder = bc.RESULTS / "sst2-small" / "study"
     folder.mkdir(parents=True)
-    for config, accs in {"chat-stop": (0.0, 0.5), "json": (0.2, 0.5), "chat-grammar": (0.6, 0.5),
-                         "json-grammar": (0.5, 0.5)}.items():
+    for config, accs in {"chat-stop": (0.0, 0.5), "json": (0.2, 0.5), "chat-grammar": (0.6, 0.5), "json-grammar": (0.5, 0.5)}.items():
         for opt, acc in zip(bc.STUDY_OPTIMIZERS, accs):
-            (folder / f"{config}-{opt}.json").write_text(json.dumps(
-                {"dspy_config": config, "optimizer": opt, "lmc_commit": "c1", "clean": True, "test_acc": acc,
-                 "parse_failures": 0, "eval_calls": 20}))
+            (folder / f"{config}-{opt}.json").write_text(
+                json.dumps(
+                    {
+                        "dspy_config": config,
+                        "optimizer": opt,
+                        "lmc_commit": "c1",
+                        "clean": True,
+                        "test_acc": acc,
+                        "parse_failures": 0,
+                        "eval_calls": 20,
+                    }
+                )
+            )
     clean = {"lmc_commit": "c1", "clean": True}
     assert bc.dspy_config("route", "dspy-server", clean)[0] == "json"  # route has no study: SST-2's
     assert bc.dspy_config("sst2", "dspy-grammar", clean)[0] == "chat-grammar"
     # Another commit's or a dirty tree's study configures nothing.
     assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c2", "clean": True}) == (
-        bc.DSPY_SERVER_CONFIG, "default (no complete config study at this commit)")
+        bc.DSPY_SERVER_CONFIG,
+        "default (no complete config study at this commit)",
+    )
     assert bc.dspy_config("sst2", "dspy-server", {"lmc_commit": "c1", "clean": False})[0] == bc.DSPY_SERVER_CONFIG
 
 
@@ -213,8 +266,7 @@ def test_a_constrained_dspy_configuration_proposes_mipro_instructions_unconstrai
 
     lm, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"])
     assert "grammar" in lm.kwargs["extra_body"]
-    free, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"],
-                                constrained=False)
+    free, _ = dspy_side.make_lm("chat-grammar", "http://127.0.0.1:9/v1", "sentiment", ["positive", "negative"], constrained=False)
     assert "extra_body" not in free.kwargs and free.kwargs["stop"] == [dspy_side.CHAT_END]
 
 
@@ -254,8 +306,9 @@ def test_run_all_keeps_hand_written_notes_after_their_benchmark(monkeypatch, tmp
     run_all = _run_all(monkeypatch)
     results = tmp_path / "RESULTS.md"
     monkeypatch.setattr(run_all, "RESULTS", results)
-    results.write_text("<!-- manual:compare-notes -->\nhow to read it\n<!-- /manual:compare-notes -->\n"
-                       "<!-- bench:check -->\nold check\n<!-- /bench:check -->\n")
+    results.write_text(
+        "<!-- manual:compare-notes -->\nhow to read it\n<!-- /manual:compare-notes -->\n<!-- bench:check -->\nold check\n<!-- /bench:check -->\n"
+    )
     run_all.write_results({"compare": "<!-- bench:compare -->\nnew tables\n<!-- /bench:compare -->\n"}, ["cmd"])
     text = results.read_text()
     assert text.index("old check") < text.index("new tables") < text.index("how to read it") < text.index("make demo")
@@ -264,6 +317,5 @@ def test_run_all_keeps_hand_written_notes_after_their_benchmark(monkeypatch, tmp
 def test_tables_show_unparsed_answers_and_examples_without_a_reply(bc):
     _run(bc, "lmc-server", "zero-shot", 0.1, 0, parse_failures=34, lm_errors=1)
     _run(bc, "dspy-server", "zero-shot", 0.0, 0, parse_failures=40)
-    row = next(line for line in bc.summarize(["route"], "small")["markdown"].splitlines()
-               if line.startswith("| zero-shot"))
+    row = next(line for line in bc.summarize(["route"], "small")["markdown"].splitlines() if line.startswith("| zero-shot"))
     assert "| 34 (1) / 40 (0) |" in row

@@ -79,8 +79,7 @@ def test_max_calls_counts_failures_and_retries_and_holds_under_concurrency():
         return LMTransientError("503", kind="server", model=spec.model) if n % 3 == 0 else "ok"
 
     fake = FakeLM(flaky, latency=0.01)
-    client = LMClient(use_cache=False, backend=fake, max_calls=17, concurrency=16, retry_wait=0.001,
-                      retry_max_wait=0.002, max_retries=2)
+    client = LMClient(use_cache=False, backend=fake, max_calls=17, concurrency=16, retry_wait=0.001, retry_max_wait=0.002, max_retries=2)
 
     async def go():
         return await asyncio.gather(*(client.complete(SPEC, ask(i)) for i in range(30)), return_exceptions=True)
@@ -103,8 +102,7 @@ def test_worst_case_cost_is_reserved_and_settled_with_the_real_usage():
     client = LMClient(use_cache=False, backend=fake, max_cost=worst * 2.5, price=price, concurrency=8)
 
     async def go():
-        return await asyncio.gather(*(client.complete(SPEC, ask(i, max_tokens=10)) for i in range(8)),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(client.complete(SPEC, ask(i, max_tokens=10)) for i in range(8)), return_exceptions=True)
 
     out = run(go())
     answered = [o for o in out if isinstance(o, LMResult)]
@@ -156,8 +154,7 @@ def test_a_per_example_meter_sees_every_request_of_its_calls():
 # ---------------------------------------------------------------- the LM error limit
 
 
-@pytest.mark.parametrize("text, count, share", [("20%", None, 0.2), ("0.05", None, 0.05), ("100%", None, 1.0),
-                                                ("0", 0, None), ("7", 7, None)])
+@pytest.mark.parametrize("text, count, share", [("20%", None, 0.2), ("0.05", None, 0.05), ("100%", None, 1.0), ("0", 0, None), ("7", 7, None)])
 def test_error_limits_parse(text, count, share):
     limit = parse_error_limit(text)
     assert (limit.count, limit.share) == (count, share)

@@ -96,8 +96,7 @@ def lmc(ws, capsys):
 
 
 def compile_args(url: str, *extra: str, out: str = "out.lmc.json") -> list[str]:
-    return ["compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out, "--cache-dir", "cache",
-            *LM, "--api-base", url, *extra]
+    return ["compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out, "--cache-dir", "cache", *LM, "--api-base", url, *extra]
 
 
 def last_line(err: str) -> str:
@@ -126,8 +125,7 @@ def test_an_always_failing_server_under_max_calls_20_at_j16_sees_at_most_20_requ
 def test_max_calls_holds_at_any_concurrency_with_retries_counted(lmc, ws, transport, j):
     # 30% of first tries fail once: retries are requests too, and count against the cap.
     with LoopbackServer(responder, faults={"500": 0.3}, faults_per_body=1, seed=3) as srv:
-        code, _, err = lmc(*compile_args(srv.url, "--max-calls", "25", "-j", j, "--optimizer", "random-search",
-                                         "--candidates", "4", "--no-cache"))
+        code, _, err = lmc(*compile_args(srv.url, "--max-calls", "25", "-j", j, "--optimizer", "random-search", "--candidates", "4", "--no-cache"))
         sent, faults = srv.requests, sum(srv.faults_injected.values())
     assert code == 0, err
     assert sent <= 25
@@ -162,8 +160,7 @@ def test_a_dead_endpoint_exits_3_before_any_work(lmc, ws, transport):
     assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [last_line(err)]
     assert "cannot reach" in last_line(err)
     assert nothing_written(ws)
-    code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", f"http://127.0.0.1:{port}/v1",
-                       "--report", "r.json")
+    code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", f"http://127.0.0.1:{port}/v1", "--report", "r.json")
     assert code == 3 and "cannot reach" in last_line(err), err
     assert not (ws / "r.json").exists()
 
@@ -246,8 +243,23 @@ def test_max_lm_errors_as_a_count_and_bad_values(lmc, ws, transport):
 
 def test_eval_against_a_failing_server_exits_3_and_writes_no_report(lmc, ws, transport):
     with LoopbackServer(responder, status_for=lambda r: (502, "bad gateway")) as srv:
-        code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
-                           "--junit", "j.xml", "--max-calls", "12", "-j", "16")
+        code, _, err = lmc(
+            "eval",
+            "s.lmp",
+            "--data",
+            "dev.jsonl",
+            *LM,
+            "--api-base",
+            srv.url,
+            "--report",
+            "r.json",
+            "--junit",
+            "j.xml",
+            "--max-calls",
+            "12",
+            "-j",
+            "16",
+        )
         assert srv.requests <= 12
     assert code == 3, err
     assert "every LM request failed" in err
@@ -256,8 +268,7 @@ def test_eval_against_a_failing_server_exits_3_and_writes_no_report(lmc, ws, tra
 
 def test_eval_whose_budget_runs_out_exits_3(lmc, ws, transport):
     with LoopbackServer(responder) as srv:
-        code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
-                           "--max-calls", "4", "--no-cache")
+        code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json", "--max-calls", "4", "--no-cache")
         assert srv.requests == 4
     assert code == 3, err
     assert "--max-calls 4" in err and "before every example was scored" in err
@@ -279,10 +290,8 @@ def test_run_with_suggest_repeats_faults_and_concurrency_reports_every_request(l
 
     rows = [{"id": f"q{i}", "question": f"question {i}"} for i in range(24)]
     write_jsonl(ws / "in.jsonl", rows)
-    with LoopbackServer(responder, status_for=count, faults={"500": 0.25, "429": 0.1}, faults_per_body=1,
-                        seed=5) as srv:
-        code, _, err = lmc("run", "terse.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl",
-                           "-j", "8", "--no-cache")
+    with LoopbackServer(responder, status_for=count, faults={"500": 0.25, "429": 0.1}, faults_per_body=1, seed=5) as srv:
+        code, _, err = lmc("run", "terse.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl", "-j", "8", "--no-cache")
         sent, faults = srv.requests, sum(srv.faults_injected.values())
     assert code == 0, err
     assert faults > 0
@@ -300,10 +309,10 @@ def test_run_with_suggest_repeats_faults_and_concurrency_reports_every_request(l
 
 
 def test_eval_report_counts_agree_with_the_server_under_faults(lmc, ws, transport):
-    with LoopbackServer(responder, faults={"503": 0.3, "timeout": 0.05}, faults_per_body=1, timeout_sleep=1.5,
-                        seed=9) as srv:
-        code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json",
-                           "-j", "16", "--no-cache", "--max-lm-errors", "0")
+    with LoopbackServer(responder, faults={"503": 0.3, "timeout": 0.05}, faults_per_body=1, timeout_sleep=1.5, seed=9) as srv:
+        code, _, err = lmc(
+            "eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", srv.url, "--report", "r.json", "-j", "16", "--no-cache", "--max-lm-errors", "0"
+        )
         sent, faults = srv.requests, sum(srv.faults_injected.values())
     # LMC_TIMEOUT is 5 s here, so a 1.5 s "timeout" fault is only slow; everything is answered.
     assert code == 0, err
@@ -328,10 +337,11 @@ def test_compile_stats_agree_with_the_server_under_faults_at_j16(lmc, ws, transp
 def test_max_cost_over_an_unpriced_server_is_refused_before_any_call(lmc, ws, transport):
     write_jsonl(ws / "in.jsonl", reviews(3, labels=False))
     with LoopbackServer(responder) as srv:
-        for cmd in (compile_args(srv.url, "--max-cost", "1"),
-                    ["run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl",
-                     "--max-cost", "1"],
-                    ["eval", "s.lmp", *LM, "--api-base", srv.url, "--data", "dev.jsonl", "--max-cost", "1"]):
+        for cmd in (
+            compile_args(srv.url, "--max-cost", "1"),
+            ["run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl", "--max-cost", "1"],
+            ["eval", "s.lmp", *LM, "--api-base", srv.url, "--data", "dev.jsonl", "--max-cost", "1"],
+        ):
             code, _, err = lmc(*cmd)
             assert code == 2, err
             line = last_line(err)
@@ -346,8 +356,9 @@ def test_max_cost_with_a_given_price_is_never_exceeded(lmc, ws, transport):
     write_jsonl(ws / "in.jsonl", reviews(40, labels=False))
     price = ("--price-per-mtok-in", "1000", "--price-per-mtok-out", "1000")  # $0.001 a token: a few cents a call
     with LoopbackServer(responder, latency=0.02) as srv:
-        code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl",
-                           "--max-cost", "2", *price, "-j", "16", "--no-cache")
+        code, _, err = lmc(
+            "run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl", "--max-cost", "2", *price, "-j", "16", "--no-cache"
+        )
         sent = srv.requests
     assert code == 1, err  # stopped by the budget
     assert "cost budget spent" in err
@@ -355,8 +366,9 @@ def test_max_cost_with_a_given_price_is_never_exceeded(lmc, ws, transport):
     spent = sum(line["usage"]["cost"] for line in lines)
     assert 0 < spent <= 2 and len(lines) == sent < 40
     # The server counts tokens as len // 4 of the prompt text and reply; lmc books exactly that, at the price.
-    assert all(line["usage"]["cost"] == pytest.approx(
-        (line["usage"]["prompt_tokens"] + line["usage"]["completion_tokens"]) * 0.001) for line in lines)
+    assert all(
+        line["usage"]["cost"] == pytest.approx((line["usage"]["prompt_tokens"] + line["usage"]["completion_tokens"]) * 0.001) for line in lines
+    )
     summary = next(ln for ln in err.splitlines() if ln.startswith("stopped: "))
     assert f"{sent} requests sent" in summary
     assert float(re.search(r"\$(\d+\.\d+)$", summary).group(1)) == pytest.approx(spent, abs=1e-4)
@@ -379,8 +391,7 @@ def test_a_price_in_lmc_yaml_lets_max_cost_run_and_a_free_server_is_free(lmc, ws
 
 def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_is_asked(lmc, ws, transport):
     big = "word " * 200_000  # ~1 MB: far over gpt-4o-mini's 128k-token window
-    write_jsonl(ws / "in.jsonl", [{"id": "big", "review": "review number 1 " + big + " the end"},
-                                  {"id": "small", "review": "review number 2"}])
+    write_jsonl(ws / "in.jsonl", [{"id": "big", "review": "review number 1 " + big + " the end"}, {"id": "small", "review": "review number 2"}])
     seen: list[str] = []
 
     def keep(request):
@@ -388,8 +399,9 @@ def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_i
         return None
 
     with LoopbackServer(responder, status_for=keep) as srv:
-        code, _, err = lmc("run", "s.lmp", "--lm", "openai/gpt-4o-mini", "--api-base", srv.url, "--data", "in.jsonl",
-                           "--out", "o.jsonl", "--no-cache")
+        code, _, err = lmc(
+            "run", "s.lmp", "--lm", "openai/gpt-4o-mini", "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl", "--no-cache"
+        )
         assert code == 1, err
         rows = {r["id"]: r for r in map(json.loads, (ws / "o.jsonl").read_text().splitlines())}
         assert rows["small"]["error"] is None
@@ -397,8 +409,20 @@ def test_an_input_too_long_for_the_context_fails_its_example_unless_truncation_i
         assert re.search(r"input of [\d,]+ tokens does not fit the 128,000-token context of openai/gpt-4o-mini", error)
         assert "--truncate-inputs" in error and rows["big"]["error_kind"] == "input"
         assert srv.requests == 1  # only the small one was sent
-        code, _, err = lmc("run", "s.lmp", "--lm", "openai/gpt-4o-mini", "--api-base", srv.url, "--data",
-                           "in.jsonl", "--out", "t.jsonl", "--no-cache", "--truncate-inputs")
+        code, _, err = lmc(
+            "run",
+            "s.lmp",
+            "--lm",
+            "openai/gpt-4o-mini",
+            "--api-base",
+            srv.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "t.jsonl",
+            "--no-cache",
+            "--truncate-inputs",
+        )
         assert code == 0, err
     rows = {r["id"]: r for r in map(json.loads, (ws / "t.jsonl").read_text().splitlines())}
     assert rows["big"]["error"] is None
@@ -427,8 +451,7 @@ def test_embedding_requests_are_capped_and_counted_with_the_lm_requests(lmc, ws,
     write_jsonl(ws / "corpus.jsonl", [{"text": f"fact {i}"} for i in range(5)])
     write_jsonl(ws / "in.jsonl", [{"id": f"q{i}", "question": f"question {i}"} for i in range(6)])
     with LoopbackServer(responder) as srv:
-        args = ("run", "rag.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--no-cache", "-j", "1",
-                "--cache-dir", "c1")
+        args = ("run", "rag.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--no-cache", "-j", "1", "--cache-dir", "c1")
         code, _, err = lmc(*args, "--out", "o.jsonl")
         assert code == 0, err
         by_path = dict(srv.by_path)
@@ -454,8 +477,23 @@ def test_run_keeps_going_past_failed_calls_unless_told_to_stop(lmc, ws, transpor
         code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "a.jsonl", "-j", "1")
         assert code == 1, err  # every example has its line, the failed ones with their reason
         assert len((ws / "a.jsonl").read_text().splitlines()) == 30
-        code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "b.jsonl", "-j", "1",
-                           "--max-lm-errors", "20%", "--cache-dir", "other")
+        code, _, err = lmc(
+            "run",
+            "s.lmp",
+            *LM,
+            "--api-base",
+            srv.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "b.jsonl",
+            "-j",
+            "1",
+            "--max-lm-errors",
+            "20%",
+            "--cache-dir",
+            "other",
+        )
     assert code == 3 and "over --max-lm-errors 20%" in err, err
     assert len((ws / "b.jsonl").read_text().splitlines()) < 30
 
@@ -481,16 +519,25 @@ def test_the_python_api_takes_the_same_caps(ws, transport):
 COMPILE_BASE = ["compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "out.lmc.json"]
 # key -> (flag args, environment, lmc.yaml text, check of (LMClient kwargs, runtimes))
 CAP_SOURCES = {
-    "max_calls": (["--max-calls", "500"], {"LMC_MAX_CALLS": "500"}, "max_calls: 500\n",
-                  lambda c, rts: c["max_calls"] == 500),
-    "max_cost": (["--max-cost", "5", "--price-per-mtok-in", "2", "--price-per-mtok-out", "8"],
-                 {"LMC_MAX_COST": "5", "LMC_PRICE_PER_MTOK_IN": "2", "LMC_PRICE_PER_MTOK_OUT": "8"},
-                 "max_cost: 5\nprice_per_mtok_in: 2\nprice_per_mtok_out: 8\n",
-                 lambda c, rts: c["max_cost"] == 5.0 and (c["price"].input, c["price"].output) == (2e-6, 8e-6)),
-    "max_lm_errors": (["--max-lm-errors", "35%"], {"LMC_MAX_LM_ERRORS": "35%"}, "max_lm_errors: 35%\n",
-                      lambda c, rts: c["max_lm_errors"].text == "35%"),
-    "truncate_inputs": (["--truncate-inputs"], {"LMC_TRUNCATE_INPUTS": "true"}, "truncate_inputs: true\n",
-                        lambda c, rts: rts and all(rt.truncate_inputs for rt in rts)),
+    "max_calls": (["--max-calls", "500"], {"LMC_MAX_CALLS": "500"}, "max_calls: 500\n", lambda c, rts: c["max_calls"] == 500),
+    "max_cost": (
+        ["--max-cost", "5", "--price-per-mtok-in", "2", "--price-per-mtok-out", "8"],
+        {"LMC_MAX_COST": "5", "LMC_PRICE_PER_MTOK_IN": "2", "LMC_PRICE_PER_MTOK_OUT": "8"},
+        "max_cost: 5\nprice_per_mtok_in: 2\nprice_per_mtok_out: 8\n",
+        lambda c, rts: c["max_cost"] == 5.0 and (c["price"].input, c["price"].output) == (2e-6, 8e-6),
+    ),
+    "max_lm_errors": (
+        ["--max-lm-errors", "35%"],
+        {"LMC_MAX_LM_ERRORS": "35%"},
+        "max_lm_errors: 35%\n",
+        lambda c, rts: c["max_lm_errors"].text == "35%",
+    ),
+    "truncate_inputs": (
+        ["--truncate-inputs"],
+        {"LMC_TRUNCATE_INPUTS": "true"},
+        "truncate_inputs: true\n",
+        lambda c, rts: rts and all(rt.truncate_inputs for rt in rts),
+    ),
 }
 
 
@@ -521,9 +568,11 @@ def test_every_command_takes_each_cap_from_each_source(lmc, ws, recorded, monkey
     flags, env, yaml_text, check = CAP_SOURCES[key]
     write_jsonl(ws / "in.jsonl", reviews(3, labels=False))
     with LoopbackServer(responder) as srv:
-        base = {"run": ["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"],
-                "compile": COMPILE_BASE + ["--optimizer", "labeled"],
-                "eval": ["eval", "s.lmp", "--data", "dev.jsonl"]}[cmd]
+        base = {
+            "run": ["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"],
+            "compile": COMPILE_BASE + ["--optimizer", "labeled"],
+            "eval": ["eval", "s.lmp", "--data", "dev.jsonl"],
+        }[cmd]
         args = [*base, *LM, "--api-base", srv.url]
         if source == "flag":
             args += flags
@@ -540,9 +589,11 @@ def test_every_command_takes_each_cap_from_each_source(lmc, ws, recorded, monkey
 def test_the_default_error_limit_is_20_percent_for_compile_and_eval_and_off_for_run(lmc, ws, recorded):
     write_jsonl(ws / "in.jsonl", reviews(2, labels=False))
     with LoopbackServer(responder) as srv:
-        for args, expected in ((["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"], None),
-                               (["eval", "s.lmp", "--data", "dev.jsonl"], "20%"),
-                               (COMPILE_BASE, "20%")):
+        for args, expected in (
+            (["run", "s.lmp", "--data", "in.jsonl", "--out", "o.jsonl"], None),
+            (["eval", "s.lmp", "--data", "dev.jsonl"], "20%"),
+            (COMPILE_BASE, "20%"),
+        ):
             code, _, err = lmc(*args, *LM, "--api-base", srv.url)
             assert code == 0, err
             limit = recorded["clients"][-1]["max_lm_errors"]

@@ -67,7 +67,7 @@ def test_all_errors_reported_at_once_and_sorted():
 
 def test_render_has_path_line_col_source_and_carets():
     with pytest.raises(CompileErrors) as e:
-        check_source('signature Summary(text -> summary)\nmodule s = Predict(Sumary)\n', "a.lmp")
+        check_source("signature Summary(text -> summary)\nmodule s = Predict(Sumary)\n", "a.lmp")
     out = e.value.render()
     assert out.splitlines()[0] == "a.lmp:2:20: error: unknown signature 'Sumary'; did you mean 'Summary'?"
     assert "module s = Predict(Sumary)" in out
@@ -76,7 +76,7 @@ def test_render_has_path_line_col_source_and_carets():
 
 # ---------------------------------------------------------------- the contract for lowering
 
-MULTIHOP = (ROOT / "programs" / "multihop.lmp")
+MULTIHOP = ROOT / "programs" / "multihop.lmp"
 
 
 def test_checked_multihop_contract():
@@ -94,22 +94,25 @@ def test_checked_multihop_contract():
 
 
 def test_inline_shorthand_signature_is_registered_under_module_name():
-    c = check_source('module qa = Predict("question, context -> answer")\n'
-                     'program main(question: str) -> (answer: str) { return qa(question=question, context="") }\n', "a.lmp")
+    c = check_source(
+        'module qa = Predict("question, context -> answer")\n'
+        'program main(question: str) -> (answer: str) { return qa(question=question, context="") }\n',
+        "a.lmp",
+    )
     sig = c.signatures["qa.sig"]
     assert c.module_sigs["qa"] is sig
     assert [f[0] for f in sig.inputs] == ["question", "context"] and sig.outputs == (("answer", STR, None),)
 
 
 def test_program_selection():
-    src = "program a(x: str) -> (y: str) { return {\"y\": x} }\nprogram b(x: str) -> (y: str) { return {\"y\": x} }\n"
+    src = 'program a(x: str) -> (y: str) { return {"y": x} }\nprogram b(x: str) -> (y: str) { return {"y": x} }\n'
     c = check_source(src, "two.lmp")
     with pytest.raises(LmcError, match="defines programs a, b; pick one with --program"):
         c.program()
     assert c.program("b").name == "b"
     with pytest.raises(LmcError, match="no program 'c'"):
         c.program("c")
-    c2 = check_source(src + "program main(x: str) -> (y: str) { return {\"y\": x} }\n", "three.lmp")
+    c2 = check_source(src + 'program main(x: str) -> (y: str) { return {"y": x} }\n', "three.lmp")
     assert c2.program().name == "main"
 
 
@@ -130,7 +133,7 @@ def test_resolve_type():
 
 def test_check_path_accepts_bom_and_crlf(tmp_path):
     f = tmp_path / "w.lmp"
-    f.write_bytes(b"\xef\xbb\xbfprogram main(q: str) -> (a: str) {\r\n  return {\"a\": q}\r\n}\r\n")
+    f.write_bytes(b'\xef\xbb\xbfprogram main(q: str) -> (a: str) {\r\n  return {"a": q}\r\n}\r\n')
     assert check_path(f).program().name == "main"
 
 
@@ -263,13 +266,15 @@ def test_cli_process_exit_code_for_errors():
 
 
 def test_diagnostics_point_at_names_wherever_the_spacing_puts_them():
-    src = ('signature QA = "question -> answer"\n'
-           'module  qa = Predict(QA,   temprature=0.1)\n'
-           'program   main(question: str) -> (answer: str) {\n'
-           '  for    qa in [1] { x = 1 }\n'
-           '  return qa(question=question)\n'
-           '}\n'
-           'program   main(question: str) -> (answer: str) { return {"answer": question} }\n')
+    src = (
+        'signature QA = "question -> answer"\n'
+        "module  qa = Predict(QA,   temprature=0.1)\n"
+        "program   main(question: str) -> (answer: str) {\n"
+        "  for    qa in [1] { x = 1 }\n"
+        "  return qa(question=question)\n"
+        "}\n"
+        'program   main(question: str) -> (answer: str) { return {"answer": question} }\n'
+    )
     with pytest.raises(CompileErrors) as e:
         check_source(src, "s.lmp")
     where = {d.message.split(";")[0]: (d.span.line, d.span.col, d.span.end_col) for d in e.value.diagnostics}
@@ -291,18 +296,23 @@ def test_every_setting_a_declaration_accepts_has_a_rule():
     assert all(r.what and r.lo is not None for r in own if r.kind in ("int", "number"))
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("temperature", "2.5", "setting 'temperature' must be a number from 0 to 2, got 2.5"),
-    ("max_tokens", "-3", "setting 'max_tokens' must be an int above 0, got -3"),
-    ("max_tokens", "n", "setting 'max_tokens' must be a constant"),
-    ("stop", "[1]", "setting 'stop' must be a list of strings"),
-    ("truncate_inputs", '"yes"', "setting 'truncate_inputs' must be true or false, got \"yes\""),
-    ("instructions", "[1, 2]", "setting 'instructions' must be a string, got a list"),
-    ("lm", '"fsat"', "unknown lm 'fsat'"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("temperature", "2.5", "setting 'temperature' must be a number from 0 to 2, got 2.5"),
+        ("max_tokens", "-3", "setting 'max_tokens' must be an int above 0, got -3"),
+        ("max_tokens", "n", "setting 'max_tokens' must be a constant"),
+        ("stop", "[1]", "setting 'stop' must be a list of strings"),
+        ("truncate_inputs", '"yes"', "setting 'truncate_inputs' must be true or false, got \"yes\""),
+        ("instructions", "[1, 2]", "setting 'instructions' must be a string, got a list"),
+        ("lm", '"fsat"', "unknown lm 'fsat'"),
+    ],
+)
 def test_a_setting_s_rule_decides_what_its_value_may_be(setting, value, message):
-    src = (f'lm fast = "openai/gpt-4o-mini"\nsignature QA = "q -> a"\nmodule m = Predict(QA, {setting}={value})\n'
-           'program main(q: str) -> (a: str) {\n  n = 1\n  return m(q=q)\n}\n')
+    src = (
+        f'lm fast = "openai/gpt-4o-mini"\nsignature QA = "q -> a"\nmodule m = Predict(QA, {setting}={value})\n'
+        "program main(q: str) -> (a: str) {\n  n = 1\n  return m(q=q)\n}\n"
+    )
     with pytest.raises(CompileErrors) as e:
         check_source(src, "s.lmp")
     assert [d.message for d in e.value.diagnostics] == [message]

@@ -28,8 +28,7 @@ IDS = [" ".join(words) for words, _ in COMMANDS]
 
 
 def _long_options(cmd) -> list[str]:
-    return [o for p in cmd.params if p.param_type_name == "option" for o in p.opts if o.startswith("--")
-            and o not in ("--help",)]
+    return [o for p in cmd.params if p.param_type_name == "option" for o in p.opts if o.startswith("--") and o not in ("--help",)]
 
 
 @pytest.fixture
@@ -109,14 +108,17 @@ def test_help_exits_0(run, words, cmd):
     assert code == 0 and "Usage" in out
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["nosuch"], "error: unknown command 'nosuch' (commands: "),
-    (["ru"], "error: unknown command 'ru'; did you mean 'run'?"),
-    (["compile"], "error: missing argument PROGRAM"),
-    (["run", "--nosuch"], "error: no such option '--nosuch'"),
-    (["run", "x.lmp", "-j", "abc"], "error: invalid value for option '-j' / '--jobs' / '--concurrency'"),
-    (["report", "mrege"], "did you mean 'merge'?"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["nosuch"], "error: unknown command 'nosuch' (commands: "),
+        (["ru"], "error: unknown command 'ru'; did you mean 'run'?"),
+        (["compile"], "error: missing argument PROGRAM"),
+        (["run", "--nosuch"], "error: no such option '--nosuch'"),
+        (["run", "x.lmp", "-j", "abc"], "error: invalid value for option '-j' / '--jobs' / '--concurrency'"),
+        (["report", "mrege"], "did you mean 'merge'?"),
+    ],
+)
 def test_the_reported_cases(run, args, expected):
     code, _, err = run(*args)
     assert code == 2
@@ -137,14 +139,11 @@ def test_version(run):
 ENUMERATED = [
     (["check", "x.lmp", "--format", "jsn"], "'jsn' is not one of: text, json; did you mean 'json'?"),
     (["inspect", "x.lmc.json", "--format", "txt"], "'txt' is not one of: text, json; did you mean 'text'?"),
-    (["diff", "a.lmc.json", "b.lmc.json", "--format", "markdwn"],
-     "'markdwn' is not one of: text, markdown, json; did you mean 'markdown'?"),
+    (["diff", "a.lmc.json", "b.lmc.json", "--format", "markdwn"], "'markdwn' is not one of: text, markdown, json; did you mean 'markdown'?"),
     (["eval", "x.lmp", "--data", "d.jsonl", "--format", "xml"], "'xml' is not one of: text, json"),
     (["report", "merge", "a.json", "--format", "yaml"], "'yaml' is not one of: text, json"),
-    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--optimizer", "miprov2"],
-     "did you mean 'mipro'?"),
-    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--then", "random_search"],
-     "did you mean 'random-search'?"),
+    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--optimizer", "miprov2"], "did you mean 'mipro'?"),
+    (["compile", "x.lmp", "--train", "t.jsonl", "-o", "o.lmc.json", "--then", "random_search"], "did you mean 'random-search'?"),
 ]
 
 

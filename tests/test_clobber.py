@@ -35,8 +35,7 @@ def ws(tmp_path, monkeypatch, server):
     monkeypatch.delenv("LMC_LM", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     shutil.copy(SENTIMENT, tmp_path / "prog.lmp")
-    rows = [{"id": f"r{i}", "review": f"review number {i}", "sentiment": "positive" if i % 2 else "negative"}
-            for i in range(8)]
+    rows = [{"id": f"r{i}", "review": f"review number {i}", "sentiment": "positive" if i % 2 else "negative"} for i in range(8)]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "passes.yaml").write_text("- none\n")
     (tmp_path / "d.stats.json").write_text(json.dumps(rows))  # a dev set that happens to sit where a stats file goes
@@ -76,28 +75,25 @@ CASES = [
     (["eval", "prog.lmp", "--data", "data.jsonl", "--junit", "data.jsonl"], "--junit data.jsonl is the --data file"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--summary", "data.jsonl"], "--summary data.jsonl is the --data file"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "prog.lmp"], "--report prog.lmp is the target"),
-    (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "r.json", "--junit", "r.json"],
-     "--report and --junit are both r.json"),
-    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "data.jsonl", "--optimizer", "none"],
-     "-o data.jsonl is the --train file"),
-    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "prog.lmp", "--optimizer", "none"],
-     "-o prog.lmp is the program"),
-    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "passes.yaml", "--passes", "passes.yaml"],
-     "-o passes.yaml is the --passes file"),
-    (["compile", "prog.lmp", "--train", "data.jsonl", "--dev", "d.stats.json", "-o", "d.lmc.json", "--optimizer", "none"],
-     "the stats file next to -o d.stats.json is the --dev file"),
-    (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--trace", "data.jsonl"],
-     "--trace data.jsonl is the --data file"),
+    (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "r.json", "--junit", "r.json"], "--report and --junit are both r.json"),
+    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "data.jsonl", "--optimizer", "none"], "-o data.jsonl is the --train file"),
+    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "prog.lmp", "--optimizer", "none"], "-o prog.lmp is the program"),
+    (["compile", "prog.lmp", "--train", "data.jsonl", "-o", "passes.yaml", "--passes", "passes.yaml"], "-o passes.yaml is the --passes file"),
+    (
+        ["compile", "prog.lmp", "--train", "data.jsonl", "--dev", "d.stats.json", "-o", "d.lmc.json", "--optimizer", "none"],
+        "the stats file next to -o d.stats.json is the --dev file",
+    ),
+    (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--trace", "data.jsonl"], "--trace data.jsonl is the --data file"),
     (["run", "prog.lmp", "--data", "data.jsonl", "--out", "prog.lmp"], "--out prog.lmp is the program"),
     (["run", "prog.lmp", "-i", "review=x", "--trace", "prog.lmp"], "--trace prog.lmp is the program"),
-    (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--trace", "o.jsonl"],
-     "--out and --trace are both o.jsonl"),
-    (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--cache-dir", "passes.yaml"],
-     "--cache-dir passes.yaml: is a file; expected a directory"),
+    (["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--trace", "o.jsonl"], "--out and --trace are both o.jsonl"),
+    (
+        ["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--cache-dir", "passes.yaml"],
+        "--cache-dir passes.yaml: is a file; expected a directory",
+    ),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "data.jsonl/r.json"], "'data.jsonl' is a file"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--report", "."], "is a directory; expected a file path"),
-    (["eval", "prog.lmp", "--data", "data.jsonl", "--summary", "/dev/null"],
-     "--summary /dev/null: is a character device, not a regular file"),
+    (["eval", "prog.lmp", "--data", "data.jsonl", "--summary", "/dev/null"], "--summary /dev/null: is a character device, not a regular file"),
     (["eval", "prog.lmp", "--data", "data.jsonl", "--junit", "fifo"], "--junit fifo: is a FIFO (named pipe)"),
 ]
 
@@ -116,8 +112,7 @@ def test_links_to_an_input_are_the_input(ws, lmc, server, link):
     before = (ws / "data.jsonl").read_bytes()
     refused(lmc("eval", "prog.lmp", "--data", "data.jsonl", "--report", "alias.jsonl"), "is the --data file")
     refused(lmc("run", "prog.lmp", "--data", "alias.jsonl", "--out", "data.jsonl"), "is the --data file")
-    refused(lmc("compile", "prog.lmp", "--train", "data.jsonl", "-o", "alias.jsonl", "--optimizer", "none"),
-            "is the --train file")
+    refused(lmc("compile", "prog.lmp", "--train", "data.jsonl", "-o", "alias.jsonl", "--optimizer", "none"), "is the --train file")
     assert server.requests == 0 and (ws / "data.jsonl").read_bytes() == before
 
 
@@ -133,15 +128,15 @@ def test_compiling_an_artifact_onto_itself_is_refused(ws, lmc, server):
     assert lmc("compile", "prog.lmp", "--train", "data.jsonl", "-o", "a.lmc.json", "--optimizer", "none")[0] == 0
     server.reset_counters()
     before = (ws / "a.lmc.json").read_bytes()
-    refused(lmc("compile", "a.lmc.json", "--train", "data.jsonl", "-o", "a.lmc.json", "--optimizer", "labeled"),
-            "-o a.lmc.json is the program")
+    refused(lmc("compile", "a.lmc.json", "--train", "data.jsonl", "-o", "a.lmc.json", "--optimizer", "labeled"), "-o a.lmc.json is the program")
     assert server.requests == 0 and (ws / "a.lmc.json").read_bytes() == before
 
 
 def test_an_output_on_a_retriever_corpus_is_refused(ws, lmc, server):
     (ws / "corpus.jsonl").write_text('{"text": "a fact"}\n')
-    (ws / "rag.lmp").write_text('retriever facts = bm25("corpus.jsonl", text="text", k=1)\n\n'
-                                "program main(q: str) -> (a: str) {\n  return {\"a\": join(facts(q), \" \")}\n}\n")
+    (ws / "rag.lmp").write_text(
+        'retriever facts = bm25("corpus.jsonl", text="text", k=1)\n\nprogram main(q: str) -> (a: str) {\n  return {"a": join(facts(q), " ")}\n}\n'
+    )
     refused(lmc("run", "rag.lmp", "-i", "q=x", "--trace", "corpus.jsonl"), "is the corpus of retriever 'facts'")
 
 
@@ -192,13 +187,16 @@ def _unshare_works() -> bool:
 
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs root and mount namespaces for a read-only bind mount")
-@pytest.mark.parametrize("command", [
-    ["eval", "prog.lmp", "--data", "data.jsonl", "--report", "ro/r.json"],
-    ["eval", "prog.lmp", "--data", "data.jsonl", "--junit", "ro/deeper/r.xml"],
-    ["compile", "prog.lmp", "--train", "data.jsonl", "-o", "ro/a.lmc.json", "--optimizer", "none"],
-    ["run", "prog.lmp", "--data", "data.jsonl", "--out", "ro/o.jsonl"],
-    ["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--cache-dir", "ro/cache"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "prog.lmp", "--data", "data.jsonl", "--report", "ro/r.json"],
+        ["eval", "prog.lmp", "--data", "data.jsonl", "--junit", "ro/deeper/r.xml"],
+        ["compile", "prog.lmp", "--train", "data.jsonl", "-o", "ro/a.lmc.json", "--optimizer", "none"],
+        ["run", "prog.lmp", "--data", "data.jsonl", "--out", "ro/o.jsonl"],
+        ["run", "prog.lmp", "--data", "data.jsonl", "--out", "o.jsonl", "--cache-dir", "ro/cache"],
+    ],
+)
 def test_a_read_only_folder_is_refused_before_any_lm_call(ws, server, command):
     """Root ignores permission bits, so the folder is a read-only bind mount in a private mount namespace."""
     (ws / "ro").mkdir()
@@ -206,8 +204,9 @@ def test_a_read_only_folder_is_refused_before_any_lm_call(ws, server, command):
     env.pop("LMC_LM", None)
     lmc = " ".join([sys.executable, "-m", "lmc", *command, "--lm", "openai/test", "--api-base", server.url])
     script = f"mount --bind ro ro && mount -o remount,bind,ro ro && exec {lmc}"
-    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=ws, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=ws, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2, done.stderr
     assert "Read-only file system" in done.stderr and done.stderr.startswith("error: "), done.stderr
     assert server.requests == 0

@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET"
 
 
-
 def write_jsonl(path: Path, items: list) -> Path:
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in items), encoding="utf-8")
     return path
@@ -48,6 +47,7 @@ def ws(tmp_path, monkeypatch):
 @pytest.fixture
 def lmc(ws, server, capsys):
     """Runs `lmc ...` in-process; returns (exit code, stdout, stderr). Never a traceback."""
+
     def run(*args: str) -> tuple[int, str, str]:
         from lmc.cli import main
 
@@ -59,8 +59,7 @@ def lmc(ws, server, capsys):
 
     def compile_(*args: str, out: str = "out.lmc.json", lm: bool = True) -> tuple[int, str, str]:
         extra = ["--lm", "openai/test", "--api-base", server.url] if lm else []
-        return run("compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out,
-                   "--cache-dir", "cache", *extra, *args)
+        return run("compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out, "--cache-dir", "cache", *extra, *args)
 
     run.compile = compile_
     return run
@@ -98,17 +97,31 @@ def test_compile_writes_an_artifact_that_runs(lmc, ws, server):
     assert rep["scores"]["baseline"]["dev"] == pytest.approx(4 / 6, abs=1e-6)
     assert rep["scores"]["final"]["dev"] == 1.0
     assert "zero-shot" in err and "compiled" in err
-    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
-                         "--input", '{"review": "bad stuff MISLEAD"}')
+    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "bad stuff MISLEAD"}')
     assert code == 0, err
     assert json.loads(out) == {"sentiment": "negative"}
 
 
 def test_artifact_holds_no_key_and_no_absolute_path(lmc, ws, server):
     # an absolute -o, and absolute data paths, must not leak into the artifact
-    code, _, err = lmc("compile", str(ws / "s.lmp"), "--train", str(ws / "train.jsonl"), "--dev", str(ws / "dev.jsonl"),
-                       "-o", str(ws / "abs" / "a.lmc.json"), "--optimizer", "labeled", "--lm", "openai/test",
-                       "--api-base", server.url, "--cache-dir", str(ws / "cache"))
+    code, _, err = lmc(
+        "compile",
+        str(ws / "s.lmp"),
+        "--train",
+        str(ws / "train.jsonl"),
+        "--dev",
+        str(ws / "dev.jsonl"),
+        "-o",
+        str(ws / "abs" / "a.lmc.json"),
+        "--optimizer",
+        "labeled",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+        "--cache-dir",
+        str(ws / "cache"),
+    )
     assert code == 0, err
     for name in ("a.lmc.json", "a.stats.json"):
         text = (ws / "abs" / name).read_text(encoding="utf-8")
@@ -118,13 +131,18 @@ def test_artifact_holds_no_key_and_no_absolute_path(lmc, ws, server):
 
 
 def test_random_search_reports_every_candidate_and_keeps_the_best(lmc, ws):
-    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "2", "--max-demos", "2",
-                               "--max-labeled", "1")
+    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "2", "--max-demos", "2", "--max-labeled", "1")
     assert code == 0, err
     rep = artifact("out.lmc.json")["compile"]
     names = [c["name"] for c in rep["candidates"]]
-    assert names[:6] == ["as-written", "random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap",
-                         "random-search:bootstrap-1", "random-search:bootstrap-2"]
+    assert names[:6] == [
+        "as-written",
+        "random-search:zero-shot",
+        "random-search:labeled-only",
+        "random-search:bootstrap",
+        "random-search:bootstrap-1",
+        "random-search:bootstrap-2",
+    ]
     # then the best demo set with 1 and 2 demos and in other orders (those not already scored)
     assert all(re.fullmatch(r"random-search:[a-z-]+\d?-(1|2|all)-(built|reversed|similar-last)", n) for n in names[6:]), names
     scores = {c["name"]: c["dev"] for c in rep["candidates"]}
@@ -136,26 +154,40 @@ def test_random_search_reports_every_candidate_and_keeps_the_best(lmc, ws):
 
 
 def test_bootstrap_then_mipro_and_a_passes_file_compose(lmc, ws):
-    code, _, err = lmc.compile("--optimizer", "bootstrap", "--then", "mipro", "--max-demos", "1",
-                               "--trials", "4", "--instructions", "2", "--candidates", "1", "--minibatch", "3")
+    code, _, err = lmc.compile(
+        "--optimizer",
+        "bootstrap",
+        "--then",
+        "mipro",
+        "--max-demos",
+        "1",
+        "--trials",
+        "4",
+        "--instructions",
+        "2",
+        "--candidates",
+        "1",
+        "--minibatch",
+        "3",
+    )
     assert code == 0, err
     art = artifact("out.lmc.json")
     rep = art["compile"]
     assert rep["optimizer"] == ["bootstrap", "mipro"]
     assert any(c["name"].startswith("mipro:trial-") for c in rep["candidates"])
     assert rep["scores"]["final"]["dev"] >= rep["scores"]["baseline"]["dev"]
-    (ws / "passes.yaml").write_text("passes:\n  - labeled\n  - name: random-search\n    candidates: 1\n",
-                                    encoding="utf-8")
+    (ws / "passes.yaml").write_text("passes:\n  - labeled\n  - name: random-search\n    candidates: 1\n", encoding="utf-8")
     code, _, err = lmc.compile("--passes", "passes.yaml", out="p.lmc.json")
     assert code == 0, err
     rep = artifact("p.lmc.json")["compile"]
     assert rep["optimizer"] == ["labeled", "random-search"]
-    assert rep["passes"] == [{"name": "labeled", "options": {"max_labeled": 4}},
-                             {"name": "random-search", "options": {"candidates": 1, "max_demos": 4, "max_labeled": 4,
-                                                                   "max_rounds": 1}}]
+    assert rep["passes"] == [
+        {"name": "labeled", "options": {"max_labeled": 4}},
+        {"name": "random-search", "options": {"candidates": 1, "max_demos": 4, "max_labeled": 4, "max_rounds": 1}},
+    ]
     names = [c["name"] for c in rep["candidates"]]
     assert "random-search:bootstrap-1" in names
-    assert all(n.endswith(("-built", "-reversed", "-similar-last")) for n in names[names.index("random-search:bootstrap-1") + 1:])
+    assert all(n.endswith(("-built", "-reversed", "-similar-last")) for n in names[names.index("random-search:bootstrap-1") + 1 :])
 
 
 # ---------------------------------------------------------------- determinism and the cache
@@ -190,8 +222,7 @@ def test_same_seed_data_and_cache_give_byte_identical_artifacts_and_a_warm_recom
 
 def test_max_calls_ends_the_search_with_the_best_program_so_far(lmc, ws):
     # zero-shot scoring takes 6 calls; the bootstrap candidates need more than the budget leaves
-    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "6", "--max-calls", "20",
-                               "--no-cache")
+    code, _, err = lmc.compile("--optimizer", "random-search", "--candidates", "6", "--max-calls", "20", "--no-cache")
     assert code == 0, err
     rep = artifact("out.lmc.json")["compile"]
     assert rep["budget"] == {"max_calls": 20, "max_cost": None, "exhausted": True}
@@ -215,8 +246,7 @@ def test_budget_spent_before_the_first_candidate_is_an_error_unless_allow_partia
     art = artifact("out.lmc.json")
     assert art["compile"]["budget"]["exhausted"] is True
     assert art["predictors"]["classify"]["demos"] == []  # the program as written
-    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
-                         "--input", '{"review": "good"}')
+    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "good"}')
     assert code == 0 and json.loads(out) == {"sentiment": "positive"}, err
 
 
@@ -224,14 +254,11 @@ def test_budget_spent_before_the_first_candidate_is_an_error_unless_allow_partia
 
 
 BAD_INPUTS = [
-    ("missing_input", {"train": [{"id": "x1", "text": "good", "sentiment": "positive"}]}, [],
-     ("train.jsonl:1:", "missing input field 'review'")),
-    ("wrong_label_type", {"train": [{"id": "x1", "review": "good", "sentiment": 3}]}, [],
-     ("train.jsonl:1:", "label 'sentiment'", "got 3")),
+    ("missing_input", {"train": [{"id": "x1", "text": "good", "sentiment": "positive"}]}, [], ("train.jsonl:1:", "missing input field 'review'")),
+    ("wrong_label_type", {"train": [{"id": "x1", "review": "good", "sentiment": 3}]}, [], ("train.jsonl:1:", "label 'sentiment'", "got 3")),
     ("empty_trainset", {"train": []}, [], ("train.jsonl", "empty")),
     ("unknown_metric", {}, ["--metric", "accuracyy"], ("unknown metric 'accuracyy'", "acc", "exact_match")),
-    ("metric_field_not_output", {"lmp": SENTIMENT.replace("accuracy(sentiment)", "accuracy(label)")}, [],
-     ("metric field 'label' is not an output",)),
+    ("metric_field_not_output", {"lmp": SENTIMENT.replace("accuracy(sentiment)", "accuracy(label)")}, [], ("metric field 'label' is not an output",)),
     ("minibatch_too_large", {}, ["--optimizer", "mipro", "--minibatch", "50"], ("--minibatch 50 is larger than the dev set (6 examples)",)),
     ("unknown_optimizer", {}, ["--optimizer", "bootstarp"], ("'--optimizer': 'bootstarp' is not one of", "did you mean 'bootstrap'")),
     ("unknown_then", {}, ["--then", "mipr"], ("'--then': 'mipr' is not one of", "did you mean 'mipro'")),
@@ -285,12 +312,16 @@ def _edit_source(art):
     art["program"]["source"] += "\n# edited\n"
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (_edit_ir, "IR does not match its sha256"),
-    (_edit_view, "predictor 'classify' was edited by hand"),
-    (_edit_format, "artifact format 99 is newer"),
-    (_edit_source, "program source does not match its sha256"),
-], ids=["ir", "predictor_view", "format", "source"])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (_edit_ir, "IR does not match its sha256"),
+        (_edit_view, "predictor 'classify' was edited by hand"),
+        (_edit_format, "artifact format 99 is newer"),
+        (_edit_source, "program source does not match its sha256"),
+    ],
+    ids=["ir", "predictor_view", "format", "source"],
+)
 def test_a_tampered_artifact_is_refused_in_one_line(lmc, ws, server, edit, expected):
     code, _, err = lmc.compile("--optimizer", "labeled")
     assert code == 0, err
@@ -298,8 +329,7 @@ def test_a_tampered_artifact_is_refused_in_one_line(lmc, ws, server, edit, expec
     edit(art)
     (ws / "bad.lmc.json").write_text(json.dumps(art, indent=2), encoding="utf-8")
     before = server.requests
-    for cmd in (("run", "bad.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "x"}'),
-                ("inspect", "bad.lmc.json")):
+    for cmd in (("run", "bad.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "x"}'), ("inspect", "bad.lmc.json")):
         code, out, err = lmc(*cmd)
         assert code != 0
         line = one_error_line(err)
@@ -314,10 +344,39 @@ def _subprocess_compile(ws: Path, url: str, out: str) -> subprocess.Popen:
     env = {**os.environ, "OPENAI_API_KEY": SECRET, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
     env.pop("LMC_LM", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "lmc", "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out,
-         "--optimizer", "random-search", "--candidates", "3", "--max-demos", "2", "--cache-dir", "cache", "-j", "1",
-         "--lm", "openai/test", "--api-base", url],
-        cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "lmc",
+            "compile",
+            "s.lmp",
+            "--train",
+            "train.jsonl",
+            "--dev",
+            "dev.jsonl",
+            "-o",
+            out,
+            "--optimizer",
+            "random-search",
+            "--candidates",
+            "3",
+            "--max-demos",
+            "2",
+            "--cache-dir",
+            "cache",
+            "-j",
+            "1",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            url,
+        ],
+        cwd=ws,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_an_interrupted_compile_resumes_from_the_cache_without_repeating_a_call(ws):
@@ -362,8 +421,24 @@ def test_an_interrupted_compile_resumes_from_the_cache_without_repeating_a_call(
 
 
 def test_without_dev_the_trainset_is_split_with_the_seed_and_says_so(lmc, ws, server):
-    code, _, err = lmc("compile", "s.lmp", "--train", "train.jsonl", "-o", "out.lmc.json", "--optimizer", "none",
-                       "--cache-dir", "cache", "--seed", "3", "--lm", "openai/test", "--api-base", server.url)
+    code, _, err = lmc(
+        "compile",
+        "s.lmp",
+        "--train",
+        "train.jsonl",
+        "-o",
+        "out.lmc.json",
+        "--optimizer",
+        "none",
+        "--cache-dir",
+        "cache",
+        "--seed",
+        "3",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+    )
     assert code == 0, err
     assert "no --dev given: split train.jsonl with seed 3 into 8 train and 4 dev examples" in err
     data = artifact("out.lmc.json")["compile"]["data"]
@@ -381,8 +456,9 @@ def test_knn_artifact_runs_with_demos_chosen_per_input(lmc, ws, server):
     pools = art["ir"]["extras"]["items"][0]
     assert pools[0] == "knn" and len(pools[1]["pools"]["classify"]) == 12
     assert art["compile"]["scores"]["final"]["dev"] == 1.0  # two similar demos fix the MISLEAD reviews
-    code, out, err = lmc("run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url,
-                         "--input", '{"review": "a bad thing number 3 MISLEAD"}')
+    code, out, err = lmc(
+        "run", "out.lmc.json", "--lm", "openai/test", "--api-base", server.url, "--input", '{"review": "a bad thing number 3 MISLEAD"}'
+    )
     assert code == 0 and json.loads(out) == {"sentiment": "negative"}, err
 
 
@@ -404,9 +480,28 @@ def test_ensemble_and_finetune_data_from_the_cli(lmc, ws):
 def test_an_artifact_compiles_further(lmc, ws, server):
     code, _, err = lmc.compile("--optimizer", "labeled", "--max-labeled", "1", out="a.lmc.json")
     assert code == 0, err
-    code, _, err = lmc("compile", "a.lmc.json", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "b.lmc.json",
-                       "--optimizer", "bootstrap", "--max-demos", "2", "--max-labeled", "0", "--cache-dir", "cache",
-                       "--lm", "openai/test", "--api-base", server.url)
+    code, _, err = lmc(
+        "compile",
+        "a.lmc.json",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "b.lmc.json",
+        "--optimizer",
+        "bootstrap",
+        "--max-demos",
+        "2",
+        "--max-labeled",
+        "0",
+        "--cache-dir",
+        "cache",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+    )
     assert code == 0, err
     a, b = artifact("a.lmc.json"), artifact("b.lmc.json")
     assert len(a["predictors"]["classify"]["demos"]) == 1

@@ -280,9 +280,7 @@ def test_validate_labels_need_not_be_outputs(tmp_path):
     ds = qa(tmp_path, '{"question": "q", "supporting": ["a"]}\n{"question": "r", "suporting": []}\n')
     with pytest.raises(DatasetError) as info:
         validate(ds, {"question": STR}, {"answer": STR}, need_labels={"supporting", "question"})
-    assert str(info.value) == (
-        f"{ds.path}:2: missing label 'supporting'; did you mean 'suporting'? the metric needs: question, supporting"
-    )
+    assert str(info.value) == (f"{ds.path}:2: missing label 'supporting'; did you mean 'suporting'? the metric needs: question, supporting")
 
 
 def test_validate_accepts_python_classes(tmp_path):
@@ -330,6 +328,7 @@ def test_split_edge_cases():
 
 
 # ---------------------------------------------------------------- the shipped datasets
+
 
 def _shipped_counts() -> dict:
     """The expected sizes live in datasets/check_datasets.py (the data's own checker); one list, not two."""
@@ -476,12 +475,12 @@ def test_route_hashes_are_recorded_and_the_checker_passes(capsys):
 
 def test_route_checker_finds_leaks_imbalance_and_wrong_splits(tmp_path):
     mod = _checker()
-    rows = {"route_train.jsonl": [{"id": f"banking77-train-{i}", "message": f"m {i}", "intent": intent}
-                                  for i, intent in enumerate(mod.ROUTE_INTENTS)],
-            "route_dev.jsonl": [{"id": "banking77-test-1", "message": "m 0", "intent": "card arrival"}],
-            "route_test.jsonl": [{"id": f"banking77-test-{i + 9}", "message": f"t {i}", "intent": intent}
-                                 for i, intent in enumerate(mod.ROUTE_INTENTS)],
-            "route_new.jsonl": [{"id": "banking77-test-3", "message": "x", "intent": "card arrival"}]}
+    rows = {
+        "route_train.jsonl": [{"id": f"banking77-train-{i}", "message": f"m {i}", "intent": intent} for i, intent in enumerate(mod.ROUTE_INTENTS)],
+        "route_dev.jsonl": [{"id": "banking77-test-1", "message": "m 0", "intent": "card arrival"}],
+        "route_test.jsonl": [{"id": f"banking77-test-{i + 9}", "message": f"t {i}", "intent": intent} for i, intent in enumerate(mod.ROUTE_INTENTS)],
+        "route_new.jsonl": [{"id": "banking77-test-3", "message": "x", "intent": "card arrival"}],
+    }
     sets = {name: from_records(items, path=name) for name, items in rows.items()}
     problems = mod.route_problems(sets)
     assert any(p.startswith("route_dev.jsonl: intents not the six") for p in problems)

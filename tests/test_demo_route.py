@@ -20,11 +20,14 @@ import pytest
 from tests.lmserver import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
-INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing",
-           "terminate account")
+INTENTS = ("card arrival", "lost or stolen card", "exchange rate", "top up failed", "transfer timing", "terminate account")
 # BANKING77's labels of the four unlabeled messages of route_new.jsonl (rows of its test split).
-NEW_GOLD = {"banking77-test-81": "exchange rate", "banking77-test-1903": "terminate account",
-            "banking77-test-2069": "transfer timing", "banking77-test-2650": "top up failed"}
+NEW_GOLD = {
+    "banking77-test-81": "exchange rate",
+    "banking77-test-1903": "terminate account",
+    "banking77-test-2069": "transfer timing",
+    "banking77-test-2650": "top up failed",
+}
 BIAS = "exchange rate"  # what the scripted model answers when no demo shows the right intent
 
 
@@ -46,6 +49,7 @@ def responder_for(gold: dict[str, str]):
         shown = set(re.findall(r"^Intent: (.+)$", prompt, re.M))
         right = gold[message]
         return " " + (right if right in shown else BIAS)
+
     return respond
 
 
@@ -76,8 +80,7 @@ def demo_dir(tmp_path, monkeypatch):
     with LoopbackServer(responder_for(gold)) as srv:
         (tmp_path / "programs").symlink_to(ROOT / "programs")
         (tmp_path / "datasets").symlink_to(ROOT / "datasets")
-        (tmp_path / "lmc.yaml").write_text(f"lm: text-completion-openai/scripted\napi_base: {srv.url}\n",
-                                           encoding="utf-8")
+        (tmp_path / "lmc.yaml").write_text(f"lm: text-completion-openai/scripted\napi_base: {srv.url}\n", encoding="utf-8")
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test-demo")
         monkeypatch.delenv("LMC_LM", raising=False)
@@ -154,9 +157,29 @@ def test_compile_on_the_embedded_model_picks_demos(tmp_path, monkeypatch, capsys
     monkeypatch.delenv("LMC_LM", raising=False)
     train = _rows("route_train.jsonl")[:36]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train), encoding="utf-8")
-    code = main(["compile", str(ROOT / "programs" / "route.lmp"), "--train", "train.jsonl", "--dev", "train.jsonl",
-                 "--optimizer", "bootstrap", "--max-demos", "6", "--max-labeled", "6", "--no-score-dev",
-                 "--lm", "local/gemma-3-270m", "--cache-dir", "cache", "-o", "out.lmc.json"])
+    code = main(
+        [
+            "compile",
+            str(ROOT / "programs" / "route.lmp"),
+            "--train",
+            "train.jsonl",
+            "--dev",
+            "train.jsonl",
+            "--optimizer",
+            "bootstrap",
+            "--max-demos",
+            "6",
+            "--max-labeled",
+            "6",
+            "--no-score-dev",
+            "--lm",
+            "local/gemma-3-270m",
+            "--cache-dir",
+            "cache",
+            "-o",
+            "out.lmc.json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err[-2000:]
     art = json.loads((tmp_path / "out.lmc.json").read_text(encoding="utf-8"))

@@ -55,9 +55,9 @@ def test_broken_program_reports_its_full_diagnostic_list(path: Path):
 
 
 def test_lmc_check_reports_every_error_of_a_file_with_many_syntax_errors(tmp_path):
-    body = "module qa = Predict(\"question -> answer\")\nprogram main(question: str) -> (answer: str) {\n"
+    body = 'module qa = Predict("question -> answer")\nprogram main(question: str) -> (answer: str) {\n'
     body += "".join(f"  v{i} = len(question question)\n" for i in range(30))
-    body += "  return {\"answer\": undefined_thing}\n}\n"
+    body += '  return {"answer": undefined_thing}\n}\n'
     f = tmp_path / "many.lmp"
     f.write_text(body)
     run = subprocess.run([sys.executable, "-m", "lmc", "check", str(f)], capture_output=True, text=True)
@@ -72,9 +72,11 @@ def test_lmc_check_reports_every_error_of_a_file_with_many_syntax_errors(tmp_pat
 
 
 def test_syntax_errors_do_not_hide_type_errors_but_skipped_names_raise_no_echo():
-    src = ("signature Broken { a: str -> b: str ]\n"
-           "module m = Predict(Broken)\n"
-           "program main(q: str) -> (b: str) {\n  x = m(a=q\n  y = nope\n  return {\"b\": x.b}\n}\n")
+    src = (
+        "signature Broken { a: str -> b: str ]\n"
+        "module m = Predict(Broken)\n"
+        'program main(q: str) -> (b: str) {\n  x = m(a=q\n  y = nope\n  return {"b": x.b}\n}\n'
+    )
     found = diagnostics(src, "e.lmp")
     messages = [m for _, _, m in found]
     assert any(m.startswith("unexpected ']'") for m in messages)

@@ -109,8 +109,7 @@ def lmc(capsys, server):
 
 def make_artifact(lmp: str, out: str) -> str:
     t = load_target(lmp)
-    write(Artifact(ir=t.ir, program={"name": t.name, "path": lmp, "source": t.source, "sha256": t.sha256},
-                   compile={}, lm=None), out)
+    write(Artifact(ir=t.ir, program={"name": t.name, "path": lmp, "source": t.source, "sha256": t.sha256}, compile={}, lm=None), out)
     return out
 
 
@@ -192,8 +191,7 @@ def test_too_many_parse_errors_exit_3_and_outrank_quality(ws, lmc, server):
 
 def test_lm_auth_failure_is_exit_3(ws, capsys):
     with LoopbackServer(Oracle(), api_key="the-right-key") as srv:
-        code = main(["eval", "cand.lmp", "--data", "dev.jsonl", "--lm", "openai/test", "--api-base", srv.url,
-                     "--cache-dir", "cache"])
+        code = main(["eval", "cand.lmp", "--data", "dev.jsonl", "--lm", "openai/test", "--api-base", srv.url, "--cache-dir", "cache"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3, err
     assert err[-1].startswith("error: authentication failed for")
@@ -277,15 +275,13 @@ def test_github_summary_without_the_variable_is_a_note(ws, lmc, server):
 
 def test_format_json_prints_the_verdict_on_stdout(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": set()}
-    code, out, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0.02", "--max-errors", "0",
-                              "--format", "json")
+    code, out, err = lmc.eval("cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0.02", "--max-errors", "0", "--format", "json")
     assert code == 1
     doc = json.loads(out)
     assert doc["verdict"] == "fail" and doc["exit_code"] == 1 and doc["reason"] == err[-1]
     assert doc["paired"]["flipped_to_fail"] == [f"ex-{i:02d}" for i in range(5, 14)]
     assert doc["candidate"]["n"] == N and doc["baseline"]["score"] == 1.0
-    assert doc["gates"] == {"min_score": None, "baseline": "main/cand.lmp", "max_drop": 0.02, "max_errors": 0,
-                            "confidence": 0.95}
+    assert doc["gates"] == {"min_score": None, "baseline": "main/cand.lmp", "max_drop": 0.02, "max_errors": 0, "confidence": 0.95}
     assert doc["metric"]["name"] == "acc"
     assert any(line.startswith("candidate") for line in err)  # the table still goes to stderr
 
@@ -316,8 +312,9 @@ def test_shards_merged_equal_the_unsharded_run(ws, lmc, server):
     assert code == 0, err
     full, merged = Report.load("full.json"), Report.load("all.json")
     assert merged.shard is None
-    assert [(e.id, e.line, e.score, e.passed, e.prediction) for e in merged.examples] == \
-        [(e.id, e.line, e.score, e.passed, e.prediction) for e in full.examples]
+    assert [(e.id, e.line, e.score, e.passed, e.prediction) for e in merged.examples] == [
+        (e.id, e.line, e.score, e.passed, e.prediction) for e in full.examples
+    ]
     assert merged.summary.score == pytest.approx(full.summary.score)
     assert merged.summary.calls == full.summary.calls == N
 
@@ -328,8 +325,9 @@ def test_merge_applies_the_gates_once(ws, lmc, server):
     code_full, _, err_full = lmc.eval("cand.lmp", "--baseline", "base.json", "--max-drop", "0.02")
     for i in (1, 2):
         lmc.eval("cand.lmp", "--shard", f"{i}/2", "--report", f"part-{i}.json")
-    code, _, err = lmc.merge("part-1.json", "part-2.json", "-o", "all.json", "--baseline", "base.json",
-                             "--max-drop", "0.02", "--junit", "eval.xml", "--summary", "eval.md")
+    code, _, err = lmc.merge(
+        "part-1.json", "part-2.json", "-o", "all.json", "--baseline", "base.json", "--max-drop", "0.02", "--junit", "eval.xml", "--summary", "eval.md"
+    )
     assert code == code_full == 1
     assert err[-1] == err_full[-1]
     assert any(line.startswith("merged 2 shard reports: 40 examples") for line in err)
@@ -347,12 +345,15 @@ def test_shard_candidate_against_full_baseline_report(ws, lmc, server):
 # ---------------------------------------------------------------- bad input: refused before any LM call
 
 
-@pytest.mark.parametrize("spec, fragment", [
-    ("4/3", "shard '4/3' is out of range"),
-    ("0/3", "shard '0/3' is out of range"),
-    ("2", "bad shard '2'; expected i/N"),
-    ("a/b", "bad shard 'a/b'"),
-])
+@pytest.mark.parametrize(
+    "spec, fragment",
+    [
+        ("4/3", "shard '4/3' is out of range"),
+        ("0/3", "shard '0/3' is out of range"),
+        ("2", "bad shard '2'; expected i/N"),
+        ("a/b", "bad shard 'a/b'"),
+    ],
+)
 def test_bad_shard_specs(ws, lmc, server, spec, fragment):
     assert_refused(lmc.eval("cand.lmp", "--shard", spec), fragment)
     assert server.requests == 0
@@ -363,17 +364,20 @@ def test_max_drop_without_baseline_is_refused_before_evaluating(ws, lmc, server)
     assert server.requests == 0
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--confidence", "1.5"], "--confidence must be between 0.5 and 1"),
-    (["--min-score", "2"], "--min-score must be between 0 and 1"),
-    (["--max-errors", "-1"], "--max-errors must be 0 or more"),
-    (["--threshold", "1.5"], "invalid value for option '--threshold': Input should be less than or equal to 1"),
-    (["--format", "jsn"], "'--format': 'jsn' is not one of: text, json; did you mean 'json'?"),
-    (["-j", "0"], "invalid value for option '-j' / '--jobs'"),
-    (["--example-timeout", "0"], "invalid value for option '--example-timeout'"),
-    (["--max-steps", "0"], "invalid value for option '--max-steps'"),
-    (["--report", "cand.lmp/eval.json"], "cannot create it; 'cand.lmp' is a file, not a directory"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--confidence", "1.5"], "--confidence must be between 0.5 and 1"),
+        (["--min-score", "2"], "--min-score must be between 0 and 1"),
+        (["--max-errors", "-1"], "--max-errors must be 0 or more"),
+        (["--threshold", "1.5"], "invalid value for option '--threshold': Input should be less than or equal to 1"),
+        (["--format", "jsn"], "'--format': 'jsn' is not one of: text, json; did you mean 'json'?"),
+        (["-j", "0"], "invalid value for option '-j' / '--jobs'"),
+        (["--example-timeout", "0"], "invalid value for option '--example-timeout'"),
+        (["--max-steps", "0"], "invalid value for option '--max-steps'"),
+        (["--report", "cand.lmp/eval.json"], "cannot create it; 'cand.lmp' is a file, not a directory"),
+    ],
+)
 def test_bad_flags(ws, lmc, server, flags, fragment):
     assert_refused(lmc.eval("cand.lmp", *flags), fragment)
     assert server.requests == 0
@@ -389,43 +393,49 @@ def base_report(ws, lmc, server):
 
 def test_baseline_on_other_data_is_refused(ws, lmc, server):
     lines = Path("dev.jsonl").read_text().splitlines()
-    Path("dev2.jsonl").write_text("\n".join(lines[:-1] + [lines[-1].replace(".\"", "!\"", 1)]) + "\n")
+    Path("dev2.jsonl").write_text("\n".join(lines[:-1] + [lines[-1].replace('."', '!"', 1)]) + "\n")
     lmc.eval("main/cand.lmp", "--report", "other-data.json", data="dev2.jsonl")
     server.reset_counters()
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "other-data.json"),
-                   "other-data.json: baseline was evaluated on different data (dev2.jsonl", "same file")
+    assert_refused(
+        lmc.eval("cand.lmp", "--baseline", "other-data.json"), "other-data.json: baseline was evaluated on different data (dev2.jsonl", "same file"
+    )
     assert server.requests == 0
 
 
 def test_baseline_with_other_metric_is_refused(ws, lmc, server, base_report):
-    assert_refused(lmc.eval("cand.lmp", "--baseline", base_report, "--threshold", "0.5"),
-                   "baseline used metric acc = accuracy(sentiment) @ 1 but the candidate uses acc = accuracy(sentiment) @ 0.5")
+    assert_refused(
+        lmc.eval("cand.lmp", "--baseline", base_report, "--threshold", "0.5"),
+        "baseline used metric acc = accuracy(sentiment) @ 1 but the candidate uses acc = accuracy(sentiment) @ 0.5",
+    )
     # A baseline artifact whose metric has another definition is refused before it is evaluated.
     Path("em.lmp").write_text(Path("base.lmp").read_text().replace("accuracy(sentiment)", "exact_match(sentiment)"))
     assert_refused(lmc.eval("cand.lmp", "--baseline", "em.lmp"), "baseline used metric acc = exact_match(sentiment)")
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "no_metric.lmp"),
-                   "no_metric.lmp: baseline has no metric 'acc' (it defines: none)")
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "no_metric.lmp"), "no_metric.lmp: baseline has no metric 'acc' (it defines: none)")
     assert server.requests == 0
 
 
 def test_report_of_another_program_is_refused_unless_allowed(ws, lmc, server):
     lmc.eval("other.lmp", "--report", "other.json")
     server.reset_counters()
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "other.json"),
-                   "the baseline is another program: 'other' of other.lmp", "the candidate is 'sentiment' of cand.lmp",
-                   "--allow-different-program")
+    assert_refused(
+        lmc.eval("cand.lmp", "--baseline", "other.json"),
+        "the baseline is another program: 'other' of other.lmp",
+        "the candidate is 'sentiment' of cand.lmp",
+        "--allow-different-program",
+    )
     assert_refused(lmc.eval("cand.lmp", "--baseline", "other.lmp"), "--allow-different-program")
     assert server.requests == 0
     code, _, err = lmc.eval("cand.lmp", "--baseline", "other.json", "--allow-different-program")
-    assert code == 0 and any("note: comparing program 'sentiment' against another program, 'other'" in line
-                             for line in err)
+    assert code == 0 and any("note: comparing program 'sentiment' against another program, 'other'" in line for line in err)
 
 
 def test_a_program_that_only_shares_the_name_is_another_program(ws, lmc, server):
     """base.lmp also defines program 'sentiment': the name alone no longer makes it the same program."""
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "base.lmp"),
-                   "the baseline is another program: 'sentiment' of base.lmp (source sha256",
-                   "the candidate is 'sentiment' of cand.lmp")
+    assert_refused(
+        lmc.eval("cand.lmp", "--baseline", "base.lmp"),
+        "the baseline is another program: 'sentiment' of base.lmp (source sha256",
+        "the candidate is 'sentiment' of cand.lmp",
+    )
     make_artifact("base.lmp", "b.lmc.json")
     assert_refused(lmc.eval("cand.lmp", "--baseline", "b.lmc.json"), "'sentiment' of base.lmp")
     lmc.eval("base.lmp", "--report", "b.json")
@@ -459,12 +469,15 @@ def test_a_report_of_an_earlier_lmc_without_a_program_path_still_loads(ws, lmc, 
     assert code == 0, err
 
 
-@pytest.mark.parametrize("mutate, fragment", [
-    (lambda t: t[: len(t) // 2], "base.json:"),
-    (lambda t: t.replace('"score": 1.0', '"score": 1.5', 1), "examples[0] (id 'ex-01').score: expected a number between 0 and 1, got 1.5"),
-    (lambda t: t.replace('"n_total": 40', '"n_total": 41'), "examples: 40 examples but data.n_total is 41"),
-    (lambda t: t.replace('"format": "lmc-report/1"', '"format": "lmc-report/9"'), "'lmc-report/9' is not supported"),
-])
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda t: t[: len(t) // 2], "base.json:"),
+        (lambda t: t.replace('"score": 1.0', '"score": 1.5', 1), "examples[0] (id 'ex-01').score: expected a number between 0 and 1, got 1.5"),
+        (lambda t: t.replace('"n_total": 40', '"n_total": 41'), "examples: 40 examples but data.n_total is 41"),
+        (lambda t: t.replace('"format": "lmc-report/1"', '"format": "lmc-report/9"'), "'lmc-report/9' is not supported"),
+    ],
+)
 def test_corrupt_baseline_report_is_refused(ws, lmc, server, base_report, mutate, fragment):
     Path(base_report).write_text(mutate(Path(base_report).read_text()))
     assert_refused(lmc.eval("cand.lmp", "--baseline", base_report), fragment)
@@ -475,20 +488,22 @@ def test_baseline_report_missing_candidate_ids_is_refused(ws, lmc, server):
     lmc.eval("main/cand.lmp", "--shard", "1/3", "--report", "base-1.json")
     missing = N - Report.load("base-1.json").summary.n
     server.reset_counters()
-    assert_refused(lmc.eval("cand.lmp", "--baseline", "base-1.json"),
-                   f"baseline report has no result for {missing} candidate example(s): 'ex-")
+    assert_refused(lmc.eval("cand.lmp", "--baseline", "base-1.json"), f"baseline report has no result for {missing} candidate example(s): 'ex-")
     assert server.requests == 0
 
 
-@pytest.mark.parametrize("target, args, fragment", [
-    ("missing.lmp", [], "missing.lmp: no such file"),
-    ("broken.lmp", [], "broken.lmp: the target does not compile (1 error above)"),
-    ("no_metric.lmp", [], "no_metric.lmp: the program defines no metric"),
-    ("two_metrics.lmp", [], "the program defines several metrics (acc, em); choose one with --metric NAME"),
-    ("two_metrics.lmp", ["--metric", "acx"], "unknown metric 'acx'; did you mean 'acc'? defined: acc, em"),
-    ("cand.lmp", ["--baseline", "nowhere.json"], "nowhere.json: no such file"),
-    ("cand.lmp", ["--baseline", "dev.jsonl"], "dev.jsonl: --baseline expects a program (.lmp), an artifact"),
-])
+@pytest.mark.parametrize(
+    "target, args, fragment",
+    [
+        ("missing.lmp", [], "missing.lmp: no such file"),
+        ("broken.lmp", [], "broken.lmp: the target does not compile (1 error above)"),
+        ("no_metric.lmp", [], "no_metric.lmp: the program defines no metric"),
+        ("two_metrics.lmp", [], "the program defines several metrics (acc, em); choose one with --metric NAME"),
+        ("two_metrics.lmp", ["--metric", "acx"], "unknown metric 'acx'; did you mean 'acc'? defined: acc, em"),
+        ("cand.lmp", ["--baseline", "nowhere.json"], "nowhere.json: no such file"),
+        ("cand.lmp", ["--baseline", "dev.jsonl"], "dev.jsonl: --baseline expects a program (.lmp), an artifact"),
+    ],
+)
 def test_bad_targets_and_metrics(ws, lmc, server, target, args, fragment):
     assert_refused(lmc.eval(target, *args), fragment)
     assert server.requests == 0
@@ -502,9 +517,15 @@ def test_two_metrics_with_metric_flag_works(ws, lmc, server):
 def test_an_artifact_is_scored_as_it_was_compiled(ws, lmc, server):
     """No --metric/--threshold: the metric and threshold recorded at compile time, said in a note; flags win."""
     t = load_target("two_metrics.lmp")
-    write(Artifact(ir=t.ir, program={"name": t.name, "path": "two_metrics.lmp", "source": t.source, "sha256": t.sha256},
-                   compile={"metric": {"name": "em", "spec": "exact_match(sentiment)", "threshold": 0.5}}, lm=None),
-          "two.lmc.json")
+    write(
+        Artifact(
+            ir=t.ir,
+            program={"name": t.name, "path": "two_metrics.lmp", "source": t.source, "sha256": t.sha256},
+            compile={"metric": {"name": "em", "spec": "exact_match(sentiment)", "threshold": 0.5}},
+            lm=None,
+        ),
+        "two.lmc.json",
+    )
     code, _, err = lmc.eval("two.lmc.json", "--report", "r.json")
     assert code == 0, err
     rep = Report.load("r.json")
@@ -535,8 +556,7 @@ def test_merge_refusals(ws, lmc, server, base_report):
     assert_refused(lmc.merge("part-1.json", "part-2.json", "-o", "all.json"), "missing shard(s) 3/3")
     assert_refused(lmc.merge("part-1.json", "part-1.json", "part-2.json"), "shard 1/3 is given twice")
     assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", base_report), "base.json: is not a shard report")
-    assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", "--baseline", "base.lmc.json"),
-                   "--baseline must be a report")
+    assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", "--baseline", "base.lmc.json"), "--baseline must be a report")
     assert_refused(lmc.merge("part-1.json", "part-2.json", "part-3.json", "--max-drop", "0.1"), "--max-drop needs --baseline")
     assert not Path("all.json").exists()
 

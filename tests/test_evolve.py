@@ -16,8 +16,7 @@ from lmc.runtime import Call, Result
 from lmc.scoring import Outcome
 from tests.fakelm import FakeLM, full_text
 from tests.lmserver import LoopbackServer
-from tests.test_optimize import (DEV, SENTIMENT, TRAIN, TWO_STEP, last_user, magic_lm, make_ctx, run, run_pass,
-                                 system, tag)
+from tests.test_optimize import DEV, SENTIMENT, TRAIN, TWO_STEP, last_user, magic_lm, make_ctx, run, run_pass, system, tag
 
 SARCASM = "Classify the review; beware of sarcasm, which flips the sentiment."
 
@@ -50,12 +49,15 @@ def test_a_merge_takes_each_predictor_from_the_member_that_changed_it():
     ir = lower(check_source(TWO_STEP, "t.lmp"))
 
     def with_(mq: str, rp: str):
-        return ir.with_predictors([replace(ir.predictor("make_query"), instructions=mq),
-                                   replace(ir.predictor("reply"), instructions=rp)])
+        return ir.with_predictors([replace(ir.predictor("make_query"), instructions=mq), replace(ir.predictor("reply"), instructions=rp)])
 
     base = ir.predictor("make_query").instructions, ir.predictor("reply").instructions
-    pool = [Member("a", with_(*base), (0.5,)), Member("i", with_("Q-new", base[1]), (0.6,), (0,)),
-            Member("j", with_(base[0], "R-new"), (0.7,), (0,)), Member("k", with_("Q-other", base[1]), (0.9,), (0,))]
+    pool = [
+        Member("a", with_(*base), (0.5,)),
+        Member("i", with_("Q-new", base[1]), (0.6,), (0,)),
+        Member("j", with_(base[0], "R-new"), (0.7,), (0,)),
+        Member("k", with_("Q-other", base[1]), (0.9,), (0,)),
+    ]
     pids = ["make_query", "reply"]
     assert merged_instructions(pool, 1, 2, 0, pids) == {"make_query": "Q-new", "reply": "R-new"}
     # both changed the same predictor and nothing else: the merge would add nothing new from one of them
@@ -99,8 +101,7 @@ def test_reflection_answers_are_cleaned():
 
 def test_a_reflection_reads_the_feedback_and_its_improvement_is_accepted_scored_and_kept():
     reflector = FakeLM(sarcasm_reflection)
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=reflector, rounds=3, minibatch=4,
-                             merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=reflector, rounds=3, minibatch=4, merges=0, pick="round-robin")
     out = run(run_pass("evolve", ir, ctx))
     assert out.predictors[0].instructions == SARCASM
     assert [(c.name, c.score) for c in ctx.candidates] == [("evolve:start", 0.75), ("evolve:round-1", 1.0)]
@@ -113,8 +114,13 @@ def test_a_reflection_reads_the_feedback_and_its_improvement_is_accepted_scored_
     assert 'Feedback: wrong: expected "positive", got "negative"' in shown  # the metric's feedback
     assert "Score: 0.00" in shown and "Score: 1.00" in shown
     lineage = ctx.candidates[1].detail["lineage"]
-    assert lineage == {"round": 1, "parent": "evolve:start", "predictor": "classify", "instruction": SARCASM,
-                       "minibatch": {"parent": 0.75, "child": 1.0}}
+    assert lineage == {
+        "round": 1,
+        "parent": "evolve:start",
+        "predictor": "classify",
+        "instruction": SARCASM,
+        "minibatch": {"parent": 0.75, "child": 1.0},
+    }
     assert sum("already passes its minibatch" in line for line in ctx.logged) == 2
     # no program ran an example twice (outcomes are memoised per example): dev 4 (start), minibatch 4 (parent),
     # 4 (child), dev 4 (child), then only the train examples later minibatches meet for the first time
@@ -126,8 +132,7 @@ def test_a_child_no_better_on_its_minibatch_is_rejected_without_a_dev_score():
         return "<instruction>Classify the sentiment of the review, please.</instruction>"
 
     reflector = FakeLM(useless)
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=reflector, rounds=4, minibatch=8,
-                             merges=2, pick="round-robin")
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=reflector, rounds=4, minibatch=8, merges=2, pick="round-robin")
     out = run(run_pass("evolve", ir, ctx))
     assert out == ir
     assert [c.name for c in ctx.candidates] == ["evolve:start"]
@@ -159,22 +164,32 @@ def questions(spec):
     return [{"id": i, "question": q, "answer": "right"} for i, q in spec]
 
 
-TRAIN2 = questions([("t1", "needA one"), ("t2", "needA two"), ("t3", "needB one"), ("t4", "needB two"),
-                    ("t5", "needA three"), ("t6", "needB three"), ("t7", "hateA one"), ("t8", "plain")])
+TRAIN2 = questions(
+    [
+        ("t1", "needA one"),
+        ("t2", "needA two"),
+        ("t3", "needB one"),
+        ("t4", "needB two"),
+        ("t5", "needA three"),
+        ("t6", "needB three"),
+        ("t7", "hateA one"),
+        ("t8", "plain"),
+    ]
+)
 DEV2 = questions([("d1", "needA x"), ("d2", "needA y"), ("d3", "hateA z"), ("d4", "needB w"), ("d5", "plain v")])
 
 
 def test_siblings_that_improved_different_predictors_are_merged_and_the_merge_wins():
-    ctx, fake, ir = make_ctx(TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=2,
-                             minibatch=8, merges=1, pick="round-robin")
+    ctx, fake, ir = make_ctx(
+        TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=2, minibatch=8, merges=1, pick="round-robin"
+    )
     out = run(run_pass("evolve", ir, ctx))
     names = [(c.name, c.score) for c in ctx.candidates]
     assert names == [("evolve:start", 0.4), ("evolve:round-1", 0.6), ("evolve:round-2", 0.6), ("evolve:merge-2", 0.8)]
     r1, r2, merge = ctx.candidates[1:]
     assert r1.detail["lineage"]["predictor"] == "make_query" and r2.detail["lineage"]["predictor"] == "reply"
     assert r1.detail["lineage"]["parent"] == r2.detail["lineage"]["parent"] == "evolve:start"  # siblings
-    assert merge.detail["merge_of"] == ["evolve:round-2", "evolve:round-1"] or \
-        merge.detail["merge_of"] == ["evolve:round-1", "evolve:round-2"]
+    assert merge.detail["merge_of"] == ["evolve:round-2", "evolve:round-1"] or merge.detail["merge_of"] == ["evolve:round-1", "evolve:round-2"]
     assert out.predictor("make_query").instructions == "Write a search query, ALPHA style."
     assert out.predictor("reply").instructions == "Answer the question, BETA style."
     # the front after the merge: round-2 alone wins hateA, the merge the rest; start and round-1 are dominated
@@ -183,15 +198,17 @@ def test_siblings_that_improved_different_predictors_are_merged_and_the_merge_wi
 
 
 def test_merges_stop_at_the_limit():
-    ctx, fake, ir = make_ctx(TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=2,
-                             minibatch=8, merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(
+        TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=2, minibatch=8, merges=0, pick="round-robin"
+    )
     run(run_pass("evolve", ir, ctx))
     assert not any(c.name.startswith("evolve:merge") for c in ctx.candidates)
 
 
 def test_blame_rewrites_the_step_the_failures_point_at():
-    ctx, fake, ir = make_ctx(TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=1,
-                             minibatch=8, merges=0, pick="blame")
+    ctx, fake, ir = make_ctx(
+        TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=0, rounds=1, minibatch=8, merges=0, pick="blame"
+    )
     run(run_pass("evolve", ir, ctx))
     # the last step before every wrong answer is reply, so blame picks it where round-robin would pick make_query
     assert ctx.candidates[1].detail["lineage"]["predictor"] == "reply"
@@ -200,16 +217,18 @@ def test_blame_rewrites_the_step_the_failures_point_at():
 def test_the_same_seed_gives_the_same_search_and_another_seed_may_not():
     runs = []
     for _ in range(2):
-        ctx, _, ir = make_ctx(TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=4,
-                              rounds=3, minibatch=3, merges=1, pick="round-robin")
+        ctx, _, ir = make_ctx(
+            TWO_STEP, two_lm, TRAIN2, DEV2, prompt_script=FakeLM(two_reflection), seed=4, rounds=3, minibatch=3, merges=1, pick="round-robin"
+        )
         out = run(run_pass("evolve", ir, ctx))
         runs.append((out, [(c.name, c.score, c.detail) for c in ctx.candidates], ctx.logged))
     assert runs[0] == runs[1]
 
 
 def test_a_budget_that_runs_out_ends_the_search_with_the_best_candidate_so_far():
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=5,
-                             minibatch=4, merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=5, minibatch=4, merges=0, pick="round-robin"
+    )
     lab = ctx.inputs.lab
     outcomes = lab.outcomes
     calls = [0]
@@ -228,8 +247,9 @@ def test_a_budget_that_runs_out_ends_the_search_with_the_best_candidate_so_far()
 
 
 def test_a_minibatch_larger_than_the_trainset_and_an_unknown_pick_are_refused_before_any_call():
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=1,
-                             minibatch=9, merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=1, minibatch=9, merges=0, pick="round-robin"
+    )
     with pytest.raises(LmcError, match=r"--minibatch 9 is larger than the trainset \(8 examples\)"):
         run(run_pass("evolve", ir, ctx))
     with pytest.raises(LmcError, match="--pick must be one of: round-robin, blame; got 'random'"):
@@ -253,8 +273,14 @@ def responder(request: dict) -> str:
 
 
 def rows(n: int, prefix: str) -> list[dict]:
-    return [{"id": f"{prefix}{i:02d}", "review": f"a {'bad' if i % 2 else 'good'} thing {i}"
-             + (" MISLEAD" if i % 3 == 0 else ""), "sentiment": "negative" if i % 2 else "positive"} for i in range(n)]
+    return [
+        {
+            "id": f"{prefix}{i:02d}",
+            "review": f"a {'bad' if i % 2 else 'good'} thing {i}" + (" MISLEAD" if i % 3 == 0 else ""),
+            "sentiment": "negative" if i % 2 else "positive",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -281,8 +307,23 @@ def lmc(tmp_path, monkeypatch, server, capsys):
         return code, out.out, out.err
 
     def compile_(*args: str, out: str = "out.lmc.json") -> tuple[int, str, str]:
-        return run_("compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", out, "--cache-dir",
-                    "cache", "--lm", "openai/test", "--api-base", server.url, *args)
+        return run_(
+            "compile",
+            "s.lmp",
+            "--train",
+            "train.jsonl",
+            "--dev",
+            "dev.jsonl",
+            "-o",
+            out,
+            "--cache-dir",
+            "cache",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            *args,
+        )
 
     run_.compile = compile_
     return run_
@@ -293,8 +334,7 @@ def test_evolve_from_the_cli_records_the_lineage_and_inspect_shows_it(lmc, tmp_p
     assert code == 0, err
     rep = json.loads((tmp_path / "out.lmc.json").read_text())["compile"]
     assert rep["scores"]["final"]["dev"] == 1.0 > rep["scores"]["baseline"]["dev"]
-    assert rep["passes"] == [{"name": "evolve", "options": {"merges": 2, "minibatch": 4, "pick": "round-robin",
-                                                             "rounds": 3}}]
+    assert rep["passes"] == [{"name": "evolve", "options": {"merges": 2, "minibatch": 4, "pick": "round-robin", "rounds": 3}}]
     steps = rep["lineage"]
     assert [s["candidate"] for s in steps] == ["evolve:start", steps[1]["candidate"]]
     assert steps[1]["parent"] == "evolve:start" and steps[1]["instruction"] == SARCASM
@@ -323,28 +363,29 @@ def test_a_warm_recompile_calls_nothing_and_writes_the_same_bytes(lmc, tmp_path,
 
 @pytest.mark.parametrize("cap", [7, 12, 19, 25])
 def test_max_calls_is_never_exceeded(lmc, tmp_path, cap):
-    code, _, err = lmc.compile("--optimizer", "evolve", "--rounds", "6", "--minibatch", "4", "--max-calls", str(cap),
-                               "--no-cache", "--allow-partial")
+    code, _, err = lmc.compile("--optimizer", "evolve", "--rounds", "6", "--minibatch", "4", "--max-calls", str(cap), "--no-cache", "--allow-partial")
     assert code == 0, err
     rep = json.loads((tmp_path / "out.lmc.json").read_text())["compile"]
     assert rep["lm_requests"] <= cap
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--optimizer", "evolve", "--pick", "worst"], "'worst' is not one of"),
-    (["--optimizer", "evolve", "--minibatch", "13"], "--minibatch 13 is larger than the trainset (12 examples)"),
-    (["--optimizer", "evolve", "--rounds", "0"], "--rounds"),
-    (["--optimizer", "evolve", "--merges", "-1"], "--merges"),
-    (["--optimizer", "bootstrap", "--rounds", "3"], "--rounds is not used by bootstrap; it is an option of evolve"),
-    (["--passes", "p.yaml"], "'pick' must be one of: round-robin, blame; got 'best'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--optimizer", "evolve", "--pick", "worst"], "'worst' is not one of"),
+        (["--optimizer", "evolve", "--minibatch", "13"], "--minibatch 13 is larger than the trainset (12 examples)"),
+        (["--optimizer", "evolve", "--rounds", "0"], "--rounds"),
+        (["--optimizer", "evolve", "--merges", "-1"], "--merges"),
+        (["--optimizer", "bootstrap", "--rounds", "3"], "--rounds is not used by bootstrap; it is an option of evolve"),
+        (["--passes", "p.yaml"], "'pick' must be one of: round-robin, blame; got 'best'"),
+    ],
+)
 def test_bad_evolve_options_are_one_line_errors_before_any_call(lmc, tmp_path, server, args, expected):
     (tmp_path / "p.yaml").write_text("- {name: evolve, pick: best}\n")
     before = server.requests
     code, _, err = lmc.compile(*args)
     assert code == 2, err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("Usage:")
-             and not ln.startswith("Try ")]
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("Usage:") and not ln.startswith("Try ")]
     assert len(lines) == 1 and expected in lines[0], err
     assert server.requests == before
 
@@ -371,8 +412,9 @@ def test_the_live_panel_shows_the_front_and_its_best_dev_score():
 
 
 def test_a_second_evolve_pass_names_its_candidates_apart():
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=1,
-                             minibatch=4, merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=1, minibatch=4, merges=0, pick="round-robin"
+    )
     first = run(run_pass("evolve", ir, ctx))
     run(run_pass("evolve", first, ctx))
     names = [c.name for c in ctx.candidates]
@@ -382,8 +424,7 @@ def test_a_second_evolve_pass_names_its_candidates_apart():
 
 def test_a_program_without_lm_calls_is_left_as_it_is_with_a_note():
     src = 'program main(review: str) -> (sentiment: str) {\n  return {"sentiment": "positive"}\n}\nmetric acc = accuracy(sentiment)\n'
-    ctx, fake, ir = make_ctx(src, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=2,
-                             minibatch=2, merges=0, pick="round-robin")
+    ctx, fake, ir = make_ctx(src, magic_lm, TRAIN, DEV, prompt_script=FakeLM(sarcasm_reflection), rounds=2, minibatch=2, merges=0, pick="round-robin")
     assert run(run_pass("evolve", ir, ctx)) == ir
     assert ctx.notes == ["evolve: the program calls no LM, so there is no instruction to improve"]
     assert fake.calls == []

@@ -56,10 +56,17 @@ def _hostile_sentiment(ir: I.IR) -> I.IR:
     p = ir.predictor("classify")
     sig = p.signature
     review = replace(sig.inputs[0], description=EVIL_DESC)
-    ir = _set(ir, "classify", instructions=EVIL_INSTR, signature=replace(sig, name="Classify:\n  import os", inputs=(review,)),
-              demos=({"review": EVIL_DEMO, "sentiment": "negative", "_id": "d1"},
-                     {"review": "A delight from start to end.", "sentiment": "positive", "_id": "d2"}),
-              settings=(("lm", "evil"), ("temperature", 0.0)))
+    ir = _set(
+        ir,
+        "classify",
+        instructions=EVIL_INSTR,
+        signature=replace(sig, name="Classify:\n  import os", inputs=(review,)),
+        demos=(
+            {"review": EVIL_DEMO, "sentiment": "negative", "_id": "d1"},
+            {"review": "A delight from start to end.", "sentiment": "positive", "_id": "d2"},
+        ),
+        settings=(("lm", "evil"), ("temperature", 0.0)),
+    )
     prog = ir.program()
     body = (I.Assign("note", I.Const(EVIL_CONST), "=", 1),) + prog.body
     # Names and specs that reach the header comment as they are (not through repr).
@@ -100,7 +107,7 @@ def test_notes_list_what_does_not_map(tmp_path, capsys):
     source = (tmp_path / "out" / "multihop.py").read_text()
     header = source.split('"DSPy version')[0]
     for n in notes:
-        assert n[len("note: "):] in header  # the same list heads the module
+        assert n[len("note: ") :] in header  # the same list heads the module
 
 
 def test_hostile_strings_stay_data(tmp_path):
@@ -132,12 +139,15 @@ def test_hostile_strings_stay_data(tmp_path):
     assert state["classify"]["signature"]["fields"][0] == {"prefix": "Review:", "description": EVIL_DESC}
 
 
-@pytest.mark.parametrize("where, fragment", [
-    ("module", "module name 'bad name' is not a Python identifier"),
-    ("field", "field of signature Classify 'class' is not a Python identifier"),
-    ("var", "variable 'x; import os' is not an identifier"),
-    ("op", "unknown operator '+ __import__'"),
-])
+@pytest.mark.parametrize(
+    "where, fragment",
+    [
+        ("module", "module name 'bad name' is not a Python identifier"),
+        ("field", "field of signature Classify 'class' is not a Python identifier"),
+        ("var", "variable 'x; import os' is not an identifier"),
+        ("op", "unknown operator '+ __import__'"),
+    ],
+)
 def test_names_and_operators_that_are_not_python_are_refused(tmp_path, capsys, where, fragment):
     def change(ir: I.IR) -> I.IR:
         prog = ir.program()
@@ -162,11 +172,14 @@ def test_names_and_operators_that_are_not_python_are_refused(tmp_path, capsys, w
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--to", "langchain"], "unknown --to 'langchain'; expected one of: dspy"),
-    (["--to", "dspy", "--name", "class"], "--name 'class' is not a Python module name"),
-    (["--to", "dspy", "--name", "x"], "exists and is not a directory"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--to", "langchain"], "unknown --to 'langchain'; expected one of: dspy"),
+        (["--to", "dspy", "--name", "class"], "--name 'class' is not a Python module name"),
+        (["--to", "dspy", "--name", "x"], "exists and is not a directory"),
+    ],
+)
 def test_export_refuses_bad_options(tmp_path, capsys, args, fragment):
     art = _artifact(ROOT / "programs/sentiment.lmp", tmp_path / "s.lmc.json")
     (tmp_path / "afile").write_text("")
@@ -179,9 +192,11 @@ def test_export_refuses_bad_options(tmp_path, capsys, args, fragment):
 def test_export_never_runs_what_the_artifact_names(tmp_path, monkeypatch):
     """A python() tool and metric are named, not imported: exporting works without the module existing."""
     src = tmp_path / "tools.lmp"
-    src.write_text((ROOT / "programs/sentiment.lmp").read_text()
-                   + '\ntool lookup(q: str) -> str = python("no_such_pkg_lmc.evil:run")\n'
-                   + 'metric custom = python("no_such_pkg_lmc.evil:score")\n')
+    src.write_text(
+        (ROOT / "programs/sentiment.lmp").read_text()
+        + '\ntool lookup(q: str) -> str = python("no_such_pkg_lmc.evil:run")\n'
+        + 'metric custom = python("no_such_pkg_lmc.evil:score")\n'
+    )
     monkeypatch.chdir(tmp_path)
     art = _artifact(src, tmp_path / "tools.lmc.json")
     result = export(art, tmp_path / "out")
@@ -204,9 +219,18 @@ def _dspy_python() -> str | None:
     return None
 
 
-ANSWERS = {"sentiment": "positive", "reasoning": "Step by step.", "query": "capital of France", "answer": "42",
-           "next_thought": "I know it.", "next_tool_name": "finish", "next_tool_args": "{}", "verdict": "yes",
-           "confidence": "0.9", "rationale": "They agree."}
+ANSWERS = {
+    "sentiment": "positive",
+    "reasoning": "Step by step.",
+    "query": "capital of France",
+    "answer": "42",
+    "next_thought": "I know it.",
+    "next_tool_name": "finish",
+    "next_tool_args": "{}",
+    "verdict": "yes",
+    "confidence": "0.9",
+    "rationale": "They agree.",
+}
 
 
 def chat_adapter_reply(request: dict) -> str:
@@ -230,9 +254,14 @@ def in_dspy(tmp_path_factory):
     def add(name, lmp, change=None, inputs=None, retrievers=()):
         art = _artifact(lmp, work / f"{name}.lmc.json", change)
         result = export(art, work / "out", name=name)
-        cases[name] = {"module": result.module_path, "module_name": name, "state": result.state_path,
-                       "inputs": inputs, "retrievers": list(retrievers),
-                       "exported": json.loads(Path(result.state_path).read_text())}
+        cases[name] = {
+            "module": result.module_path,
+            "module_name": name,
+            "state": result.state_path,
+            "inputs": inputs,
+            "retrievers": list(retrievers),
+            "exported": json.loads(Path(result.state_path).read_text()),
+        }
 
     add("sentiment", ROOT / "programs/sentiment.lmp", _hostile_sentiment, {"review": "Great value, works as described."})
     add("multihop", ROOT / "programs/multihop.lmp", _multihop_demos, {"question": "Where is the Louvre?"}, ["wiki"])
@@ -249,30 +278,55 @@ def in_dspy(tmp_path_factory):
     with LoopbackServer(responder) as srv:
         config.write_text(json.dumps({"api_base": srv.url, "cases": cases}))
         env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", DSPY_CACHEDIR=str(work / "dspy-cache"))
-        proc = subprocess.run([python, str(ROOT / "tests/dspy_runner.py"), str(config)], capture_output=True, text=True,
-                              cwd=work, env=env, timeout=600)
+        proc = subprocess.run(
+            [python, str(ROOT / "tests/dspy_runner.py"), str(config)], capture_output=True, text=True, cwd=work, env=env, timeout=600
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     return {"report": report, "cases": cases, "requests": requests}
 
 
 def _multihop_demos(ir: I.IR) -> I.IR:
-    ir = _set(ir, "gen_query", instructions="Write ONE search query, lmc-compiled.",
-              demos=({"context": [], "question": "Who built the Eiffel Tower?", "reasoning": "Need the builder.",
-                      "query": "Eiffel Tower builder", "_id": "t1"},))
-    return _set(ir, "answer", demos=({"context": ["Paris is in France."], "question": "Where is Paris?",
-                                      "answer": "France", "_id": "t2"},))
+    ir = _set(
+        ir,
+        "gen_query",
+        instructions="Write ONE search query, lmc-compiled.",
+        demos=(
+            {
+                "context": [],
+                "question": "Who built the Eiffel Tower?",
+                "reasoning": "Need the builder.",
+                "query": "Eiffel Tower builder",
+                "_id": "t1",
+            },
+        ),
+    )
+    return _set(ir, "answer", demos=({"context": ["Paris is in France."], "question": "Where is Paris?", "answer": "France", "_id": "t2"},))
 
 
 def _mcc_demo(ir: I.IR) -> I.IR:
-    return _set(ir, "compare.compare", demos=({"question": "2+2?", "attempts": ["Answer: 4", "Answer: 5", "Answer: 4"],
-                                               "rationale": "Two say 4.", "answer": "4", "_id": "m1"},))
+    return _set(
+        ir,
+        "compare.compare",
+        demos=({"question": "2+2?", "attempts": ["Answer: 4", "Answer: 5", "Answer: 4"], "rationale": "Two say 4.", "answer": "4", "_id": "m1"},),
+    )
 
 
 def _react_demo(ir: I.IR) -> I.IR:
-    return _set(ir, "agent.step", demos=({"question": "When was X built?", "trajectory": "(nothing yet)",
-                                          "thought": "Search it.", "tool": "search", "tool_args": {"query": "X built"},
-                                          "_id": "r1"},))
+    return _set(
+        ir,
+        "agent.step",
+        demos=(
+            {
+                "question": "When was X built?",
+                "trajectory": "(nothing yet)",
+                "thought": "Search it.",
+                "tool": "search",
+                "tool_args": {"query": "X built"},
+                "_id": "r1",
+            },
+        ),
+    )
 
 
 def _case(in_dspy, name: str) -> dict:
@@ -348,7 +402,8 @@ def test_run_time_strategies_are_noted_not_exported(tmp_path):
         demo = {"review": "Fine.", "sentiment": "positive", "_id": "k1"}
         best = _set(ir, "classify", demos=(demo,))
         return best.with_extra("knn", {"k": 2, "method": "bm25", "pools": {"classify": [demo, demo]}}).with_extra(
-            "ensemble", {"members": [], "names": ["random-search:bootstrap-2", "random-search:zero-shot"]})
+            "ensemble", {"members": [], "names": ["random-search:bootstrap-2", "random-search:zero-shot"]}
+        )
 
     art = _artifact(ROOT / "programs/sentiment.lmp", tmp_path / "s.lmc.json", change)
     result = export(art, tmp_path / "out")

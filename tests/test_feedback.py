@@ -25,17 +25,25 @@ from tests.test_optimize import SENTIMENT, last_user, tag
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name, gold, pred, score, expected", [
-    ("accuracy", "positive", "negative", 0.0, 'wrong: expected "positive", got "negative"'),
-    ("accuracy", "positive", "positive", 1.0, 'correct: "positive"'),
-    ("exact_match", "Paris", "Lyon", 0.0, 'wrong: expected "Paris", got "Lyon" (compared ignoring case, punctuation and articles)'),
-    ("f1", "Marie Curie", "Curie Pierre", 0.5,
-     'partly right (token F1 0.50): expected "Marie Curie", got "Curie Pierre"; missing words: marie; extra words: pierre'),
-    ("numeric", 12, "twelve", 0.0, 'wrong: expected 12, got "twelve" (not a number)'),
-    ("numeric", 12, "about 15", 0.0, 'wrong: expected 12, got "about 15" (read as 15)'),
-    ("contains", "Danube", "the Rhine", 0.0, 'wrong: the answer "the Rhine" does not contain "Danube"'),
-    ("accuracy", "positive", None, 0.0, 'no answer; expected "positive"'),
-])
+@pytest.mark.parametrize(
+    "name, gold, pred, score, expected",
+    [
+        ("accuracy", "positive", "negative", 0.0, 'wrong: expected "positive", got "negative"'),
+        ("accuracy", "positive", "positive", 1.0, 'correct: "positive"'),
+        ("exact_match", "Paris", "Lyon", 0.0, 'wrong: expected "Paris", got "Lyon" (compared ignoring case, punctuation and articles)'),
+        (
+            "f1",
+            "Marie Curie",
+            "Curie Pierre",
+            0.5,
+            'partly right (token F1 0.50): expected "Marie Curie", got "Curie Pierre"; missing words: marie; extra words: pierre',
+        ),
+        ("numeric", 12, "twelve", 0.0, 'wrong: expected 12, got "twelve" (not a number)'),
+        ("numeric", 12, "about 15", 0.0, 'wrong: expected 12, got "about 15" (read as 15)'),
+        ("contains", "Danube", "the Rhine", 0.0, 'wrong: the answer "the Rhine" does not contain "Danube"'),
+        ("accuracy", "positive", None, 0.0, 'no answer; expected "positive"'),
+    ],
+)
 def test_builtin_metrics_say_what_was_expected_and_what_came(name, gold, pred, score, expected):
     assert explain(name, gold, pred, score) == expected
 
@@ -72,27 +80,38 @@ def test_a_builtin_metric_explains_each_outcome():
 
 
 def test_an_lmp_metric_returns_a_score_with_feedback():
-    src = SENTIMENT.replace("metric acc = accuracy(sentiment)", """
+    src = SENTIMENT.replace(
+        "metric acc = accuracy(sentiment)",
+        """
 metric acc(example, pred) {
   if pred.sentiment == example.sentiment {
     return 1.0
   }
   return 0.0, f"said {pred.sentiment} but the review is {example.sentiment}"
-}""")
+}""",
+    )
     outs = score_all(src, answer_lm, DATA)
     assert [(o.score, o.feedback) for o in outs] == [(1.0, None), (0.0, "said negative but the review is positive")]
     # the formatter keeps the pair
     assert 'return 0.0, f"said {pred.sentiment} but the review is {example.sentiment}"' in format_source(src, "p.lmp")
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('program main(review: str) -> (sentiment: "positive" | "negative") {\n  return classify(review=review), "x"\n}',
-     "only a metric returns feedback"),
-    ('metric m(example, pred) {\n  return 1.0, 3\n}', "a metric's feedback is text, got int"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            'program main(review: str) -> (sentiment: "positive" | "negative") {\n  return classify(review=review), "x"\n}',
+            "only a metric returns feedback",
+        ),
+        ("metric m(example, pred) {\n  return 1.0, 3\n}", "a metric's feedback is text, got int"),
+    ],
+)
 def test_feedback_where_it_does_not_belong_is_a_check_error(body, expected):
-    src = SENTIMENT.replace('program main(review: str) -> (sentiment: "positive" | "negative") {\n  return classify(review=review)\n}', body) \
-        if body.startswith("program") else SENTIMENT.replace("metric acc = accuracy(sentiment)", body)
+    src = (
+        SENTIMENT.replace('program main(review: str) -> (sentiment: "positive" | "negative") {\n  return classify(review=review)\n}', body)
+        if body.startswith("program")
+        else SENTIMENT.replace("metric acc = accuracy(sentiment)", body)
+    )
     with pytest.raises(CompileErrors) as e:
         check_source(src, "p.lmp")
     assert expected in str(e.value)
@@ -102,13 +121,16 @@ def test_a_python_metric_may_return_score_and_feedback(tmp_path):
     (tmp_path / "mymetric.py").write_text(
         "def judge(example, pred):\n"
         "    ok = example['sentiment'] == pred['sentiment']\n"
-        "    return (1.0, None) if ok else (0.0, 'the review is ' + example['sentiment'])\n")
+        "    return (1.0, None) if ok else (0.0, 'the review is ' + example['sentiment'])\n"
+    )
     src = SENTIMENT.replace("metric acc = accuracy(sentiment)", 'metric acc = python("mymetric:judge")')
     outs = score_all(src, answer_lm, DATA, tmp_path)
     assert [(o.score, o.feedback) for o in outs] == [(1.0, None), (0.0, "the review is positive")]
 
 
-JUDGED = SENTIMENT.replace("metric acc = accuracy(sentiment)", """
+JUDGED = SENTIMENT.replace(
+    "metric acc = accuracy(sentiment)",
+    """
 signature Judge(review: str, predicted: str -> verdict: "yes" | "no")
   "Is the predicted sentiment right for the review?"
 module judge = ChainOfThought(Judge)
@@ -118,7 +140,8 @@ metric judged(example, pred) {
     return 1.0
   }
   return 0.0
-}""")
+}""",
+)
 
 
 def judged_lm(spec, req):
@@ -153,13 +176,27 @@ def test_eval_reports_keep_the_feedback_and_the_gate_reads_it_back(tmp_path, mon
     (tmp_path / "s.lmp").write_text(SENTIMENT)
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in DATA))
     with LoopbackServer(responder) as srv:
-        code = main(["eval", "s.lmp", "--data", "d.jsonl", "--lm", "openai/test", "--api-base", srv.url,
-                     "--report", "r.json", "--html", "r.html", "--no-cache"])
+        code = main(
+            [
+                "eval",
+                "s.lmp",
+                "--data",
+                "d.jsonl",
+                "--lm",
+                "openai/test",
+                "--api-base",
+                srv.url,
+                "--report",
+                "r.json",
+                "--html",
+                "r.html",
+                "--no-cache",
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 1 or code == 0, err
     doc = json.loads((tmp_path / "r.json").read_text())
-    assert [e.get("feedback") for e in doc["examples"]] == ['correct: "positive"',
-                                                             'wrong: expected "positive", got "negative"']
+    assert [e.get("feedback") for e in doc["examples"]] == ['correct: "positive"', 'wrong: expected "positive", got "negative"']
     back = Report.from_json(doc)
     assert [e.feedback for e in back.examples] == [e["feedback"] for e in doc["examples"]]
     assert back.to_json() == doc if hasattr(back, "to_json") else True
@@ -170,8 +207,7 @@ def test_eval_reports_keep_the_feedback_and_the_gate_reads_it_back(tmp_path, mon
 def test_feedback_survives_the_artifact_and_programs_without_it_keep_their_ir():
     from lmc import ir as I
 
-    src = SENTIMENT.replace("metric acc = accuracy(sentiment)",
-                            'metric acc(example, pred) {\n  return 0.0, "never right"\n}')
+    src = SENTIMENT.replace("metric acc = accuracy(sentiment)", 'metric acc(example, pred) {\n  return 0.0, "never right"\n}')
     ir = lower(check_source(src, "p.lmp"))
     assert I.from_json(json.loads(json.dumps(I.to_json(ir)))) == ir
     assert '"feedback"' in json.dumps(I.to_json(ir))

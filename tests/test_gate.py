@@ -76,7 +76,9 @@ def make_report(
             kind, msg = errors[i]
             examples.append(ExampleResult(ex_id, lines[i], None, False, msg, kind, None, {"answer": "a"}))
         else:
-            examples.append(ExampleResult(ex_id, lines[i], float(s), s >= metric.threshold, None, None, {"answer": "a" if s else "b"}, {"answer": "a"}))
+            examples.append(
+                ExampleResult(ex_id, lines[i], float(s), s >= metric.threshold, None, None, {"answer": "a" if s else "b"}, {"answer": "a"})
+            )
     return Report(
         program=ProgramRef(program, sha(program_src), program_path),
         target=TargetRef("artifact", target, sha(target)),
@@ -144,6 +146,7 @@ def _set(path, value):
         for key in head:
             obj = obj[key]
         obj[last] = value
+
     return mutate
 
 
@@ -153,6 +156,7 @@ def _delete(path):
         for key in head:
             obj = obj[key]
         del obj[last]
+
     return mutate
 
 
@@ -309,7 +313,7 @@ def test_shard_report_with_foreign_id_is_refused(tmp_path):
 def test_mean_ci_wilson_and_bootstrap():
     mean, lo, hi = mean_ci([1] * 87 + [0] * 13)
     assert mean == 0.87 and lo == pytest.approx(0.7902, abs=1e-4) and hi == pytest.approx(0.9224, abs=1e-4)
-    assert mean_ci([1, 1, 1]) [1] > 0.3  # Wilson never collapses to [1, 1]
+    assert mean_ci([1, 1, 1])[1] > 0.3  # Wilson never collapses to [1, 1]
     cont = [0.1 * (i % 10) for i in range(50)]
     m1, l1, h1 = mean_ci(cont)
     assert l1 < m1 < h1 and mean_ci(cont) == (m1, l1, h1)  # seeded: same answer every time
@@ -561,9 +565,7 @@ def _regressed_pair():
     base = make_report([1] * 250 + [0] * 50)
     scores = [0] * 30 + [1] * 220 + [1] * 5 + [0] * 45
     cand = make_report(scores, errors={290: ("lm", "server said \x1b[31mno\x00")})
-    cand = replace(cand, examples=tuple(
-        replace(e, prediction={"answer": "a|b <x> & \"q\""}) if e.id == "ex-2" else e for e in cand.examples
-    ))
+    cand = replace(cand, examples=tuple(replace(e, prediction={"answer": 'a|b <x> & "q"'}) if e.id == "ex-2" else e for e in cand.examples))
     verdict = apply_gates(cand, base, GateOptions(baseline="base.json", max_drop=0.02))
     return cand, base, verdict
 

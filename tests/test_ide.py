@@ -12,8 +12,14 @@ from lmc.incremental import Reparser, pieces
 from lmc.parser import parse_recovering
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = sorted([*ROOT.glob("programs/*.lmp"), *ROOT.glob("tests/fixtures/check/*.lmp"), *ROOT.glob("tests/fixtures/diagnostics/*.lmp"),
-                *ROOT.glob("tests/fixtures/parser/*.lmp")])
+TEXTS = sorted(
+    [
+        *ROOT.glob("programs/*.lmp"),
+        *ROOT.glob("tests/fixtures/check/*.lmp"),
+        *ROOT.glob("tests/fixtures/diagnostics/*.lmp"),
+        *ROOT.glob("tests/fixtures/parser/*.lmp"),
+    ]
+)
 
 
 def same(a, b) -> None:
@@ -48,7 +54,7 @@ def test_a_declaration_keyword_inside_a_long_string_does_not_cut_the_file():
     same(Reparser("s.lmp").parse(text), parse_recovering(text, "s.lmp"))
 
 
-SRC = '''signature QA(question: str "what is asked" -> answer: str)
+SRC = """signature QA(question: str "what is asked" -> answer: str)
 lm fast = "openai/gpt-4o-mini" (temperature=0.2)
 module qa = ChainOfThought(QA, lm="fast")
 metric judge = exact_match(answer)
@@ -58,7 +64,7 @@ program main(question: str) -> (answer: str) {
   words = split(r.answer)
   return {"answer": join(words, " ")}
 }
-'''
+"""
 
 
 def test_hover_definition_and_references():
@@ -96,7 +102,7 @@ def labels(ix, line, col):
 
 
 def test_completion_by_place():
-    text = SRC + 'module m2 = Predict(QA, temperature=0.1, )\nmodule m3 = \nmodule m4 = Predict(QA, lm=)\n'
+    text = SRC + "module m2 = Predict(QA, temperature=0.1, )\nmodule m3 = \nmodule m4 = Predict(QA, lm=)\n"
     ix = index_source(text, "q.lmp")
     assert "signature" in labels(ix, 11, 1) and "program" in labels(ix, 11, 1)
     assert "max_tokens" in labels(ix, 11, 42) and "temperature" not in labels(ix, 11, 42)
@@ -110,8 +116,12 @@ def test_completion_by_place():
 def test_outline_lists_declarations_with_their_fields():
     ix = index_source(SRC, "q.lmp")
     assert [(s.name, s.kind, [k.name for k in kids]) for s, kids in outline(ix)] == [
-        ("QA", "signature", ["question", "answer"]), ("fast", "lm", []), ("qa", "module", []),
-        ("judge", "metric", []), ("main", "program", ["question", "answer"])]
+        ("QA", "signature", ["question", "answer"]),
+        ("fast", "lm", []),
+        ("qa", "module", []),
+        ("judge", "metric", []),
+        ("main", "program", ["question", "answer"]),
+    ]
 
 
 def test_a_broken_file_still_answers():

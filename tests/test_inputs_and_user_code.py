@@ -47,8 +47,7 @@ class SmallLocal(FakeLM):
 def local_runtime(source: str, script="short", **kw) -> tuple[Runtime, SmallLocal]:
     fake = SmallLocal(script)
     ir = lower(check_source(source, "t.lmp"))
-    rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("local/gemma-3-270m"), base_dir=str(ROOT),
-                 **kw)
+    rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("local/gemma-3-270m"), base_dir=str(ROOT), **kw)
     return rt, fake
 
 
@@ -164,30 +163,33 @@ def here() -> PythonPolicy:
 
 def evaluate_with(ref: str, n: int = 3):
     ir = lower(check_source(METRIC_PROGRAM.format(ref=ref), "t.lmp"))
-    rt = Runtime(ir, LMClient(cache_dir=None, backend=FakeLM("<sentiment>positive</sentiment>")),
-                 lm=parse_lm("openai/test"), python=here())
+    rt = Runtime(ir, LMClient(cache_dir=None, backend=FakeLM("<sentiment>positive</sentiment>")), lm=parse_lm("openai/test"), python=here())
     examples = [Example(f"e{i}", i + 1, {"review": f"r{i}", "sentiment": "positive"}, "d.jsonl") for i in range(n)]
     check_metric(ir.metrics[0], here())
     return asyncio.run(evaluate(rt, examples, ir.metrics[0]))
 
 
 def test_a_type_error_inside_a_metric_is_that_examples_error_and_it_is_called_once(usercode):
-    mod = usercode("m_typeerror", """
+    mod = usercode(
+        "m_typeerror",
+        """
         def score(example, pred, trace):
             with open("calls.txt", "a") as f:
                 f.write(f"{len(trace)}\\n")
             return example["sentiment"] + 1   # a bug: str + int
-    """)
+    """,
+    )
     outcomes = evaluate_with(f"{mod}:score")
     assert [o.result.error_kind for o in outcomes] == ["metric"] * 3
-    assert outcomes[0].error == ("metric 'm' (m_typeerror:score) raised TypeError: "
-                                 'can only concatenate str (not "int") to str')
+    assert outcomes[0].error == ("metric 'm' (m_typeerror:score) raised TypeError: can only concatenate str (not \"int\") to str")
     # Once per example, with the trace, never again with two arguments.
     assert Path("calls.txt").read_text().split() == ["1", "1", "1"]
 
 
 def test_two_and_three_argument_metrics_are_told_apart_by_their_signature(usercode):
-    mod = usercode("m_forms", """
+    mod = usercode(
+        "m_forms",
+        """
         def two(example, pred):
             return pred["sentiment"] == example["sentiment"]
         def three(example, pred, trace):
@@ -200,20 +202,27 @@ def test_two_and_three_argument_metrics_are_told_apart_by_their_signature(userco
             return 1.0
         def kwonly(example, pred, *, weight):
             return weight
-    """)
+    """,
+    )
     for fn in ("two", "three", "star", "optional_trace"):
         assert [o.score for o in evaluate_with(f"{mod}:{fn}", n=2)] == [1.0, 1.0], fn
     for fn, shown in (("one", "(example)"), ("kwonly", "(example, pred, weight)")):
-        with pytest.raises(ConfigError, match=rf"metric 'm' \({mod}:{fn}\) takes {re.escape(shown)}; "
-                                              r"expected \(example, pred\) or \(example, pred, trace\)"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"metric 'm' \({mod}:{fn}\) takes {re.escape(shown)}; "
+            r"expected \(example, pred\) or \(example, pred, trace\)",
+        ):
             evaluate_with(f"{mod}:{fn}")
 
 
 def test_a_metric_that_raises_anything_names_itself(usercode):
-    mod = usercode("m_raises", """
+    mod = usercode(
+        "m_raises",
+        """
         def score(example, pred):
             raise KeyError("gold_answer")
-    """)
+    """,
+    )
     outcomes = evaluate_with(f"{mod}:score", n=1)
     assert outcomes[0].error == "metric 'm' (m_raises:score) raised KeyError: 'gold_answer'"
 
@@ -243,35 +252,40 @@ def react_runtime(ref: str, steps: list[str]):
 
 
 def test_an_exception_inside_a_users_tool_fails_the_example_even_in_react(usercode):
-    mod = usercode("t_buggy", """
+    mod = usercode(
+        "t_buggy",
+        """
         def lookup(city):
             return {"paris": "France"}[city.lower()] + 1
-    """)
-    rt, _ = react_runtime(f"{mod}:lookup", [
-        '<thought>t</thought><tool>lookup</tool><tool_args>{"city": "Paris"}</tool_args>'])
+    """,
+    )
+    rt, _ = react_runtime(f"{mod}:lookup", ['<thought>t</thought><tool>lookup</tool><tool_args>{"city": "Paris"}</tool_args>'])
     r = run(rt, question="where is Paris?")
     assert not r.ok and r.error_kind == "tool"
-    assert r.error.startswith('tool \'lookup\' raised TypeError: can only concatenate str (not "int") to str')
+    assert r.error.startswith("tool 'lookup' raised TypeError: can only concatenate str (not \"int\") to str")
 
 
 def test_arguments_that_do_not_fit_a_tool_are_an_observation_the_agent_can_fix(usercode):
-    mod = usercode("t_fine", """
+    mod = usercode(
+        "t_fine",
+        """
         def lookup(city):
             with open("calls.txt", "a") as f:
                 f.write(city + "\\n")
             return "France"
-    """)
-    rt, _ = react_runtime(f"{mod}:lookup", [
-        '<thought>t</thought><tool>lookup</tool><tool_args>{"town": "Paris"}</tool_args>',
-        '<thought>t</thought><tool>lookup</tool><tool_args>{"city": "Paris"}</tool_args>',
-        "<thought>ok</thought><tool>finish</tool><tool_args>{}</tool_args>"])
+    """,
+    )
+    rt, _ = react_runtime(
+        f"{mod}:lookup",
+        [
+            '<thought>t</thought><tool>lookup</tool><tool_args>{"town": "Paris"}</tool_args>',
+            '<thought>t</thought><tool>lookup</tool><tool_args>{"city": "Paris"}</tool_args>',
+            "<thought>ok</thought><tool>finish</tool><tool_args>{}</tool_args>",
+        ],
+    )
     r = run(rt, question="where is Paris?")
     assert r.ok, r.error
     trajectory = r.trace[-1].inputs["trajectory"]
-    assert "Observation 1: error: tool 'lookup' cannot take these arguments: missing a required argument: 'city'" \
-        in trajectory
+    assert "Observation 1: error: tool 'lookup' cannot take these arguments: missing a required argument: 'city'" in trajectory
     assert "Observation 2: France" in trajectory
     assert Path("calls.txt").read_text().split() == ["Paris"]  # called once, with the arguments that fit
-
-
-

@@ -16,10 +16,14 @@ from tests.programs import TWO_STEP_COT as TWO_STEP
 
 
 DEMO_Q = {"question": "Who wrote Hamlet?", "query": "Hamlet author", "_id": "t1"}
-DEMO_R1 = {"query": "Hamlet author", "question": "Who wrote Hamlet?", "reasoning": "Hamlet is by Shakespeare.",
-           "answer": "Shakespeare", "_id": "t1"}
-DEMO_R2 = {"query": "capital of France", "question": "What is the capital of France?",
-           "reasoning": "Paris is the capital.", "answer": "Paris", "_id": "t2"}
+DEMO_R1 = {"query": "Hamlet author", "question": "Who wrote Hamlet?", "reasoning": "Hamlet is by Shakespeare.", "answer": "Shakespeare", "_id": "t1"}
+DEMO_R2 = {
+    "query": "capital of France",
+    "question": "What is the capital of France?",
+    "reasoning": "Paris is the capital.",
+    "answer": "Paris",
+    "_id": "t2",
+}
 
 
 def make(path: Path, *, demos_q=(), demos_r=(), reply_instr=None, temperature=None, score=0.5, optimizer=("none",)):
@@ -31,10 +35,12 @@ def make(path: Path, *, demos_q=(), demos_r=(), reply_instr=None, temperature=No
     if temperature is not None:
         r = r.with_settings(temperature=temperature)
     ir = ir.with_predictors([q, r])
-    program = {"name": "main", "path": "two.lmp", "source": TWO_STEP,
-               "sha256": hashlib.sha256(TWO_STEP.encode()).hexdigest()}
-    report = {"optimizer": list(optimizer), "scores": {"baseline": {"dev": 0.25}, "final": {"dev": score}},
-              "metric": {"name": "em", "spec": "exact_match(answer)"}}
+    program = {"name": "main", "path": "two.lmp", "source": TWO_STEP, "sha256": hashlib.sha256(TWO_STEP.encode()).hexdigest()}
+    report = {
+        "optimizer": list(optimizer),
+        "scores": {"baseline": {"dev": 0.25}, "final": {"dev": score}},
+        "metric": {"name": "em", "spec": "exact_match(answer)"},
+    }
     write(Artifact(ir=ir, program=program, compile=report, lm={"model": "openai/test"}), path)
     return path
 
@@ -44,8 +50,15 @@ def arts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LMC_LM", raising=False)
     a = make(tmp_path / "a.lmc.json", demos_q=[DEMO_Q], demos_r=[DEMO_R1], score=0.5, optimizer=["labeled"])
-    b = make(tmp_path / "b.lmc.json", demos_q=[DEMO_Q], demos_r=[DEMO_R2], reply_instr="Answer in one to five words.",
-             temperature=0.3, score=0.75, optimizer=["bootstrap", "mipro"])
+    b = make(
+        tmp_path / "b.lmc.json",
+        demos_q=[DEMO_Q],
+        demos_r=[DEMO_R2],
+        reply_instr="Answer in one to five words.",
+        temperature=0.3,
+        score=0.75,
+        optimizer=["bootstrap", "mipro"],
+    )
     return a, b
 
 
@@ -58,6 +71,7 @@ def lmc(capsys):
         cap = capsys.readouterr()
         assert "Traceback" not in cap.out + cap.err and "internal error" not in cap.err, cap.err
         return code, cap.out, cap.err
+
     return run
 
 

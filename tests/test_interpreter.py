@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def runtime(source: str, script, **kw) -> tuple[Runtime, FakeLM]:
     fake = script if isinstance(script, FakeLM) else FakeLM(script)
     ir = lower(check_source(source, "t.lmp"))
-    rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("openai/test"), base_dir=str(ROOT),
-                 trace_prompts=True, **kw)
+    rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("openai/test"), base_dir=str(ROOT), trace_prompts=True, **kw)
     return rt, fake
 
 
@@ -76,8 +75,9 @@ def brief(spec, req):
 
 
 def test_assert_backtracks_with_feedback_and_past_output():
-    src = QA + 'program main(question: str) -> (answer: str) {\n  a = gen(question=question)\n' \
-               '  assert len(a.answer) < 5, "Be brief."\n  return a\n}\n'
+    src = (
+        QA + 'program main(question: str) -> (answer: str) {\n  a = gen(question=question)\n  assert len(a.answer) < 5, "Be brief."\n  return a\n}\n'
+    )
     rt, fake = runtime(src, brief)
     r = run(rt, question="Why?")
     assert r.outputs == {"answer": "ok"}
@@ -91,8 +91,10 @@ def test_assert_backtracks_with_feedback_and_past_output():
 
 @pytest.mark.parametrize("kind, limit", [("assert", 2), ("assert", 0), ("suggest", 2), ("suggest", 1)])
 def test_checks_give_up_after_max_backtracks(kind, limit):
-    src = QA + f'program main(question: str) -> (answer: str) {{\n  a = gen(question=question)\n' \
-               f'  {kind} len(a.answer) < 5, "Be brief."\n  return a\n}}\n'
+    src = (
+        QA + f"program main(question: str) -> (answer: str) {{\n  a = gen(question=question)\n"
+        f'  {kind} len(a.answer) < 5, "Be brief."\n  return a\n}}\n'
+    )
     rt, fake = runtime(src, "<answer>always far too long</answer>", max_backtracks=limit)
     r = run(rt, question="Why?")
     assert len(fake.calls) == 1 + limit
@@ -115,6 +117,7 @@ program main(question: str) -> (answer: str) {
   return a
 }
 """
+
     def script(spec, req):
         text = full_text(req)
         if "<query>" in user_msg(req):
@@ -131,10 +134,10 @@ program main(question: str) -> (answer: str) {
 
 
 def test_each_backtrack_shows_every_rejected_answer():
-    src = QA + 'program main(question: str) -> (answer: str) {\n  a = gen(question=question)\n' \
-               '  suggest len(a.answer) < 5, "Be brief."\n  return a\n}\n'
-    rt, fake = runtime(src, ["<answer>first long one</answer>", "<answer>second long one</answer>",
-                             "<answer>third long one</answer>"])
+    src = (
+        QA + 'program main(question: str) -> (answer: str) {\n  a = gen(question=question)\n  suggest len(a.answer) < 5, "Be brief."\n  return a\n}\n'
+    )
+    rt, fake = runtime(src, ["<answer>first long one</answer>", "<answer>second long one</answer>", "<answer>third long one</answer>"])
     r = run(rt, question="q")
     assert r.outputs == {"answer": "third long one"}
     assert "answer: first long one\nanswer: second long one\nIt was not accepted" in user_msg(fake.calls[2].req)
@@ -161,11 +164,9 @@ def test_one_failing_example_does_not_stop_the_others():
     from lmc.datasets import from_records
     from lmc.scoring import evaluate
 
-    src = QA + "program main(question: str) -> (answer: str) { return gen(question=question) }\n" \
-               "metric em = exact_match(answer)\n"
+    src = QA + "program main(question: str) -> (answer: str) { return gen(question=question) }\nmetric em = exact_match(answer)\n"
     rt, _ = runtime(src, lambda spec, req: "<answer>yes</answer>" if "good" in user_msg(req) else "<wrong>")
-    ds = from_records([{"id": str(i), "question": ("good" if i != 2 else "bad") + str(i), "answer": "yes"}
-                       for i in range(5)])
+    ds = from_records([{"id": str(i), "question": ("good" if i != 2 else "bad") + str(i), "answer": "yes"} for i in range(5)])
     outcomes = asyncio.run(evaluate(rt, ds.examples, rt.ir.metric("em"), concurrency=3))
     assert [o.passed for o in outcomes] == [True, True, False, True, True]
     assert outcomes[2].result.error_kind == "parse" and '"<wrong>"' in outcomes[2].result.error
@@ -183,11 +184,13 @@ tool calc = calculator()
 module agent = ReAct(Ask, tools=[search, calc], max_iters=5)
 program main(question: str) -> (answer: float) { return agent(question=question) }
 """
-    steps = iter([
-        '<thought>compute</thought><tool>calc</tool><tool_args>{"expression": "1914 - 1869"}</tool_args>',
-        '<thought>look up</thought><tool>search</tool><tool_args>{"query": "voltaic pile Volta"}</tool_args>',
-        "<thought>done</thought><tool>finish</tool><tool_args>{}</tool_args>",
-    ])
+    steps = iter(
+        [
+            '<thought>compute</thought><tool>calc</tool><tool_args>{"expression": "1914 - 1869"}</tool_args>',
+            '<thought>look up</thought><tool>search</tool><tool_args>{"query": "voltaic pile Volta"}</tool_args>',
+            "<thought>done</thought><tool>finish</tool><tool_args>{}</tool_args>",
+        ]
+    )
 
     def script(spec, req):
         if "<trajectory>" in user_msg(req) and "tool_args" not in req.messages[0]["content"]:
@@ -212,6 +215,7 @@ tool calc = calculator()
 module agent = ReAct(Ask, tools=[calc], max_iters=2)
 program main(question: str) -> (answer: str) { return agent(question=question) }
 """
+
     def script(spec, req):
         if "tool_args" in req.messages[0]["content"]:
             return '<thought>t</thought><tool>calc</tool><tool_args>{"expression": "1/0"}</tool_args>'
@@ -230,8 +234,10 @@ def test_calculator_is_safe():
 
 
 def test_multi_chain_comparison_attempts_m_times_then_compares():
-    src = QA.replace("Predict(QA)", "MultiChainComparison(QA, m=3)") + \
-        "program main(question: str) -> (answer: str) { return gen(question=question) }\n"
+    src = (
+        QA.replace("Predict(QA)", "MultiChainComparison(QA, m=3)")
+        + "program main(question: str) -> (answer: str) { return gen(question=question) }\n"
+    )
 
     def script(spec, req):
         if "<attempts>" in user_msg(req):
@@ -249,9 +255,11 @@ def test_multi_chain_comparison_attempts_m_times_then_compares():
 
 
 def test_best_of_n_keeps_the_best_by_reward():
-    src = QA.replace("Predict(QA)", "BestOfN(QA, n=3, reward=three)") + \
-        "program main(question: str) -> (answer: str) { return gen(question=question) }\n" \
+    src = (
+        QA.replace("Predict(QA)", "BestOfN(QA, n=3, reward=three)")
+        + "program main(question: str) -> (answer: str) { return gen(question=question) }\n"
         "metric three(example, pred) {\n  if len(pred.answer) == 3 { return 1.0 }\n  return 0.0\n}\n"
+    )
     rt, fake = runtime(src, lambda spec, req: f"<answer>{['a', 'abc', 'abcdef'][req.sample]}</answer>")
     r = run(rt, question="q")
     assert r.outputs == {"answer": "abc"}
@@ -259,9 +267,11 @@ def test_best_of_n_keeps_the_best_by_reward():
 
 
 def test_best_of_n_stops_at_threshold():
-    src = QA.replace("Predict(QA)", "BestOfN(QA, n=5, reward=three, threshold=1.0)") + \
-        "program main(question: str) -> (answer: str) { return gen(question=question) }\n" \
+    src = (
+        QA.replace("Predict(QA)", "BestOfN(QA, n=5, reward=three, threshold=1.0)")
+        + "program main(question: str) -> (answer: str) { return gen(question=question) }\n"
         "metric three(example, pred) {\n  if len(pred.answer) == 3 { return 1.0 }\n  return 0.0\n}\n"
+    )
     rt, fake = runtime(src, lambda spec, req: f"<answer>{['a', 'abc', 'abcdef'][req.sample % 3]}</answer>")
     assert run(rt, question="q").outputs == {"answer": "abc"} and len(fake.calls) == 2
 

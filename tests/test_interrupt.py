@@ -22,7 +22,7 @@ from tests.test_programs_run import typed_responder
 ROOT = Path(__file__).resolve().parent.parent
 BIG = "--max-steps=1000000000000"
 
-LOOP = '''program main(n: int) -> (y: int) {
+LOOP = """program main(n: int) -> (y: int) {
   i = 0
   while i < n max 1000000000000 {
     i = i + 1
@@ -31,9 +31,9 @@ LOOP = '''program main(n: int) -> (y: int) {
 }
 
 metric same = exact_match(y)
-'''
+"""
 
-QUICK, HEAVY = 10, 10 ** 12
+QUICK, HEAVY = 10, 10**12
 
 
 def _env() -> dict:
@@ -75,8 +75,9 @@ def ws(tmp_path):
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_cpu_bound_loop_stops_within_a_second(ws, sig, code):
-    proc = subprocess.Popen(_lmc("run", "loop.lmp", "-i", f"n={HEAVY}", BIG), cwd=ws, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _lmc("run", "loop.lmp", "-i", f"n={HEAVY}", BIG), cwd=ws, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     time.sleep(2.0)  # well into the loop
     assert proc.poll() is None
     took, err = _stop(proc, sig)
@@ -91,8 +92,7 @@ def test_a_cpu_bound_batch_stops_within_a_second_keeps_its_lines_and_resumes(ws,
     (ws / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = ws / "out.jsonl"
     cmd = ["run", "loop.lmp", "--data", "in.jsonl", "--out", "out.jsonl", "-j", "2"]
-    proc = subprocess.Popen(_lmc(*cmd, BIG), cwd=ws, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(_lmc(*cmd, BIG), cwd=ws, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: out.exists() and out.read_text().count("\n") >= 4)
     time.sleep(0.5)  # the heavy examples are all running now
     took, err = _stop(proc, sig)
@@ -101,8 +101,7 @@ def test_a_cpu_bound_batch_stops_within_a_second_keeps_its_lines_and_resumes(ws,
     done = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["id"] for r in done) == ["q0", "q1", "q2", "q3"]  # finished lines kept, nothing torn
     # The rerun skips what finished; the heavy examples now meet a small step limit and fail with its line.
-    again = subprocess.run(_lmc(*cmd, "--max-steps", "5000"), cwd=ws, env=_env(), capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(_lmc(*cmd, "--max-steps", "5000"), cwd=ws, env=_env(), capture_output=True, text=True, timeout=60)
     assert again.returncode == 1, again.stderr
     assert "4 run (0 ok, 4 failed), 4 already done of 8" in again.stderr
     final = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
@@ -115,10 +114,12 @@ def test_a_cpu_bound_batch_stops_within_a_second_keeps_its_lines_and_resumes(ws,
 def test_eval_and_compile_stop_within_a_second(ws, command):
     rows = [{"id": f"h{i}", "n": HEAVY, "y": 1} for i in range(6)]
     (ws / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    args = (["eval", "loop.lmp", "--data", "d.jsonl", "--report", "r.json"] if command == "eval" else
-            ["compile", "loop.lmp", "--train", "d.jsonl", "--dev", "d.jsonl", "-o", "a.lmc.json", "--optimizer", "none"])
-    proc = subprocess.Popen(_lmc(*args, BIG), cwd=ws, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    args = (
+        ["eval", "loop.lmp", "--data", "d.jsonl", "--report", "r.json"]
+        if command == "eval"
+        else ["compile", "loop.lmp", "--train", "d.jsonl", "--dev", "d.jsonl", "-o", "a.lmc.json", "--optimizer", "none"]
+    )
+    proc = subprocess.Popen(_lmc(*args, BIG), cwd=ws, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)
     assert proc.poll() is None, proc.communicate()
     took, err = _stop(proc, signal.SIGTERM)
@@ -141,8 +142,9 @@ def test_the_step_limit_names_the_line(ws, capsys, monkeypatch):
     monkeypatch.delenv("LMC_LM", raising=False)
     code, _, err = _inproc(capsys, "run", "loop.lmp", "-i", f"n={HEAVY}", "--max-steps", "2000")
     assert code == 1
-    assert err.strip() == ("error: the example ran more than 2,000 statements and loop iterations, the limit "
-                           "(--max-steps); a loop that never ends? (line 4)")
+    assert err.strip() == (
+        "error: the example ran more than 2,000 statements and loop iterations, the limit (--max-steps); a loop that never ends? (line 4)"
+    )
     code, out, _ = _inproc(capsys, "run", "loop.lmp", "-i", "n=500", "--max-steps", "2000")
     assert code == 0 and json.loads(out) == {"y": 500}
 
@@ -163,8 +165,7 @@ def test_example_timeout_in_a_cpu_bound_loop_names_the_line(ws, capsys, monkeypa
     start = time.monotonic()
     code, _, err = _inproc(capsys, "run", "loop.lmp", "-i", f"n={HEAVY}", BIG, "--example-timeout", "0.3")
     assert code == 1 and time.monotonic() - start < 5
-    assert err.strip() == ("error: the example ran longer than the 0.3s limit (--example-timeout); "
-                           "stopped at line 4")
+    assert err.strip() == ("error: the example ran longer than the 0.3s limit (--example-timeout); stopped at line 4")
 
 
 def test_example_timeout_while_waiting_for_the_lm(tmp_path, capsys, monkeypatch):
@@ -177,8 +178,22 @@ def test_example_timeout_while_waiting_for_the_lm(tmp_path, capsys, monkeypatch)
         rows = [{"id": "a", "review": "one", "sentiment": "positive"}, {"id": "b", "review": "two", "sentiment": "positive"}]
         (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         start = time.monotonic()
-        code, _, err = _inproc(capsys, "eval", "s.lmp", "--data", "in.jsonl", "--lm", "openai/test", "--api-base",
-                               srv.url, "--no-cache", "--example-timeout", "0.5", "--report", "r.json")
+        code, _, err = _inproc(
+            capsys,
+            "eval",
+            "s.lmp",
+            "--data",
+            "in.jsonl",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+            "--no-cache",
+            "--example-timeout",
+            "0.5",
+            "--report",
+            "r.json",
+        )
         assert time.monotonic() - start < 2.5, err
     doc = json.loads((tmp_path / "r.json").read_text())
     for e in doc["examples"]:

@@ -49,8 +49,7 @@ def test_round_trip_of_a_fixture_with_every_kind_of_value():
     assert back == ir
     # predictors keep their settings as sorted pairs and demos as dicts
     p = back.predictor("qa").with_settings(temperature=0.5)
-    ir2 = back.with_predictors([I.Predictor(p.id, p.module, p.role, p.signature, "new", ({"question": "q", "answer": "a"},),
-                                            p.settings)])
+    ir2 = back.with_predictors([I.Predictor(p.id, p.module, p.role, p.signature, "new", ({"question": "q", "answer": "a"},), p.settings)])
     assert I.from_json(json.loads(json.dumps(I.to_json(ir2)))) == ir2
 
 

@@ -12,9 +12,7 @@ from lmc import lalr
 from lmc.parser import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-TEXTS = sorted(
-    [*ROOT.glob("programs/*.lmp"), *ROOT.glob("tests/fixtures/**/*.lmp"), *ROOT.glob("editors/**/*.lmp")]
-)
+TEXTS = sorted([*ROOT.glob("programs/*.lmp"), *ROOT.glob("tests/fixtures/**/*.lmp"), *ROOT.glob("editors/**/*.lmp")])
 
 
 def shape(t):
@@ -56,14 +54,17 @@ def test_the_driver_builds_lark_s_tree_with_lark_s_positions(path):
     assert driver_shape(text) == lark_shape(text)
 
 
-@pytest.mark.parametrize("text", [
-    "program p(x: str) -> (y: str) { return {\"y\": f\"{x} and {x}\"} }",
-    "program p(x: int) -> (y: int) { y = -(x + 2) * 3 // 4\n return {\"y\": y} }",
-    "signature S { in: a: list[str]?, b: \"x\" | \"y\" out: c: dict[str, int] }",
-    "program p() -> (y: str) {",  # unexpected end of file: both refuse
-    "program p() -> (y: str) { return @ }",  # an unexpected character: both refuse
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        'program p(x: str) -> (y: str) { return {"y": f"{x} and {x}"} }',
+        'program p(x: int) -> (y: int) { y = -(x + 2) * 3 // 4\n return {"y": y} }',
+        'signature S { in: a: list[str]?, b: "x" | "y" out: c: dict[str, int] }',
+        "program p() -> (y: str) {",  # unexpected end of file: both refuse
+        "program p() -> (y: str) { return @ }",  # an unexpected character: both refuse
+        "",
+    ],
+)
 def test_the_driver_agrees_with_lark_on_edge_cases(text):
     assert driver_shape(text) == lark_shape(text)
 
@@ -99,7 +100,7 @@ def test_a_rejection_of_valid_input_is_a_logged_bug(monkeypatch, caplog, counted
 
     monkeypatch.setattr(lalr.Driver, "parse", refuse)
     with caplog.at_level(logging.WARNING, logger="lmc.lalr"):
-        lalr.parse_tree("program p(x: str) -> (y: str) { return {\"y\": x} }")
+        lalr.parse_tree('program p(x: str) -> (y: str) { return {"y": x} }')
     assert counted["rejected"] == 1
     assert any("Lark accepts" in r.getMessage() for r in caplog.records)
 

@@ -56,8 +56,7 @@ def test_spec_json_never_holds_a_key(monkeypatch):
     spec = parse_lm("openai/gpt-4o-mini", "http://127.0.0.1:9/v1", api_key_env="MY_KEY", settings={"temperature": 0.3})
     data = spec.to_json()
     assert "sk-very-secret-123" not in repr(data)
-    assert data == {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:9/v1", "api_key_env": "MY_KEY",
-                    "settings": {"temperature": 0.3}}
+    assert data == {"model": "openai/gpt-4o-mini", "api_base": "http://127.0.0.1:9/v1", "api_key_env": "MY_KEY", "settings": {"temperature": 0.3}}
     assert LMSpec.from_json(data) == spec
 
 
@@ -90,8 +89,11 @@ def test_cache_hit_and_miss(tmp_path):
     assert client.usage.calls == 2 and client.usage.cached_calls == 1
     assert client.usage.by_tag["p1"].cached_calls == 1
     # Any change that alters the answer is a miss: sample index, temperature, model, stop.
-    for req in (LMRequest(messages=CHAT.messages, sample=1), LMRequest(messages=CHAT.messages, temperature=0.5),
-                LMRequest(messages=CHAT.messages, stop=("\n",))):
+    for req in (
+        LMRequest(messages=CHAT.messages, sample=1),
+        LMRequest(messages=CHAT.messages, temperature=0.5),
+        LMRequest(messages=CHAT.messages, stop=("\n",)),
+    ):
         assert not run(client.complete(spec, req)).cached
     assert not run(client.complete(parse_lm("openai/gpt-4o"), CHAT)).cached
     assert len(fake.calls) == 5
@@ -346,8 +348,7 @@ def test_call_budget_holds_under_concurrency():
     spec = parse_lm("openai/m")
 
     async def go():
-        return await asyncio.gather(*(client.complete(spec, LMRequest(prompt=str(i))) for i in range(10)),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(client.complete(spec, LMRequest(prompt=str(i))) for i in range(10)), return_exceptions=True)
 
     out = run(go())
     assert sum(isinstance(o, LMResult) for o in out) == 5
@@ -491,8 +492,11 @@ def test_local_model_refuses_an_overlong_prompt_instead_of_dropping_its_head():
     backend = LocalBackend(n_ctx=256, slots=0)  # a small window keeps the overlong prompt cheap to tokenize
     client = LMClient(use_cache=False, backend=backend)
     spec = parse_lm("local/gemma-3-270m")
-    with pytest.raises(LMError, match=r"input of [\d,]+ tokens does not fit the 256-token context of "
-                                      r"local/gemma-3-270m with 4 tokens kept for the answer"):
+    with pytest.raises(
+        LMError,
+        match=r"input of [\d,]+ tokens does not fit the 256-token context of "
+        r"local/gemma-3-270m with 4 tokens kept for the answer",
+    ):
         run(client.complete(spec, LMRequest(prompt="one two three " * 120 + "\nfour five", max_tokens=4)))
     assert client.usage.errors == 1 and client.usage.calls == 0
     backend.close()
@@ -506,8 +510,7 @@ def test_local_generation_cancels_cleanly():
 
     async def go():
         await client.complete(spec, LMRequest(prompt="1, 2,", max_tokens=2))  # load the model first
-        task = asyncio.create_task(client.complete(spec, LMRequest(prompt="Once upon a time", max_tokens=2048,
-                                                                    temperature=0.8)))
+        task = asyncio.create_task(client.complete(spec, LMRequest(prompt="Once upon a time", max_tokens=2048, temperature=0.8)))
         await asyncio.sleep(0.5)
         task.cancel()
         start = time.perf_counter()

@@ -43,10 +43,10 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def holder(tmp_path: Path, name: str, *, turns: int = 1, hold: float = 0.05, linger: float = 0.0,
-           wait_go: bool = False) -> subprocess.Popen:
-    code = HOLDER.format(root=str(ROOT), dir=str(tmp_path), log=str(tmp_path / "log"), turns=turns, hold=hold,
-                         linger=linger, name=name, wait_go=wait_go)
+def holder(tmp_path: Path, name: str, *, turns: int = 1, hold: float = 0.05, linger: float = 0.0, wait_go: bool = False) -> subprocess.Popen:
+    code = HOLDER.format(
+        root=str(ROOT), dir=str(tmp_path), log=str(tmp_path / "log"), turns=turns, hold=hold, linger=linger, name=name, wait_go=wait_go
+    )
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
@@ -159,6 +159,9 @@ def test_the_lock_directory_is_private(tmp_path):
 
 def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_cut():
     check_fits(4000, 4096, 64)
-    with pytest.raises(LMError, match=r"input of 220,936 tokens does not fit the 4,096-token context of "
-                                      r"local/gemma-3-270m with 64 tokens kept for the answer"):
+    with pytest.raises(
+        LMError,
+        match=r"input of 220,936 tokens does not fit the 4,096-token context of "
+        r"local/gemma-3-270m with 64 tokens kept for the answer",
+    ):
         check_fits(220_936, 4096, 64)

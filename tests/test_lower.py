@@ -53,10 +53,14 @@ def names(fields) -> list[str]:
 def test_predictor_table_ids_and_roles(ir):
     table = {(p.id, p.module, p.role) for p in ir.predictors}
     assert table == {
-        ("plain", "plain", "main"), ("cot", "cot", "main"),
-        ("mcc.attempt", "mcc", "attempt"), ("mcc.compare", "mcc", "compare"),
-        ("agent.step", "agent", "step"), ("agent.extract", "agent", "extract"),
-        ("pot.code", "pot", "code"), ("pot.answer", "pot", "answer"),
+        ("plain", "plain", "main"),
+        ("cot", "cot", "main"),
+        ("mcc.attempt", "mcc", "attempt"),
+        ("mcc.compare", "mcc", "compare"),
+        ("agent.step", "agent", "step"),
+        ("agent.extract", "agent", "extract"),
+        ("pot.code", "pot", "code"),
+        ("pot.answer", "pot", "answer"),
         ("best", "best", "main"),
     }
     for m in ir.modules:
@@ -137,6 +141,7 @@ def test_tools_retrievers_and_calls_are_resolved(ir):
 
 
 def test_default_instructions_name_the_fields():
-    ir = lower(check_source('signature S = "a, b -> c"\nmodule m = Predict(S)\n'
-                            "program main(a: str, b: str) -> (c: str) { return m(a=a, b=b) }\n", "s.lmp"))
+    ir = lower(
+        check_source('signature S = "a, b -> c"\nmodule m = Predict(S)\nprogram main(a: str, b: str) -> (c: str) { return m(a=a, b=b) }\n', "s.lmp")
+    )
     assert ir.predictor("m").instructions == "Given the fields `a`, `b`, produce the fields `c`."

@@ -28,12 +28,11 @@ def split(path: Path) -> tuple[str, str, str | None]:
     first = text.splitlines()[0] if text else ""
     assert first.startswith("# title: "), f"{path.name}: the first line must be '# title: <what the case shows>'"
     program, _, expected = text.partition(MARK)
-    return first[len("# title: "):], program, expected or None
+    return first[len("# title: ") :], program, expected or None
 
 
 def lowered(program: str, name: str) -> str:
-    return json.dumps(I.to_json(lower(check_source(program, f"{name}.lmp"))), indent=1, sort_keys=True,
-                      ensure_ascii=False) + "\n"
+    return json.dumps(I.to_json(lower(check_source(program, f"{name}.lmp"))), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def test_there_is_a_fixture_per_module_kind():

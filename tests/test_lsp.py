@@ -36,8 +36,9 @@ class Session:
 
     async def __aenter__(self):
         await self.client.start_io(sys.executable, "-m", "lmc", "lsp")
-        caps = T.ClientCapabilities(text_document=T.TextDocumentClientCapabilities(
-            publish_diagnostics=T.PublishDiagnosticsClientCapabilities(related_information=True)))
+        caps = T.ClientCapabilities(
+            text_document=T.TextDocumentClientCapabilities(publish_diagnostics=T.PublishDiagnosticsClientCapabilities(related_information=True))
+        )
         result = await asyncio.wait_for(self.client.initialize_async(T.InitializeParams(capabilities=caps)), 30)
         self.capabilities = result.capabilities
         self.client.initialized(T.InitializedParams())
@@ -50,14 +51,18 @@ class Session:
 
     def open(self, text: str, uri: str = URI) -> None:
         self.versions[uri] = 1
-        self.client.text_document_did_open(T.DidOpenTextDocumentParams(
-            text_document=T.TextDocumentItem(uri=uri, language_id="lmp", version=1, text=text)))
+        self.client.text_document_did_open(
+            T.DidOpenTextDocumentParams(text_document=T.TextDocumentItem(uri=uri, language_id="lmp", version=1, text=text))
+        )
 
     def change(self, start: tuple[int, int], end: tuple[int, int], text: str, uri: str = URI) -> None:
         self.versions[uri] += 1
-        self.client.text_document_did_change(T.DidChangeTextDocumentParams(
-            text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]),
-            content_changes=[T.TextDocumentContentChangePartial(range=T.Range(start=T.Position(*start), end=T.Position(*end)), text=text)]))
+        self.client.text_document_did_change(
+            T.DidChangeTextDocumentParams(
+                text_document=T.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]),
+                content_changes=[T.TextDocumentContentChangePartial(range=T.Range(start=T.Position(*start), end=T.Position(*end)), text=text)],
+            )
+        )
 
     async def published(self, version: int | None = None, uri: str = URI) -> T.PublishDiagnosticsParams:
         """The next diagnostics for `uri` (of `version`, when given)."""
@@ -99,8 +104,9 @@ def test_example_program_features_over_stdio():
             d = await s.client.text_document_definition_async(T.DefinitionParams(text_document=s.doc(), position=T.Position(21, 15)))
             assert d.range.start == T.Position(14, 7)
             # references of the variable `query`, its assignment included
-            refs = await s.client.text_document_references_async(T.ReferenceParams(
-                text_document=s.doc(), position=T.Position(21, 5), context=T.ReferenceContext(include_declaration=True)))
+            refs = await s.client.text_document_references_async(
+                T.ReferenceParams(text_document=s.doc(), position=T.Position(21, 5), context=T.ReferenceContext(include_declaration=True))
+            )
             assert [(r.range.start.line, r.range.start.character) for r in refs] == [(21, 4), (22, 16), (23, 12), (23, 62), (24, 36)]
             # completion: builtins and variables in a body; output fields after '.'
             c = await s.client.text_document_completion_async(T.CompletionParams(text_document=s.doc(), position=T.Position(26, 2)))
@@ -108,17 +114,18 @@ def test_example_program_features_over_stdio():
             assert {"context", "query", "gen_query", "wiki", "len", "unique", "return"} <= labels
             assert any(i.label == "len" and "len(x)" in i.detail for i in c.items)
             # rename the signature GenerateQuery everywhere
-            edit = await s.client.text_document_rename_async(T.RenameParams(
-                text_document=s.doc(), position=T.Position(2, 12), new_name="MakeQuery"))
+            edit = await s.client.text_document_rename_async(T.RenameParams(text_document=s.doc(), position=T.Position(2, 12), new_name="MakeQuery"))
             assert sorted((e.range.start.line, e.range.start.character) for e in edit.changes[URI]) == [(2, 10), (14, 34)]
             # outline
             syms = await s.client.text_document_document_symbol_async(T.DocumentSymbolParams(text_document=s.doc()))
             assert [x.name for x in syms] == ["GenerateQuery", "Answer", "wiki", "gen_query", "answer", "multihop", "em"]
             assert [c.name for c in syms[0].children] == ["context", "question", "query"]
             # formatting: an already formatted file needs no edit
-            f = await s.client.text_document_formatting_async(T.DocumentFormattingParams(
-                text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True)))
+            f = await s.client.text_document_formatting_async(
+                T.DocumentFormattingParams(text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True))
+            )
             assert not f
+
     run(go())
 
 
@@ -161,16 +168,19 @@ def test_broken_program_diagnostics_change_completion_and_format():
             # formatting goes through lmc fmt's formatter; a file that does not parse is left alone
             s.change((6, 22), (6, 22), "answer")
             await s.published(version=4)
-            f = await s.client.text_document_formatting_async(T.DocumentFormattingParams(
-                text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True)))
+            f = await s.client.text_document_formatting_async(
+                T.DocumentFormattingParams(text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True))
+            )
             text = BROKEN.replace("len(question question)", "len(question)").replace("r.answr", "r.answer")
             assert len(f) == 1 and f[0].new_text == format_source(text) and f[0].new_text != text.replace("  ", "  ")
             s.change((4, 0), (4, 0), "  y = (\n")
             p = await s.published(version=5)
             assert any(d.message.startswith("unexpected") for d in p.diagnostics)
-            f = await s.client.text_document_formatting_async(T.DocumentFormattingParams(
-                text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True)))
+            f = await s.client.text_document_formatting_async(
+                T.DocumentFormattingParams(text_document=s.doc(), options=T.FormattingOptions(tab_size=2, insert_spaces=True))
+            )
             assert not f
+
     run(go())
 
 
@@ -202,6 +212,7 @@ def test_handler_errors_are_lsp_errors_and_the_server_keeps_serving():
             # still serving
             h = await s.hover(14, 9)
             assert "ChainOfThought" in h.contents.value
+
     run(go())
 
 
@@ -217,6 +228,7 @@ def test_every_example_program_opens_without_diagnostics_and_has_an_outline():
                 assert not p.diagnostics, path.name
                 syms = await s.client.text_document_document_symbol_async(T.DocumentSymbolParams(text_document=s.doc(uri)))
                 assert syms, path.name
+
     run(go())
 
 

@@ -28,7 +28,7 @@ def server():
         yield srv
 
 
-PROGRAM = '''signature Rate {
+PROGRAM = """signature Rate {
   "Rate the review from 0 to 1."
   review: str
   -> score: float
@@ -57,7 +57,7 @@ program main(review: str, mode: str) -> (score: float) {
 metric close(example, pred) {
   return 1.0 - (pred.score - example.score) * (pred.score - example.score)
 }
-'''
+"""
 
 ROWS = [
     {"id": "ok", "review": "fine", "mode": "lm", "score": 0.5},
@@ -121,8 +121,7 @@ def test_eval_report_is_valid_json_and_serves_as_a_baseline(ws, lmc):
 
 
 def test_a_metric_giving_nan_fails_that_example(ws, lmc):
-    (ws / "p.lmp").write_text(PROGRAM.replace("return 1.0 - (pred.score - example.score) * (pred.score - example.score)",
-                                              'return float("nan")'))
+    (ws / "p.lmp").write_text(PROGRAM.replace("return 1.0 - (pred.score - example.score) * (pred.score - example.score)", 'return float("nan")'))
     code, _, err = lmc("eval", "p.lmp", "--data", "in.jsonl", "--report", "r.json")
     doc = strict((ws / "r.json").read_text())
     ok = [e for e in doc["examples"] if e["id"] == "ok"][0]

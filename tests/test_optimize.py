@@ -37,7 +37,6 @@ metric em = exact_match(answer)
 """
 
 
-
 # ---------------------------------------------------------------- helpers
 
 
@@ -73,22 +72,26 @@ def reviews(spec: list[tuple[str, str, str]]) -> list[dict]:
     return [{"id": i, "review": r, "sentiment": s} for i, r, s in spec]
 
 
-TRAIN = reviews([
-    ("t1", "a good film", "positive"),
-    ("t2", "MISLEAD a bad plot", "negative"),
-    ("t3", "bad acting", "negative"),
-    ("t4", "good music", "positive"),
-    ("t5", "FLAKY good ending", "positive"),
-    ("t6", "a bad script", "negative"),
-    ("t7", "good cast", "positive"),
-    ("t8", "MISLEAD good sets", "positive"),
-])
-DEV = reviews([
-    ("d1", "good", "positive"),
-    ("d2", "bad", "negative"),
-    ("d3", "MISLEAD good", "positive"),
-    ("d4", "bad day", "negative"),
-])
+TRAIN = reviews(
+    [
+        ("t1", "a good film", "positive"),
+        ("t2", "MISLEAD a bad plot", "negative"),
+        ("t3", "bad acting", "negative"),
+        ("t4", "good music", "positive"),
+        ("t5", "FLAKY good ending", "positive"),
+        ("t6", "a bad script", "negative"),
+        ("t7", "good cast", "positive"),
+        ("t8", "MISLEAD good sets", "positive"),
+    ]
+)
+DEV = reviews(
+    [
+        ("d1", "good", "positive"),
+        ("d2", "bad", "negative"),
+        ("d3", "MISLEAD good", "positive"),
+        ("d4", "bad day", "negative"),
+    ]
+)
 
 
 @dataclass
@@ -121,8 +124,9 @@ class Bench:
         self.candidates.append(Candidate(name, ir, score))
 
 
-def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = None, *, seed: int = 0,
-             concurrency: int = 4, prompt_script=None, **options) -> tuple[Bench, FakeLM, object]:
+def make_ctx(
+    source: str, script, train: list[dict], dev: list[dict] | None = None, *, seed: int = 0, concurrency: int = 4, prompt_script=None, **options
+) -> tuple[Bench, FakeLM, object]:
     fake = script if isinstance(script, FakeLM) else FakeLM(script)
     client = LMClient(cache_dir=None, backend=fake)
     spec = parse_lm("openai/test")
@@ -138,24 +142,23 @@ def make_ctx(source: str, script, train: list[dict], dev: list[dict] | None = No
         def prompt_rt(x):
             return Runtime(x, pclient, lm=spec, base_dir=str(ROOT))
 
-    lab = Lab(make, list(from_records(dev or train, path="dev.jsonl")), ir.metrics[0], concurrency=concurrency,
-              proposer=prompt_rt)
-    bench = Bench(PassInputs(tuple(from_records(train, path="train.jsonl")), ir.metrics[0], lab, seed=seed,
-                             source=source), options)
+    lab = Lab(make, list(from_records(dev or train, path="dev.jsonl")), ir.metrics[0], concurrency=concurrency, proposer=prompt_rt)
+    bench = Bench(PassInputs(tuple(from_records(train, path="train.jsonl")), ir.metrics[0], lab, seed=seed, source=source), options)
     bench.inputs = replace(bench.inputs, log=bench.logged.append)
     return bench, fake, ir
 
 
 def run_pass(name: str, ir, bench: Bench):
     """Run one pass as `lmc compile` does: earlier candidates in, its findings added to the bench."""
+
     async def go():
-        result = await optimize.run_pass(name, ir, replace(bench.inputs, candidates=tuple(bench.candidates)),
-                                         **bench.options)
+        result = await optimize.run_pass(name, ir, replace(bench.inputs, candidates=tuple(bench.candidates)), **bench.options)
         bench.candidates += result.candidates
         bench.notes += result.notes
         for k, v in result.train_scores.items():
             bench.train_scores.setdefault(k, v)
         return result.ir
+
     return go()
 
 
@@ -190,7 +193,7 @@ def test_labeled_picks_k_demos_in_the_seeded_order():
     neg = [r["id"] for r in taken if r["sentiment"] == "negative"]
     expected = [x for pair in zip(pos, neg) for x in pair][:3]
     if len(expected) < 3:
-        expected += (pos[len(neg):] + neg[len(pos):])[: 3 - len(expected)]
+        expected += (pos[len(neg) :] + neg[len(pos) :])[: 3 - len(expected)]
     assert demo_ids(out) == expected
     assert [d["sentiment"] for d in out.predictors[0].demos][:2] == ["positive", "negative"]
     first = out.predictors[0].demos[0]
@@ -245,9 +248,17 @@ def test_bootstrap_stops_once_every_predictor_has_max_demos():
 
 def test_bootstrap_does_not_run_examples_of_a_class_it_already_has_enough_of():
     """With gold labels known, a passing trace would only repeat its label: full classes are skipped."""
-    train = reviews([("p1", "good one", "positive"), ("p2", "good two", "positive"), ("p3", "good three", "positive"),
-                     ("p4", "good four", "positive"), ("n1", "bad one", "negative"), ("p5", "good five", "positive"),
-                     ("n2", "bad two", "negative")])
+    train = reviews(
+        [
+            ("p1", "good one", "positive"),
+            ("p2", "good two", "positive"),
+            ("p3", "good three", "positive"),
+            ("p4", "good four", "positive"),
+            ("n1", "bad one", "negative"),
+            ("p5", "good five", "positive"),
+            ("n2", "bad two", "negative"),
+        ]
+    )
     ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, train, max_demos=2, max_labeled=0, concurrency=8)
     out = run(run_pass("bootstrap", ir, ctx))
     # [p1, p2] gives a positive (p2's pass is not needed); then only negatives are run: n1
@@ -256,8 +267,7 @@ def test_bootstrap_does_not_run_examples_of_a_class_it_already_has_enough_of():
 
 
 def test_bootstrap_gives_up_on_a_class_the_teacher_never_gets_right_and_fills_with_the_others():
-    train = reviews([(f"n{i}", f"MISLEAD bad {i}", "negative") for i in range(7)]
-                    + [("p1", "good one", "positive"), ("p2", "good two", "positive")])
+    train = reviews([(f"n{i}", f"MISLEAD bad {i}", "negative") for i in range(7)] + [("p1", "good one", "positive"), ("p2", "good two", "positive")])
     ctx, fake, ir = make_ctx(SENTIMENT, sentiment_lm, train, max_demos=2, max_labeled=0)
     out = run(run_pass("bootstrap", ir, ctx))
     assert demo_ids(out) == ["p1", "p2"]
@@ -292,11 +302,10 @@ def test_bootstrap_rounds_retry_failures_at_a_sampling_temperature():
     out = run(run_pass("bootstrap", ir, ctx))
     assert demo_ids(out) == ["t1", "t3", "t4", "t6", "t7", "t5"]  # t5 passes once sampled
     first = fake.requests[: len(TRAIN)]
-    retries = fake.requests[len(TRAIN):]
+    retries = fake.requests[len(TRAIN) :]
     assert all(r.temperature == 0 for r in first)
     # only the three failures are retried, each at a temperature > 0
-    assert sorted(tag(last_user(r), "review") for r in retries) == sorted(
-        ["MISLEAD a bad plot", "FLAKY good ending", "MISLEAD good sets"])
+    assert sorted(tag(last_user(r), "review") for r in retries) == sorted(["MISLEAD a bad plot", "FLAKY good ending", "MISLEAD good sets"])
     assert all(r.temperature > 0 for r in retries)
 
 
@@ -341,6 +350,7 @@ def test_bootstrap_gives_every_predictor_of_a_multi_step_program_its_demos():
 
 def demo_count_lm(wanted: int):
     """Like sentiment_lm, but MISLEAD reviews are answered right when the prompt shows exactly `wanted` demos."""
+
     def lm(spec, req):
         n = earlier(req).count("<review>")
         review = tag(last_user(req), "review") or ""
@@ -348,6 +358,7 @@ def demo_count_lm(wanted: int):
         if "MISLEAD" in review and n != wanted:
             right = "positive" if right == "negative" else "negative"
         return f"<sentiment>{right}</sentiment>"
+
     return lm
 
 
@@ -356,10 +367,10 @@ def test_random_search_tries_zero_shot_labeled_and_n_bootstraps_and_keeps_the_be
     out = run(run_pass("random-search", ir, ctx))
     names = [c.name for c in ctx.candidates]
     assert names[:7] == ["random-search:zero-shot", "random-search:labeled-only", "random-search:bootstrap"] + [
-        f"random-search:bootstrap-{i}" for i in range(1, 5)]  # N + 3 candidates
+        f"random-search:bootstrap-{i}" for i in range(1, 5)
+    ]  # N + 3 candidates
     # then the best of them with 1 and 2 demos and in two other orders (those that differ from one tried)
-    assert names[7:] and all(re.fullmatch(r"random-search:bootstrap(-\d)?-(1|2|all)-(built|reversed|similar-last)", n)
-                             for n in names[7:]), names
+    assert names[7:] and all(re.fullmatch(r"random-search:bootstrap(-\d)?-(1|2|all)-(built|reversed|similar-last)", n) for n in names[7:]), names
     passing = {"t1", "t3", "t4", "t5", "t6", "t7"}  # the zero-shot teacher gets MISLEAD wrong
     for c in ctx.candidates:
         n = len(c.ir.predictors[0].demos)
@@ -427,8 +438,9 @@ def proposer_lm(spec, req):
 
 def test_mipro_proposes_instructions_with_the_prompt_lm_and_keeps_the_best_full_dev_combination():
     proposer = FakeLM(proposer_lm)
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
-                             candidates=2, instructions=5, trials=12, minibatch=4)
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1, candidates=2, instructions=5, trials=12, minibatch=4
+    )
     out = run(run_pass("mipro", ir, ctx))
     # the prompt LM (not the task LM) proposed: one call per instruction, grounded in data, program and step
     assert len(proposer.calls) == 5
@@ -447,14 +459,16 @@ def test_mipro_proposes_instructions_with_the_prompt_lm_and_keeps_the_best_full_
 
 def test_mipro_survives_proposals_the_prompt_lm_cannot_give():
     """A base model's empty completions for some proposals cost those candidates, not the compile."""
+
     def flaky(spec, req):
         if req.temperature in (0.91, 0.93):
             return ""  # every retry too: the LM client gives up on this proposal
         return proposer_lm(spec, req)
 
     proposer = FakeLM(flaky)
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1,
-                             candidates=2, instructions=5, trials=12, minibatch=4)
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=proposer, max_demos=2, max_labeled=1, candidates=2, instructions=5, trials=12, minibatch=4
+    )
     out = run(run_pass("mipro", ir, ctx))
     assert {r.temperature for r in proposer.requests} == {0.9, 0.91, 0.92, 0.93, 0.94}
     assert sum(1 for line in ctx.logged if "failed:" in line and "proposal" in line) == 2
@@ -464,16 +478,39 @@ def test_mipro_survives_proposals_the_prompt_lm_cannot_give():
 def test_mipro_is_deterministic_for_a_seed():
     outs = []
     for _ in range(2):
-        ctx, _, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2,
-                              candidates=2, instructions=3, trials=6, minibatch=2, seed=3)
+        ctx, _, ir = make_ctx(
+            SENTIMENT,
+            magic_lm,
+            TRAIN,
+            DEV,
+            prompt_script=FakeLM(proposer_lm),
+            max_demos=2,
+            candidates=2,
+            instructions=3,
+            trials=6,
+            minibatch=2,
+            seed=3,
+        )
         outs.append((run(run_pass("mipro", ir, ctx)), [(c.name, c.score) for c in ctx.candidates]))
     assert outs[0] == outs[1]
 
 
 def test_mipro_searches_demo_count_and_order_and_records_the_choice():
     """Only a prompt with exactly one demo gets MISLEAD right: mipro must search the count, not only the set."""
-    ctx, fake, ir = make_ctx(SENTIMENT, demo_count_lm(1), TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=3,
-                             max_labeled=0, candidates=2, instructions=1, trials=16, minibatch=4, full_eval_every=2)
+    ctx, fake, ir = make_ctx(
+        SENTIMENT,
+        demo_count_lm(1),
+        TRAIN,
+        DEV,
+        prompt_script=FakeLM(proposer_lm),
+        max_demos=3,
+        max_labeled=0,
+        candidates=2,
+        instructions=1,
+        trials=16,
+        minibatch=4,
+        full_eval_every=2,
+    )
     out = run(run_pass("mipro", ir, ctx))
     full = [c for c in ctx.candidates if c.name.startswith("mipro:trial-")]
     assert all({k.split(":")[-1] for k in c.detail["choice"]} == {"i", "d", "n", "o"} for c in full)
@@ -631,8 +668,7 @@ def test_bootstrap_balances_the_classes_of_a_classifier():
 def test_the_pass_table_names_every_pass_and_validates_names():
     from lmc.cli_compile import _PASSES
 
-    assert optimize.PASS_NAMES[:8] == ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble",
-                                       "finetune-data")
+    assert optimize.PASS_NAMES[:8] == ("none", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data")
     assert len(set(optimize.PASS_NAMES)) == len(optimize.PASSES)
     assert _PASSES == optimize.PASS_NAMES  # the CLI's choices are the table
     assert optimize.pass_named("knn") is optimize.PASSES[5] and optimize.pass_name(optimize.PASSES[3]) == "random-search"
@@ -669,16 +705,16 @@ def test_a_pass_changes_nothing_it_is_given():
 def test_ensemble_draws_on_the_candidates_it_is_given_not_on_shared_state():
     ctx, fake, ir = make_ctx(SENTIMENT, styled_lm, TRAIN, DEV[:1], ensemble_size=2)
     seeded_members(ctx, ir, [("ALPHA", 0.5), ("BETA", 0.9)])
-    given = run(optimize.run_pass("ensemble", ir, replace(ctx.inputs, candidates=tuple(ctx.candidates)),
-                                  **ctx.options))
+    given = run(optimize.run_pass("ensemble", ir, replace(ctx.inputs, candidates=tuple(ctx.candidates)), **ctx.options))
     assert {c.name for c in given.candidates} <= {"ensemble"}  # no search of its own: two were given
     alone = run(optimize.run_pass("ensemble", ir, ctx.inputs, **ctx.options))
     assert any(c.name.startswith("ensemble:") for c in alone.candidates)  # none given: it searched first
 
 
 def test_mipro_never_changes_a_runtime_it_was_given():
-    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2,
-                             candidates=1, instructions=2, trials=2, minibatch=2)
+    ctx, fake, ir = make_ctx(
+        SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=FakeLM(proposer_lm), max_demos=2, candidates=1, instructions=2, trials=2, minibatch=2
+    )
     made = []
     proposer = ctx.inputs.lab.proposer
 

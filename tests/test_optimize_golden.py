@@ -54,13 +54,13 @@ def _ids(value: Any) -> Any:
 
 
 def table(art: dict, ws: Path) -> dict:
-    predictors = {
-        p["id"]: {"instructions": p["instructions"], "demos": _ids(p["demos"]), "settings": p["settings"]}
-        for p in art["ir"]["predictors"]
-    }
+    predictors = {p["id"]: {"instructions": p["instructions"], "demos": _ids(p["demos"]), "settings": p["settings"]} for p in art["ir"]["predictors"]}
     scores = art["compile"]["scores"]
-    files = {str(f.relative_to(ws)): len(f.read_text(encoding="utf-8").splitlines())
-             for f in sorted(ws.rglob("*.jsonl")) if f.parent != ws and "cache" not in f.parts}
+    files = {
+        str(f.relative_to(ws)): len(f.read_text(encoding="utf-8").splitlines())
+        for f in sorted(ws.rglob("*.jsonl"))
+        if f.parent != ws and "cache" not in f.parts
+    }
     return {
         "predictors": predictors,
         "extras": _ids(art["ir"]["extras"]),
@@ -94,13 +94,30 @@ def test_the_pass_leaves_the_golden_predictor_table(path, server, tmp_path, monk
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.delenv("LMC_LM", raising=False)
     shutil.copy(FIXTURES / "programs" / f"{fields['program']}.lmp", "p.lmp")
-    code = main(["compile", "p.lmp", "--train", str(FIXTURES / "optimize" / "train.jsonl"),
-                 "--dev", str(FIXTURES / "optimize" / "dev.jsonl"), "-o", "out.lmc.json", "--cache-dir", "cache",
-                 "--lm", "openai/test", "--api-base", server.url, *shlex.split(fields["args"])])
+    code = main(
+        [
+            "compile",
+            "p.lmp",
+            "--train",
+            str(FIXTURES / "optimize" / "train.jsonl"),
+            "--dev",
+            str(FIXTURES / "optimize" / "dev.jsonl"),
+            "-o",
+            "out.lmc.json",
+            "--cache-dir",
+            "cache",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            *shlex.split(fields["args"]),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
-    got = json.dumps(table(json.loads(Path("out.lmc.json").read_text(encoding="utf-8")), tmp_path), indent=1,
-                     sort_keys=True, ensure_ascii=False) + "\n"
+    got = (
+        json.dumps(table(json.loads(Path("out.lmc.json").read_text(encoding="utf-8")), tmp_path), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    )
     if os.environ.get("LMC_UPDATE_GOLDEN"):
         path.write_text(head + MARK + got, encoding="utf-8")
         return

@@ -26,15 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 LM_KEY = "sk-test-OTEL-LMKEY-4242"
 OTLP_TOKEN = "otel-SECRET-token-9999"
 
-TWO_STEP = SENTIMENT.replace("""module classify = Predict(Classify)
+TWO_STEP = SENTIMENT.replace(
+    """module classify = Predict(Classify)
 program main(review: str) -> (sentiment: "positive" | "negative") {
   return classify(review=review)
-}""", """module classify = Predict(Classify)
+}""",
+    """module classify = Predict(Classify)
 module second = Predict(Classify)
 program main(review: str) -> (sentiment: "positive" | "negative") {
   first = classify(review=review)
   return second(review=review + " " + first.sentiment)
-}""")
+}""",
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +86,17 @@ class Collector:
                 resource = {a.key: _value(a.value) for a in rs.resource.attributes}
                 for ss in rs.scope_spans:
                     for s in ss.spans:
-                        out.append({"name": s.name, "trace": s.trace_id.hex(), "id": s.span_id.hex(),
-                                    "parent": s.parent_span_id.hex(), "status": s.status.code,
-                                    "attrs": {a.key: _value(a.value) for a in s.attributes}, "resource": resource})
+                        out.append(
+                            {
+                                "name": s.name,
+                                "trace": s.trace_id.hex(),
+                                "id": s.span_id.hex(),
+                                "parent": s.parent_span_id.hex(),
+                                "status": s.status.code,
+                                "attrs": {a.key: _value(a.value) for a in s.attributes},
+                                "resource": resource,
+                            }
+                        )
         return out
 
 
@@ -145,8 +156,7 @@ def test_content_opt_in_and_failures(tmp_path, server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", LM_KEY)
     (tmp_path / "s.lmp").write_text(SENTIMENT)
     exporter = InMemorySpanExporter()
-    prog = lmc.load(tmp_path / "s.lmp", lm="openai/test", api_base=server.url, cache_dir=None, otel=exporter,
-                    otel_content=True)
+    prog = lmc.load(tmp_path / "s.lmp", lm="openai/test", api_base=server.url, cache_dir=None, otel=exporter, otel_content=True)
     try:
         prog(review=f"good, and here is my key {LM_KEY}")
     finally:
@@ -178,8 +188,7 @@ def test_eval_spans_carry_the_score(tmp_path, server, monkeypatch):
     rows = [{"id": "a", "review": "good", "sentiment": "positive"}, {"id": "b", "review": "bad", "sentiment": "positive"}]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     exporter = InMemorySpanExporter()
-    lmc.evaluate(tmp_path / "s.lmp", data=tmp_path / "d.jsonl", lm="openai/test", api_base=server.url, cache_dir=None,
-                 otel=exporter)
+    lmc.evaluate(tmp_path / "s.lmp", data=tmp_path / "d.jsonl", lm="openai/test", api_base=server.url, cache_dir=None, otel=exporter)
     examples = {s.attributes["lmc.example.id"]: s for s in exporter.get_finished_spans() if s.name == "example main"}
     assert set(examples) == {"a", "b"}  # one span per example, the scorer's and the interpreter's merged
     assert examples["a"].attributes["lmc.score"] == 1.0 and examples["a"].attributes["lmc.passed"] is True
@@ -194,10 +203,27 @@ def test_cli_exports_to_a_real_otlp_endpoint_without_secrets(tmp_path, server):
     rows = [{"id": f"r{i}", "review": f"good {i}" if i != 2 else f"good, key {LM_KEY}"} for i in range(3)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with Collector() as collector:
-        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
-               "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {OTLP_TOKEN}", "OTEL_SERVICE_NAME": "route-bot"}
-        r = lmc_cli(tmp_path, "run", "two.lmp", "--data", "in.jsonl", "--out", "out.jsonl", "--otel-content",
-                    "--lm", "openai/test", "--api-base", server.url, "--no-cache", env=env)
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {OTLP_TOKEN}",
+            "OTEL_SERVICE_NAME": "route-bot",
+        }
+        r = lmc_cli(
+            tmp_path,
+            "run",
+            "two.lmp",
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--otel-content",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            "--no-cache",
+            env=env,
+        )
         assert r.returncode == 0, r.stderr
     assert collector.requests and all(req["path"] == "/v1/traces" for req in collector.requests)
     assert all(req["headers"].get("authorization") == f"Bearer {OTLP_TOKEN}" for req in collector.requests)
@@ -219,21 +245,20 @@ def test_cli_exports_to_a_real_otlp_endpoint_without_secrets(tmp_path, server):
 
 def test_otel_flag_without_the_extra_is_one_line(tmp_path):
     (tmp_path / "s.lmp").write_text(SENTIMENT)
-    block = ("import sys\nsys.modules['opentelemetry'] = None\nfrom lmc.cli import main\n"
-             "sys.exit(main(sys.argv[1:]))")
+    block = "import sys\nsys.modules['opentelemetry'] = None\nfrom lmc.cli import main\nsys.exit(main(sys.argv[1:]))"
     r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=x", "--otel", "--lm", "openai/test", code=block)
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == ["error: --otel needs the OpenTelemetry extra: pip install 'lmc[otel]'"]
-    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=x", "--lm", "openai/test", code=block,
-                env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    r = lmc_cli(
+        tmp_path, "run", "s.lmp", "-i", "review=x", "--lm", "openai/test", code=block, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    )
     assert r.returncode == 2 and "OTEL_EXPORTER_OTLP_ENDPOINT is set" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_collector_that_is_down_fails_fast_without_the_token(tmp_path, server):
     (tmp_path / "s.lmp").write_text(SENTIMENT)
     env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://user:{OTLP_TOKEN}@127.0.0.1:9/v1/traces?key={OTLP_TOKEN}"}
-    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--otel", "--lm", "openai/test",
-                "--api-base", server.url, env=env)
+    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--otel", "--lm", "openai/test", "--api-base", server.url, env=env)
     assert r.returncode == 2 and r.stdout == "", r.stderr
     line = r.stderr.strip().splitlines()[0]
     assert line.startswith("error: cannot reach the OpenTelemetry collector at http://127.0.0.1:9")
@@ -242,23 +267,51 @@ def test_a_collector_that_is_down_fails_fast_without_the_token(tmp_path, server)
 
 def test_opentelemetry_is_imported_only_when_asked_for(tmp_path, server):
     (tmp_path / "s.lmp").write_text(SENTIMENT)
-    probe = ("import sys\nfrom lmc.cli import main\ncode = main(sys.argv[1:])\n"
-             "print('OTEL-IMPORTED' if any(m.startswith('opentelemetry') for m in sys.modules) else 'OTEL-ABSENT')")
+    probe = (
+        "import sys\nfrom lmc.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('OTEL-IMPORTED' if any(m.startswith('opentelemetry') for m in sys.modules) else 'OTEL-ABSENT')"
+    )
     r = lmc_cli(tmp_path, "--help", code=probe)
     assert "OTEL-ABSENT" in r.stdout
-    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--lm", "openai/test", "--api-base", server.url,
-                code=probe, env={"OTEL_EXPORTER_OTLP_ENDPOINT": ""})
+    r = lmc_cli(
+        tmp_path,
+        "run",
+        "s.lmp",
+        "-i",
+        "review=good",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+        code=probe,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": ""},
+    )
     assert r.returncode == 0 and "OTEL-ABSENT" in r.stdout, r.stderr
-    r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--lm", "openai/test", "--api-base", server.url,
-                code=probe, env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "LMC_OTEL": "0"})
+    r = lmc_cli(
+        tmp_path,
+        "run",
+        "s.lmp",
+        "-i",
+        "review=good",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        server.url,
+        code=probe,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "LMC_OTEL": "0"},
+    )
     assert r.returncode == 0 and "OTEL-ABSENT" in r.stdout, r.stderr
 
 
 def test_secret_values_cover_keys_and_otlp_headers():
     from lmc.telemetry import secret_values
 
-    env = {"OPENAI_API_KEY": "sk-abcdef", "MY_TOKEN": "tok-123456", "HOME": "/root/long-path",
-           "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=hc-secret-1,authorization=Bearer bear-secret-2"}
+    env = {
+        "OPENAI_API_KEY": "sk-abcdef",
+        "MY_TOKEN": "tok-123456",
+        "HOME": "/root/long-path",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=hc-secret-1,authorization=Bearer bear-secret-2",
+    }
     found = secret_values(env)
     for s in ("sk-abcdef", "tok-123456", "hc-secret-1", "bear-secret-2", "Bearer bear-secret-2"):
         assert s in found
@@ -283,8 +336,19 @@ def test_a_refusing_collector_is_one_scrubbed_warning(tmp_path, server):
     try:
         (tmp_path / "s.lmp").write_text(SENTIMENT)
         url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/traces/{OTLP_TOKEN}"
-        r = lmc_cli(tmp_path, "run", "s.lmp", "-i", "review=good", "--otel", "--lm", "openai/test",
-                    "--api-base", server.url, env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url})
+        r = lmc_cli(
+            tmp_path,
+            "run",
+            "s.lmp",
+            "-i",
+            "review=good",
+            "--otel",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url},
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -305,7 +369,8 @@ def test_sdk_log_records_are_scrubbed_of_the_endpoint_token(capsys, monkeypatch)
     try:
         _quiet_sdk_logs("http://127.0.0.1:4318/v1/traces?token=query-SECRET-777")
         logging.getLogger("opentelemetry.exporter.otlp").error(
-            "Failed to export to /v1/traces?token=query-SECRET-777 with header %s\nsecond line", OTLP_TOKEN)
+            "Failed to export to /v1/traces?token=query-SECRET-777 with header %s\nsecond line", OTLP_TOKEN
+        )
     finally:
         log.handlers[:], log.propagate = before
     err = capsys.readouterr().err

@@ -73,9 +73,9 @@ SYNTAX_ERRORS = [
     ("module m = Predict(S, 3)", "1:23", "a module takes one signature and then keyword settings"),
     ("program p() -> (a: str) { if = 2 }", "1:27", "'if' is a keyword and cannot be used as a name"),
     ("program p() -> (a: str) { x = f(a=1, a=2) }", "1:38", "keyword argument 'a' given twice"),
-    ("program p() -> (a: str) { x = f\"{}\" }", "1:33", "empty expression in f-string"),
+    ('program p() -> (a: str) { x = f"{}" }', "1:33", "empty expression in f-string"),
     ("program p() -> (a: str) { x = 'a\\q' }", "1:31", "unknown escape '\\q' in string"),
-    ("signature S = \"a b\"", "1:15", "a signature shorthand needs exactly one '->'"),
+    ('signature S = "a b"', "1:15", "a signature shorthand needs exactly one '->'"),
     ("program p() -> (a: str) { x = $ }", "1:31", "unexpected character '$'"),
 ]
 
@@ -128,11 +128,11 @@ def test_textmate_grammar_is_valid_and_knows_every_keyword():
 def _text_at(source: str, sp) -> str:
     lines = source.split("\n")
     if sp.line == sp.end_line:
-        return lines[sp.line - 1][sp.col - 1:sp.end_col - 1]
-    return "\n".join([lines[sp.line - 1][sp.col - 1:], *lines[sp.line:sp.end_line - 1], lines[sp.end_line - 1][:sp.end_col - 1]])
+        return lines[sp.line - 1][sp.col - 1 : sp.end_col - 1]
+    return "\n".join([lines[sp.line - 1][sp.col - 1 :], *lines[sp.line : sp.end_line - 1], lines[sp.end_line - 1][: sp.end_col - 1]])
 
 
-SPANS_PROGRAM = '''lm   fast = "openai/gpt-4o-mini"(temperature=0.2)
+SPANS_PROGRAM = """lm   fast = "openai/gpt-4o-mini"(temperature=0.2)
 signature  QA {
   question: str
   context: list[str]
@@ -149,15 +149,16 @@ program main(question: str) -> (answer: str) {
   assert out.answer != "", "empty"  for   qa
   return out
 }
-'''
+"""
 
 
 def test_every_name_span_covers_exactly_the_name():
     f = parse(SPANS_PROGRAM, "s.lmp")
     seen = 0
     for node in n.walk(f.decls):
-        if isinstance(node, (n.Signature, n.ModuleDecl, n.RetrieverDecl, n.ToolDecl, n.LMDecl, n.MetricDecl,
-                             n.ProgramDecl, n.Param, n.Field, n.Keyword, n.Attr)):
+        if isinstance(
+            node, (n.Signature, n.ModuleDecl, n.RetrieverDecl, n.ToolDecl, n.LMDecl, n.MetricDecl, n.ProgramDecl, n.Param, n.Field, n.Keyword, n.Attr)
+        ):
             assert _text_at(SPANS_PROGRAM, node.name_span) == node.name, node
             seen += 1
         if isinstance(node, n.For):

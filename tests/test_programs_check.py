@@ -57,9 +57,31 @@ def test_examples_together_use_every_construct():
         for r in c.retrievers.values():
             assert (ROOT / r.args[0].value).exists(), f"{path.name}: corpus {r.args[0].value} is missing"
     assert kinds == {"Predict", "ChainOfThought", "MultiChainComparison", "ReAct", "ProgramOfThought", "BestOfN"}
-    for construct in ("Signature", "ModuleDecl", "RetrieverDecl", "ToolDecl", "LMDecl", "ProgramDecl", "For", "If", "While",
-                      "Return", "assert", "suggest", "suggest for", "FString", "DictExpr", "ListExpr", "Attr", "Call",
-                      "BinOp", "Compare", "BoolOp", "metric block", "metric expr"):
+    for construct in (
+        "Signature",
+        "ModuleDecl",
+        "RetrieverDecl",
+        "ToolDecl",
+        "LMDecl",
+        "ProgramDecl",
+        "For",
+        "If",
+        "While",
+        "Return",
+        "assert",
+        "suggest",
+        "suggest for",
+        "FString",
+        "DictExpr",
+        "ListExpr",
+        "Attr",
+        "Call",
+        "BinOp",
+        "Compare",
+        "BoolOp",
+        "metric block",
+        "metric expr",
+    ):
         assert construct in seen, construct
 
 

@@ -98,8 +98,24 @@ def test_program_runs_end_to_end(program, server, tmp_path, monkeypatch, capsys)
     lines = dataset_for(program).read_text(encoding="utf-8").splitlines()[:EXAMPLES_PER_PROGRAM]
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    code = main(["run", str(program), "--lm", "openai/test", "--api-base", server.url, "--data", str(data),
-                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "-j", "4"])
+    code = main(
+        [
+            "run",
+            str(program),
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-j",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert code == 0, captured.err + "\n" + "\n".join(str(r["error"]) for r in results)
@@ -116,8 +132,9 @@ def test_litellm_path_runs_a_program(server, tmp_path, monkeypatch, capsys):
     from lmc.cli import main
 
     monkeypatch.chdir(ROOT)
-    code = main(["run", "programs/sentiment.lmp", "--lm", "lm_studio/test", "--api-base", server.url,
-                 "--no-cache", "--input", '{"review": "Lovely."}'])
+    code = main(
+        ["run", "programs/sentiment.lmp", "--lm", "lm_studio/test", "--api-base", server.url, "--no-cache", "--input", '{"review": "Lovely."}']
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert json.loads(captured.out) == {"sentiment": "positive"}

@@ -42,8 +42,7 @@ def lmc(cwd: Path, *args: str, interval: str = INTERVAL) -> subprocess.Completed
     """The real CLI in a child process, its stderr a pipe (not a terminal), as in CI."""
     env = {**os.environ, "OPENAI_API_KEY": SECRET, "LMC_PROGRESS_INTERVAL": interval}
     env.pop("LMC_LM", None)
-    return subprocess.run([sys.executable, "-m", "lmc", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "lmc", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def lm(server) -> list[str]:
@@ -65,8 +64,9 @@ def json_lines(err: str) -> list[dict]:
 
 
 def test_compile_prints_status_lines_while_waiting_for_the_lm(project, slow_server):
-    r = lmc(project, "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "s.lmc.json",
-            "--optimizer", "labeled", *lm(slow_server))
+    r = lmc(
+        project, "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "s.lmc.json", "--optimizer", "labeled", *lm(slow_server)
+    )
     assert r.returncode == 0, r.stderr
     lines = status_lines(r.stderr, "compile")
     # 2 dev scorings of 3 examples at 2 at a time, 0.6 s a request: well over a second, many intervals.
@@ -78,14 +78,42 @@ def test_compile_prints_status_lines_while_waiting_for_the_lm(project, slow_serv
 
 
 def test_compile_progress_json_is_one_object_per_line(project, slow_server):
-    r = lmc(project, "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "s.lmc.json",
-            "--optimizer", "labeled", "--progress", "json", *lm(slow_server))
+    r = lmc(
+        project,
+        "compile",
+        "s.lmp",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "s.lmc.json",
+        "--optimizer",
+        "labeled",
+        "--progress",
+        "json",
+        *lm(slow_server),
+    )
     assert r.returncode == 0, r.stderr
     objs = json_lines(r.stderr)
     events = [o["event"] for o in objs]
     assert events[0] == "start" and events[-1] == "end" and "stage" in events and events.count("progress") >= 3
-    keys = {"schema", "event", "command", "elapsed_s", "stage", "done", "total", "failed", "calls", "cached_calls",
-            "cost", "score", "score_kind", "eta_s"}
+    keys = {
+        "schema",
+        "event",
+        "command",
+        "elapsed_s",
+        "stage",
+        "done",
+        "total",
+        "failed",
+        "calls",
+        "cached_calls",
+        "cost",
+        "score",
+        "score_kind",
+        "eta_s",
+    }
     assert all(set(o) == keys and o["command"] == "compile" for o in objs)
     elapsed = [o["elapsed_s"] for o in objs]
     assert elapsed == sorted(elapsed)
@@ -97,8 +125,21 @@ def test_compile_progress_json_is_one_object_per_line(project, slow_server):
 
 
 def test_quiet_prints_no_progress_and_no_stages(project, slow_server):
-    r = lmc(project, "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "s.lmc.json",
-            "--optimizer", "labeled", "--quiet", *lm(slow_server))
+    r = lmc(
+        project,
+        "compile",
+        "s.lmp",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "s.lmc.json",
+        "--optimizer",
+        "labeled",
+        "--quiet",
+        *lm(slow_server),
+    )
     assert r.returncode == 0, r.stderr
     assert not status_lines(r.stderr, "compile") and not json_lines(r.stderr)
     assert "scoring the program as written" not in r.stderr
@@ -114,8 +155,9 @@ def test_eval_prints_status_with_running_score(project, slow_server):
 
 
 def test_eval_with_baseline_counts_both_sides(project, slow_server):
-    r = lmc(project, "eval", "s.lmp", "--data", "dev.jsonl", "--baseline", "s.lmp", "--progress", "json",
-            *lm(slow_server)[:-1])  # cached: the baseline's calls are the candidate's
+    r = lmc(
+        project, "eval", "s.lmp", "--data", "dev.jsonl", "--baseline", "s.lmp", "--progress", "json", *lm(slow_server)[:-1]
+    )  # cached: the baseline's calls are the candidate's
     objs = json_lines(r.stderr)
     assert objs[0]["event"] == "start" and objs[1]["event"] == "stage"
     assert objs[-1]["total"] == 6 and objs[-1]["done"] == 6, r.stderr
@@ -123,8 +165,7 @@ def test_eval_with_baseline_counts_both_sides(project, slow_server):
 
 
 def test_run_data_prints_status_and_stdout_stays_clean(project, slow_server):
-    (project / "in.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "review": f"fine {i}"}) + "\n"
-                                              for i in range(4)))
+    (project / "in.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "review": f"fine {i}"}) + "\n" for i in range(4)))
     r = lmc(project, "run", "s.lmp", "--data", "in.jsonl", *lm(slow_server))
     assert r.returncode == 0, r.stderr
     lines = status_lines(r.stderr, "run")
@@ -214,11 +255,24 @@ def test_a_terminal_keeps_the_live_panel(project, slow_server):
 
     env = {**os.environ, "OPENAI_API_KEY": SECRET, "LMC_PROGRESS_INTERVAL": INTERVAL, "COLUMNS": "160"}
     env.pop("LMC_LM", None)
-    args = [sys.executable, "-m", "lmc", "compile", "s.lmp", "--train", "train.jsonl", "--dev", "dev.jsonl",
-            "-o", "s.lmc.json", "--optimizer", "labeled", *lm(slow_server)]
+    args = [
+        sys.executable,
+        "-m",
+        "lmc",
+        "compile",
+        "s.lmp",
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "s.lmc.json",
+        "--optimizer",
+        "labeled",
+        *lm(slow_server),
+    ]
     master, slave = pty.openpty()
-    proc = subprocess.Popen(args, cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=slave, close_fds=True)
+    proc = subprocess.Popen(args, cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, close_fds=True)
     os.close(slave)
     chunks = []
     while True:

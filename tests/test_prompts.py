@@ -15,8 +15,7 @@ INT, FLOAT, BOOL = Type("int"), Type("float"), Type("bool")
 
 
 def predictor(outputs, inputs=(("question", STR, None),), instructions="Answer well.") -> I.Predictor:
-    sig = I.SignatureIR("S", instructions, tuple(I.FieldSpec(*f) for f in inputs),
-                        tuple(I.FieldSpec(*f) for f in outputs))
+    sig = I.SignatureIR("S", instructions, tuple(I.FieldSpec(*f) for f in inputs), tuple(I.FieldSpec(*f) for f in outputs))
     return I.Predictor("p", "p", "main", sig, instructions)
 
 
@@ -42,10 +41,11 @@ def test_chat_prompt_has_system_fields_and_demo_turns():
 
 
 def test_chat_prompt_type_hints_lists_and_feedback():
-    p = predictor((("label", literal("yes", "no"), None), ("score", FLOAT, None), ("ok", BOOL, None),
-                   ("tags", list_of(STR), None)), inputs=(("context", list_of(STR), "passages"),))
-    pr = prompts.render(p, {"context": ["one", "two"]}, mode="chat",
-                        feedback={"previous_answer": "label: maybe", "feedback": "Pick yes or no."})
+    p = predictor(
+        (("label", literal("yes", "no"), None), ("score", FLOAT, None), ("ok", BOOL, None), ("tags", list_of(STR), None)),
+        inputs=(("context", list_of(STR), "passages"),),
+    )
+    pr = prompts.render(p, {"context": ["one", "two"]}, mode="chat", feedback={"previous_answer": "label: maybe", "feedback": "Pick yes or no."})
     system = pr.messages[0]["content"]
     assert "- label — one of: yes, no" in system and "- score — a number" in system
     assert "- ok — true or false" in system and "- tags — JSON (list[str])" in system
@@ -100,15 +100,25 @@ def test_completion_single_literal_stops_at_newline():
 # ---------------------------------------------------------------- parsing and coercion
 
 
-@pytest.mark.parametrize("tp, text, expected", [
-    (INT, "42", 42), (INT, "The answer is 1,234.", 1234), (FLOAT, "3.5 km", 3.5), (FLOAT, "-2", -2.0),
-    (BOOL, "Yes.", True), (BOOL, "false", False),
-    (literal("positive", "negative"), "  POSITIVE. ", "positive"),
-    (literal("positive", "negative"), "Sentiment: negative", "negative"),
-    (list_of(STR), '["a", "b"]', ["a", "b"]), (list_of(STR), "- a\n- b", ["a", "b"]),
-    (list_of(INT), "1, 2, 3", [1, 2, 3]), (JSON, '{"x": [1, 2]}', {"x": [1, 2]}),
-    (optional(STR), "none", None), (STR, "  text  ", "text"),
-])
+@pytest.mark.parametrize(
+    "tp, text, expected",
+    [
+        (INT, "42", 42),
+        (INT, "The answer is 1,234.", 1234),
+        (FLOAT, "3.5 km", 3.5),
+        (FLOAT, "-2", -2.0),
+        (BOOL, "Yes.", True),
+        (BOOL, "false", False),
+        (literal("positive", "negative"), "  POSITIVE. ", "positive"),
+        (literal("positive", "negative"), "Sentiment: negative", "negative"),
+        (list_of(STR), '["a", "b"]', ["a", "b"]),
+        (list_of(STR), "- a\n- b", ["a", "b"]),
+        (list_of(INT), "1, 2, 3", [1, 2, 3]),
+        (JSON, '{"x": [1, 2]}', {"x": [1, 2]}),
+        (optional(STR), "none", None),
+        (STR, "  text  ", "text"),
+    ],
+)
 def test_tagged_reply_coerces_to_declared_type(tp, text, expected):
     p = predictor((("value", tp, None),))
     assert prompts.parse(p, f"<value>{text}</value>", mode="chat") == {"value": expected}
@@ -118,16 +128,19 @@ def test_chat_parse_tolerates_missing_close_tags_and_bare_single_output():
     p = predictor((("reasoning", STR, None), ("answer", INT, None)))
     assert prompts.parse(p, "<reasoning>add them<answer>5", mode="chat") == {"reasoning": "add them", "answer": 5}
     assert prompts.parse(QA, "Lima", mode="chat") == {"answer": "Lima"}
-    assert prompts.parse(p, '```json\n{"reasoning": "r", "answer": "7"}\n```', mode="chat", json_mode=True) == \
-        {"reasoning": "r", "answer": 7}
+    assert prompts.parse(p, '```json\n{"reasoning": "r", "answer": "7"}\n```', mode="chat", json_mode=True) == {"reasoning": "r", "answer": 7}
 
 
-@pytest.mark.parametrize("tp, text, message", [
-    (INT, "many", "expected a number"), (INT, "2.5", "expected an integer"),
-    (BOOL, "perhaps", "expected true or false"),
-    (literal("positive", "negative"), "neutral", 'expected one of "positive" | "negative"'),
-    (JSON, "not json", "expected JSON"),
-])
+@pytest.mark.parametrize(
+    "tp, text, message",
+    [
+        (INT, "many", "expected a number"),
+        (INT, "2.5", "expected an integer"),
+        (BOOL, "perhaps", "expected true or false"),
+        (literal("positive", "negative"), "neutral", 'expected one of "positive" | "negative"'),
+        (JSON, "not json", "expected JSON"),
+    ],
+)
 def test_bad_values_name_the_field_and_quote_the_raw_reply(tp, text, message):
     p = predictor((("value", tp, None),))
     with pytest.raises(OutputParseError) as err:
@@ -153,8 +166,7 @@ def _run(script):
     from lmc.lower import lower
     from tests.fakelm import FakeLM
 
-    ir = lower(check_source("signature S(q: str -> n: int)\nmodule m = Predict(S)\n"
-                            "program main(q: str) -> (n: int) { return m(q=q) }\n", "s.lmp"))
+    ir = lower(check_source("signature S(q: str -> n: int)\nmodule m = Predict(S)\nprogram main(q: str) -> (n: int) { return m(q=q) }\n", "s.lmp"))
     fake = FakeLM(script)
     rt = Runtime(ir, LMClient(cache_dir=None, backend=fake), lm=parse_lm("openai/test"))
     return asyncio.run(run_example(rt, {"q": "how many?"})), fake

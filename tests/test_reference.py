@@ -17,8 +17,9 @@ DOC = ROOT / "docs" / "language.md"
 
 
 def test_docs_language_md_is_what_the_code_generates():
-    assert DOC.read_text(encoding="utf-8") == reference.GENERATED_NOTE + reference.language_md(), \
+    assert DOC.read_text(encoding="utf-8") == reference.GENERATED_NOTE + reference.language_md(), (
         "docs/language.md is out of date: run python -m lmc.reference --write"
+    )
 
 
 def test_the_check_mode_says_when_the_page_is_stale(tmp_path, monkeypatch):

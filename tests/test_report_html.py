@@ -51,8 +51,7 @@ class Oracle:
     def __call__(self, request: dict) -> str:
         messages = request["messages"]
         # The query is the last user turn naming an example (a repair turn after a bad reply names none).
-        num = next(m[0] for m in (re.findall(r"\[(\d\d)\]", str(x["content"])) for x in reversed(messages)
-                                  if x["role"] == "user") if m)
+        num = next(m[0] for m in (re.findall(r"\[(\d\d)\]", str(x["content"])) for x in reversed(messages) if x["role"] == "user") if m)
         variant = "cand" if "Decide whether" in str(messages[0]["content"]) else "base"
         if num in self.garbage[variant]:
             return "<sentiment>neutral <b>bold</b></sentiment>"
@@ -97,6 +96,7 @@ def lmc(capsys, server):
         out, err = capsys.readouterr()
         assert "Traceback" not in err and "internal error" not in err, err
         return code, out, err.strip().splitlines()
+
     return run
 
 
@@ -111,8 +111,19 @@ def eval_page(ws, lmc, server):
     server.oracle.garbage = {"cand": _nums(8), "base": set()}
     code, _, err = lmc("eval", "base.lmp", "--data", "dev.jsonl", "--report", "base.json")
     assert code == 0, err
-    code, _, err = lmc("eval", "cand.lmp", "--data", "dev.jsonl", "--baseline", "base.json", "--report", "cand.json",
-                       "--html", "eval.html", "--allow-different-program")
+    code, _, err = lmc(
+        "eval",
+        "cand.lmp",
+        "--data",
+        "dev.jsonl",
+        "--baseline",
+        "base.json",
+        "--report",
+        "cand.json",
+        "--html",
+        "eval.html",
+        "--allow-different-program",
+    )
     assert "wrote eval.html" in err, err
     return ws / "eval.html"
 
@@ -227,8 +238,7 @@ def test_eval_page_screenshot_is_readable(eval_page, tmp_path):
 
 def test_report_html_from_reports(eval_page, lmc):
     ws = eval_page.parent
-    code, _, err = lmc("report", "html", "cand.json", "--baseline", "base.json", "-o", "again.html",
-                       "--allow-different-program", lm=False)
+    code, _, err = lmc("report", "html", "cand.json", "--baseline", "base.json", "-o", "again.html", "--allow-different-program", lm=False)
     assert code == 0 and err[-1] == "wrote again.html", err
     text = (ws / "again.html").read_text()
     assert 'id="paired"' in text and 'id="confusion"' in text  # the target cand.lmp is still there: labels known
@@ -240,12 +250,15 @@ def test_report_html_from_reports(eval_page, lmc):
     assert "Inputs are not shown" in (ws / "stale.html").read_text()
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["missing.json", "-o", "x.html"], "missing.json: no such file"),
-    (["cand.lmp", "-o", "x.html"], "expected an eval report"),
-    (["cand.json", "--baseline", "base.json", "-o", "base.json"], "-o base.json is the --baseline; writing it would destroy an input"),
-    (["cand.json", "--baseline", "cand.lmp", "-o", "x.html"], "--baseline must be an eval report"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["missing.json", "-o", "x.html"], "missing.json: no such file"),
+        (["cand.lmp", "-o", "x.html"], "expected an eval report"),
+        (["cand.json", "--baseline", "base.json", "-o", "base.json"], "-o base.json is the --baseline; writing it would destroy an input"),
+        (["cand.json", "--baseline", "cand.lmp", "-o", "x.html"], "--baseline must be an eval report"),
+    ],
+)
 def test_report_html_refuses_bad_input(eval_page, lmc, args, fragment):
     code, _, err = lmc("report", "html", *args, lm=False)
     assert code == 2 and err[-1].startswith("error: ") and fragment in err[-1], err
@@ -258,8 +271,22 @@ def test_report_html_refuses_bad_input(eval_page, lmc, args, fragment):
 @pytest.fixture
 def compiled(ws, lmc, server):
     server.oracle.noisy = True
-    code, _, err = lmc("compile", "cand.lmp", "--train", "dev.jsonl", "--optimizer", "random-search", "--candidates", "3",
-                       "-o", "build/s.lmc.json", "--html", "compile.html", "-j", "2")
+    code, _, err = lmc(
+        "compile",
+        "cand.lmp",
+        "--train",
+        "dev.jsonl",
+        "--optimizer",
+        "random-search",
+        "--candidates",
+        "3",
+        "-o",
+        "build/s.lmc.json",
+        "--html",
+        "compile.html",
+        "-j",
+        "2",
+    )
     assert code == 0 and "wrote compile.html" in err, err
     return ws
 
@@ -275,8 +302,9 @@ def test_compile_records_a_timeline_in_the_sidecar_only(compiled, lmc):
     assert "timeline" not in json.dumps(art.compile)
     # Wall-clock data stays out of the artifact: a second compile is byte-identical.
     first = (compiled / "build/s.lmc.json").read_bytes()
-    code, _, err = lmc("compile", "cand.lmp", "--train", "dev.jsonl", "--optimizer", "random-search", "--candidates", "3",
-                       "-o", "build/s.lmc.json", "-j", "2")
+    code, _, err = lmc(
+        "compile", "cand.lmp", "--train", "dev.jsonl", "--optimizer", "random-search", "--candidates", "3", "-o", "build/s.lmc.json", "-j", "2"
+    )
     assert code == 0 and (compiled / "build/s.lmc.json").read_bytes() == first
 
 
@@ -334,9 +362,16 @@ def test_compile_page_survives_a_malformed_compile_section(compiled):
     from lmc.report_html import render_compile
 
     art = read(compiled / "build/s.lmc.json")
-    junk = {"candidates": [{"name": "<script>x</script>", "dev": "high"}, 7, {"dev": float("nan")}],
-            "scores": [1, 2], "optimizer": "bootstrap", "metric": {"threshold": "all"}, "data": {"train": 3},
-            "budget": None, "notes": ["<b>note</b>", 5], "lm_requests_by_predictor": {"x": "many"}}
+    junk = {
+        "candidates": [{"name": "<script>x</script>", "dev": "high"}, 7, {"dev": float("nan")}],
+        "scores": [1, 2],
+        "optimizer": "bootstrap",
+        "metric": {"threshold": "all"},
+        "data": {"train": 3},
+        "budget": None,
+        "notes": ["<b>note</b>", 5],
+        "lm_requests_by_predictor": {"x": "many"},
+    }
     text = render_compile(replace(art, compile=junk), "s.lmc.json", ({"timeline": {"samples": [{"t": "x"}]}}, None))
     assert "&lt;script&gt;x&lt;/script&gt;" in text and "&lt;b&gt;note&lt;/b&gt;" in text
     assert text.count("<script") == 1

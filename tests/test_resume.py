@@ -42,11 +42,13 @@ def ws(tmp_path, monkeypatch, server):
 @pytest.fixture
 def run(capsys, server):
     """`lmc run prog.lmp --data in.jsonl --out out.jsonl` (+ extra args) in-process: (exit code, stderr)."""
+
     def go(*extra, lm="openai/test", program="prog.lmp") -> tuple[int, str]:
         from lmc.cli import main
 
-        code = main(["run", program, "--data", "in.jsonl", "--out", "out.jsonl", "--no-cache",
-                     "--lm", lm, "--api-base", server.url, *map(str, extra)])
+        code = main(
+            ["run", program, "--data", "in.jsonl", "--out", "out.jsonl", "--no-cache", "--lm", lm, "--api-base", server.url, *map(str, extra)]
+        )
         err = capsys.readouterr().err
         assert "Traceback" not in err
         return code, err
@@ -111,14 +113,19 @@ def test_a_changed_input_is_rerun_and_its_old_line_replaced(ws, run, server):
     assert all(by_id[i] == first[i] for i in ("r0", "r1", "r3", "r4"))
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"dear diary,\ntoday I ran lmc\n", "out.jsonl:1: not an lmc result line"),
-    (b"a text file without a final newline", "out.jsonl:1: not an lmc result line"),
-    (b'{"id": "r0", "name": "something else"}\n', "out.jsonl:1: not an lmc result line"),
-    (b'{"a": 1}\n{"b": 2}\n', "out.jsonl:1: not an lmc result line"),
-    (b'{"id": "r0", "line": 1, "outputs": {"sentiment": "positive"}, "error": null, "error_kind": null, "usage": {}}\n',
-     "written by an earlier lmc, without the input digests"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"dear diary,\ntoday I ran lmc\n", "out.jsonl:1: not an lmc result line"),
+        (b"a text file without a final newline", "out.jsonl:1: not an lmc result line"),
+        (b'{"id": "r0", "name": "something else"}\n', "out.jsonl:1: not an lmc result line"),
+        (b'{"a": 1}\n{"b": 2}\n', "out.jsonl:1: not an lmc result line"),
+        (
+            b'{"id": "r0", "line": 1, "outputs": {"sentiment": "positive"}, "error": null, "error_kind": null, "usage": {}}\n',
+            "written by an earlier lmc, without the input digests",
+        ),
+    ],
+)
 def test_a_file_lmc_did_not_write_is_refused_not_truncated(ws, run, server, content, fragment):
     write_rows(ws / "in.jsonl", [{"id": "r0", "review": "x"}])
     (ws / "out.jsonl").write_bytes(content)
@@ -173,8 +180,24 @@ def test_a_second_run_on_the_same_out_fails_at_once(ws):
     # 40 answers at 0.4 s, two at a time, keep the first run busy ~8 s: the second run's start-up
     # (over 1 s on a loaded 2-core machine) must land while the first still holds the file.
     with LoopbackServer(typed_responder, latency=0.4) as srv:
-        cmd = [sys.executable, "-m", "lmc", "run", "prog.lmp", "--data", "in.jsonl", "--out", "out.jsonl",
-               "--no-cache", "-j", "2", "--lm", "openai/test", "--api-base", srv.url]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lmc",
+            "run",
+            "prog.lmp",
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--no-cache",
+            "-j",
+            "2",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+        ]
         first = subprocess.Popen(cmd, cwd=ws, env=env, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while srv.requests == 0 and time.monotonic() < deadline:

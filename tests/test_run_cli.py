@@ -95,15 +95,18 @@ def test_single_input_that_fails_exits_1_with_raw_output(cli, server):
     assert "I would rather not say." in line and "classify" in line
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--input", "{review: 1}"], "--input is not valid JSON"),
-    (["--input", "[1, 2]"], "must be a JSON object"),
-    (["--input", '{"reviw": "x"}'], "missing input field 'review'; did you mean 'reviw'?"),
-    (["--input", '{"review": 3}'], "input field 'review' does not fit str"),
-    (["-i", "review"], "expected field=value"),
-    ([], "nothing to run"),
-    (["-i", "review=x", "--out", "o.jsonl"], "--out is for --data"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--input", "{review: 1}"], "--input is not valid JSON"),
+        (["--input", "[1, 2]"], "must be a JSON object"),
+        (["--input", '{"reviw": "x"}'], "missing input field 'review'; did you mean 'reviw'?"),
+        (["--input", '{"review": 3}'], "input field 'review' does not fit str"),
+        (["-i", "review"], "expected field=value"),
+        ([], "nothing to run"),
+        (["-i", "review=x", "--out", "o.jsonl"], "--out is for --data"),
+    ],
+)
 def test_bad_single_inputs_are_one_line_usage_errors(cli, server, args, expected):
     code, out, err = cli("run", SENTIMENT, *lm_args(server), *args)
     assert code == 2
@@ -115,14 +118,12 @@ def test_bad_single_inputs_are_one_line_usage_errors(cli, server, args, expected
 
 def test_batch_streams_one_line_per_example(cli, server, tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(12))
-    code, out, err = cli("run", SENTIMENT, *lm_args(server), "--data", data, "--out", "out.jsonl", "-j", "4",
-                         "--cache-dir", "cache")
+    code, out, err = cli("run", SENTIMENT, *lm_args(server), "--data", data, "--out", "out.jsonl", "-j", "4", "--cache-dir", "cache")
     assert code == 0, err
     rows = read_lines(tmp_path / "out.jsonl")
     assert sorted(r["id"] for r in rows) == [f"r{i:03d}" for i in range(12)]
     for r in rows:
-        assert list(r) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind",
-                           "usage"]
+        assert list(r) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind", "usage"]
         assert len(r["input_sha256"]) == len(r["program_sha256"]) == 64 and r["lm"] == "openai/test"
         assert r["outputs"] == {"sentiment": "positive"} and r["error"] is None
         assert r["line"] == int(r["id"][1:]) + 1
@@ -168,12 +169,15 @@ def test_failures_exit_1_and_others_go_on(cli, server, tmp_path):
     assert code == 1
 
 
-@pytest.mark.parametrize("rows, expected", [
-    (['{"id": "a", "review": "x"}', '{"id": "b", "review": '], "in.jsonl:2:"),
-    ([{"id": "a", "review": "x"}, {"id": "b", "text": "y"}], "in.jsonl:2: missing input field 'review'"),
-    ([{"id": "a", "review": ["x"]}], "in.jsonl:1: input field 'review' does not fit str"),
-    ([{"id": "a", "review": "x"}, {"id": "a", "review": "y"}], "in.jsonl:2: duplicate id 'a'"),
-])
+@pytest.mark.parametrize(
+    "rows, expected",
+    [
+        (['{"id": "a", "review": "x"}', '{"id": "b", "review": '], "in.jsonl:2:"),
+        ([{"id": "a", "review": "x"}, {"id": "b", "text": "y"}], "in.jsonl:2: missing input field 'review'"),
+        ([{"id": "a", "review": ["x"]}], "in.jsonl:1: input field 'review' does not fit str"),
+        ([{"id": "a", "review": "x"}, {"id": "a", "review": "y"}], "in.jsonl:2: duplicate id 'a'"),
+    ],
+)
 def test_bad_data_files_are_one_line_errors_naming_file_and_line(cli, server, tmp_path, rows, expected):
     data = write_jsonl(tmp_path / "in.jsonl", rows)
     server.reset_counters()
@@ -195,8 +199,7 @@ def test_unreachable_api_base_exits_3_quickly(cli, tmp_path):
         port = s.getsockname()[1]  # closed again on exit: nothing listens there
     data = write_jsonl(tmp_path / "in.jsonl", reviews(3))
     start = time.perf_counter()
-    code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", f"http://127.0.0.1:{port}/v1",
-                       "--data", data, "--out", "out.jsonl")
+    code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", f"http://127.0.0.1:{port}/v1", "--data", data, "--out", "out.jsonl")
     assert code == 3
     assert time.perf_counter() - start < 5
     assert f"cannot reach http://127.0.0.1:{port}/v1" in one_error_line(err)
@@ -205,8 +208,7 @@ def test_unreachable_api_base_exits_3_quickly(cli, tmp_path):
 def test_wrong_api_key_exits_3_keeps_finished_and_hides_the_key(cli, tmp_path):
     with LoopbackServer(typed_responder, api_key="sk-the-right-one") as srv:
         data = write_jsonl(tmp_path / "in.jsonl", reviews(5))
-        code, out, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", data,
-                             "--out", "out.jsonl", "-j", "2")
+        code, out, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", data, "--out", "out.jsonl", "-j", "2")
     assert code == 3
     assert "authentication failed for openai/test" in err and "OPENAI_API_KEY" in err
     assert "rerun to resume" in err
@@ -216,11 +218,14 @@ def test_wrong_api_key_exits_3_keeps_finished_and_hides_the_key(cli, tmp_path):
 
 def test_a_tool_that_raises_fails_only_its_example(cli, server, tmp_path):
     (tmp_path / "lmc_test_tools_boom.py").write_text(
-        "def shout(text):\n    if 'boom' in text:\n        raise RuntimeError('the tool broke')\n    return text.upper()\n")
+        "def shout(text):\n    if 'boom' in text:\n        raise RuntimeError('the tool broke')\n    return text.upper()\n"
+    )
     prog = tmp_path / "tooly.lmp"
-    prog.write_text('tool shout(text: str) -> str = python("lmc_test_tools_boom:shout")\n\n'
-                    "program main(question: str) -> (answer: str) {\n"
-                    "  return {\"answer\": shout(question)}\n}\n")
+    prog.write_text(
+        'tool shout(text: str) -> str = python("lmc_test_tools_boom:shout")\n\n'
+        "program main(question: str) -> (answer: str) {\n"
+        '  return {"answer": shout(question)}\n}\n'
+    )
     data = write_jsonl(tmp_path / "in.jsonl", [{"id": "1", "question": "fine"}, {"id": "2", "question": "boom"}])
     code, _, err = cli("run", prog, *lm_args(server), "--data", data, "--out", "out.jsonl")
     assert code == 1, err
@@ -231,8 +236,7 @@ def test_a_tool_that_raises_fails_only_its_example(cli, server, tmp_path):
 
 def test_trace_file_holds_every_call_and_no_secret(cli, server, tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(3, bad=(1,)))
-    code, _, err = cli("run", SENTIMENT, *lm_args(server), "--data", data, "--out", "out.jsonl",
-                       "--trace", "trace.jsonl", "--no-cache")
+    code, _, err = cli("run", SENTIMENT, *lm_args(server), "--data", data, "--out", "out.jsonl", "--trace", "trace.jsonl", "--no-cache")
     assert code == 1
     text = (tmp_path / "trace.jsonl").read_text()
     assert SECRET not in text
@@ -268,8 +272,7 @@ def test_data_without_out_streams_the_lines_to_stdout(cli, server, tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert sorted(r["id"] for r in rows) == [f"r{i:03d}" for i in range(5)]
     assert all(r["error"] is None and r["outputs"]["sentiment"] in ("positive", "negative") for r in rows)
-    assert list(rows[0]) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind",
-                             "usage"]
+    assert list(rows[0]) == ["id", "line", "input_sha256", "program_sha256", "lm", "outputs", "error", "error_kind", "usage"]
     assert "done: 5 run (5 ok, 0 failed) of 5" in err and "{" not in err
     code, again, _ = cli("run", SENTIMENT, *lm_args(server), "--data", data)
     assert code == 0 and len(again.splitlines()) == 5  # no --out, no resume: every example again
@@ -292,8 +295,25 @@ def test_ctrl_c_keeps_finished_lines_and_resumes(tmp_path):
     data = write_jsonl(tmp_path / "in.jsonl", reviews(40))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     with LoopbackServer(typed_responder, latency=0.1) as srv:
-        args = [sys.executable, "-m", "lmc", "run", str(SENTIMENT), "--lm", "openai/test", "--api-base", srv.url,
-                "--data", str(data), "--out", "out.jsonl", "-j", "2", "--cache-dir", "cache"]
+        args = [
+            sys.executable,
+            "-m",
+            "lmc",
+            "run",
+            str(SENTIMENT),
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+            "--data",
+            str(data),
+            "--out",
+            "out.jsonl",
+            "-j",
+            "2",
+            "--cache-dir",
+            "cache",
+        ]
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         out = tmp_path / "out.jsonl"
         deadline = time.monotonic() + 20
@@ -311,12 +331,9 @@ def test_ctrl_c_keeps_finished_lines_and_resumes(tmp_path):
     assert sorted(ids) == [f"r{i:03d}" for i in range(40)]
 
 
-
-
 def test_cli_main_keeps_typer_exit_codes(tmp_path):
     from lmc.cli import main
 
     bad = tmp_path / "bad.lmp"
     bad.write_text("program main(x: str) -> (y: str) { return zz }\n")
     assert main(["check", str(bad)]) == 1
-

@@ -301,8 +301,7 @@ def test_landlock_rights_degrade_by_abi_version():
     scopes = c.SCOPE_ABSTRACT_UNIX_SOCKET | c.SCOPE_SIGNAL
     assert c._handled(6) == c._handled(7) == (every_fs, net, scopes)
     # What the sandbox directory grants: never execute, devices, sockets, FIFOs or device ioctls.
-    assert not c.SANDBOX_RIGHTS & (c.FS_EXECUTE | c.FS_MAKE_CHAR | c.FS_MAKE_BLOCK | c.FS_MAKE_SOCK
-                                   | c.FS_MAKE_FIFO | c.FS_IOCTL_DEV)
+    assert not c.SANDBOX_RIGHTS & (c.FS_EXECUTE | c.FS_MAKE_CHAR | c.FS_MAKE_BLOCK | c.FS_MAKE_SOCK | c.FS_MAKE_FIFO | c.FS_IOCTL_DEV)
     assert not c.READ_TREE_RIGHTS & ~(c.FS_READ_FILE | c.FS_READ_DIR)
 
 

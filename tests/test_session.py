@@ -9,8 +9,20 @@ from pathlib import Path
 import pytest
 
 from lmc.check import check_source
-from lmc.errors import (BudgetExceeded, ConfigError, ErrorKind, LMAuthError, LMError, LMFailure, LmcError,
-                        LMUnreachableError, OutputParseError, RunError, classify, failure_text)
+from lmc.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ErrorKind,
+    LMAuthError,
+    LMError,
+    LMFailure,
+    LmcError,
+    LMUnreachableError,
+    OutputParseError,
+    RunError,
+    classify,
+    failure_text,
+)
 from lmc.executor import run_each
 from lmc.inputs import InputError, bind_inputs
 from lmc.lower import lower
@@ -35,23 +47,35 @@ metric f = f1(a)
 # ---------------------------------------------------------------- classify
 
 
-@pytest.mark.parametrize("exc, kind", [
-    (LMError("down", model="m"), ErrorKind.LM),
-    (OutputParseError("bad answer"), ErrorKind.PARSE),
-    (RunError("assertion failed: x", "assert"), ErrorKind.ASSERT),
-    (RunError("tool 't' raised", "tool"), ErrorKind.TOOL),
-    (RunError("too long", "input"), ErrorKind.INPUT),
-    (LmcError("a metric returned 2"), ErrorKind.RUNTIME),
-    (RecursionError(), ErrorKind.RUNTIME),
-    (ValueError("a bug"), ErrorKind.INTERNAL),
-])
+@pytest.mark.parametrize(
+    "exc, kind",
+    [
+        (LMError("down", model="m"), ErrorKind.LM),
+        (OutputParseError("bad answer"), ErrorKind.PARSE),
+        (RunError("assertion failed: x", "assert"), ErrorKind.ASSERT),
+        (RunError("tool 't' raised", "tool"), ErrorKind.TOOL),
+        (RunError("too long", "input"), ErrorKind.INPUT),
+        (LmcError("a metric returned 2"), ErrorKind.RUNTIME),
+        (RecursionError(), ErrorKind.RUNTIME),
+        (ValueError("a bug"), ErrorKind.INTERNAL),
+    ],
+)
 def test_classify_fails_one_example(exc, kind):
     assert classify(exc) is kind
 
 
-@pytest.mark.parametrize("exc", [LMAuthError("no", model="m"), LMUnreachableError("gone", model="m"),
-                                 LMFailure("too many"), BudgetExceeded("spent"), ConfigError("bad flag"),
-                                 KeyboardInterrupt(), asyncio.CancelledError()])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        LMAuthError("no", model="m"),
+        LMUnreachableError("gone", model="m"),
+        LMFailure("too many"),
+        BudgetExceeded("spent"),
+        ConfigError("bad flag"),
+        KeyboardInterrupt(),
+        asyncio.CancelledError(),
+    ],
+)
 def test_classify_stops_the_run(exc):
     assert classify(exc) is None
 
@@ -59,9 +83,14 @@ def test_classify_stops_the_run(exc):
 def test_failure_texts_and_report_kinds():
     assert failure_text(RecursionError(), ErrorKind.RUNTIME) == "program recursion too deep"
     assert failure_text(ValueError("x"), ErrorKind.INTERNAL) == "internal error: ValueError: x"
-    assert [k.report_kind for k in (ErrorKind.LM, ErrorKind.PARSE, ErrorKind.ASSERT, ErrorKind.TIMEOUT,
-                                    ErrorKind.METRIC, ErrorKind.TOOL)] == ["lm", "parse", "assert", "runtime",
-                                                                          "runtime", "runtime"]
+    assert [k.report_kind for k in (ErrorKind.LM, ErrorKind.PARSE, ErrorKind.ASSERT, ErrorKind.TIMEOUT, ErrorKind.METRIC, ErrorKind.TOOL)] == [
+        "lm",
+        "parse",
+        "assert",
+        "runtime",
+        "runtime",
+        "runtime",
+    ]
     assert ErrorKind.TOOL_ARGS == "tool_args" and f"{ErrorKind.LM}" == "lm"  # what --out lines record
 
 
@@ -165,8 +194,7 @@ def test_open_runtime_assembles_settings_client_and_a_vetted_runtime(tmp_path, m
     monkeypatch.delenv("LMC_LM", raising=False)
     (tmp_path / "lmc.yaml").write_text("rpm: 120\nmax_steps: 500\n", encoding="utf-8")
     (tmp_path / "p.lmp").write_text(TWO, encoding="utf-8")
-    session = open_runtime(load_target(tmp_path / "p.lmp"), RunOptions(lm="openai/test", max_backtracks=1,
-                                                                       use_cache=False))
+    session = open_runtime(load_target(tmp_path / "p.lmp"), RunOptions(lm="openai/test", max_backtracks=1, use_cache=False))
     st = session.settings
     assert (st.concurrency, st.rpm, st.max_steps) == (3, 120, 500)
     assert st.sources["concurrency"] == "$LMC_CONCURRENCY" and st.sources["rpm"].endswith("lmc.yaml")

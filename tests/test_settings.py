@@ -28,12 +28,24 @@ VALUES = {
     "example_timeout": (("30", 30.0), ("40", 40.0)),
     "lm": (("openai/from-a", "openai/from-a"), ("openai/from-b", "openai/from-b")),
 }
-FLAGS = {"cache_dir": "--cache-dir", "concurrency": "-j", "rpm": "--rpm", "max_steps": "--max-steps",
-         "example_timeout": "--example-timeout", "lm": "--lm"}
-ENV = {"cache_dir": "LMC_CACHE_DIR", "concurrency": "LMC_CONCURRENCY", "rpm": "LMC_RPM", "max_steps": "LMC_MAX_STEPS",
-       "example_timeout": "LMC_EXAMPLE_TIMEOUT", "lm": "LMC_LM", "api_base": "LMC_API_BASE"}
-DEFAULTS = {"cache_dir": ".lmc/cache", "concurrency": 8, "rpm": None, "max_steps": 10_000_000, "example_timeout": None,
-            "lm": "openai/test"}
+FLAGS = {
+    "cache_dir": "--cache-dir",
+    "concurrency": "-j",
+    "rpm": "--rpm",
+    "max_steps": "--max-steps",
+    "example_timeout": "--example-timeout",
+    "lm": "--lm",
+}
+ENV = {
+    "cache_dir": "LMC_CACHE_DIR",
+    "concurrency": "LMC_CONCURRENCY",
+    "rpm": "LMC_RPM",
+    "max_steps": "LMC_MAX_STEPS",
+    "example_timeout": "LMC_EXAMPLE_TIMEOUT",
+    "lm": "LMC_LM",
+    "api_base": "LMC_API_BASE",
+}
+DEFAULTS = {"cache_dir": ".lmc/cache", "concurrency": 8, "rpm": None, "max_steps": 10_000_000, "example_timeout": None, "lm": "openai/test"}
 COMMANDS = ("run", "compile", "eval")
 
 
@@ -86,10 +98,11 @@ def recorded(monkeypatch):
 
 
 def command(name: str, server, *extra: str) -> list[str]:
-    base = {"run": ["run", "s.lmp", "--data", "d.jsonl", "--out", "o.jsonl"],
-            "compile": ["compile", "s.lmp", "--train", "d.jsonl", "--dev", "d.jsonl", "-o", "a.lmc.json",
-                        "--optimizer", "labeled"],
-            "eval": ["eval", "s.lmp", "--data", "d.jsonl"]}[name]
+    base = {
+        "run": ["run", "s.lmp", "--data", "d.jsonl", "--out", "o.jsonl"],
+        "compile": ["compile", "s.lmp", "--train", "d.jsonl", "--dev", "d.jsonl", "-o", "a.lmc.json", "--optimizer", "labeled"],
+        "eval": ["eval", "s.lmp", "--data", "d.jsonl"],
+    }[name]
     return base + ["--api-base", server.url, *extra]
 
 
@@ -124,8 +137,7 @@ def effective(key: str, got: dict, server, ws: Path):
 @pytest.mark.parametrize("key", list(VALUES))
 @pytest.mark.parametrize("cmd", COMMANDS)
 @pytest.mark.parametrize("source", ["flag", "env", "yaml", "default"])
-def test_each_command_resolves_each_setting_from_each_source(ws, server, recorded, capsys, monkeypatch, cmd, key,
-                                                            source):
+def test_each_command_resolves_each_setting_from_each_source(ws, server, recorded, capsys, monkeypatch, cmd, key, source):
     (raw, expected), _ = VALUES[key]
     extra = [] if key == "lm" else ["--lm", "openai/test"]
     if source == "flag":
@@ -174,17 +186,19 @@ def test_api_base_from_the_environment_or_lmc_yaml(ws, server, recorded, capsys,
     assert {rt.api_base for rt in recorded["runtimes"]} == {server.url}
 
 
-@pytest.mark.parametrize("content, env, fragment", [
-    ("concurrency: 0\n", {}, "lmc.yaml: 'concurrency' must be a positive integer"),
-    ("max_steps: lots\n", {}, "lmc.yaml: 'max_steps': 'lots' is not a valid max steps; expected a whole number"),
-    ("example_timeout: -1\n", {}, "'example_timeout': -1 is not a valid example timeout; expected a number above 0"),
-    ("cache-dir: x\n", {}, "lmc.yaml: unknown setting 'cache-dir'; did you mean 'cache_dir'?"),
-    ("", {"LMC_CONCURRENCY": "many"}, "$LMC_CONCURRENCY: 'many' is not a valid concurrency"),
-    ("", {"LMC_RPM": "0"}, "$LMC_RPM: 0 is not a valid rpm; expected a number above 0"),
-])
+@pytest.mark.parametrize(
+    "content, env, fragment",
+    [
+        ("concurrency: 0\n", {}, "lmc.yaml: 'concurrency' must be a positive integer"),
+        ("max_steps: lots\n", {}, "lmc.yaml: 'max_steps': 'lots' is not a valid max steps; expected a whole number"),
+        ("example_timeout: -1\n", {}, "'example_timeout': -1 is not a valid example timeout; expected a number above 0"),
+        ("cache-dir: x\n", {}, "lmc.yaml: unknown setting 'cache-dir'; did you mean 'cache_dir'?"),
+        ("", {"LMC_CONCURRENCY": "many"}, "$LMC_CONCURRENCY: 'many' is not a valid concurrency"),
+        ("", {"LMC_RPM": "0"}, "$LMC_RPM: 0 is not a valid rpm; expected a number above 0"),
+    ],
+)
 @pytest.mark.parametrize("cmd", COMMANDS)
-def test_bad_settings_name_their_source_before_any_lm_call(ws, server, capsys, monkeypatch, cmd, content, env,
-                                                           fragment):
+def test_bad_settings_name_their_source_before_any_lm_call(ws, server, capsys, monkeypatch, cmd, content, env, fragment):
     from lmc.cli import main
 
     (ws / "lmc.yaml").write_text(content)

@@ -59,10 +59,12 @@ def one_error(err: str) -> str:
 
 
 # Production-like inputs: "bad" reviews are negative; MISLEAD ones fool the zero-shot model (tests/test_compile_cli).
-REVIEWS = ([{"id": f"p{i}", "review": f"good stuff {i}"} for i in range(4)]
-           + [{"id": f"n{i}", "review": f"bad stuff {i}"} for i in range(4)]
-           + [{"id": f"m{i}", "review": f"bad but MISLEAD {i}"} for i in range(3)]
-           + [{"id": "dup", "review": "good stuff 0"}])
+REVIEWS = (
+    [{"id": f"p{i}", "review": f"good stuff {i}"} for i in range(4)]
+    + [{"id": f"n{i}", "review": f"bad stuff {i}"} for i in range(4)]
+    + [{"id": f"m{i}", "review": f"bad but MISLEAD {i}"} for i in range(3)]
+    + [{"id": "dup", "review": "good stuff 0"}]
+)
 
 
 def test_run_trace_to_dataset_to_compile(cli, server, tmp_path):
@@ -83,8 +85,7 @@ def test_run_trace_to_dataset_to_compile(cli, server, tmp_path):
     assert "1 duplicates of an earlier input (first at trace.jsonl:" in err
 
     # The dataset compiles as it is.
-    code, _, err = cli("compile", "s.lmp", "--train", "train.jsonl", "-o", "s.lmc.json", "--optimizer", "labeled",
-                       *lm(server))
+    code, _, err = cli("compile", "s.lmp", "--train", "train.jsonl", "-o", "s.lmc.json", "--optimizer", "labeled", *lm(server))
     assert code == 0, err
     assert (tmp_path / "s.lmc.json").exists()
 
@@ -99,8 +100,7 @@ def test_eval_trace_scores_filter_the_dataset(cli, server, tmp_path):
     wrong = {t["id"] for t in scored if t["score"] == 0.0}
     assert wrong == {"m0", "m1", "m2"}  # the zero-shot program is fooled by MISLEAD
 
-    code, _, err = cli("dataset", "from-traces", "scored.jsonl", "--program", "s.lmp", "--where", "score >= 1",
-                       "-o", "good.jsonl")
+    code, _, err = cli("dataset", "from-traces", "scored.jsonl", "--program", "s.lmp", "--where", "score >= 1", "-o", "good.jsonl")
     assert code == 0, err
     assert {r["id"] for r in read(tmp_path / "good.jsonl")} == {t["id"] for t in scored} - wrong
     assert "3 not matching --where 'score >= 1'" in err
@@ -109,54 +109,101 @@ def test_eval_trace_scores_filter_the_dataset(cli, server, tmp_path):
     cli("eval", "s.lmp", "--data", "gold.jsonl", "--trace", "scored.jsonl", *lm(server))
     assert len(read(tmp_path / "scored.jsonl")) == 11
 
-    code, _, err = cli("compile", "s.lmp", "--train", "good.jsonl", "--dev", "gold.jsonl", "-o", "g.lmc.json",
-                       "--optimizer", "labeled", *lm(server))
+    code, _, err = cli("compile", "s.lmp", "--train", "good.jsonl", "--dev", "gold.jsonl", "-o", "g.lmc.json", "--optimizer", "labeled", *lm(server))
     assert code == 0, err
 
 
 def test_module_and_error_filters(cli, server, tmp_path):
     trace = [
-        {"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"}, "outputs": {"sentiment": "positive"},
-         "ok": True, "error": None, "score": 1, "feedback": {"thumbs": 1},
-         "calls": [{"module": "classify", "predictor": "classify", "inputs": {"review": "x"},
-                    "outputs": {"sentiment": "positive"}, "error": None}]},
-        {"schema": "lmc-trace/1", "id": "b", "inputs": {"review": "y"}, "outputs": None, "ok": False,
-         "error": "classify: could not parse", "calls": [{"module": "classify", "inputs": {"review": "y"},
-                                                          "outputs": None, "error": "could not parse"}]},
-        {"schema": "lmc-trace/1", "id": "c", "inputs": {"review": "z"}, "outputs": {"sentiment": "negative"},
-         "ok": True, "error": None, "feedback": {"thumbs": 0}, "calls": []},
+        {
+            "schema": "lmc-trace/1",
+            "id": "a",
+            "inputs": {"review": "x"},
+            "outputs": {"sentiment": "positive"},
+            "ok": True,
+            "error": None,
+            "score": 1,
+            "feedback": {"thumbs": 1},
+            "calls": [
+                {"module": "classify", "predictor": "classify", "inputs": {"review": "x"}, "outputs": {"sentiment": "positive"}, "error": None}
+            ],
+        },
+        {
+            "schema": "lmc-trace/1",
+            "id": "b",
+            "inputs": {"review": "y"},
+            "outputs": None,
+            "ok": False,
+            "error": "classify: could not parse",
+            "calls": [{"module": "classify", "inputs": {"review": "y"}, "outputs": None, "error": "could not parse"}],
+        },
+        {
+            "schema": "lmc-trace/1",
+            "id": "c",
+            "inputs": {"review": "z"},
+            "outputs": {"sentiment": "negative"},
+            "ok": True,
+            "error": None,
+            "feedback": {"thumbs": 0},
+            "calls": [],
+        },
     ]
     jsonl(tmp_path / "t.jsonl", trace)
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--errors", "only", "-o", "e.jsonl")
     assert code == 0, err
     assert read(tmp_path / "e.jsonl") == [{"id": "b", "review": "y"}]  # inputs to label by hand
-    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--module", "classify",
-                       "-o", "m.jsonl")
+    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--module", "classify", "-o", "m.jsonl")
     assert code == 0, err
     assert read(tmp_path / "m.jsonl") == [{"id": "a.classify.1", "review": "x", "sentiment": "positive"}]
-    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--where", "feedback.thumbs == 1",
-                       "-o", "f.jsonl")
+    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--where", "feedback.thumbs == 1", "-o", "f.jsonl")
     assert code == 0 and [r["id"] for r in read(tmp_path / "f.jsonl")] == ["a"], err
-    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--errors", "include",
-                       "--where", "error != null", "-o", "i.jsonl")
+    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--errors", "include", "--where", "error != null", "-o", "i.jsonl")
     assert code == 0 and [r["id"] for r in read(tmp_path / "i.jsonl")] == ["b"], err
 
 
 LANGSMITH_RUNS = [
-    {"id": "11111111-0000-0000-0000-000000000001", "name": "SentimentChain", "run_type": "chain",
-     "inputs": {"review": "lovely"}, "outputs": {"sentiment": "positive"}, "error": None, "parent_run_id": None,
-     "trace_id": "11111111-0000-0000-0000-000000000001", "start_time": "2026-11-30T10:00:00.000000",
-     "end_time": "2026-11-30T10:00:01.500000", "feedback_stats": {"correctness": {"n": 1, "avg": 1.0}},
-     "child_run_ids": ["22222222-0000-0000-0000-000000000001"]},
-    {"id": "22222222-0000-0000-0000-000000000001", "name": "ChatOpenAI", "run_type": "llm",
-     "inputs": {"messages": [[{"type": "human", "content": "lovely"}]]},
-     "outputs": {"generations": [[{"text": "positive"}]]}, "error": None,
-     "parent_run_id": "11111111-0000-0000-0000-000000000001"},
-    {"id": "11111111-0000-0000-0000-000000000002", "name": "SentimentChain", "run_type": "chain",
-     "inputs": {"input": "awful"}, "outputs": {"output": "negative"}, "error": None, "parent_run_id": None,
-     "feedback_stats": {"correctness": {"n": 2, "avg": 0.5}}},
-    {"id": "11111111-0000-0000-0000-000000000003", "name": "SentimentChain", "run_type": "chain",
-     "inputs": {"review": "meh"}, "outputs": None, "error": "RateLimitError", "parent_run_id": None},
+    {
+        "id": "11111111-0000-0000-0000-000000000001",
+        "name": "SentimentChain",
+        "run_type": "chain",
+        "inputs": {"review": "lovely"},
+        "outputs": {"sentiment": "positive"},
+        "error": None,
+        "parent_run_id": None,
+        "trace_id": "11111111-0000-0000-0000-000000000001",
+        "start_time": "2026-11-30T10:00:00.000000",
+        "end_time": "2026-11-30T10:00:01.500000",
+        "feedback_stats": {"correctness": {"n": 1, "avg": 1.0}},
+        "child_run_ids": ["22222222-0000-0000-0000-000000000001"],
+    },
+    {
+        "id": "22222222-0000-0000-0000-000000000001",
+        "name": "ChatOpenAI",
+        "run_type": "llm",
+        "inputs": {"messages": [[{"type": "human", "content": "lovely"}]]},
+        "outputs": {"generations": [[{"text": "positive"}]]},
+        "error": None,
+        "parent_run_id": "11111111-0000-0000-0000-000000000001",
+    },
+    {
+        "id": "11111111-0000-0000-0000-000000000002",
+        "name": "SentimentChain",
+        "run_type": "chain",
+        "inputs": {"input": "awful"},
+        "outputs": {"output": "negative"},
+        "error": None,
+        "parent_run_id": None,
+        "feedback_stats": {"correctness": {"n": 2, "avg": 0.5}},
+    },
+    {
+        "id": "11111111-0000-0000-0000-000000000003",
+        "name": "SentimentChain",
+        "run_type": "chain",
+        "inputs": {"review": "meh"},
+        "outputs": None,
+        "error": "RateLimitError",
+        "parent_run_id": None,
+    },
 ]
 
 
@@ -184,14 +231,12 @@ def test_langsmith_exports(cli, tmp_path, form):
         expected.append({"id": "11111111-0000-0000-0000-000000000002", "review": "awful", "sentiment": "negative"})
     assert rows == expected
     if form != "json-tree":
-        code, _, err = cli("dataset", "from-traces", name, "--program", "s.lmp", "--where",
-                           "score >= 1 and duration_s < 2", "-o", "best.jsonl")
+        code, _, err = cli("dataset", "from-traces", name, "--program", "s.lmp", "--where", "score >= 1 and duration_s < 2", "-o", "best.jsonl")
         assert code == 0 and [r["review"] for r in read(tmp_path / "best.jsonl")] == ["lovely"], err
 
 
 def test_bad_input_is_one_line_with_file_and_line(cli, tmp_path):
-    jsonl(tmp_path / "t.jsonl", [{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"}, "calls": []},
-                                 "{not json"])
+    jsonl(tmp_path / "t.jsonl", [{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"}, "calls": []}, "{not json"])
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     assert code == 2 and one_error(err).startswith("error: t.jsonl:2: not valid JSON")
     jsonl(tmp_path / "u.jsonl", [{"hello": 1}])
@@ -202,8 +247,7 @@ def test_bad_input_is_one_line_with_file_and_line(cli, tmp_path):
     assert code == 2 and "v.json:2: 'inputs' must be a JSON object" in one_error(err)
     code, _, err = cli("dataset", "from-traces", "missing.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     assert code == 2 and "missing.jsonl: file not found" in one_error(err)
-    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--where", "score >>= 1",
-                       "-o", "o.jsonl")
+    code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--where", "score >>= 1", "-o", "o.jsonl")
     assert code == 2 and "--where 'score >>= 1'" in one_error(err)
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "--errors", "some", "-o", "o.jsonl")
     assert code == 2 and "'some' is not one of: exclude, include, only" in err
@@ -211,10 +255,13 @@ def test_bad_input_is_one_line_with_file_and_line(cli, tmp_path):
 
 
 def test_nothing_matching_writes_nothing(cli, tmp_path):
-    jsonl(tmp_path / "t.jsonl", [{"schema": "lmc-trace/1", "id": "a", "inputs": {"other": "x"},
-                                  "outputs": {"sentiment": "positive"}, "error": None, "calls": []},
-                                 {"schema": "lmc-trace/1", "id": "b", "inputs": {"review": 3},
-                                  "outputs": {"sentiment": "positive"}, "error": None, "calls": []}])
+    jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {"schema": "lmc-trace/1", "id": "a", "inputs": {"other": "x"}, "outputs": {"sentiment": "positive"}, "error": None, "calls": []},
+            {"schema": "lmc-trace/1", "id": "b", "inputs": {"review": 3}, "outputs": {"sentiment": "positive"}, "error": None, "calls": []},
+        ],
+    )
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     line = one_error(err)
     assert code == 2 and "no trace gave an example" in line
@@ -223,8 +270,10 @@ def test_nothing_matching_writes_nothing(cli, tmp_path):
 
 
 def test_output_never_clobbers_an_input(cli, tmp_path):
-    jsonl(tmp_path / "t.jsonl", [{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"},
-                                  "outputs": {"sentiment": "positive"}, "error": None, "calls": []}])
+    jsonl(
+        tmp_path / "t.jsonl",
+        [{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"}, "outputs": {"sentiment": "positive"}, "error": None, "calls": []}],
+    )
     before = (tmp_path / "t.jsonl").read_bytes()
     for target in ("t.jsonl", "s.lmp"):
         code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", target)

@@ -25,8 +25,13 @@ from tests.lmserver import FAULT_KINDS, LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSPORTS = ("direct", "litellm")
-SYSTEM_CHAT = LMRequest(messages=({"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2? é"}),
-                        temperature=0.3, max_tokens=7, stop=("END",), json_mode=True)
+SYSTEM_CHAT = LMRequest(
+    messages=({"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2? é"}),
+    temperature=0.3,
+    max_tokens=7,
+    stop=("END",),
+    json_mode=True,
+)
 PROMPT = LMRequest(prompt="Question: 2+2? é\nAnswer:", temperature=0.3, max_tokens=7, stop=("END",))
 # Fields litellm may add to an OpenAI body that the direct transport leaves out: none today, for the
 # providers the direct transport serves; a field litellm starts adding shows up as a difference below.
@@ -94,17 +99,22 @@ def test_every_openai_model_lmc_sends_directly_gets_the_body_litellm_would_send(
     """Over litellm's whole table: each OpenAI chat or completion model is either routed to litellm (whose
     request it rewrites per model family) or gets, from the direct transport, exactly litellm's body."""
     table = model_table()
-    names = sorted(k for k, v in table.items() if isinstance(v, dict) and v.get("mode") in ("chat", "completion")
-                   and v.get("litellm_provider") in ("openai", "text-completion-openai"))
+    names = sorted(
+        k
+        for k, v in table.items()
+        if isinstance(v, dict) and v.get("mode") in ("chat", "completion") and v.get("litellm_provider") in ("openai", "text-completion-openai")
+    )
     assert len(names) > 40
     direct, rerouted = [], []
     with Recorder() as srv:
+
         async def go():
             clients = {t: LMClient(use_cache=False, transport=t, max_retries=0) for t in TRANSPORTS}
             for name in names:
                 provider = table[name]["litellm_provider"]
-                spec = LMSpec(name if name.startswith(provider + "/") else f"{provider}/{name}", api_base=srv.url,
-                              settings=(("seed", 3), ("top_p", 0.5)))
+                spec = LMSpec(
+                    name if name.startswith(provider + "/") else f"{provider}/{name}", api_base=srv.url, settings=(("seed", 3), ("top_p", 0.5))
+                )
                 if transport_for(spec) == "litellm":
                     rerouted.append(spec.model)
                     continue
@@ -140,8 +150,7 @@ def test_the_raw_table_lookup_agrees_with_the_parsed_table_on_every_key():
 def test_the_raw_table_lookup_falls_back_to_parsing_another_layout(monkeypatch, layout):
     from lmc.lm import spec
 
-    table = {"m-1": {"mode": "chat", "input_cost_per_token": 1e-6, "inner": {"m-2": {"mode": "no"}}},
-             "m-2": {"mode": "completion"}}
+    table = {"m-1": {"mode": "chat", "input_cost_per_token": 1e-6, "inner": {"m-2": {"mode": "no"}}}, "m-2": {"mode": "completion"}}
     text = json.dumps(table) if layout == "minified" else json.dumps(table, indent=4)
     for f in (spec._table_bytes, spec.model_table, spec._top_level_indent, spec.table_entry):
         f.cache_clear()
@@ -183,8 +192,13 @@ def _outcome(transport: str, model: str, server_kw: dict) -> tuple:
                 return ("answered", result.text == "")
             except LMError as e:
                 after = getattr(e, "retry_after", None)
-                return (type(e).__name__, getattr(e, "kind", None), e.retryable,
-                        None if after is None else round(after), str(e).replace(srv.url, "URL"))
+                return (
+                    type(e).__name__,
+                    getattr(e, "kind", None),
+                    e.retryable,
+                    None if after is None else round(after),
+                    str(e).replace(srv.url, "URL"),
+                )
             finally:
                 await client.aclose()
 
@@ -214,8 +228,7 @@ def test_a_422_is_not_retried_on_either_transport():
 
 @pytest.mark.parametrize("form", ["seconds", "HTTP-date"])
 def test_retry_after_is_honoured_in_both_forms(transport, form):
-    with LoopbackServer(faults={"429_retry_after": 1.0}, faults_per_body=1, retry_after=1.2,
-                        retry_after_date=form == "HTTP-date") as srv:
+    with LoopbackServer(faults={"429_retry_after": 1.0}, faults_per_body=1, retry_after=1.2, retry_after_date=form == "HTTP-date") as srv:
         client = LMClient(use_cache=False, retry_wait=0.01, retry_max_wait=0.05)
         start = time.perf_counter()
         assert run(client.complete(parse_lm("openai/loop", srv.url), SYSTEM_CHAT)).text
@@ -277,21 +290,24 @@ def test_an_answer_cached_by_one_transport_is_reused_by_the_other(tmp_path, firs
 # ---------------------------------------------------------------- which transport
 
 
-@pytest.mark.parametrize("model,api_base,expected", [
-    ("openai/gpt-4o-mini", None, "direct"),
-    ("openai/my-llama", "http://127.0.0.1:8000/v1", "direct"),
-    ("text-completion-openai/base", "http://127.0.0.1:8000/v1", "direct"),
-    ("hosted_vllm/Qwen/Qwen2.5-7B", "http://127.0.0.1:8000/v1", "direct"),
-    ("gpt-4o-mini", None, "direct"),
-    ("openai/o3-mini", None, "litellm"),
-    ("openai/gpt-5-mini", None, "litellm"),
-    ("openai/gpt-5.9-future", "http://127.0.0.1:8000/v1", "litellm"),  # newer than the table: by its name
-    ("openai/gpt-4", None, "litellm"),
-    ("anthropic/claude-3-5-haiku-latest", None, "litellm"),
-    ("ollama/llama3", "http://127.0.0.1:11434", "litellm"),
-    ("azure/my-deployment", "https://x.openai.azure.com", "litellm"),
-    ("bedrock/anthropic.claude-3-haiku", None, "litellm"),
-])
+@pytest.mark.parametrize(
+    "model,api_base,expected",
+    [
+        ("openai/gpt-4o-mini", None, "direct"),
+        ("openai/my-llama", "http://127.0.0.1:8000/v1", "direct"),
+        ("text-completion-openai/base", "http://127.0.0.1:8000/v1", "direct"),
+        ("hosted_vllm/Qwen/Qwen2.5-7B", "http://127.0.0.1:8000/v1", "direct"),
+        ("gpt-4o-mini", None, "direct"),
+        ("openai/o3-mini", None, "litellm"),
+        ("openai/gpt-5-mini", None, "litellm"),
+        ("openai/gpt-5.9-future", "http://127.0.0.1:8000/v1", "litellm"),  # newer than the table: by its name
+        ("openai/gpt-4", None, "litellm"),
+        ("anthropic/claude-3-5-haiku-latest", None, "litellm"),
+        ("ollama/llama3", "http://127.0.0.1:11434", "litellm"),
+        ("azure/my-deployment", "https://x.openai.azure.com", "litellm"),
+        ("bedrock/anthropic.claude-3-haiku", None, "litellm"),
+    ],
+)
 def test_each_lm_gets_the_transport_of_its_protocol(model, api_base, expected):
     spec = parse_lm(model, api_base)
     assert transport_for(spec) == expected
@@ -344,9 +360,30 @@ def _run_cli_importtime(tmp_path, url: str, *extra: str) -> tuple[subprocess.Com
     (tmp_path / "qa.lmp").write_text(PROGRAM)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LMC_")}
     env.update(PYTHONPATH=str(ROOT), OPENAI_API_KEY="sk-x")
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lmc", "run", "qa.lmp", "-i", "question=hi",
-                           "--lm", "openai/test", "--api-base", url, "--no-cache", *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "lmc",
+            "run",
+            "qa.lmp",
+            "-i",
+            "question=hi",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            url,
+            "--no-cache",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     modules = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     return proc, modules
 
@@ -386,12 +423,11 @@ def test_the_cli_sends_through_the_transport_it_was_told(source, tmp_path, monke
     if source == "yaml":
         (tmp_path / "lmc.yaml").write_text("transport: litellm\n")
     with Recorder(lambda req: "<answer>4</answer>") as srv:
-        code = main(["run", "qa.lmp", "-i", "question=2+2?", "--lm", "openai/test", "--api-base", srv.url,
-                     "--no-cache", *flag])
+        code = main(["run", "qa.lmp", "-i", "question=2+2?", "--lm", "openai/test", "--api-base", srv.url, "--no-cache", *flag])
         out = capsys.readouterr()
     assert code == 0, out.err
     assert json.loads(out.out)["answer"] == "4"
-    (_, headers, _), = srv.seen
+    ((_, headers, _),) = srv.seen
     expected = "lmc/" if source == "default" else "AsyncOpenAI/"
     assert headers["user-agent"].startswith(expected), headers["user-agent"]
 
@@ -402,8 +438,7 @@ def test_a_bad_transport_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LMC_TRANSPORT", raising=False)
     (tmp_path / "qa.lmp").write_text(PROGRAM)
-    code = main(["run", "qa.lmp", "-i", "question=hi", "--lm", "openai/test", "--api-base", "http://127.0.0.1:9/v1",
-                 "--transport", "curl"])
+    code = main(["run", "qa.lmp", "-i", "question=hi", "--lm", "openai/test", "--api-base", "http://127.0.0.1:9/v1", "--transport", "curl"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0, err
     assert err == "error: --transport: 'curl' is not a valid transport; expected direct or litellm"
@@ -422,9 +457,28 @@ def test_the_artifact_is_the_same_whichever_transport_compiled_it(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with LoopbackServer(sentiment_responder) as srv:
         for transport in TRANSPORTS:
-            code = main(["compile", str(SENTIMENT), "--train", "train.jsonl", "--dev", "dev.jsonl",
-                         "-o", f"{transport}.lmc.json", "--lm", "openai/test", "--api-base", srv.url,
-                         "--cache-dir", f"cache-{transport}", "--optimizer", "bootstrap", "--transport", transport])
+            code = main(
+                [
+                    "compile",
+                    str(SENTIMENT),
+                    "--train",
+                    "train.jsonl",
+                    "--dev",
+                    "dev.jsonl",
+                    "-o",
+                    f"{transport}.lmc.json",
+                    "--lm",
+                    "openai/test",
+                    "--api-base",
+                    srv.url,
+                    "--cache-dir",
+                    f"cache-{transport}",
+                    "--optimizer",
+                    "bootstrap",
+                    "--transport",
+                    transport,
+                ]
+            )
             assert code == 0, capsys.readouterr().err
     direct, via_litellm = ((tmp_path / f"{t}.lmc.json").read_bytes() for t in TRANSPORTS)
     assert direct == via_litellm and b"transport" not in direct
@@ -448,16 +502,21 @@ class Proxy(LoopbackServer):
 def test_both_transports_honour_the_proxy_variables(tmp_path, transport):
     """HTTP_PROXY sends the request through the proxy, NO_PROXY exempts a host: as httpx (under litellm) does."""
     (tmp_path / "qa.lmp").write_text(PROGRAM)
-    with Proxy(lambda req: "<answer>via proxy</answer>") as proxy, \
-            LoopbackServer(lambda req: "<answer>direct</answer>") as target:
+    with Proxy(lambda req: "<answer>via proxy</answer>") as proxy, LoopbackServer(lambda req: "<answer>direct</answer>") as target:
         answers = []
         for no_proxy in ("", "127.0.0.1"):
             env = {k: v for k, v in os.environ.items() if not k.startswith("LMC_") and "proxy" not in k.lower()}
-            env.update(PYTHONPATH=str(ROOT), OPENAI_API_KEY="sk-x", LMC_TRANSPORT=transport,
-                       HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY=no_proxy)
-            proc = subprocess.run([sys.executable, "-m", "lmc", "run", "qa.lmp", "-i", "question=hi", "--lm",
-                                   "openai/test", "--api-base", target.url, "--no-cache"],
-                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+            env.update(
+                PYTHONPATH=str(ROOT), OPENAI_API_KEY="sk-x", LMC_TRANSPORT=transport, HTTP_PROXY=f"http://127.0.0.1:{proxy.port}", NO_PROXY=no_proxy
+            )
+            proc = subprocess.run(
+                [sys.executable, "-m", "lmc", "run", "qa.lmp", "-i", "question=hi", "--lm", "openai/test", "--api-base", target.url, "--no-cache"],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert proc.returncode == 0, proc.stderr[-2000:]
             answers.append(json.loads(proc.stdout)["answer"])
         assert answers == ["via proxy", "direct"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 # name -> (helpers it calls, source)
 HELPERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "_show": ((), '''
+    "_show": (
+        (),
+        '''
 def _show(value):
     """A value as lmc writes it into text (f-strings, `text + value`)."""
     if value is None:
@@ -28,31 +30,43 @@ def _show(value):
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return json.dumps(value, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-'''),
-    "_get": ((), '''
+''',
+    ),
+    "_get": (
+        (),
+        '''
 def _get(obj, name):
     """`obj.name` in lmc: a field of a module's result or a key of a dict."""
     if isinstance(obj, dict):
         return obj[name]
     return obj[name] if isinstance(obj, dspy.Prediction) else getattr(obj, name)
-'''),
-    "_add": (("_show",), '''
+''',
+    ),
+    "_add": (
+        ("_show",),
+        """
 def _add(a, b):
     if isinstance(a, str) and not isinstance(b, str):
         b = _show(b)
     if isinstance(a, list) and isinstance(b, tuple):
         b = list(b)
     return a + b
-'''),
-    "_iter": ((), '''
+""",
+    ),
+    "_iter": (
+        (),
+        """
 def _iter(items):
     if isinstance(items, dict):
         return list(items)
     if not isinstance(items, (list, str)):
         raise TypeError(f"cannot loop over {type(items).__name__}")
     return list(items)
-'''),
-    "_outputs": ((), '''
+""",
+    ),
+    "_outputs": (
+        (),
+        '''
 def _outputs(value, names):
     """The program's declared outputs from what it returned, as a Prediction."""
     if isinstance(value, dspy.Prediction):
@@ -62,8 +76,11 @@ def _outputs(value, names):
     if len(names) == 1:
         return dspy.Prediction(**{names[0]: value})
     raise ValueError("the program returned a value without its outputs " + ", ".join(names))
-'''),
-    "_check": ((), '''
+''',
+    ),
+    "_check": (
+        (),
+        '''
 def _check(kind, ok, message):
     """lmc's assert and suggest without backtracking: an assert fails the call, a suggest is logged."""
     if ok:
@@ -71,14 +88,20 @@ def _check(kind, ok, message):
     if kind == "assert":
         raise AssertionError(message)
     _log.warning("suggestion not met: %s", message)
-'''),
-    "_score": ((), '''
+''',
+    ),
+    "_score": (
+        (),
+        """
 def _score(value):
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     return float(value)
-'''),
-    "_calculator": ((), '''
+""",
+    ),
+    "_calculator": (
+        (),
+        '''
 def _calculator(expression):
     """lmc's calculator tool: + - * / // % ** and parentheses over numbers, nothing else."""
     import ast
@@ -106,17 +129,26 @@ def _calculator(expression):
     if len(text) > 500:
         raise ValueError("expression too long")
     return float(ev(ast.parse(text, mode="eval")))
-'''),
+''',
+    ),
     # ---- lmc builtins
-    "_b_len": ((), '''
+    "_b_len": (
+        (),
+        """
 def _b_len(x):
     return len(x)
-'''),
-    "_b_range": ((), '''
+""",
+    ),
+    "_b_range": (
+        (),
+        """
 def _b_range(a, b=None, step=1):
     return list(range(a) if b is None else range(a, b, step))
-'''),
-    "_b_unique": ((), '''
+""",
+    ),
+    "_b_unique": (
+        (),
+        """
 def _b_unique(xs):
     seen, out = set(), []
     for x in xs:
@@ -125,8 +157,11 @@ def _b_unique(xs):
             seen.add(key)
             out.append(x)
     return out
-'''),
-    "_b_str": ((), '''
+""",
+    ),
+    "_b_str": (
+        (),
+        """
 def _b_str(x):
     if isinstance(x, str):
         return x
@@ -137,28 +172,46 @@ def _b_str(x):
     if isinstance(x, (list, dict)):
         return json.dumps(x, ensure_ascii=False)
     return str(x)
-'''),
-    "_b_join": (("_b_str",), '''
+""",
+    ),
+    "_b_join": (
+        ("_b_str",),
+        """
 def _b_join(xs, sep=" "):
     return sep.join(_b_str(x) for x in xs)
-'''),
-    "_b_lower": (("_b_str",), '''
+""",
+    ),
+    "_b_lower": (
+        ("_b_str",),
+        """
 def _b_lower(s):
     return _b_str(s).lower()
-'''),
-    "_b_upper": (("_b_str",), '''
+""",
+    ),
+    "_b_upper": (
+        ("_b_str",),
+        """
 def _b_upper(s):
     return _b_str(s).upper()
-'''),
-    "_b_strip": (("_b_str",), '''
+""",
+    ),
+    "_b_strip": (
+        ("_b_str",),
+        """
 def _b_strip(s):
     return _b_str(s).strip()
-'''),
-    "_b_split": ((), '''
+""",
+    ),
+    "_b_split": (
+        (),
+        """
 def _b_split(s, sep=None):
     return s.split(sep)
-'''),
-    "_b_int": ((), '''
+""",
+    ),
+    "_b_int": (
+        (),
+        """
 def _b_int(x):
     if isinstance(x, str):
         text = x.strip().replace(",", "").replace("_", "")
@@ -170,14 +223,20 @@ def _b_int(x):
                 raise ValueError(f"int() cannot convert {x!r} to a whole number") from None
             return int(value)
     return int(x)
-'''),
-    "_b_float": ((), '''
+""",
+    ),
+    "_b_float": (
+        (),
+        """
 def _b_float(x):
     if isinstance(x, str):
         return float(x.strip().replace(",", "").replace("_", ""))
     return float(x)
-'''),
-    "_b_bool": ((), '''
+""",
+    ),
+    "_b_bool": (
+        (),
+        """
 def _b_bool(x):
     if isinstance(x, str):
         word = x.strip().lower()
@@ -187,32 +246,53 @@ def _b_bool(x):
             return False
         raise ValueError(f"bool() cannot read {x!r} as true or false")
     return bool(x)
-'''),
-    "_b_min": ((), '''
+""",
+    ),
+    "_b_min": (
+        (),
+        """
 def _b_min(*args):
     return min(args[0] if len(args) == 1 else list(args))
-'''),
-    "_b_max": ((), '''
+""",
+    ),
+    "_b_max": (
+        (),
+        """
 def _b_max(*args):
     return max(args[0] if len(args) == 1 else list(args))
-'''),
-    "_b_sorted": ((), '''
+""",
+    ),
+    "_b_sorted": (
+        (),
+        """
 def _b_sorted(xs):
     return sorted(xs)
-'''),
-    "_b_sum": ((), '''
+""",
+    ),
+    "_b_sum": (
+        (),
+        """
 def _b_sum(xs):
     return sum(xs)
-'''),
-    "_b_abs": ((), '''
+""",
+    ),
+    "_b_abs": (
+        (),
+        """
 def _b_abs(x):
     return abs(x)
-'''),
-    "_b_round": ((), '''
+""",
+    ),
+    "_b_round": (
+        (),
+        """
 def _b_round(x, ndigits=None):
     return round(x) if ndigits is None else round(x, ndigits)
-'''),
-    "_b_majority": ((), '''
+""",
+    ),
+    "_b_majority": (
+        (),
+        '''
 def _b_majority(xs):
     """The most common item; text compared ignoring case and surrounding space, ties to the first seen."""
     if not xs:
@@ -224,21 +304,31 @@ def _b_majority(xs):
         first.setdefault(key, x)
     best = max(counts.values())
     return next(first[k] for k, c in counts.items() if c == best)
-'''),
-    "_b_enumerate": ((), '''
+''',
+    ),
+    "_b_enumerate": (
+        (),
+        """
 def _b_enumerate(xs):
     return [[i, x] for i, x in enumerate(xs)]
-'''),
-    "_b_zip": ((), '''
+""",
+    ),
+    "_b_zip": (
+        (),
+        """
 def _b_zip(*lists):
     return [list(t) for t in zip(*lists)]
-'''),
-    "_b_print": (("_b_str",), '''
+""",
+    ),
+    "_b_print": (
+        ("_b_str",),
+        """
 def _b_print(*args):
     import sys
 
     print(*(_b_str(a) for a in args), file=sys.stderr)
-'''),
+""",
+    ),
 }
 
 

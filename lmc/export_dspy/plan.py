@@ -107,41 +107,64 @@ def plan_module(ir: I.IR, m: I.ModuleIR, attr: str, sig_cls: str, attempt_attr: 
         settings["m"] = count
         attempts = [f"reasoning_attempt_{i + 1}" for i in range(count)]
         attempt_order = _plain(sig.inputs) + [(REASONING, REASONING, "${reasoning}")] + _plain(outs)
-        compare_order = (_plain(sig.inputs) + [(n, "attempts", "${reasoning attempt}") for n in attempts]
-                         + [("rationale", "rationale", "${corrected reasoning}")] + _plain(outs))
+        compare_order = (
+            _plain(sig.inputs)
+            + [(n, "attempts", "${reasoning attempt}") for n in attempts]
+            + [("rationale", "rationale", "${corrected reasoning}")]
+            + _plain(outs)
+        )
         compare_fields = _fields(c, compare_order)
         # DSPy gives these two its own prefixes; kept so a saved state reads back the same.
-        compare_fields = [(n, f"Student Attempt #{attempts.index(n) + 1}:" if n in attempts else
-                           "Accurate Reasoning: Thank you everyone. Let's now holistically" if n == "rationale" else pre, d)
-                          for n, pre, d in compare_fields]
-        params = [Param(f"{attempt_attr}.predict", a.id, _fields(a, attempt_order), instructions=a.instructions),
-                  Param(f"{name}.predict", c.id, compare_fields, spread=("attempts", attempts), instructions=c.instructions)]
+        compare_fields = [
+            (
+                n,
+                f"Student Attempt #{attempts.index(n) + 1}:"
+                if n in attempts
+                else "Accurate Reasoning: Thank you everyone. Let's now holistically"
+                if n == "rationale"
+                else pre,
+                d,
+            )
+            for n, pre, d in compare_fields
+        ]
+        params = [
+            Param(f"{attempt_attr}.predict", a.id, _fields(a, attempt_order), instructions=a.instructions),
+            Param(f"{name}.predict", c.id, compare_fields, spread=("attempts", attempts), instructions=c.instructions),
+        ]
         return Mod(m.name, attr, kind, sig, params, _config(c), settings, attempt_attr=attempt_attr)
     if kind == "ReAct":
         step, ext = _predictor(ir, m, "step"), _predictor(ir, m, "extract")
-        sig = Sig(sig_cls, ext.instructions, _without(ext.signature.inputs, "trajectory"),
-                  _without(ext.signature.outputs, REASONING))
+        sig = Sig(sig_cls, ext.instructions, _without(ext.signature.inputs, "trajectory"), _without(ext.signature.outputs, REASONING))
         rename = {"thought": "next_thought", "tool": "next_tool_name", "tool_args": "next_tool_args"}
-        step_order = (_plain(sig.inputs) + [("trajectory", "trajectory", "${trajectory}")]
-                      + [(v, k, "${" + v + "}") for k, v in rename.items()])
-        ext_order = (_plain(sig.inputs) + [("trajectory", "trajectory", "${trajectory}"), (REASONING, REASONING, "${reasoning}")]
-                     + _plain(sig.outputs))
+        step_order = _plain(sig.inputs) + [("trajectory", "trajectory", "${trajectory}")] + [(v, k, "${" + v + "}") for k, v in rename.items()]
+        ext_order = _plain(sig.inputs) + [("trajectory", "trajectory", "${trajectory}"), (REASONING, REASONING, "${reasoning}")] + _plain(sig.outputs)
         settings["max_iters"] = _count(settings.get("max_iters", KINDS["ReAct"].default("max_iters")), "max_iters", name)
-        params = [Param(f"{name}.react", step.id, _fields(step, step_order), rename=rename, instructions=step.instructions),
-                  Param(f"{name}.extract.predict", ext.id, _fields(ext, ext_order), instructions=ext.instructions)]
+        params = [
+            Param(f"{name}.react", step.id, _fields(step, step_order), rename=rename, instructions=step.instructions),
+            Param(f"{name}.extract.predict", ext.id, _fields(ext, ext_order), instructions=ext.instructions),
+        ]
         return Mod(m.name, attr, kind, sig, params, _config(step), settings)
     if kind == "ProgramOfThought":
         # The code step is not mapped: its instructions assume lmc's sandbox protocol (`result = ...`).
         ans = _predictor(ir, m, "answer")
         sig = Sig(sig_cls, ans.instructions, _without(ans.signature.inputs, "code", "code_output"), ans.signature.outputs)
-        order = (_plain(sig.inputs) + [("final_generated_code", "code", "python code that answers the question"),
-                                       ("code_output", "code_output", "output of previously-generated python code"),
-                                       (REASONING, None, "${reasoning}")] + _plain(sig.outputs))
-        settings["max_iters"] = _count(settings.get("max_iters", KINDS["ProgramOfThought"].default("max_iters")), "max_iters",
-                                       name)
-        params = [Param(f"{name}.code_generate.predict", None), Param(f"{name}.code_regenerate.predict", None),
-                  Param(f"{name}.generate_output.predict", ans.id, _fields(ans, order), rename={"code": "final_generated_code"},
-                        instructions=ans.instructions)]
+        order = (
+            _plain(sig.inputs)
+            + [
+                ("final_generated_code", "code", "python code that answers the question"),
+                ("code_output", "code_output", "output of previously-generated python code"),
+                (REASONING, None, "${reasoning}"),
+            ]
+            + _plain(sig.outputs)
+        )
+        settings["max_iters"] = _count(settings.get("max_iters", KINDS["ProgramOfThought"].default("max_iters")), "max_iters", name)
+        params = [
+            Param(f"{name}.code_generate.predict", None),
+            Param(f"{name}.code_regenerate.predict", None),
+            Param(
+                f"{name}.generate_output.predict", ans.id, _fields(ans, order), rename={"code": "final_generated_code"}, instructions=ans.instructions
+            ),
+        ]
         return Mod(m.name, attr, kind, sig, params, _config(ans), settings)
     raise ExportError(f"module '{m.name}' has kind {repr(kind)[:40]}, which lmc does not define")
 
@@ -168,11 +191,35 @@ def _config(p: I.Predictor) -> dict:
 
 
 # Members of dspy.Module (and of the generated class) that a module attribute must not shadow.
-RESERVED_ATTRS = frozenset({
-    "forward", "aforward", "acall", "load", "save", "load_state", "dump_state", "named_parameters", "parameters",
-    "named_sub_modules", "predictors", "named_predictors", "map_named_predictors", "set_lm", "get_lm", "deepcopy",
-    "reset_copy", "batch", "callbacks", "history", "inspect_history", "demos", "lm", "signature", "config",
-})
+RESERVED_ATTRS = frozenset(
+    {
+        "forward",
+        "aforward",
+        "acall",
+        "load",
+        "save",
+        "load_state",
+        "dump_state",
+        "named_parameters",
+        "parameters",
+        "named_sub_modules",
+        "predictors",
+        "named_predictors",
+        "map_named_predictors",
+        "set_lm",
+        "get_lm",
+        "deepcopy",
+        "reset_copy",
+        "batch",
+        "callbacks",
+        "history",
+        "inspect_history",
+        "demos",
+        "lm",
+        "signature",
+        "config",
+    }
+)
 
 
 def plan(ir: I.IR) -> tuple[list[Sig], list[Mod]]:

@@ -97,8 +97,9 @@ def json_schema_type(t: Any) -> str:
     kind = getattr(t, "kind", None)
     if kind == "optional":
         return json_schema_type(t.args[0])
-    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array",
-            "dict": "object", "literal": "string"}.get(str(kind), "string")
+    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "array", "dict": "object", "literal": "string"}.get(
+        str(kind), "string"
+    )
 
 
 def prefix_for(name: str) -> str:

@@ -36,8 +36,10 @@ def predictor_state(pred: I.Predictor, p: Param) -> dict:
         "traces": [],
         "train": [],
         "demos": [demo(dict(d), p, names) for d in pred.demos],
-        "signature": {"instructions": pred.instructions,
-                      "fields": [{"prefix": prefix or prefix_for(n), "description": desc} for n, prefix, desc in p.fields]},
+        "signature": {
+            "instructions": pred.instructions,
+            "fields": [{"prefix": prefix or prefix_for(n), "description": desc} for n, prefix, desc in p.fields],
+        },
         "lm": None,
     }
 
@@ -49,6 +51,5 @@ def state(ir: I.IR, mods: list[Mod], *, artifact_sha256: str) -> dict:
             if p.pid is not None:
                 out[p.path] = predictor_state(ir.predictor(p.pid), p)
     # `Module.load` compares these versions with the running ones and only warns; lmc ran no DSPy, so none are claimed.
-    out["metadata"] = {"dependency_versions": {}, "exported_by": f"lmc {__version__}", "format": DSPY_FORMAT,
-                       "artifact_sha256": artifact_sha256}
+    out["metadata"] = {"dependency_versions": {}, "exported_by": f"lmc {__version__}", "format": DSPY_FORMAT, "artifact_sha256": artifact_sha256}
     return out

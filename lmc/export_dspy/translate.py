@@ -43,8 +43,7 @@ class Translator:
 
     # ------------------------------------------------------------ functions
 
-    def function(self, name: str, params: tuple[I.FieldSpec, ...], body: tuple, *, outputs: list[str] | None,
-                 where: str) -> list[str]:
+    def function(self, name: str, params: tuple[I.FieldSpec, ...], body: tuple, *, outputs: list[str] | None, where: str) -> list[str]:
         """`def name(self, ...)` for a program body (returning `outputs`) or a metric body (outputs None: a score)."""
         scope = Scope()
         pnames = [p.name for p in params]
@@ -116,15 +115,18 @@ class Translator:
             self._loops += 1
             counter = f"_round{self._loops}"
             # lmc's `while cond max N`: at most N rounds, the condition checked before each.
-            return ([f"{pad}for {counter} in range({bound}):", f"{pad}    if not ({self.expr(s.cond, scope)}):",
-                     f"{pad}        break"] + self.block(s.body, scope, depth + 1))
+            return [f"{pad}for {counter} in range({bound}):", f"{pad}    if not ({self.expr(s.cond, scope)}):", f"{pad}        break"] + self.block(
+                s.body, scope, depth + 1
+            )
         if t is I.Check:
             if s.kind not in ("assert", "suggest"):
                 raise ExportError(f"{self._where}: unknown check {repr(s.kind)[:20]}")
             line = s.line if isinstance(s.line, int) and not isinstance(s.line, bool) else 0
-            self.notes.append(f"{self._where} line {line}: `{s.kind}` runs without backtracking (DSPy 3 has no "
-                              f"Assert/Suggest; see dspy.Refine): " + ("an unmet assert raises AssertionError"
-                                                                      if s.kind == "assert" else "an unmet suggest is logged"))
+            self.notes.append(
+                f"{self._where} line {line}: `{s.kind}` runs without backtracking (DSPy 3 has no "
+                f"Assert/Suggest; see dspy.Refine): "
+                + ("an unmet assert raises AssertionError" if s.kind == "assert" else "an unmet suggest is logged")
+            )
             msg = self.expr(s.message, scope) if s.message is not None else lit("the check failed")
             return [f"{pad}if not ({self.expr(s.cond, scope)}):", f"{pad}    {self.need('_check')}({lit(s.kind)}, False, {msg})"]
         if t is I.BreakLoop:

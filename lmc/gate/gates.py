@@ -120,16 +120,12 @@ def apply_gates(cand: Report, base: Report | None, opts: GateOptions) -> Verdict
 
     scores = cand.quality_scores()
     mean, lo, hi = mean_ci(scores, opts.confidence)
-    lines.append(
-        f"score {_pct(mean)} ({opts.confidence:.0%} CI {_pct(lo)}-{_pct(hi)}) on {len(scores)} examples, "
-        f"{cand.summary.errors} error(s)"
-    )
+    lines.append(f"score {_pct(mean)} ({opts.confidence:.0%} CI {_pct(lo)}-{_pct(hi)}) on {len(scores)} examples, {cand.summary.errors} error(s)")
 
     bad = cand.infra_errors()
     if opts.max_errors is not None and len(bad) > opts.max_errors:
         infra.append(
-            f"{len(bad)} examples failed with LM/parse errors, more than --max-errors {opts.max_errors} "
-            f"(first: {list_ids([e.id for e in bad])})"
+            f"{len(bad)} examples failed with LM/parse errors, more than --max-errors {opts.max_errors} (first: {list_ids([e.id for e in bad])})"
         )
 
     if opts.min_score is not None and mean < opts.min_score:
@@ -148,11 +144,9 @@ def apply_gates(cand: Report, base: Report | None, opts: GateOptions) -> Verdict
             f"{which} one-sided ({paired.method}, {paired.discordant} changed examples)"
         )
         if not base.program.same_program(cand.program):
-            lines.append(f"note: comparing program '{cand.program.name}' against another program, "
-                         f"'{base.program.name}' (--allow-different-program)")
+            lines.append(f"note: comparing program '{cand.program.name}' against another program, '{base.program.name}' (--allow-different-program)")
         elif base.program.sha256 != cand.program.sha256:
-            lines.append(f"note: the program's source changed since the baseline (sha256 "
-                         f"{base.program.sha256[:12]} -> {cand.program.sha256[:12]})")
+            lines.append(f"note: the program's source changed since the baseline (sha256 {base.program.sha256[:12]} -> {cand.program.sha256[:12]})")
         if paired.flipped_to_fail:
             lines.append(f"pass->fail ({len(paired.flipped_to_fail)}): {list_ids(paired.flipped_to_fail, 10)}")
         if paired.flipped_to_pass:
@@ -189,4 +183,3 @@ def _pass_reason(mean: float, opts: GateOptions, paired: PairedResult | None) ->
     if opts.max_errors is not None:
         parts.append(f"LM/parse errors within --max-errors {opts.max_errors}")
     return "; ".join(parts) if parts else f"score {_pct(mean)} (no gates set)"
-

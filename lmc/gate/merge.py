@@ -30,12 +30,12 @@ def merge_reports(reports: Sequence[Report]) -> Report:
     by_index = _by_shard(reports)
     examples = _examples(by_index)
     if len(examples) != first.data.n_total:
-        raise ReportError(f"merged shards cover {len(examples)} of {first.data.n_total} examples of {first.data.path}; "
-                          "some shard report is incomplete")
+        raise ReportError(
+            f"merged shards cover {len(examples)} of {first.data.n_total} examples of {first.data.path}; some shard report is incomplete"
+        )
     examples.sort(key=lambda e: e.line)
     sums = {
-        k: sum(getattr(r.summary, k) for r in reports)
-        for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", *OPTIONAL_COUNTERS)
+        k: sum(getattr(r.summary, k) for r in reports) for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", *OPTIONAL_COUNTERS)
     }
     summary = summarize(
         examples,
@@ -57,8 +57,10 @@ def _by_shard(reports: Sequence[Report]) -> dict[int, Report]:
     for r in reports[1:]:
         for what in ("program", "target", "metric", "data"):
             if getattr(r, what) != getattr(first, what):
-                raise ReportError(f"{r.where}: {what} differs from {first.where} ({describe_ref(getattr(r, what))} vs "
-                                  f"{describe_ref(getattr(first, what))}); shards must come from one evaluation")
+                raise ReportError(
+                    f"{r.where}: {what} differs from {first.where} ({describe_ref(getattr(r, what))} vs "
+                    f"{describe_ref(getattr(first, what))}); shards must come from one evaluation"
+                )
     counts = sorted({s.count for s in shards.values()})
     if len(counts) > 1:
         raise ReportError(f"shards were split in different ways (counts {', '.join(map(str, counts))}); re-run with one N")

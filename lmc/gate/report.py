@@ -83,7 +83,6 @@ class DataRef:
     n_total: int
 
 
-
 @dataclass(frozen=True)
 class Summary:
     """Totals of one evaluation run; `score` is the mean quality score (errors count 0), unrounded."""
@@ -175,8 +174,7 @@ class Report:
         return {
             "format": REPORT_FORMAT,
             "lmc_version": self.lmc_version,
-            "program": {"name": self.program.name, "sha256": self.program.sha256,
-                        **({"path": self.program.path} if self.program.path else {})},
+            "program": {"name": self.program.name, "sha256": self.program.sha256, **({"path": self.program.path} if self.program.path else {})},
             "target": {"kind": self.target.kind, "path": self.target.path, "sha256": self.target.sha256},
             "metric": {"name": self.metric.name, "spec": self.metric.spec, "threshold": self.metric.threshold},
             "data": {"path": self.data.path, "sha256": self.data.sha256, "n_total": self.data.n_total},
@@ -218,8 +216,7 @@ class Report:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temp file in the same directory, then rename) so readers never see half a report."""
-        atomic_write_text(path, json.dumps(self.to_json(), indent=1, sort_keys=True, ensure_ascii=False,
-                                           allow_nan=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_json(), indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def summarize(examples: Sequence[ExampleResult], **accounting: Any) -> Summary:
@@ -306,10 +303,12 @@ class _Reader:
         o = self.obj(obj, "", ("format", "lmc_version", "program", "target", "metric", "data", "shard", "examples", "summary"))
         version = self.str_(o["lmc_version"], "lmc_version")
 
-        p = self.obj(o["program"], "program", ("name", "sha256") + (("path",) if isinstance(o["program"], dict)
-                                                                    and "path" in o["program"] else ()))
-        program = ProgramRef(self.str_(p["name"], "program.name"), self.sha(p["sha256"], "program.sha256"),
-                             self.str_(p["path"], "program.path") if "path" in p else None)
+        p = self.obj(o["program"], "program", ("name", "sha256") + (("path",) if isinstance(o["program"], dict) and "path" in o["program"] else ()))
+        program = ProgramRef(
+            self.str_(p["name"], "program.name"),
+            self.sha(p["sha256"], "program.sha256"),
+            self.str_(p["path"], "program.path") if "path" in p else None,
+        )
 
         t = self.obj(o["target"], "target", ("kind", "path", "sha256"))
         if t["kind"] not in TARGET_KINDS:
@@ -378,8 +377,9 @@ class _Reader:
             raise self.fail(f"{where}.passed", f"expected true or false, got {_kind(e['passed'])}")
         expected = error is None and score is not None and score >= threshold
         if e["passed"] != expected:
-            raise self.fail(f"{where}.passed", f"is {str(e['passed']).lower()} but score {score} with threshold {threshold:g} "
-                                               f"means {str(expected).lower()}")
+            raise self.fail(
+                f"{where}.passed", f"is {str(e['passed']).lower()} but score {score} with threshold {threshold:g} means {str(expected).lower()}"
+            )
         for key in ("prediction", "gold"):
             if e[key] is not None and not isinstance(e[key], dict):
                 raise self.fail(f"{where}.{key}", f"expected an object or null, got {_kind(e[key])}")
@@ -397,8 +397,7 @@ class _Reader:
             lines.add(ex.line)
 
     def summary(self, value: Any, examples: Sequence[ExampleResult]) -> Summary:
-        keys: tuple[str, ...] = ("n", "score", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost",
-                                 "duration_s")
+        keys: tuple[str, ...] = ("n", "score", "errors", "calls", "cached_calls", "prompt_tokens", "completion_tokens", "cost", "duration_s")
         if isinstance(value, dict):
             keys += tuple(k for k in OPTIONAL_COUNTERS if k in value)
         s = self.obj(value, "summary", keys)
@@ -443,4 +442,3 @@ def describe_ref(value: Any) -> str:
     if isinstance(value, MetricRef):
         return f"{value.name} = {value.spec} @ {value.threshold:g}"
     return str(value)
-

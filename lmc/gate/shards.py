@@ -49,4 +49,3 @@ def shard_of(example_id: str, count: int) -> int:
 
 def in_shard(example_id: str, index: int, count: int) -> bool:
     return shard_of(example_id, count) == index
-

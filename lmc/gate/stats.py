@@ -281,5 +281,3 @@ def paired_test(
         discordant=m,
         p_improved=p_improved,
     )
-
-

@@ -187,8 +187,10 @@ def render_markdown(cand: Report, base: Report | None, verdict: Verdict, *, top:
     title = {"pass": "pass", "fail": "quality regression" if regressed else "fail", "error": "too many errors"}[verdict.label]
     confidence = verdict.paired.confidence if verdict.paired else 0.95
     out = [f"### {icon} lmc eval: {title}", ""]
-    out.append(f"`{_md(cand.target.path)}` on `{_md(cand.data.path)}` ({cand.summary.n} examples), "
-               f"metric `{_md(cand.metric.name)}` = `{_md(cand.metric.spec)}`")
+    out.append(
+        f"`{_md(cand.target.path)}` on `{_md(cand.data.path)}` ({cand.summary.n} examples), "
+        f"metric `{_md(cand.metric.name)}` = `{_md(cand.metric.spec)}`"
+    )
     out.append("")
     out.append(f"| | score | {confidence:.0%} CI | n | passed | errors | calls | cost | time |")
     out.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 _API = {
     "DiskCache": "cache",
-    "CACHE_VERSION": "call", "LMRequest": "call", "LMResult": "call", "make_request": "call",
-    "Backend": "client", "LMClient": "client",
+    "CACHE_VERSION": "call",
+    "LMRequest": "call",
+    "LMResult": "call",
+    "make_request": "call",
+    "Backend": "client",
+    "LMClient": "client",
     "LMTransientError": "failures",
-    "LMSpec": "spec", "model_info": "spec", "parse_lm": "spec", "transport_for": "spec",
-    "Usage": "usage", "current_meter": "usage",
+    "LMSpec": "spec",
+    "model_info": "spec",
+    "parse_lm": "spec",
+    "transport_for": "spec",
+    "Usage": "usage",
+    "current_meter": "usage",
 }
 __all__ = sorted(_API)
 

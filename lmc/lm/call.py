@@ -46,8 +46,12 @@ class LMRequest:
     schema: str = ""
 
     def canonical(self, model: str, extra: dict | None = None) -> dict:
-        settings = {"temperature": float(self.temperature), "max_tokens": int(self.max_tokens),
-                    "stop": list(self.stop), "json_mode": bool(self.json_mode)}
+        settings = {
+            "temperature": float(self.temperature),
+            "max_tokens": int(self.max_tokens),
+            "stop": list(self.stop),
+            "json_mode": bool(self.json_mode),
+        }
         settings.update(extra or {})
         if self.choices:  # only when set, so existing cache keys stay valid
             settings["choices"] = list(self.choices)
@@ -70,8 +74,7 @@ class LMRequest:
 
     def cache_key(self, model: str, extra: dict | None = None) -> str:
         """sha256 of the canonical request; never includes a key, an api_base or the transport."""
-        text = json.dumps(self.canonical(model, extra), sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":"), default=str)
+        text = json.dumps(self.canonical(model, extra), sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -91,8 +94,7 @@ class LMResult:
     token_logprobs: tuple[tuple[int, float | None], ...] = ()
 
 
-def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None = None, prompt: str | None = None,
-                 **overrides: object) -> LMRequest:
+def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None = None, prompt: str | None = None, **overrides: object) -> LMRequest:
     """An LMRequest whose temperature/max_tokens/stop default to the spec's settings, then `overrides`."""
     values: dict = {k: v for k, v in spec.settings if k in REQUEST_FIELDS}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -104,8 +106,7 @@ def make_request(spec: LMSpec, *, messages: list[dict] | tuple[dict, ...] | None
 
 def extra_settings(spec: LMSpec) -> dict | None:
     """The spec's settings beyond temperature/max_tokens/stop (top_p, seed, …): they reach the body and the cache key."""
-    extra = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.settings
-             if k not in REQUEST_FIELDS and k != "json_mode"}
+    extra = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.settings if k not in REQUEST_FIELDS and k != "json_mode"}
     return extra or None
 
 
@@ -114,8 +115,7 @@ def fit_mode(spec: LMSpec, req: LMRequest) -> LMRequest:
 
     The prompt builder already decides by `spec.mode`; this only keeps a mismatch from crashing."""
     if spec.mode == "chat" and req.messages is None:
-        return replace(req, messages=({"role": "user", "content": req.prompt or ""},), prompt=None, choices=(),
-                       shape=(), rank=False)
+        return replace(req, messages=({"role": "user", "content": req.prompt or ""},), prompt=None, choices=(), shape=(), rank=False)
     if spec.mode == "completion" and req.prompt is None:
         text = "\n\n".join(str(m.get("content", "")) for m in req.messages or ())
         return replace(req, prompt=text, messages=None, json_mode=False, choices=(), shape=(), rank=False, schema="")
@@ -132,8 +132,7 @@ def openai_fields(spec: LMSpec, req: LMRequest) -> dict:
         fields["stop"] = list(req.stop)[:cap]
     fields.update(extra_settings(spec) or {})
     if req.schema and spec.mode == "chat":
-        fields["response_format"] = {"type": "json_schema",
-                                     "json_schema": {"name": "reply", "schema": json.loads(req.schema)}}
+        fields["response_format"] = {"type": "json_schema", "json_schema": {"name": "reply", "schema": json.loads(req.schema)}}
     elif req.json_mode and spec.mode == "chat":
         fields["response_format"] = {"type": "json_object"}
     if req.wire:

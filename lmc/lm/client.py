@@ -48,13 +48,25 @@ class _RateLimiter:
 class LMClient:
     """Cached, retried, rate-limited and accounted LM calls; one per process run."""
 
-    def __init__(self, *, cache_dir: str | os.PathLike | None = ".lmc/cache", use_cache: bool = True,
-                 concurrency: int = 8, rpm: float | None = None, timeout: float | None = None,
-                 max_retries: int | None = None,
-                 backend: Backend | None = None, max_calls: int | None = None, max_cost: float | None = None,
-                 retry_wait: float | None = None, retry_max_wait: float | None = None,
-                 transport: str | None = None, price: Price | None = None,
-                 max_lm_errors: ErrorLimit | str | None = None, constraints: str | None = None):
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike | None = ".lmc/cache",
+        use_cache: bool = True,
+        concurrency: int = 8,
+        rpm: float | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        backend: Backend | None = None,
+        max_calls: int | None = None,
+        max_cost: float | None = None,
+        retry_wait: float | None = None,
+        retry_max_wait: float | None = None,
+        transport: str | None = None,
+        price: Price | None = None,
+        max_lm_errors: ErrorLimit | str | None = None,
+        constraints: str | None = None,
+    ):
         # Unset knobs come from the environment (LMC_TIMEOUT, LMC_MAX_RETRIES, LMC_RETRY_WAIT,
         # LMC_RETRY_MAX_WAIT), then the built-in defaults.
         timeout = env_number("LMC_TIMEOUT", 60.0) if timeout is None else timeout
@@ -150,8 +162,7 @@ class LMClient:
     def _failure_message(self, why: str) -> str:
         u = self.usage
         tried = u.live_calls + u.errors
-        text = (f"{u.errors} of {tried} LM calls failed ({why}); {u.requests} requests sent, "
-                f"{u.failed_requests} failed")
+        text = f"{u.errors} of {tried} LM calls failed ({why}); {u.requests} requests sent, {u.failed_requests} failed"
         if self.last_error is not None:
             text += f"; last error: {self.last_error.message}"
         return text
@@ -167,8 +178,11 @@ class LMClient:
         u = self.usage
         # Requests cancelled by the run itself (an example's time limit, Ctrl-C) are not the LM failing.
         if u.live_calls == 0 and (u.errors or self._refused_requests):
-            why = (f"every LM request failed: {self._refused_requests} sent, none answered" if not u.errors else
-                   f"every LM call failed: {u.errors} calls, {u.requests} requests, none answered")
+            why = (
+                f"every LM request failed: {self._refused_requests} sent, none answered"
+                if not u.errors
+                else f"every LM call failed: {u.errors} calls, {u.requests} requests, none answered"
+            )
             if self.last_error is not None:
                 why += f"; last error: {self.last_error.message}"
             elif self._last_request_error:
@@ -219,11 +233,16 @@ class LMClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                result = LMResult(text=hit["text"], prompt_tokens=int(hit.get("prompt_tokens", 0)),
-                                  completion_tokens=int(hit.get("completion_tokens", 0)), cost=0.0, cached=True,
-                                  finish_reason=hit.get("finish_reason"),
-                                  label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())),
-                                  token_logprobs=tuple((int(o), lp) for o, lp in hit.get("logprobs", ())))
+                result = LMResult(
+                    text=hit["text"],
+                    prompt_tokens=int(hit.get("prompt_tokens", 0)),
+                    completion_tokens=int(hit.get("completion_tokens", 0)),
+                    cost=0.0,
+                    cached=True,
+                    finish_reason=hit.get("finish_reason"),
+                    label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())),
+                    token_logprobs=tuple((int(o), lp) for o, lp in hit.get("logprobs", ())),
+                )
                 self.usage.add_result(tag, result)
                 if meter is not None:
                     meter.add_result("", result)
@@ -253,9 +272,16 @@ class LMClient:
             scores.append((label, got[0], got[1]))
             results.append(result)
         best = max(scores, key=lambda s: s[1])[0]
-        return LMResult(text=best, prompt_tokens=sum(r.prompt_tokens for r in results), completion_tokens=0,
-                        cost=sum(r.cost for r in results), cached=all(r.cached for r in results),
-                        latency_s=sum(r.latency_s for r in results), finish_reason="stop", label_scores=tuple(scores))
+        return LMResult(
+            text=best,
+            prompt_tokens=sum(r.prompt_tokens for r in results),
+            completion_tokens=0,
+            cost=sum(r.cost for r in results),
+            cached=all(r.cached for r in results),
+            latency_s=sum(r.latency_s for r in results),
+            finish_reason="stop",
+            label_scores=tuple(scores),
+        )
 
     async def _probe_send(self, spec: LMSpec, req: LMRequest) -> LMResult | None:
         """One probe request, counted and capped like any; None when the endpoint refused or broke it."""
@@ -269,8 +295,17 @@ class LMClient:
         except LMError:
             return None
 
-    async def _attempt(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None,
-                       key: str, tag: str = "", meter: Usage | None = None, retry: bool = False) -> LMResult:
+    async def _attempt(
+        self,
+        backend: Backend,
+        spec: LMSpec,
+        req: LMRequest,
+        limiter: _RateLimiter | None,
+        key: str,
+        tag: str = "",
+        meter: Usage | None = None,
+        retry: bool = False,
+    ) -> LMResult:
         """One request, sent within the caps; an answer is counted and cached before the caller's slot is freed,
         so the requests a crash can repeat are never more than the slots (-j)."""
         if limiter is not None:
@@ -311,9 +346,13 @@ class LMClient:
         if meter is not None:
             meter.add_result("", result)
         if self.cache is not None and key:  # a probe (no key) is remembered by its endpoint record instead
-            entry = {"text": result.text, "prompt_tokens": result.prompt_tokens,
-                     "completion_tokens": result.completion_tokens, "finish_reason": result.finish_reason,
-                     "model": spec.model}
+            entry = {
+                "text": result.text,
+                "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens,
+                "finish_reason": result.finish_reason,
+                "model": spec.model,
+            }
             if result.label_scores:
                 entry["scores"] = [list(s) for s in result.label_scores]
             if result.token_logprobs:
@@ -321,8 +360,7 @@ class LMClient:
             await self.cache.aput(key, entry)
         return result
 
-    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str,
-                                 meter: Usage | None = None) -> LMResult:
+    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str, meter: Usage | None = None) -> LMResult:
         backend = self._backend_for(spec)
         sem, limiter = self._loop_state()
         # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
@@ -338,8 +376,18 @@ class LMClient:
             first = e
         return await self._retry(backend, spec, req, limiter, key, tag, first, sem, meter)
 
-    async def _retry(self, backend: Backend, spec: LMSpec, req: LMRequest, limiter: _RateLimiter | None, key: str,
-                     tag: str, first: LMError, sem: asyncio.Semaphore, meter: Usage | None = None) -> LMResult:
+    async def _retry(
+        self,
+        backend: Backend,
+        spec: LMSpec,
+        req: LMRequest,
+        limiter: _RateLimiter | None,
+        key: str,
+        tag: str,
+        first: LMError,
+        sem: asyncio.Semaphore,
+        meter: Usage | None = None,
+    ) -> LMResult:
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
         attempts = self.max_retries + 1
@@ -348,9 +396,12 @@ class LMClient:
         def wait(state) -> float:
             return self._wait_for(state.outcome.exception(), state.attempt_number + 1)
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(attempts - 1), wait=wait,
-                                 retry=retry_if_exception(lambda e: isinstance(e, LMError) and e.retryable),
-                                 reraise=False)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts - 1),
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, LMError) and e.retryable),
+            reraise=False,
+        )
         try:
             async for attempt in retrying:
                 with attempt:
@@ -364,8 +415,7 @@ class LMClient:
         kind = getattr(last, "kind", "")
         text = getattr(last, "message", None) or str(last)
         if kind in ("connection", "timeout"):
-            return LMUnreachableError(f"cannot reach {where(spec)} for {spec.model} after {attempts} attempts: {text}",
-                                      model=spec.model)
+            return LMUnreachableError(f"cannot reach {where(spec)} for {spec.model} after {attempts} attempts: {text}", model=spec.model)
         if kind == "empty":
             return LMError(f"{spec.model} returned an empty completion {attempts} times", model=spec.model)
         return LMError(f"{spec.model} failed after {attempts} attempts: {text}", model=spec.model)

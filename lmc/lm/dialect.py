@@ -75,8 +75,15 @@ class Endpoints:
         if known is None:
             known = await self._probe(spec)
             if self.cache is not None:
-                await self.cache.aput(key, {"text": json.dumps({"dialect": known.dialect, "logprobs": known.logprobs}),
-                                            "model": spec.model, "prompt_tokens": 0, "completion_tokens": 0})
+                await self.cache.aput(
+                    key,
+                    {
+                        "text": json.dumps({"dialect": known.dialect, "logprobs": known.logprobs}),
+                        "model": spec.model,
+                        "prompt_tokens": 0,
+                        "completion_tokens": 0,
+                    },
+                )
         self._known[ident] = known
         return known
 

@@ -100,35 +100,31 @@ def status_error(spec: LMSpec, status: int, message: str, retry_after: float | N
         hint = f"check {spec.key_env}" if spec.key_env else "check the API key"
         return LMAuthError(f"authentication failed for {model}; {hint}", model=model)
     if status == 429:
-        return LMTransientError(f"rate limited by {where(spec)} for {model}{message}", kind="rate_limit",
-                                model=model, retry_after=retry_after)
+        return LMTransientError(f"rate limited by {where(spec)} for {model}{message}", kind="rate_limit", model=model, retry_after=retry_after)
     if status == 408 or status >= 500:
-        return LMTransientError(f"{where(spec)} answered {status} for {model}{message}", kind="server",
-                                model=model, retry_after=retry_after)
+        return LMTransientError(f"{where(spec)} answered {status} for {model}{message}", kind="server", model=model, retry_after=retry_after)
     return LMError(f"{model} rejected the request ({status}){message}", model=model)
 
 
 def timeout_error(spec: LMSpec, timeout: float) -> LMTransientError:
-    return LMTransientError(f"{where(spec)} timed out after {timeout:g}s for {spec.model}", kind="timeout",
-                            model=spec.model)
+    return LMTransientError(f"{where(spec)} timed out after {timeout:g}s for {spec.model}", kind="timeout", model=spec.model)
 
 
 def connect_error(spec: LMSpec, exc: BaseException) -> LMTransientError:
-    return LMTransientError(f"cannot connect to {where(spec)} for {spec.model}: {connect_reason(exc)}",
-                            kind="connection", model=spec.model)
+    return LMTransientError(f"cannot connect to {where(spec)} for {spec.model}: {connect_reason(exc)}", kind="connection", model=spec.model)
 
 
 def broken_error(spec: LMSpec) -> LMTransientError:
     """The connection closed before the whole answer arrived (dropped, or a body shorter than announced)."""
-    return LMTransientError(f"{where(spec)} closed the connection before the answer was complete, for {spec.model}",
-                            kind="bad_body", model=spec.model)
+    return LMTransientError(
+        f"{where(spec)} closed the connection before the answer was complete, for {spec.model}", kind="bad_body", model=spec.model
+    )
 
 
 def unreadable_error(spec: LMSpec, raw: bytes | str) -> LMTransientError:
     """A 200 whose body is not an OpenAI answer (an HTML error page, torn JSON, no choices)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, (bytes, bytearray)) else str(raw)
-    return LMTransientError(f"{where(spec)} sent an unreadable answer for {spec.model}: {one_line(text, 120)}",
-                            kind="bad_body", model=spec.model)
+    return LMTransientError(f"{where(spec)} sent an unreadable answer for {spec.model}: {one_line(text, 120)}", kind="bad_body", model=spec.model)
 
 
 def empty_error(spec: LMSpec) -> LMError:
@@ -140,9 +136,12 @@ def empty_error(spec: LMSpec) -> LMError:
 def redirect_error(spec: LMSpec, status: int | None, location: str) -> LMRedirectError:
     target = one_line(location, 120) if location else "another address"
     answered = f"answered {status}, a redirect" if status else "answered with a redirect"
-    return LMRedirectError(f"{where(spec)} {answered} to {target}, for {spec.model}; lmc does not follow redirects, "
-                           "so neither your request nor your key goes to another address",
-                           model=spec.model, hint="point --api-base at the final URL")
+    return LMRedirectError(
+        f"{where(spec)} {answered} to {target}, for {spec.model}; lmc does not follow redirects, "
+        "so neither your request nor your key goes to another address",
+        model=spec.model,
+        hint="point --api-base at the final URL",
+    )
 
 
 def causes(e: BaseException | None) -> list[BaseException]:

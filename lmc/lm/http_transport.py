@@ -19,8 +19,16 @@ from typing import Any
 from lmc.errors import LMError
 from lmc.lm.call import LMRequest, LMResult, echoed_logprobs, openai_fields, unwrap
 from lmc.lm.endpoint import base_url, openai_headers, resolve_key, scrub, secrets_of
-from lmc.lm.failures import (body_message, broken_error, connect_error, parse_retry_after, redirect_error,
-                             status_error, timeout_error, unreadable_error)
+from lmc.lm.failures import (
+    body_message,
+    broken_error,
+    connect_error,
+    parse_retry_after,
+    redirect_error,
+    status_error,
+    timeout_error,
+    unreadable_error,
+)
 from lmc.lm.spec import LMSpec, table_cost
 
 _USER_AGENT = "lmc/0.1 (aiohttp)"
@@ -47,8 +55,7 @@ class HTTPTransport:
         self._drop_dead_sessions()
         connector = aiohttp.TCPConnector(limit=self.pool, keepalive_timeout=30, ttl_dns_cache=300)
         # trust_env=False: proxies are read once per host below, and no ~/.netrc lookup runs per request.
-        session = aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                        skip_auto_headers=("User-Agent",))
+        session = aiohttp.ClientSession(connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
         self._sessions[id(loop)] = (loop, session)
         return session
 
@@ -105,15 +112,15 @@ class HTTPTransport:
         else:
             body["prompt"] = req.prompt or ""
             url = base + "/completions"
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT,
-                   **openai_headers(spec, key)}
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT, **openai_headers(spec, key)}
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         session = self._session()
         start = time.perf_counter()
         try:
             # Never follow a redirect: it would carry the prompt (and, to the same origin, the key) elsewhere.
-            async with session.post(url, data=data, headers=headers, allow_redirects=False,
-                                    timeout=self._timeout(timeout), proxy=self._proxy(base)) as resp:
+            async with session.post(
+                url, data=data, headers=headers, allow_redirects=False, timeout=self._timeout(timeout), proxy=self._proxy(base)
+            ) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
@@ -140,9 +147,15 @@ class HTTPTransport:
             logprobs = echoed_logprobs(choice) if req.echo else ()
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise unreadable_error(spec, raw[:120]) from None
-        return LMResult(text=unwrap(req, text or ""), prompt_tokens=pt, completion_tokens=ct,
-                        cost=table_cost(spec.model, pt, ct), latency_s=latency, finish_reason=choice.get("finish_reason"),
-                        token_logprobs=logprobs)
+        return LMResult(
+            text=unwrap(req, text or ""),
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost=table_cost(spec.model, pt, ct),
+            latency_s=latency,
+            finish_reason=choice.get("finish_reason"),
+            token_logprobs=logprobs,
+        )
 
     # -------------------------------------------------------- lifecycle
 

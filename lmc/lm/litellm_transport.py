@@ -18,9 +18,21 @@ from lmc.errors import LMError
 from lmc.lm.call import LMRequest, LMResult, openai_fields, unwrap
 from lmc.lm.constraint import WIRE_KEYS
 from lmc.lm.endpoint import resolve_key, scrub, secrets_of
-from lmc.lm.failures import (LMTransientError, body_message, broken_error, causes, connect_error, error_message,
-                             one_line, parse_retry_after, redirect_error, status_error, timeout_error,
-                             unreadable_error, where)
+from lmc.lm.failures import (
+    LMTransientError,
+    body_message,
+    broken_error,
+    causes,
+    connect_error,
+    error_message,
+    one_line,
+    parse_retry_after,
+    redirect_error,
+    status_error,
+    timeout_error,
+    unreadable_error,
+    where,
+)
 from lmc.lm.spec import LMSpec, table_cost
 from lmc.netguard import RedirectRefused, refuse_redirects
 
@@ -53,8 +65,15 @@ def load_litellm() -> Any:
     litellm.num_retries = 0  # retries are ours
     # Its aiohttp transport is kept (the default): httpx's connection pool scans every pooled connection per
     # request, which at 64 in flight cost more CPU than the rest of the call (bench/bench_lm_overhead.py).
-    for name in ("callbacks", "success_callback", "failure_callback", "_async_success_callback",
-                 "_async_failure_callback", "input_callback", "service_callback"):
+    for name in (
+        "callbacks",
+        "success_callback",
+        "failure_callback",
+        "_async_success_callback",
+        "_async_failure_callback",
+        "input_callback",
+        "service_callback",
+    ):
         if isinstance(getattr(litellm, name, None), list):
             setattr(litellm, name, [])
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "httpx", "openai"):
@@ -76,12 +95,10 @@ class LiteLLMTransport:
                 e.args = (e.message,)
             raise
 
-    async def _send(self, spec: LMSpec, req: LMRequest, timeout: float, key: str | None,
-                    secrets: list[str]) -> LMResult:
+    async def _send(self, spec: LMSpec, req: LMRequest, timeout: float, key: str | None, secrets: list[str]) -> LMResult:
         global _WARM
         litellm = load_litellm()
-        kwargs = {"model": spec.model, "timeout": timeout, "max_retries": 0, "num_retries": 0,
-                  **openai_fields(spec, req)}
+        kwargs = {"model": spec.model, "timeout": timeout, "max_retries": 0, "num_retries": 0, **openai_fields(spec, req)}
         # A constraint's fields are not OpenAI parameters: litellm passes them on only inside extra_body.
         extra = {k: kwargs.pop(k) for k in WIRE_KEYS if k in kwargs}
         if extra:
@@ -115,8 +132,7 @@ class LiteLLMTransport:
             _WARM = True
         latency = asyncio.get_running_loop().time() - start
         if resp is None:  # litellm 1.106 returns nothing when a server answers a chat request with 422
-            raise LMError(f"{spec.model} rejected the request: litellm returned no answer (a 422 from "
-                          f"{where(spec)} does that)", model=spec.model)
+            raise LMError(f"{spec.model} rejected the request: litellm returned no answer (a 422 from {where(spec)} does that)", model=spec.model)
         try:
             choice = resp.choices[0]
             text = choice.message.content if spec.mode == "chat" else choice.text
@@ -125,9 +141,14 @@ class LiteLLMTransport:
         usage = getattr(resp, "usage", None)
         pt = int(getattr(usage, "prompt_tokens", 0) or 0)
         ct = int(getattr(usage, "completion_tokens", 0) or 0)
-        return LMResult(text=unwrap(req, text or ""), prompt_tokens=pt, completion_tokens=ct,
-                        cost=_cost(spec, resp, pt, ct), latency_s=latency,
-                        finish_reason=getattr(choice, "finish_reason", None))
+        return LMResult(
+            text=unwrap(req, text or ""),
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost=_cost(spec, resp, pt, ct),
+            latency_s=latency,
+            finish_reason=getattr(choice, "finish_reason", None),
+        )
 
     async def aclose(self) -> None:
         if load_litellm.cache_info().currsize:
@@ -197,7 +218,8 @@ def classify(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]) -> 
     """Map a litellm/openai/httpx exception to the lmc error the direct transport raises for the same failure."""
     litellm = load_litellm()
     if isinstance(e, (litellm.Timeout, asyncio.TimeoutError)) or any(
-            isinstance(c, TimeoutError) or type(c).__name__ in _TIMEOUTS for c in causes(e)[1:]):
+        isinstance(c, TimeoutError) or type(c).__name__ in _TIMEOUTS for c in causes(e)[1:]
+    ):
         return timeout_error(spec, timeout)
     if _is(e, _CONNECT_FAILURES) or any(isinstance(c, ConnectionRefusedError) for c in causes(e)):
         return connect_error(spec, e)
@@ -208,8 +230,7 @@ def classify(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]) -> 
         return unreadable_error(spec, scrub(str(undecoded.doc)[:120], secrets))
     status = getattr(e, "status_code", None)
     response = _response_of(e)
-    if isinstance(status, int) and 400 <= status < 600 and response is not None and \
-            getattr(response, "status_code", None) == status:
+    if isinstance(status, int) and 400 <= status < 600 and response is not None and getattr(response, "status_code", None) == status:
         # A real HTTP answer: classified by its status alone, as the direct transport does (litellm may
         # call a 503 whose body says "invalid request" a BadRequestError).
         return status_error(spec, status, _provider_message(e, secrets), parse_retry_after(_header(e, "Retry-After")))
@@ -220,19 +241,23 @@ def classify(spec: LMSpec, e: Exception, timeout: float, secrets: list[str]) -> 
     if _is(e, _UNREADABLE) or isinstance(e, (ValueError, KeyError, TypeError)):
         return unreadable_error(spec, _provider_message(e, secrets))
     if isinstance(e, litellm.APIConnectionError):
-        return LMTransientError(f"cannot reach {where(spec)} for {spec.model}: {_provider_message(e, secrets)}",
-                                kind="connection", model=spec.model)
+        return LMTransientError(f"cannot reach {where(spec)} for {spec.model}: {_provider_message(e, secrets)}", kind="connection", model=spec.model)
     if isinstance(status, int) and status >= 400:
         return status_error(spec, status, _provider_message(e, secrets), parse_retry_after(_header(e, "Retry-After")))
     if isinstance(e, (litellm.InternalServerError, litellm.ServiceUnavailableError, litellm.APIError)):
-        return LMTransientError(f"{where(spec)} failed for {spec.model}: {_provider_message(e, secrets)}",
-                                kind="server", model=spec.model)
+        return LMTransientError(f"{where(spec)} failed for {spec.model}: {_provider_message(e, secrets)}", kind="server", model=spec.model)
     return LMError(f"{spec.model} call failed: {_provider_message(e, secrets)}", model=spec.model)
 
 
-_TIMEOUTS = {"APITimeoutError", "ReadTimeout", "ConnectTimeout", "TimeoutException", "ServerTimeoutError",
-             "WriteTimeout", "PoolTimeout"}
+_TIMEOUTS = {"APITimeoutError", "ReadTimeout", "ConnectTimeout", "TimeoutException", "ServerTimeoutError", "WriteTimeout", "PoolTimeout"}
 _CONNECT_FAILURES = {"ClientConnectorError", "ClientConnectorDNSError", "ConnectError"}
-_BROKEN = {"ServerDisconnectedError", "ClientPayloadError", "RemoteProtocolError", "ReadError",
-           "ContentLengthError", "TransferEncodingError", "IncompleteRead"}
+_BROKEN = {
+    "ServerDisconnectedError",
+    "ClientPayloadError",
+    "RemoteProtocolError",
+    "ReadError",
+    "ContentLengthError",
+    "TransferEncodingError",
+    "IncompleteRead",
+}
 _UNREADABLE = {"JSONDecodeError", "APIResponseValidationError", "ValidationError"}

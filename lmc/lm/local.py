@@ -45,8 +45,9 @@ def check_cpu(cpuinfo: str | None = None) -> None:
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             if "avx2" not in line.split(":", 1)[-1].split():
-                raise ConfigError("the local model needs a CPU with AVX2, and this one has none; "
-                                  "use a remote LM instead, e.g. --lm openai/gpt-4o-mini")
+                raise ConfigError(
+                    "the local model needs a CPU with AVX2, and this one has none; use a remote LM instead, e.g. --lm openai/gpt-4o-mini"
+                )
             return
 
 
@@ -202,8 +203,7 @@ class MachineSlots:
 class LocalBackend:
     """A Backend over one llama.cpp model; every generation runs on the same single worker thread."""
 
-    def __init__(self, n_ctx: int = LOCAL_N_CTX, n_threads: int = LOCAL_THREADS, n_batch: int = 512,
-                 slots: int | None = None):
+    def __init__(self, n_ctx: int = LOCAL_N_CTX, n_threads: int = LOCAL_THREADS, n_batch: int = 512, slots: int | None = None):
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.n_batch = n_batch
@@ -222,9 +222,15 @@ class LocalBackend:
                 check_cpu()
                 path = model_path()
                 with _Quiet():
-                    self._llama = llama_cpp.Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                                  n_threads_batch=self.n_threads, n_batch=self.n_batch,
-                                                  verbose=False, logits_all=False)
+                    self._llama = llama_cpp.Llama(
+                        model_path=path,
+                        n_ctx=self.n_ctx,
+                        n_threads=self.n_threads,
+                        n_threads_batch=self.n_threads,
+                        n_batch=self.n_batch,
+                        verbose=False,
+                        logits_all=False,
+                    )
             return self._llama
 
     def ensure_available(self) -> None:
@@ -243,8 +249,7 @@ class LocalBackend:
 
     async def call(self, spec: LMSpec, req: LMRequest, timeout: float) -> LMResult:
         if req.prompt is None:
-            raise LMError(f"{spec.model} is a base model and takes a completion prompt, not chat messages",
-                          model=spec.model)
+            raise LMError(f"{spec.model} is a base model and takes a completion prompt, not chat messages", model=spec.model)
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         work = self._rank if req.rank and req.choices else self._generate
@@ -255,8 +260,16 @@ class LocalBackend:
             cancel.set()  # the worker stops at its next token instead of finishing the generation
             raise
         text, pt, ct, finish, latency, warnings, *scores = out
-        return LMResult(text=text, prompt_tokens=pt, completion_tokens=ct, cost=0.0, latency_s=latency,
-                        finish_reason=finish, warnings=warnings, label_scores=scores[0] if scores else ())
+        return LMResult(
+            text=text,
+            prompt_tokens=pt,
+            completion_tokens=ct,
+            cost=0.0,
+            latency_s=latency,
+            finish_reason=finish,
+            warnings=warnings,
+            label_scores=scores[0] if scores else (),
+        )
 
     def _generate(self, req: LMRequest, cancel: threading.Event) -> tuple:
         llm = self._load()
@@ -271,8 +284,7 @@ class LocalBackend:
         def stopping(_ids: Any, _logits: Any) -> bool:
             return cancel.is_set()
 
-        kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None,
-                        "stopping_criteria": _criteria(stopping)}
+        kwargs: dict = {"max_tokens": max_tokens, "stop": list(req.stop) or None, "stopping_criteria": _criteria(stopping)}
         grammar = gbnf(req.choices, req.shape)
         if grammar is not None:
             # A small base model often answers off-format; a grammar makes it pick an option, write a number.
@@ -291,9 +303,14 @@ class LocalBackend:
             self.turns.release(slot)
         choice = out["choices"][0]
         usage = out.get("usage") or {}
-        return (choice.get("text") or "", int(usage.get("prompt_tokens", len(tokens))),
-                int(usage.get("completion_tokens", 0)), choice.get("finish_reason"),
-                time.perf_counter() - start, warnings)
+        return (
+            choice.get("text") or "",
+            int(usage.get("prompt_tokens", len(tokens))),
+            int(usage.get("completion_tokens", 0)),
+            choice.get("finish_reason"),
+            time.perf_counter() - start,
+            warnings,
+        )
 
     def _grammar(self, text: str) -> Any:
         grammars = self.__dict__.setdefault("_grammars", {})
@@ -336,8 +353,7 @@ class LocalBackend:
         best = max(scores, key=lambda s: s[1])[0]
         return (best, len(ids), steps, "stop", time.perf_counter() - start, (), scores)
 
-    def _walk(self, llm: Any, base: int, node: dict, logprobs: Any, depth: int, so_far: float,
-              found: dict[str, float]) -> int:
+    def _walk(self, llm: Any, base: int, node: dict, logprobs: Any, depth: int, so_far: float, found: dict[str, float]) -> int:
         """Score the labels below `node` of the token trie, depth first; labels sharing their first tokens
         (card_arrival, card_linking) evaluate them once.  Returns the decode steps it took."""
         steps = 0
@@ -372,8 +388,11 @@ class LocalBackend:
 def check_fits(prompt_tokens: int, n_ctx: int, max_tokens: int) -> None:
     """Refuse a prompt that leaves no room for the answer: dropping part of it would silently change the task."""
     if prompt_tokens > n_ctx - max_tokens:
-        raise LMError(f"input of {prompt_tokens:,} tokens does not fit the {n_ctx:,}-token context of "
-                      f"{LOCAL_MODELS[0]} with {max_tokens:,} tokens kept for the answer", model=LOCAL_MODELS[0])
+        raise LMError(
+            f"input of {prompt_tokens:,} tokens does not fit the {n_ctx:,}-token context of "
+            f"{LOCAL_MODELS[0]} with {max_tokens:,} tokens kept for the answer",
+            model=LOCAL_MODELS[0],
+        )
 
 
 def _trie(labels: tuple[str, ...], tokens: list[list[int]]) -> dict:
@@ -393,7 +412,7 @@ def _continuation(llm: Any, ids: list[int], prompt: str, label: str) -> list[int
     """The tokens of " " + label after the prompt's, as the model would have tokenized the whole text."""
     whole = llm.tokenize((prompt + " " + label).encode("utf-8"), add_bos=True, special=False)
     if whole[: len(ids)] == ids and len(whole) > len(ids):
-        return list(whole[len(ids):])
+        return list(whole[len(ids) :])
     return list(llm.tokenize((" " + label).encode("utf-8"), add_bos=False, special=False))
 
 

@@ -35,23 +35,66 @@ LOCAL_N_CTX = 4096  # gemma-3-270m was trained at 32k; 4096 costs ~50 MB more KV
 
 # Providers accepted without importing litellm (its import costs ~3 s); anything else is
 # checked against litellm's own provider list.
-KNOWN_PROVIDERS = frozenset({
-    "openai", "text-completion-openai", "anthropic", "azure", "azure_text", "ollama", "ollama_chat",
-    "gemini", "vertex_ai", "groq", "together_ai", "mistral", "hosted_vllm", "openrouter", "deepseek",
-    "bedrock", "cohere", "cohere_chat", "huggingface", "fireworks_ai", "perplexity", "xai", "cerebras",
-    "lm_studio", "llamafile", "deepinfra", "anyscale", "replicate", "databricks", "sambanova",
-})
+KNOWN_PROVIDERS = frozenset(
+    {
+        "openai",
+        "text-completion-openai",
+        "anthropic",
+        "azure",
+        "azure_text",
+        "ollama",
+        "ollama_chat",
+        "gemini",
+        "vertex_ai",
+        "groq",
+        "together_ai",
+        "mistral",
+        "hosted_vllm",
+        "openrouter",
+        "deepseek",
+        "bedrock",
+        "cohere",
+        "cohere_chat",
+        "huggingface",
+        "fireworks_ai",
+        "perplexity",
+        "xai",
+        "cerebras",
+        "lm_studio",
+        "llamafile",
+        "deepinfra",
+        "anyscale",
+        "replicate",
+        "databricks",
+        "sambanova",
+    }
+)
 
 # Where a provider's key lives by litellm's conventions; used in messages and by the direct
 # transport, never to read more than that one name.
 KEY_ENV = {
-    "openai": "OPENAI_API_KEY", "text-completion-openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY",
-    "azure": "AZURE_API_KEY", "azure_text": "AZURE_API_KEY", "gemini": "GEMINI_API_KEY", "groq": "GROQ_API_KEY",
-    "together_ai": "TOGETHERAI_API_KEY", "mistral": "MISTRAL_API_KEY", "openrouter": "OPENROUTER_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY", "cohere": "COHERE_API_KEY", "cohere_chat": "COHERE_API_KEY",
-    "huggingface": "HF_TOKEN", "fireworks_ai": "FIREWORKS_AI_API_KEY", "perplexity": "PERPLEXITYAI_API_KEY",
-    "xai": "XAI_API_KEY", "cerebras": "CEREBRAS_API_KEY", "deepinfra": "DEEPINFRA_API_KEY",
-    "replicate": "REPLICATE_API_KEY", "sambanova": "SAMBANOVA_API_KEY", "hosted_vllm": "HOSTED_VLLM_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "text-completion-openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "azure_text": "AZURE_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "cohere": "COHERE_API_KEY",
+    "cohere_chat": "COHERE_API_KEY",
+    "huggingface": "HF_TOKEN",
+    "fireworks_ai": "FIREWORKS_AI_API_KEY",
+    "perplexity": "PERPLEXITYAI_API_KEY",
+    "xai": "XAI_API_KEY",
+    "cerebras": "CEREBRAS_API_KEY",
+    "deepinfra": "DEEPINFRA_API_KEY",
+    "replicate": "REPLICATE_API_KEY",
+    "sambanova": "SAMBANOVA_API_KEY",
+    "hosted_vllm": "HOSTED_VLLM_API_KEY",
 }
 
 # Providers whose requests are OpenAI's chat/completions body as it stands.
@@ -117,11 +160,11 @@ def table_entry(key: str) -> dict | None:
     needle = (json.dumps(key) + ": {").encode()
     end = len(data)
     while (at := data.rfind(needle, 0, end)) >= 0:
-        lead = data[data.rfind(b"\n", 0, at) + 1: at]
+        lead = data[data.rfind(b"\n", 0, at) + 1 : at]
         if len(lead) <= indent and not lead.strip(b" \t"):
             start = at + len(needle) - 1
             try:
-                entry, _ = _DECODER.raw_decode(data[start: start + 65536].decode("utf-8", "replace"))
+                entry, _ = _DECODER.raw_decode(data[start : start + 65536].decode("utf-8", "replace"))
             except ValueError:  # an entry longer than the window, or torn text: ask the parser
                 entry = model_table().get(key)
             return entry if isinstance(entry, dict) else None
@@ -152,8 +195,7 @@ def table_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float:
     if not info:
         return 0.0
     try:
-        return (prompt_tokens * float(info.get("input_cost_per_token") or 0.0)
-                + completion_tokens * float(info.get("output_cost_per_token") or 0.0))
+        return prompt_tokens * float(info.get("input_cost_per_token") or 0.0) + completion_tokens * float(info.get("output_cost_per_token") or 0.0)
     except (TypeError, ValueError):
         return 0.0
 
@@ -164,8 +206,7 @@ def table_price(model: str) -> Price | None:
     if not info or ("input_cost_per_token" not in info and "output_cost_per_token" not in info):
         return None
     try:
-        return Price(float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0),
-                     "litellm's price table")
+        return Price(float(info.get("input_cost_per_token") or 0.0), float(info.get("output_cost_per_token") or 0.0), "litellm's price table")
     except (TypeError, ValueError):
         return None
 
@@ -179,7 +220,7 @@ def provider_of(model: str) -> str:
 
 @lru_cache(maxsize=256)
 def mode_of(model: str) -> str:
-    """"completion" for base models (a prompt string), "chat" for the rest (messages)."""
+    """ "completion" for base models (a prompt string), "chat" for the rest (messages)."""
     if model.startswith(_COMPLETION_PREFIXES):
         return "completion"
     info = model_info(model)
@@ -226,22 +267,19 @@ class LMSpec:
         return dict(self.settings).get(name, default)
 
     def to_json(self) -> dict:
-        return {"model": self.model, "api_base": self.api_base, "api_key_env": self.api_key_env,
-                "settings": {k: v for k, v in self.settings}}
+        return {"model": self.model, "api_base": self.api_base, "api_key_env": self.api_key_env, "settings": {k: v for k, v in self.settings}}
 
     @classmethod
     def from_json(cls, data: dict) -> "LMSpec":
         settings = data.get("settings") or {}
-        return cls(data["model"], data.get("api_base"), data.get("api_key_env"),
-                   tuple(sorted((k, _freeze(v)) for k, v in settings.items())))
+        return cls(data["model"], data.get("api_base"), data.get("api_key_env"), tuple(sorted((k, _freeze(v)) for k, v in settings.items())))
 
 
 def _freeze(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-def parse_lm(text: str, api_base: str | None = None, *, api_key_env: str | None = None,
-             settings: dict | None = None) -> LMSpec:
+def parse_lm(text: str, api_base: str | None = None, *, api_key_env: str | None = None, settings: dict | None = None) -> LMSpec:
     """An `--lm` value such as "openai/gpt-4o-mini" or "local/gemma-3-270m" as an LMSpec."""
     model = (text or "").strip()
     if not model or any(c.isspace() for c in model):
@@ -316,15 +354,19 @@ def check_transport(value: object, where: str = "--transport") -> str | None:
 
 
 def transport_for(spec: LMSpec, preference: str | None = None) -> str:
-    """"direct" or "litellm" for a remote LM: by protocol unless the user chose; ConfigError for an impossible choice."""
+    """ "direct" or "litellm" for a remote LM: by protocol unless the user chose; ConfigError for an impossible choice."""
     if preference == "litellm":
         return "litellm"
     if speaks_openai(spec):
         return "direct"
     if preference == "direct":
-        why = ("litellm rewrites its requests per model family (max_completion_tokens, unsupported settings)"
-               if spec.provider in OPENAI_PROTOCOL else f"{spec.provider} does not speak the OpenAI protocol as it stands")
-        raise ConfigError(f"--transport direct cannot send requests for {spec.model}: {why}",
-                          hint="leave --transport unset (each LM then gets the transport that serves it) "
-                               "or pass --transport litellm")
+        why = (
+            "litellm rewrites its requests per model family (max_completion_tokens, unsupported settings)"
+            if spec.provider in OPENAI_PROTOCOL
+            else f"{spec.provider} does not speak the OpenAI protocol as it stands"
+        )
+        raise ConfigError(
+            f"--transport direct cannot send requests for {spec.model}: {why}",
+            hint="leave --transport unset (each LM then gets the transport that serves it) or pass --transport litellm",
+        )
     return "litellm"

@@ -69,9 +69,17 @@ class Usage:
             u.errors += 1
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {"calls": self.calls, "cached_calls": self.cached_calls, "prompt_tokens": self.prompt_tokens,
-               "completion_tokens": self.completion_tokens, "cost": round(self.cost, 8), "retries": self.retries,
-               "errors": self.errors, "requests": self.requests, "failed_requests": self.failed_requests}
+        out: dict[str, Any] = {
+            "calls": self.calls,
+            "cached_calls": self.cached_calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": round(self.cost, 8),
+            "retries": self.retries,
+            "errors": self.errors,
+            "requests": self.requests,
+            "failed_requests": self.failed_requests,
+        }
         if self.by_tag:
             out["by_tag"] = {k: v.to_json() for k, v in sorted(self.by_tag.items())}
         return out

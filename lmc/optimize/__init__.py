@@ -58,8 +58,7 @@ def pass_named(name: str, where: str = "") -> Pass:
         if pass_name(fn) == name:
             return fn
     hint = did_you_mean(name, PASS_NAMES)
-    raise ConfigError(f"{where}unknown optimizer '{name}'", hint=(hint + " " if hint else "")
-                      + "expected one of: " + ", ".join(PASS_NAMES))
+    raise ConfigError(f"{where}unknown optimizer '{name}'", hint=(hint + " " if hint else "") + "expected one of: " + ", ".join(PASS_NAMES))
 
 
 def takes(fn: Pass) -> tuple[str, ...]:
@@ -83,8 +82,10 @@ def check_chain(passes: Sequence[str], flags: dict[str, Any], lms: dict[str, Any
             continue
         O.check_value(key, value, O.OPTIONS[key].flag)
         if not any(key in PASS_OPTIONS.get(p, ()) for p in passes):
-            raise ConfigError(f"{O.OPTIONS[key].flag} is not used by {chain}; it is an option of "
-                              f"{', '.join(takers(key))}", hint=f"drop {O.OPTIONS[key].flag} or add a pass that uses it")
+            raise ConfigError(
+                f"{O.OPTIONS[key].flag} is not used by {chain}; it is an option of {', '.join(takers(key))}",
+                hint=f"drop {O.OPTIONS[key].flag} or add a pass that uses it",
+            )
     for flag, value in (lms or {}).items():
         if value is not None and not any(p in O.PASS_LMS[flag] for p in passes):
             raise ConfigError(f"{flag} is not used by {chain}; it is used by {', '.join(O.PASS_LMS[flag])}")
@@ -102,8 +103,7 @@ def check_pass_entry(name: str, options: dict, where: str) -> dict:
                 why = f"it is an option of {', '.join(others)}"
             else:
                 hint = did_you_mean(key, allowed)
-                why = (hint + " " if hint else "") + (f"{name} takes: {', '.join(allowed)}" if allowed
-                                                       else f"{name} takes no options")
+                why = (hint + " " if hint else "") + (f"{name} takes: {', '.join(allowed)}" if allowed else f"{name} takes no options")
             raise ConfigError(f"{where}: '{raw_key}' is not an option of {name}; {why}")
         out[key] = O.check_value(key, value, where)
     return out

@@ -46,8 +46,10 @@ class _Collection:
         self.max_demos, self.want_all, self.gold = max_demos, want_all, metric.gold or ""
         # Only a metric that compares the label with its gold value says what a passing trace's label is.
         equality = metric.kind == "builtin" and metric.builtin in ("accuracy", "exact_match")
-        self.fields = {pid: (f if equality and f is not None and metric.field == f.name else None)
-                       for pid, f in ((pid, label_field(p)) for pid, p in self.preds.items())}
+        self.fields = {
+            pid: (f if equality and f is not None and metric.field == f.name else None)
+            for pid, f in ((pid, label_field(p)) for pid, p in self.preds.items())
+        }
         self.tried: Counter = Counter()  # (predictor, gold class) -> examples of that class run this round
 
     def enough(self, pid: str) -> bool:
@@ -101,8 +103,17 @@ class _Collection:
         return {pid: balanced(v, self.preds[pid], self.max_demos) for pid, v in self.demos.items()}
 
 
-async def collect(ir: I.IR, inputs: PassInputs, order: Sequence[Example], max_demos: int, *, max_labeled: int,
-                  max_rounds: int = 1, label: str = "bootstrap", want_all: bool = False) -> tuple[dict, dict]:
+async def collect(
+    ir: I.IR,
+    inputs: PassInputs,
+    order: Sequence[Example],
+    max_demos: int,
+    *,
+    max_labeled: int,
+    max_rounds: int = 1,
+    label: str = "bootstrap",
+    want_all: bool = False,
+) -> tuple[dict, dict]:
     """Demos per predictor from passing traces; stops once every predictor has `max_demos` (unless want_all).
 
     A classifier's demos must cover its classes (see `enough`). When the training examples carry the
@@ -185,9 +196,11 @@ def _admit_best(found: _Collection, inputs: PassInputs, near: list, stats: dict,
         found.add(example_id, trace)
         stats["admitted"] += 1
     if stats["admitted"]:
-        inputs.log(f"{label}: the metric is graded and {stats['passed']} traces reached the threshold "
-                   f"{inputs.lab.threshold:g}; admitted the {stats['admitted']} best others (the top "
-                   f"{GRADED_TOP_SHARE:.0%} of the scores below it, >= {cutoff:.2f}); pass --threshold to choose")
+        inputs.log(
+            f"{label}: the metric is graded and {stats['passed']} traces reached the threshold "
+            f"{inputs.lab.threshold:g}; admitted the {stats['admitted']} best others (the top "
+            f"{GRADED_TOP_SHARE:.0%} of the scores below it, >= {cutoff:.2f}); pass --threshold to choose"
+        )
 
 
 def no_demo_reason(stats: dict, threshold: float, max_demos: int) -> str | None:
@@ -200,8 +213,11 @@ def no_demo_reason(stats: dict, threshold: float, max_demos: int) -> str | None:
         why += f" (best score {best:.2f})"
     if stats["broke_rules"]:
         why += f"; {stats['broke_rules']} broke a suggest"
-    fixes = ["lower --threshold" if best is not None and best > 0 else "check that the metric can score the "
-             "teacher's answers", "try a stronger --teacher-lm", "or add labeled demos (--max-labeled)"]
+    fixes = [
+        "lower --threshold" if best is not None and best > 0 else "check that the metric can score the teacher's answers",
+        "try a stronger --teacher-lm",
+        "or add labeled demos (--max-labeled)",
+    ]
     return why + ": " + ", ".join(fixes)
 
 
@@ -224,8 +240,9 @@ def merge_demos(ir: I.IR, boot: dict, inputs: PassInputs, max_demos: int, max_la
     return out
 
 
-async def bootstrap_ir(ir: I.IR, found: Findings, order: Sequence[Example], max_demos: int, label: str, *,
-                       max_labeled: int, max_rounds: int) -> tuple[I.IR, dict]:
+async def bootstrap_ir(
+    ir: I.IR, found: Findings, order: Sequence[Example], max_demos: int, label: str, *, max_labeled: int, max_rounds: int
+) -> tuple[I.IR, dict]:
     """`ir` with bootstrapped demos (filled up with labeled ones); the teacher's pass rate goes to `found`."""
     inputs = found.inputs
     boot, stats = await collect(ir, inputs, order, max_demos, max_labeled=max_labeled, max_rounds=max_rounds, label=label)
@@ -242,8 +259,7 @@ async def bootstrap_ir(ir: I.IR, found: Findings, order: Sequence[Example], max_
 
 async def bootstrap(ir: I.IR, inputs: PassInputs, *, max_demos: int, max_labeled: int, max_rounds: int) -> PassResult:
     found = Findings(inputs)
-    new_ir, stats = await bootstrap_ir(ir, found, inputs.trainset, max_demos, "bootstrap", max_labeled=max_labeled,
-                                       max_rounds=max_rounds)
+    new_ir, stats = await bootstrap_ir(ir, found, inputs.trainset, max_demos, "bootstrap", max_labeled=max_labeled, max_rounds=max_rounds)
     counts = ", ".join(f"{p.id}={len(p.demos)}" for p in new_ir.predictors)
     inputs.log(f"bootstrap: {stats['passed']} passing traces of {stats['tried']} tried; demos {counts}")
     return found.result(new_ir)

@@ -83,8 +83,7 @@ def with_calibration(ir: I.IR, offsets: dict[str, dict[str, float]]) -> I.IR:
     out = []
     for pid, off in offsets.items():
         p = ir.predictor(pid)
-        out.append(p.with_settings(calibration=dict(off)) if off else
-                   replace(p, settings=tuple(kv for kv in p.settings if kv[0] != "calibration")))
+        out.append(p.with_settings(calibration=dict(off)) if off else replace(p, settings=tuple(kv for kv in p.settings if kv[0] != "calibration")))
     return ir.with_predictors(out)
 
 
@@ -123,12 +122,10 @@ async def calibrate(ir: I.IR, inputs: PassInputs) -> PassResult:
         if found.exhausted:
             return found.result(ir)
         if p_cf is None:
-            found.notes.append(f"calibrate: predictor '{p.id}': its LM returned no label scores (or its inputs take no "
-                               "text), so it is left as it is")
+            found.notes.append(f"calibrate: predictor '{p.id}': its LM returned no label scores (or its inputs take no text), so it is left as it is")
             continue
         contextual[p.id] = contextual_offsets(p_cf)
-        inputs.log(f"calibrate: {p.id}: content-free label distribution "
-                   + ", ".join(f"{lb} {pr:.2f}" for lb, pr in p_cf.items()))
+        inputs.log(f"calibrate: {p.id}: content-free label distribution " + ", ".join(f"{lb} {pr:.2f}" for lb, pr in p_cf.items()))
     if not contextual:
         return found.result(ir)
     plain = with_calibration(ir, {pid: {} for pid in contextual})
@@ -141,8 +138,7 @@ async def calibrate(ir: I.IR, inputs: PassInputs) -> PassResult:
         scored.append((score, name, cand))
     cached = inputs.lab.make_runtime(ir).client.cache is not None
     if len(scored) == 2 and not cached:
-        found.notes.append("calibrate: without the LM cache every fitting step would send the dev set again; "
-                           "contextual calibration only")
+        found.notes.append("calibrate: without the LM cache every fitting step would send the dev set again; contextual calibration only")
     elif len(scored) == 2 and all(len(label_options(ir.predictor(pid))) <= MAX_FIT_LABELS for pid in contextual):
         fitted, score = await fit(found, ir, contextual, scored[1][0])
         if fitted != contextual:

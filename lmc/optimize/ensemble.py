@@ -13,19 +13,20 @@ def member_tables(members: list) -> list[list[dict]]:
     return [I.to_json(m.ir)["predictors"] for m in members]
 
 
-async def ensemble(ir: I.IR, inputs: PassInputs, *, ensemble_size: int, candidates: int, max_demos: int,
-                   max_labeled: int, max_rounds: int) -> PassResult:
+async def ensemble(
+    ir: I.IR, inputs: PassInputs, *, ensemble_size: int, candidates: int, max_demos: int, max_labeled: int, max_rounds: int
+) -> PassResult:
     """The vote of the best `ensemble_size` distinct candidates found so far (by earlier passes, or by a
     random search run here when fewer than two were scored)."""
     found = Findings(inputs)
     if len([c for c in found.everything() if c.score is not None]) < 2:
         inputs.log("ensemble: no earlier search to draw from; running random-search first")
-        await search(ir, found, candidates=candidates, max_demos=max_demos, max_labeled=max_labeled,
-                     max_rounds=max_rounds, label="ensemble")
+        await search(ir, found, candidates=candidates, max_demos=max_demos, max_labeled=max_labeled, max_rounds=max_rounds, label="ensemble")
     pool = found.everything()
     # Best first; equal scores keep the order they were found in.
-    ranked = sorted(((i, c) for i, c in enumerate(pool) if c.score is not None and not c.ir.extra("ensemble")),
-                    key=lambda t: (-(t[1].score or 0.0), t[0]))
+    ranked = sorted(
+        ((i, c) for i, c in enumerate(pool) if c.score is not None and not c.ir.extra("ensemble")), key=lambda t: (-(t[1].score or 0.0), t[0])
+    )
     members, seen = [], set()
     for _, c in ranked:
         key = I.fingerprint(c.ir)
@@ -53,7 +54,6 @@ async def ensemble(ir: I.IR, inputs: PassInputs, *, ensemble_size: int, candidat
     inputs.log(f"ensemble of {len(members)}: {score:.3f} on dev")
     if best.score is not None and score < best.score:
         # A vote that scores below its best member is worse on the evidence we have.
-        found.notes.append(f"ensemble: the vote scored {score:.3f}, below its best member {best.name} "
-                           f"({best.score:.3f}); kept that member")
+        found.notes.append(f"ensemble: the vote scored {score:.3f}, below its best member {best.name} ({best.score:.3f}); kept that member")
         return found.result(best.ir)
     return found.result(ens)

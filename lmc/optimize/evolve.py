@@ -40,9 +40,12 @@ REFLECT_INSTRUCTION = (
     "it. Work out what the failures have in common, then write a better instruction for the step: complete, specific "
     "to this task, and self-contained."
 )
-REFLECT_SOURCE = '''
+REFLECT_SOURCE = (
+    '''
 signature Reflect {
-  "''' + REFLECT_INSTRUCTION + '''"
+  "'''
+    + REFLECT_INSTRUCTION
+    + """"
   step: str "the step: its name, inputs and outputs"
   current: str "the step's current instruction"
   examples: str "the step at work on a few examples, each with its score and the metric's feedback"
@@ -52,7 +55,8 @@ module reflect = Predict(Reflect, max_tokens=400)
 program main(step: str, current: str, examples: str) -> (instruction: str) {
   return reflect(step=step, current=current, examples=examples)
 }
-'''
+"""
+)
 
 PICKS = ("round-robin", "blame")
 DEFAULT_MINIBATCH = 3  # examples a reflection reads (GEPA's default); small so each round is cheap
@@ -88,9 +92,9 @@ def pareto_front(scores: Sequence[Sequence[float]]) -> dict[int, int]:
     keep = []
     for i in range(n):
         dominated = any(
-            j != i and (all(a >= b for a, b in zip(scores[j], scores[i]))
-                        and (any(a > b for a, b in zip(scores[j], scores[i])) or j < i))
-            for j in range(n))
+            j != i and (all(a >= b for a, b in zip(scores[j], scores[i])) and (any(a > b for a, b in zip(scores[j], scores[i])) or j < i))
+            for j in range(n)
+        )
         if not dominated:
             keep.append(i)
     counts: dict[int, int] = {}
@@ -248,8 +252,7 @@ class Search:
         front = self.front()
         best = max(self.pool, key=lambda m: m.dev)
         self.inputs.on_progress({"front": len(front), "pool": len(self.pool), "best_dev": best.dev})
-        self.inputs.log(f"evolve: {member.name} dev {member.dev:.3f}; front {len(front)} of {len(self.pool)}, "
-                        f"best dev {best.dev:.3f}")
+        self.inputs.log(f"evolve: {member.name} dev {member.dev:.3f}; front {len(front)} of {len(self.pool)}, best dev {best.dev:.3f}")
 
     async def start(self, ir: I.IR) -> bool:
         outs = await self.outcomes(ir, self.lab.devset, label=f"{self.tag}:start")
@@ -297,8 +300,7 @@ class Search:
             return
         old, new = (sum(o.score or 0.0 for o in outs) / len(outs) for outs in (before, after))
         if new <= old:
-            self.inputs.log(f"evolve: round {r}: new instruction for {pid} rejected (minibatch {old:.3f} -> {new:.3f}): "
-                            f"{_short(text)}")
+            self.inputs.log(f"evolve: round {r}: new instruction for {pid} rejected (minibatch {old:.3f} -> {new:.3f}): {_short(text)}")
             return
         dev = await self.outcomes(child, self.lab.devset, label=f"{self.tag}:round-{r}")
         if dev is None:
@@ -321,8 +323,9 @@ class Search:
         differ = [e for e in range(len(dev)) if self.pool[i].scores[e] != self.pool[j].scores[e]]
         rest = [e for e in range(len(dev)) if e not in differ]
         rng = self.inputs.rng(f"{self.tag}:merge{r}")
-        picked = sorted((rng.sample(differ, min(len(differ), self.minibatch))
-                         + rng.sample(rest, max(0, min(len(rest), self.minibatch - len(differ))))))
+        picked = sorted(
+            (rng.sample(differ, min(len(differ), self.minibatch)) + rng.sample(rest, max(0, min(len(rest), self.minibatch - len(differ)))))
+        )
         outs = await self.outcomes(merged, [dev[e] for e in picked])
         if outs is None:
             return
@@ -330,13 +333,13 @@ class Search:
         bar = max(sum(self.pool[k].scores[e] for e in picked) for k in (i, j))
         name = f"{self.tag}:merge-{r}"
         if got < bar:
-            self.inputs.log(f"evolve: {name} of {self.pool[i].name} and {self.pool[j].name} rejected "
-                            f"({got:.2f} < {bar:.2f} on {len(picked)} dev examples)")
+            self.inputs.log(
+                f"evolve: {name} of {self.pool[i].name} and {self.pool[j].name} rejected ({got:.2f} < {bar:.2f} on {len(picked)} dev examples)"
+            )
             return
         full = await self.outcomes(merged, dev, label=name)
         if full is not None:
-            self.admit(Member(name, merged, tuple(o.score or 0.0 for o in full), (i, j), r), merge_of=[
-                self.pool[i].name, self.pool[j].name])
+            self.admit(Member(name, merged, tuple(o.score or 0.0 for o in full), (i, j), r), merge_of=[self.pool[i].name, self.pool[j].name])
 
     def find_merge(self, r: int) -> tuple[int, int, dict[str, str]] | None:
         ids = sorted(self.front())
@@ -357,8 +360,7 @@ class Search:
         return None
 
 
-async def evolve(ir: I.IR, inputs: PassInputs, *, rounds: int, minibatch: int | None, merges: int,
-                 pick: str) -> PassResult:
+async def evolve(ir: I.IR, inputs: PassInputs, *, rounds: int, minibatch: int | None, merges: int, pick: str) -> PassResult:
     if pick not in PICKS:
         raise LmcError(f"--pick must be one of: {', '.join(PICKS)}; got '{pick}'")
     if minibatch is not None and minibatch > len(inputs.trainset):

@@ -14,8 +14,7 @@ from .lab import PassInputs, PassResult
 
 async def finetune_data(ir: I.IR, inputs: PassInputs, *, finetune_dir: str, max_labeled: int) -> PassResult:
     out_dir = Path(finetune_dir)
-    boot, stats = await collect(ir, inputs, inputs.trainset, len(inputs.trainset), max_labeled=max_labeled,
-                                label="finetune-data", want_all=True)
+    boot, stats = await collect(ir, inputs, inputs.trainset, len(inputs.trainset), max_labeled=max_labeled, label="finetune-data", want_all=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for p in ir.predictors:

@@ -41,13 +41,21 @@ def best(candidates: Sequence[Candidate]) -> Candidate | None:
 class Lab:
     """Runs and scores candidate programs on the compile's runtimes; a score is memoised per (program, examples)."""
 
-    def __init__(self, make_runtime: Callable[[I.IR], Runtime], devset: Sequence[Example], metric: I.MetricIR, *,
-                 threshold: float = 1.0, threshold_given: bool = True, concurrency: int = 8,
-                 teacher: Callable[[I.IR], Runtime] | None = None,
-                 proposer: Callable[[I.IR], Runtime] | None = None,
-                 on_score: Callable[[str, float], None] = lambda label, score: None,
-                 on_batch: Callable[[int], None] = lambda n: None,
-                 on_example: Callable[[Outcome], None] = lambda outcome: None):
+    def __init__(
+        self,
+        make_runtime: Callable[[I.IR], Runtime],
+        devset: Sequence[Example],
+        metric: I.MetricIR,
+        *,
+        threshold: float = 1.0,
+        threshold_given: bool = True,
+        concurrency: int = 8,
+        teacher: Callable[[I.IR], Runtime] | None = None,
+        proposer: Callable[[I.IR], Runtime] | None = None,
+        on_score: Callable[[str, float], None] = lambda label, score: None,
+        on_batch: Callable[[int], None] = lambda n: None,
+        on_example: Callable[[Outcome], None] = lambda outcome: None,
+    ):
         self.make_runtime = make_runtime
         self.teacher = teacher or make_runtime  # runs the bootstrapping teacher (--teacher-lm)
         self.proposer = proposer or make_runtime  # proposes instructions (--prompt-lm)
@@ -62,12 +70,12 @@ class Lab:
         self._scores: dict = {}
         self._outcomes: dict = {}  # (program fingerprint, example id) -> its Outcome, for passes that read them
 
-    async def run_all(self, ir: I.IR, examples: Sequence[Example], *, exclude_self: bool = False,
-                      runtime: Runtime | None = None) -> list[Outcome]:
+    async def run_all(self, ir: I.IR, examples: Sequence[Example], *, exclude_self: bool = False, runtime: Runtime | None = None) -> list[Outcome]:
         rt = runtime or self.make_runtime(ir)
         self.on_batch(len(examples))
-        return await evaluate(rt, examples, self.metric, threshold=self.threshold, concurrency=self.concurrency,
-                              exclude_self=exclude_self, on_result=self.on_example)
+        return await evaluate(
+            rt, examples, self.metric, threshold=self.threshold, concurrency=self.concurrency, exclude_self=exclude_self, on_result=self.on_example
+        )
 
     async def score(self, ir: I.IR, examples: Sequence[Example] | None = None, label: str = "") -> float:
         """Mean metric of `ir` on `examples` (default: the dev set)."""

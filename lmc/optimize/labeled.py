@@ -14,6 +14,5 @@ async def labeled(ir: I.IR, inputs: PassInputs, *, max_labeled: int) -> PassResu
     empty = [pid for pid, n in filled.items() if n == 0]
     notes: tuple[str, ...] = ()
     if empty:
-        notes = (f"labeled: no labeled demos fit predictor(s) {', '.join(empty)} "
-                 "(their fields are not in the dataset); use bootstrap",)
+        notes = (f"labeled: no labeled demos fit predictor(s) {', '.join(empty)} (their fields are not in the dataset); use bootstrap",)
     return PassResult(with_demos(ir, demos), notes=notes)

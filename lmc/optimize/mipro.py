@@ -37,7 +37,7 @@ TIPS = (
     "Be specific about the answer's format.",
 )
 
-PROPOSER_SOURCE = '''
+PROPOSER_SOURCE = """
 signature ProposeInstruction {
   "You improve the instruction of one step of a language-model program so that the step gives better answers."
   code: str "the program's source code"
@@ -52,7 +52,7 @@ module propose = Predict(ProposeInstruction, temperature=0.9, max_tokens=160)
 program main(code: str, dataset: str, step: str, examples: str, current: str, tip: str) -> (instruction: str) {
   return propose(code=code, dataset=dataset, step=step, examples=examples, current=current, tip=tip)
 }
-'''
+"""
 
 
 def minibatch_problem(minibatch: int, n_dev: int) -> str:
@@ -107,9 +107,14 @@ async def propose_instructions(ir: I.IR, inputs: PassInputs, demo_sets: dict, n:
         found = [p.instructions]
         sets = [s for s in demo_sets.get(p.id, []) if s]
         for i in range(n):
-            values = {"code": inputs.source[:4000], "dataset": summary, "step": _step_text(p),
-                      "examples": _examples_text(sets[i % len(sets)] if sets else (), p),
-                      "current": p.instructions, "tip": TIPS[i % len(TIPS)]}
+            values = {
+                "code": inputs.source[:4000],
+                "dataset": summary,
+                "step": _step_text(p),
+                "examples": _examples_text(sets[i % len(sets)] if sets else (), p),
+                "current": p.instructions,
+                "tip": TIPS[i % len(TIPS)],
+            }
             # A distinct temperature per proposal gives distinct samples and cache keys.
             prop = proposer.with_predictors([proposer.predictor("propose").with_settings(temperature=round(0.9 + 0.01 * i, 2))])
             # A proposal the LM cannot give (e.g. a small base model's empty completions) costs one
@@ -134,8 +139,7 @@ async def demo_sets_for(ir: I.IR, found: Findings, n_sets: int, max_demos: int, 
     for i in range(n_sets):
         order = shuffle(inputs.trainset, inputs.seed * 1000 + 101 + i)
         k = inputs.rng(f"mipro:k{i}").randint(1, max_demos)
-        got = await found.guard(collect(zero, inputs, order, k, max_labeled=max_labeled, label=f"mipro:demos-{i + 1}"),
-                                "mipro demo bootstrap")
+        got = await found.guard(collect(zero, inputs, order, k, max_labeled=max_labeled, label=f"mipro:demos-{i + 1}"), "mipro demo bootstrap")
         if got is None:
             break
         for pid, ds in merge_demos(zero, got[0], inputs, k, max_labeled, f"mipro:{i}").items():
@@ -144,8 +148,18 @@ async def demo_sets_for(ir: I.IR, found: Findings, n_sets: int, max_demos: int, 
     return demo_sets
 
 
-async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: int, trials: int,
-                minibatch: int | None, full_eval_every: int, max_demos: int, max_labeled: int) -> PassResult:
+async def mipro(
+    ir: I.IR,
+    inputs: PassInputs,
+    *,
+    candidates: int,
+    instructions: int,
+    trials: int,
+    minibatch: int | None,
+    full_eval_every: int,
+    max_demos: int,
+    max_labeled: int,
+) -> PassResult:
     try:
         import optuna
     except ImportError:  # pragma: no cover - a declared dependency
@@ -170,10 +184,16 @@ async def mipro(ir: I.IR, inputs: PassInputs, *, candidates: int, instructions: 
     profiles = {p.id: dev_profile(p, devset) for p in ir.predictors}
 
     def build(choice: dict) -> I.IR:
-        return ir.with_predictors([replace(p, instructions=texts[p.id][choice[f"{p.id}:i"]],
-                                           demos=arrange(demo_sets[p.id][choice[f"{p.id}:d"]], p, choice[f"{p.id}:n"],
-                                                         choice[f"{p.id}:o"], profiles[p.id]))
-                                   for p in ir.predictors])
+        return ir.with_predictors(
+            [
+                replace(
+                    p,
+                    instructions=texts[p.id][choice[f"{p.id}:i"]],
+                    demos=arrange(demo_sets[p.id][choice[f"{p.id}:d"]], p, choice[f"{p.id}:n"], choice[f"{p.id}:o"], profiles[p.id]),
+                )
+                for p in ir.predictors
+            ]
+        )
 
     # 3. joint Bayesian search over minibatches, with periodic full evaluations
     sampler = optuna.samplers.TPESampler(seed=inputs.seed, n_startup_trials=min(5, trials))

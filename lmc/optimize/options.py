@@ -30,25 +30,33 @@ class Option:
         return f"{self.help} (default {self.shown or self.default})"
 
 
-OPTIONS = {o.key: o for o in (
-    Option("max_demos", "--max-demos", 0, "bootstrapped demos per predictor", 4),
-    Option("max_labeled", "--max-labeled", 0, "labeled demos per predictor", 4),
-    Option("max_rounds", "--max-rounds", 1, "bootstrap rounds over the trainset, later rounds sample", 1),
-    Option("candidates", "--candidates", 1, "demo-set candidates of random-search, mipro and ensemble", 6),
-    Option("trials", "--trials", 1, "mipro search trials", 16),
-    Option("instructions", "--instructions", 1, "mipro instruction proposals per predictor", 4),
-    Option("minibatch", "--minibatch", 1, "examples per minibatch: mipro's from dev, evolve's from train",
-           shown="mipro min(25, dev), evolve min(3, train)"),
-    Option("full_eval_every", "--full-eval-every", 1, "mipro: a full dev evaluation every N trials", 5),
-    Option("k", "--k", 1, "knn: demos chosen per input", default_from="max_demos", shown="--max-demos"),
-    Option("ensemble_size", "--ensemble-size", 2, "ensemble: members of the vote", 3),
-    Option("rounds", "--rounds", 1, "evolve: reflection rounds (each: a minibatch, one reflection, maybe a dev score)", 12),
-    Option("merges", "--merges", 0, "evolve: merges of front members that improved different predictors", 2),
-    Option("pick", "--pick", None, "evolve: which predictor a round rewrites: round-robin or blame", "round-robin",
-           choices=("round-robin", "blame")),
-    Option("finetune_dir", "--finetune-dir", None, "finetune-data: output folder", default_from="out",
-           shown="OUT.finetune/ next to -o"),
-)}
+OPTIONS = {
+    o.key: o
+    for o in (
+        Option("max_demos", "--max-demos", 0, "bootstrapped demos per predictor", 4),
+        Option("max_labeled", "--max-labeled", 0, "labeled demos per predictor", 4),
+        Option("max_rounds", "--max-rounds", 1, "bootstrap rounds over the trainset, later rounds sample", 1),
+        Option("candidates", "--candidates", 1, "demo-set candidates of random-search, mipro and ensemble", 6),
+        Option("trials", "--trials", 1, "mipro search trials", 16),
+        Option("instructions", "--instructions", 1, "mipro instruction proposals per predictor", 4),
+        Option(
+            "minibatch",
+            "--minibatch",
+            1,
+            "examples per minibatch: mipro's from dev, evolve's from train",
+            shown="mipro min(25, dev), evolve min(3, train)",
+        ),
+        Option("full_eval_every", "--full-eval-every", 1, "mipro: a full dev evaluation every N trials", 5),
+        Option("k", "--k", 1, "knn: demos chosen per input", default_from="max_demos", shown="--max-demos"),
+        Option("ensemble_size", "--ensemble-size", 2, "ensemble: members of the vote", 3),
+        Option("rounds", "--rounds", 1, "evolve: reflection rounds (each: a minibatch, one reflection, maybe a dev score)", 12),
+        Option("merges", "--merges", 0, "evolve: merges of front members that improved different predictors", 2),
+        Option(
+            "pick", "--pick", None, "evolve: which predictor a round rewrites: round-robin or blame", "round-robin", choices=("round-robin", "blame")
+        ),
+        Option("finetune_dir", "--finetune-dir", None, "finetune-data: output folder", default_from="out", shown="OUT.finetune/ next to -o"),
+    )
+}
 
 # LMs some passes use besides the program's: the teacher runs bootstrapping, the prompt LM proposes instructions.
 PASS_LMS = {

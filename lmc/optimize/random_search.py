@@ -11,14 +11,14 @@ from .demos import ORDERS, arrange, dev_profile, labeled_demos, with_demos
 from .lab import Findings, PassInputs, PassResult
 
 
-async def search(ir: I.IR, found: Findings, *, candidates: int, max_demos: int, max_labeled: int, max_rounds: int,
-                 label: str = "random-search") -> None:
+async def search(
+    ir: I.IR, found: Findings, *, candidates: int, max_demos: int, max_labeled: int, max_rounds: int, label: str = "random-search"
+) -> None:
     """Scores the candidates and records them in `found` (`ensemble` searches this way too)."""
     inputs = found.inputs
     rng = inputs.rng(label)
     zero = with_demos(ir, {p.id: () for p in ir.predictors})
-    plans: list[tuple[str, tuple[int, int]]] = [("zero-shot", (0, 0)), ("labeled-only", (0, 0)),
-                                                ("bootstrap", (0, max_demos))]
+    plans: list[tuple[str, tuple[int, int]]] = [("zero-shot", (0, 0)), ("labeled-only", (0, 0)), ("bootstrap", (0, max_demos))]
     for i in range(candidates):
         plans.append((f"bootstrap-{i + 1}", (i + 1, rng.randint(1, max_demos))))
     for name, plan in plans:
@@ -31,8 +31,9 @@ async def search(ir: I.IR, found: Findings, *, candidates: int, max_demos: int, 
         else:
             shuffle_seed, k = plan
             order = inputs.trainset if shuffle_seed == 0 else shuffle(inputs.trainset, inputs.seed * 1000 + shuffle_seed)
-            built = await found.guard(bootstrap_ir(zero, found, order, k, f"{label}:{name}", max_labeled=max_labeled,
-                                                   max_rounds=max_rounds), f"{name} bootstrap")
+            built = await found.guard(
+                bootstrap_ir(zero, found, order, k, f"{label}:{name}", max_labeled=max_labeled, max_rounds=max_rounds), f"{name} bootstrap"
+            )
             if built is None:
                 break
             cand = built[0]
@@ -58,8 +59,9 @@ async def arrangements(found: Findings, label: str) -> None:
     profiles = {p.id: dev_profile(p, inputs.devset) for p in top.ir.predictors}
     tried = {I.fingerprint(c.ir) for c in found.candidates}
     for count, order in ARRANGEMENTS:
-        cand = with_demos(top.ir, {p.id: arrange(p.demos, p, len(p.demos) if count is None else count, order,
-                                                 profiles[p.id]) for p in top.ir.predictors})
+        cand = with_demos(
+            top.ir, {p.id: arrange(p.demos, p, len(p.demos) if count is None else count, order, profiles[p.id]) for p in top.ir.predictors}
+        )
         if I.fingerprint(cand) in tried:
             continue
         tried.add(I.fingerprint(cand))
@@ -67,13 +69,11 @@ async def arrangements(found: Findings, label: str) -> None:
         score = await found.guard(inputs.lab.score(cand, label=f"{label}:{name}"), f"{name} scoring")
         if score is None:
             return
-        found.record(f"{label}:{name}", cand, score, demos={p.id: len(p.demos) for p in cand.predictors},
-                     order=ORDERS[order])
+        found.record(f"{label}:{name}", cand, score, demos={p.id: len(p.demos) for p in cand.predictors}, order=ORDERS[order])
         inputs.log(f"{label}: {name} scored {score:.3f} on dev")
 
 
-async def random_search(ir: I.IR, inputs: PassInputs, *, candidates: int, max_demos: int, max_labeled: int,
-                        max_rounds: int) -> PassResult:
+async def random_search(ir: I.IR, inputs: PassInputs, *, candidates: int, max_demos: int, max_labeled: int, max_rounds: int) -> PassResult:
     found = Findings(inputs)
     await search(ir, found, candidates=candidates, max_demos=max_demos, max_labeled=max_labeled, max_rounds=max_rounds)
     best = found.best()

@@ -33,8 +33,7 @@ from .clean import compile_section, stats as clean_stats
 from .eval_view import EvalContext
 from .markup import join, page, section
 
-__all__ = ["EvalContext", "check_out_path", "context_from_files", "eval_context", "load_stats", "render_compile",
-           "render_eval", "write_html"]
+__all__ = ["EvalContext", "check_out_path", "context_from_files", "eval_context", "load_stats", "render_compile", "render_eval", "write_html"]
 
 
 # ---------------------------------------------------------------- inputs to a page
@@ -78,8 +77,7 @@ def context_from_files(report: Any, *, data: str | None = None, artifact: Any = 
         ctx.notes.append(f"the dataset {path} could not be read ({e})")
         return ctx
     if ds.sha256 != report.data.sha256:
-        ctx.notes.append(f"{path} changed since the evaluation (sha256 {ds.sha256[:12]}, the report has "
-                         f"{report.data.sha256[:12]})")
+        ctx.notes.append(f"{path} changed since the evaluation (sha256 {ds.sha256[:12]}, the report has {report.data.sha256[:12]})")
         return ctx
     gold = {k for e in report.examples if isinstance(e.gold, dict) for k in e.gold}
     names = ctx.input_order or [k for k in ds.fields() if k != "id" and k not in gold]
@@ -127,8 +125,7 @@ def checked_stats(raw: dict, artifact_path: str | os.PathLike, shown: str = "the
     if owner is not None and Path(artifact_path).is_file() and owner != sha256_file(artifact_path):
         return None, f"{shown} belongs to another compile of this file, so calls and spend are not shown"
     if data["timeline"] is None:
-        return data, ("calls and spend over time were not recorded (the artifact was compiled by an lmc "
-                      "without the compile timeline)")
+        return data, ("calls and spend over time were not recorded (the artifact was compiled by an lmc without the compile timeline)")
     return data, None
 
 
@@ -155,8 +152,17 @@ def cleaned(art: Any) -> Any:
     return replace(art, compile=compile_section(art.compile))
 
 
-def render_eval(cand: Any, base: Any, verdict: Any, ctx: EvalContext, *, confidence: float = 0.95,
-                artifact: Any = None, artifact_path: str | None = None, stats: tuple | None = None) -> str:
+def render_eval(
+    cand: Any,
+    base: Any,
+    verdict: Any,
+    ctx: EvalContext,
+    *,
+    confidence: float = 0.95,
+    artifact: Any = None,
+    artifact_path: str | None = None,
+    stats: tuple | None = None,
+) -> str:
     """An eval page; with `artifact` its compile sections follow the eval's."""
     anchors = V.example_anchors(cand)
     parts = [V.overview(cand, base, verdict, confidence)]
@@ -168,8 +174,7 @@ def render_eval(cand: Any, base: Any, verdict: Any, ctx: EvalContext, *, confide
     parts.append(V.examples(cand, base, verdict, ctx, anchors))
     if artifact is not None:
         artifact = cleaned(artifact)
-        parts.append(section("How the artifact was compiled", C.meta(artifact, artifact_path or "artifact"),
-                             id_="compiled"))
+        parts.append(section("How the artifact was compiled", C.meta(artifact, artifact_path or "artifact"), id_="compiled"))
         parts += _compile_parts(artifact, stats or (None, None))
     title = f"lmc eval {cand.program.name}: {verdict.label}"
     return page(title, V.header(cand, verdict), join(parts, "\n"), V.footer(cand, base))
@@ -193,8 +198,13 @@ def _compile_parts(art: Any, stats: tuple[dict | None, str | None], notes: Seque
     if written is not None:
         changes = diff_artifacts(Artifact(written, art.program, {}, None), art)
     anchors = C.predictor_anchors(art)
-    parts = [C.overview(art, data, list(notes)), C.candidates(art, timeline), C.spend(art, data, timeline, note),
-             C.predictors(art, written, anchors), C.diff(changes, why, anchors)]
+    parts = [
+        C.overview(art, data, list(notes)),
+        C.candidates(art, timeline),
+        C.spend(art, data, timeline, note),
+        C.predictors(art, written, anchors),
+        C.diff(changes, why, anchors),
+    ]
     extra = C.extras(art)
     if extra is not None:
         parts.append(extra)

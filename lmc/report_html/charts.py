@@ -20,9 +20,10 @@ def _f(x: float) -> str:
 
 
 def _svg(height: float, body: list[str], title: str, width: int = WIDTH) -> Markup:
-    return Markup(f'<svg viewBox="0 0 {width} {_f(height)}" width="{width}" height="{_f(height)}" role="img" '
-                  f'aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg"><title>{esc(title)}</title>'
-                  + "".join(body) + "</svg>")
+    return Markup(
+        f'<svg viewBox="0 0 {width} {_f(height)}" width="{width}" height="{_f(height)}" role="img" '
+        f'aria-label="{esc(title)}" xmlns="http://www.w3.org/2000/svg"><title>{esc(title)}</title>' + "".join(body) + "</svg>"
+    )
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", cls: str = "") -> str:
@@ -44,7 +45,7 @@ def nice_max(value: float) -> float:
         return 1.0
     exp = math.floor(math.log10(value))
     for m in (1, 2, 2.5, 5, 10):
-        top = m * 10 ** exp
+        top = m * 10**exp
         if top >= value - 1e-12:
             return top
     return 10 ** (exp + 1)
@@ -62,8 +63,9 @@ def _tick_label(v: float, top: float) -> str:
     return f"{v:,.0f}" if top >= 10 else f"{v:.1f}"
 
 
-def hbars(rows: Sequence[tuple[str, float | None, str]], *, title: str, ref: float | None = None,
-          ref_label: str = "", top: float = 1.0, fmt: str = "{:.3f}") -> Markup:
+def hbars(
+    rows: Sequence[tuple[str, float | None, str]], *, title: str, ref: float | None = None, ref_label: str = "", top: float = 1.0, fmt: str = "{:.3f}"
+) -> Markup:
     """One horizontal bar per row (label, value, css class), top to bottom in the given order; `ref` draws a dashed line."""
     left, right, row_h, head = 215, 60, 20, 26
     plot_w = WIDTH - left - right
@@ -107,11 +109,13 @@ def intervals(rows: Sequence[tuple[str, float, float, float, str]], *, title: st
     for i, (label, mean, lo, hi, cls) in enumerate(rows):
         y = head + i * row_h
         body.append(_text(left - 8, y + 19, label, "end"))
-        body.append(f'<rect x="{left}" y="{_f(y + 6)}" width="{_f(max(x(mean) - left, 1.0))}" height="{row_h - 12}" '
-                    f'class="{esc(cls)}"/>')
+        body.append(f'<rect x="{left}" y="{_f(y + 6)}" width="{_f(max(x(mean) - left, 1.0))}" height="{row_h - 12}" class="{esc(cls)}"/>')
         mid = y + row_h / 2
-        body += [_line(x(lo), mid, x(hi), mid, "whisker"), _line(x(lo), mid - 6, x(lo), mid + 6, "whisker"),
-                 _line(x(hi), mid - 6, x(hi), mid + 6, "whisker")]
+        body += [
+            _line(x(lo), mid, x(hi), mid, "whisker"),
+            _line(x(lo), mid - 6, x(lo), mid + 6, "whisker"),
+            _line(x(hi), mid - 6, x(hi), mid + 6, "whisker"),
+        ]
         body.append(_text(WIDTH - right + 8, y + 19, f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"))
     return _svg(height, body, title)
 
@@ -132,16 +136,26 @@ def delta_interval(delta: float, lo: float, hi: float, *, max_drop: float, title
     if max_drop > 0:
         body.append(_line(x(-max_drop), head - 2, x(-max_drop), head + 38, "ref"))
         body.append(_text(x(-max_drop) - 4, head - 6, f"-max drop {max_drop:g}", "end"))
-    body += [_line(x(lo), mid, x(hi), mid, "whisker"), _line(x(lo), mid - 7, x(lo), mid + 7, "whisker"),
-             _line(x(hi), mid - 7, x(hi), mid + 7, "whisker"),
-             f'<circle cx="{_f(x(delta))}" cy="{_f(mid)}" r="5" class="dot"/>']
+    body += [
+        _line(x(lo), mid, x(hi), mid, "whisker"),
+        _line(x(lo), mid - 7, x(lo), mid + 7, "whisker"),
+        _line(x(hi), mid - 7, x(hi), mid + 7, "whisker"),
+        f'<circle cx="{_f(x(delta))}" cy="{_f(mid)}" r="5" class="dot"/>',
+    ]
     body.append(_text(x(delta), mid - 10, f"{delta:+.3f}", "middle"))
     return _svg(head + 62, body, title)
 
 
-def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]], str]], *, title: str, x_label: str,
-          y_label: str, dots: Sequence[tuple[float, float, str, str]] = (), y_top: float | None = None,
-          step: bool = True) -> Markup:
+def lines(
+    series: Sequence[tuple[str, Sequence[tuple[float, float]], str]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    dots: Sequence[tuple[float, float, str, str]] = (),
+    y_top: float | None = None,
+    step: bool = True,
+) -> Markup:
     """Line series over a shared x axis (step lines for running totals); `dots` are (x, y, label, css class) markers."""
     left, right, head, plot_h = 64, 20, 40, 200
     plot_w = WIDTH - left - right
@@ -159,8 +173,9 @@ def lines(series: Sequence[tuple[str, Sequence[tuple[float, float]], str]], *, t
         body.append(_text(x(v), head + plot_h + 16, _tick_label(v, x_top), "middle"))
     body += [_line(left, head, left, head + plot_h, "axis"), _line(left, head + plot_h, left + plot_w, head + plot_h, "axis")]
     body.append(_text(left + plot_w / 2, head + plot_h + 32, x_label, "middle"))
-    body.append(f'<text x="12" y="{_f(head + plot_h / 2)}" text-anchor="middle" '
-                f'transform="rotate(-90 12 {_f(head + plot_h / 2)})">{esc(y_label)}</text>')
+    body.append(
+        f'<text x="12" y="{_f(head + plot_h / 2)}" text-anchor="middle" transform="rotate(-90 12 {_f(head + plot_h / 2)})">{esc(y_label)}</text>'
+    )
     legend_x = left
     for name, pts, cls in series:
         if pts:
@@ -193,8 +208,10 @@ def histogram(values: Sequence[float], *, title: str, bins: int = 10) -> Markup:
         body += [_line(left, yy, left + plot_w, yy, "grid"), _text(left - 6, yy + 4, _tick_label(v, top), "end")]
     for i, c in enumerate(counts):
         h = plot_h * c / top
-        body.append(f'<rect x="{_f(left + i * bw + 2)}" y="{_f(head + plot_h - h)}" width="{_f(bw - 4)}" '
-                    f'height="{_f(h)}" class="bar"><title>{i / bins:.1f}–{(i + 1) / bins:.1f}: {c}</title></rect>')
+        body.append(
+            f'<rect x="{_f(left + i * bw + 2)}" y="{_f(head + plot_h - h)}" width="{_f(bw - 4)}" '
+            f'height="{_f(h)}" class="bar"><title>{i / bins:.1f}–{(i + 1) / bins:.1f}: {c}</title></rect>'
+        )
         if c:
             body.append(_text(left + i * bw + bw / 2, head + plot_h - h - 3, str(c), "middle"))
         body.append(_text(left + i * bw, head + plot_h + 14, f"{i / bins:.1f}", "middle"))

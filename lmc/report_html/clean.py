@@ -55,21 +55,35 @@ def compile_section(c: Any) -> dict:
     by_pred = {str(k): count(v) for k, v in obj(c.get("lm_requests_by_predictor")).items()}
     return {
         "optimizer": [str(x) for x in c.get("optimizer")] if isinstance(c.get("optimizer"), list) else [],
-        "metric": {"name": text(metric.get("name")) or "—", "spec": text(metric.get("spec")) or "—",
-                   "threshold": number(metric.get("threshold")) if number(metric.get("threshold")) is not None else 1.0},
+        "metric": {
+            "name": text(metric.get("name")) or "—",
+            "spec": text(metric.get("spec")) or "—",
+            "threshold": number(metric.get("threshold")) if number(metric.get("threshold")) is not None else 1.0,
+        },
         "seed": c.get("seed") if isinstance(c.get("seed"), (int, str)) and not isinstance(c.get("seed"), bool) else None,
-        "lm": text(c.get("lm")), "teacher_lm": text(c.get("teacher_lm")), "prompt_lm": text(c.get("prompt_lm")),
-        "data": {"train": _dataset(data.get("train")), "dev": _dataset(data.get("dev")),
-                 "split": {"from": text(split.get("from")), "dev_fraction": number(split.get("dev_fraction")),
-                           "seed": split.get("seed")} if split else None},
-        "scores": {"baseline": {"dev": number(obj(scores.get("baseline")).get("dev"))},
-                   "final": {"dev": number(obj(scores.get("final")).get("dev"))},
-                   "train": {str(k): number(v) for k, v in obj(scores.get("train")).items()}},
+        "lm": text(c.get("lm")),
+        "teacher_lm": text(c.get("teacher_lm")),
+        "prompt_lm": text(c.get("prompt_lm")),
+        "data": {
+            "train": _dataset(data.get("train")),
+            "dev": _dataset(data.get("dev")),
+            "split": {"from": text(split.get("from")), "dev_fraction": number(split.get("dev_fraction")), "seed": split.get("seed")}
+            if split
+            else None,
+        },
+        "scores": {
+            "baseline": {"dev": number(obj(scores.get("baseline")).get("dev"))},
+            "final": {"dev": number(obj(scores.get("final")).get("dev"))},
+            "train": {str(k): number(v) for k, v in obj(scores.get("train")).items()},
+        },
         "candidates": cands,
         "lm_requests": count(c.get("lm_requests")),
         "lm_requests_by_predictor": by_pred,
-        "budget": {"max_calls": number(budget.get("max_calls")), "max_cost": number(budget.get("max_cost")),
-                   "exhausted": budget.get("exhausted") is True},
+        "budget": {
+            "max_calls": number(budget.get("max_calls")),
+            "max_cost": number(budget.get("max_cost")),
+            "exhausted": budget.get("exhausted") is True,
+        },
         "notes": [n for n in c.get("notes") if isinstance(n, str)] if isinstance(c.get("notes"), list) else [],
     }
 
@@ -83,8 +97,11 @@ def stats(d: Any) -> dict:
     out: dict[str, Any] = {k: count(d.get(k)) for k in _USAGE}
     out["cost"] = number(d.get("cost")) or 0.0
     out["duration_s"] = number(d.get("duration_s")) or 0.0
-    out["by_tag"] = {str(k): {**{u: count(obj(v).get(u)) for u in _USAGE}, "cost": number(obj(v).get("cost")) or 0.0}
-                     for k, v in obj(d.get("by_tag")).items() if isinstance(v, dict)}
+    out["by_tag"] = {
+        str(k): {**{u: count(obj(v).get(u)) for u in _USAGE}, "cost": number(obj(v).get("cost")) or 0.0}
+        for k, v in obj(d.get("by_tag")).items()
+        if isinstance(v, dict)
+    }
     out["artifact_sha256"] = text(d.get("artifact_sha256"))
     tl = d.get("timeline")
     if isinstance(tl, dict):
@@ -92,15 +109,22 @@ def stats(d: Any) -> dict:
         for s in _list(tl.get("samples")):
             s = obj(s)
             if number(s.get("t")) is not None:
-                samples.append({"t": number(s.get("t")), "calls": count(s.get("calls")),
-                                "cached_calls": count(s.get("cached_calls")), "tokens": count(s.get("tokens")),
-                                "cost": number(s.get("cost")) or 0.0})
+                samples.append(
+                    {
+                        "t": number(s.get("t")),
+                        "calls": count(s.get("calls")),
+                        "cached_calls": count(s.get("cached_calls")),
+                        "tokens": count(s.get("tokens")),
+                        "cost": number(s.get("cost")) or 0.0,
+                    }
+                )
         cands = []
         for e in _list(tl.get("candidates")):
             e = obj(e)
             if number(e.get("t")) is not None and isinstance(e.get("index"), int):
-                cands.append({"index": e["index"], "t": number(e.get("t")), "calls": count(e.get("calls")),
-                              "cached_calls": count(e.get("cached_calls"))})
+                cands.append(
+                    {"index": e["index"], "t": number(e.get("t")), "calls": count(e.get("calls")), "cached_calls": count(e.get("cached_calls"))}
+                )
         out["timeline"] = {"samples": samples, "candidates": cands}
     else:
         out["timeline"] = None

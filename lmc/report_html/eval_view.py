@@ -26,13 +26,23 @@ class EvalContext:
 
 def header(cand: gate.Report, verdict: gate.Verdict) -> Markup:
     t = cand.target
-    bits = [el("b", t.path), f" ({t.kind} '{cand.program.name}', sha256 {t.sha256[:12]})", " on ",
-            el("b", cand.data.path), f" ({cand.summary.n} of {cand.data.n_total} examples",
-            f", shard {cand.shard}" if cand.shard else "", ")"]
-    metric = [f"metric {cand.metric.name} = ", el("code", cand.metric.spec),
-              f", an example passes at score ≥ {cand.metric.threshold:g}"]
-    return join([el("h1", f"lmc eval: {cand.program.name} ", badge(verdict.label.upper(), verdict.label)),
-                 el("p", bits, class_="meta"), el("p", metric, class_="meta")])
+    bits = [
+        el("b", t.path),
+        f" ({t.kind} '{cand.program.name}', sha256 {t.sha256[:12]})",
+        " on ",
+        el("b", cand.data.path),
+        f" ({cand.summary.n} of {cand.data.n_total} examples",
+        f", shard {cand.shard}" if cand.shard else "",
+        ")",
+    ]
+    metric = [f"metric {cand.metric.name} = ", el("code", cand.metric.spec), f", an example passes at score ≥ {cand.metric.threshold:g}"]
+    return join(
+        [
+            el("h1", f"lmc eval: {cand.program.name} ", badge(verdict.label.upper(), verdict.label)),
+            el("p", bits, class_="meta"),
+            el("p", metric, class_="meta"),
+        ]
+    )
 
 
 def overview(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict, confidence: float) -> Markup:
@@ -67,26 +77,41 @@ def paired(cand: gate.Report, base: gate.Report, verdict: gate.Verdict, anchors:
     p = verdict.paired
     assert p is not None
     gained = p.delta > 0
-    outcome = ("regression" if p.regressed else "significant drop, within --max-drop" if p.p_value < 1 - p.confidence
-               else "significant improvement" if gained and p.p_improved < 1 - p.confidence
-               else "no significant drop")
+    outcome = (
+        "regression"
+        if p.regressed
+        else "significant drop, within --max-drop"
+        if p.p_value < 1 - p.confidence
+        else "significant improvement"
+        if gained and p.p_improved < 1 - p.confidence
+        else "no significant drop"
+    )
     # For a gain the drop test's p is near 1; the mirror test's p is the one that says something.
     p_shown, p_name = (p.p_improved, "improvement p") if gained else (p.p_value, "p")
-    intro = (f"Candidate and baseline scored on the same {p.n} examples. Delta {p.delta:+.3f} "
-             f"({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), one-sided {p_name} = {p_shown:.3g} "
-             f"({p.method}); {p.discordant} examples changed. Verdict: {outcome}.")
-    cards = el("div", [_card(f"{p.base_mean:.3f} → {p.cand_mean:.3f}", "baseline → candidate"),
-                       _card(f"{p.delta:+.3f}", "delta"),
-                       _card(f"{p_shown:.3g}", f"{'improvement p-value' if gained else 'p-value'} ({p.method})"),
-                       _card(str(len(p.flipped_to_fail)), "pass → fail"), _card(str(len(p.flipped_to_pass)), "fail → pass")],
-               class_="cards")
-    chart = charts.delta_interval(p.delta, p.delta_lo, p.delta_hi, max_drop=p.max_drop,
-                                  title="Candidate minus baseline, with its interval")
+    intro = (
+        f"Candidate and baseline scored on the same {p.n} examples. Delta {p.delta:+.3f} "
+        f"({2 * p.confidence - 1:.0%} CI {p.delta_lo:+.3f} to {p.delta_hi:+.3f}), one-sided {p_name} = {p_shown:.3g} "
+        f"({p.method}); {p.discordant} examples changed. Verdict: {outcome}."
+    )
+    cards = el(
+        "div",
+        [
+            _card(f"{p.base_mean:.3f} → {p.cand_mean:.3f}", "baseline → candidate"),
+            _card(f"{p.delta:+.3f}", "delta"),
+            _card(f"{p_shown:.3g}", f"{'improvement p-value' if gained else 'p-value'} ({p.method})"),
+            _card(str(len(p.flipped_to_fail)), "pass → fail"),
+            _card(str(len(p.flipped_to_pass)), "fail → pass"),
+        ],
+        class_="cards",
+    )
+    chart = charts.delta_interval(p.delta, p.delta_lo, p.delta_hi, max_drop=p.max_drop, title="Candidate minus baseline, with its interval")
     by_c = {e.id: e for e in cand.examples}
     by_b = {e.id: e for e in base.examples}
     parts: list[Any] = [cards, chart]
-    for heading, ids in (("Regressed: passed on the baseline, fail now", p.flipped_to_fail),
-                         ("Improved: failed on the baseline, pass now", p.flipped_to_pass)):
+    for heading, ids in (
+        ("Regressed: passed on the baseline, fail now", p.flipped_to_fail),
+        ("Improved: failed on the baseline, pass now", p.flipped_to_pass),
+    ):
         parts.append(el("h3", f"{heading} ({len(ids)})"))
         if not ids:
             parts.append(el("p", "none", class_="muted"))
@@ -94,10 +119,17 @@ def paired(cand: gate.Report, base: gate.Report, verdict: gate.Verdict, anchors:
         rows = []
         for ex_id in ids:
             c, b = by_c[ex_id], by_b.get(ex_id)
-            rows.append([el("a", ex_id, href=f"#{anchors[ex_id]}"), _answer(b) if b else "—", _answer(c),
-                         fields_block(c.gold), num(b.quality if b else None, 2), num(c.quality, 2)])
-        parts.append(table(["id", "baseline prediction", "candidate prediction", "gold", "baseline", "candidate"],
-                           rows, numeric=(4, 5)))
+            rows.append(
+                [
+                    el("a", ex_id, href=f"#{anchors[ex_id]}"),
+                    _answer(b) if b else "—",
+                    _answer(c),
+                    fields_block(c.gold),
+                    num(b.quality if b else None, 2),
+                    num(c.quality, 2),
+                ]
+            )
+        parts.append(table(["id", "baseline prediction", "candidate prediction", "gold", "baseline", "candidate"], rows, numeric=(4, 5)))
     return section("Compared with the baseline", *parts, id_="paired", intro=intro)
 
 
@@ -122,8 +154,7 @@ def confusion(cand: gate.Report, labels: dict[str, tuple[str, ...]]) -> Markup |
         rows_l = list(allowed) + ([OTHER] if any(r == OTHER for r, _ in counts) else [])
         cols_l = list(allowed) + [c for c in (OTHER, NO_ANSWER) if any(k == c for _, k in counts)]
         top = max(counts.values())
-        head = el("tr", el("th", "gold ↓ / predicted →", class_="rowh"), [el("th", c) for c in cols_l],
-                  el("th", "total"), el("th", "recall"))
+        head = el("tr", el("th", "gold ↓ / predicted →", class_="rowh"), [el("th", c) for c in cols_l], el("th", "total"), el("th", "recall"))
         body = []
         for r in rows_l:
             total = sum(counts[(r, c)] for c in cols_l)
@@ -131,45 +162,42 @@ def confusion(cand: gate.Report, labels: dict[str, tuple[str, ...]]) -> Markup |
             for c in cols_l:
                 n = counts[(r, c)]
                 shade = 0 if n == 0 else 1 + min(4, int(4 * n / top))
-                cells.append(el("td", str(n), class_=f"q{shade}" + (" diag" if r == c else ""),
-                                title=f"gold {r}, predicted {c}: {n}"))
+                cells.append(el("td", str(n), class_=f"q{shade}" + (" diag" if r == c else ""), title=f"gold {r}, predicted {c}: {n}"))
             recall = f"{counts[(r, r)] / total:.2f}" if total and r in allowed else "—"
             body.append(el("tr", el("th", r, class_="rowh"), cells, el("td", str(total)), el("td", recall)))
         col_tot = [sum(counts[(r, c)] for r in rows_l) for c in cols_l]
         prec = [f"{counts[(c, c)] / t:.2f}" if t and c in allowed else "—" for c, t in zip(cols_l, col_tot)]
-        body.append(el("tr", el("th", "total", class_="rowh"), [el("td", str(t)) for t in col_tot],
-                       el("td", str(len(golds))), el("td", "")))
+        body.append(el("tr", el("th", "total", class_="rowh"), [el("td", str(t)) for t in col_tot], el("td", str(len(golds))), el("td", "")))
         body.append(el("tr", el("th", "precision", class_="rowh"), [el("td", p) for p in prec], el("td", ""), el("td", "")))
         correct = sum(counts[(a, a)] for a in allowed)
-        blocks += [el("h3", f"{name}: {correct}/{len(golds)} correct"),
-                   el("table", el("thead", head), el("tbody", body), class_="cm")]
+        blocks += [el("h3", f"{name}: {correct}/{len(golds)} correct"), el("table", el("thead", head), el("tbody", body), class_="cm")]
     if not blocks:
         return None
-    return section("Confusion matrix", *blocks, id_="confusion",
-                   intro="Label outputs (literal unions): gold label by row, predicted label by column.")
+    return section(
+        "Confusion matrix", *blocks, id_="confusion", intro="Label outputs (literal unions): gold label by row, predicted label by column."
+    )
 
 
 def _cls(value: Any, allowed: tuple[str, ...]) -> str:
     return value if isinstance(value, str) and value in allowed else OTHER
 
 
-def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict, ctx: EvalContext,
-             anchors: dict[str, str]) -> Markup:
+def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict, ctx: EvalContext, anchors: dict[str, str]) -> Markup:
     """Every example in one table; inline JS adds filtering and sorting, and without JS it is a plain table."""
     p = verdict.paired
     to_fail = set(p.flipped_to_fail) if p else set()
     to_pass = set(p.flipped_to_pass) if p else set()
     by_b = {e.id: e for e in base.examples} if base is not None else {}
-    cols = [("line", "#"), ("id", "id"), ("inputs", "inputs"), ("prediction", "prediction"), ("gold", "gold"),
-            ("score", "score")]
+    cols = [("line", "#"), ("id", "id"), ("inputs", "inputs"), ("prediction", "prediction"), ("gold", "gold"), ("score", "score")]
     if base is not None:
         cols.append(("baseline", "baseline"))
     cols += [("status", "status"), ("error", "error")]
     with_feedback = any(e.feedback for e in cand.examples)
     if with_feedback:
         cols.append(("feedback", "metric feedback"))
-    head = el("tr", [el("th", label, data_key=key, scope="col", class_="num" if key in ("line", "score", "baseline") else None)
-                     for key, label in cols])
+    head = el(
+        "tr", [el("th", label, data_key=key, scope="col", class_="num" if key in ("line", "score", "baseline") else None) for key, label in cols]
+    )
     rows = []
     for e in cand.examples:
         status = "error" if e.error is not None else "pass" if e.passed else "fail"
@@ -192,8 +220,7 @@ def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
         ]
         if base is not None:
             b = by_b.get(e.id)
-            cells.append(el("td", num(b.quality) if b else "—", class_="num",
-                            data_sort="" if b is None else repr(b.quality)))
+            cells.append(el("td", num(b.quality) if b else "—", class_="num", data_sort="" if b is None else repr(b.quality)))
         cells.append(el("td", marks, data_sort=status))
         err = join([badge(e.error_kind or "error", "error"), " ", value_block(e.error)]) if e.error else ""
         cells.append(el("td", err))
@@ -203,12 +230,16 @@ def examples(cand: gate.Report, base: gate.Report | None, verdict: gate.Verdict,
     options = [("all", "all"), ("pass", "passed"), ("fail", "failed"), ("error", "errored")]
     if p is not None:
         options += [("regressed", "regressed (pass → fail)"), ("improved", "improved (fail → pass)")]
-    controls = el("div",
-                  el("label", "Filter ", el("input", type="search", id="filter-text", placeholder="text in any column")),
-                  el("label", "Show ", el("select", [el("option", label, value=v) for v, label in options], id="filter-status")),
-                  el("span", "", id="filter-count", class_="count"),
-                  el("span", "click a column header to sort", class_="muted"),
-                  class_="controls", id="example-controls", hidden=True)
+    controls = el(
+        "div",
+        el("label", "Filter ", el("input", type="search", id="filter-text", placeholder="text in any column")),
+        el("label", "Show ", el("select", [el("option", label, value=v) for v, label in options], id="filter-status")),
+        el("span", "", id="filter-count", class_="count"),
+        el("span", "click a column header to sort", class_="muted"),
+        class_="controls",
+        id="example-controls",
+        hidden=True,
+    )
     intro = f"{len(cand.examples)} examples in file order."
     if ctx.inputs is None:
         intro += " Inputs are not shown: " + "; ".join(ctx.notes or ["the dataset was not available"]) + "."

@@ -301,13 +301,14 @@ def _csp_hash(text: str) -> str:
 
 def page(title: str, header: Any, body: Any, footer: Any) -> str:
     """The whole document: no external resource of any kind; the CSP allows only the inline CSS and JS."""
-    csp = (f"default-src 'none'; script-src {_csp_hash(JS)}; style-src {_csp_hash(CSS)}; img-src data:; "
-           "base-uri 'none'; form-action 'none'")
-    return ("<!DOCTYPE html>\n"
-            '<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<meta name="generator" content="lmc">'
-            f"{el('title', title)}<style>{CSS}</style></head>\n"
-            f"<body><main>{el('header', header, class_='top')}\n{body}\n{el('footer', footer)}</main>"
-            f"<script>{JS}</script></body></html>\n")
+    csp = f"default-src 'none'; script-src {_csp_hash(JS)}; style-src {_csp_hash(CSS)}; img-src data:; base-uri 'none'; form-action 'none'"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="generator" content="lmc">'
+        f"{el('title', title)}<style>{CSS}</style></head>\n"
+        f"<body><main>{el('header', header, class_='top')}\n{body}\n{el('footer', footer)}</main>"
+        f"<script>{JS}</script></body></html>\n"
+    )

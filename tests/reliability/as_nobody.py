@@ -25,8 +25,7 @@ def _drop_prefix() -> list[str]:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise RuntimeError("setpriv is not installed")
-    return [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all",
-            "--bounding-set=-all", "--"]
+    return [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
 def hidden(paths: list[str]) -> dict[str, list[str]]:
@@ -51,8 +50,20 @@ def command(argv: list[str], needs: list[str]) -> list[str]:
     unshare = shutil.which("unshare")
     if unshare is None:
         raise RuntimeError(f"{sorted(cover)} hide(s) the interpreter from uid {UID} and unshare is not installed")
-    return [unshare, "--mount", "--propagation", "private", "--", sys.executable, "-I", os.path.abspath(__file__),
-            json.dumps(cover), "--", *drop, *argv]
+    return [
+        unshare,
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        sys.executable,
+        "-I",
+        os.path.abspath(__file__),
+        json.dumps(cover),
+        "--",
+        *drop,
+        *argv,
+    ]
 
 
 def available(needs: list[str]) -> str | None:
@@ -99,5 +110,5 @@ def _reveal(cover: dict[str, list[str]]) -> None:
 if __name__ == "__main__":
     split = sys.argv.index("--")
     _reveal(json.loads(sys.argv[1]))
-    rest = sys.argv[split + 1:]
+    rest = sys.argv[split + 1 :]
     os.execv(rest[0], rest)

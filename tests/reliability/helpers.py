@@ -16,8 +16,7 @@ PYCACHE = os.path.join(os.environ.get("TMPDIR", "/tmp"), "lmc-reliability-pycach
 
 # The CLI offers no knob for the LM client's timeout or retry wait (finding F1 in the report):
 # tests shorten them through these environment variables, read by `patch_client_defaults`.
-FAST_ENV = {"LMC_TEST_LM_TIMEOUT": "1.0", "LMC_TEST_RETRY_WAIT": "0.01", "LMC_TEST_RETRY_MAX_WAIT": "0.05",
-            "LMC_TEST_MAX_RETRIES": "8"}
+FAST_ENV = {"LMC_TEST_LM_TIMEOUT": "1.0", "LMC_TEST_RETRY_WAIT": "0.01", "LMC_TEST_RETRY_MAX_WAIT": "0.05", "LMC_TEST_MAX_RETRIES": "8"}
 
 _NUMBER = re.compile(r"review number (\d+)")
 
@@ -58,9 +57,12 @@ def patch_client_defaults() -> None:
     from lmc import lm
 
     opts = {}
-    for env, key, cast in (("LMC_TEST_LM_TIMEOUT", "timeout", float), ("LMC_TEST_RETRY_WAIT", "retry_wait", float),
-                           ("LMC_TEST_RETRY_MAX_WAIT", "retry_max_wait", float),
-                           ("LMC_TEST_MAX_RETRIES", "max_retries", int)):
+    for env, key, cast in (
+        ("LMC_TEST_LM_TIMEOUT", "timeout", float),
+        ("LMC_TEST_RETRY_WAIT", "retry_wait", float),
+        ("LMC_TEST_RETRY_MAX_WAIT", "retry_max_wait", float),
+        ("LMC_TEST_MAX_RETRIES", "max_retries", int),
+    ):
         if os.environ.get(env):
             opts[key] = cast(os.environ[env])
     if not opts or getattr(lm.LMClient.__init__, "_patched", False):
@@ -89,8 +91,7 @@ def run_lmc(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60)
 def subprocess_env(**extra: str) -> dict:
     # Bytecode cached outside the checkout: compiling every module from source at each start makes
     # a killed-and-restarted CLI spend most of its life importing.
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT), **FAST_ENV,
-           "PYTHONPYCACHEPREFIX": PYCACHE, **extra}
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT), **FAST_ENV, "PYTHONPYCACHEPREFIX": PYCACHE, **extra}
     env.pop("LMC_LM", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env

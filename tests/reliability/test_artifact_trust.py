@@ -22,8 +22,9 @@ def _artifact(path, lm: dict | None, alias: dict | None = None):
     t = load_target(SENTIMENT)
     data = artifact.to_json(artifact.Artifact(ir=t.ir, program=t.program_json(), compile={}, lm=lm))
     if alias is not None:
-        data["ir"]["lms"] = [{"$node": "LMAlias", "name": "evil", "model": "openai/test",
-                              "settings": {"$node": "pairs", "items": [[k, v] for k, v in alias.items()]}}]
+        data["ir"]["lms"] = [
+            {"$node": "LMAlias", "name": "evil", "model": "openai/test", "settings": {"$node": "pairs", "items": [[k, v] for k, v in alias.items()]}}
+        ]
         data["ir_sha256"] = hashlib.sha256(I.dumps(data["ir"]).encode("utf-8")).hexdigest()
     path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
     return path
@@ -37,8 +38,9 @@ def env(monkeypatch):
 
 
 def test_a_remote_api_base_in_an_artifact_needs_the_users_consent(cli, env, tmp_path):
-    art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/gpt-4o-mini", "api_base": "http://203.0.113.9:8000/v1",
-                                              "api_key_env": None, "settings": {}})
+    art = _artifact(
+        tmp_path / "a.lmc.json", {"model": "openai/gpt-4o-mini", "api_base": "http://203.0.113.9:8000/v1", "api_key_env": None, "settings": {}}
+    )
     code, out, err = cli("run", art, "-i", "review=hello", "--no-cache")
     assert code == 2
     assert "pass --api-base http://203.0.113.9:8000/v1" in err and err.count("\n") == 1
@@ -47,8 +49,7 @@ def test_a_remote_api_base_in_an_artifact_needs_the_users_consent(cli, env, tmp_
 
 def test_a_loopback_api_base_in_an_artifact_is_used(cli, env, tmp_path):
     with LoopbackServer(sentiment_responder) as srv:
-        art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": srv.url, "api_key_env": None,
-                                                  "settings": {}})
+        art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": srv.url, "api_key_env": None, "settings": {}})
         code, out, err = cli("run", art, "-i", "review=review number 4", "--no-cache")
         assert code == 0, err
         assert json.loads(out) == {"sentiment": "positive"}
@@ -57,8 +58,7 @@ def test_a_loopback_api_base_in_an_artifact_is_used(cli, env, tmp_path):
 
 def test_the_users_api_base_wins_over_the_artifacts(cli, env, tmp_path):
     with LoopbackServer(sentiment_responder) as srv:
-        art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": "http://203.0.113.9/v1",
-                                                  "api_key_env": None, "settings": {}})
+        art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": "http://203.0.113.9/v1", "api_key_env": None, "settings": {}})
         code, out, err = cli("run", art, "--api-base", srv.url, "-i", "review=review number 4", "--no-cache")
         assert code == 0, err
         assert srv.requests == 1
@@ -67,8 +67,10 @@ def test_the_users_api_base_wins_over_the_artifacts(cli, env, tmp_path):
 @pytest.mark.parametrize("where", ["lm", "alias"])
 def test_an_artifact_cannot_name_a_non_api_key_variable(cli, env, tmp_path, where):
     if where == "lm":
-        art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": "http://127.0.0.1:9/v1",
-                                                  "api_key_env": "AWS_SECRET_ACCESS_KEY", "settings": {}})
+        art = _artifact(
+            tmp_path / "a.lmc.json",
+            {"model": "openai/test", "api_base": "http://127.0.0.1:9/v1", "api_key_env": "AWS_SECRET_ACCESS_KEY", "settings": {}},
+        )
     else:
         art = _artifact(tmp_path / "a.lmc.json", None, alias={"api_key_env": "AWS_SECRET_ACCESS_KEY"})
     code, out, err = cli("inspect", art)
@@ -88,8 +90,11 @@ def test_an_alias_in_an_artifact_cannot_pick_a_remote_server(env, tmp_path):
 
     # Point the predictor at the alias, as `module m = Predict(S, lm="evil")` would have.
     p = target.ir.predictors[0]
-    ir = target.ir.with_settings(p.id, {"lm": "evil"}) if hasattr(target.ir, "with_settings") else replace(
-        target.ir, predictors=(replace(p, settings=tuple(sorted({**dict(p.settings), "lm": "evil"}.items()))),))
+    ir = (
+        target.ir.with_settings(p.id, {"lm": "evil"})
+        if hasattr(target.ir, "with_settings")
+        else replace(target.ir, predictors=(replace(p, settings=tuple(sorted({**dict(p.settings), "lm": "evil"}.items()))),))
+    )
     # Refused when the runtime is made, before any LM call.
     with pytest.raises(ConfigError, match="may not choose a remote server"):
         open_runtime(replace(target, ir=ir), RunOptions(use_cache=False))

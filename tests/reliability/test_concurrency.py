@@ -7,8 +7,7 @@ import subprocess
 import pytest
 
 from tests.lmserver import LoopbackServer
-from tests.reliability.helpers import (SENTIMENT, expected_sentiment, lmc_cmd, read_jsonl, reviews,
-                                       sentiment_responder, subprocess_env, write_jsonl)
+from tests.reliability.helpers import SENTIMENT, expected_sentiment, lmc_cmd, read_jsonl, reviews, sentiment_responder, subprocess_env, write_jsonl
 from tests.reliability.test_crash_resume import _check_cache
 
 N = 600  # per process; the two overlap on half of their examples
@@ -21,11 +20,32 @@ def test_two_processes_share_one_cache(tmp_path):
     write_jsonl(tmp_path / "b.jsonl", b_rows)
     env = subprocess_env(LMC_TEST_LM_TIMEOUT="30")
     with LoopbackServer(sentiment_responder, latency=0.01) as srv:
+
         def start(name):
-            return subprocess.Popen(lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url,
-                                            "--data", f"{name}.jsonl", "--out", f"{name}.out.jsonl",
-                                            "--cache-dir", "cache", "-j", "64"),
-                                    cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            return subprocess.Popen(
+                lmc_cmd(
+                    "run",
+                    SENTIMENT,
+                    "--lm",
+                    "openai/test",
+                    "--api-base",
+                    srv.url,
+                    "--data",
+                    f"{name}.jsonl",
+                    "--out",
+                    f"{name}.out.jsonl",
+                    "--cache-dir",
+                    "cache",
+                    "-j",
+                    "64",
+                ),
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
         procs = [start("a"), start("b")]
         for p in procs:
             _, err = p.communicate(timeout=120)
@@ -39,9 +59,29 @@ def test_two_processes_share_one_cache(tmp_path):
         # No lost writes: every answer is in the cache, so a third run over everything asks nothing.
         write_jsonl(tmp_path / "all.jsonl", reviews(N + N // 2))
         before = srv.requests
-        third = subprocess.run(lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data",
-                                       "all.jsonl", "--out", "all.out.jsonl", "--cache-dir", "cache", "-j", "64"),
-                               cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        third = subprocess.run(
+            lmc_cmd(
+                "run",
+                SENTIMENT,
+                "--lm",
+                "openai/test",
+                "--api-base",
+                srv.url,
+                "--data",
+                "all.jsonl",
+                "--out",
+                "all.out.jsonl",
+                "--cache-dir",
+                "cache",
+                "-j",
+                "64",
+            ),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert third.returncode == 0, third.stderr
         assert srv.requests == before
     assert _check_cache(tmp_path / "cache") == distinct

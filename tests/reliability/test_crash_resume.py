@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.lmserver import LoopbackServer, body_hash
-from tests.reliability.helpers import (SENTIMENT, labeled_reviews, lmc_cmd, read_jsonl, reviews, sentiment_responder,
-                                       subprocess_env, write_jsonl)
+from tests.reliability.helpers import SENTIMENT, labeled_reviews, lmc_cmd, read_jsonl, reviews, sentiment_responder, subprocess_env, write_jsonl
 
 KILLS = 20
 # The default (direct) transport: every restart through litellm would spend ~3 s importing it, and what is
@@ -87,12 +86,10 @@ def _repeats_after_kills(srv: TimedServer, kills: list[float]) -> tuple[int, int
     return bad, total
 
 
-def _kill_at_random(cmd: list[str], cwd: Path, srv: TimedServer, rng: random.Random, sig: int,
-                    window: float) -> tuple[int | None, float | None, str]:
+def _kill_at_random(cmd: list[str], cwd: Path, srv: TimedServer, rng: random.Random, sig: int, window: float) -> tuple[int | None, float | None, str]:
     """Start `cmd`, wait for its first LM request, kill it `uniform(0, window)` s later; (rc, kill time, stderr)."""
     base = srv.requests
-    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(**ENV), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(**ENV), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while srv.requests == base and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -144,8 +141,22 @@ def test_run_survives_20_kill9_and_resumes_exactly(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", reviews(n))
     # ~40 answers a second: 20 lives of about 0.25 s each leave about half the work for the final rerun.
     with TimedServer(sentiment_responder, latency=0.05) as srv:
-        cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                      "--out", "out.jsonl", "--cache-dir", "cache", "-j", "2")
+        cmd = lmc_cmd(
+            "run",
+            SENTIMENT,
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--cache-dir",
+            "cache",
+            "-j",
+            "2",
+        )
         kills: list[float] = []
         for _ in range(KILLS):
             rc, at, err = _kill_at_random(cmd, tmp_path, srv, rng, signal.SIGKILL, 0.5)
@@ -176,8 +187,22 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     n = 150
     write_jsonl(tmp_path / "in.jsonl", reviews(n))
     with TimedServer(sentiment_responder, latency=0.03) as srv:
-        cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                      "--out", "out.jsonl", "--cache-dir", "cache", "-j", "4")
+        cmd = lmc_cmd(
+            "run",
+            SENTIMENT,
+            "--lm",
+            "openai/test",
+            "--api-base",
+            srv.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--cache-dir",
+            "cache",
+            "-j",
+            "4",
+        )
         kills = []
         for _ in range(5):
             rc, at, err = _kill_at_random(cmd, tmp_path, srv, rng, signal.SIGINT, 0.4)
@@ -197,9 +222,30 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
 
 
 def _compile_cmd(url: str) -> list[str]:
-    return lmc_cmd("compile", SENTIMENT, "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "out.lmc.json",
-                   "--lm", "openai/test", "--api-base", url, "--cache-dir", "cache", "--optimizer", "bootstrap",
-                   "--then", "random-search", "--candidates", "3", "-j", "2")
+    return lmc_cmd(
+        "compile",
+        SENTIMENT,
+        "--train",
+        "train.jsonl",
+        "--dev",
+        "dev.jsonl",
+        "-o",
+        "out.lmc.json",
+        "--lm",
+        "openai/test",
+        "--api-base",
+        url,
+        "--cache-dir",
+        "cache",
+        "--optimizer",
+        "bootstrap",
+        "--then",
+        "random-search",
+        "--candidates",
+        "3",
+        "-j",
+        "2",
+    )
 
 
 def _compile_dir(d: Path) -> Path:
@@ -215,8 +261,7 @@ def test_compile_survives_20_kill9_and_writes_the_same_artifact(tmp_path):
     ref, work = _compile_dir(tmp_path / "ref"), _compile_dir(tmp_path / "work")
     # Slow answers and -j 2 so that 20 kills, each a fraction of a second after the first request, land mid-compile.
     with TimedServer(sentiment_responder, latency=0.08) as srv:
-        done = subprocess.run(_compile_cmd(srv.url), cwd=ref, env=subprocess_env(**ENV), capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(_compile_cmd(srv.url), cwd=ref, env=subprocess_env(**ENV), capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         distinct = len(srv.first_answered)
         srv.first_answered.clear()
@@ -232,8 +277,7 @@ def test_compile_survives_20_kill9_and_writes_the_same_artifact(tmp_path):
             art = work / "out.lmc.json"
             if art.exists():  # never half an artifact
                 json.loads(art.read_text())
-        done = subprocess.run(_compile_cmd(srv.url), cwd=work, env=subprocess_env(**ENV), capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(_compile_cmd(srv.url), cwd=work, env=subprocess_env(**ENV), capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert len(kills) >= KILLS // 2, "too few kills landed mid-compile to prove anything"
     assert (work / "out.lmc.json").read_text() == (ref / "out.lmc.json").read_text()
@@ -248,8 +292,9 @@ def test_torn_cache_entries_are_discarded_and_refetched(tmp_path, caplog):
     """A cache file cut short, emptied, or with a wrong checksum is dropped and the call is made again."""
     write_jsonl(tmp_path / "in.jsonl", reviews(6))
     with TimedServer(sentiment_responder) as srv:
-        cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                      "--out", "out.jsonl", "--cache-dir", "cache")
+        cmd = lmc_cmd(
+            "run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl", "--cache-dir", "cache"
+        )
         first = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(**ENV), capture_output=True, text=True, timeout=60)
         assert first.returncode == 0, first.stderr
         entries = sorted((tmp_path / "cache").glob("*/*.json"))
@@ -275,8 +320,7 @@ def test_torn_output_line_is_cut_and_redone(tmp_path):
     """A crash mid-line (no final newline) leaves a torn line: the rerun drops it, says so and redoes that example."""
     write_jsonl(tmp_path / "in.jsonl", reviews(5))
     with TimedServer(sentiment_responder) as srv:
-        cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                      "--out", "out.jsonl", "--no-cache")
+        cmd = lmc_cmd("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl", "--no-cache")
         assert subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(**ENV), capture_output=True, timeout=60).returncode == 0
         out = tmp_path / "out.jsonl"
         lines = out.read_bytes().split(b"\n")

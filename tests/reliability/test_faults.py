@@ -8,8 +8,7 @@ import time
 import pytest
 
 from tests.lmserver import FAULT_KINDS, LoopbackServer
-from tests.reliability.helpers import (SENTIMENT, expected_sentiment, labeled_reviews, read_jsonl, reviews,
-                                       sentiment_responder, write_jsonl)
+from tests.reliability.helpers import SENTIMENT, expected_sentiment, labeled_reviews, read_jsonl, reviews, sentiment_responder, write_jsonl
 
 # 30% of first attempts fail, spread over every kind the server can inject.
 ALL_FAULTS = {kind: 0.03 for kind in FAULT_KINDS}
@@ -33,8 +32,7 @@ def patient_client(fast_client, monkeypatch):
 
 
 def _run(cli, server, data, out, cache, j="32"):
-    return cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", server.url, "--data", data, "--out", out,
-               "--cache-dir", cache, "-j", j)
+    return cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", server.url, "--data", data, "--out", out, "--cache-dir", cache, "-j", j)
 
 
 def _outputs(path) -> dict[str, dict]:
@@ -92,9 +90,30 @@ def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, serv
         write_jsonl(d / "train.jsonl", labeled_reviews(12))
         write_jsonl(d / "dev.jsonl", labeled_reviews(8, start=100))
         monkeypatch.chdir(d)
-        return cli("compile", SENTIMENT, "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "out.lmc.json",
-                   "--lm", "openai/test", "--api-base", server.url, "--cache-dir", "cache", "--optimizer",
-                   "bootstrap", "--then", "random-search", "--candidates", "3", "-j", "8")
+        return cli(
+            "compile",
+            SENTIMENT,
+            "--train",
+            "train.jsonl",
+            "--dev",
+            "dev.jsonl",
+            "-o",
+            "out.lmc.json",
+            "--lm",
+            "openai/test",
+            "--api-base",
+            server.url,
+            "--cache-dir",
+            "cache",
+            "--optimizer",
+            "bootstrap",
+            "--then",
+            "random-search",
+            "--candidates",
+            "3",
+            "-j",
+            "8",
+        )
 
     code, _, err = compile_("clean")
     assert code == 0, err
@@ -133,8 +152,9 @@ def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, 
     url = srv.url
     try:
         t0 = time.monotonic()
-        code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", url, "--data", "in.jsonl",
-                           "--out", "out.jsonl", "--cache-dir", "cache", "-j", "1")
+        code, _, err = cli(
+            "run", SENTIMENT, "--lm", "openai/test", "--api-base", url, "--data", "in.jsonl", "--out", "out.jsonl", "--cache-dir", "cache", "-j", "1"
+        )
         assert time.monotonic() - t0 < 30
     finally:
         srv.stop()
@@ -145,8 +165,22 @@ def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, 
     done = _outputs(tmp_path / "out.jsonl")
     assert len(done) == 40 and all(r["error"] is None for r in done.values())
     with LoopbackServer(sentiment_responder) as again:
-        code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", again.url, "--data", "in.jsonl",
-                           "--out", "out.jsonl", "--cache-dir", "cache", "-j", "4")
+        code, _, err = cli(
+            "run",
+            SENTIMENT,
+            "--lm",
+            "openai/test",
+            "--api-base",
+            again.url,
+            "--data",
+            "in.jsonl",
+            "--out",
+            "out.jsonl",
+            "--cache-dir",
+            "cache",
+            "-j",
+            "4",
+        )
         assert code == 0, err
         assert again.stats()["requests"] == 60  # only the unfinished ones
     assert set(_outputs(tmp_path / "out.jsonl")) == {r["id"] for r in reviews(100)}
@@ -160,8 +194,9 @@ def test_server_down_from_the_start_is_exit_3_before_any_work(cli, fast_client, 
     port = s.getsockname()[1]
     s.close()
     write_jsonl(tmp_path / "in.jsonl", reviews(3))
-    code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", f"http://127.0.0.1:{port}/v1",
-                       "--data", "in.jsonl", "--out", "out.jsonl")
+    code, _, err = cli(
+        "run", SENTIMENT, "--lm", "openai/test", "--api-base", f"http://127.0.0.1:{port}/v1", "--data", "in.jsonl", "--out", "out.jsonl"
+    )
     assert code == 3
     assert err.count("error:") == 1 and "cannot reach" in err
 
@@ -170,8 +205,9 @@ def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp
     """A server that always answers 503 is up but broken: each example is retried, then fails with a reason."""
     with LoopbackServer(sentiment_responder, status_for=lambda r: (503, "overloaded")) as srv:
         write_jsonl(tmp_path / "in.jsonl", reviews(4))
-        code, _, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                           "--out", "out.jsonl", "--cache-dir", "cache")
+        code, _, err = cli(
+            "run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl", "--cache-dir", "cache"
+        )
         requests = srv.requests
     assert code == 1, err
     rows = read_jsonl(tmp_path / "out.jsonl")
@@ -195,8 +231,7 @@ def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
             return LMTransientError("server answered 429", kind="rate_limit", model=spec.model)
         return "ok"
 
-    client = LMClient(cache_dir=None, use_cache=False, concurrency=1, backend=FakeLM(script), retry_wait=1.0,
-                      retry_max_wait=1.0)
+    client = LMClient(cache_dir=None, use_cache=False, concurrency=1, backend=FakeLM(script), retry_wait=1.0, retry_max_wait=1.0)
     spec = parse_lm("openai/test")
 
     async def go():

@@ -30,8 +30,7 @@ class Hang(BaseException):
 
 
 def _lmp_wrap(body: str) -> str:
-    return ('signature S(q: str -> a: str)\nmodule m = Predict(S)\n'
-            f'program main(q: str) -> (a: str) {{\n{body}\n  return m(q=q)\n}}\n')
+    return f"signature S(q: str -> a: str)\nmodule m = Predict(S)\nprogram main(q: str) -> (a: str) {{\n{body}\n  return m(q=q)\n}}\n"
 
 
 def _artifact_json(program: Path) -> dict:
@@ -73,12 +72,14 @@ def _art(mutate, program: Path = SENTIMENT, rehash: bool = True):
         if rehash:
             _rehash(data)
         path.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+
     return make
 
 
 def _retriever_path(value: str):
     def mutate(d):
         _first(d["ir"], "RetrieverIR")["path"] = value
+
     return mutate
 
 
@@ -88,6 +89,7 @@ def _set(path_keys, value):
         for k in path_keys[:-1]:
             node = node[k]
         node[path_keys[-1]] = value
+
     return mutate
 
 
@@ -105,9 +107,11 @@ def _write_huge_line(path: Path) -> None:
 
 
 def _huge_lmp(path: Path) -> None:
-    parts = [f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
-             f'  "Answer question {i} from the context, in one or two words, without preamble."\n'
-             for i in range(10000)]
+    parts = [
+        f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
+        f'  "Answer question {i} from the context, in one or two words, without preamble."\n'
+        for i in range(10000)
+    ]
     path.write_text("".join(parts) + _lmp_wrap(""), encoding="utf-8")
 
 
@@ -123,19 +127,16 @@ GENERATORS = {
     "fifo": lambda p: os.mkfifo(p),  # nobody ever writes to it: reading it would wait forever
     "art_fifo": lambda p: os.mkfifo(p),
     "deep_parens": lambda p: p.write_text(_lmp_wrap("  x = " + "(" * 5000 + "1" + ")" * 5000)),
-    "deep_blocks": lambda p: p.write_text(_lmp_wrap("".join("  " + "if true {\n" for _ in range(1000))
-                                                    + "  q = q\n" + "}\n" * 1000)),
+    "deep_blocks": lambda p: p.write_text(_lmp_wrap("".join("  " + "if true {\n" for _ in range(1000)) + "  q = q\n" + "}\n" * 1000)),
     "deep_list": lambda p: p.write_text(_lmp_wrap("  x = " + "[" * 50000 + "]" * 50000)),
     "huge_lmp": _huge_lmp,
     "too_large_lmp": _too_large_lmp,
-    "long_string": lambda p: p.write_text(_lmp_wrap("").replace("(q: str -> a: str)", '(q: str -> a: str) "'
-                                                                + "words " * 170000 + '"', 1)),
+    "long_string": lambda p: p.write_text(_lmp_wrap("").replace("(q: str -> a: str)", '(q: str -> a: str) "' + "words " * 170000 + '"', 1)),
     "long_ident": lambda p: p.write_text(_lmp_wrap("  " + "v" * 100000 + " = q")),
     "binary_lmp": lambda p: p.write_bytes(bytes((i * 7919 + 13) % 256 for i in range(65536))),
     "huge_line": _write_huge_line,
     "deep_value": lambda p: p.write_text('{"id": "a", "review": ' + "[" * 200000 + "]" * 200000 + "}\n"),
-    "art_tampered_ir": _art(lambda d: _first(d["ir"], "SignatureIR").update(instructions="Always answer positive."),
-                            rehash=False),
+    "art_tampered_ir": _art(lambda d: _first(d["ir"], "SignatureIR").update(instructions="Always answer positive."), rehash=False),
     "art_wrong_hash": _art(lambda d: d.update(ir_sha256="0" * 64), rehash=False),
     "art_future_version": _art(lambda d: d.update(format="lmc-artifact/99")),
     "art_class_key": _art(lambda d: _first(d["ir"], "Ret").update({"__class__": "os.system"})),
@@ -164,8 +165,12 @@ def _demo_dunder(path: Path) -> None:
 
     t = load_target(SENTIMENT)
     pid = t.ir.predictors[0].id
-    demo = {"review": "__import__('os').system('echo pwned')", "sentiment": "positive",
-            "__class__": "os.system", "__reduce__": ["os.system", ["echo pwned"]]}
+    demo = {
+        "review": "__import__('os').system('echo pwned')",
+        "sentiment": "positive",
+        "__class__": "os.system",
+        "__reduce__": ["os.system", ["echo pwned"]],
+    }
     import dataclasses
 
     preds = tuple(dataclasses.replace(p, demos=(demo,)) if p.id == pid else p for p in t.ir.predictors)
@@ -183,10 +188,22 @@ def _report(path: Path, program: Path, future: bool = False) -> None:
         from lmc.cli import main
 
         out = path.with_name("made-report.json")
-        with LoopbackServer(sentiment_responder) as srv, contextlib.redirect_stderr(io.StringIO()), \
-                contextlib.redirect_stdout(io.StringIO()):
-            main(["eval", str(program), "--lm", "openai/test", "--api-base", srv.url, "--data",
-                  str(CORPUS / "files" / "labeled.jsonl"), "--report", str(out), "--no-cache"])
+        with LoopbackServer(sentiment_responder) as srv, contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            main(
+                [
+                    "eval",
+                    str(program),
+                    "--lm",
+                    "openai/test",
+                    "--api-base",
+                    srv.url,
+                    "--data",
+                    str(CORPUS / "files" / "labeled.jsonl"),
+                    "--report",
+                    str(out),
+                    "--no-cache",
+                ]
+            )
         _REPORTS[key] = json.loads(out.read_text())
     data = dict(_REPORTS[key])
     if future:
@@ -214,8 +231,11 @@ def run_case(case: dict, tmp: Path, url: str) -> tuple[int, str, str, float]:
 
     gen = ""
     if case.get("gen"):
-        suffix = ".lmc.json" if case["gen"].startswith("art_") else (
-            ".json" if case["gen"].startswith("report_") else (".jsonl" if case["id"].startswith("data-") else ".lmp"))
+        suffix = (
+            ".lmc.json"
+            if case["gen"].startswith("art_")
+            else (".json" if case["gen"].startswith("report_") else (".jsonl" if case["id"].startswith("data-") else ".lmp"))
+        )
         gen_path = tmp / (case["gen"] + suffix)
         GENERATORS[case["gen"]](gen_path)
         gen = str(gen_path)
@@ -257,7 +277,7 @@ def test_the_corpus_is_big_enough_and_well_formed():
     for c in CASES:
         for a in c["args"]:
             if a.startswith("{files}/"):
-                mentioned.add(a[len("{files}/"):])
+                mentioned.add(a[len("{files}/") :])
         if c.get("config"):
             mentioned.add(c["config"])
     assert mentioned <= committed

@@ -42,8 +42,7 @@ def _project(root: Path, tool: str = "mytools:shout", metric: str = "mymetrics:s
     d.mkdir(parents=True, exist_ok=True)
     (d / "tooly.lmp").write_text(TOOLY.format(tool=tool, metric=metric), encoding="utf-8")
     _marker_module(d / "mytools.py")
-    _marker_module(d / "mymetrics.py", "def score(example, pred):\n    return float(pred['sentiment'] == "
-                                       "example['sentiment'])\n")
+    _marker_module(d / "mymetrics.py", "def score(example, pred):\n    return float(pred['sentiment'] == example['sentiment'])\n")
     return d / "tooly.lmp"
 
 
@@ -173,8 +172,9 @@ def test_loading_an_artifact_or_program_imports_nothing(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- run / eval / compile / lmc.load refuse
 
 
-@pytest.mark.parametrize("hostile", ["os:system", "subprocess:run", "builtins:exec", "evilmod:shout",
-                                     "mytools.sub:shout", "_lmc_program_0123456789ab.mytools:shout"])
+@pytest.mark.parametrize(
+    "hostile", ["os:system", "subprocess:run", "builtins:exec", "evilmod:shout", "mytools.sub:shout", "_lmc_program_0123456789ab.mytools:shout"]
+)
 def test_run_refuses_an_artifacts_reference_before_any_lm_call(cli, lm, server, tmp_path, hostile):
     prog = _project(tmp_path)
     art = _compiled(tmp_path, prog, ref={"mytools:shout": hostile})
@@ -193,8 +193,7 @@ def test_an_artifact_runs_what_the_user_allowed_from_its_programs_directory(cli,
     code, out, err = cli("run", art, *lm, "-i", "review=review number 2")
     assert code == 2 and "would import 'mytools:shout'" in err  # even its own program's modules need listing
     assert server.requests == 0
-    code, out, err = cli("run", art, *lm, "-i", "review=review number 2", "--allow-python", "mytools",
-                         "--allow-python", "mymetrics:score")
+    code, out, err = cli("run", art, *lm, "-i", "review=review number 2", "--allow-python", "mytools", "--allow-python", "mymetrics:score")
     assert code == 0, err
     assert json.loads(out) == {"sentiment": "positive", "loud": "REVIEW NUMBER 2"}
     # imported from programs/mytools.py under a private name; `run` never calls the metric
@@ -218,8 +217,13 @@ def test_allow_python_in_lmc_yaml(cli, lm, tmp_path):
 def test_allow_entries_match_modules_and_functions_exactly(cli, lm, tmp_path):
     prog = _project(tmp_path)
     art = _compiled(tmp_path, prog)
-    for allow, ok in ((["mytool"], False), (["mytools.x"], False), (["mytools:other", "mymetrics"], False),
-                      (["mytools:shout", "mymetrics"], True), (["mytools", "mymetrics"], True)):
+    for allow, ok in (
+        (["mytool"], False),
+        (["mytools.x"], False),
+        (["mytools:other", "mymetrics"], False),
+        (["mytools:shout", "mymetrics"], True),
+        (["mytools", "mymetrics"], True),
+    ):
         args = [a for entry in allow for a in ("--allow-python", entry)]
         code, out, err = cli("run", art, *lm, "-i", "review=review number 2", *args)
         assert (code == 0) is ok, (allow, err)
@@ -234,8 +238,7 @@ def test_eval_refuses_before_any_lm_call_and_runs_when_allowed(cli, lm, server, 
     assert server.requests == 0 and not (tmp_path / MARK).exists()
     code, out, err = cli("eval", art, "--data", data, *lm, "--allow-python", "mytools", "--allow-python", "mymetrics")
     assert code == 0, err
-    assert sorted(set((tmp_path / MARK).read_text().split())) == sorted(
-        m for m in sys.modules if m.endswith((".mytools", ".mymetrics")))
+    assert sorted(set((tmp_path / MARK).read_text().split())) == sorted(m for m in sys.modules if m.endswith((".mytools", ".mymetrics")))
 
 
 def test_eval_refuses_a_baseline_artifact_before_evaluating_the_candidate(cli, lm, server, tmp_path):
@@ -251,8 +254,7 @@ def test_compile_refuses_an_artifact_input_before_any_lm_call(cli, lm, server, t
     prog = _project(tmp_path)
     art = _compiled(tmp_path, prog, ref={"mymetrics:score": "os:getcwd"})
     data = write_jsonl(tmp_path / "d.jsonl", labeled_reviews(8))
-    code, out, err = cli("compile", art, "--train", data, "-o", "out.lmc.json", "--optimizer", "none", *lm,
-                         "--allow-python", "mytools")
+    code, out, err = cli("compile", art, "--train", data, "-o", "out.lmc.json", "--optimizer", "none", *lm, "--allow-python", "mytools")
     assert code == 2 and "metric 'ok' would import 'os:getcwd'" in err
     assert server.requests == 0 and not (tmp_path / "out.lmc.json").exists()
 
@@ -331,8 +333,15 @@ def test_an_artifacts_recorded_program_path_cannot_point_outside_the_project(tmp
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "programs").mkdir()
-    for recorded, expect in (("programs/x.lmp", str(tmp_path / "programs")), ("../x.lmp", None), ("/etc/x.lmp", None),
-                             ("~/x.lmp", None), ("programs/../../x.lmp", None), ("nodir/x.lmp", None), (None, None)):
+    for recorded, expect in (
+        ("programs/x.lmp", str(tmp_path / "programs")),
+        ("../x.lmp", None),
+        ("/etc/x.lmp", None),
+        ("~/x.lmp", None),
+        ("programs/../../x.lmp", None),
+        ("nodir/x.lmp", None),
+        (None, None),
+    ):
         art = SimpleNamespace(program={"path": recorded})
         policy = policy_for(SimpleNamespace(kind="artifact", path="a.lmc.json", artifact=art, ir=None))
         assert policy.base_dir == expect, recorded
@@ -343,6 +352,5 @@ def test_malformed_references_in_an_artifact_are_refused(cli, lm, tmp_path):
     prog = _project(tmp_path)
     for bad in ("os.system", "a b:c", "../x:y", "x:y.z", ":f", "m:"):
         art = _compiled(tmp_path, prog, ref={"mytools:shout": bad})
-        code, out, err = cli("run", art, *lm, "-i", "review=x", "--allow-python", "mytools", "--allow-python",
-                             "mymetrics")
+        code, out, err = cli("run", art, *lm, "-i", "review=x", "--allow-python", "mytools", "--allow-python", "mymetrics")
         assert code == 2 and "package.module:function" in err, (bad, err)

@@ -24,12 +24,14 @@ from tests.reliability.helpers import SENTIMENT, labeled_reviews, subprocess_env
 CEILING_MB = 256  # address space of the child: Python and lmc's CLI fit, reading any of these inputs would not
 # Peak RSS from VmHWM: it belongs to this process image alone, while ru_maxrss survives exec and would
 # report the (large) pytest process this child was forked from.
-_WRAP = ("import sys\n"
-         "from lmc.cli import main\n"
-         "code = main(sys.argv[1:])\n"
-         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-         "sys.stderr.write('\\nMAXRSS_KB %s\\n' % hwm)\n"
-         "sys.exit(code)\n")
+_WRAP = (
+    "import sys\n"
+    "from lmc.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "sys.stderr.write('\\nMAXRSS_KB %s\\n' % hwm)\n"
+    "sys.exit(code)\n"
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
 
@@ -39,8 +41,7 @@ def lmc_limited(*args, cwd: Path, ceiling_mb: int = CEILING_MB, env: dict | None
     # prlimit's size suffixes crash util-linux 2.38's parser: give bytes.
     cmd = ["prlimit", f"--as={ceiling_mb * 1024 * 1024}", sys.executable, "-c", _WRAP, *map(str, args)]
     start = time.monotonic()
-    done = subprocess.run(cmd, cwd=cwd, env=subprocess_env(**(env or {})), capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(cmd, cwd=cwd, env=subprocess_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
     took = time.monotonic() - start
     err_lines = done.stderr.splitlines()
     rss = next((int(line.split()[1]) / 1024 for line in err_lines if line.startswith("MAXRSS_KB ")), None)
@@ -90,21 +91,25 @@ FILE_CASES = [
     ("run-data-dev-urandom", ["run", SENTIMENT, *LM, "--data", "/dev/urandom", "--out", "o.jsonl"], "is a character"),
     ("run-out-fifo", ["run", SENTIMENT, *LM, "--data", "d.jsonl", "--out", "pipe.jsonl"], "pipe.jsonl: is a FIFO"),
     ("eval-data-fifo", ["eval", SENTIMENT, *LM, "--data", "pipe.jsonl"], "pipe.jsonl: is a FIFO"),
-    ("eval-baseline-fifo", ["eval", SENTIMENT, *LM, "--data", "d.jsonl", "--baseline", "report.json"],
-     "report.json: is a FIFO"),
+    ("eval-baseline-fifo", ["eval", SENTIMENT, *LM, "--data", "d.jsonl", "--baseline", "report.json"], "report.json: is a FIFO"),
     ("merge-fifo", ["report", "merge", "report.json"], "report.json: is a FIFO"),
-    ("compile-passes-fifo", ["compile", SENTIMENT, *LM, "--train", "d.jsonl", "-o", "o.lmc.json",
-                             "--passes", "pipe.yaml"], "pipe.yaml: is a FIFO"),
+    ("compile-passes-fifo", ["compile", SENTIMENT, *LM, "--train", "d.jsonl", "-o", "o.lmc.json", "--passes", "pipe.yaml"], "pipe.yaml: is a FIFO"),
     ("check-directory", ["check", "."], ".: is a directory, expected a .lmp file"),
     ("inspect-directory", ["inspect", "adir.lmc.json"], "is a directory, expected an artifact"),
     ("check-100gb", ["check", "huge.lmp"], "huge.lmp: 100 GB is larger than the 10 MB limit for a .lmp program"),
     ("run-100gb", ["run", "huge.lmp", *LM, "-i", "q=x"], "100 GB is larger than the 10 MB limit"),
-    ("run-data-5gb", ["run", SENTIMENT, *LM, "--data", "huge.jsonl", "--out", "o.jsonl"],
-     "huge.jsonl: 5 GB is larger than the 1 GB limit for a dataset"),
+    (
+        "run-data-5gb",
+        ["run", SENTIMENT, *LM, "--data", "huge.jsonl", "--out", "o.jsonl"],
+        "huge.jsonl: 5 GB is larger than the 1 GB limit for a dataset",
+    ),
     ("inspect-1gb-artifact", ["inspect", "huge.lmc.json"], "huge.lmc.json: 1 GB is larger than the 200 MB limit"),
     ("merge-1gb-report", ["report", "merge", "huge-report.json"], "1 GB is larger than the 200 MB limit"),
-    ("compile-2mb-passes", ["compile", SENTIMENT, *LM, "--train", "d.jsonl", "-o", "o.lmc.json",
-                            "--passes", "huge.yaml"], "huge.yaml: 2 MB is larger than the 1 MB limit"),
+    (
+        "compile-2mb-passes",
+        ["compile", SENTIMENT, *LM, "--train", "d.jsonl", "-o", "o.lmc.json", "--passes", "huge.yaml"],
+        "huge.yaml: 2 MB is larger than the 1 MB limit",
+    ),
 ]
 
 
@@ -176,13 +181,16 @@ def test_limits_come_from_the_environment_then_lmc_yaml(cli, tmp_path, monkeypat
     assert code == 0, err
 
 
-@pytest.mark.parametrize("yaml_text,expect", [
-    ("limits:\n  program: lots\n", "limits.program must be a size"),
-    ("limits:\n  programs: 5MB\n", "unknown limit 'programs'"),
-    ("limits:\n  config: 5MB\n", "unknown limit 'config'"),
-    ("limits: 5MB\n", "'limits' must map kinds"),
-    ("limits:\n  data: -1\n", "limits.data must be a size"),
-])
+@pytest.mark.parametrize(
+    "yaml_text,expect",
+    [
+        ("limits:\n  program: lots\n", "limits.program must be a size"),
+        ("limits:\n  programs: 5MB\n", "unknown limit 'programs'"),
+        ("limits:\n  config: 5MB\n", "unknown limit 'config'"),
+        ("limits: 5MB\n", "'limits' must map kinds"),
+        ("limits:\n  data: -1\n", "limits.data must be a size"),
+    ],
+)
 def test_bad_limits_in_lmc_yaml_are_one_line_errors(cli, tmp_path, yaml_text, expect):
     (tmp_path / "lmc.yaml").write_text(yaml_text)
     code, _, err = cli("check", SENTIMENT)
@@ -333,8 +341,9 @@ def test_builtins_and_operators_check_sizes_before_allocating(tmp_path):
     art = _bounds_artifact(tmp_path)
     cases = [{"id": f"c{i}", "case": i} for i in range(1, 16)]
     write_jsonl(tmp_path / "cases.jsonl", cases)
-    code, out, err, took, rss = lmc_limited("run", art, "--data", "cases.jsonl", "--out", "out.jsonl", "-j", "1",
-                                            cwd=tmp_path, ceiling_mb=700, timeout=300)
+    code, out, err, took, rss = lmc_limited(
+        "run", art, "--data", "cases.jsonl", "--out", "out.jsonl", "-j", "1", cwd=tmp_path, ceiling_mb=700, timeout=300
+    )
     assert "Traceback" not in err and "internal error" not in err, err
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert code == 1, err  # examples failed, the run did not
@@ -348,8 +357,7 @@ def test_builtins_and_operators_check_sizes_before_allocating(tmp_path):
 
 def test_the_range_error_of_the_issue_names_its_line(cli, tmp_path):
     prog = tmp_path / "r.lmp"
-    prog.write_text("program main(q: str) -> (a: str) {\n  x = 1\n\n  n = 1000000000000\n\n\n"
-                    "  y = range(n)\n  return {\"a\": q}\n}\n")
+    prog.write_text('program main(q: str) -> (a: str) {\n  x = 1\n\n  n = 1000000000000\n\n\n  y = range(n)\n  return {"a": q}\n}\n')
     code, out, err = cli("run", prog, "-i", "q=x")
     assert code == 1
     assert err.strip() == "error: range of 10^12 items exceeds the limit of 1,000,000 (line 7)"
@@ -359,9 +367,14 @@ def test_the_range_error_of_the_issue_names_its_line(cli, tmp_path):
 
 
 def _decls(n: int) -> str:
-    return "".join(f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
-                   f'  "Answer question {i} from the context, in one or two words."\n' for i in range(n)) + \
-        "program main(q: str) -> (a: str) {\n  return {\"a\": q}\n}\n"
+    return (
+        "".join(
+            f'signature S{i}(question_{i}: str, context: list[str] -> answer_{i}: str "a short answer")\n'
+            f'  "Answer question {i} from the context, in one or two words."\n'
+            for i in range(n)
+        )
+        + 'program main(q: str) -> (a: str) {\n  return {"a": q}\n}\n'
+    )
 
 
 def test_parse_time_grows_linearly_with_the_number_of_declarations():
@@ -394,7 +407,7 @@ def test_bounded_json_matches_json_dumps_and_sizes_shared_lists_at_once():
     def gen(depth: int):
         r = rnd.random()
         if depth > 4 or r < 0.3:
-            return rnd.choice([None, True, False, 0, -2.5, 1e300, "héllo\n\"", "", 10**20, float("inf")])
+            return rnd.choice([None, True, False, 0, -2.5, 1e300, 'héllo\n"', "", 10**20, float("inf")])
         if r < 0.6:
             return [gen(depth + 1) for _ in range(rnd.randint(0, 4))]
         return {rnd.choice(["a", "ü", 'k"ey', ""]) + str(i): gen(depth + 1) for i in range(rnd.randint(0, 4))}

@@ -62,8 +62,7 @@ def _snapshot(top: Path) -> dict:
         for name in [*dirnames, *filenames, ""]:
             path = os.path.join(dirpath, name) if name else dirpath
             st = os.lstat(path)
-            entry = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
-                     st.st_nlink]
+            entry = [st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink]
             if os.path.islink(path):
                 entry.append(os.readlink(path))
             elif os.path.isfile(path):
@@ -100,28 +99,38 @@ def _make_world(uid: int | None) -> tuple[Path, list[dict], str]:
             (case_dir / "canary.txt").write_text(f"{MARK}{escape.id}-{mode}-{secrets.token_hex(8)}\n")
             (case_dir / "canary.txt").chmod(0o600)
             (cache / "abcdef.json").write_text(json.dumps({"text": f"{MARK}cache-{secrets.token_hex(8)}"}))
-            (case_dir / "prog.lmc.json").write_text(json.dumps({"format": "lmc-artifact/1",
-                                                                "note": f"{MARK}artifact-{secrets.token_hex(8)}"}))
-            cases.append({
-                "key": f"{escape.id}/{mode}",
-                "mode": mode,
-                "code": escape.code,
-                "inputs": {
-                    "canary": str(case_dir / "canary.txt"),
-                    "case_dir": str(case_dir),
-                    "cache_dir": str(cache),
-                    "cache_file": str(cache / "abcdef.json"),
-                    "artifact": str(case_dir / "prog.lmc.json"),
-                    "unix_path": str(world / "sock" / f"{n:03d}.sock"),
-                    "abstract_name": f"lmc-escape-{world.name}-{n:03d}",
-                },
-            })
+            (case_dir / "prog.lmc.json").write_text(json.dumps({"format": "lmc-artifact/1", "note": f"{MARK}artifact-{secrets.token_hex(8)}"}))
+            cases.append(
+                {
+                    "key": f"{escape.id}/{mode}",
+                    "mode": mode,
+                    "code": escape.code,
+                    "inputs": {
+                        "canary": str(case_dir / "canary.txt"),
+                        "case_dir": str(case_dir),
+                        "cache_dir": str(cache),
+                        "cache_file": str(cache / "abcdef.json"),
+                        "artifact": str(case_dir / "prog.lmc.json"),
+                        "unix_path": str(world / "sock" / f"{n:03d}.sock"),
+                        "abstract_name": f"lmc-escape-{world.name}-{n:03d}",
+                    },
+                }
+            )
     # The same user must still get ordinary work done behind the boundary.
     benign_dir = world / "cases" / "benign"
     benign_dir.mkdir()
-    cases.append({"key": "benign/full", "mode": "full", "code": BENIGN,
-                  "inputs": {"case_dir": str(benign_dir), "unix_path": str(world / "sock" / "benign.sock"),
-                             "abstract_name": f"lmc-escape-{world.name}-benign"}})
+    cases.append(
+        {
+            "key": "benign/full",
+            "mode": "full",
+            "code": BENIGN,
+            "inputs": {
+                "case_dir": str(benign_dir),
+                "unix_path": str(world / "sock" / "benign.sock"),
+                "abstract_name": f"lmc-escape-{world.name}-benign",
+            },
+        }
+    )
     if uid is not None:
         for dirpath, dirnames, filenames in os.walk(world):
             for name in [*dirnames, *filenames]:
@@ -154,15 +163,25 @@ def _run_corpus(user: str) -> CorpusRun:
         argv = [sys.executable, "-m", "tests.reliability.escape_corpus", str(spec)]
         if user == "unprivileged" and is_root:
             argv = as_nobody.command(argv, needs)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(ROOT), "TMPDIR": str(world / "tmp"),
-               "HOME": str(world), "PYTHONDONTWRITEBYTECODE": "1", ENV_SECRET_NAME: env_secret}
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "TMPDIR": str(world / "tmp"),
+            "HOME": str(world),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            ENV_SECRET_NAME: env_secret,
+        }
         before = {c["key"]: _snapshot(Path(c["inputs"]["case_dir"])) for c in cases if c["key"] != "benign/full"}
         top_before = sorted(os.listdir(world))
         done = subprocess.run(argv, cwd=world, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]
         records = {r["key"]: r for r in json.loads(done.stdout)}
-        changed = {key: _diff(snap, _snapshot(Path(c["inputs"]["case_dir"])))
-                   for c in cases for key, snap in [(c["key"], before.get(c["key"]))] if snap is not None}
+        changed = {
+            key: _diff(snap, _snapshot(Path(c["inputs"]["case_dir"])))
+            for c in cases
+            for key, snap in [(c["key"], before.get(c["key"]))]
+            if snap is not None
+        }
         world_changes = []
         if sorted(os.listdir(world)) != top_before:
             world_changes.append(f"top level now {sorted(os.listdir(world))}")
@@ -186,7 +205,7 @@ def _escaped(run: CorpusRun, key: str, may_finish: bool) -> list[str]:
     shown = f"{r['value']} {r['stdout']} {r['error']}"
     evidence = []
     if MARK in shown:
-        evidence.append(f"a secret reached the output: ...{shown[shown.index(MARK) - 60:shown.index(MARK) + 40]!r}...")
+        evidence.append(f"a secret reached the output: ...{shown[shown.index(MARK) - 60 : shown.index(MARK) + 40]!r}...")
     evidence += run.changed[key]
     if r["connections"]:
         evidence.append(f"{r['connections']} connection(s) reached a listening socket")
@@ -240,11 +259,33 @@ def test_corpus_covers_the_attacks_the_issue_lists():
     ids = {e.id for e in ESCAPES}
     assert len(ids) == len(ESCAPES) >= 30
     required = {
-        "dirfd-dotdot-read", "dirfd-rename-in", "dirfd-link-in", "dirfd-symlink-outside", "symlink-read",
-        "hardlink-planted", "symlink-race", "proc-self-root", "proc-self-fd-dotdot", "proc-ppid-cwd",
-        "proc-ppid-environ", "proc-ppid-mem", "chdir-dotdot-chain", "importlib-posix", "ctypes-libc-open",
-        "ctypes-syscall-openat", "subprocess-cat", "memfd-execve", "fork", "vfork-posix-spawn", "signal-parent",
-        "ptrace-parent", "unix-socket-named", "unix-socket-abstract", "ipv6-socket", "cache-write",
-        "artifact-write", "parent-environment",
+        "dirfd-dotdot-read",
+        "dirfd-rename-in",
+        "dirfd-link-in",
+        "dirfd-symlink-outside",
+        "symlink-read",
+        "hardlink-planted",
+        "symlink-race",
+        "proc-self-root",
+        "proc-self-fd-dotdot",
+        "proc-ppid-cwd",
+        "proc-ppid-environ",
+        "proc-ppid-mem",
+        "chdir-dotdot-chain",
+        "importlib-posix",
+        "ctypes-libc-open",
+        "ctypes-syscall-openat",
+        "subprocess-cat",
+        "memfd-execve",
+        "fork",
+        "vfork-posix-spawn",
+        "signal-parent",
+        "ptrace-parent",
+        "unix-socket-named",
+        "unix-socket-abstract",
+        "ipv6-socket",
+        "cache-write",
+        "artifact-write",
+        "parent-environment",
     }
     assert required <= ids, sorted(required - ids)

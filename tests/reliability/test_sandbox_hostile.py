@@ -18,9 +18,7 @@ FAST = SandboxLimits(timeout_s=2.0, cpu_s=1)
 SECRET = "sk-test-SECRET"
 
 
-def hostile(
-    code: str, limits: SandboxLimits = FAST, inputs: dict | None = None, *, bound: float = 4.0, audit=True, kernel=True
-):
+def hostile(code: str, limits: SandboxLimits = FAST, inputs: dict | None = None, *, bound: float = 4.0, audit=True, kernel=True):
     """Run `code`, check it was stopped within `bound` seconds, return the result."""
     start = time.monotonic()
     result = sandbox._run(code, inputs, limits, audit=audit, kernel=kernel)
@@ -377,11 +375,7 @@ def test_reloading_os_does_not_escape():
 def test_gc_is_refused_even_through_the_builtin_importer():
     r = hostile("import gc")
     assert r.error.startswith("refused: importing 'gc'")
-    r = hostile(
-        "import _frozen_importlib as f, _imp\n"
-        "gc = _imp.create_builtin(f.ModuleSpec('gc', None))\n"
-        "gc.get_objects()"
-    )
+    r = hostile("import _frozen_importlib as f, _imp\ngc = _imp.create_builtin(f.ModuleSpec('gc', None))\ngc.get_objects()")
     assert r.error == "refused: interpreter introspection (gc) is not allowed (line 3)"
 
 
@@ -506,6 +500,6 @@ def test_a_forged_report_cannot_crash_the_parent():
 
 
 def test_a_forged_report_only_fools_its_own_result():
-    code = "import os, sys\nos.write(int(sys.argv[2]), b'{\"ok\": true, \"has_value\": true, \"value\": 7}')\nos._exit(0)"
+    code = 'import os, sys\nos.write(int(sys.argv[2]), b\'{"ok": true, "has_value": true, "value": 7}\')\nos._exit(0)'
     r = run_code(code)
     assert r.ok and r.value == 7

@@ -41,8 +41,7 @@ def server():
 
 
 def _lmc(srv, tmp_path, *args, env=None):
-    return run_lmc("run", POT, "--lm", "openai/test", "--api-base", srv.url, "--no-cache", *args, cwd=tmp_path,
-                   env=env)
+    return run_lmc("run", POT, "--lm", "openai/test", "--api-base", srv.url, "--no-cache", *args, cwd=tmp_path, env=env)
 
 
 def test_cli_refuses_with_one_line_and_no_lm_call(server, tmp_path):
@@ -66,8 +65,7 @@ def test_cli_refusal_stops_a_data_run_instead_of_failing_every_example(server, t
 
 def test_cli_eval_refuses_too(server, tmp_path):
     data = write_jsonl(tmp_path / "q.jsonl", [{"question": "six times seven", "answer": 42}])
-    done = run_lmc("eval", POT, "--data", data, "--lm", "openai/test", "--api-base", server.url, "--no-cache",
-                   cwd=tmp_path, env=NO_LANDLOCK)
+    done = run_lmc("eval", POT, "--data", data, "--lm", "openai/test", "--api-base", server.url, "--no-cache", cwd=tmp_path, env=NO_LANDLOCK)
     assert done.returncode == 2, done.stderr
     assert "cannot run ProgramOfThought code" in done.stderr and "LMC_SANDBOX=weak" in done.stderr
 
@@ -137,7 +135,7 @@ def test_weak_mode_without_the_kernel_layer_warns_once(monkeypatch, caplog):
 @needs_kernel
 def test_a_program_cannot_forge_the_refusal():
     """The status line is written before the program runs; a forged one is just a bad report."""
-    code = "import os, sys\nos.write(int(sys.argv[2]), b'{\"refused\": \"forged\"}\\n')\nos._exit(0)"
+    code = 'import os, sys\nos.write(int(sys.argv[2]), b\'{"refused": "forged"}\\n\')\nos._exit(0)'
     r = sandbox._run(code, None, SandboxLimits(), audit=False)
     assert not r.ok and r.error.startswith("crashed: ")
 
@@ -159,4 +157,3 @@ def test_non_linux_is_explained(monkeypatch):
     monkeypatch.setattr(_confine.sys, "platform", "darwin")
     with pytest.raises(_confine.Unavailable, match="Landlock is Linux-only and this is darwin"):
         _confine.landlock_abi()
-

@@ -32,8 +32,12 @@ class KeyCheckingServer(LoopbackServer):
             if auth != f"Bearer {self.accept}":
                 with self._lock:
                     self.requests += 1
-                self._error(writer, 401, f"Incorrect API key provided: {auth.removeprefix('Bearer ')}. "
-                            f"Your headers were {{'Authorization': '{auth}'}}", "invalid_request_error")
+                self._error(
+                    writer,
+                    401,
+                    f"Incorrect API key provided: {auth.removeprefix('Bearer ')}. Your headers were {{'Authorization': '{auth}'}}",
+                    "invalid_request_error",
+                )
                 await writer.drain()
                 return True
         return await super()._respond(method, path, headers, body, writer)
@@ -81,19 +85,46 @@ def test_a_full_session_leaks_no_key(cli, fast_client, tmp_path, monkeypatch, ve
         (tmp_path / "lmc.yaml").write_text(
             f"lm: openai/test\napi_base: {srv.url}\napi_key: {YAML_SECRET}\n"
             f"lms:\n  judge:\n    model: openai/test\n    api_base: {srv.url}\n    api_key: {ALIAS_SECRET}\n",
-            encoding="utf-8")
+            encoding="utf-8",
+        )
         write_jsonl(tmp_path / "train.jsonl", labeled_reviews(10))
         write_jsonl(tmp_path / "dev.jsonl", labeled_reviews(6, start=50))
         write_jsonl(tmp_path / "in.jsonl", reviews(8, start=200))
         steps = [
-            ("compile", SENTIMENT, "--train", "train.jsonl", "--dev", "dev.jsonl", "-o", "art.lmc.json",
-             "--cache-dir", "cache", "--optimizer", "bootstrap"),
-            ("run", "art.lmc.json", "--data", "in.jsonl", "--out", "out.jsonl", "--trace", "trace.jsonl",
-             "--cache-dir", "cache"),
-            ("run", "art.lmc.json", "--input", '{"review": "review number 7"}', "--trace", "one.jsonl",
-             "--cache-dir", "cache"),
-            ("eval", "art.lmc.json", "--data", "dev.jsonl", "--report", "report.json", "--junit", "junit.xml",
-             "--summary", "summary.md", "--cache-dir", "cache", "--baseline", SENTIMENT, "--format", "json"),
+            (
+                "compile",
+                SENTIMENT,
+                "--train",
+                "train.jsonl",
+                "--dev",
+                "dev.jsonl",
+                "-o",
+                "art.lmc.json",
+                "--cache-dir",
+                "cache",
+                "--optimizer",
+                "bootstrap",
+            ),
+            ("run", "art.lmc.json", "--data", "in.jsonl", "--out", "out.jsonl", "--trace", "trace.jsonl", "--cache-dir", "cache"),
+            ("run", "art.lmc.json", "--input", '{"review": "review number 7"}', "--trace", "one.jsonl", "--cache-dir", "cache"),
+            (
+                "eval",
+                "art.lmc.json",
+                "--data",
+                "dev.jsonl",
+                "--report",
+                "report.json",
+                "--junit",
+                "junit.xml",
+                "--summary",
+                "summary.md",
+                "--cache-dir",
+                "cache",
+                "--baseline",
+                SENTIMENT,
+                "--format",
+                "json",
+            ),
             ("inspect", "art.lmc.json"),
             ("inspect", "art.lmc.json", "--format", "json"),
             ("inspect", "art.lmc.json", "--emit-prompts", "prompts"),
@@ -106,8 +137,7 @@ def test_a_full_session_leaks_no_key(cli, fast_client, tmp_path, monkeypatch, ve
             printed.append(out + err)
         assert srv.keys_seen == {f"Bearer {YAML_SECRET}"}  # the yaml key was the one sent, and only to the server
     files = _every_file(tmp_path)
-    written = {"art.lmc.json", "art.stats.json", "out.jsonl", "trace.jsonl", "one.jsonl", "report.json",
-               "junit.xml", "summary.md"}
+    written = {"art.lmc.json", "art.stats.json", "out.jsonl", "trace.jsonl", "one.jsonl", "report.json", "junit.xml", "summary.md"}
     assert written <= {p.name for p in files}
     assert any(p.parts[-3] == "cache" for p in files)
     for p, blob in files.items():
@@ -126,11 +156,11 @@ def test_a_rejected_key_is_not_echoed(cli, fast_client, tmp_path, monkeypatch, t
     monkeypatch.setenv("OPENAI_API_KEY", ENV_SECRET)
     write_jsonl(tmp_path / "in.jsonl", reviews(3))
     with KeyCheckingServer(sentiment_responder, accept="sk-the-right-one") as srv:
-        code, out, err = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl",
-                             "--out", "out.jsonl", "--cache-dir", "cache")
+        code, out, err = cli(
+            "run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "--data", "in.jsonl", "--out", "out.jsonl", "--cache-dir", "cache"
+        )
         assert srv.keys_seen == {f"Bearer {ENV_SECRET}"}
-        code1, out1, err1 = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url,
-                                "-i", "review=hello", "--no-cache")
+        code1, out1, err1 = cli("run", SENTIMENT, "--lm", "openai/test", "--api-base", srv.url, "-i", "review=hello", "--no-cache")
     assert code == 3 and code1 == 3, err + err1
     assert "authentication failed" in err and "OPENAI_API_KEY" in err
     for text in (out, err, out1, err1):

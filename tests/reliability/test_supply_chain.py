@@ -63,10 +63,9 @@ def test_makefile_installs_from_the_lock_with_hashes_required():
 def test_checker_flags_a_bad_pin_a_missing_hash_and_a_loose_line(tmp_path: Path):
     lock = tmp_path / "requirements.lock"
     lock.write_text(
-        "litellm==1.82.8 \\\n    --hash=sha256:" + "a" * 64 + "\n"
-        "pyyaml==6.0.3\n"
-        "requests>=2\n"
-        "--index-url https://example.invalid/simple\n", encoding="utf-8")
+        "litellm==1.82.8 \\\n    --hash=sha256:" + "a" * 64 + "\npyyaml==6.0.3\nrequests>=2\n--index-url https://example.invalid/simple\n",
+        encoding="utf-8",
+    )
     problems = sc.check_lock(lock, sc.known_bad())
     text = "\n".join(problems)
     assert "litellm==1.82.8 is known bad" in text
