@@ -155,13 +155,7 @@ _DENY = {
 }
 # Allowed only when the first argument is the process's own pid: a program
 # may signal itself (abort, raise), never its parent or the user's processes.
-_SIGNALS_SELF_ONLY = {
-    "kill": (62, 129),
-    "tkill": (200, 130),
-    "tgkill": (234, 131),
-    "rt_sigqueueinfo": (129, 138),
-    "rt_tgsigqueueinfo": (297, 240),
-}
+_SIGNALS_SELF_ONLY = {"kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "rt_sigqueueinfo": (129, 138), "rt_tgsigqueueinfo": (297, 240)}
 # Before Landlock ABI 3, truncate(2) on a path is not a Landlock right.
 _TRUNCATE = (76, 45)
 

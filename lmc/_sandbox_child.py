@@ -28,56 +28,18 @@ _NETWORK = frozenset({"socket", "_socket", "ssl", "_ssl"})
 _PROCESSES = frozenset({"subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "pty"})
 _NATIVE = frozenset(
     {
-        "ctypes",
-        "_ctypes",
-        "_ctypes_test",
-        "_testcapi",
-        "_testinternalcapi",
-        "_testbuffer",
-        "_testmultiphase",
-        "_testimportmultiple",
-        "_testclinic",
-        "_xxsubinterpreters",
-        "_xxinterpchannels",
-        "_xxtestfuzz",
-        "xxlimited",
-        "xxlimited_35",
-        "xxsubtype",
-        "cffi",
+        "ctypes", "_ctypes", "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer",
+        "_testmultiphase", "_testimportmultiple", "_testclinic", "_xxsubinterpreters",
+        "_xxinterpchannels", "_xxtestfuzz", "xxlimited", "xxlimited_35", "xxsubtype", "cffi",
     }
 )
 # Modules that reach files, users or the terminal without raising audit events.
 _OTHER = frozenset(
     {
-        "gc",
-        "pwd",
-        "grp",
-        "spwd",
-        "nis",
-        "resource",
-        "mmap",
-        "fcntl",
-        "termios",
-        "tty",
-        "sqlite3",
-        "_sqlite3",
-        "dbm",
-        "_dbm",
-        "_gdbm",
-        "shelve",
-        "syslog",
-        "readline",
-        "curses",
-        "_curses",
-        "_curses_panel",
-        "tkinter",
-        "_tkinter",
-        "_posixshmem",
-        "ossaudiodev",
-        "webbrowser",
-        "faulthandler",
-        "pdb",
-        "bdb",
+        "gc", "pwd", "grp", "spwd", "nis", "resource", "mmap", "fcntl", "termios", "tty",
+        "sqlite3", "_sqlite3", "dbm", "_dbm", "_gdbm", "shelve", "syslog", "readline",
+        "curses", "_curses", "_curses_panel", "tkinter", "_tkinter", "_posixshmem",
+        "ossaudiodev", "webbrowser", "faulthandler", "pdb", "bdb",
     }
 )
 _BLOCKED = _NETWORK | _PROCESSES | _NATIVE | _OTHER
@@ -87,46 +49,11 @@ _BLOCKED = _NETWORK | _PROCESSES | _NATIVE | _OTHER
 # hook, from their cached bytecode; after it, modules compile from source
 # (marshal is refused), which costs ~100 ms for `statistics` and its imports.
 _PRELOAD = (
-    "math",
-    "cmath",
-    "statistics",
-    "fractions",
-    "decimal",
-    "numbers",
-    "random",
-    "itertools",
-    "functools",
-    "operator",
-    "collections",
-    "heapq",
-    "bisect",
-    "array",
-    "struct",
-    "re",
-    "string",
-    "textwrap",
-    "unicodedata",
-    "difflib",
-    "json",
-    "csv",
-    "datetime",
-    "time",
-    "calendar",
-    "copy",
-    "pprint",
-    "reprlib",
-    "typing",
-    "dataclasses",
-    "enum",
-    "abc",
-    "contextlib",
-    "base64",
-    "binascii",
-    "hashlib",
-    "zlib",
-    "io",
-    "fnmatch",
-    "graphlib",
+    "math", "cmath", "statistics", "fractions", "decimal", "numbers", "random", "itertools",
+    "functools", "operator", "collections", "heapq", "bisect", "array", "struct", "re",
+    "string", "textwrap", "unicodedata", "difflib", "json", "csv", "datetime", "time",
+    "calendar", "copy", "pprint", "reprlib", "typing", "dataclasses", "enum", "abc",
+    "contextlib", "base64", "binascii", "hashlib", "zlib", "io", "fnmatch", "graphlib",
 )
 
 
@@ -250,7 +177,8 @@ def _convert_path_arguments() -> None:
         call.__doc__ = function.__doc__
         return call
 
-    for name in ("listdir", "scandir", "mkdir", "rmdir", "remove", "unlink", "rename", "replace", "chmod", "truncate", "utime", "open", "chdir"):
+    for name in ("listdir", "scandir", "mkdir", "rmdir", "remove", "unlink", "rename", "replace",
+                 "chmod", "truncate", "utime", "open", "chdir"):
         setattr(os, name, converting(getattr(os, name)))
 
 
@@ -333,66 +261,37 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
     # The kernel filter refuses these everywhere (Landlock cannot tell the
     # sandbox's files from the user's); the hint keeps the LM's retry useful.
     metadata = (
-        "refused: changing file permissions, owners, times or extended attributes is not allowed (shutil.copyfile copies contents without them)"
+        "refused: changing file permissions, owners, times or extended attributes is not allowed"
+        " (shutil.copyfile copies contents without them)"
     )
     event_reasons = mapping(
         {
-            "os.system": processes,
-            "os.exec": processes,
-            "os.fork": processes,
-            "os.forkpty": processes,
-            "os.posix_spawn": processes,
-            "os.spawn": processes,
-            "subprocess.Popen": processes,
-            "os.startfile": processes,
-            "pty.spawn": processes,
+            "os.system": processes, "os.exec": processes, "os.fork": processes,
+            "os.forkpty": processes, "os.posix_spawn": processes, "os.spawn": processes,
+            "subprocess.Popen": processes, "os.startfile": processes, "pty.spawn": processes,
             "webbrowser.open": processes,
-            "os.kill": signals,
-            "os.killpg": signals,
-            "signal.pthread_kill": signals,
+            "os.kill": signals, "os.killpg": signals, "signal.pthread_kill": signals,
             "sys.addaudithook": "refused: changing the sandbox's audit hooks is not allowed",
             "sys.setprofile": "refused: profiling hooks are not allowed",
             "sys.settrace": "refused: tracing hooks are not allowed",
-            "code.__new__": code,
-            "marshal.loads": code,
-            "marshal.load": code,
-            "gc.get_objects": introspection,
-            "gc.get_referrers": introspection,
+            "code.__new__": code, "marshal.loads": code, "marshal.load": code,
+            "gc.get_objects": introspection, "gc.get_referrers": introspection,
             "gc.get_referents": introspection,
-            "resource.setrlimit": limits,
-            "resource.prlimit": limits,
-            "os.symlink": links,
-            "os.link": links,
-            "os.chmod": metadata,
-            "os.chown": metadata,
-            "os.chflags": metadata,
-            "os.lchflags": metadata,
-            "os.utime": metadata,
-            "os.setxattr": metadata,
-            "os.removexattr": metadata,
-            "shutil.copymode": metadata,
-            "shutil.copystat": metadata,
-            "shutil.chown": metadata,
+            "resource.setrlimit": limits, "resource.prlimit": limits,
+            "os.symlink": links, "os.link": links,
+            "os.chmod": metadata, "os.chown": metadata, "os.chflags": metadata, "os.lchflags": metadata,
+            "os.utime": metadata, "os.setxattr": metadata, "os.removexattr": metadata,
+            "shutil.copymode": metadata, "shutil.copystat": metadata, "shutil.chown": metadata,
         }
     )
     network = "refused: network access is not allowed"
     native = "refused: native code access is not allowed"
     prefix_reasons = mapping(
         {
-            "socket": network,
-            "ssl": network,
-            "urllib": network,
-            "http": network,
-            "ftplib": network,
-            "smtplib": network,
-            "imaplib": network,
-            "nntplib": network,
-            "poplib": network,
-            "telnetlib": network,
-            "ctypes": native,
-            "fcntl": native,
-            "mmap": native,
-            "syslog": native,
+            "socket": network, "ssl": network, "urllib": network, "http": network,
+            "ftplib": network, "smtplib": network, "imaplib": network, "nntplib": network,
+            "poplib": network, "telnetlib": network,
+            "ctypes": native, "fcntl": native, "mmap": native, "syslog": native,
             "_posixsubprocess": processes,
         }
     )
@@ -416,7 +315,7 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
                     for root in roots:
                         if full.startswith(root):
                             trusted = True
-                            for comp in full[len_(root) :].split("/"):
+                            for comp in full[len_(root):].split("/"):
                                 if comp in third_party:
                                     trusted = False
                             break
@@ -492,7 +391,7 @@ def _install_hook(sandbox_dir: str, read_roots: tuple, max_write_opens: int) -> 
                 allowed = False
                 for root in roots:
                     if full.startswith(root) or full + "/" == root:
-                        for comp in full[len_(root) :].split("/"):
+                        for comp in full[len_(root):].split("/"):
                             if comp in third_party:
                                 break
                             reason = import_reasons.get(comp.partition(".")[0])

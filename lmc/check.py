@@ -16,18 +16,7 @@ from .checked import Checked, SigInfo, ToolInfo, resolve_type, show
 from .errors import CompileErrors, Diagnostic
 from .parser import Parsed, parse_recovering, read_source
 
-__all__ = [
-    "Analysis",
-    "Checked",
-    "analyze",
-    "SigInfo",
-    "ToolInfo",
-    "check",
-    "check_path",
-    "check_source",
-    "resolve_type",
-    "show",
-]
+__all__ = ["Analysis", "Checked", "analyze", "SigInfo", "ToolInfo", "check", "check_path", "check_source", "resolve_type", "show"]
 
 
 def check_source(text: str, path: str) -> Checked:

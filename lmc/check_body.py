@@ -9,22 +9,8 @@ from . import nodes as n
 from .builtins import BUILTINS, BuiltinTypeError
 from .check_decls import Declarations
 from .checked import (
-    always_returns,
-    arith_hint,
-    arith_type,
-    end_span,
-    hint_for,
-    is_num,
-    kind_word,
-    pred_hint,
-    resolve,
-    resolve_type,
-    show,
-    show_value,
-    feedback_problem,
-    sig_text,
-    strip_opt,
-    widen,
+    always_returns, arith_hint, arith_type, end_span, hint_for, is_num, kind_word, pred_hint, resolve, resolve_type, show, show_value,
+    feedback_problem, sig_text, strip_opt, widen,
 )
 from .errors import Span, did_you_mean, one_of
 from .kinds import extra_outputs
@@ -73,7 +59,8 @@ class Bodies:
         for name in set(ins) & set(outs):
             self.error(f"'{name}' is both an input and an output", next(p for p in d.outputs if p.name == name).span)
         if not d.outputs:
-            self.error(f"program '{d.name}' declares no outputs", d.name_span, f"write program {d.name}(...) -> (answer: str) {{ ... }}")
+            self.error(f"program '{d.name}' declares no outputs", d.name_span,
+                       f"write program {d.name}(...) -> (answer: str) {{ ... }}")
         scope = _Scope(types=dict(ins), owner="program", owner_name=d.name)
         self.current_program = d.name
         self.program_calls.setdefault(d.name, set())
@@ -81,15 +68,13 @@ class Bodies:
         self.block(d.body, scope)
         self.current_program = None
         if d.outputs and not always_returns(d.body):
-            self.error(
-                f"program '{d.name}' does not return its outputs",
-                end_span(d),
-                "end the program with return <module call> or return {" + ", ".join(f'"{k}": ...' for k in outs) + "}",
-            )
+            self.error(f"program '{d.name}' does not return its outputs", end_span(d),
+                       "end the program with return <module call> or return {" + ", ".join(f'"{k}": ...' for k in outs) + "}")
 
     def metric_block(self, d: n.MetricDecl) -> None:
         if len(d.params) != 2:
-            self.error(f"a metric block takes two parameters, got {len(d.params)}", d.name_span, f"write metric {d.name}(example, pred) {{ ... }}")
+            self.error(f"a metric block takes two parameters, got {len(d.params)}", d.name_span,
+                       f"write metric {d.name}(example, pred) {{ ... }}")
         types: dict[str, Type] = {}
         if len(self.d.programs) == 1:
             prog = next(iter(self.d.programs.values()))
@@ -148,7 +133,8 @@ class Bodies:
             v = n.constant(s.bound)
             ok = v is not n.NOT_CONSTANT
             if not ok or not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                self.error(f"the bound of a while loop must be a positive int constant, got {show_value(v) if ok else 'an expression'}", s.bound.span)
+                self.error(f"the bound of a while loop must be a positive int constant, got {show_value(v) if ok else 'an expression'}",
+                           s.bound.span)
         self.loop_body(s.body, scope)
 
     def loop_body(self, body: tuple[n.Stmt, ...], scope: _Scope) -> None:
@@ -214,11 +200,8 @@ class Bodies:
             if not assignable(t, ot):
                 self.error(f"output '{k}' is declared {ot.name}, got {show(t)}", v.span)
         else:
-            self.error(
-                "return {...} with the outputs " + ", ".join(f"'{k}'" for k in outs) + f", got {show(t)}",
-                v.span,
-                "a program with several outputs returns a module call or a dict literal",
-            )
+            self.error("return {...} with the outputs " + ", ".join(f"'{k}'" for k in outs) + f", got {show(t)}", v.span,
+                       "a program with several outputs returns a module call or a dict literal")
 
     def metric_return(self, s: n.Return, scope: _Scope) -> None:
         if s.value is None:
@@ -242,7 +225,8 @@ class Bodies:
                 self.error(f"output '{name}' is declared {outs[name].name}, got {show(vt)}", val.span, pred_hint(vt))
         missing = [k for k in outs if k not in keys]
         if missing:
-            self.error(f"return is missing output{'s' if len(missing) > 1 else ''} " + ", ".join(f"'{m}'" for m in missing), v.span)
+            self.error(f"return is missing output{'s' if len(missing) > 1 else ''} " + ", ".join(f"'{m}'" for m in missing),
+                       v.span)
 
     def return_prediction(self, v: n.Expr, t: Type, outs: dict[str, Type], scope: _Scope) -> None:
         """`return qa(...)`: the prediction must hold every output, each of its declared type."""
@@ -250,11 +234,13 @@ class Bodies:
         missing = [k for k in outs if ts.field(k) is None]
         if len(outs) == 1 and missing:
             src = self.origin(v, scope) or "the returned prediction"
-            self.error(f"{src} has no output '{missing[0]}' to return", v.span, pred_hint(t, outs[missing[0]]) or f'return {{"{missing[0]}": ...}}')
+            self.error(f"{src} has no output '{missing[0]}' to return", v.span,
+                       pred_hint(t, outs[missing[0]]) or f'return {{"{missing[0]}": ...}}')
             return
         for k in missing:
             src = self.origin(v, scope) or "the returned value"
-            self.error(f"{src} has no output '{k}' to return", v.span, "return {" + ", ".join(f'"{o}": ...' for o in outs) + "} to build the outputs")
+            self.error(f"{src} has no output '{k}' to return", v.span,
+                       "return {" + ", ".join(f'"{o}": ...' for o in outs) + "} to build the outputs")
         for k, ot in outs.items():
             ft = ts.field(k)
             if ft is not None and not assignable(ft, ot):
@@ -274,7 +260,8 @@ class Bodies:
             elif not isinstance(target, n.ModuleDecl):
                 self.error(f"'{s.target}' is a {kind_word(target)}, not a module", tsp, "a check retries a module call")
         elif not scope.called_module:
-            self.error(f"nothing to retry: '{s.kind}' follows no module call", s.keyword_span, "name one with 'for <module>'")
+            self.error(f"nothing to retry: '{s.kind}' follows no module call", s.keyword_span,
+                       "name one with 'for <module>'")
 
     # -- expressions -------------------------------------------------------------
     def undefined(self, name: str, span: Span, scope: _Scope) -> None:
@@ -312,11 +299,8 @@ class Bodies:
         d = self.d.decls.get(e.id)
         if d is not None:
             if isinstance(d, (n.ModuleDecl, n.ProgramDecl, n.ToolDecl, n.RetrieverDecl)):
-                self.error(
-                    f"{kind_word(d)} '{e.id}' must be called",
-                    e.span,
-                    f"write {e.id}(...)" if not isinstance(d, n.ModuleDecl) else f"write {e.id}(field=value, ...)",
-                )
+                self.error(f"{kind_word(d)} '{e.id}' must be called", e.span,
+                           f"write {e.id}(...)" if not isinstance(d, n.ModuleDecl) else f"write {e.id}(field=value, ...)")
             else:
                 self.error(f"{kind_word(d)} '{e.id}' is not a value", e.span)
         elif e.id in BUILTINS:
@@ -371,12 +355,8 @@ class Bodies:
             elif rt.kind in ("str", "literal") and not assignable(lt, STR):
                 self.error(f"'{e.op}' on a str needs a str on the left, got {show(lt)}", e.left.span)
         elif e.op in ("<", "<=", ">", ">="):
-            ok = (
-                (is_num(lt) and is_num(rt))
-                or (lt.kind in ("str", "literal") and rt.kind in ("str", "literal"))
-                or "any" in (lt.kind, rt.kind)
-                or "json" in (lt.kind, rt.kind)
-            )
+            ok = (is_num(lt) and is_num(rt)) or (lt.kind in ("str", "literal") and rt.kind in ("str", "literal")) \
+                or "any" in (lt.kind, rt.kind) or "json" in (lt.kind, rt.kind)
             if not ok:
                 self.error(f"cannot compare {show(lt)} and {show(rt)} with '{e.op}'", e.span)
         else:
@@ -446,11 +426,8 @@ class Bodies:
             self.args_only(e, scope)
             if isinstance(e.func, n.Attr):
                 self.expr(e.func.obj, scope)
-                self.error(
-                    f"there are no methods; call '{e.func.name}' as a function",
-                    e.func.name_span,
-                    f"write {e.func.name}(x, ...)" if e.func.name in BUILTINS else None,
-                )
+                self.error(f"there are no methods; call '{e.func.name}' as a function", e.func.name_span,
+                           f"write {e.func.name}(x, ...)" if e.func.name in BUILTINS else None)
             else:
                 self.expr(e.func, scope)
                 self.error("only declared names and builtins can be called", e.func.span)
@@ -473,9 +450,10 @@ class Bodies:
             hint = {
                 n.MetricDecl: "metrics score predictions outside the program",
                 n.Signature: f"declare a module for it: module m = Predict({name})",
-                n.LMDecl: 'use it in a module: lm="' + name + '"',
+                n.LMDecl: "use it in a module: lm=\"" + name + "\"",
             }.get(type(d))
-            self.error(f"{kind_word(d)} '{name}' cannot be called{' inside a program' if isinstance(d, n.MetricDecl) else ''}", e.func.span, hint)
+            self.error(f"{kind_word(d)} '{name}' cannot be called{' inside a program' if isinstance(d, n.MetricDecl) else ''}",
+                       e.func.span, hint)
             return ANY
         return self.call_builtin(e, name, scope)
 
@@ -613,27 +591,10 @@ class Bodies:
 
 # Node type -> the method that types it, looked up once per node instead of an isinstance chain.
 _STMTS: dict[type, Callable[[Bodies, Any, _Scope], None]] = {
-    n.Assign: Bodies.assign,
-    n.ExprStmt: Bodies.expr_stmt,
-    n.For: Bodies.for_stmt,
-    n.If: Bodies.if_stmt,
-    n.While: Bodies.while_stmt,
-    n.Return: Bodies.ret,
-    n.Check: Bodies.check_stmt,
-    n.Break: Bodies.jump,
-    n.Continue: Bodies.jump,
+    n.Assign: Bodies.assign, n.ExprStmt: Bodies.expr_stmt, n.For: Bodies.for_stmt, n.If: Bodies.if_stmt,
+    n.While: Bodies.while_stmt, n.Return: Bodies.ret, n.Check: Bodies.check_stmt, n.Break: Bodies.jump, n.Continue: Bodies.jump,
 }
 _EXPRS: dict[type, Callable[[Bodies, Any, _Scope], Type]] = {
-    n.Const: Bodies.const,
-    n.Name: Bodies.name,
-    n.FString: Bodies.fstring,
-    n.ListExpr: Bodies.list_expr,
-    n.DictExpr: Bodies.dict_expr,
-    n.Attr: Bodies.attr,
-    n.Index: Bodies.index,
-    n.Call: Bodies.call,
-    n.BinOp: Bodies.binop_expr,
-    n.UnaryOp: Bodies.unary,
-    n.Compare: Bodies.compare,
-    n.BoolOp: Bodies.boolop,
-}
+    n.Const: Bodies.const, n.Name: Bodies.name, n.FString: Bodies.fstring, n.ListExpr: Bodies.list_expr,
+    n.DictExpr: Bodies.dict_expr, n.Attr: Bodies.attr, n.Index: Bodies.index, n.Call: Bodies.call,
+    n.BinOp: Bodies.binop_expr, n.UnaryOp: Bodies.unary, n.Compare: Bodies.compare, n.BoolOp: Bodies.boolop}

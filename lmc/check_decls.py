@@ -6,25 +6,8 @@ import re
 
 from . import nodes as n
 from .builtins import BUILTINS
-from .checked import (
-    SigInfo,
-    ToolInfo,
-    hint_for,
-    is_number_value,
-    kind_word,
-    resolve,
-    show_value,
-)
-from .decl_rules import (
-    BUILTIN_TOOLS,
-    DEFAULT_TOOL_DOC,
-    LM_SETTINGS,
-    METRIC_BUILTINS,
-    RETRIEVER_KWARGS,
-    RULES,
-    Rule,
-    kind_rule,
-)
+from .checked import SigInfo, ToolInfo, hint_for, is_number_value, kind_word, resolve, show_value
+from .decl_rules import BUILTIN_TOOLS, DEFAULT_TOOL_DOC, LM_SETTINGS, METRIC_BUILTINS, RETRIEVER_KWARGS, RULES, Rule, kind_rule
 from .errors import Diagnostics, Span, did_you_mean, one_of
 from .kinds import COMMON_SETTINGS, KINDS, extra_outputs
 from .syntax import shorthand_fields

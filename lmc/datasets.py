@@ -187,11 +187,7 @@ def _read_jsonl(fh, shown: str, max_line_bytes: int, cap: int) -> tuple[str, lis
         if total > cap:
             raise DatasetError(f"grew past the {human(cap)} limit for a dataset while it was read", shown)
         if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-            raise DatasetError(
-                f"line is longer than the {_human(max_line_bytes)} limit; expected one JSON object per line",
-                shown,
-                lineno,
-            )
+            raise DatasetError(f"line is longer than the {_human(max_line_bytes)} limit; expected one JSON object per line", shown, lineno)
         digest.update(raw)
         if lineno == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM) :]
@@ -199,9 +195,7 @@ def _read_jsonl(fh, shown: str, max_line_bytes: int, cap: int) -> tuple[str, lis
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DatasetError(
-                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8",
-                shown,
-                lineno,
+                f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8", shown, lineno
             ) from None
         text = text.strip()  # also drops the \r of CRLF files
         if not text:
@@ -253,11 +247,7 @@ def _read_json_list(fh, shown: str) -> tuple[str, list[tuple[int, Any]]]:
     except RecursionError:
         raise DatasetError("not valid JSON: nested too deeply", shown) from None
     if not isinstance(value, list):
-        raise DatasetError(
-            f"expected a JSON list of objects, got {_type_name(value)}",
-            shown,
-            hint="for one object per line name the file .jsonl",
-        )
+        raise DatasetError(f"expected a JSON list of objects, got {_type_name(value)}", shown, hint="for one object per line name the file .jsonl")
     records = []
     for i, item in enumerate(value, start=1):
         if not isinstance(item, dict):
@@ -348,13 +338,7 @@ def _missing(ex: Example, name: str, expected: Sequence[str], what: str) -> Data
     return DatasetError(f"line {ex.line}: missing {what} field '{name}'", hint=hint)
 
 
-def validate(
-    dataset: Dataset,
-    inputs: Mapping[str, Any],
-    outputs: Mapping[str, Any] | None = None,
-    *,
-    need_labels: Iterable[str] = (),
-) -> None:
+def validate(dataset: Dataset, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None = None, *, need_labels: Iterable[str] = ()) -> None:
     """Check every example against a program: inputs present and well typed, needed labels present.
 
     `inputs`/`outputs` map field names to types (see `check_value`); `need_labels`
@@ -390,12 +374,7 @@ def _strip_where(err: DatasetError) -> str:
 
 
 def _example_problem(
-    ex: Example,
-    path: str,
-    inputs: Mapping[str, Any],
-    input_names: list[str],
-    outputs: Mapping[str, Any],
-    need: list[str],
+    ex: Example, path: str, inputs: Mapping[str, Any], input_names: list[str], outputs: Mapping[str, Any], need: list[str]
 ) -> DatasetError | None:
     for name in input_names:
         if name not in ex.data:

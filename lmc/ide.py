@@ -351,13 +351,8 @@ def describe(ix: Index, sym: Symbol, at: Span | None = None) -> str:  # noqa: C9
 
 
 def signature_text(sig: SigInfo) -> str:
-    head = _code(
-        f"signature {sig.name}("
-        + ", ".join(f"{f}: {show(t)}" for f, t, _ in sig.inputs)
-        + " -> "
-        + ", ".join(f"{f}: {show(t)}" for f, t, _ in sig.outputs)
-        + ")"
-    )
+    head = _code(f"signature {sig.name}(" + ", ".join(f"{f}: {show(t)}" for f, t, _ in sig.inputs) + " -> "
+                 + ", ".join(f"{f}: {show(t)}" for f, t, _ in sig.outputs) + ")")
     return "\n\n".join(x for x in (head, sig.instructions or "", _fields_text(sig)) if x)
 
 
@@ -491,7 +486,7 @@ def _enclosing_call(text: str) -> tuple[str, str] | None:
                 if c != "(":
                     return None
                 name = _trailing_word(text[:i])
-                return (name, text[i + 1 :]) if name else None
+                return (name, text[i + 1:]) if name else None
             depth -= 1
     return None
 

@@ -52,14 +52,7 @@ def lark_parser():
     from lark import Lark
 
     grammar = GRAMMAR.read_text(encoding="utf-8")
-    return Lark(
-        grammar,
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        maybe_placeholders=False,
-        cache=_cache_file(grammar),
-    )
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=False, cache=_cache_file(grammar))
 
 
 _TABLES_FORMAT = 3

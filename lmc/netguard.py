@@ -29,7 +29,7 @@ _URL = re.compile(
     r"(?:[A-Za-z0-9._~!$&'()*+,;=:%-]*@)?"  # userinfo: ignored, but it may not hide a second host
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
     r"(?::(?P<port>[0-9]{1,5}))?"
-    r"(?P<rest>[/?#][\x21-\x7e]*)?",
+    r"(?P<rest>[/?#][\x21-\x7e]*)?"
 )
 _LOOPBACK_V4 = ipaddress.IPv4Network("127.0.0.0/8")
 

@@ -189,33 +189,20 @@ class _Builder:
         if rest and getattr(rest[0], "data", None) == "string":
             instructions = self.string(rest.pop(0))
         ins, outs = rest
-        return n.Signature(
-            self.span(t),
-            name=self.name(name),
-            name_span=self.span(name),
-            instructions=instructions,
-            inputs=self.fields(ins),
-            outputs=self.fields(outs),
-            form="block",
-        )
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), instructions=instructions,
+                           inputs=self.fields(ins), outputs=self.fields(outs), form="block")
 
     def d_sig_inline(self, t):
         name, ins, outs, *rest = t.children
         instructions = self.string(rest[0]) if rest else None
-        return n.Signature(
-            self.span(t),
-            name=self.name(name),
-            name_span=self.span(name),
-            instructions=instructions,
-            inputs=self.fields(ins),
-            outputs=self.fields(outs),
-            form="inline",
-        )
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), instructions=instructions,
+                           inputs=self.fields(ins), outputs=self.fields(outs), form="inline")
 
     def d_sig_shorthand(self, t):
         name, s = t.children
         ins, outs = self.shorthand(s)
-        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), inputs=ins, outputs=outs, form="shorthand")
+        return n.Signature(self.span(t), name=self.name(name), name_span=self.span(name), inputs=ins, outputs=outs,
+                           form="shorthand")
 
     def shorthand(self, s) -> tuple[tuple[n.Field, ...], tuple[n.Field, ...]]:
         """`"question, context -> answer"`: all-str fields, each named at its place in the string."""
@@ -224,10 +211,8 @@ class _Builder:
         for message, hint in problems:
             self.err(message, sp, hint)
         spans = iter(self.shorthand_spans(s, ins + outs))
-        return (
-            tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in ins),
-            tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in outs),
-        )
+        return (tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in ins),
+                tuple(n.Field(sp, name=x, name_span=next(spans), type=None) for x in outs))
 
     def shorthand_spans(self, s, names: list[str]) -> list[Span]:
         """Where each name stands in the string token; the whole string where escapes or newlines make offsets unsure."""
@@ -285,16 +270,14 @@ class _Builder:
             sig = args[0]
             for extra in args[1:]:
                 self.err("a module takes one signature and then keyword settings", extra.span, "write settings as name=value")
-        return n.ModuleDecl(
-            self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind), signature=sig, settings=kwargs
-        )
+        return n.ModuleDecl(self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind),
+                            signature=sig, settings=kwargs)
 
     def d_retriever_decl(self, t):
         name, kind, *rest = t.children
         args, kwargs = self.call_args(rest[0]) if rest else ((), ())
-        return n.RetrieverDecl(
-            self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind), args=args, kwargs=kwargs
-        )
+        return n.RetrieverDecl(self.span(t), name=self.name(name), name_span=self.span(name), kind=str(kind), kind_span=self.span(kind),
+                               args=args, kwargs=kwargs)
 
     def d_tool_decl(self, t):
         name, *kids = t.children
@@ -308,9 +291,8 @@ class _Builder:
                 desc = self.string(k)
             else:
                 returns = self.type(k)
-        return n.ToolDecl(
-            self.span(t), name=self.name(name), name_span=self.span(name), params=params, returns=returns, description=desc, impl=self.expr(impl_tree)
-        )
+        return n.ToolDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, returns=returns, description=desc,
+                          impl=self.expr(impl_tree))
 
     def d_lm_decl(self, t):
         name, model, *rest = t.children
@@ -319,9 +301,8 @@ class _Builder:
             args, kwargs = self.call_args(rest[0])
             for a in args:
                 self.err("LM settings are keyword arguments", a.span, "write them as name=value, e.g. temperature=0.2")
-        return n.LMDecl(
-            self.span(t), name=self.name(name), name_span=self.span(name), model=self.string(model), model_span=self.span(model), settings=kwargs
-        )
+        return n.LMDecl(self.span(t), name=self.name(name), name_span=self.span(name), model=self.string(model),
+                        model_span=self.span(model), settings=kwargs)
 
     def d_metric_expr(self, t):
         name, value = t.children
@@ -330,7 +311,8 @@ class _Builder:
     def d_metric_block(self, t):
         name, *rest = t.children
         params = self.params(rest[0]) if len(rest) == 2 else ()
-        return n.MetricDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, body=self.block(rest[-1]))
+        return n.MetricDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params,
+                            body=self.block(rest[-1]))
 
     def d_program_decl(self, t):
         name, *rest = t.children
@@ -342,13 +324,15 @@ class _Builder:
                 params = self.params(r)
             elif r.children:
                 outputs = self.params(r.children[0])
-        return n.ProgramDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, outputs=outputs, body=self.block(body))
+        return n.ProgramDecl(self.span(t), name=self.name(name), name_span=self.span(name), params=params, outputs=outputs,
+                             body=self.block(body))
 
     def params(self, t) -> tuple[n.Param, ...]:
         out = []
         for p in t.children:
             name, *rest = p.children
-            out.append(n.Param(self.span(p), name=self.name(name), name_span=self.span(name), type=self.type(rest[0]) if rest else None))
+            out.append(n.Param(self.span(p), name=self.name(name), name_span=self.span(name),
+                               type=self.type(rest[0]) if rest else None))
         return tuple(out)
 
     # -- statements ------------------------------------------------------------
@@ -371,7 +355,8 @@ class _Builder:
 
     def s_return_stmt(self, t):
         kids = t.children
-        return n.Return(self.span(t), value=self.expr(kids[0]) if kids else None, feedback=self.expr(kids[1]) if len(kids) > 1 else None)
+        return n.Return(self.span(t), value=self.expr(kids[0]) if kids else None,
+                        feedback=self.expr(kids[1]) if len(kids) > 1 else None)
 
     def s_check_stmt(self, t):
         kw, cond, *rest = t.children
@@ -382,9 +367,8 @@ class _Builder:
                 target_span = self.span(Tok("NAME", target, r.end - len(target), r.end))
             else:
                 message = self.expr(r)
-        return n.Check(
-            self.span(t), kind=str(kw), cond=self.expr(cond), message=message, target=target, target_span=target_span, keyword_span=self.span(kw)
-        )
+        return n.Check(self.span(t), kind=str(kw), cond=self.expr(cond), message=message,
+                       target=target, target_span=target_span, keyword_span=self.span(kw))
 
     def s_break_stmt(self, t):
         return n.Break(self.span(t))
@@ -394,9 +378,8 @@ class _Builder:
 
     def s_for_stmt(self, t):
         var, it, body = t.children
-        return n.For(
-            self.span(t), var=self.name(var), iter=self.expr(it), body=self.block(body), var_span=self.span(var), keyword_span=self.head(t, "for")
-        )
+        return n.For(self.span(t), var=self.name(var), iter=self.expr(it), body=self.block(body),
+                     var_span=self.span(var), keyword_span=self.head(t, "for"))
 
     def s_if_stmt(self, t):
         cond, body, *rest = t.children
@@ -413,7 +396,8 @@ class _Builder:
         cond, *rest = t.children
         body = rest.pop()
         bound = self.expr(rest[0]) if rest else None
-        return n.While(self.span(t), cond=self.expr(cond), bound=bound, body=self.block(body), keyword_span=self.head(t, "while"))
+        return n.While(self.span(t), cond=self.expr(cond), bound=bound, body=self.block(body),
+                       keyword_span=self.head(t, "while"))
 
     # -- expressions -----------------------------------------------------------
     def expr(self, t):
@@ -554,7 +538,7 @@ class _Builder:
                 if buf:
                     parts.append(unescape(buf, sp))
                     buf = ""
-                inner = raw[i + 1 : j]
+                inner = raw[i + 1:j]
                 parts.append(self.fstring_expr(inner, sp, sp.col + 3 + i))
                 i = j + 1
                 continue
@@ -593,10 +577,8 @@ _DECLS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("d_")}
 _STMTS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("s_")}
 _EXPRS = {k[2:]: f for k, f in vars(_Builder).items() if k.startswith("e_")}
 
-
 def read_source(path: str | Path) -> str:
     """A .lmp file's text (UTF-8, BOM and CRLF accepted); unreadable files are one-line errors."""
-
     def fail(message: str) -> FileRefused:
         if message == "is a directory":
             message = "is a directory, expected a .lmp file"
@@ -608,9 +590,8 @@ def read_source(path: str | Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise CompileErrors(
-            [Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8", f"byte 0x{data[e.start]:02x} at offset {e.start}")]
-        ) from None
+        raise CompileErrors([Diagnostic(Span(str(path), line, 1, line, 2), "file is not valid UTF-8",
+                                        f"byte 0x{data[e.start]:02x} at offset {e.start}")]) from None
     return text.replace("\r\n", "\n")
 
 

@@ -33,16 +33,7 @@ from pathlib import Path
 
 from lmc.errors import ConfigError, LmcError
 
-__all__ = [
-    "SandboxError",
-    "SandboxLimits",
-    "SandboxResult",
-    "SandboxUnavailable",
-    "arun_code",
-    "isolation",
-    "require_isolation",
-    "run_code",
-]
+__all__ = ["SandboxError", "SandboxLimits", "SandboxResult", "SandboxUnavailable", "arun_code", "isolation", "require_isolation", "run_code"]
 
 _CHILD = Path(__file__).with_name("_sandbox_child.py")
 _NOBODY = 65534

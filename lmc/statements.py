@@ -90,6 +90,7 @@ def program_outputs(prog: I.ProgramIR, value: Any) -> dict:
     return out
 
 
+
 # ---------------------------------------------------------------- statements
 
 
@@ -106,9 +107,8 @@ async def _checkpoint(ctx: Frame, line: int) -> None:
     """Every YIELD_EVERY steps: enforce --max-steps, and give the event loop a turn (Ctrl-C, timeouts, other examples)."""
     ctx.next_yield = ctx.steps + YIELD_EVERY
     if ctx.steps > ctx.max_steps:
-        raise RunError(
-            f"the example ran more than {ctx.max_steps:,} statements and loop iterations, the limit (--max-steps); a loop that never ends?", line=line
-        )
+        raise RunError(f"the example ran more than {ctx.max_steps:,} statements and loop iterations, the limit "
+                       "(--max-steps); a loop that never ends?", line=line)
     await asyncio.sleep(0)
 
 
@@ -240,6 +240,7 @@ async def _check(rt: Runtime, ctx: Frame, s: I.Check, env: dict) -> None:
 
 
 # ---------------------------------------------------------------- expressions
+
 
 
 # ---------------------------------------------------------------- expressions
@@ -400,13 +401,14 @@ async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int 
     except Exception as err:  # noqa: BLE001 - a tool raising fails the example, not the run
         # A user's tool that raises fails its example (kind "tool"), also inside ReAct: a bug in
         # user code must surface, not be fed back to the LM as an observation.
-        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", "tool" if user_code else "runtime", line=line) from None
+        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", "tool" if user_code else "runtime",
+                       line=line) from None
     bad = find_non_finite(result)
     if bad:
-        raise RunError(
-            f"tool '{name}' returned a value that is not a finite number (NaN or infinity)" + (f" at {bad}" if bad != "the value" else ""), line=line
-        )
+        raise RunError(f"tool '{name}' returned a value that is not a finite number (NaN or infinity)"
+                       + (f" at {bad}" if bad != "the value" else ""), line=line)
     return result
+
 
 
 # ---------------------------------------------------------------- modules and metrics
@@ -434,8 +436,10 @@ class _ModuleStep:
     ctx: Frame
     module: I.ModuleIR
 
-    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None, feedback: dict | None = None) -> dict:
-        return await predict(self.rt, self.ctx, self.module.predictor_id(role), inputs, sample=sample, temperature=temperature, feedback=feedback)
+    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None,
+                      feedback: dict | None = None) -> dict:
+        return await predict(self.rt, self.ctx, self.module.predictor_id(role), inputs, sample=sample,
+                             temperature=temperature, feedback=feedback)
 
     def outputs(self, role: str) -> tuple[I.FieldSpec, ...]:
         return self.rt.ir.predictor(self.module.predictor_id(role)).signature.outputs
@@ -524,7 +528,8 @@ async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dic
     return (await score_and_explain(rt, metric, example, pred, trace))[0]
 
 
-async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> tuple[float, str | None]:
+async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict,
+                            trace: list | None = None) -> tuple[float, str | None]:
     """A metric's score in [0, 1] and its feedback (why, in words; None when it says nothing).
 
     Built-ins explain themselves; a python metric may return `(score, "text")` and a block metric
@@ -576,30 +581,11 @@ def judges_said(calls: list) -> str | None:
 # Each IR node type and the function that runs it (defined above, looked up per node).
 _Run = Callable[[Runtime, Frame, Any, dict], Awaitable[Any]]
 _STATEMENTS: dict[type, _Run] = {
-    I.Assign: _assign,
-    I.Eval: _expression,
-    I.Ret: _return,
-    I.Loop: _for,
-    I.Branch: _if,
-    I.WhileLoop: _while,
-    I.Check: _check,
-    I.BreakLoop: _break,
-    I.ContinueLoop: _continue,
+    I.Assign: _assign, I.Eval: _expression, I.Ret: _return, I.Loop: _for, I.Branch: _if, I.WhileLoop: _while,
+    I.Check: _check, I.BreakLoop: _break, I.ContinueLoop: _continue,
 }
 _EXPRESSIONS: dict[type, _Run] = {
-    I.Var: _var,
-    I.GetField: _field,
-    I.CallModule: _module_call,
-    I.FStr: _fstring,
-    I.ListOf: _list,
-    I.DictOf: _dict,
-    I.GetIndex: _index,
-    I.Bin: _binary,
-    I.Unary: _unary,
-    I.Cmp: _compare,
-    I.Logic: _logic,
-    I.CallBuiltin: _builtin,
-    I.CallRetriever: _retriever_call,
-    I.CallTool: _tool_call,
-    I.CallProgram: _program_call,
+    I.Var: _var, I.GetField: _field, I.CallModule: _module_call, I.FStr: _fstring, I.ListOf: _list, I.DictOf: _dict,
+    I.GetIndex: _index, I.Bin: _binary, I.Unary: _unary, I.Cmp: _compare, I.Logic: _logic, I.CallBuiltin: _builtin,
+    I.CallRetriever: _retriever_call, I.CallTool: _tool_call, I.CallProgram: _program_call,
 }

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmc.datasets import (
-    Dataset,
-    from_records,
-    load_dataset,
-    shuffle,
-    split,
-    validate,
-)
+from lmc.datasets import Dataset, from_records, load_dataset, shuffle, split, validate
 from lmc.errors import DatasetError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -84,14 +84,7 @@ TRAIN = reviews(
         ("t8", "MISLEAD good sets", "positive"),
     ]
 )
-DEV = reviews(
-    [
-        ("d1", "good", "positive"),
-        ("d2", "bad", "negative"),
-        ("d3", "MISLEAD good", "positive"),
-        ("d4", "bad day", "negative"),
-    ]
-)
+DEV = reviews([("d1", "good", "positive"), ("d2", "bad", "negative"), ("d3", "MISLEAD good", "positive"), ("d4", "bad day", "negative")])
 
 
 @dataclass

@@ -191,13 +191,7 @@ def _timed(code: str) -> float:
 
 def test_limits_are_frozen_and_have_the_documented_defaults():
     limits = SandboxLimits()
-    assert (limits.timeout_s, limits.cpu_s, limits.memory_mb, limits.max_output_bytes, limits.max_file_bytes) == (
-        5.0,
-        5,
-        256,
-        64_000,
-        1_000_000,
-    )
+    assert (limits.timeout_s, limits.cpu_s, limits.memory_mb, limits.max_output_bytes, limits.max_file_bytes) == (5.0, 5, 256, 64_000, 1_000_000)
     with pytest.raises(AttributeError):
         limits.cpu_s = 1  # type: ignore[misc]
 
@@ -212,11 +206,7 @@ def _nested_code(outer, name):
     raise AssertionError(f"no nested function {name!r}")
 
 
-@pytest.mark.parametrize(
-    "code",
-    [_nested_code(child._install_hook, "hook"), child._norm.__code__],
-    ids=["hook", "_norm"],
-)
+@pytest.mark.parametrize("code", [_nested_code(child._install_hook, "hook"), child._norm.__code__], ids=["hook", "_norm"])
 def test_hook_reads_no_globals_or_builtins(code):
     """The program can rebind builtins and module globals; the hook must not depend on any."""
     ops = {ins.opname for ins in dis.get_instructions(code)}

@@ -7,14 +7,7 @@ from typing import Sequence
 
 from lmc.errors import ReportError
 
-from .report import (
-    OPTIONAL_COUNTERS,
-    ExampleResult,
-    Report,
-    describe_ref,
-    list_ids,
-    summarize,
-)
+from .report import OPTIONAL_COUNTERS, ExampleResult, Report, describe_ref, list_ids, summarize
 from .shards import Shard
 
 
@@ -38,10 +31,7 @@ def merge_reports(reports: Sequence[Report]) -> Report:
         k: sum(getattr(r.summary, k) for r in reports) for k in ("calls", "cached_calls", "prompt_tokens", "completion_tokens", *OPTIONAL_COUNTERS)
     }
     summary = summarize(
-        examples,
-        cost=math.fsum(r.summary.cost for r in reports),
-        duration_s=math.fsum(r.summary.duration_s for r in reports),
-        **sums,
+        examples, cost=math.fsum(r.summary.cost for r in reports), duration_s=math.fsum(r.summary.duration_s for r in reports), **sums
     )
     return Report(first.program, first.target, first.metric, first.data, None, tuple(examples), summary, first.lmc_version)
 

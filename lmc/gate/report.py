@@ -317,9 +317,7 @@ class _Reader:
 
         m = self.obj(o["metric"], "metric", ("name", "spec", "threshold"))
         metric = MetricRef(
-            self.str_(m["name"], "metric.name"),
-            self.str_(m["spec"], "metric.spec"),
-            self.num(m["threshold"], "metric.threshold", high=1.0),
+            self.str_(m["name"], "metric.name"), self.str_(m["spec"], "metric.spec"), self.num(m["threshold"], "metric.threshold", high=1.0)
         )
 
         d = self.obj(o["data"], "data", ("path", "sha256", "n_total"))

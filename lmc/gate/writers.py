@@ -142,9 +142,7 @@ def junit_xml(cand: Report, verdict: Verdict, base: Report | None = None) -> str
     }
     if verdict.paired is not None:
         prop_values.update(
-            baseline_score=f"{verdict.paired.base_mean:.4f}",
-            delta=f"{verdict.paired.delta:+.4f}",
-            p_value=f"{verdict.paired.p_value:.4g}",
+            baseline_score=f"{verdict.paired.base_mean:.4f}", delta=f"{verdict.paired.delta:+.4f}", p_value=f"{verdict.paired.p_value:.4g}"
         )
     for name, value in prop_values.items():
         ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})

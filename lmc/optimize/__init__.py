@@ -30,18 +30,7 @@ from .random_search import random_search
 
 Pass = Callable[..., Awaitable[PassResult]]
 
-PASSES: tuple[Pass, ...] = (
-    none,
-    labeled,
-    bootstrap,
-    random_search,
-    mipro,
-    knn,
-    ensemble,
-    finetune_data,
-    evolve,
-    calibrate,
-)
+PASSES: tuple[Pass, ...] = (none, labeled, bootstrap, random_search, mipro, knn, ensemble, finetune_data, evolve, calibrate)
 
 
 def pass_name(fn: Pass) -> str:

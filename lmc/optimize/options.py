@@ -59,10 +59,7 @@ OPTIONS = {
 }
 
 # LMs some passes use besides the program's: the teacher runs bootstrapping, the prompt LM proposes instructions.
-PASS_LMS = {
-    "--teacher-lm": ("bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data"),
-    "--prompt-lm": ("mipro", "evolve"),
-}
+PASS_LMS = {"--teacher-lm": ("bootstrap", "random-search", "mipro", "knn", "ensemble", "finetune-data"), "--prompt-lm": ("mipro", "evolve")}
 
 
 def check_value(key: str, value: Any, where: str) -> Any:

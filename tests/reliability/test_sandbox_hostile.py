@@ -339,15 +339,7 @@ def test_deep_recursion_is_an_error_not_a_crash():
 # -------------------------------------------------------------- native code
 
 
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import ctypes",
-        "__import__('ctypes')",
-        "import importlib\nimportlib.import_module('ctypes')",
-        "import _ctypes",
-    ],
-)
+@pytest.mark.parametrize("code", ["import ctypes", "__import__('ctypes')", "import importlib\nimportlib.import_module('ctypes')", "import _ctypes"])
 def test_ctypes_is_refused(code):
     r = hostile(code)
     assert r.error.startswith("refused: native code access is not allowed")
