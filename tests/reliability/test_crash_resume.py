@@ -25,7 +25,12 @@ ENV = {"LMC_TEST_LM_TIMEOUT": "30"}
 # parse and rename one small file, so anything slower than this is a lost paid call. On a machine
 # with more runnable processes than cores the client waits its turn for the CPU, so the window grows
 # with the run queue (one failure at load 12 on 2 cores came from scheduling, not from lmc).
-SETTLE_S = 0.25 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+SETTLE_S = 0.25
+
+
+def settle_window() -> float:
+    """SETTLE_S scaled by the run queue of the last minute, read when the kills are judged (not at import)."""
+    return SETTLE_S * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 class TimedServer(LoopbackServer):
@@ -65,10 +70,11 @@ def _repeats_after_kills(srv: TimedServer, kills: list[float]) -> tuple[int, int
     client had it and must have cached it, so any later send is a lost paid call.
     """
     kills = sorted(kills)
+    window = settle_window()
     settled: dict[str, float] = {}  # body -> the kill after which it must never be sent again
     for bhash, arrived, a in srv.answers:
         end = next((k for k in kills if k > arrived), None)
-        if end is not None and end - a > SETTLE_S:
+        if end is not None and end - a > window:
             settled[bhash] = min(settled.get(bhash, end), end)
     seen: set[str] = set()
     bad = total = 0
