@@ -431,6 +431,23 @@ def test_a_server_that_understands_no_constraint_is_probed_once_and_answers_unco
         assert srv.requests == 6
 
 
+def test_an_endpoint_is_probed_once_when_many_examples_reach_it_at_once(tmp_path):
+    with LoopbackServer(lambda r: " negative", strict=True, latency=0.02) as srv:
+        client = LMClient(cache_dir=tmp_path, concurrency=8)
+        rt = Runtime(lower(check_source(SENTIMENT, "s.lmp")), client, lm=parse_lm("text-completion-openai/base", srv.url))
+
+        async def go():
+            try:
+                return await asyncio.gather(*(run_example(rt, {"review": f"review {i}"}) for i in range(8)))
+            finally:
+                await client.aclose()
+
+        results = _run(go())
+        assert all(r.outputs == {"sentiment": "negative"} for r in results)
+        assert srv.requests == 4 + 8  # echo + three dialects, once, then the eight answers
+        assert client.usage.by_tag["(endpoint probe)"].requests == 4
+
+
 def test_lmc_yaml_names_the_dialect_instead_of_probing_it(tmp_path):
     with LoopbackServer(lambda r: " rambling", dialect="vllm") as srv:
         result, _ = _server_run(srv, constraints="vllm")

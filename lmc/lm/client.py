@@ -14,7 +14,7 @@ from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
 from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
 from lmc.lm.cache import DiskCache
 from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
-from lmc.lm.dialect import Endpoints, label_logprob
+from lmc.lm.dialect import PROBE_TAG, Endpoints, label_logprob
 from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
@@ -303,7 +303,7 @@ class LMClient:
         sem, limiter = self._loop_state()
         try:
             async with sem:
-                return await self._attempt(backend, spec, req, limiter, "", tag="probe")
+                return await self._attempt(backend, spec, req, limiter, "", tag=PROBE_TAG)
         except (LMAuthError, LMUnreachableError, LMFailure):
             raise
         except LMError:

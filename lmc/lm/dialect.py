@@ -17,6 +17,7 @@ chat endpoints are not probed, so that one is chosen only by name.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from lmc.lm.spec import LMSpec
 
 PROBE_PROMPT = "lmc probe: one two"
 PROBE_WORD = "zqxv"
+# The usage tag of probe requests: no predictor id can be it, so the artifact can leave probes out of its counts.
+PROBE_TAG = "(endpoint probe)"
 SETTINGS = ("auto", "none") + DIALECTS + ("openai",)
 
 
@@ -52,6 +55,9 @@ class Endpoints:
         self.cache = cache
         self.setting = setting or "auto"
         self._known: dict[tuple[str, str], Endpoint] = {}
+        # One probe per endpoint even when many examples reach it at once: the first probes, the others wait.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _key(self, spec: LMSpec) -> str:
         # Where the model is served decides what it understands: the api_base names the endpoint here, and
@@ -64,6 +70,15 @@ class Endpoints:
         known = self._known.get(ident)
         if known is not None:
             return known
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a lock belongs to one event loop; a client reused across asyncio.run() gets fresh ones
+            self._loop, self._locks = loop, {}
+        async with self._locks.setdefault(ident, asyncio.Lock()):
+            known = self._known.get(ident)
+            return known if known is not None else await self._find(spec, ident)
+
+    async def _find(self, spec: LMSpec, ident: tuple[str, str]) -> Endpoint:
+        known: Endpoint | None = None
         key = self._key(spec)
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
