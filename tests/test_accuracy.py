@@ -536,12 +536,12 @@ def _binary_logprobs(spec, req):
     return {"positive": (pos, 1), "negative": (neg, 1)}
 
 
-def _calibrate_ctx(tmp_path, cache=True):
+def _calibrate_ctx(tmp_path, cache=True, max_calls=None):
     from lmc.datasets import from_records
     from lmc.optimize.lab import Lab, PassInputs
 
     fake = FakeLM("positive", logprobs=_binary_logprobs)
-    client = LMClient(cache_dir=tmp_path if cache else None, backend=fake)
+    client = LMClient(cache_dir=tmp_path if cache else None, backend=fake, max_calls=max_calls)
     spec = parse_lm("text-completion-openai/base")
     ir = lower(check_source(BINARY, "b.lmp"))
     dev = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
@@ -690,6 +690,105 @@ def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(
         assert json.loads(capsys.readouterr().out)["sentiment"] == "negative"
         assert main(["run", "plain.lmc.json", "-i", "review=dull", *lm]) == 0
         assert json.loads(capsys.readouterr().out)["sentiment"] == "positive"
+
+
+@pytest.mark.parametrize("search", ["random-search", "mipro"])
+def test_a_search_keeps_its_best_calibrated_when_that_scores_higher_on_dev(tmp_path, search):
+    from lmc import optimize
+    from lmc.optimize.calibrate import contextual_offsets
+
+    ir, inputs, fake, logged = _calibrate_ctx(tmp_path)
+    options = {"candidates": 2, "trials": 4, "instructions": 1} if search == "mipro" else {"candidates": 2}
+    result = _run(optimize.run_pass(search, ir, inputs, **options))
+    scores = {c.name: c.score for c in result.candidates}
+    # every demo set scores 0.4 (the model says positive whatever it is shown); the prior divided out gets all 5
+    assert max(s for n, s in scores.items() if ":calibrate:" not in n) == 0.4
+    assert scores[f"{search}:calibrate:contextual"] == 1.0
+    assert f"{search}:calibrate:none" not in scores  # the search's best, already recorded under its own name
+    p_pos = sum(1 / (1 + math.exp(neg - pos)) for pos, neg in CONTENT_FREE_SCORES.values()) / 3
+    assert result.ir.predictors[0].setting("calibration") == contextual_offsets({"positive": p_pos, "negative": 1 - p_pos})
+    assert any(m.startswith(f"{search}:calibrate: none 0.400, contextual 1.000 on dev; keeping contextual") for m in logged), logged
+    # the dev re-runs with offsets are answered from the LM cache: only the content-free prompts were new
+    content_free = [c for c in fake.calls if re.findall(r"^Review: (.*)$", c.req.prompt, re.M)[-1:] in (["N/A"], [""], ["[MASK]"])]
+    assert 3 <= len(content_free) and len(fake.calls) == len({c.req.cache_key("m") for c in fake.calls})
+
+
+def test_a_search_leaves_calibration_out_when_it_does_not_help_on_dev(tmp_path, monkeypatch):
+    from lmc import optimize
+
+    # Right about every review as it is; the prior's +0.77 for negative turns "fine fun" negative.
+    for review, pair in {"fine fun": (-0.9, -1.0), "dull": (-2.0, -0.5), "awful": (-2.0, -0.6), "boring": (-1.9, -0.4)}.items():
+        monkeypatch.setitem(DEV_SCORES, review, pair)
+    ir, inputs, fake, logged = _calibrate_ctx(tmp_path)
+    result = _run(optimize.run_pass("random-search", ir, inputs, candidates=2))
+    scores = {c.name: c.score for c in result.candidates}
+    assert scores["random-search:calibrate:contextual"] == 0.8
+    assert scores["random-search:calibrate:fitted"] == 1.0  # fitted back to a tie: the uncalibrated program wins it
+    assert result.ir.predictors[0].setting("calibration") is None
+    assert result.ir == max(result.candidates, key=lambda c: (c.score, -result.candidates.index(c))).ir
+    assert any("keeping none" in m for m in logged)
+
+
+def test_a_search_without_label_scores_tries_no_calibration_and_sends_nothing_for_it(tmp_path):
+    from lmc import optimize
+
+    ir, inputs, fake, logged = _calibrate_ctx(tmp_path)
+    fake.logprobs = None  # decoded labels: the search's dev runs show no scores, so there is nothing to calibrate
+    result = _run(optimize.run_pass("random-search", ir, inputs, candidates=2))
+    assert not any(":calibrate:" in c.name for c in result.candidates)
+    assert not any(re.findall(r"^Review: (.*)$", c.req.prompt, re.M)[-1:] == ["N/A"] for c in fake.calls)
+    assert result.ir.predictors[0].setting("calibration") is None
+
+
+def test_calibration_inside_a_search_stays_inside_max_calls(tmp_path):
+    from lmc import optimize
+
+    ir, inputs, fake, _ = _calibrate_ctx(tmp_path / "free")
+    _run(optimize.run_pass("random-search", ir, inputs, candidates=2))
+    prompts_ = [re.findall(r"^Review: (.*)$", c.req.prompt, re.M)[-1] for c in fake.calls]
+    search_calls = prompts_.index("N/A")  # everything before the first content-free input is the search's
+    cap = search_calls + 1
+    ir, inputs, fake, _ = _calibrate_ctx(tmp_path / "capped", max_calls=cap)
+    result = _run(optimize.run_pass("random-search", ir, inputs, candidates=2))
+    assert len(fake.calls) == cap and result.exhausted
+    assert any("budget exhausted during random-search:calibrate" in n for n in result.notes), result.notes
+    assert result.ir.predictors[0].setting("calibration") is None  # the best so far, as the search left it
+
+
+def test_random_search_calibrates_from_the_cli_and_a_warm_recompile_sends_nothing(tmp_path, monkeypatch, capsys):
+    from lmc.artifact import read
+    from lmc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.lmp").write_text(BINARY)
+    rows = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with LoopbackServer(lambda r: " positive", logprob=_cli_logprob) as srv:
+        args = ["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "random-search", "--candidates", "1"]
+        lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
+        assert main([*args, "-o", "cold.lmc.json", *lm]) == 0, capsys.readouterr().err
+        assert "random-search:calibrate: none 0.400, contextual 1.000 on dev; keeping contextual" in capsys.readouterr().err
+        art = read("cold.lmc.json")
+        assert set(art.ir.predictors[0].setting("calibration")) == {"positive", "negative"}
+        assert "random-search:calibrate:contextual" in [c["name"] for c in art.compile["candidates"]]
+        assert art.compile["scores"]["final"]["dev"] == 1.0
+        sent = srv.requests
+        assert main([*args, "-o", "warm.lmc.json", *lm]) == 0
+        assert srv.requests == sent
+        assert (tmp_path / "warm.lmc.json").read_bytes() == (tmp_path / "cold.lmc.json").read_bytes()
+        # within a cap that runs out during calibration, the compile keeps the search's best and sends no more
+        capped = tmp_path / "capped"
+        capped.mkdir()
+        srv.reset_counters()
+        monkeypatch.chdir(capped)
+        (capped / "b.lmp").write_text(BINARY)
+        (capped / "dev.jsonl").write_text((tmp_path / "dev.jsonl").read_text())
+        code = main([*args, "-o", "c.lmc.json", "--max-calls", str(sent - 2), *lm[:-1], str(capped / "cache")])
+        assert code == 0, capsys.readouterr().err
+        assert srv.requests == sent - 2
+        art = read("c.lmc.json")
+        assert art.compile["budget"]["exhausted"] and art.ir.predictors[0].setting("calibration") is None
+        assert any("budget exhausted during random-search:calibrate" in n for n in art.compile["notes"]), art.compile["notes"]
 
 
 def test_a_chat_model_gets_a_json_schema_of_its_reply_when_lmc_yaml_says_openai(tmp_path):

@@ -14,6 +14,9 @@ For every predictor whose output is a literal union (or a bool) and whose LM sco
 and keeps whichever of none / contextual / fitted scores best on dev (the simplest on a tie).
 The offsets are stored per predictor in the artifact (setting `calibration`, label -> offset),
 which `lmc inspect` and `lmc diff` show, and `lmc run` applies.
+
+`random-search` and `mipro` make the same tries on their best program (`calibrate_best`) and keep
+one only when it scores higher on dev than the program as the search left it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .. import ir as I
 from ..labels import label_options, log_softmax
 from ..predict import predict
 from ..runtime import Frame
-from .lab import Findings, PassInputs, PassResult
+from .lab import Candidate, Findings, PassInputs, PassResult
 
 CONTENT_FREE = ("N/A", "", "[MASK]")
 GRID = tuple(x / 2 for x in range(-6, 7) if x)  # offsets tried per label: -3 .. 3 in steps of 0.5
@@ -116,39 +119,66 @@ async def calibrate(ir: I.IR, inputs: PassInputs) -> PassResult:
         found.notes.append("calibrate: no predictor has a literal-union or bool output; nothing to calibrate")
         inputs.log(found.notes[-1])
         return found.result(ir)
+    return found.result(await choose(found, ir, targets, label="calibrate"))
+
+
+async def calibrate_best(found: Findings, best: Candidate, label: str) -> I.IR:
+    """A search's best program, calibrated when that scores higher on dev than `best` as it is (random-search, mipro).
+
+    Only predictors whose labels were chosen by score on dev are tried (their dev runs are memoised, so
+    finding them is free); the tries are recorded as `<label>:calibrate:contextual` and `...:fitted`."""
+    lab = found.inputs.lab
+    if found.exhausted or best.score is None:
+        return best.ir
+    outcomes = await found.guard(lab.outcomes(best.ir, lab.devset), f"{label}: dev runs")
+    scored = {c.predictor for o in outcomes or () for c in o.result.trace if c.scores}
+    targets = [p for p in best.ir.predictors if p.id in scored and label_options(p)]
+    if not targets:
+        return best.ir
+    return await choose(found, best.ir, targets, label=f"{label}:calibrate", base=best.score)
+
+
+async def choose(found: Findings, ir: I.IR, targets: list[I.Predictor], *, label: str, base: float | None = None) -> I.IR:
+    """The best on dev of `ir` uncalibrated (`base`: its known score as it is), contextually calibrated and fitted.
+
+    A tie goes to the simpler: none, then contextual.  The calibrate pass scores and records `ir`
+    uncalibrated itself and says in notes what it left out; a search passes its best's score and logs."""
+    inputs = found.inputs
+    say = found.notes.append if base is None else inputs.log
     contextual: dict[str, dict[str, float]] = {}
     for p in targets:
-        p_cf = await found.guard(prior(inputs, ir, p), f"calibrate: {p.id} content-free inputs")
+        p_cf = await found.guard(prior(inputs, ir, p), f"{label}: {p.id} content-free inputs")
         if found.exhausted:
-            return found.result(ir)
+            return ir
         if p_cf is None:
-            found.notes.append(f"calibrate: predictor '{p.id}': its LM returned no label scores (or its inputs take no text), so it is left as it is")
+            say(f"{label}: predictor '{p.id}': its LM returned no label scores (or its inputs take no text), so it is left as it is")
             continue
         contextual[p.id] = contextual_offsets(p_cf)
-        inputs.log(f"calibrate: {p.id}: content-free label distribution " + ", ".join(f"{lb} {pr:.2f}" for lb, pr in p_cf.items()))
+        inputs.log(f"{label}: {p.id}: content-free label distribution " + ", ".join(f"{lb} {pr:.2f}" for lb, pr in p_cf.items()))
     if not contextual:
-        return found.result(ir)
-    plain = with_calibration(ir, {pid: {} for pid in contextual})
-    scored = []
-    for name, cand in (("none", plain), ("contextual", with_calibration(ir, contextual))):
-        score = await found.guard(inputs.lab.score(cand, label=f"calibrate:{name}"), f"calibrate:{name} scoring")
+        return ir
+    tries = [("none", with_calibration(ir, {pid: {} for pid in contextual}))] if base is None else []
+    tries.append(("contextual", with_calibration(ir, contextual)))
+    scored = [] if base is None else [(base, "none", ir)]
+    for name, cand in tries:
+        score = await found.guard(inputs.lab.score(cand, label=f"{label}:{name}"), f"{label}:{name} scoring")
         if score is None:
             break
-        found.record(f"calibrate:{name}", cand, score)
+        found.record(f"{label}:{name}", cand, score)
         scored.append((score, name, cand))
     cached = inputs.lab.make_runtime(ir).client.cache is not None
     if len(scored) == 2 and not cached:
-        found.notes.append("calibrate: without the LM cache every fitting step would send the dev set again; contextual calibration only")
+        say(f"{label}: without the LM cache every fitting step would send the dev set again; contextual calibration only")
     elif len(scored) == 2 and all(len(label_options(ir.predictor(pid))) <= MAX_FIT_LABELS for pid in contextual):
         fitted, score = await fit(found, ir, contextual, scored[1][0])
         if fitted != contextual:
             cand = with_calibration(ir, fitted)
-            found.record("calibrate:fitted", cand, score)
+            found.record(f"{label}:fitted", cand, score)
             scored.append((score, "fitted", cand))
     elif len(scored) == 2:
-        found.notes.append(f"calibrate: more than {MAX_FIT_LABELS} labels; contextual calibration only")
+        say(f"{label}: more than {MAX_FIT_LABELS} labels; contextual calibration only")
     if not scored:
-        return found.result(ir)
+        return ir
     best = max(scored, key=lambda t: (t[0], -[s[1] for s in scored].index(t[1])))
-    inputs.log("calibrate: " + ", ".join(f"{n} {s:.3f}" for s, n, _ in scored) + f" on dev; keeping {best[1]}")
-    return found.result(best[2])
+    inputs.log(f"{label}: " + ", ".join(f"{n} {s:.3f}" for s, n, _ in scored) + f" on dev; keeping {best[1]}")
+    return best[2]

@@ -8,6 +8,8 @@
    to the set's size, demo order) choice per predictor, each trial scored on a dev minibatch; every few trials the
    combination with the best average is scored on the full dev set.  The best
    full-dev combination is kept.
+4. Its labels calibrated (contextual, or fitted on dev: the `calibrate` pass's tries) when that
+   scores higher on dev.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from ..interpreter import run_example
 from ..lower import lower
 from ..prompts import show_value
 from .bootstrap import collect, merge_demos
+from .calibrate import calibrate_best
 from .demos import ORDERS, arrange, dev_profile, with_demos
-from .lab import Findings, PassInputs, PassResult
+from .lab import Candidate, Findings, PassInputs, PassResult
 
 TIPS = (
     "Keep the instruction short and direct.",
@@ -245,4 +248,5 @@ async def mipro(
         return found.result(ir)
     best_key = max(full_scores, key=lambda k: (full_scores[k], -list(full_scores).index(k)))
     inputs.log(f"mipro: best full dev score {full_scores[best_key]:.3f}")
-    return found.result(build(choices[best_key]))
+    best = Candidate("mipro:best", build(choices[best_key]), full_scores[best_key])
+    return found.result(await calibrate_best(found, best, "mipro"))

@@ -1,12 +1,13 @@
 """`random-search`: zero-shot, labeled-only and N bootstrap candidates (shuffled trainsets, varied demo
 counts), then the best of them with 1 and 2 demos and in two other orders, each scored on dev; the best is
-kept and every candidate's score is reported."""
+kept, calibrated when that scores higher on dev, and every candidate's score is reported."""
 
 from __future__ import annotations
 
 from .. import ir as I
 from ..datasets import shuffle
 from .bootstrap import bootstrap_ir
+from .calibrate import calibrate_best
 from .demos import ORDERS, arrange, dev_profile, labeled_demos, with_demos
 from .lab import Findings, PassInputs, PassResult
 
@@ -80,4 +81,4 @@ async def random_search(ir: I.IR, inputs: PassInputs, *, candidates: int, max_de
     if best is None:
         return found.result(ir)
     inputs.log(f"random-search: best {best.name} ({best.score:.3f})")
-    return found.result(best.ir)
+    return found.result(await calibrate_best(found, best, "random-search"))
