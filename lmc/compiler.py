@@ -26,7 +26,7 @@ from .errors import BudgetExceeded, ConfigError, DatasetError, LmcError
 from .files import Output, atomic_write_text, check_outputs
 from .limits import read_bounded
 from .lm import LMClient, parse_lm
-from .lm.dialect import PROBE_TAG
+from .lm.usage import PROBE_TAG
 from .metrics import choose_metric
 from .optimize import check_chain, check_pass_entry, options_for, pass_named
 from .optimize.lab import Candidate, Lab, PassInputs, best
@@ -396,9 +396,8 @@ async def compile_async(
         },
         "scores": {"baseline": {"dev": _r(chain.baseline)}, "final": {"dev": _r(chain.final)}, "train": dict(chain.train_scores)},
         "candidates": candidates,
-        # The program's calls only: an endpoint's probes are sent once and then read from the cache as a record,
-        # not as calls, so counting them would make a warm recompile's artifact differ (the sidecar keeps them).
-        "lm_requests": usage.calls - (usage.by_tag[PROBE_TAG].calls if PROBE_TAG in usage.by_tag else 0),
+        # The program's calls: the probes of an endpoint (the stats sidecar has them) would differ on a warm recompile.
+        "lm_requests": usage.program_calls,
         "lm_requests_by_predictor": {k: v.calls for k, v in sorted(usage.by_tag.items()) if k != PROBE_TAG},
         "budget": {"max_calls": st.max_calls, "max_cost": st.max_cost, "exhausted": chain.exhausted},
         "notes": list(notes),

@@ -174,7 +174,7 @@ class Run:
 def _usage(client: Any) -> dict:
     u = client.usage
     return {
-        "calls": u.calls,
+        "calls": u.program_calls,  # as the artifact counts them: without an endpoint's probes
         "cached_calls": u.cached_calls,
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,

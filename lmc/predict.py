@@ -28,7 +28,9 @@ async def predict(
     max_tokens: Any = p.setting("max_tokens") or spec.setting("max_tokens") or default_max_tokens(p, mode)
     prompt, demos, shown = _fit_context(rt, spec, p, values, demos, mode, feedback, int(max_tokens))
     overrides: dict[str, Any] = {"temperature": temp, "max_tokens": max_tokens, "sample": sample}
-    schema = labels.output_schema(p) if mode == "chat" and rt.client.endpoints.setting == "openai" else None
+    schema = labels.output_schema(p) if mode == "chat" else None
+    if schema is not None and not await rt.client.endpoints.holds_schema(spec, rt.client.on_server(spec)):
+        schema = None  # the endpoint was not found to honour (or lmc.yaml does not name) response_format json_schema
     if schema is not None:  # the server holds the reply to the schema; the prompt asks for that JSON object
         prompt = prompts.render(p, shown, mode=mode, demos=demos, feedback=feedback, json_mode=True)
         overrides["schema"] = json.dumps(schema, sort_keys=True, separators=(",", ":"))

@@ -47,6 +47,9 @@ class _NullSpan:
     def lm_result(self, result: Any) -> None:
         pass
 
+    def fail(self, e: BaseException) -> None:
+        pass
+
 
 _NULL = nullcontext(_NullSpan())
 

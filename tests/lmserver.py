@@ -103,7 +103,8 @@ class LoopbackServer:
         self.status_for = status_for
         self.retry_after_date = retry_after_date
         # Constrained decoding as one server kind does it: "llama.cpp" honours `grammar`, "vllm" `guided_choice` /
-        # `guided_regex`, "ollama" `format`; another dialect's field is ignored, or refused (400) when `strict`.
+        # `guided_regex`, "ollama" `format`, "openai" a chat `response_format` json_schema; another dialect's field
+        # is ignored, or refused (400) when `strict`.
         self.dialect = dialect
         self.strict = strict
         # Echoed log-probabilities: logprob(text before the token, token) for each whitespace-led token; without
@@ -359,7 +360,10 @@ class LoopbackServer:
         if path == "/v1/embeddings":
             payload = self._embeddings(request)
         else:
-            text = "" if fault == "empty" else self._constrained(request, self.responder(request))
+            # lmc's endpoint probes (lmc/lm/dialect.py) are answered as a model would, without the responder, which
+            # is written for a program's prompts; the constraint, when this server honours it, still decides.
+            reply = PROBE_REPLY if _is_probe(request) else self.responder(request)
+            text = "" if fault == "empty" else self._constrained(request, reply)
             payload = self._completion(path, request, text)
         data = json.dumps(payload).encode()
         if fault == "truncated":
@@ -383,6 +387,9 @@ class LoopbackServer:
             for f in fields:
                 if f in request and f not in mine and self.strict:
                     return f
+        schema = (request.get("response_format") or {}).get("type") == "json_schema"
+        if schema and self.dialect != "openai" and self.strict:  # as gpt-4 or an older vLLM answers it
+            return "response_format"
         if "echo" in request and self.logprob is None and self.strict:
             return "echo"
         return None
@@ -461,6 +468,16 @@ class LoopbackServer:
             data.append({"object": "embedding", "index": i, "embedding": vec})
         tokens = sum(_tokens(str(t)) for t in inputs)
         return {"object": "list", "data": data, "model": request.get("model", "loopback"), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+PROBE_REPLY = " three four"
+
+
+def _is_probe(request: dict) -> bool:
+    from lmc.lm.dialect import PROBE_PROMPT
+
+    messages = request.get("messages") or []
+    return request.get("prompt") == PROBE_PROMPT or (len(messages) == 1 and messages[0].get("content") == PROBE_PROMPT)
 
 
 def _fit_schema(schema: dict, text: str) -> dict:

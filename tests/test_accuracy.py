@@ -816,5 +816,85 @@ def test_a_chat_model_gets_a_json_schema_of_its_reply_when_lmc_yaml_says_openai(
         assert schema["properties"]["sentiment"] == {"type": "string", "enum": ["positive", "negative", "very negative"]}
         assert schema["required"] == ["reasoning", "sentiment"]
         assert srv.requests == 1  # named, not probed
-        unconstrained = run_chat(srv, "auto")
-        assert unconstrained.outputs is None and len(srv.constraints_seen) == 1
+        unconstrained = run_chat(srv, "none")
+        assert unconstrained.outputs is None and len(srv.constraints_seen) == 1 and srv.requests == 1 + 3  # 3 parse attempts
+
+
+CHAT_COT = SENTIMENT.replace("Predict(Classify)", "ChainOfThought(Classify)")
+
+
+def _chat_run(server: LoopbackServer, *, cache_dir=None, constraints: str | None = None, reviews=("awful",), max_calls=None):
+    """The chat ChainOfThought sentiment program on each review at once, through one client (its cache in `cache_dir`)."""
+    client = LMClient(cache_dir=cache_dir, constraints=constraints, concurrency=8, max_calls=max_calls)
+    rt = Runtime(lower(check_source(CHAT_COT, "s.lmp")), client, lm=parse_lm("openai/chat", server.url))
+
+    async def go():
+        try:
+            return await asyncio.gather(*(run_example(rt, {"review": r}) for r in reviews))
+        finally:
+            await client.aclose()
+
+    return _run(go()), client
+
+
+def test_a_chat_endpoint_that_honours_a_json_schema_is_found_by_one_probe_and_held_to_it(tmp_path, transport):
+    from lmc.lm.dialect import PROBE_WORD
+
+    seen: list[dict] = []
+    with LoopbackServer(lambda r: seen.append(r) or "Well, it is hard to say.", dialect="openai", latency=0.02) as srv:
+        results, client = _chat_run(srv, cache_dir=tmp_path, reviews=("awful", "great", "meh", "fine"))
+        assert all(r.outputs == {"sentiment": "positive"} for r in results), [r.error for r in results]
+        assert srv.requests == 1 + 4  # one probe for the four examples that reached the endpoint together
+        probe = srv.constraints_seen[0]["response_format"]["json_schema"]["schema"]
+        assert probe["properties"]["answer"]["enum"] == [PROBE_WORD]  # an odd value only a schema-holding server gives
+        assert len(seen) == 4 and all(r["response_format"]["json_schema"]["schema"]["required"] == ["reasoning", "sentiment"] for r in seen)
+        assert client.usage.by_tag["(endpoint probe)"].requests == 1
+        # remembered in the LM cache: a warm rerun sends nothing, a new review only its own request
+        again, _ = _chat_run(srv, cache_dir=tmp_path, reviews=("awful", "great"))
+        assert [r.outputs for r in again] == [r.outputs for r in results[:2]] and srv.requests == 5
+        _chat_run(srv, cache_dir=tmp_path, reviews=("new",))
+        assert srv.requests == 6 and "response_format" in seen[-1]
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["ignores", "refuses"])
+def test_a_chat_endpoint_that_ignores_or_refuses_the_schema_is_asked_without_it(tmp_path, transport, strict):
+    seen: list[dict] = []
+    reply = json.dumps({"reasoning": "it says awful", "sentiment": "negative"})
+    with LoopbackServer(lambda r: seen.append(r) or reply, strict=strict) as srv:
+        (result,), _ = _chat_run(srv, cache_dir=tmp_path)
+        assert result.outputs == {"sentiment": "negative"}, result.error
+        assert srv.requests == 2  # the probe, then the call
+        assert "response_format" not in seen[-1]
+        (again,), _ = _chat_run(srv, cache_dir=tmp_path)
+        assert again.outputs == result.outputs and srv.requests == 2
+
+
+def test_a_probe_is_retried_like_any_request_so_a_rate_limit_decides_nothing(tmp_path, transport, monkeypatch):
+    monkeypatch.setenv("LMC_RETRY_WAIT", "0.01")
+    with LoopbackServer(lambda r: "x", dialect="openai", faults={"429": 1.0}, faults_per_body=1) as srv:
+        (result,), client = _chat_run(srv, cache_dir=tmp_path)
+        assert result.outputs == {"sentiment": "positive"}, result.error  # held to the schema all the same
+        probe = client.usage.by_tag["(endpoint probe)"]
+        assert (probe.requests, probe.retries, probe.failed_requests) == (2, 1, 1)
+
+
+def test_a_refused_probe_is_not_a_failing_lm_when_every_answer_was_cached(tmp_path, transport):
+    with LoopbackServer(lambda r: "<reasoning>it is bad</reasoning><sentiment>negative</sentiment>", strict=True) as srv:
+        _chat_run(srv, cache_dir=tmp_path, constraints="none")  # the answers, cached without any probe
+        sent = srv.requests
+        (result,), client = _chat_run(srv, cache_dir=tmp_path)  # auto: the endpoint is new to it, the answer is not
+        assert result.outputs == {"sentiment": "negative"} and srv.requests == sent + 1
+        assert client.usage.failed_requests == 1
+        client.check_health()  # the refused probe was the only request: not "every LM request failed"
+
+
+def test_a_chat_endpoints_probe_counts_against_max_calls(tmp_path, transport):
+    from lmc.errors import BudgetExceeded
+
+    with LoopbackServer(lambda r: "x", dialect="openai") as srv:
+        (result,), client = _chat_run(srv, max_calls=2)
+        assert result.outputs == {"sentiment": "positive"} and srv.requests == 2 and client.usage.requests == 2
+    with LoopbackServer(lambda r: "x", dialect="openai") as srv:
+        with pytest.raises(BudgetExceeded):
+            _chat_run(srv, max_calls=1)
+        assert srv.requests == 1  # the probe took the only call; the answer was never sent

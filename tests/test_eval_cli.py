@@ -137,8 +137,8 @@ def test_equal_quality_passes_against_baseline_artifact(ws, lmc, server):
     assert rep.summary.n == N and rep.summary.score == pytest.approx(0.95)
     assert rep.target.kind == "program" and rep.program.name == "sentiment"
     assert {e.id for e in rep.examples if not e.passed} == {"ex-03", "ex-04"}
-    # Distinct prompts for candidate and baseline: both went to the server.
-    assert server.requests == 2 * N
+    # Distinct prompts for candidate and baseline: both went to the server (after the endpoint's JSON-schema probe).
+    assert server.requests == 2 * N + 1
 
 
 def test_regression_fails_and_lists_flipped_examples(ws, lmc, server):
@@ -205,27 +205,27 @@ def test_report_is_reused_as_baseline_without_rerunning_it(ws, lmc, server):
     server.oracle.wrong = {"cand": nums(*range(5, 14)), "base": nums(3)}
     make_artifact("main/cand.lmp", "base.lmc.json")
     code, _, err = lmc.eval("base.lmc.json", "--report", "base.json", "--no-cache")
-    assert code == 0 and server.requests == N
+    assert code == 0 and server.requests == N + 1  # and the endpoint's probe: no cache remembers it
     base = Report.load("base.json")
     assert base.target.kind == "artifact" and base.target.path == "base.lmc.json"
 
     server.reset_counters()
     code, _, err = lmc.eval("cand.lmp", "--baseline", "base.json", "--max-drop", "0.02", "--no-cache")
     assert code == 1
-    assert server.requests == N  # the candidate only: zero requests for the baseline side
+    assert server.requests == N + 1  # the probe and the candidate only: zero requests for the baseline side
     assert any(line.startswith("baseline 0.975 -> candidate 0.775") for line in err)
 
     # The same comparison with the artifact evaluated now gives the same verdict.
     server.reset_counters()
     code2, _, err2 = lmc.eval("cand.lmp", "--baseline", "base.lmc.json", "--max-drop", "0.02", "--no-cache")
-    assert code2 == 1 and server.requests == 2 * N
+    assert code2 == 1 and server.requests == 2 * N + 1
     assert err2[-1] == err[-1]
 
 
 def test_baseline_evaluated_from_cache_makes_no_requests(ws, lmc, server):
     # Candidate and baseline with identical prompts: the baseline side is served from the shared cache.
     code, out, err = lmc.eval("main/cand.lmp", "--baseline", "main/cand.lmp", "--max-drop", "0", "--format", "json")
-    assert code == 0 and server.requests == N
+    assert code == 0 and server.requests == N + 1  # and the endpoint's probe, not counted among the calls
     doc = json.loads(out)
     assert (doc["candidate"]["calls"], doc["candidate"]["cached_calls"]) == (N, 0)
     assert (doc["baseline"]["calls"], doc["baseline"]["cached_calls"]) == (N, N)

@@ -139,7 +139,7 @@ def test_spans_nest_and_carry_genai_attributes(tmp_path, server, monkeypatch):
         assert module.parent.span_id == example.context.span_id
         assert module.attributes["lmc.module.kind"] == "Predict"
     chats = by_name["chat openai/test"]
-    assert len(chats) == 2
+    assert len(chats) == 3 and [bool(c.attributes.get("lmc.probe")) for c in chats].count(True) == 1  # the endpoint's probe too
     modules = {s.context.span_id for s in by_name["module classify"] + by_name["module second"]}
     for chat in chats:
         a = chat.attributes
@@ -161,7 +161,7 @@ def test_content_opt_in_and_failures(tmp_path, server, monkeypatch):
         prog(review=f"good, and here is my key {LM_KEY}")
     finally:
         prog.close()
-    chat = next(s for s in exporter.get_finished_spans() if s.name.startswith("chat"))
+    chat = next(s for s in exporter.get_finished_spans() if s.name.startswith("chat") and not s.attributes.get("lmc.probe"))
     messages = json.loads(chat.attributes["gen_ai.input.messages"])
     assert messages[-1]["role"] == "user" and "here is my key ***" in messages[-1]["parts"][0]["content"]
     assert json.loads(chat.attributes["gen_ai.output.messages"])[0]["parts"][0]["content"].startswith("<sentiment>")
@@ -232,7 +232,7 @@ def test_cli_exports_to_a_real_otlp_endpoint_without_secrets(tmp_path, server):
     spans = collector.spans()
     names = sorted(s["name"] for s in spans)
     assert names.count("example main") == 3 and names.count("module classify") == 3
-    assert names.count("module second") == 3 and names.count("chat openai/test") == 6
+    assert names.count("module second") == 3 and names.count("chat openai/test") == 6 + 1  # and the endpoint's probe
     assert spans[0]["resource"]["service.name"] == "route-bot"
     assert len({s["trace"] for s in spans}) == 3  # each example its own trace
     ids = {s["id"]: s for s in spans}

@@ -68,11 +68,11 @@ def test_inserting_a_line_at_the_top_reruns_exactly_the_new_input(ws, run, serve
     rows = [{"review": f"review number {i}"} for i in range(6)]  # no ids: lmc makes them from the content
     write_rows(ws / "in.jsonl", rows)
     assert run()[0] == 0
-    assert server.requests == 6
+    assert server.requests == 6 + 1  # and the endpoint's JSON-schema probe (--no-cache: each run probes)
     write_rows(ws / "in.jsonl", [{"review": "a brand new review"}] + rows)
     code, err = run()
     assert code == 0, err
-    assert server.requests == 7  # one request: the new line, nothing else
+    assert server.requests == 7 + 2  # the probe and the new line, nothing else
     assert "1 run (1 ok, 0 failed), 6 already done of 7" in err
     got = {r["id"]: r for r in out_rows(ws)}
     assert len(got) == 7 == len(out_rows(ws))
@@ -103,7 +103,7 @@ def test_a_changed_input_is_rerun_and_its_old_line_replaced(ws, run, server):
     server.reset_counters()
     code, err = run()
     assert code == 0, err
-    assert server.requests == 1
+    assert server.requests == 2  # the endpoint's probe and the edited review
     assert "re-running 1 example whose input changed since its line was written" in err
     assert "1 run (1 ok, 0 failed), 4 already done, 1 re-run because their input changed of 5" in err
     after = out_rows(ws)
@@ -212,6 +212,6 @@ def test_a_second_run_on_the_same_out_fails_at_once(ws):
     line = second.stderr.strip()
     assert line.startswith("error: out.jsonl is in use by another run (pid ") and "-m lmc run" in line, line
     assert took < 15  # it did not wait for the first run
-    assert srv.requests == 40 and at_refusal < 40  # the second run sent nothing
+    assert srv.requests == 40 + 1 and at_refusal < 41  # the second run sent nothing (the 1: the first run's probe)
     rows = out_rows(ws)
     assert len(rows) == 40 and len({r["id"] for r in rows}) == 40

@@ -136,7 +136,7 @@ def test_resume_after_a_torn_file_repeats_no_request(cli, server, tmp_path):
     args = ["run", SENTIMENT, *lm_args(server), "--data", data, "--out", "out.jsonl", "--cache-dir", "cache"]
     server.reset_counters()
     assert cli(*args)[0] == 0
-    assert server.requests == 20
+    assert server.requests == 20 + 1  # and the endpoint's JSON-schema probe
     out = tmp_path / "out.jsonl"
     lines = out.read_bytes().splitlines(keepends=True)
     # Keep 12 whole lines and half of the 13th, as a crash mid-write would.
@@ -146,11 +146,11 @@ def test_resume_after_a_torn_file_repeats_no_request(cli, server, tmp_path):
     assert "dropped 1 torn line" in err and "12 already done" in err
     ids = [r["id"] for r in read_lines(out)]
     assert sorted(ids) == [f"r{i:03d}" for i in range(20)]  # each id exactly once
-    assert server.requests == 20 and server.duplicates() == 0  # the redone examples came from the cache
+    assert server.requests == 21 and server.duplicates() == 0  # the redone examples came from the cache
     # A third run has nothing to do and sends nothing.
     code, _, err = cli(*args)
     assert code == 0 and "0 run" in err and "20 already done" in err
-    assert server.requests == 20
+    assert server.requests == 21
 
 
 def test_failures_exit_1_and_others_go_on(cli, server, tmp_path):

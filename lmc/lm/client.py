@@ -14,13 +14,13 @@ from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
 from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warnings
 from lmc.lm.cache import DiskCache
 from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
-from lmc.lm.dialect import PROBE_TAG, Endpoints, label_logprob
+from lmc.lm.dialect import Endpoints, label_logprob
 from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
 from lmc.lm.spec import LOCAL_N_CTX, LMSpec, check_transport, env_number, model_info, table_price, transport_for
-from lmc.lm.usage import Usage, current_meter
+from lmc.lm.usage import PROBE_TAG, Usage, current_meter
 from lmc.telemetry import NO_TELEMETRY
 
 
@@ -298,16 +298,21 @@ class LMClient:
         )
 
     async def _probe_send(self, spec: LMSpec, req: LMRequest) -> LMResult | None:
-        """One probe request, counted and capped like any; None when the endpoint refused or broke it."""
-        backend = self._backend_for(spec)
-        sem, limiter = self._loop_state()
-        try:
-            async with sem:
-                return await self._attempt(backend, spec, req, limiter, "", tag=PROBE_TAG)
-        except (LMAuthError, LMUnreachableError, LMFailure):
-            raise
-        except LMError:
-            return None
+        """One probe request, counted, capped, retried and traced like any; None when the endpoint refused it
+        (or failed it every time: what it does not answer, it is taken not to take)."""
+        with self.telemetry.lm_call(spec, req) as span:
+            span.set(**{"lmc.probe": True})
+            try:
+                result = await self._call_with_retries(spec, req, "", PROBE_TAG)
+            except LMUnreachableError as e:
+                raise self._failed(e) from None  # as for any call: the calls waiting behind it fail at once
+            except (LMAuthError, LMFailure):
+                raise
+            except LMError as e:
+                span.fail(e)
+                return None
+            span.lm_result(result)
+            return result
 
     async def _attempt(
         self,
@@ -343,7 +348,9 @@ class LMClient:
             if getattr(e, "kind", "") in ("timeout", "bad_body"):
                 cost = hold.cost  # the server may have done (and billed) the work
             self._last_request_error = e.message
-            self._refused_requests += 1
+            # A refused probe says what the endpoint does not take, not that it fails: a warm run whose only
+            # request was one is not "every request failed".
+            self._refused_requests += int(tag != PROBE_TAG)
             raise
         except BaseException:
             cost = hold.cost  # cancelled in flight: it may have been sent and billed

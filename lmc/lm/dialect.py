@@ -1,18 +1,24 @@
-"""What an OpenAI-compatible completion endpoint understands: which constraint dialect, and echoed log-probabilities.
+"""What an LM endpoint understands: which constraint dialect, echoed log-probabilities, a chat reply's JSON schema.
 
 Found once per endpoint (model and api_base) by cheap probes through the client, so they count
-against --max-calls like any request, and remembered in the LM cache, so a warm rerun sends none:
+against --max-calls and are retried like any request (one that never gets an answer counts as
+refused), and remembered in the LM cache, so a warm rerun sends none.  A completion endpoint gets
 
-* log-probabilities: the prompt "lmc probe: one two" sent with `echo` and `logprobs`, one token
-  generated; the endpoint scores labels when the reply lists the prompt's tokens with theirs;
-* the dialect: the same tiny prompt constrained to one odd word, in each dialect in turn
+* a log-probability probe: the prompt "lmc probe: one two" sent with `echo` and `logprobs`, one
+  token generated; the endpoint scores labels when the reply lists the prompt's tokens with theirs;
+* dialect probes: the same tiny prompt constrained to one odd word, in each dialect in turn
   (llama.cpp's `grammar`, vLLM's `guided_choice`, Ollama's `format`); the first whose reply is
   exactly that word is the endpoint's.  A server that refuses a field, or ignores it, fails its probe.
 
+A chat endpoint gets one probe: the same words as a user message, with a `response_format` JSON
+schema whose only valid reply is `{"answer": "zqxv"}`; a reply that is exactly that object makes
+the endpoint's dialect `openai`, and its typed replies are then held to their schema
+(`holds_schema`).  A server that refuses the field, ignores it, or answers anything else: `none`.
+
 lmc.yaml's `constraints` (or $LMC_CONSTRAINTS) names the dialect instead: `llama.cpp`, `vllm`,
 `ollama`, or `none` to send no constraint; `auto` (the default) probes.  `openai` sends chat models
-a JSON schema of the reply (`response_format` json_schema) and completion models no constraint;
-chat endpoints are not probed, so that one is chosen only by name.
+a JSON schema of the reply without probing, and completion models no constraint; any other named
+dialect sends chat models none.
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ from lmc.lm.spec import LMSpec
 
 PROBE_PROMPT = "lmc probe: one two"
 PROBE_WORD = "zqxv"
-# The usage tag of probe requests: no predictor id can be it, so the artifact can leave probes out of its counts.
-PROBE_TAG = "(endpoint probe)"
 SETTINGS = ("auto", "none") + DIALECTS + ("openai",)
+# The one document a chat endpoint that holds its reply to a JSON schema can answer the probe with: {"answer": "zqxv"}.
+PROBE_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": [PROBE_WORD]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,21 @@ class Endpoints:
         self._known[ident] = known
         return known
 
+    async def holds_schema(self, spec: LMSpec, on_server: bool) -> bool:
+        """Whether a chat reply from `spec` is held to its JSON schema: `openai` named, or (`auto`) a server's probe passed."""
+        if spec.mode != "chat" or self.setting not in ("openai", "auto"):
+            return False
+        return self.setting == "openai" or (on_server and (await self.of(spec)).dialect == "openai")
+
     async def _probe(self, spec: LMSpec) -> Endpoint:
+        if spec.mode == "chat":  # no echo of a chat prompt, and the constraint a chat endpoint may take is a JSON schema
+            req = LMRequest(
+                messages=({"role": "user", "content": PROBE_PROMPT},),
+                max_tokens=24,
+                schema=json.dumps(PROBE_SCHEMA, sort_keys=True, separators=(",", ":")),
+            )
+            got = await self.send(spec, req)
+            return Endpoint("openai" if got is not None and probe_answered(got.text) else "none", False)
         echoed = await self.send(spec, LMRequest(prompt=PROBE_PROMPT, max_tokens=1, echo=True))
         logprobs = echoed is not None and covers(echoed, len(PROBE_PROMPT))
         if self.setting != "auto":
@@ -113,6 +138,14 @@ class Endpoints:
             if got is not None and got.text.strip() == PROBE_WORD:
                 return Endpoint(dialect, logprobs)
         return Endpoint("none", logprobs)
+
+
+def probe_answered(text: str) -> bool:
+    """Whether a chat probe's reply is exactly the one object its schema allows."""
+    try:
+        return json.loads(text) == {"answer": PROBE_WORD}
+    except ValueError:
+        return False
 
 
 def covers(result: LMResult, prompt_chars: int) -> bool:

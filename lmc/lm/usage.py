@@ -8,6 +8,9 @@ from typing import Any
 
 from lmc.lm.call import LMResult
 
+# The tag of an endpoint's probe requests (lmc/lm/dialect.py): no predictor id can be it.
+PROBE_TAG = "(endpoint probe)"
+
 
 @dataclass
 class Usage:
@@ -36,6 +39,13 @@ class Usage:
     @property
     def live_calls(self) -> int:
         return self.calls - self.cached_calls
+
+    @property
+    def program_calls(self) -> int:
+        """The calls of the program's predictors, cached or not: every call but the probes of an endpoint, which a
+        warm rerun reads from the cache as a record and never makes (an artifact or report counting them would differ)."""
+        probes = self.by_tag.get(PROBE_TAG)
+        return self.calls - (probes.calls if probes else 0)
 
     def _each(self, tag: str) -> list["Usage"]:
         if not tag:

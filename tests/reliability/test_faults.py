@@ -134,7 +134,8 @@ def test_compile_under_faults_writes_the_same_artifact(cli, patient_client, serv
 
 
 def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, tmp_path, transport):
-    """The server answers 40 requests, then stops listening: exit 3, one clear message, the 40 kept; a rerun resumes."""
+    """The server answers 40 requests (the endpoint's probe and 39 examples), then stops listening: exit 3, one clear
+    message, the 39 kept; a rerun resumes."""
     write_jsonl(tmp_path / "in.jsonl", reviews(100))
     srv = LoopbackServer(sentiment_responder).start()
     answered = {"n": 0}
@@ -163,7 +164,7 @@ def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, 
     assert len(errors) == 1 and "cannot reach" in errors[0], err
     assert "rerun to resume" in err
     done = _outputs(tmp_path / "out.jsonl")
-    assert len(done) == 40 and all(r["error"] is None for r in done.values())
+    assert len(done) == 39 and all(r["error"] is None for r in done.values())
     with LoopbackServer(sentiment_responder) as again:
         code, _, err = cli(
             "run",
@@ -182,7 +183,7 @@ def test_server_down_mid_run_exits_3_and_keeps_finished_lines(cli, fast_client, 
             "4",
         )
         assert code == 0, err
-        assert again.stats()["requests"] == 60  # only the unfinished ones
+        assert again.stats()["requests"] == 1 + 61  # this server's probe (another URL), then only the unfinished ones
     assert set(_outputs(tmp_path / "out.jsonl")) == {r["id"] for r in reviews(100)}
 
 
@@ -215,7 +216,7 @@ def test_persistent_5xx_fails_each_example_not_the_process(cli, fast_client, tmp
     for r in rows:
         assert "503" in r["error"] and "attempts" in r["error"]
     assert "4 failed" in err
-    assert requests == 4 * 9  # 1 + LMC_TEST_MAX_RETRIES attempts each
+    assert requests == 9 + 4 * 9  # the endpoint's probe and each example: 1 + LMC_TEST_MAX_RETRIES attempts each
 
 
 def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):

@@ -233,7 +233,7 @@ def test_the_loopback_spellings_that_count_are_used(cli, env, tmp_path):
             art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": base, "api_key_env": None, "settings": {}})
             code, out, err = cli("run", art, "-i", "review=review number 4", "--no-cache")
             assert code == 0, err
-        assert len(srv.seen) == 3
+        assert len(srv.seen) == 2 * 3  # each run: the endpoint's JSON-schema probe (no cache), then the call
 
 
 def test_the_user_may_send_requests_to_any_host_explicitly(cli, env, hostile_dns, tmp_path):
@@ -242,7 +242,7 @@ def test_the_user_may_send_requests_to_any_host_explicitly(cli, env, hostile_dns
         art = _artifact(tmp_path / "a.lmc.json", {"model": "openai/test", "api_base": base, "api_key_env": None, "settings": {}})
         code, out, err = cli("run", art, "--api-base", base, "-i", "review=review number 4", "--no-cache")
         assert code == 0, err
-        assert len(srv.seen) == 1  # the user chose it: --api-base is consent
+        assert len(srv.seen) == 2  # the probe and the call: the user chose it, --api-base is consent
 
 
 @pytest.mark.parametrize("setting", [{"base_url": "http://evil.example.com/v1"}, {"extra_headers": {"X-Key": "1"}}])
