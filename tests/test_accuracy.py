@@ -459,6 +459,46 @@ def test_lmc_yaml_names_the_dialect_instead_of_probing_it(tmp_path):
         assert srv.constraints_seen == []
 
 
+def _quiet_responder(request: dict) -> str:
+    """A deterministic chat model: silent on "silent" reviews until the prompt changes, always silent on "mute",
+    always unparseable on "garbled", else the review's own word."""
+    text = json.dumps(request["messages"])
+    review = re.findall(r"review number \d+ (\w+)", text)[-1]
+    changed = "I could not read that reply" in text or "response_format" in request
+    if review == "mute" or (review == "silent" and not changed):
+        return ""
+    return "5/5" if review == "garbled" else f"<sentiment>{'negative' if review == 'silent' else review}</sentiment>"
+
+
+def test_a_deterministic_request_that_came_back_empty_or_unparseable_is_never_sent_again_unchanged(tmp_path, monkeypatch, capsys, transport):
+    from lmc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    words = ["positive", "negative", "silent", "mute", "garbled", "positive", "negative", "silent"]
+    rows = [{"id": f"r{i}", "review": f"review number {i} {w}", "sentiment": "negative"} for i, w in enumerate(words)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with LoopbackServer(_quiet_responder) as srv:
+        args = ["compile", str(ROOT / "programs" / "sentiment.lmp"), "--train", "data.jsonl", "--dev", "data.jsonl", "--optimizer", "bootstrap"]
+        lm = ["--lm", "openai/test", "--api-base", srv.url, "--cache-dir", "cache"]
+        assert main([*args, "-o", "cold.lmc.json", *lm]) == 0, capsys.readouterr().err
+        assert srv.duplicates() == 0  # an empty or unparseable answer was followed by another request, never the same one
+        assert srv.stats()["faults_injected"] == {} and srv.requests > 0
+        sent = srv.requests
+        # warm: every answer is in the cache, the empty and the unparseable ones too
+        assert main([*args, "-o", "warm.lmc.json", *lm]) == 0
+        assert srv.requests == sent
+        assert (tmp_path / "warm.lmc.json").read_bytes() == (tmp_path / "cold.lmc.json").read_bytes()
+        capsys.readouterr()
+        # the example that stays silent fails at once with the reason; a silent one the repair prompt got an answer for
+        data = tmp_path / "data.jsonl"
+        assert main(["run", "cold.lmc.json", "--data", str(data), "--out", "out.jsonl", *lm]) == 1
+        out = {r["id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+        assert out["r2"]["outputs"] == {"sentiment": "negative"} and out["r2"]["error"] is None
+        assert out["r3"]["error_kind"] == "parse" and 'raw output: ""' in out["r3"]["error"]
+        assert out["r4"]["error_kind"] == "parse" and 'raw output: "5/5"' in out["r4"]["error"]
+        assert out["r3"]["usage"]["requests"] == 0 and srv.requests == sent  # the artifact's prompts: all answered before
+
+
 def test_the_constraint_is_part_of_the_cache_key():
     from lmc.lm import LMRequest
 

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,25 +109,28 @@ def test_cache_off_reads_and_writes_nothing(tmp_path):
     assert len(fake.calls) == 2 and cache_files(tmp_path) == []
 
 
-def test_empty_results_are_not_cached(tmp_path):
+def test_an_empty_sampled_completion_is_retried_and_not_cached(tmp_path):
+    """At temperature > 0 the next sample may say something: an empty one is a fault, as a 5xx is."""
     fake = FakeLM(["", "", "fine"])
     client = LMClient(cache_dir=tmp_path, backend=fake, retry_wait=0.001, max_retries=3)
-    res = run(client.complete(parse_lm("openai/gpt-4o-mini"), CHAT))
+    res = run(client.complete(parse_lm("openai/gpt-4o-mini"), LMRequest(messages=CHAT.messages, temperature=0.7)))
     assert res.text == "fine" and client.usage.retries == 2
     entries = cache_files(tmp_path)
     assert len(entries) == 1 and "fine" in entries[0].read_text()
 
 
-def test_the_local_model_is_not_asked_again_for_an_empty_completion(tmp_path):
-    """Its sampling seed is fixed per request, so a retry would only repeat the same empty answer."""
-    from lmc.errors import LMError
-
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "local/gemma-3-270m"])
+def test_a_settled_request_that_came_back_empty_is_answered_cached_and_never_sent_again(tmp_path, model):
+    """At temperature 0, or to the embedded model (its sampling seed is fixed per request), asking again repeats
+    the same nothing: the empty completion is the model's answer, and the predictor decides what to ask next."""
     fake = FakeLM(["", "fine"])
     client = LMClient(cache_dir=tmp_path, backend=fake, retry_wait=0.001, max_retries=3)
-    with pytest.raises(LMError) as e:
-        run(client.complete(parse_lm("local/gemma-3-270m"), CHAT))
-    assert "empty completion" in str(e.value) and len(fake.calls) == 1 and client.usage.retries == 0
-    assert cache_files(tmp_path) == []
+    req = CHAT if model.startswith("openai") else LMRequest(messages=CHAT.messages, temperature=0.8)
+    first = run(client.complete(parse_lm(model), req))
+    assert first.text == "" and not first.cached and len(fake.calls) == 1
+    assert (client.usage.retries, client.usage.errors, client.usage.failed_requests) == (0, 0, 0)
+    again = run(LMClient(cache_dir=tmp_path, backend=fake).complete(parse_lm(model), req))
+    assert again.text == "" and again.cached and len(fake.calls) == 1
 
 
 def test_cache_key_excludes_key_and_api_base(tmp_path, monkeypatch, transport):
@@ -202,11 +206,25 @@ def test_each_fault_kind_is_retried(kind, mode, transport, fast_retry_client):
     with LoopbackServer(faults={kind: 1.0}, faults_per_body=1, timeout_sleep=1.0, retry_after=0.05) as srv:
         client = fast_retry_client(timeout=0.4)
         model = "openai/loop" if mode == "chat" else "text-completion-openai/loop"
-        res = run(client.complete(parse_lm(model, srv.url), CHAT if mode == "chat" else PROMPT))
+        req = CHAT if mode == "chat" else PROMPT
+        if kind == "empty":  # at temperature 0 an empty completion is the answer (the next test)
+            req = replace(req, temperature=0.7)
+        res = run(client.complete(parse_lm(model, srv.url), req))
         assert res.text.startswith("echo:")
         assert srv.faults_injected[kind] == 1
         assert srv.requests == 2 and client.usage.retries == 1
         assert srv.by_path["/v1/chat/completions" if mode == "chat" else "/v1/completions"] == 2
+
+
+@pytest.mark.parametrize("mode", ["chat", "completion"])
+def test_an_empty_completion_at_temperature_0_is_cached_and_not_sent_again(mode, transport, fast_retry_client, tmp_path):
+    with LoopbackServer(lambda r: "") as srv:
+        model = parse_lm("openai/loop" if mode == "chat" else "text-completion-openai/loop", srv.url)
+        req = CHAT if mode == "chat" else PROMPT
+        first = run(fast_retry_client(use_cache=True).complete(model, req))
+        assert first.text == "" and srv.requests == 1
+        again = fast_retry_client(use_cache=True)
+        assert run(again.complete(model, req)).cached and srv.requests == 1 and again.usage.requests == 0
 
 
 def test_retry_after_is_honoured(fast_retry_client, transport):

@@ -44,8 +44,8 @@ class DiskCache:
             blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
             if entry.get("v") != CACHE_VERSION or entry.get("sum") != hashlib.sha256(blob).hexdigest():
                 raise ValueError("checksum")
-            if not isinstance(payload.get("text"), str) or not payload["text"]:
-                raise ValueError("empty")
+            if not isinstance(payload.get("text"), str):  # may be empty: a settled request's empty answer is cached
+                raise ValueError("text")
             return payload
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("discarding corrupt cache entry %s", path)

@@ -15,7 +15,7 @@ from lmc.errors import LMAuthError, LMError, LMFailure, LMUnreachableError, Warn
 from lmc.lm.cache import DiskCache
 from lmc.lm.call import LMRequest, LMResult, extra_settings, fit_mode
 from lmc.lm.dialect import Endpoints, label_logprob
-from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, where
+from lmc.lm.failures import MAX_RETRY_AFTER, ONE_OFF_KINDS, empty_error, settled, where
 from lmc.lm.http_transport import HTTPTransport
 from lmc.lm.litellm_transport import LiteLLMTransport
 from lmc.lm.local import local_backend
@@ -341,7 +341,7 @@ class LMClient:
             result = await backend.call(spec, req, self.timeout)
             cost = self.ledger.charge(spec, result, hold)
             result.cost = cost
-            if not result.text or not result.text.strip():
+            if not result.text.strip() and not settled(spec, req):  # settled: the model's answer, asked again it repeats
                 raise empty_error(spec)
             failed = False
         except LMError as e:

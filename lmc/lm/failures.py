@@ -9,11 +9,15 @@
 | connection   | LMTransientError (refused)    | yes     | base                  |
 | bad_body     | LMTransientError (torn, dropped, not JSON) | yes | base/5         |
 | empty        | LMTransientError (no text)    | yes     | base/5                |
+|  (settled)   | not an error: the answer      | never   |                       |
 | redirect     | LMRedirectError               | no      |                       |
 | other 4xx    | LMError                       | no      |                       |
 
 A transport maps what its HTTP client raised onto these functions; the client
-(`client.py`) decides retries and waits from the kind alone.
+(`client.py`) decides retries and waits from the kind alone.  An empty completion is a
+fault only where asking again can bring another answer (`settled`): at temperature 0, or
+from the embedded model, it is the model's answer, cached like any, and the predictor's
+parse repair (another prompt, other sampling) decides what is asked next.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import time
 
 from lmc.errors import LMAuthError, LMError, LMRedirectError
+from lmc.lm.call import LMRequest
 from lmc.lm.spec import LMSpec
 
 MAX_RETRY_AFTER = 60.0
@@ -129,9 +134,13 @@ def unreadable_error(spec: LMSpec, raw: bytes | str) -> LMTransientError:
     return LMTransientError(f"{where(spec)} sent an unreadable answer for {spec.model}: {one_line(text, 120)}", kind="bad_body", model=spec.model)
 
 
+def settled(spec: LMSpec, req: LMRequest) -> bool:
+    """Whether sending `req` again would bring the same answer: greedy decoding (temperature 0), or the embedded
+    model, which samples with a seed fixed per request.  Its empty completion is then an answer, not a fault."""
+    return spec.is_local or not req.temperature
+
+
 def empty_error(spec: LMSpec) -> LMError:
-    if spec.is_local:  # sampled with a seed fixed per request: asking again gives the same nothing
-        return LMError(f"{spec.model} returned an empty completion", model=spec.model)
     return LMTransientError(f"{spec.model} returned an empty completion", kind="empty", model=spec.model)
 
 

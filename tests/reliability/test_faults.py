@@ -1,4 +1,4 @@
-"""Injected faults (429, 5xx, timeouts, drops, broken bodies, empty completions) change no result, lose no example."""
+"""Injected faults (429, 5xx, timeouts, drops, broken bodies) change no result, lose no example."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 from tests.lmserver import FAULT_KINDS, LoopbackServer
 from tests.reliability.helpers import SENTIMENT, expected_sentiment, labeled_reviews, read_jsonl, reviews, sentiment_responder, write_jsonl
 
-# 30% of first attempts fail, spread over every kind the server can inject.
-ALL_FAULTS = {kind: 0.03 for kind in FAULT_KINDS}
+# 30% of first attempts fail, spread over every kind the server can inject but an empty completion: these runs are
+# at temperature 0, where an empty completion is the model's answer (cached, then the prompt is repaired), not a
+# fault to retry (tests/test_lm.py, tests/test_accuracy.py).
+TRANSIENT = tuple(kind for kind in FAULT_KINDS if kind != "empty")
+ALL_FAULTS = {kind: 0.3 / len(TRANSIENT) for kind in TRANSIENT}
 N_RUN = 500
 
 
@@ -66,7 +69,7 @@ def test_run_under_30_percent_faults_matches_a_clean_run(cli, patient_client, se
     for i in range(N_RUN):
         assert clean[f"r{i:05d}"]["outputs"] == {"sentiment": expected_sentiment(i)}
     injected = stats["faults_injected"]
-    assert set(injected) == set(FAULT_KINDS), injected  # every kind was exercised
+    assert set(injected) == set(TRANSIENT), injected  # every kind was exercised
     assert sum(injected.values()) >= 0.2 * N_RUN
     # Each request that got an answer was sent again only because it had been faulted.
     assert stats["duplicates"] == sum(injected.values())
