@@ -11,8 +11,30 @@ from typing import Annotated, Optional
 import typer
 
 from .artifact import read
-from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice, choices
-from .cli_report import HtmlOut
+from .cli_common import (
+    AllowPython,
+    ApiBase,
+    CacheDir,
+    ExampleTimeout,
+    HtmlOut,
+    Jobs,
+    MaxCost,
+    MaxSteps,
+    NoCache,
+    Otel,
+    OtelContent,
+    PricePerMtokIn,
+    PricePerMtokOut,
+    ProgressOpt,
+    Quiet,
+    TextOrJson,
+    Transport,
+    TruncateInputs,
+    choice,
+    choices,
+    max_calls_option,
+    max_lm_errors_option,
+)
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
@@ -60,12 +82,9 @@ def compile_cmd(
     ] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    jobs: Annotated[
-        Optional[int],
-        typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"),
-    ] = None,
+    jobs: Jobs = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
-    api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
+    api_base: ApiBase = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[
         Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")
@@ -84,62 +103,26 @@ def compile_cmd(
     merges: Annotated[Optional[int], _option("merges")] = None,
     pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
-    max_calls: Annotated[
-        Optional[int],
-        typer.Option(
-            "--max-calls",
-            min=1,
-            help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far",
-        ),
-    ] = None,
-    max_cost: Annotated[
-        Optional[float],
-        typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent"),
-    ] = None,
-    price_per_mtok_in: Annotated[
-        Optional[float],
-        typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"),
-    ] = None,
-    price_per_mtok_out: Annotated[
-        Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")
-    ] = None,
-    max_lm_errors: Annotated[
-        Optional[str],
-        typer.Option(
-            "--max-lm-errors",
-            help="LM calls that may fail after their retries before the compile stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
-        ),
-    ] = None,
-    truncate_inputs: Annotated[
-        bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
-    ] = False,
-    transport: Annotated[
-        Optional[str],
-        typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
-    ] = None,
+    max_calls: Annotated[Optional[int], max_calls_option("; the search keeps the best program so far")] = None,
+    max_cost: MaxCost = None,
+    price_per_mtok_in: PricePerMtokIn = None,
+    price_per_mtok_out: PricePerMtokOut = None,
+    max_lm_errors: Annotated[Optional[str], max_lm_errors_option("compile")] = None,
+    truncate_inputs: TruncateInputs = None,
+    transport: Transport = None,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
-    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
+    cache_dir: CacheDir = None,
+    no_cache: NoCache = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
-    example_timeout: Annotated[
-        Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
-    ] = None,
-    max_steps: Annotated[
-        Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")
-    ] = None,
+    example_timeout: ExampleTimeout = None,
+    max_steps: MaxSteps = None,
     keep_worse: Annotated[
         bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")
     ] = False,
     score_dev: Annotated[
         bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")
     ] = True,
-    allow_python: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--allow-python",
-            help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
-        ),
-    ] = None,
+    allow_python: AllowPython = None,
     html: HtmlOut = None,
     progress: ProgressOpt = None,
     quiet: Quiet = False,
@@ -192,7 +175,7 @@ def compile_cmd(
         price_per_mtok_in=price_per_mtok_in,
         price_per_mtok_out=price_per_mtok_out,
         max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs or None,
+        truncate_inputs=truncate_inputs,
         transport=transport,
         allow_partial=allow_partial,
         cache_dir=cache_dir,
@@ -325,7 +308,7 @@ def inspect_cmd(
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="only this predictor")] = None,
     emit_prompts: Annotated[Optional[Path], typer.Option("--emit-prompts", help="write each predictor's prompt as a text file here")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="render for this LM's prompt format")] = None,
-    format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
+    format: TextOrJson = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
     if format not in ("text", "json"):

@@ -12,8 +12,29 @@ import typer
 
 from .artifact import is_artifact_path
 from .budget import DEFAULT_LM_ERRORS
-from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice
-from .cli_report import HtmlOut
+from .cli_common import (
+    AllowPython,
+    ApiBase,
+    CacheDir,
+    ExampleTimeout,
+    HtmlOut,
+    Jobs,
+    MaxCost,
+    MaxSteps,
+    Otel,
+    OtelContent,
+    PricePerMtokIn,
+    PricePerMtokOut,
+    ProgressOpt,
+    Quiet,
+    Rpm,
+    Transport,
+    TruncateInputs,
+    choice,
+    max_calls_option,
+    max_lm_errors_option,
+)
+from .cli_common import err as _err
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
 from .files import Output, check_outputs
@@ -63,11 +84,6 @@ Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML 
 SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
 GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
 Format = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
-
-
-def _err(text: str = "") -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    sys.stderr.flush()
 
 
 def _console():
@@ -287,81 +303,21 @@ def register(app: typer.Typer) -> None:
         lm: Annotated[
             Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)
         ] = None,
-        api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
-        cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
+        api_base: ApiBase = None,
+        cache_dir: CacheDir = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Annotated[
-            Optional[int],
-            typer.Option(
-                "-j",
-                "--jobs",
-                "--concurrency",
-                min=1,
-                help="examples (and LM calls) at once (default 8); --concurrency is the old spelling",
-                show_default=False,
-            ),
-        ] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute", show_default=False)] = None,
-        example_timeout: Annotated[
-            Optional[float],
-            typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False),
-        ] = None,
-        max_steps: Annotated[
-            Optional[int],
-            typer.Option(
-                "--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False
-            ),
-        ] = None,
+        jobs: Jobs = None,
+        rpm: Rpm = None,
+        example_timeout: ExampleTimeout = None,
+        max_steps: MaxSteps = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
-        max_calls: Annotated[
-            Optional[int],
-            typer.Option(
-                "--max-calls",
-                min=1,
-                help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3",
-                show_default=False,
-            ),
-        ] = None,
-        max_cost: Annotated[
-            Optional[float],
-            typer.Option(
-                "--max-cost",
-                min=0.0,
-                help="spend at most this much (USD); each request reserves its worst case before it is sent",
-                show_default=False,
-            ),
-        ] = None,
-        price_per_mtok_in: Annotated[
-            Optional[float],
-            typer.Option(
-                "--price-per-mtok-in",
-                min=0.0,
-                help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)",
-                show_default=False,
-            ),
-        ] = None,
-        price_per_mtok_out: Annotated[
-            Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)
-        ] = None,
-        max_lm_errors: Annotated[
-            Optional[str],
-            typer.Option(
-                "--max-lm-errors",
-                help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
-                show_default=False,
-            ),
-        ] = None,
-        truncate_inputs: Annotated[
-            bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
-        ] = False,
-        transport: Annotated[
-            Optional[str],
-            typer.Option(
-                "--transport",
-                help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol",
-                show_default=False,
-            ),
-        ] = None,
+        max_calls: Annotated[Optional[int], max_calls_option("; running out is exit 3")] = None,
+        max_cost: MaxCost = None,
+        price_per_mtok_in: PricePerMtokIn = None,
+        price_per_mtok_out: PricePerMtokOut = None,
+        max_lm_errors: Annotated[Optional[str], max_lm_errors_option("eval")] = None,
+        truncate_inputs: TruncateInputs = None,
+        transport: Transport = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -374,14 +330,7 @@ def register(app: typer.Typer) -> None:
         github_summary: GithubSummary = False,
         html: HtmlOut = None,
         format: Format = "text",
-        allow_python: Annotated[
-            Optional[list[str]],
-            typer.Option(
-                "--allow-python",
-                help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
-                show_default=False,
-            ),
-        ] = None,
+        allow_python: AllowPython = None,
         trace: Annotated[
             Optional[Path],
             typer.Option(
@@ -458,7 +407,7 @@ def _eval(
     price_per_mtok_in=None,
     price_per_mtok_out=None,
     max_lm_errors=None,
-    truncate_inputs=False,
+    truncate_inputs=None,
     transport=None,
     progress=None,
     quiet=False,
@@ -481,7 +430,7 @@ def _eval(
         price_per_mtok_in=price_per_mtok_in,
         price_per_mtok_out=price_per_mtok_out,
         max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs or None,
+        truncate_inputs=truncate_inputs,
         transport=transport,
         allow_python=tuple(allow_python or ()),
         default_max_lm_errors=DEFAULT_LM_ERRORS,
