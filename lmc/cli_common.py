@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional
+from typing import Annotated, Any, Callable, Iterable, Mapping, Optional
 
 import typer
 
 from .errors import did_you_mean
 from .progress import MODES
+from .session import RUN_FLAGS, RunOptions
 
 
 def err(text: str = "") -> None:
@@ -127,3 +128,8 @@ def max_lm_errors_option(command: str) -> Any:
         help=f"LM calls that may fail after their retries before the {command} stops with exit 3: "
         "a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
     )
+
+
+def run_options(flags: Mapping[str, Any], **fixed: Any) -> RunOptions:
+    """The RunOptions of a command: its run flags picked by name out of `flags` (its parameters), and `fixed`."""
+    return RunOptions.from_flags(**{name: value for name, value in flags.items() if name in RUN_FLAGS}, **fixed)

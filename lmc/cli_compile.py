@@ -34,6 +34,7 @@ from .cli_common import (
     choices,
     max_calls_option,
     max_lm_errors_option,
+    run_options,
 )
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
@@ -130,6 +131,7 @@ def compile_cmd(
     otel_content: OtelContent = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
+    flags = dict(locals())
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {
         "max_demos": max_demos,
@@ -164,33 +166,16 @@ def compile_cmd(
         metric=metric,
         passes=names,
         seed=seed,
-        concurrency=jobs,
-        lm=lm,
-        api_base=api_base,
         teacher_lm=teacher_lm,
         prompt_lm=prompt_lm,
         threshold=threshold,
-        max_calls=max_calls,
-        max_cost=max_cost,
-        price_per_mtok_in=price_per_mtok_in,
-        price_per_mtok_out=price_per_mtok_out,
-        max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs,
-        transport=transport,
         allow_partial=allow_partial,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        rpm=rpm,
         keep_worse=keep_worse,
         score_dev=score_dev,
-        max_steps=max_steps,
-        example_timeout=example_timeout,
         passes_file=str(passes) if passes is not None else None,
         params={k_: v for k_, v in params.items() if v is not None},
         pass_params=pass_params,
-        allow_python=tuple(allow_python or ()),
-        otel=otel,
-        otel_content=otel_content,
+        run=run_options(flags),
     )
     console = _console()
     mode = resolve_mode(progress, quiet)

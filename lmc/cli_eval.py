@@ -11,7 +11,6 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from .artifact import is_artifact_path
-from .budget import DEFAULT_LM_ERRORS
 from .cli_common import (
     AllowPython,
     ApiBase,
@@ -33,6 +32,7 @@ from .cli_common import (
     choice,
     max_calls_option,
     max_lm_errors_option,
+    run_options,
 )
 from .cli_common import err as _err
 from .errors import ConfigError, LmcError
@@ -53,7 +53,6 @@ from .gate import (
 from .progress import Progress, resolve_mode
 from .report_html import context_from_files, eval_context, render_eval, write_html
 from .runner import LineWriter, trace_line
-from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
 
@@ -380,14 +379,6 @@ def _eval(
     metric,
     program,
     threshold,
-    lm,
-    api_base,
-    cache_dir,
-    no_cache,
-    jobs,
-    rpm,
-    example_timeout,
-    max_steps,
     shard,
     min_score,
     baseline,
@@ -400,43 +391,13 @@ def _eval(
     summary,
     github_summary,
     format,
-    allow_python=None,
     html=None,
-    max_calls=None,
-    max_cost=None,
-    price_per_mtok_in=None,
-    price_per_mtok_out=None,
-    max_lm_errors=None,
-    truncate_inputs=None,
-    transport=None,
     progress=None,
     quiet=False,
     trace=None,
-    otel=None,
-    otel_content=False,
+    **flags,
 ) -> None:
     _check_format(format)
-    run = RunOptions(
-        lm=lm,
-        api_base=api_base,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        concurrency=jobs,
-        rpm=rpm,
-        max_steps=max_steps,
-        example_timeout=example_timeout,
-        max_calls=max_calls,
-        max_cost=max_cost,
-        price_per_mtok_in=price_per_mtok_in,
-        price_per_mtok_out=price_per_mtok_out,
-        max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs,
-        transport=transport,
-        allow_python=tuple(allow_python or ()),
-        default_max_lm_errors=DEFAULT_LM_ERRORS,
-        otel=otel,
-        otel_content=otel_content,
-    )
     opts = EvalOptions(
         target,
         data,
@@ -444,7 +405,7 @@ def _eval(
         program=program,
         threshold=threshold,
         shard=shard,
-        run=run,
+        run=run_options(flags),
         gates=_gate_options(
             min_score=min_score,
             baseline=baseline,

@@ -27,6 +27,7 @@ from .cli_common import (
     Transport,
     TruncateInputs,
     max_calls_option,
+    run_options,
 )
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
@@ -136,29 +137,9 @@ def register(app: typer.Typer) -> None:
         otel_content: OtelContent = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
+        flags = dict(locals())
         try:
-            options = RunOptions(
-                lm=lm,
-                api_base=api_base,
-                cache_dir=cache_dir,
-                use_cache=not no_cache,
-                concurrency=jobs,
-                rpm=rpm,
-                max_steps=max_steps,
-                example_timeout=example_timeout,
-                max_calls=max_calls,
-                max_cost=max_cost,
-                price_per_mtok_in=price_per_mtok_in,
-                price_per_mtok_out=price_per_mtok_out,
-                max_lm_errors=max_lm_errors,
-                truncate_inputs=truncate_inputs,
-                transport=transport,
-                max_backtracks=max_backtracks,
-                trace_prompts=trace is not None,
-                allow_python=tuple(allow_python or ()),
-                otel=otel,
-                otel_content=otel_content,
-            )
+            options = run_options(flags, trace_prompts=trace is not None)
             mode = resolve_mode(progress, quiet)
             code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:
