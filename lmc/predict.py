@@ -37,6 +37,7 @@ async def predict(
         if choices:
             overrides["choices"] = choices
             overrides["rank"] = not temp and bool(p.setting("score_labels", True))
+            overrides["rank_on_server"] = p.setting("score_labels") is True
         elif shape:
             overrides["shape"] = shape
     last_raw, last_err = "", OutputParseError("no answer")
@@ -89,7 +90,7 @@ def _read(
         if result.label_scores:
             scores = labels.scores(p, result.label_scores)
             return labels.chosen(p, scores), None, scores
-        if req.rank:
+        if req.rank and not rt.client.on_server(spec):  # a server's fallback is the client's to explain
             rt.warnings.add(f"{spec.model} returned no label scores; predictor '{p.id}' chose its label by decoding instead")
         return prompts.parse(p, result.text, mode=mode, json_mode=prompt.json_mode), None, None
     except OutputParseError as e:

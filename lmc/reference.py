@@ -67,7 +67,10 @@ _SETTING_DOCS = {
     "instructions": "the module's instructions, replacing its signature's (an optimizer may change them)",
     "stop": "text that ends an answer",
     "truncate_inputs": "cut inputs longer than the LM's context instead of failing the example",
-    "score_labels": "choose a lone label output by each label's log-probability (default true; false: decode it)",
+    "score_labels": (
+        "choose a lone label output by each label's log-probability (default: on the embedded model, and on a server "
+        "that echoes log-probabilities but takes no constraint; true: on every server too; false: decode it)"
+    ),
     "length_normalize": "compare scored labels by log-probability per token (default false: summed)",
     "api_base": "the URL of an OpenAI-compatible server",
     "api_key_env": "the environment variable holding the key",

@@ -460,17 +460,34 @@ def _server_logprob(before: str, token: str) -> float:
     return -3.0
 
 
-def test_a_server_that_echoes_log_probabilities_chooses_the_label_by_its_whole_score(tmp_path):
-    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
+def test_a_server_that_echoes_log_probabilities_and_takes_no_constraint_chooses_the_label_by_its_whole_score(tmp_path):
+    with LoopbackServer(lambda r: " positive", logprob=_server_logprob) as srv:
         result, _ = _server_run(srv, cache_dir=tmp_path)
         # positive: -1.25; negative: -0.75; very negative: -0.5 + -0.75 = -1.25 over two tokens
         assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -1.25}
         assert result.outputs == {"sentiment": "negative"}
+        assert srv.constraints_seen == []
+
+
+def test_a_server_that_takes_a_constraint_decodes_under_it_unless_the_program_asks_for_scores(tmp_path):
+    # Scoring costs one echoed request of the whole prompt per label: where a constraint holds the reply to a
+    # label, one constrained request is the default, and the client says why labels were not scored.
+    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
+        result, client = _server_run(srv, cache_dir=tmp_path)
+        assert result.outputs == {"sentiment": "positive"} and not result.trace[0].scores
+        assert srv.constraints_seen[-1] == {"guided_choice": ["positive", "negative", "very negative"]}
+        assert any("decoded under the server's vllm constraint" in w for w in client.warnings.items)
+    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
+        forced = SENTIMENT.replace("Predict(Classify)", "Predict(Classify, score_labels=true)")
+        result, _ = _server_run(srv, cache_dir=tmp_path / "forced", source=forced)
+        # positive: -1.25; negative: -0.75; very negative: -0.5 + -0.75 = -1.25 over two tokens
+        assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -1.25}
+        assert result.outputs == {"sentiment": "negative"}
         sent = srv.requests
-        again, _ = _server_run(srv, cache_dir=tmp_path)
+        again, _ = _server_run(srv, cache_dir=tmp_path / "forced", source=forced)
         assert again.trace[0].scores == result.trace[0].scores and srv.requests == sent  # cached, no probe
     with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_server_logprob) as srv:
-        ir_source = SENTIMENT.replace("Predict(Classify)", "Predict(Classify, length_normalize=true)")
+        ir_source = SENTIMENT.replace("Predict(Classify)", "Predict(Classify, score_labels=true, length_normalize=true)")
         result, _ = _server_run(srv, source=ir_source)
         assert result.trace[0].scores == {"positive": -1.25, "negative": -0.75, "very negative": -0.625}
         assert result.outputs == {"sentiment": "very negative"}
@@ -596,7 +613,7 @@ def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(
     (tmp_path / "b.lmp").write_text(BINARY)
     rows = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with LoopbackServer(lambda r: " positive", dialect="vllm", logprob=_cli_logprob) as srv:
+    with LoopbackServer(lambda r: " positive", logprob=_cli_logprob) as srv:
         lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
         assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none", "-o", "plain.lmc.json", *lm]) == 0, (
             capsys.readouterr().err

@@ -37,6 +37,11 @@ class LMRequest:
     # Choose one of `choices` by the log-probability of each whole label after the prompt (rank
     # classification) instead of generating; the result carries every label's score.
     rank: bool = False
+    # Score labels on a server even when it can decode under a constraint.  Each label then costs one echoed
+    # request of the whole prompt, so by default a server that speaks a constraint dialect decodes under it
+    # instead (llama-cpp-python's server spends ~0.4 s of CPU per prompt token sorting its vocabulary when it
+    # echoes log-probabilities).  Routing only: the label requests are cached one by one, so not in the key.
+    rank_on_server: bool = False
     # How the constraint travels to a server (`constraint.DIALECTS`: "llama.cpp", "vllm", "ollama"); empty
     # when it does not.  Part of the cache key: an answer decoded under the constraint is another answer.
     wire: str = ""

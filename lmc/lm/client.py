@@ -241,14 +241,24 @@ class LMClient:
             return result
 
     async def _complete(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult:
-        if (req.choices or req.shape) and self.backend is None and not spec.is_local and not req.wire:
+        if (req.choices or req.shape) and self.on_server(spec) and not req.wire:
             # A server decodes under the constraint only in a dialect it speaks, and scores labels only
             # when it echoes log-probabilities; the embedded model and test backends do both themselves.
             endpoint = await self.endpoints.of(spec)
             if req.rank:
-                ranked = await self._rank_remote(spec, req, tag, meter) if endpoint.logprobs else None
+                # Each label costs a whole echoed prompt on a server: worth it only where no constraint would
+                # hold the reply to a label, or when the program asks for scores (score_labels=true).
+                score = endpoint.logprobs and (endpoint.dialect == "none" or req.rank_on_server)
+                ranked = await self._rank_remote(spec, req, tag, meter) if score else None
                 if ranked is not None:
                     return ranked
+                if not endpoint.logprobs:
+                    self.warnings.add(f"{spec.model} returns no log-probabilities: labels decoded, not scored")
+                elif endpoint.dialect != "none":
+                    self.warnings.add(
+                        f"{spec.model}: labels decoded under the server's {endpoint.dialect} constraint, not scored "
+                        "(score_labels=true scores each label, one echoed request of the whole prompt per label)"
+                    )
                 req = replace(req, rank=False)
             if endpoint.dialect != "none":
                 req = replace(req, wire=endpoint.dialect)
@@ -270,6 +280,10 @@ class LMClient:
                 for usage, t in books:
                     usage.add_error(t)
             raise self._failed(e) from None
+
+    def on_server(self, spec: LMSpec) -> bool:
+        """Whether calls to `spec` go to a server (whose constraint dialect and log-probabilities lmc probes)."""
+        return self.backend is None and not spec.is_local
 
     async def _rank_remote(self, spec: LMSpec, req: LMRequest, tag: str, meter: Usage | None) -> LMResult | None:
         """Score each label on a server: the prompt plus the label, echoed with log-probabilities (one request
