@@ -32,9 +32,9 @@ from .optimize.lab import Candidate, Lab, PassInputs, best
 from .optimize.evolve import lineage
 from .optimize.evolve import minibatch_problem as evolve_minibatch_problem
 from .optimize.mipro import minibatch_problem
+from .python_metrics import check_metric
 from .scoring import metric_needs_gold
 from .session import RunOptions, prepare
-from .statements import check_metric
 from .targets import Target, load_target
 from .timeline import Timeline
 

@@ -25,10 +25,10 @@ from .errors import CompileError, CompileErrors, ConfigError, ErrorKind, LMFailu
 from .files import Output, check_outputs
 from .ir import IR, MetricIR
 from .metrics import choose_metric
+from .python_metrics import check_metric
 from .runtime import Runtime
 from .scoring import evaluate, metric_needs_gold
 from .session import RunOptions, Session, prepare
-from .statements import check_metric
 from .targets import Target, load_target
 
 
