@@ -65,19 +65,14 @@ class Builder:
         if rest and getattr(rest[0], "data", None) == "string":
             instructions = self.string(rest.pop(0))
         ins, outs = rest
-        return n.Signature(
-            self.span(t),
-            name=self.name(name),
-            name_span=self.span(name),
-            instructions=instructions,
-            inputs=self.fields(ins),
-            outputs=self.fields(outs),
-            form="block",
-        )
+        return self.signature(t, name, ins, outs, instructions, "block")
 
     def d_sig_inline(self, t):
         name, ins, outs, *rest = t.children
-        instructions = self.string(rest[0]) if rest else None
+        return self.signature(t, name, ins, outs, self.string(rest[0]) if rest else None, "inline")
+
+    def signature(self, t, name, ins, outs, instructions: str | None, form: str) -> n.Signature:
+        """A signature that declares its fields (as a block or on one line); `instructions` are read by the caller first."""
         return n.Signature(
             self.span(t),
             name=self.name(name),
@@ -85,7 +80,7 @@ class Builder:
             instructions=instructions,
             inputs=self.fields(ins),
             outputs=self.fields(outs),
-            form="inline",
+            form=form,
         )
 
     def d_sig_shorthand(self, t):

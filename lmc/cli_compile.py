@@ -11,31 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .artifact import read
-from .cli_common import (
-    AllowPython,
-    ApiBase,
-    CacheDir,
-    ExampleTimeout,
-    HtmlOut,
-    Jobs,
-    MaxCost,
-    MaxSteps,
-    NoCache,
-    Otel,
-    OtelContent,
-    PricePerMtokIn,
-    PricePerMtokOut,
-    ProgressOpt,
-    Quiet,
-    TextOrJson,
-    Transport,
-    TruncateInputs,
-    choice,
-    choices,
-    max_calls_option,
-    max_lm_errors_option,
-    run_options,
-)
+from . import cli_common as common
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
@@ -62,7 +38,7 @@ def _option(key: str):
     """A pass option's command-line flag, range and help (with its default), as optimize/options.py declares it."""
     o = OPTIONS[key]
     if o.choices:
-        return typer.Option(o.flag, callback=choice(*o.choices), help=o.describe())
+        return typer.Option(o.flag, callback=common.choice(*o.choices), help=o.describe())
     return typer.Option(o.flag, min=o.low, help=o.describe())
 
 
@@ -73,19 +49,19 @@ def compile_cmd(
     dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
     optimizer: Annotated[
-        Optional[str], typer.Option("--optimizer", callback=choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
+        Optional[str], typer.Option("--optimizer", callback=common.choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
     ] = None,
     then: Annotated[
-        Optional[list[str]], typer.Option("--then", callback=choices(*_PASSES), help="further passes, run in order after --optimizer")
+        Optional[list[str]], typer.Option("--then", callback=common.choices(*_PASSES), help="further passes, run in order after --optimizer")
     ] = None,
     passes: Annotated[
         Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")
     ] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    jobs: Jobs = None,
+    jobs: common.Jobs = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
-    api_base: ApiBase = None,
+    api_base: common.ApiBase = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[
         Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")
@@ -104,31 +80,31 @@ def compile_cmd(
     merges: Annotated[Optional[int], _option("merges")] = None,
     pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
-    max_calls: Annotated[Optional[int], max_calls_option("; the search keeps the best program so far")] = None,
-    max_cost: MaxCost = None,
-    price_per_mtok_in: PricePerMtokIn = None,
-    price_per_mtok_out: PricePerMtokOut = None,
-    max_lm_errors: Annotated[Optional[str], max_lm_errors_option("compile")] = None,
-    truncate_inputs: TruncateInputs = None,
-    transport: Transport = None,
+    max_calls: Annotated[Optional[int], common.max_calls_option("; the search keeps the best program so far")] = None,
+    max_cost: common.MaxCost = None,
+    price_per_mtok_in: common.PricePerMtokIn = None,
+    price_per_mtok_out: common.PricePerMtokOut = None,
+    max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("compile")] = None,
+    truncate_inputs: common.TruncateInputs = None,
+    transport: common.Transport = None,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
-    cache_dir: CacheDir = None,
-    no_cache: NoCache = False,
+    cache_dir: common.CacheDir = None,
+    no_cache: common.NoCache = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
-    example_timeout: ExampleTimeout = None,
-    max_steps: MaxSteps = None,
+    example_timeout: common.ExampleTimeout = None,
+    max_steps: common.MaxSteps = None,
     keep_worse: Annotated[
         bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")
     ] = False,
     score_dev: Annotated[
         bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")
     ] = True,
-    allow_python: AllowPython = None,
-    html: HtmlOut = None,
-    progress: ProgressOpt = None,
-    quiet: Quiet = False,
-    otel: Otel = None,
-    otel_content: OtelContent = False,
+    allow_python: common.AllowPython = None,
+    html: common.HtmlOut = None,
+    progress: common.ProgressOpt = None,
+    quiet: common.Quiet = False,
+    otel: common.Otel = None,
+    otel_content: common.OtelContent = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
     flags = dict(locals())
@@ -175,7 +151,7 @@ def compile_cmd(
         passes_file=str(passes) if passes is not None else None,
         params={k_: v for k_, v in params.items() if v is not None},
         pass_params=pass_params,
-        run=run_options(flags),
+        run=common.run_options(flags),
     )
     console = _console()
     mode = resolve_mode(progress, quiet)
@@ -293,7 +269,7 @@ def inspect_cmd(
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="only this predictor")] = None,
     emit_prompts: Annotated[Optional[Path], typer.Option("--emit-prompts", help="write each predictor's prompt as a text file here")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="render for this LM's prompt format")] = None,
-    format: TextOrJson = "text",
+    format: common.TextOrJson = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
     if format not in ("text", "json"):
@@ -367,7 +343,7 @@ def inspect_cmd(
 def diff_cmd(
     a: Annotated[Path, typer.Argument(help="the old artifact")],
     b: Annotated[Path, typer.Argument(help="the new artifact")],
-    format: Annotated[str, typer.Option("--format", callback=choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
+    format: Annotated[str, typer.Option("--format", callback=common.choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
 ) -> None:
     """Show what changed between two artifacts: instructions, demos, settings, scores."""
     if format not in ("text", "markdown", "json"):

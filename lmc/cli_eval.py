@@ -11,29 +11,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from .artifact import is_artifact_path
-from .cli_common import (
-    AllowPython,
-    ApiBase,
-    CacheDir,
-    ExampleTimeout,
-    HtmlOut,
-    Jobs,
-    MaxCost,
-    MaxSteps,
-    Otel,
-    OtelContent,
-    PricePerMtokIn,
-    PricePerMtokOut,
-    ProgressOpt,
-    Quiet,
-    Rpm,
-    Transport,
-    TruncateInputs,
-    choice,
-    max_calls_option,
-    max_lm_errors_option,
-    run_options,
-)
+from . import cli_common as common
 from .cli_common import err as _err
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
@@ -82,7 +60,7 @@ AllowChange = Annotated[
 Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here (one test case per example)", show_default=False)]
 SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
 GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
-Format = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
+Format = Annotated[str, typer.Option("--format", callback=common.choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
 
 
 def _console():
@@ -302,21 +280,21 @@ def register(app: typer.Typer) -> None:
         lm: Annotated[
             Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)
         ] = None,
-        api_base: ApiBase = None,
-        cache_dir: CacheDir = None,
+        api_base: common.ApiBase = None,
+        cache_dir: common.CacheDir = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Jobs = None,
-        rpm: Rpm = None,
-        example_timeout: ExampleTimeout = None,
-        max_steps: MaxSteps = None,
+        jobs: common.Jobs = None,
+        rpm: common.Rpm = None,
+        example_timeout: common.ExampleTimeout = None,
+        max_steps: common.MaxSteps = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
-        max_calls: Annotated[Optional[int], max_calls_option("; running out is exit 3")] = None,
-        max_cost: MaxCost = None,
-        price_per_mtok_in: PricePerMtokIn = None,
-        price_per_mtok_out: PricePerMtokOut = None,
-        max_lm_errors: Annotated[Optional[str], max_lm_errors_option("eval")] = None,
-        truncate_inputs: TruncateInputs = None,
-        transport: Transport = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option("; running out is exit 3")] = None,
+        max_cost: common.MaxCost = None,
+        price_per_mtok_in: common.PricePerMtokIn = None,
+        price_per_mtok_out: common.PricePerMtokOut = None,
+        max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("eval")] = None,
+        truncate_inputs: common.TruncateInputs = None,
+        transport: common.Transport = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -327,9 +305,9 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
-        html: HtmlOut = None,
+        html: common.HtmlOut = None,
         format: Format = "text",
-        allow_python: AllowPython = None,
+        allow_python: common.AllowPython = None,
         trace: Annotated[
             Optional[Path],
             typer.Option(
@@ -338,10 +316,10 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        progress: ProgressOpt = None,
-        quiet: Quiet = False,
-        otel: Otel = None,
-        otel_content: OtelContent = False,
+        progress: common.ProgressOpt = None,
+        quiet: common.Quiet = False,
+        otel: common.Otel = None,
+        otel_content: common.OtelContent = False,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         _answering(format, _eval, locals())
@@ -359,7 +337,7 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
-        html: HtmlOut = None,
+        html: common.HtmlOut = None,
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
@@ -405,7 +383,7 @@ def _eval(
         program=program,
         threshold=threshold,
         shard=shard,
-        run=run_options(flags),
+        run=common.run_options(flags),
         gates=_gate_options(
             min_score=min_score,
             baseline=baseline,

@@ -10,25 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import (
-    AllowPython,
-    ExampleTimeout,
-    Jobs,
-    MaxCost,
-    MaxSteps,
-    NoCache,
-    Otel,
-    OtelContent,
-    PricePerMtokIn,
-    PricePerMtokOut,
-    ProgressOpt,
-    Quiet,
-    Rpm,
-    Transport,
-    TruncateInputs,
-    max_calls_option,
-    run_options,
-)
+from . import cli_common as common
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
@@ -108,21 +90,21 @@ def register(app: typer.Typer) -> None:
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
-        no_cache: NoCache = False,
-        jobs: Jobs = None,
-        rpm: Rpm = None,
+        no_cache: common.NoCache = False,
+        jobs: common.Jobs = None,
+        rpm: common.Rpm = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
         max_backtracks: Annotated[
             Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")
         ] = None,
-        example_timeout: ExampleTimeout = None,
-        max_steps: MaxSteps = None,
-        allow_python: AllowPython = None,
-        max_calls: Annotated[Optional[int], max_calls_option()] = None,
-        max_cost: MaxCost = None,
-        price_per_mtok_in: PricePerMtokIn = None,
-        price_per_mtok_out: PricePerMtokOut = None,
-        truncate_inputs: TruncateInputs = None,
+        example_timeout: common.ExampleTimeout = None,
+        max_steps: common.MaxSteps = None,
+        allow_python: common.AllowPython = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option()] = None,
+        max_cost: common.MaxCost = None,
+        price_per_mtok_in: common.PricePerMtokIn = None,
+        price_per_mtok_out: common.PricePerMtokOut = None,
+        truncate_inputs: common.TruncateInputs = None,
         max_lm_errors: Annotated[
             Optional[str],
             typer.Option(
@@ -130,16 +112,16 @@ def register(app: typer.Typer) -> None:
                 help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example",
             ),
         ] = None,
-        transport: Transport = None,
-        progress: ProgressOpt = None,
-        quiet: Quiet = False,
-        otel: Otel = None,
-        otel_content: OtelContent = False,
+        transport: common.Transport = None,
+        progress: common.ProgressOpt = None,
+        quiet: common.Quiet = False,
+        otel: common.Otel = None,
+        otel_content: common.OtelContent = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
         flags = dict(locals())
         try:
-            options = run_options(flags, trace_prompts=trace is not None)
+            options = common.run_options(flags, trace_prompts=trace is not None)
             mode = resolve_mode(progress, quiet)
             code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:
