@@ -344,8 +344,12 @@ def register(app: typer.Typer) -> None:
         _answering(format, _merge, locals())
 
 
-def _gate_options(**kw):
-    opts = GateOptions(**kw)
+_GATE_FLAGS = ("min_score", "baseline", "max_drop", "max_errors", "confidence", "allow_program_change")
+
+
+def _gate_options(flags: dict) -> GateOptions:
+    """The gates of `eval` and `report merge` from the command's flags, refused now when they cannot work together."""
+    opts = GateOptions(**{name: flags[name] for name in _GATE_FLAGS})
     opts.validate()
     return opts
 
@@ -358,12 +362,6 @@ def _eval(
     program,
     threshold,
     shard,
-    min_score,
-    baseline,
-    max_drop,
-    confidence,
-    max_errors,
-    allow_program_change,
     report,
     junit,
     summary,
@@ -384,14 +382,7 @@ def _eval(
         threshold=threshold,
         shard=shard,
         run=common.run_options(flags),
-        gates=_gate_options(
-            min_score=min_score,
-            baseline=baseline,
-            max_drop=max_drop,
-            max_errors=max_errors,
-            confidence=confidence,
-            allow_program_change=allow_program_change,
-        ),
+        gates=_gate_options(flags),
         report=str(report) if report is not None else None,
         outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)),
     )
@@ -432,18 +423,10 @@ def _eval(
     )
 
 
-def _merge(
-    *, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary, github_summary, format, html=None
-) -> None:
+def _merge(*, parts, out, junit, summary, github_summary, format, html=None, **gates) -> None:
     _check_format(format)
-    opts = _gate_options(
-        min_score=min_score,
-        baseline=baseline,
-        max_drop=max_drop,
-        max_errors=max_errors,
-        confidence=confidence,
-        allow_program_change=allow_program_change,
-    )
+    opts = _gate_options(gates)
+    baseline = opts.baseline
     _check_outputs(
         [("-o", out), ("--junit", junit), ("--summary", summary), ("--html", html)], [("shard report", p) for p in parts] + [("--baseline", baseline)]
     )
