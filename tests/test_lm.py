@@ -566,3 +566,20 @@ def test_choices_enter_the_cache_key_only_when_set():
     plain = LMRequest(prompt="x")
     assert plain.cache_key("m") == LMRequest(prompt="x", choices=()).cache_key("m")
     assert plain.cache_key("m") != LMRequest(prompt="x", choices=("a", "b")).cache_key("m")
+
+
+def test_backoff_starts_short_after_one_bad_request_and_long_when_the_provider_asks_to_slow_down():
+    from lmc.lm.failures import LMTransientError
+
+    client = LMClient(use_cache=False, retry_wait=1.0, retry_max_wait=30.0)
+
+    def first_wait(kind: str, **kw) -> float:
+        return client._wait_for(LMTransientError("x", kind=kind, **kw), 1)
+
+    # A timeout already waited the whole client timeout: its first backoff is as short as a lone 5xx's.
+    for kind in ("timeout", "server", "bad_body", "empty"):
+        assert 0.1 <= first_wait(kind) <= 0.2, kind
+    for kind in ("rate_limit", "connection"):
+        assert 0.5 <= first_wait(kind) <= 1.0, kind
+    assert first_wait("rate_limit", retry_after=7) == 7.0  # the server's own wait wins
+    assert 0.2 <= client._wait_for(LMTransientError("x", kind="timeout"), 2) <= 0.4  # then it doubles

@@ -30,8 +30,10 @@ from lmc.lm.spec import LMSpec
 
 MAX_RETRY_AFTER = 60.0
 # A lone 5xx, connection dropped mid-answer, torn body or empty completion is most often one bad request,
-# not a provider asking us to slow down: its backoff starts at a fifth of the base wait.
-ONE_OFF_KINDS = frozenset({"server", "bad_body", "empty"})
+# not a provider asking us to slow down: its backoff starts at a fifth of the base wait.  So does a timeout:
+# the request already waited the whole client timeout, a longer pause than any first backoff (and at the end
+# of a batch the backoff after a timeout was what the last examples waited for).
+ONE_OFF_KINDS = frozenset({"server", "bad_body", "empty", "timeout"})
 
 
 class LMTransientError(LMError):
