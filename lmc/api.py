@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .artifact import Artifact
-from .budget import DEFAULT_LM_ERRORS
 from .check import check_path
 from .compiler import CompileOptions, CompileResult, compile_async
 from .errors import CompileErrors, Diagnostic, ExampleError, LmcError
@@ -34,28 +33,9 @@ from .targets import load_target
 _RESOLVED: Any = type("Resolved", (), {"__repr__": lambda self: "<from the environment, lmc.yaml or default>"})()
 
 
-def _run_options(
-    lm: str | None = None,
-    api_base: str | None = None,
-    cache_dir: Any = _RESOLVED,
-    jobs: int | None = None,
-    allow_python: Sequence[str] | str = (),
-    default_max_lm_errors: str | None = None,
-    **settings: Any,
-) -> RunOptions:
-    """The RunOptions of an API call; its keywords are the command-line flags' names."""
-    allow = (allow_python,) if isinstance(allow_python, str) else tuple(allow_python)
-    use_cache = cache_dir is not None
-    return RunOptions(
-        lm=lm,
-        api_base=api_base,
-        cache_dir=cache_dir if use_cache and cache_dir is not _RESOLVED else None,
-        use_cache=use_cache,
-        concurrency=jobs,
-        allow_python=allow,
-        default_max_lm_errors=default_max_lm_errors,
-        **settings,
-    )
+def _run_options(cache_dir: Any = _RESOLVED, **flags: Any) -> RunOptions:
+    """The RunOptions of an API call; its keywords are the command-line flags' names, but `cache_dir=None` is --no-cache."""
+    return RunOptions.from_flags(cache_dir=None if cache_dir is None or cache_dir is _RESOLVED else cache_dir, no_cache=cache_dir is None, **flags)
 
 
 # ---------------------------------------------------------------- check
@@ -136,7 +116,6 @@ async def acompile(
     (`{"max_demos": 2}`, as the flags); the other keywords are those of `lmc.load`
     (`lm`, `api_base`, `cache_dir`, `jobs`, `max_calls`, `max_cost`, ...).
     """
-    ro = _run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run)
     opts = CompileOptions(
         program=str(program),
         train=str(train),
@@ -146,31 +125,14 @@ async def acompile(
         metric=metric,
         passes=list(passes),
         seed=seed,
-        concurrency=ro.concurrency,
-        lm=ro.lm,
-        api_base=ro.api_base,
         teacher_lm=teacher_lm,
         prompt_lm=prompt_lm,
         threshold=threshold,
-        max_calls=ro.max_calls,
-        max_cost=ro.max_cost,
-        price_per_mtok_in=ro.price_per_mtok_in,
-        price_per_mtok_out=ro.price_per_mtok_out,
-        max_lm_errors=ro.max_lm_errors,
-        truncate_inputs=ro.truncate_inputs,
-        transport=ro.transport,
         allow_partial=allow_partial,
-        cache_dir=str(ro.cache_dir) if ro.cache_dir else None,
-        use_cache=ro.use_cache,
-        rpm=ro.rpm,
         keep_worse=keep_worse,
         score_dev=score_dev,
-        max_steps=ro.max_steps,
-        example_timeout=ro.example_timeout,
         params={k: v for k, v in (options or {}).items() if v is not None},
-        allow_python=ro.allow_python,
-        otel=ro.otel,
-        otel_content=ro.otel_content,
+        run=_run_options(**run),
     )
     r: CompileResult = await compile_async(opts, log=log)
     return Compiled(str(out), r.artifact, r.baseline, r.final, r.candidates, r.notes, r.stats, r.passes)
@@ -222,7 +184,7 @@ async def aevaluate(
         threshold=threshold,
         shard=shard,
         gates=gates,
-        run=_run_options(default_max_lm_errors=DEFAULT_LM_ERRORS, **run),
+        run=_run_options(**run),
         report=str(report) if report is not None else None,
     )
     return await aevaluate_files(opts)
@@ -387,27 +349,9 @@ def load(
     `otel=True` exports OpenTelemetry spans over OTLP/HTTP as `--otel` does (an OpenTelemetry
     SpanExporter object receives them instead), `otel_content=True` adds prompts and completions.
     """
-    options = _run_options(
-        lm,
-        api_base,
-        cache_dir,
-        jobs or concurrency,
-        allow_python,
-        rpm=rpm,
-        max_steps=max_steps,
-        example_timeout=example_timeout,
-        max_calls=max_calls,
-        max_cost=max_cost,
-        price_per_mtok_in=price_per_mtok_in,
-        price_per_mtok_out=price_per_mtok_out,
-        truncate_inputs=truncate_inputs,
-        max_backtracks=max_backtracks,
-        trace_prompts=trace_prompts,
-        transport=transport,
-        otel=otel,
-        otel_content=otel_content,
-    )
-    return Program(open_runtime(load_target(path, program), options))
+    flags = dict(locals())
+    del flags["path"], flags["program"]
+    return Program(open_runtime(load_target(path, program), _run_options(**flags)))
 
 
 __all__ = ["CheckResult", "Compiled", "Evaluation", "Program", "ProgramError", "acompile", "aevaluate", "check", "compile", "evaluate", "load"]

@@ -12,7 +12,8 @@ import typer
 
 from . import __version__, cli_compile, cli_dataset, cli_eval, cli_export, cli_report, cli_run
 from .check import check_path
-from .cli_common import choice, refusal
+from .cli_common import TextOrJson, refusal
+from .cli_common import err as _err
 from .errors import EXIT_FAIL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, CompileErrors, LmcError, did_you_mean
 from .files import atomic_write_text
 from .fmt import format_source
@@ -28,11 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    sys.stderr.flush()
 
 
 def _show_version(value: bool) -> None:
@@ -52,10 +48,7 @@ def _root(
 
 
 @app.command()
-def check(
-    paths: Annotated[list[Path], typer.Argument(help=".lmp files to check")],
-    format: Annotated[str, typer.Option("--format", help="text or json", callback=choice("text", "json"))] = "text",
-) -> None:
+def check(paths: Annotated[list[Path], typer.Argument(help=".lmp files to check")], format: TextOrJson = "text") -> None:
     """Parse and type-check .lmp files; report every error of every file."""
     if format not in ("text", "json"):  # the fast path in main() skips the option callback
         raise LmcError(f"--format: {refusal(format, ('text', 'json'))}")

@@ -1,14 +1,16 @@
-"""Pieces every command module of the CLI shares: stderr lines, strict option values, the progress options."""
+"""Pieces every command module of the CLI shares: stderr lines, strict option values, and each option that several commands declare."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Callable, Iterable, Optional
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Mapping, Optional
 
 import typer
 
 from .errors import did_you_mean
 from .progress import MODES
+from .session import RUN_FLAGS, RunOptions
 
 
 def err(text: str = "") -> None:
@@ -67,3 +69,67 @@ Otel = Annotated[
     ),
 ]
 OtelContent = Annotated[bool, typer.Option("--otel-content", help="also put prompts and completions on the LM spans (they may hold personal data)")]
+
+
+# ---------------------------------------------------------------- the options of the commands that run a program
+# (`run`, `eval`, `compile`): one declaration each, so a flag reads and behaves the same in every command.
+
+Jobs = Annotated[
+    Optional[int],
+    typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"),
+]
+ApiBase = Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")]
+CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")]
+Rpm = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")]
+ExampleTimeout = Annotated[
+    Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
+]
+MaxSteps = Annotated[
+    Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")
+]
+AllowPython = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--allow-python",
+        help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
+    ),
+]
+MaxCost = Annotated[
+    Optional[float], typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent")
+]
+PricePerMtokIn = Annotated[
+    Optional[float],
+    typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"),
+]
+PricePerMtokOut = Annotated[Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")]
+# None when not given, so $LMC_TRUNCATE_INPUTS and lmc.yaml still decide.
+TruncateInputs = Annotated[
+    Optional[bool],
+    typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example"),
+]
+Transport = Annotated[
+    Optional[str],
+    typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
+]
+HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here", show_default=False)]
+TextOrJson = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")]
+
+
+def max_calls_option(after: str = "") -> Any:
+    """--max-calls, with what running out means for the command (`after`, appended to the help)."""
+    return typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)" + after)
+
+
+def max_lm_errors_option(command: str) -> Any:
+    """--max-lm-errors of a command that stops at 20% by default (`compile`, `eval`)."""
+    return typer.Option(
+        "--max-lm-errors",
+        help=f"LM calls that may fail after their retries before the {command} stops with exit 3: "
+        "a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
+    )
+
+
+def run_options(flags: Mapping[str, Any], **fixed: Any) -> RunOptions:
+    """The RunOptions of a command: its run flags picked by name out of `flags` (its parameters), and `fixed`."""
+    return RunOptions.from_flags(**{name: value for name, value in flags.items() if name in RUN_FLAGS}, **fixed)

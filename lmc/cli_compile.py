@@ -11,8 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .artifact import read
-from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice, choices
-from .cli_report import HtmlOut
+from . import cli_common as common
 from .compiler import CompileOptions, compile_program, load_passes_file
 from .config import choose_lm, load_config
 from .errors import ConfigError, LmcError
@@ -39,7 +38,7 @@ def _option(key: str):
     """A pass option's command-line flag, range and help (with its default), as optimize/options.py declares it."""
     o = OPTIONS[key]
     if o.choices:
-        return typer.Option(o.flag, callback=choice(*o.choices), help=o.describe())
+        return typer.Option(o.flag, callback=common.choice(*o.choices), help=o.describe())
     return typer.Option(o.flag, min=o.low, help=o.describe())
 
 
@@ -50,22 +49,19 @@ def compile_cmd(
     dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
     metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
     optimizer: Annotated[
-        Optional[str], typer.Option("--optimizer", callback=choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
+        Optional[str], typer.Option("--optimizer", callback=common.choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
     ] = None,
     then: Annotated[
-        Optional[list[str]], typer.Option("--then", callback=choices(*_PASSES), help="further passes, run in order after --optimizer")
+        Optional[list[str]], typer.Option("--then", callback=common.choices(*_PASSES), help="further passes, run in order after --optimizer")
     ] = None,
     passes: Annotated[
         Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")
     ] = None,
     program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
-    jobs: Annotated[
-        Optional[int],
-        typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"),
-    ] = None,
+    jobs: common.Jobs = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
-    api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")] = None,
+    api_base: common.ApiBase = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[
         Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")
@@ -84,69 +80,34 @@ def compile_cmd(
     merges: Annotated[Optional[int], _option("merges")] = None,
     pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
-    max_calls: Annotated[
-        Optional[int],
-        typer.Option(
-            "--max-calls",
-            min=1,
-            help="send at most this many LM requests (retries and failures count; cache hits are free); the search keeps the best program so far",
-        ),
-    ] = None,
-    max_cost: Annotated[
-        Optional[float],
-        typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent"),
-    ] = None,
-    price_per_mtok_in: Annotated[
-        Optional[float],
-        typer.Option("--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"),
-    ] = None,
-    price_per_mtok_out: Annotated[
-        Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")
-    ] = None,
-    max_lm_errors: Annotated[
-        Optional[str],
-        typer.Option(
-            "--max-lm-errors",
-            help="LM calls that may fail after their retries before the compile stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
-        ),
-    ] = None,
-    truncate_inputs: Annotated[
-        bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
-    ] = False,
-    transport: Annotated[
-        Optional[str],
-        typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
-    ] = None,
+    max_calls: Annotated[Optional[int], common.max_calls_option("; the search keeps the best program so far")] = None,
+    max_cost: common.MaxCost = None,
+    price_per_mtok_in: common.PricePerMtokIn = None,
+    price_per_mtok_out: common.PricePerMtokOut = None,
+    max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("compile")] = None,
+    truncate_inputs: common.TruncateInputs = None,
+    transport: common.Transport = None,
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
-    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
+    cache_dir: common.CacheDir = None,
+    no_cache: common.NoCache = False,
     rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
-    example_timeout: Annotated[
-        Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
-    ] = None,
-    max_steps: Annotated[
-        Optional[int], typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)")
-    ] = None,
+    example_timeout: common.ExampleTimeout = None,
+    max_steps: common.MaxSteps = None,
     keep_worse: Annotated[
         bool, typer.Option("--keep-worse", help="keep the optimized program even if it scores below the program as written")
     ] = False,
     score_dev: Annotated[
         bool, typer.Option("--score-dev/--no-score-dev", help="score the program as written and the result on dev (the cheapest compiles skip it)")
     ] = True,
-    allow_python: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--allow-python",
-            help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
-        ),
-    ] = None,
-    html: HtmlOut = None,
-    progress: ProgressOpt = None,
-    quiet: Quiet = False,
-    otel: Otel = None,
-    otel_content: OtelContent = False,
+    allow_python: common.AllowPython = None,
+    html: common.HtmlOut = None,
+    progress: common.ProgressOpt = None,
+    quiet: common.Quiet = False,
+    otel: common.Otel = None,
+    otel_content: common.OtelContent = False,
 ) -> None:
     """Optimize every LM call of a program on examples and write a frozen artifact."""
+    flags = dict(locals())
     # Only what was given: each pass fills in its own defaults (optimize/options.py).
     params = {
         "max_demos": max_demos,
@@ -181,33 +142,16 @@ def compile_cmd(
         metric=metric,
         passes=names,
         seed=seed,
-        concurrency=jobs,
-        lm=lm,
-        api_base=api_base,
         teacher_lm=teacher_lm,
         prompt_lm=prompt_lm,
         threshold=threshold,
-        max_calls=max_calls,
-        max_cost=max_cost,
-        price_per_mtok_in=price_per_mtok_in,
-        price_per_mtok_out=price_per_mtok_out,
-        max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs or None,
-        transport=transport,
         allow_partial=allow_partial,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        rpm=rpm,
         keep_worse=keep_worse,
         score_dev=score_dev,
-        max_steps=max_steps,
-        example_timeout=example_timeout,
         passes_file=str(passes) if passes is not None else None,
         params={k_: v for k_, v in params.items() if v is not None},
         pass_params=pass_params,
-        allow_python=tuple(allow_python or ()),
-        otel=otel,
-        otel_content=otel_content,
+        run=common.run_options(flags),
     )
     console = _console()
     mode = resolve_mode(progress, quiet)
@@ -325,7 +269,7 @@ def inspect_cmd(
     predictor: Annotated[Optional[str], typer.Option("--predictor", help="only this predictor")] = None,
     emit_prompts: Annotated[Optional[Path], typer.Option("--emit-prompts", help="write each predictor's prompt as a text file here")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="render for this LM's prompt format")] = None,
-    format: Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")] = "text",
+    format: common.TextOrJson = "text",
 ) -> None:
     """Show each predictor's exact prompt, with its demos, instructions and settings."""
     if format not in ("text", "json"):
@@ -399,7 +343,7 @@ def inspect_cmd(
 def diff_cmd(
     a: Annotated[Path, typer.Argument(help="the old artifact")],
     b: Annotated[Path, typer.Argument(help="the new artifact")],
-    format: Annotated[str, typer.Option("--format", callback=choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
+    format: Annotated[str, typer.Option("--format", callback=common.choice("text", "markdown", "json"), help="text, markdown or json")] = "text",
 ) -> None:
     """Show what changed between two artifacts: instructions, demos, settings, scores."""
     if format not in ("text", "markdown", "json"):

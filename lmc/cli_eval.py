@@ -11,9 +11,8 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from .artifact import is_artifact_path
-from .budget import DEFAULT_LM_ERRORS
-from .cli_common import Otel, OtelContent, ProgressOpt, Quiet, choice
-from .cli_report import HtmlOut
+from . import cli_common as common
+from .cli_common import err as _err
 from .errors import ConfigError, LmcError
 from .evalreport import EvalOptions, TargetDoesNotCompile, evaluate_files
 from .files import Output, check_outputs
@@ -32,7 +31,6 @@ from .gate import (
 from .progress import Progress, resolve_mode
 from .report_html import context_from_files, eval_context, render_eval, write_html
 from .runner import LineWriter, trace_line
-from .session import RunOptions
 
 # ---------------------------------------------------------------- shared options
 
@@ -62,12 +60,7 @@ AllowChange = Annotated[
 Junit = Annotated[Optional[Path], typer.Option("--junit", help="write JUnit XML here (one test case per example)", show_default=False)]
 SummaryOut = Annotated[Optional[Path], typer.Option("--summary", help="write a Markdown summary here", show_default=False)]
 GithubSummary = Annotated[bool, typer.Option("--github-summary", help="also append the Markdown summary to $GITHUB_STEP_SUMMARY")]
-Format = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
-
-
-def _err(text: str = "") -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    sys.stderr.flush()
+Format = Annotated[str, typer.Option("--format", callback=common.choice("text", "json"), help="text, or json for the verdict as JSON on stdout")]
 
 
 def _console():
@@ -287,81 +280,21 @@ def register(app: typer.Typer) -> None:
         lm: Annotated[
             Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)
         ] = None,
-        api_base: Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server", show_default=False)] = None,
-        cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)", show_default=False)] = None,
+        api_base: common.ApiBase = None,
+        cache_dir: common.CacheDir = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
-        jobs: Annotated[
-            Optional[int],
-            typer.Option(
-                "-j",
-                "--jobs",
-                "--concurrency",
-                min=1,
-                help="examples (and LM calls) at once (default 8); --concurrency is the old spelling",
-                show_default=False,
-            ),
-        ] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute", show_default=False)] = None,
-        example_timeout: Annotated[
-            Optional[float],
-            typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds", show_default=False),
-        ] = None,
-        max_steps: Annotated[
-            Optional[int],
-            typer.Option(
-                "--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)", show_default=False
-            ),
-        ] = None,
+        jobs: common.Jobs = None,
+        rpm: common.Rpm = None,
+        example_timeout: common.ExampleTimeout = None,
+        max_steps: common.MaxSteps = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
-        max_calls: Annotated[
-            Optional[int],
-            typer.Option(
-                "--max-calls",
-                min=1,
-                help="send at most this many LM requests (retries and failures count; cache hits are free); running out is exit 3",
-                show_default=False,
-            ),
-        ] = None,
-        max_cost: Annotated[
-            Optional[float],
-            typer.Option(
-                "--max-cost",
-                min=0.0,
-                help="spend at most this much (USD); each request reserves its worst case before it is sent",
-                show_default=False,
-            ),
-        ] = None,
-        price_per_mtok_in: Annotated[
-            Optional[float],
-            typer.Option(
-                "--price-per-mtok-in",
-                min=0.0,
-                help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)",
-                show_default=False,
-            ),
-        ] = None,
-        price_per_mtok_out: Annotated[
-            Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM", show_default=False)
-        ] = None,
-        max_lm_errors: Annotated[
-            Optional[str],
-            typer.Option(
-                "--max-lm-errors",
-                help="LM calls that may fail after their retries before the eval stops with exit 3: a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
-                show_default=False,
-            ),
-        ] = None,
-        truncate_inputs: Annotated[
-            bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
-        ] = False,
-        transport: Annotated[
-            Optional[str],
-            typer.Option(
-                "--transport",
-                help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol",
-                show_default=False,
-            ),
-        ] = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option("; running out is exit 3")] = None,
+        max_cost: common.MaxCost = None,
+        price_per_mtok_in: common.PricePerMtokIn = None,
+        price_per_mtok_out: common.PricePerMtokOut = None,
+        max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("eval")] = None,
+        truncate_inputs: common.TruncateInputs = None,
+        transport: common.Transport = None,
         min_score: MinScore = None,
         baseline: Baseline = None,
         max_drop: MaxDrop = None,
@@ -372,16 +305,9 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
-        html: HtmlOut = None,
+        html: common.HtmlOut = None,
         format: Format = "text",
-        allow_python: Annotated[
-            Optional[list[str]],
-            typer.Option(
-                "--allow-python",
-                help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
-                show_default=False,
-            ),
-        ] = None,
+        allow_python: common.AllowPython = None,
         trace: Annotated[
             Optional[Path],
             typer.Option(
@@ -390,10 +316,10 @@ def register(app: typer.Typer) -> None:
                 show_default=False,
             ),
         ] = None,
-        progress: ProgressOpt = None,
-        quiet: Quiet = False,
-        otel: Otel = None,
-        otel_content: OtelContent = False,
+        progress: common.ProgressOpt = None,
+        quiet: common.Quiet = False,
+        otel: common.Otel = None,
+        otel_content: common.OtelContent = False,
     ) -> None:
         """Score a program or artifact on a dataset and gate CI on the result (exit 0 pass, 1 quality, 2 bad input, 3 LM errors)."""
         _answering(format, _eval, locals())
@@ -411,15 +337,19 @@ def register(app: typer.Typer) -> None:
         junit: Junit = None,
         summary: SummaryOut = None,
         github_summary: GithubSummary = False,
-        html: HtmlOut = None,
+        html: common.HtmlOut = None,
         format: Format = "text",
     ) -> None:
         """Join the shard reports of one evaluation and apply the gates once, as `lmc eval` would."""
         _answering(format, _merge, locals())
 
 
-def _gate_options(**kw):
-    opts = GateOptions(**kw)
+_GATE_FLAGS = ("min_score", "baseline", "max_drop", "max_errors", "confidence", "allow_program_change")
+
+
+def _gate_options(flags: dict) -> GateOptions:
+    """The gates of `eval` and `report merge` from the command's flags, refused now when they cannot work together."""
+    opts = GateOptions(**{name: flags[name] for name in _GATE_FLAGS})
     opts.validate()
     return opts
 
@@ -431,63 +361,19 @@ def _eval(
     metric,
     program,
     threshold,
-    lm,
-    api_base,
-    cache_dir,
-    no_cache,
-    jobs,
-    rpm,
-    example_timeout,
-    max_steps,
     shard,
-    min_score,
-    baseline,
-    max_drop,
-    confidence,
-    max_errors,
-    allow_program_change,
     report,
     junit,
     summary,
     github_summary,
     format,
-    allow_python=None,
     html=None,
-    max_calls=None,
-    max_cost=None,
-    price_per_mtok_in=None,
-    price_per_mtok_out=None,
-    max_lm_errors=None,
-    truncate_inputs=False,
-    transport=None,
     progress=None,
     quiet=False,
     trace=None,
-    otel=None,
-    otel_content=False,
+    **flags,
 ) -> None:
     _check_format(format)
-    run = RunOptions(
-        lm=lm,
-        api_base=api_base,
-        cache_dir=cache_dir,
-        use_cache=not no_cache,
-        concurrency=jobs,
-        rpm=rpm,
-        max_steps=max_steps,
-        example_timeout=example_timeout,
-        max_calls=max_calls,
-        max_cost=max_cost,
-        price_per_mtok_in=price_per_mtok_in,
-        price_per_mtok_out=price_per_mtok_out,
-        max_lm_errors=max_lm_errors,
-        truncate_inputs=truncate_inputs or None,
-        transport=transport,
-        allow_python=tuple(allow_python or ()),
-        default_max_lm_errors=DEFAULT_LM_ERRORS,
-        otel=otel,
-        otel_content=otel_content,
-    )
     opts = EvalOptions(
         target,
         data,
@@ -495,15 +381,8 @@ def _eval(
         program=program,
         threshold=threshold,
         shard=shard,
-        run=run,
-        gates=_gate_options(
-            min_score=min_score,
-            baseline=baseline,
-            max_drop=max_drop,
-            max_errors=max_errors,
-            confidence=confidence,
-            allow_program_change=allow_program_change,
-        ),
+        run=common.run_options(flags),
+        gates=_gate_options(flags),
         report=str(report) if report is not None else None,
         outputs=(("--junit", junit), ("--summary", summary), ("--html", html), ("--trace", trace)),
     )
@@ -544,18 +423,10 @@ def _eval(
     )
 
 
-def _merge(
-    *, parts, out, min_score, baseline, max_drop, confidence, max_errors, allow_program_change, junit, summary, github_summary, format, html=None
-) -> None:
+def _merge(*, parts, out, junit, summary, github_summary, format, html=None, **gates) -> None:
     _check_format(format)
-    opts = _gate_options(
-        min_score=min_score,
-        baseline=baseline,
-        max_drop=max_drop,
-        max_errors=max_errors,
-        confidence=confidence,
-        allow_program_change=allow_program_change,
-    )
+    opts = _gate_options(gates)
+    baseline = opts.baseline
     _check_outputs(
         [("-o", out), ("--junit", junit), ("--summary", summary), ("--html", html)], [("shard report", p) for p in parts] + [("--baseline", baseline)]
     )

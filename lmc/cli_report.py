@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,15 +9,9 @@ import typer
 
 from . import report_html as H
 from .artifact import is_artifact_path, read
+from .cli_common import err as _err
 from .errors import ConfigError
 from .gate import GateOptions, Report, apply_gates, is_report
-
-HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="also write a self-contained HTML report here", show_default=False)]
-
-
-def _err(text: str) -> None:
-    sys.stderr.write(text.rstrip("\n") + "\n")
-    sys.stderr.flush()
 
 
 def html_cmd(

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli_common import Otel, OtelContent, ProgressOpt, Quiet
+from . import cli_common as common
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
@@ -90,52 +90,21 @@ def register(app: typer.Typer) -> None:
         lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
         api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
         cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")] = False,
-        jobs: Annotated[
-            Optional[int],
-            typer.Option(
-                "-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"
-            ),
-        ] = None,
-        rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")] = None,
+        no_cache: common.NoCache = False,
+        jobs: common.Jobs = None,
+        rpm: common.Rpm = None,
         trace: Annotated[Optional[Path], typer.Option("--trace", help="write per-example traces (JSONL) here")] = None,
         max_backtracks: Annotated[
             Optional[int], typer.Option("--max-backtracks", min=0, help="retries of a call after a failed assert/suggest (default 2)")
         ] = None,
-        example_timeout: Annotated[
-            Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
-        ] = None,
-        max_steps: Annotated[
-            Optional[int],
-            typer.Option("--max-steps", min=1, help="fail an example after this many statements and loop iterations (default 10,000,000)"),
-        ] = None,
-        allow_python: Annotated[
-            Optional[list[str]],
-            typer.Option(
-                "--allow-python",
-                help="let tools/metrics import this module (pkg, pkg.mod or pkg.mod:fn; repeatable); a .lmp's own directory is allowed, an artifact's is not",
-            ),
-        ] = None,
-        max_calls: Annotated[
-            Optional[int],
-            typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)"),
-        ] = None,
-        max_cost: Annotated[
-            Optional[float],
-            typer.Option("--max-cost", min=0.0, help="spend at most this much (USD); each request reserves its worst case before it is sent"),
-        ] = None,
-        price_per_mtok_in: Annotated[
-            Optional[float],
-            typer.Option(
-                "--price-per-mtok-in", min=0.0, help="USD per million prompt tokens of an LM litellm's price table does not list (0 = free)"
-            ),
-        ] = None,
-        price_per_mtok_out: Annotated[
-            Optional[float], typer.Option("--price-per-mtok-out", min=0.0, help="USD per million completion tokens of such an LM")
-        ] = None,
-        truncate_inputs: Annotated[
-            bool, typer.Option("--truncate-inputs", help="cut an input too long for the LM's context from its middle instead of failing its example")
-        ] = False,
+        example_timeout: common.ExampleTimeout = None,
+        max_steps: common.MaxSteps = None,
+        allow_python: common.AllowPython = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option()] = None,
+        max_cost: common.MaxCost = None,
+        price_per_mtok_in: common.PricePerMtokIn = None,
+        price_per_mtok_out: common.PricePerMtokOut = None,
+        truncate_inputs: common.TruncateInputs = None,
         max_lm_errors: Annotated[
             Optional[str],
             typer.Option(
@@ -143,39 +112,16 @@ def register(app: typer.Typer) -> None:
                 help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example",
             ),
         ] = None,
-        transport: Annotated[
-            Optional[str],
-            typer.Option("--transport", help="send LM requests through 'direct' (lmc's HTTP client) or 'litellm'; default: each LM by its protocol"),
-        ] = None,
-        progress: ProgressOpt = None,
-        quiet: Quiet = False,
-        otel: Otel = None,
-        otel_content: OtelContent = False,
+        transport: common.Transport = None,
+        progress: common.ProgressOpt = None,
+        quiet: common.Quiet = False,
+        otel: common.Otel = None,
+        otel_content: common.OtelContent = False,
     ) -> None:
         """Run a program or artifact on one input (prints JSON) or on a JSONL file (streams JSONL)."""
+        flags = dict(locals())
         try:
-            options = RunOptions(
-                lm=lm,
-                api_base=api_base,
-                cache_dir=cache_dir,
-                use_cache=not no_cache,
-                concurrency=jobs,
-                rpm=rpm,
-                max_steps=max_steps,
-                example_timeout=example_timeout,
-                max_calls=max_calls,
-                max_cost=max_cost,
-                price_per_mtok_in=price_per_mtok_in,
-                price_per_mtok_out=price_per_mtok_out,
-                max_lm_errors=max_lm_errors,
-                truncate_inputs=truncate_inputs or None,
-                transport=transport,
-                max_backtracks=max_backtracks,
-                trace_prompts=trace is not None,
-                allow_python=tuple(allow_python or ()),
-                otel=otel,
-                otel_content=otel_content,
-            )
+            options = common.run_options(flags, trace_prompts=trace is not None)
             mode = resolve_mode(progress, quiet)
             code = _run(target, program, input, field, data, out, trace, options, mode)
         except KeyboardInterrupt:

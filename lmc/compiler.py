@@ -33,9 +33,9 @@ from .optimize.lab import Candidate, Lab, PassInputs, best
 from .optimize.evolve import lineage
 from .optimize.evolve import minibatch_problem as evolve_minibatch_problem
 from .optimize.mipro import minibatch_problem
+from .python_metrics import check_metric
 from .scoring import metric_needs_gold
 from .session import RunOptions, prepare
-from .statements import check_metric
 from .targets import Target, load_target
 from .timeline import Timeline
 
@@ -52,56 +52,17 @@ class CompileOptions:
     metric: str | None = None
     passes: list[str] = field(default_factory=lambda: ["bootstrap"])
     seed: int = 0
-    concurrency: int | None = None  # None: $LMC_CONCURRENCY, lmc.yaml, then 8 (config.resolve)
-    lm: str | None = None
-    api_base: str | None = None
     teacher_lm: str | None = None
     prompt_lm: str | None = None
     threshold: float | None = None
-    max_calls: int | None = None
-    max_cost: float | None = None
-    price_per_mtok_in: float | None = None  # the price of LMs litellm's table does not list (USD per 1M tokens)
-    price_per_mtok_out: float | None = None
-    max_lm_errors: str | None = None  # failed LM calls (a share or a count) before the compile stops, exit 3 (20%)
-    truncate_inputs: bool | None = None
-    transport: str | None = None  # direct or litellm; None: each LM by its protocol
     allow_partial: bool = False
-    cache_dir: str | None = None  # None: $LMC_CACHE_DIR, lmc.yaml, then .lmc/cache
-    use_cache: bool = True
-    rpm: float | None = None
-    max_steps: int | None = None
-    example_timeout: float | None = None
     keep_worse: bool = False  # keep the optimized program even when it scores below the one as written
     score_dev: bool = True  # score the program as written and the result on dev (costs 2 x dev calls)
-    allow_python: tuple = ()  # --allow-python: modules tools/metrics may import (lmc/pyrefs.py)
-    otel: Any = None  # --otel: OpenTelemetry spans (RunOptions.otel)
-    otel_content: bool = False
     passes_file: str | None = None  # the --passes YAML the pass list came from (an input: never overwritten)
     params: dict = field(default_factory=dict)  # pass options given on the command line, for every pass that takes them
     pass_params: list[dict] = field(default_factory=list)  # each pass's own options (from --passes), by position
-
-    def run_options(self) -> RunOptions:
-        return RunOptions(
-            lm=self.lm,
-            api_base=self.api_base,
-            cache_dir=self.cache_dir,
-            use_cache=self.use_cache,
-            concurrency=self.concurrency,
-            rpm=self.rpm,
-            max_steps=self.max_steps,
-            example_timeout=self.example_timeout,
-            max_calls=self.max_calls,
-            max_cost=self.max_cost,
-            price_per_mtok_in=self.price_per_mtok_in,
-            price_per_mtok_out=self.price_per_mtok_out,
-            max_lm_errors=self.max_lm_errors,
-            truncate_inputs=self.truncate_inputs,
-            transport=self.transport,
-            allow_python=tuple(self.allow_python),
-            default_max_lm_errors=DEFAULT_LM_ERRORS,
-            otel=self.otel,
-            otel_content=self.otel_content,
-        )
+    # The LM, cache, caps and limits (as `lmc run` takes them); failed LM calls stop the compile at 20% unless told.
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass
@@ -327,7 +288,7 @@ async def compile_async(
     for name in opts.passes:
         pass_named(name)
     plan = pass_plan(opts)
-    setup = prepare(opts.run_options())
+    setup = prepare(replace(opts.run, default_max_lm_errors=DEFAULT_LM_ERRORS))
     st = setup.settings
     if opts.threshold is not None and not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError(f"--threshold must be between 0 and 1, got {opts.threshold:g}")

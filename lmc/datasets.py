@@ -8,7 +8,7 @@ import os
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lmc.errors import DatasetError, did_you_mean
 from lmc.limits import human, open_input
@@ -205,20 +205,26 @@ def _read_jsonl(fh, shown: str, max_line_bytes: int, cap: int) -> tuple[str, lis
 
 
 def _parse_line(text: str, shown: str, lineno: int) -> dict:
-    try:
-        value = _parse(text)
-    except json.JSONDecodeError as exc:
-        hint = None
-        if text in ("[", "]") or text.startswith("[{"):
-            hint = "this looks like a JSON list; name the file .json or write one object per line"
-        raise DatasetError(f"not valid JSON: {exc.msg} at column {exc.colno}", shown, lineno, hint=hint) from None
-    except _BadValue as exc:
-        raise DatasetError(str(exc), shown, lineno) from None
-    except RecursionError:
-        raise DatasetError("not valid JSON: nested too deeply", shown, lineno) from None
+    value = parse_json(text, shown, lineno, hint="this looks like a JSON list; name the file .json or write one object per line")
     if not isinstance(value, dict):
         raise DatasetError(f"expected a JSON object, got {_type_name(value)}", shown, lineno)
     return value
+
+
+def parse_json(text: str, shown: str, lineno: int | None = None, *, hint: str | None = None, loads: Callable[[str], Any] = _parse) -> Any:
+    """The JSON value of one line of `shown` (or of the whole file: `lineno` None), or a DatasetError naming the
+    file and line: a syntax error (with `hint` when the line looks like part of a JSON list), a value `loads`
+    refuses (NaN, a duplicate key, ...), or nesting too deep."""
+    try:
+        return loads(text)
+    except json.JSONDecodeError as exc:
+        looks_like_list = text.strip() in ("[", "]") or text.lstrip().startswith("[{")
+        line = lineno if lineno is not None else exc.lineno
+        raise DatasetError(f"not valid JSON: {exc.msg} at column {exc.colno}", shown, line, hint=hint if looks_like_list else None) from None
+    except ValueError as exc:
+        raise DatasetError(str(exc), shown, lineno) from None
+    except RecursionError:
+        raise DatasetError("not valid JSON: nested too deeply", shown, lineno) from None
 
 
 def _read_json_list(fh, shown: str) -> tuple[str, list[tuple[int, Any]]]:
@@ -238,14 +244,7 @@ def _read_json_list(fh, shown: str) -> tuple[str, list[tuple[int, Any]]]:
         raise DatasetError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8", shown, line) from None
     if not text.strip():
         return digest, []
-    try:
-        value = _parse(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"not valid JSON: {exc.msg} at column {exc.colno}", shown, exc.lineno) from None
-    except _BadValue as exc:
-        raise DatasetError(str(exc), shown) from None
-    except RecursionError:
-        raise DatasetError("not valid JSON: nested too deeply", shown) from None
+    value = parse_json(text, shown)
     if not isinstance(value, list):
         raise DatasetError(f"expected a JSON list of objects, got {_type_name(value)}", shown, hint="for one object per line name the file .jsonl")
     records = []

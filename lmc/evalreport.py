@@ -13,21 +13,22 @@ import asyncio
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__, gate
 from .artifact import is_artifact_path, portable_path, sha256_file
+from .budget import DEFAULT_LM_ERRORS
 from .datasets import Dataset, Example, load_dataset, validate
 from .errors import CompileError, CompileErrors, ConfigError, ErrorKind, LMFailure, LmcError, BudgetExceeded, ReportError
 from .files import Output, check_outputs
 from .ir import IR, MetricIR
 from .metrics import choose_metric
+from .python_metrics import check_metric
 from .runtime import Runtime
 from .scoring import evaluate, metric_needs_gold
 from .session import RunOptions, Session, prepare
-from .statements import check_metric
 from .targets import Target, load_target
 
 
@@ -235,7 +236,7 @@ class EvalOptions:
     threshold: float | None = None  # None: the artifact's compile threshold, else 1.0
     shard: str | None = None  # "i/N"
     gates: gate.GateOptions = field(default_factory=gate.GateOptions)
-    run: RunOptions = field(default_factory=RunOptions)
+    run: RunOptions = field(default_factory=RunOptions)  # failed LM calls stop the eval at 20% unless told
     report: str | None = None  # write the candidate's report here
     outputs: tuple[tuple[str, Any], ...] = ()  # (flag, path) of files the caller writes afterwards
 
@@ -285,7 +286,7 @@ async def aevaluate_files(
     gates, target = opts.gates, opts.target
     gates.validate()
     shard = gate.parse_shard(opts.shard) if opts.shard is not None else None
-    setup = prepare(opts.run)
+    setup = prepare(replace(opts.run, default_max_lm_errors=DEFAULT_LM_ERRORS))
     cand_t = load_for_eval(target, opts.program, "target")
     recorded_metric, recorded_threshold = compiled_with(cand_t)
     notes: list[str] = []

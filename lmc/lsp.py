@@ -25,7 +25,8 @@ from . import __version__
 from .check import Analysis
 from .errors import CompileErrors, Diagnostic, LmcError, Span
 from .fmt import format_source
-from .ide import Index, RenameError, analyze_for_index, complete, hover, index_source, outline, rename
+from .completion import complete
+from .ide import Index, RenameError, analyze_for_index, hover, index_source, outline, rename
 from .incremental import Reparser
 
 DEBOUNCE_S = 0.15

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import ast as pyast
-import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import ir as I
 from . import prompts
+from .calculator import calculator
 from .config import DEFAULT_MAX_STEPS, Config, choose_lm, predictor_lm
 from .errors import ErrorKind, Warnings
 from .lm import LMClient, LMSpec, Usage
@@ -236,50 +234,3 @@ class Runtime:
 def load_python_ref(kind: str, name: str, ref: str | None, policy: Any) -> Callable:
     """Import `pkg.mod:fn` for a tool or metric — only as the run's PythonPolicy allows (lmc/pyrefs.py)."""
     return import_ref(PyRef(kind, name, ref or ""), policy)
-
-
-# ---------------------------------------------------------------- a safe calculator tool
-
-_OPS = {
-    pyast.Add: operator.add,
-    pyast.Sub: operator.sub,
-    pyast.Mult: operator.mul,
-    pyast.Div: operator.truediv,
-    pyast.FloorDiv: operator.floordiv,
-    pyast.Mod: operator.mod,
-    pyast.Pow: operator.pow,
-    pyast.USub: operator.neg,
-    pyast.UAdd: operator.pos,
-}
-_FUNCS = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max, "log": math.log, "exp": math.exp}
-
-
-def calculator(expression: str) -> float:
-    """Evaluate arithmetic without eval: numbers, + - * / // % **, parentheses, a few functions."""
-    text = str(expression).replace("^", "**").replace(",", "").strip()
-    try:
-        tree = pyast.parse(text, mode="eval")
-    except SyntaxError:
-        raise ValueError(f"not an arithmetic expression: {expression!r}") from None
-
-    def ev(node):
-        if isinstance(node, pyast.Expression):
-            return ev(node.body)
-        if isinstance(node, pyast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, pyast.BinOp) and type(node.op) in _OPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, pyast.Pow) and abs(right) > 100:
-                raise ValueError("exponent too large")
-            return _OPS[type(node.op)](left, right)
-        if isinstance(node, pyast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.operand))
-        if isinstance(node, pyast.Call) and isinstance(node.func, pyast.Name) and node.func.id in _FUNCS and not node.keywords:
-            return _FUNCS[node.func.id](*[ev(a) for a in node.args])
-        raise ValueError(f"unsupported expression: {expression!r}")
-
-    try:
-        value = ev(tree)
-    except ZeroDivisionError:
-        raise ValueError("division by zero") from None
-    return float(value) if isinstance(value, float) and not value.is_integer() else int(value)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 from urllib.parse import urlparse
 
@@ -64,6 +64,22 @@ class RunOptions:
     default_max_lm_errors: str | None = None
     backend: Any = None  # an LM backend object instead of HTTP (tests)
 
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        jobs: int | None = None,
+        concurrency: int | None = None,
+        no_cache: bool = False,
+        allow_python: Iterable[str] | str | None = (),
+        **settings: Any,
+    ) -> "RunOptions":
+        """The options as the commands' flags (and the API's keywords, named after them) give them: `jobs` is the
+        concurrency (`concurrency`, its old spelling, still works), `no_cache` turns the cache off, `allow_python`
+        is one module or several; every other setting by its own name."""
+        allow = (allow_python,) if isinstance(allow_python, str) else tuple(allow_python or ())
+        return cls(concurrency=jobs or concurrency, use_cache=not no_cache, allow_python=allow, **settings)
+
     def flags(self) -> dict:
         """The settings as `config.resolve` takes them from the command line."""
         return {
@@ -82,6 +98,10 @@ class RunOptions:
             "truncate_inputs": self.truncate_inputs,
             "transport": self.transport,
         }
+
+
+# The keywords `RunOptions.from_flags` takes: what a command picks out of its parameters (cli_common.run_options).
+RUN_FLAGS = frozenset({f.name for f in fields(RunOptions)} - {"use_cache"} | {"jobs", "no_cache"})
 
 
 @dataclass(frozen=True)

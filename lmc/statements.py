@@ -1,7 +1,8 @@
 """The statements and expressions of one example, module calls through their kind, tools and metric scores.
 
 Everything here is mutually recursive (a module's reward metric may run a metric block
-that calls modules), so it lives in one module; `interpreter` drives it per example.
+that calls modules), so it lives in one module; `interpreter` drives it per example.  Python
+metrics, which recurse into nothing, are imported and called by `python_metrics`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from . import ir as I
 from . import limits, prompts
 from .builtins import BUILTINS
-from .errors import ConfigError, LmcError, OutputParseError, RunError
+from .errors import LmcError, OutputParseError, RunError
 from .files import find_non_finite
 from .inputs import InputError, bind_inputs
 from .kinds import KINDS
@@ -24,7 +25,8 @@ from .limits import SizeLimitError
 from .metrics import builtin_metric, explain, split_feedback, to_score
 from .operators import COMPARE, binop, kind_of, truthy
 from .predict import predict
-from .runtime import YIELD_EVERY, Frame, Runtime, load_python_ref
+from .python_metrics import score_python
+from .runtime import YIELD_EVERY, Frame, Runtime
 from .sandbox import SandboxLimits, arun_code, require_isolation
 from .types import coerce
 
@@ -90,7 +92,6 @@ def program_outputs(prog: I.ProgramIR, value: Any) -> dict:
     return out
 
 
-
 # ---------------------------------------------------------------- statements
 
 
@@ -107,8 +108,9 @@ async def _checkpoint(ctx: Frame, line: int) -> None:
     """Every YIELD_EVERY steps: enforce --max-steps, and give the event loop a turn (Ctrl-C, timeouts, other examples)."""
     ctx.next_yield = ctx.steps + YIELD_EVERY
     if ctx.steps > ctx.max_steps:
-        raise RunError(f"the example ran more than {ctx.max_steps:,} statements and loop iterations, the limit "
-                       "(--max-steps); a loop that never ends?", line=line)
+        raise RunError(
+            f"the example ran more than {ctx.max_steps:,} statements and loop iterations, the limit (--max-steps); a loop that never ends?", line=line
+        )
     await asyncio.sleep(0)
 
 
@@ -240,7 +242,6 @@ async def _check(rt: Runtime, ctx: Frame, s: I.Check, env: dict) -> None:
 
 
 # ---------------------------------------------------------------- expressions
-
 
 
 # ---------------------------------------------------------------- expressions
@@ -401,14 +402,13 @@ async def call_tool(rt: Runtime, name: str, args: list, kwargs: dict, line: int 
     except Exception as err:  # noqa: BLE001 - a tool raising fails the example, not the run
         # A user's tool that raises fails its example (kind "tool"), also inside ReAct: a bug in
         # user code must surface, not be fed back to the LM as an observation.
-        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", "tool" if user_code else "runtime",
-                       line=line) from None
+        raise RunError(f"tool '{name}' raised {type(err).__name__}: {err}", "tool" if user_code else "runtime", line=line) from None
     bad = find_non_finite(result)
     if bad:
-        raise RunError(f"tool '{name}' returned a value that is not a finite number (NaN or infinity)"
-                       + (f" at {bad}" if bad != "the value" else ""), line=line)
+        raise RunError(
+            f"tool '{name}' returned a value that is not a finite number (NaN or infinity)" + (f" at {bad}" if bad != "the value" else ""), line=line
+        )
     return result
-
 
 
 # ---------------------------------------------------------------- modules and metrics
@@ -436,10 +436,8 @@ class _ModuleStep:
     ctx: Frame
     module: I.ModuleIR
 
-    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None,
-                      feedback: dict | None = None) -> dict:
-        return await predict(self.rt, self.ctx, self.module.predictor_id(role), inputs, sample=sample,
-                             temperature=temperature, feedback=feedback)
+    async def predict(self, role: str, inputs: dict, *, sample: int = 0, temperature: float | None = None, feedback: dict | None = None) -> dict:
+        return await predict(self.rt, self.ctx, self.module.predictor_id(role), inputs, sample=sample, temperature=temperature, feedback=feedback)
 
     def outputs(self, role: str) -> tuple[I.FieldSpec, ...]:
         return self.rt.ir.predictor(self.module.predictor_id(role)).signature.outputs
@@ -489,47 +487,12 @@ async def call_program(rt: Runtime, ctx: Frame, name: str, kwargs: dict, line: i
         ctx.depth -= 1
 
 
-_ARITY: dict[Any, int] = {}  # python metric -> how many arguments it takes (2 or 3), decided once
-
-
-def metric_arity(fn: Callable, what: str) -> int:
-    """3 when `fn` takes (example, pred, trace), 2 for (example, pred); decided from its signature, once.
-
-    Never by calling it and catching TypeError: that would hide a TypeError raised inside it."""
-    known = _ARITY.get(fn)
-    if known is not None:
-        return known
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):  # a builtin without a signature: the documented two-argument form
-        _ARITY[fn] = 2
-        return 2
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    star = any(p.kind is p.VAR_POSITIONAL for p in params)
-    required_kw = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
-    arity = 3 if (star or len(positional) >= 3) else len(positional)
-    if arity < 2 or len(required) > 3 or required_kw:
-        shown = ", ".join(p.name for p in params) or "nothing"
-        raise ConfigError(f"{what} takes ({shown}); expected (example, pred) or (example, pred, trace)")
-    _ARITY[fn] = arity
-    return arity
-
-
-def check_metric(metric: I.MetricIR, policy: Any) -> None:
-    """Import a python metric (as `policy` allows) and check its signature now, before any LM call is spent."""
-    if metric.kind == "python":
-        fn = load_python_ref("metric", metric.name, metric.ref, policy)
-        metric_arity(fn, f"metric '{metric.name}' ({metric.ref})")
-
-
 async def score_metric(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> float:
     """A metric's score in [0, 1] for one prediction; raises LmcError when the metric itself fails."""
     return (await score_and_explain(rt, metric, example, pred, trace))[0]
 
 
-async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict,
-                            trace: list | None = None) -> tuple[float, str | None]:
+async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred: dict, trace: list | None = None) -> tuple[float, str | None]:
     """A metric's score in [0, 1] and its feedback (why, in words; None when it says nothing).
 
     Built-ins explain themselves; a python metric may return `(score, "text")` and a block metric
@@ -545,17 +508,7 @@ async def score_and_explain(rt: Runtime, metric: I.MetricIR, example: dict, pred
         score = to_score(fn(gold, predicted))
         return score, explain(name, gold, predicted, score)
     if metric.kind == "python":
-        what = f"metric '{metric.name}' ({metric.ref})"
-        fn = load_python_ref("metric", metric.name, metric.ref, rt.python)
-        args = (example, pred, [c.to_json(False) for c in trace or ()])[: metric_arity(fn, what)]
-        try:
-            value = fn(*args)
-            if asyncio.iscoroutine(value):
-                value = await value
-        except Exception as e:  # noqa: BLE001 - a bug in the user's metric fails this example, named
-            raise RunError(f"{what} raised {type(e).__name__}: {e}", "metric") from None
-        value, feedback = split_feedback(value)
-        return to_score(value), feedback
+        return await score_python(metric, rt.python, example, pred, trace)
     program = metric.program  # a block metric: a small program over (example, pred) that may call modules
     if program is None:  # pragma: no cover - lowering gives every block metric its program
         raise LmcError(f"metric '{metric.name}' has no body")
@@ -581,11 +534,30 @@ def judges_said(calls: list) -> str | None:
 # Each IR node type and the function that runs it (defined above, looked up per node).
 _Run = Callable[[Runtime, Frame, Any, dict], Awaitable[Any]]
 _STATEMENTS: dict[type, _Run] = {
-    I.Assign: _assign, I.Eval: _expression, I.Ret: _return, I.Loop: _for, I.Branch: _if, I.WhileLoop: _while,
-    I.Check: _check, I.BreakLoop: _break, I.ContinueLoop: _continue,
+    I.Assign: _assign,
+    I.Eval: _expression,
+    I.Ret: _return,
+    I.Loop: _for,
+    I.Branch: _if,
+    I.WhileLoop: _while,
+    I.Check: _check,
+    I.BreakLoop: _break,
+    I.ContinueLoop: _continue,
 }
 _EXPRESSIONS: dict[type, _Run] = {
-    I.Var: _var, I.GetField: _field, I.CallModule: _module_call, I.FStr: _fstring, I.ListOf: _list, I.DictOf: _dict,
-    I.GetIndex: _index, I.Bin: _binary, I.Unary: _unary, I.Cmp: _compare, I.Logic: _logic, I.CallBuiltin: _builtin,
-    I.CallRetriever: _retriever_call, I.CallTool: _tool_call, I.CallProgram: _program_call,
+    I.Var: _var,
+    I.GetField: _field,
+    I.CallModule: _module_call,
+    I.FStr: _fstring,
+    I.ListOf: _list,
+    I.DictOf: _dict,
+    I.GetIndex: _index,
+    I.Bin: _binary,
+    I.Unary: _unary,
+    I.Cmp: _compare,
+    I.Logic: _logic,
+    I.CallBuiltin: _builtin,
+    I.CallRetriever: _retriever_call,
+    I.CallTool: _tool_call,
+    I.CallProgram: _program_call,
 }

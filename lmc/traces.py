@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from .datasets import check_value
+from .datasets import check_value, parse_json
 from .errors import ConfigError, DatasetError
 from .limits import open_input
 
@@ -184,19 +184,15 @@ def read_values(path: str) -> Iterator[tuple[int, Any]]:
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield lineno, _parse(line, shown, lineno)
+            yield lineno, parse_json(line, shown, lineno, hint=_LIST_HINT, loads=_loads)
 
 
-def _parse(text: str, shown: str, lineno: int) -> Any:
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        hint = "write one JSON object per line, or export the runs as one JSON document" if text.strip() in "[]" else None
-        raise DatasetError(f"not valid JSON: {exc.msg} at column {exc.colno}", shown, lineno, hint=hint) from None
-    except ValueError as exc:
-        raise DatasetError(str(exc), shown, lineno) from None
-    except RecursionError:
-        raise DatasetError("not valid JSON: nested too deeply", shown, lineno) from None
+_LIST_HINT = "write one JSON object per line, or export the runs as one JSON document"
+
+
+def _loads(text: str) -> Any:
+    """Traces come from other tools too: duplicate keys and any value are taken as read; NaN/Infinity are not."""
+    return json.loads(text, parse_constant=_no_constant)
 
 
 def _no_constant(name: str) -> Any:
@@ -209,7 +205,7 @@ def _document(text: str) -> Any:
     if not stripped.startswith(("[", "{")):
         return None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return _loads(text)
     except (ValueError, RecursionError):
         return None  # JSONL, or a broken document: read line by line, which names the bad line
 

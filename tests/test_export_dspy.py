@@ -189,6 +189,39 @@ def test_export_refuses_bad_options(tmp_path, capsys, args, fragment):
     assert code == 2 and fragment in err[-1], err
 
 
+def test_helpers_behave_as_lmc_does():
+    """The helpers the export writes are lmc's own functions where those can run outside lmc; every helper
+    compiles in the exported module's namespace, and the twins agree with lmc on the same values."""
+    import logging
+    import types
+
+    from lmc.builtins import BUILTINS
+    from lmc.export_dspy import helpers
+    from lmc.prompts import show_value
+    from lmc.runtime import calculator
+
+    class Prediction(dict):
+        pass
+
+    ns: dict = {"json": json, "dspy": types.SimpleNamespace(Prediction=Prediction), "_log": logging.getLogger("export")}
+    exec(compile(helpers.source(set(helpers.HELPERS)), "<exported helpers>", "exec"), ns)
+    values = [None, "x", "ünï", True, False, 3, -2, 2.0, 2.5, 1e20, [], ["a", "b"], [1, "a"], {"b": 1, "a": [1, 2]}, [[]]]
+    for v in values:
+        assert ns["_show"](v) == show_value(v, multiline_ok=False), v
+        assert ns["_b_str"](v) == BUILTINS["str"].fn(v), v
+        assert ns["_b_join"]([v, v]) == " ".join([BUILTINS["str"].fn(v)] * 2)
+    assert ns["_show"](Prediction(answer="4")) == show_value({"answer": "4"}, multiline_ok=False)
+
+    def outcome(fn, expression):
+        try:
+            return fn(expression)
+        except ValueError as e:
+            return f"ValueError: {e}"
+
+    for expression in ["(3 + 4) * 2", "2^10", "sqrt(16)", "7/2", "1,000 + 1", "-3 // 2", "2**1000", "1/0", "__import__('os')", "x", "(", 12]:
+        assert outcome(ns["_calculator"], expression) == outcome(calculator, expression), expression
+
+
 def test_export_never_runs_what_the_artifact_names(tmp_path, monkeypatch):
     """A python() tool and metric are named, not imported: exporting works without the module existing."""
     src = tmp_path / "tools.lmp"

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lmc import nodes as n
-from lmc.ide import RenameError, complete, hover, index_source, outline, rename
+from lmc.completion import complete
+from lmc.ide import RenameError, hover, index_source, outline, rename
 from lmc.incremental import Reparser, pieces
 from lmc.parser import parse_recovering
 

@@ -18,7 +18,7 @@ from lmc.check import check_source
 from lmc.datasets import Example
 from lmc.errors import CompileErrors, ConfigError
 from lmc.scoring import evaluate
-from lmc.statements import check_metric
+from lmc.python_metrics import check_metric
 from lmc.interpreter import run_example
 from lmc.runtime import Runtime
 from lmc.lm import LMClient, parse_lm

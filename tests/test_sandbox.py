@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from lmc import _sandbox_audit as audit
 from lmc import _sandbox_child as child
 from lmc.sandbox import SandboxError, SandboxLimits, SandboxResult, arun_code, run_code
 
@@ -206,7 +207,7 @@ def _nested_code(outer, name):
     raise AssertionError(f"no nested function {name!r}")
 
 
-@pytest.mark.parametrize("code", [_nested_code(child._install_hook, "hook"), child._norm.__code__], ids=["hook", "_norm"])
+@pytest.mark.parametrize("code", [_nested_code(audit.install_hook, "hook"), audit._norm.__code__], ids=["hook", "_norm"])
 def test_hook_reads_no_globals_or_builtins(code):
     """The program can rebind builtins and module globals; the hook must not depend on any."""
     ops = {ins.opname for ins in dis.get_instructions(code)}
@@ -215,15 +216,15 @@ def test_hook_reads_no_globals_or_builtins(code):
 
 def test_hook_closure_holds_only_immutable_values():
     """A traceback exposes the hook's frame; its free variables must not be changeable in place."""
-    hook_code = _nested_code(child._install_hook, "hook")
+    hook_code = _nested_code(audit.install_hook, "hook")
     immutable = (str, int, bool, frozenset, tuple, slice, type, type(len), type(str.__getitem__), type(bytes.decode), type(type.__dict__))
     captured = {}
-    original = child.sys.addaudithook
+    original = audit.sys.addaudithook
     try:
-        child.sys.addaudithook = lambda hook: captured.setdefault("hook", hook)
-        child._install_hook("/nonexistent-sandbox", ("/nonexistent-lib",), 3)
+        audit.sys.addaudithook = lambda hook: captured.setdefault("hook", hook)
+        audit.install_hook("/nonexistent-sandbox", ("/nonexistent-lib",), 3)
     finally:
-        child.sys.addaudithook = original
+        audit.sys.addaudithook = original
     hook = captured["hook"]
     assert hook.__code__ is hook_code or hook.__code__.co_code == hook_code.co_code
     for name, cell in zip(hook.__code__.co_freevars, hook.__closure__):
@@ -231,15 +232,15 @@ def test_hook_closure_holds_only_immutable_values():
         if name == "writes":
             assert type(value).__name__ == "count"  # can only go up
         elif name == "norm":
-            assert value is child._norm and not value.__code__.co_freevars
+            assert value is audit._norm and not value.__code__.co_freevars
         else:
             assert isinstance(value, immutable), (name, type(value))
 
 
 def test_norm_is_lexical_and_absolute():
-    assert child._norm("a/../../etc/passwd", "/tmp/box") == "/tmp/etc/passwd"
-    assert child._norm("/tmp/box/./x//y", "/") == "/tmp/box/x/y"
-    assert child._norm("../../../../..", "/tmp/box") == "/"
+    assert audit._norm("a/../../etc/passwd", "/tmp/box") == "/tmp/etc/passwd"
+    assert audit._norm("/tmp/box/./x//y", "/") == "/tmp/box/x/y"
+    assert audit._norm("../../../../..", "/tmp/box") == "/"
 
 
 def test_jsonable_bounds_nesting():

@@ -209,3 +209,18 @@ def test_open_runtime_assembles_settings_client_and_a_vetted_runtime(tmp_path, m
     with pytest.raises(ConfigError, match=r"\$LMC_CONCURRENCY: 'x' is not a valid concurrency"):
         monkeypatch.setenv("LMC_CONCURRENCY", "x")
         prepare(RunOptions())
+
+
+def test_run_options_from_flags_is_the_one_mapping_from_flags_to_options():
+    from lmc.cli_common import run_options
+
+    opts = RunOptions.from_flags(jobs=3, no_cache=True, allow_python="mod", max_calls=5, truncate_inputs=None)
+    assert (opts.concurrency, opts.use_cache, opts.allow_python, opts.max_calls, opts.truncate_inputs) == (3, False, ("mod",), 5, None)
+    assert RunOptions.from_flags(concurrency=2).concurrency == 2  # the old spelling
+    assert RunOptions.from_flags(allow_python=None).allow_python == ()
+    with pytest.raises(TypeError):
+        RunOptions.from_flags(max_call=5)  # a misspelt keyword of the API is refused, not dropped
+    # A command hands over all its parameters; only the run flags are taken.
+    command = {"target": "p.lmp", "trace": "t.jsonl", "jobs": 4, "no_cache": False, "allow_python": ["a", "b"], "lm": "openai/x"}
+    opts = run_options(command, trace_prompts=True)
+    assert (opts.concurrency, opts.use_cache, opts.allow_python, opts.lm, opts.trace_prompts) == (4, True, ("a", "b"), "openai/x", True)

@@ -239,6 +239,13 @@ def test_bad_input_is_one_line_with_file_and_line(cli, tmp_path):
     jsonl(tmp_path / "t.jsonl", [{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": "x"}, "calls": []}, "{not json"])
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     assert code == 2 and one_error(err).startswith("error: t.jsonl:2: not valid JSON")
+    # The line parser datasets use, with the traces' own reading of values and their own hint.
+    (tmp_path / "n.jsonl").write_text('{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": NaN}, "calls": []}\n')
+    code, _, err = cli("dataset", "from-traces", "n.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
+    assert code == 2 and one_error(err) == "error: n.jsonl:1: NaN is not a number JSON allows"
+    (tmp_path / "l.jsonl").write_text('[{"schema": "lmc-trace/1",\n "id": "a"}\n')
+    code, _, err = cli("dataset", "from-traces", "l.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
+    assert code == 2 and one_error(err).startswith("error: l.jsonl:1: not valid JSON") and "export the runs as one JSON document" in err
     jsonl(tmp_path / "u.jsonl", [{"hello": 1}])
     code, _, err = cli("dataset", "from-traces", "u.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     assert code == 2 and "u.jsonl:1: neither an lmc trace" in one_error(err)

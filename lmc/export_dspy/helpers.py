@@ -3,33 +3,83 @@
 Each entry is fixed source text (nothing from the artifact is interpolated);
 `needed` adds the helpers a helper itself calls.  They follow lmc's interpreter
 and builtins: `+` on text and a value shows the value as lmc does, `bool("no")`
-is False, `majority` ignores case, a `for` over a dict walks its keys.
+is False, `majority` ignores case, a `for` over a dict walks its keys.  Where lmc's
+own function can run outside lmc (`show_value`, `str()`, the calculator tool), the
+export carries that function's source (`lmc_source`) rather than a copy of it.
 """
 
 from __future__ import annotations
 
-# name -> (helpers it calls, source)
-HELPERS: dict[str, tuple[tuple[str, ...], str]] = {
-    "_show": (
+import ast
+import inspect
+import textwrap
+from typing import Callable
+
+from ..builtins import BUILTINS
+from ..calculator import calculator
+from ..prompts import show_value
+
+
+class _ForExport(ast.NodeTransformer):
+    """Renames what the function calls to the export's names (`limits.to_json` -> `_to_json`) and drops its
+    annotations, which could name types the exported module does not have."""
+
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        node.name = self.names.get(node.name, node.name)
+        node.returns = None
+        a = node.args
+        for arg in a.posonlyargs + a.args + a.kwonlyargs + [x for x in (a.vararg, a.kwarg) if x is not None]:
+            arg.annotation = None
+        return self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        if isinstance(node.value, ast.Name) and f"{node.value.id}.{node.attr}" in self.names:
+            return ast.copy_location(ast.Name(self.names[f"{node.value.id}.{node.attr}"], node.ctx), node)
+        return self.generic_visit(node)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        node.id = self.names.get(node.id, node.id)
+        return node
+
+
+def lmc_source(fn: Callable, names: dict[str, str]) -> str:
+    """The source of lmc's own `fn` as the export writes it: `names` renamed (the function's own among them),
+    annotations dropped, comments gone.  tests/test_export_dspy.py runs it against `fn`."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    return "\n" + ast.unparse(_ForExport(names).visit(tree)) + "\n"
+
+
+# lmc bounds the text a program builds (lmc/limits.py); the export leaves that to Python.
+_LIMITS = {"limits.to_json": "_to_json", "to_json": "_to_json", "limits.check_chars": "_check_chars"}
+
+# name -> (helpers it calls, source: the text, or a function that reads it from lmc's own code when exported)
+HELPERS: dict[str, tuple[tuple[str, ...], str | Callable[[], str]]] = {
+    "_to_json": (
         (),
+        """
+def _to_json(value, sort_keys=False, what=None):
+    return json.dumps(value, ensure_ascii=False, sort_keys=sort_keys, default=str)
+""",
+    ),
+    "_check_chars": (
+        (),
+        """
+def _check_chars(n, what):
+    return n
+""",
+    ),
+    "_show_value": (("_to_json", "_check_chars"), lambda: lmc_source(show_value, {"show_value": "_show_value", **_LIMITS})),
+    "_show": (
+        ("_show_value",),
         '''
 def _show(value):
     """A value as lmc writes it into text (f-strings, `text + value`)."""
-    if value is None:
-        return "(none)"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (int, float)):
-        return repr(value)
     if isinstance(value, dspy.Prediction):
         value = {k: value[k] for k in value.keys()}
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return _show_value(value, multiline_ok=False)
 ''',
     ),
     "_get": (
@@ -99,38 +149,7 @@ def _score(value):
     return float(value)
 """,
     ),
-    "_calculator": (
-        (),
-        '''
-def _calculator(expression):
-    """lmc's calculator tool: + - * / // % ** and parentheses over numbers, nothing else."""
-    import ast
-    import operator
-
-    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
-           ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 100:
-                raise ValueError("exponent too large")
-            return ops[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.operand))
-        raise ValueError("only arithmetic on numbers is allowed")
-
-    text = str(expression).replace("^", "**").replace(",", "")
-    if len(text) > 500:
-        raise ValueError("expression too long")
-    return float(ev(ast.parse(text, mode="eval")))
-''',
-    ),
+    "_calculator": ((), lambda: lmc_source(calculator, {"calculator": "_calculator"})),
     # ---- lmc builtins
     "_b_len": (
         (),
@@ -159,21 +178,7 @@ def _b_unique(xs):
     return out
 """,
     ),
-    "_b_str": (
-        (),
-        """
-def _b_str(x):
-    if isinstance(x, str):
-        return x
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    if x is None:
-        return "null"
-    if isinstance(x, (list, dict)):
-        return json.dumps(x, ensure_ascii=False)
-    return str(x)
-""",
-    ),
+    "_b_str": (("_to_json",), lambda: lmc_source(BUILTINS["str"].fn, {BUILTINS["str"].fn.__name__: "_b_str", **_LIMITS})),
     "_b_join": (
         ("_b_str",),
         """
@@ -346,4 +351,5 @@ def needed(names: set[str]) -> list[str]:
 
 
 def source(names: set[str]) -> str:
-    return "\n".join(HELPERS[n][1].strip("\n") + "\n\n" for n in needed(names))
+    texts = [HELPERS[n][1] for n in needed(names)]
+    return "\n".join((text() if callable(text) else text).strip("\n") + "\n\n" for text in texts)

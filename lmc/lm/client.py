@@ -7,7 +7,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from lmc.budget import ErrorLimit, Ledger, Price, parse_error_limit
@@ -43,6 +43,25 @@ class _RateLimiter:
         self.next = slot + self.interval
         if slot > now:
             await asyncio.sleep(slot - now)
+
+
+@dataclass(frozen=True)
+class _Send:
+    """The requests of one call: where they go, the slots and rate they wait for, the key their answer is cached
+    under ("" for a probe) and the accounts they enter (the client's usage under the call's tag, and the
+    caller's meter when given)."""
+
+    backend: Backend
+    spec: LMSpec
+    req: LMRequest
+    sem: asyncio.Semaphore
+    limiter: _RateLimiter | None
+    key: str
+    books: tuple[tuple[Usage, str], ...]
+
+    @property
+    def probe(self) -> bool:
+        return any(tag == PROBE_TAG for _, tag in self.books)
 
 
 class LMClient:
@@ -132,6 +151,14 @@ class LMClient:
             self._sem = asyncio.Semaphore(self.concurrency)
             self._limiter = _RateLimiter(self.rpm) if self.rpm else None
         return self._sem, self._limiter
+
+    def _books(self, tag: str, meter: Usage | None) -> tuple[tuple[Usage, str], ...]:
+        """The accounts a call enters: the client's usage under its tag, and the caller's meter (an example's) when given."""
+        return ((self.usage, tag),) if meter is None else ((self.usage, tag), (meter, ""))
+
+    def _send(self, spec: LMSpec, req: LMRequest, key: str, books: tuple[tuple[Usage, str], ...]) -> _Send:
+        sem, limiter = self._loop_state()
+        return _Send(self._backend_for(spec), spec, req, sem, limiter, key, books)
 
     @property
     def max_calls(self) -> int | None:
@@ -243,29 +270,19 @@ class LMClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                result = LMResult(
-                    text=hit["text"],
-                    prompt_tokens=int(hit.get("prompt_tokens", 0)),
-                    completion_tokens=int(hit.get("completion_tokens", 0)),
-                    cost=0.0,
-                    cached=True,
-                    finish_reason=hit.get("finish_reason"),
-                    label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())),
-                    token_logprobs=tuple((int(o), lp) for o, lp in hit.get("logprobs", ())),
-                )
-                self.usage.add_result(tag, result)
-                if meter is not None:
-                    meter.add_result("", result)
+                result = _from_cache(hit)
+                for usage, t in self._books(tag, meter):
+                    usage.add_result(t, result)
                 return result
         if self._fatal is not None:
             raise self._fatal
+        books = self._books(tag, meter)
         try:
-            return await self._call_with_retries(spec, req, key, tag, meter)
+            return await self._call_with_retries(self._send(spec, req, key, books))
         except LMError as e:
             if e is not self._fatal:  # not merely stopped because another call found the LM refusing or gone
-                self.usage.add_error(tag)
-                if meter is not None:
-                    meter.add_error("")
+                for usage, t in books:
+                    usage.add_error(t)
             raise self._failed(e) from None
 
     def on_server(self, spec: LMSpec) -> bool:
@@ -303,7 +320,7 @@ class LMClient:
         with self.telemetry.lm_call(spec, req) as span:
             span.set(**{"lmc.probe": True})
             try:
-                result = await self._call_with_retries(spec, req, "", PROBE_TAG)
+                result = await self._call_with_retries(self._send(spec, req, "", ((self.usage, PROBE_TAG),)))
             except LMUnreachableError as e:
                 raise self._failed(e) from None  # as for any call: the calls waiting behind it fail at once
             except (LMAuthError, LMFailure):
@@ -314,101 +331,65 @@ class LMClient:
             span.lm_result(result)
             return result
 
-    async def _attempt(
-        self,
-        backend: Backend,
-        spec: LMSpec,
-        req: LMRequest,
-        limiter: _RateLimiter | None,
-        key: str,
-        tag: str = "",
-        meter: Usage | None = None,
-        retry: bool = False,
-    ) -> LMResult:
-        """One request, sent within the caps; an answer is counted and cached before the caller's slot is freed,
-        so the requests a crash can repeat are never more than the slots (-j)."""
-        if limiter is not None:
-            await limiter.wait()
-        if self._fatal is not None:  # another call found the LM refusing or gone while this one waited
-            raise self._fatal
-        hold = self.ledger.reserve(self.usage, spec, req)
-        if retry:  # counted once the retry is really sent, so retries == requests - first tries
-            self.usage.add_retry(tag)
-            if meter is not None:
-                meter.add_retry("")
-        failed, cost = True, 0.0
-        try:
-            result = await backend.call(spec, req, self.timeout)
-            cost = self.ledger.charge(spec, result, hold)
-            result.cost = cost
-            if not result.text.strip() and not settled(spec, req):  # settled: the model's answer, asked again it repeats
-                raise empty_error(spec)
-            failed = False
-        except LMError as e:
-            if getattr(e, "kind", "") in ("timeout", "bad_body"):
-                cost = hold.cost  # the server may have done (and billed) the work
-            self._last_request_error = e.message
-            # A refused probe says what the endpoint does not take, not that it fails: a warm run whose only
-            # request was one is not "every request failed".
-            self._refused_requests += int(tag != PROBE_TAG)
-            raise
-        except BaseException:
-            cost = hold.cost  # cancelled in flight: it may have been sent and billed
-            raise
-        finally:
-            self.ledger.release(hold)
-            self.usage.add_request(tag, failed=failed, cost=cost)
-            if meter is not None:
-                meter.add_request("", failed=failed, cost=cost)
-        for w in result.warnings:
-            self.warnings.add(w)
-        # Counted before the cache write is awaited: a call cancelled during the write was still answered.
-        self.usage.add_result(tag, result)
-        if meter is not None:
-            meter.add_result("", result)
-        if self.cache is not None and key:  # a probe (no key) is remembered by its endpoint record instead
-            entry = {
-                "text": result.text,
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "finish_reason": result.finish_reason,
-                "model": spec.model,
-            }
-            if result.label_scores:
-                entry["scores"] = [list(s) for s in result.label_scores]
-            if result.token_logprobs:
-                entry["logprobs"] = [list(t) for t in result.token_logprobs]
-            await self.cache.aput(key, entry)
-        return result
+    async def _attempt(self, send: _Send, retry: bool = False) -> LMResult:
+        """One request, sent in a concurrency slot within the caps; an answer is counted and cached before the slot
+        is freed, so the requests a crash can repeat are never more than the slots (-j)."""
+        async with send.sem:
+            if send.limiter is not None:
+                await send.limiter.wait()
+            if self._fatal is not None:  # another call found the LM refusing or gone while this one waited
+                raise self._fatal
+            spec, req = send.spec, send.req
+            hold = self.ledger.reserve(self.usage, spec, req)
+            if retry:  # counted once the retry is really sent, so retries == requests - first tries
+                for usage, tag in send.books:
+                    usage.add_retry(tag)
+            failed, cost = True, 0.0
+            try:
+                result = await send.backend.call(spec, req, self.timeout)
+                cost = self.ledger.charge(spec, result, hold)
+                result.cost = cost
+                if not result.text.strip() and not settled(spec, req):  # settled: the model's answer, asked again it repeats
+                    raise empty_error(spec)
+                failed = False
+            except LMError as e:
+                if getattr(e, "kind", "") in ("timeout", "bad_body"):
+                    cost = hold.cost  # the server may have done (and billed) the work
+                self._last_request_error = e.message
+                # A refused probe says what the endpoint does not take, not that it fails: a warm run whose only
+                # request was one is not "every request failed".
+                self._refused_requests += int(not send.probe)
+                raise
+            except BaseException:
+                cost = hold.cost  # cancelled in flight: it may have been sent and billed
+                raise
+            finally:
+                self.ledger.release(hold)
+                for usage, tag in send.books:
+                    usage.add_request(tag, failed=failed, cost=cost)
+            for w in result.warnings:
+                self.warnings.add(w)
+            # Counted before the cache write is awaited: a call cancelled during the write was still answered.
+            for usage, tag in send.books:
+                usage.add_result(tag, result)
+            if self.cache is not None and send.key:  # a probe (no key) is remembered by its endpoint record instead
+                await self.cache.aput(send.key, _cache_entry(spec, result))
+            return result
 
-    async def _call_with_retries(self, spec: LMSpec, req: LMRequest, key: str, tag: str, meter: Usage | None = None) -> LMResult:
-        backend = self._backend_for(spec)
-        sem, limiter = self._loop_state()
+    async def _call_with_retries(self, send: _Send) -> LMResult:
         # First try outside tenacity: most calls succeed, and its per-call set-up is a measurable cost.
         # A call holds its concurrency slot only while a request is in flight, never while it waits to retry.
         try:
-            async with sem:
-                return await self._attempt(backend, spec, req, limiter, key, tag, meter)
+            return await self._attempt(send)
         except LMError as e:
             if not e.retryable or self.max_retries == 0:
                 if e.retryable:
-                    raise self._final_error(spec, e, 1) from None
+                    raise self._final_error(send.spec, e, 1) from None
                 raise
             first = e
-        return await self._retry(backend, spec, req, limiter, key, tag, first, sem, meter)
+        return await self._retry(send, first)
 
-    async def _retry(
-        self,
-        backend: Backend,
-        spec: LMSpec,
-        req: LMRequest,
-        limiter: _RateLimiter | None,
-        key: str,
-        tag: str,
-        first: LMError,
-        sem: asyncio.Semaphore,
-        meter: Usage | None = None,
-    ) -> LMResult:
+    async def _retry(self, send: _Send, first: LMError) -> LMResult:
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
         attempts = self.max_retries + 1
@@ -426,10 +407,9 @@ class LMClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    async with sem:
-                        return await self._attempt(backend, spec, req, limiter, key, tag, meter, retry=True)
+                    return await self._attempt(send, retry=True)
         except RetryError as e:
-            raise self._final_error(spec, e.last_attempt.exception(), attempts) from None
+            raise self._final_error(send.spec, e.last_attempt.exception(), attempts) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _final_error(self, spec: LMSpec, last: BaseException | None, attempts: int) -> LMError:
@@ -504,6 +484,35 @@ class LMClient:
         if self.cache is not None:
             self.cache.close()
         self.telemetry.flush()
+
+
+def _cache_entry(spec: LMSpec, result: LMResult) -> dict:
+    """What the cache keeps of an answer (`_from_cache` reads it back)."""
+    entry: dict[str, Any] = {
+        "text": result.text,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
+        "model": spec.model,
+    }
+    if result.label_scores:
+        entry["scores"] = [list(s) for s in result.label_scores]
+    if result.token_logprobs:
+        entry["logprobs"] = [list(t) for t in result.token_logprobs]
+    return entry
+
+
+def _from_cache(hit: dict) -> LMResult:
+    return LMResult(
+        text=hit["text"],
+        prompt_tokens=int(hit.get("prompt_tokens", 0)),
+        completion_tokens=int(hit.get("completion_tokens", 0)),
+        cost=0.0,
+        cached=True,
+        finish_reason=hit.get("finish_reason"),
+        label_scores=tuple((str(lb), float(lp), int(n)) for lb, lp, n in hit.get("scores", ())),
+        token_logprobs=tuple((int(o), lp) for o, lp in hit.get("logprobs", ())),
+    )
 
 
 def _estimate(text: str) -> int:

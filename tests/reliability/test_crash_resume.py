@@ -65,15 +65,18 @@ class TimedServer(LoopbackServer):
 def _repeats_after_kills(srv: TimedServer, kills: list[float]) -> tuple[int, int]:
     """(repeats of a request answered more than SETTLE_S before the kill of the process that sent it, all repeats).
 
-    A request belongs to the process life ended by the first kill after it arrived (an answer sent
-    after that kill went to a dead socket); if the answer left SETTLE_S or more before that kill, the
-    client had it and must have cached it, so any later send is a lost paid call.
+    A request belongs to the process life ended by the first kill after it arrived, or less than the
+    settle window before it arrived (an answer sent after that kill went to a dead socket); if the answer
+    left the settle window or more before that kill, the client had it and must have cached it, so any
+    later send is a lost paid call.
     """
     kills = sorted(kills)
     window = settle_window()
     settled: dict[str, float] = {}  # body -> the kill after which it must never be sent again
     for bhash, arrived, a in srv.answers:
-        end = next((k for k in kills if k > arrived), None)
+        # The server notes a request once it has read it, which can be just after the kill of the process that
+        # sent it (no restarted process sends that soon): such a request belongs to the life that kill ended.
+        end = next((k for k in kills if k > arrived - window), None)
         if end is not None and end - a > window:
             settled[bhash] = min(settled.get(bhash, end), end)
     seen: set[str] = set()

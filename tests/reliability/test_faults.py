@@ -251,17 +251,17 @@ def test_a_call_waiting_to_retry_does_not_hold_a_concurrency_slot(tmp_path):
 
 
 def test_one_off_server_errors_retry_sooner_than_rate_limits():
-    """A lone 5xx or torn answer retries after a fifth of the base wait; a 429, timeout or refused connection
-    backs off from the full base."""
+    """A lone 5xx, torn answer or timeout (which already waited the whole client timeout) retries after a fifth
+    of the base wait; a 429 or refused connection backs off from the full base."""
     from lmc.lm import LMClient, LMTransientError
 
     client = LMClient(cache_dir=None, use_cache=False, retry_wait=1.0, retry_max_wait=30.0)
-    for kind in ("server", "bad_body", "empty"):
+    for kind in ("server", "bad_body", "empty", "timeout"):
         waits = [client._wait_for(LMTransientError("x", kind=kind), 1) for _ in range(50)]
         assert 0.1 <= min(waits) and max(waits) <= 0.2, kind
         second = [client._wait_for(LMTransientError("x", kind=kind), 2) for _ in range(50)]
         assert 0.2 <= min(second) and max(second) <= 0.4, kind
-    for kind in ("rate_limit", "timeout", "connection"):
+    for kind in ("rate_limit", "connection"):
         waits = [client._wait_for(LMTransientError("x", kind=kind), 1) for _ in range(50)]
         assert 0.5 <= min(waits) and max(waits) <= 1.0, kind
     assert client._wait_for(LMTransientError("x", kind="server", retry_after=3.0), 1) == 3.0
