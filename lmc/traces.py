@@ -484,29 +484,28 @@ def to_examples(
 
 
 def _shape(rec: Record, inputs: Mapping[str, Any], outputs: Mapping[str, Any], conv: Conversion, with_outputs: bool) -> dict | None:
-    got_in = _aligned(rec.inputs, inputs) if rec.foreign else rec.inputs
     example: dict = {"id": rec.id}
-    for name, tp in inputs.items():
-        if name not in got_in:
-            conv.skip(f"without input '{name}'", rec.where)
-            return None
-        problem = check_value(tp, got_in[name])
-        if problem is not None:
-            conv.skip(f"with a bad '{name}' ({problem})", rec.where)
-            return None
-        example[name] = got_in[name]
-    if with_outputs and rec.outputs is not None:
-        got_out = _aligned(rec.outputs, outputs) if rec.foreign else rec.outputs
-        for name, tp in outputs.items():
-            if name not in got_out:
-                conv.skip(f"without output '{name}'", rec.where)
-                return None
-            problem = check_value(tp, got_out[name])
-            if problem is not None:
-                conv.skip(f"with a bad output '{name}' ({problem})", rec.where)
-                return None
-            example[name] = got_out[name]
+    if not _take(example, rec, rec.inputs, inputs, "input", conv):
+        return None
+    if with_outputs and rec.outputs is not None and not _take(example, rec, rec.outputs, outputs, "output", conv):
+        return None
     return example
+
+
+def _take(example: dict, rec: Record, values: Mapping[str, Any], fields: Mapping[str, Any], side: str, conv: Conversion) -> bool:
+    """Copy each of `fields` (the program's inputs or outputs: `side`) from the record's `values` into
+    `example`; False, the record skipped with the reason, at the first one missing or not of its type."""
+    got = _aligned(values, fields) if rec.foreign else values
+    for name, tp in fields.items():
+        if name not in got:
+            conv.skip(f"without {side} '{name}'", rec.where)
+            return False
+        problem = check_value(tp, got[name])
+        if problem is not None:
+            conv.skip(f"with a bad {side} '{name}' ({problem})", rec.where)
+            return False
+        example[name] = got[name]
+    return True
 
 
 def _aligned(values: Mapping[str, Any], fields: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -272,7 +272,7 @@ def test_nothing_matching_writes_nothing(cli, tmp_path):
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     line = one_error(err)
     assert code == 2 and "no trace gave an example" in line
-    assert "without input 'review' (first at t.jsonl:1)" in line and "with a bad 'review'" in line
+    assert "without input 'review' (first at t.jsonl:1)" in line and "with a bad input 'review'" in line
     assert not (tmp_path / "o.jsonl").exists()
 
 
