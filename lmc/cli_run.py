@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import cli_common as common
+from . import cli_common as common, strict_json
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
@@ -24,34 +24,16 @@ from .session import RunOptions, open_runtime
 from .targets import load_target
 
 
-class _NotFinite(ValueError):
-    pass
-
-
-def _refuse(text: str):
-    raise _NotFinite(f"{text} is not a finite number")
-
-
-def _strict_json(text: str):
-    """json.loads without NaN, Infinity or 1e999 (Python's json reads them; no JSON file can hold them)."""
-
-    def finite(t: str) -> float:
-        value = float(t)
-        if value in (float("inf"), float("-inf")):
-            _refuse(t)
-        return value
-
-    return json.loads(text, parse_constant=_refuse, parse_float=finite)
-
-
 def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> dict:
     """`--input '{...}'` and `-i field=value` as one dict, checked against the program's inputs."""
     values: dict = {}
     if raw_json is not None:
         try:
-            obj = _strict_json(raw_json)
-        except _NotFinite as e:
-            raise ConfigError(f"--input: {e}; JSON has no such number") from None
+            obj = strict_json.loads(raw_json, duplicate_keys=True)
+        except strict_json.NotJson as e:
+            raise ConfigError(f"--input: {e}", hint=e.hint) from None
+        except RecursionError:
+            raise ConfigError("--input: JSON nested too deeply") from None
         except json.JSONDecodeError as e:
             raise ConfigError(
                 f'--input is not valid JSON: {e.msg} at column {e.colno}; expected an object such as \'{{"question": "..."}}\''
@@ -69,8 +51,8 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             values[name] = text  # a str field keeps exactly what was typed, even "42"
             continue
         try:
-            values[name] = _strict_json(text)
-        except ValueError:  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
+            values[name] = strict_json.loads(text, duplicate_keys=True)
+        except (ValueError, RecursionError):  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
             values[name] = text
     bind_inputs(types, values)
     return values

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from . import strict_json
 from .datasets import check_value, parse_json
 from .errors import ConfigError, DatasetError
 from .limits import open_input
@@ -191,12 +192,8 @@ _LIST_HINT = "write one JSON object per line, or export the runs as one JSON doc
 
 
 def _loads(text: str) -> Any:
-    """Traces come from other tools too: duplicate keys and any value are taken as read; NaN/Infinity are not."""
-    return json.loads(text, parse_constant=_no_constant)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
+    """Traces come from other tools too: duplicate keys are taken as read; NaN/Infinity are not."""
+    return strict_json.loads(text, duplicate_keys=True)
 
 
 def _document(text: str) -> Any:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import strict_json
 from .errors import OutputParseError
 from .files import find_non_finite
 
@@ -355,21 +356,10 @@ def coerce(text: Any, t: Type) -> Any:  # noqa: C901 - one branch per type kind
 _FAIL = object()
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
 def _load_json(s: str) -> Any:
     try:
         # NaN, Infinity and 1e999 are not JSON: an answer holding them fails to parse (and is asked again).
-        return json.loads(s, parse_constant=_refuse_constant, parse_float=_finite)
+        return strict_json.loads(s, duplicate_keys=True)
     except ValueError:
         pass
     if not s or s[0] not in "[{":
