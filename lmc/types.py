@@ -110,22 +110,19 @@ class Type:
         return None
 
 
+# bool before int: True is an int to isinstance.
+_JSON_TYPES: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"), (dict, "dict"))
+
+
 def _jtype(value: Any) -> str:
+    """The lmc type name of a JSON value, for "expected X, got Y" messages.
+
+    >>> _jtype(True), _jtype(3), _jtype(None), _jtype({})
+    ('bool', 'int', 'null', 'dict')
+    """
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
+    return next((name for tp, name in _JSON_TYPES if isinstance(value, tp)), type(value).__name__)
 
 
 STR = Type("str")
