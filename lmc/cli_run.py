@@ -62,16 +62,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         target: Annotated[Path, typer.Argument(help="a .lmp program (zero-shot) or a compiled *.lmc.json artifact")],
-        program: Annotated[Optional[str], typer.Option("--program", help="which program of the file to run")] = None,
+        program: common.Program = None,
         input: Annotated[Optional[str], typer.Option("--input", help="one input as a JSON object")] = None,
         field: Annotated[Optional[list[str]], typer.Option("-i", help="one input field as name=value (repeatable)")] = None,
         data: Annotated[Optional[Path], typer.Option("--data", help="JSONL inputs, one example per line")] = None,
         out: Annotated[
             Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists); without it --data streams them to stdout")
         ] = None,
-        lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
-        api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
-        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
+        lm: common.Lm = None,
+        api_base: common.ApiBase = None,
+        cache_dir: common.CacheDir = None,
         no_cache: common.NoCache = False,
         jobs: common.Jobs = None,
         rpm: common.Rpm = None,
@@ -82,18 +82,12 @@ def register(app: typer.Typer) -> None:
         example_timeout: common.ExampleTimeout = None,
         max_steps: common.MaxSteps = None,
         allow_python: common.AllowPython = None,
-        max_calls: Annotated[Optional[int], common.max_calls_option()] = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option("run")] = None,
         max_cost: common.MaxCost = None,
         price_per_mtok_in: common.PricePerMtokIn = None,
         price_per_mtok_out: common.PricePerMtokOut = None,
         truncate_inputs: common.TruncateInputs = None,
-        max_lm_errors: Annotated[
-            Optional[str],
-            typer.Option(
-                "--max-lm-errors",
-                help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example",
-            ),
-        ] = None,
+        max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("run")] = None,
         transport: common.Transport = None,
         progress: common.ProgressOpt = None,
         quiet: common.Quiet = False,
