@@ -765,9 +765,11 @@ def _failures(r: dict | None) -> str:
 
 
 def table(task: Task, size: str, title: str, lmc_sys: str, dspy_sys: str, runs: dict) -> list[str]:
-    configs = sorted({str(r.get("dspy_config")) for (system, _), r in runs.items() if system == dspy_sys})
+    # Failed runs carry no configuration; where it came from (this commit's study, or the default) is said once.
+    used = {(r["dspy_config"], r.get("dspy_config_source", "")) for (system, _), r in runs.items() if system == dspy_sys and r.get("dspy_config")}
+    about = "; ".join(f"`{c}`, {src}" if src else f"`{c}`" for c, src in sorted(used))
     lines = [
-        f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`" + (f" (DSPy configuration {', '.join(f'`{c}`' for c in configs)})" if configs else ""),
+        f"**{title}**: `{lmc_sys}` vs `{dspy_sys}`" + (f" (DSPy configuration {about})" if about else ""),
         "",
         "| optimizer (lmc / DSPy) | test acc lmc | test acc DSPy | compile calls lmc / DSPy "
         "| compile s lmc / DSPy | test calls lmc / DSPy | unparsed (no reply) lmc / DSPy | top answer share lmc / DSPy "

@@ -74,13 +74,22 @@ OtelContent = Annotated[bool, typer.Option("--otel-content", help="also put prom
 # ---------------------------------------------------------------- the options of the commands that run a program
 # (`run`, `eval`, `compile`): one declaration each, so a flag reads and behaves the same in every command.
 
+Lm = Annotated[
+    Optional[str],
+    typer.Option(
+        "--lm",
+        help="LM for predictors that name none: a litellm model (openai/gpt-4o-mini) or local/gemma-3-270m; "
+        "default: an artifact's own, else local/gemma-3-270m",
+    ),
+]
+ApiBase = Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")]
+Program = Annotated[Optional[str], typer.Option("--program", help="which program of the .lmp file (default: its only one, else the one named main)")]
 Jobs = Annotated[
     Optional[int],
     typer.Option("-j", "--jobs", "--concurrency", min=1, help="examples (and LM calls) at once (default 8); --concurrency is the old spelling"),
 ]
-ApiBase = Annotated[Optional[str], typer.Option("--api-base", help="base URL of an OpenAI-compatible server")]
-CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="LM call cache (default .lmc/cache)")]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="do not read or write the LM cache")]
+CacheDir = Annotated[Optional[str], typer.Option("--cache-dir", help="directory of the LM call cache (default .lmc/cache)")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")]
 Rpm = Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="at most this many LM requests per minute")]
 ExampleTimeout = Annotated[
     Optional[float], typer.Option("--example-timeout", min=0.001, help="fail an example that runs longer than this many seconds")
@@ -116,17 +125,49 @@ HtmlOut = Annotated[Optional[Path], typer.Option("--html", help="also write a se
 TextOrJson = Annotated[str, typer.Option("--format", callback=choice("text", "json"), help="text or json")]
 
 
-def max_calls_option(after: str = "") -> Any:
-    """--max-calls, with what running out means for the command (`after`, appended to the help)."""
-    return typer.Option("--max-calls", min=1, help="send at most this many LM requests (retries and failures count; cache hits are free)" + after)
+# What running out of a cap or of --max-lm-errors means for each command (README, "Caps and failures").
+_WHEN_CAPS_RUN_OUT = {
+    "run": "no new example starts and the run exits 1",
+    "eval": "the eval exits 3 (no verdict)",
+    "compile": "the compile keeps the best program found so far",
+}
+_DEFAULT_LM_ERRORS = {"run": "none, a failed call fails only its example", "eval": "20%", "compile": "20%"}
+
+
+def max_calls_option(command: str) -> Any:
+    """--max-calls of `run`, `eval` or `compile`, saying what running out means for that command."""
+    return typer.Option(
+        "--max-calls",
+        min=1,
+        help=f"send at most this many LM requests (retries and failures count; cache hits are free); when they run out {_WHEN_CAPS_RUN_OUT[command]}",
+    )
 
 
 def max_lm_errors_option(command: str) -> Any:
-    """--max-lm-errors of a command that stops at 20% by default (`compile`, `eval`)."""
+    """--max-lm-errors of `run`, `eval` or `compile`, with that command's default."""
     return typer.Option(
         "--max-lm-errors",
         help=f"LM calls that may fail after their retries before the {command} stops with exit 3: "
-        "a share (20%, 0.2) of at least 10 calls, or a count (5); default 20%",
+        f"a share (20%, 0.2) of at least 10 calls, or a count (5); default: {_DEFAULT_LM_ERRORS[command]}",
+    )
+
+
+# `eval` of an artifact scores it as it was compiled; `compile` of an artifact chooses afresh.
+_DEFAULT_METRIC = {"compile": "the program's only metric", "eval": "the one an artifact was compiled with, else the program's only metric"}
+_DEFAULT_THRESHOLD = {"compile": "1.0", "eval": "the one an artifact was compiled with, else 1.0"}
+
+
+def metric_option(command: str) -> Any:
+    """--metric of `compile` or `eval`, with where that command's default comes from."""
+    return typer.Option(
+        "--metric", help=f"the metric to score with: one the program defines, or a built-in on its only output; default: {_DEFAULT_METRIC[command]}"
+    )
+
+
+def threshold_option(command: str) -> Any:
+    """--threshold of `compile` or `eval`, with where that command's default comes from."""
+    return typer.Option(
+        "--threshold", min=0.0, max=1.0, help=f"an example passes when its score is at least this; default: {_DEFAULT_THRESHOLD[command]}"
     )
 
 

@@ -47,7 +47,7 @@ def compile_cmd(
     train: Annotated[Path, typer.Option("--train", help="training examples (JSONL or JSON list)")],
     out: Annotated[Path, typer.Option("-o", "--out", help="where to write the artifact (*.lmc.json)")],
     dev: Annotated[Optional[Path], typer.Option("--dev", help="dev examples; default: a seeded 30% split of --train")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="metric name; default: the program's only metric")] = None,
+    metric: Annotated[Optional[str], common.metric_option("compile")] = None,
     optimizer: Annotated[
         Optional[str], typer.Option("--optimizer", callback=common.choice(*_PASSES), help="the first pass (default bootstrap): " + ", ".join(_PASSES))
     ] = None,
@@ -57,16 +57,16 @@ def compile_cmd(
     passes: Annotated[
         Optional[Path], typer.Option("--passes", help="a YAML list of passes, each with its own options (replaces --optimizer/--then)")
     ] = None,
-    program_name: Annotated[Optional[str], typer.Option("--program", help="which program of the file")] = None,
+    program_name: common.Program = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for every random choice")] = 0,
     jobs: common.Jobs = None,
-    lm: Annotated[Optional[str], typer.Option("--lm", help="litellm model string, or local/gemma-3-270m")] = None,
+    lm: common.Lm = None,
     api_base: common.ApiBase = None,
     teacher_lm: Annotated[Optional[str], typer.Option("--teacher-lm", help="LM that runs the teacher in bootstrapping")] = None,
     prompt_lm: Annotated[
         Optional[str], typer.Option("--prompt-lm", help="LM that proposes instructions (mipro) or reflects on feedback (evolve); default the task LM")
     ] = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="score that counts as a success (default 1.0)")] = None,
+    threshold: Annotated[Optional[float], common.threshold_option("compile")] = None,
     max_demos: Annotated[Optional[int], _option("max_demos")] = None,
     max_labeled: Annotated[Optional[int], _option("max_labeled")] = None,
     max_rounds: Annotated[Optional[int], _option("max_rounds")] = None,
@@ -80,7 +80,7 @@ def compile_cmd(
     merges: Annotated[Optional[int], _option("merges")] = None,
     pick: Annotated[Optional[str], _option("pick")] = None,
     finetune_dir: Annotated[Optional[Path], _option("finetune_dir")] = None,
-    max_calls: Annotated[Optional[int], common.max_calls_option("; the search keeps the best program so far")] = None,
+    max_calls: Annotated[Optional[int], common.max_calls_option("compile")] = None,
     max_cost: common.MaxCost = None,
     price_per_mtok_in: common.PricePerMtokIn = None,
     price_per_mtok_out: common.PricePerMtokOut = None,
@@ -90,7 +90,7 @@ def compile_cmd(
     allow_partial: Annotated[bool, typer.Option("--allow-partial", help="write the zero-shot program if the budget runs out first")] = False,
     cache_dir: common.CacheDir = None,
     no_cache: common.NoCache = False,
-    rpm: Annotated[Optional[float], typer.Option("--rpm", min=0.001, help="requests per minute limit")] = None,
+    rpm: common.Rpm = None,
     example_timeout: common.ExampleTimeout = None,
     max_steps: common.MaxSteps = None,
     keep_worse: Annotated[

@@ -22,7 +22,8 @@ def from_traces(
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="the dataset to write (JSONL, ready for `lmc compile --train`)", show_default=False)],
     program_name: Annotated[
-        Optional[str], typer.Option("--program-name", help="which program of the file (default: its entry)", show_default=False)
+        Optional[str],
+        typer.Option("--program-name", help="which program of the .lmp file (default: its only one, else the one named main)", show_default=False),
     ] = None,
     where: Annotated[
         Optional[str],

@@ -258,37 +258,19 @@ def register(app: typer.Typer) -> None:
     def eval_(
         target: Annotated[str, typer.Argument(help="program (.lmp) or compiled artifact (.lmc.json) to score", show_default=False)],
         data: Annotated[str, typer.Option("--data", help="JSONL examples with the program's inputs and gold labels", show_default=False)],
-        metric: Annotated[
-            Optional[str],
-            typer.Option(
-                "--metric",
-                help="metric to score with (default: the one an artifact was compiled with, else the program's only metric)",
-                show_default=False,
-            ),
-        ] = None,
-        program: Annotated[Optional[str], typer.Option("--program", help="program of the .lmp file to evaluate", show_default=False)] = None,
-        threshold: Annotated[
-            Optional[float],
-            typer.Option(
-                "--threshold",
-                min=0.0,
-                max=1.0,
-                help="an example passes when its score is at least this (default: an artifact's compile threshold, else 1.0)",
-                show_default=False,
-            ),
-        ] = None,
-        lm: Annotated[
-            Optional[str], typer.Option("--lm", help="LM for predictors that name none, e.g. openai/gpt-4o-mini", show_default=False)
-        ] = None,
+        metric: Annotated[Optional[str], common.metric_option("eval")] = None,
+        program: common.Program = None,
+        threshold: Annotated[Optional[float], common.threshold_option("eval")] = None,
+        lm: common.Lm = None,
         api_base: common.ApiBase = None,
         cache_dir: common.CacheDir = None,
-        no_cache: Annotated[bool, typer.Option("--no-cache", help="neither read nor write the LM call cache")] = False,
+        no_cache: common.NoCache = False,
         jobs: common.Jobs = None,
         rpm: common.Rpm = None,
         example_timeout: common.ExampleTimeout = None,
         max_steps: common.MaxSteps = None,
         shard: Annotated[Optional[str], typer.Option("--shard", help="evaluate only part i of N, e.g. 2/4", show_default=False)] = None,
-        max_calls: Annotated[Optional[int], common.max_calls_option("; running out is exit 3")] = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option("eval")] = None,
         max_cost: common.MaxCost = None,
         price_per_mtok_in: common.PricePerMtokIn = None,
         price_per_mtok_out: common.PricePerMtokOut = None,

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import cli_common as common
+from . import cli_common as common, strict_json
 from .cli_common import err as _err
 from .datasets import Example, load_dataset, validate
 from .errors import ConfigError
@@ -24,34 +24,16 @@ from .session import RunOptions, open_runtime
 from .targets import load_target
 
 
-class _NotFinite(ValueError):
-    pass
-
-
-def _refuse(text: str):
-    raise _NotFinite(f"{text} is not a finite number")
-
-
-def _strict_json(text: str):
-    """json.loads without NaN, Infinity or 1e999 (Python's json reads them; no JSON file can hold them)."""
-
-    def finite(t: str) -> float:
-        value = float(t)
-        if value in (float("inf"), float("-inf")):
-            _refuse(t)
-        return value
-
-    return json.loads(text, parse_constant=_refuse, parse_float=finite)
-
-
 def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> dict:
     """`--input '{...}'` and `-i field=value` as one dict, checked against the program's inputs."""
     values: dict = {}
     if raw_json is not None:
         try:
-            obj = _strict_json(raw_json)
-        except _NotFinite as e:
-            raise ConfigError(f"--input: {e}; JSON has no such number") from None
+            obj = strict_json.loads(raw_json, duplicate_keys=True)
+        except strict_json.NotJson as e:
+            raise ConfigError(f"--input: {e}", hint=e.hint) from None
+        except RecursionError:
+            raise ConfigError("--input: JSON nested too deeply") from None
         except json.JSONDecodeError as e:
             raise ConfigError(
                 f'--input is not valid JSON: {e.msg} at column {e.colno}; expected an object such as \'{{"question": "..."}}\''
@@ -69,8 +51,8 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
             values[name] = text  # a str field keeps exactly what was typed, even "42"
             continue
         try:
-            values[name] = _strict_json(text)
-        except ValueError:  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
+            values[name] = strict_json.loads(text, duplicate_keys=True)
+        except (ValueError, RecursionError):  # not JSON (or NaN/Infinity): the text itself, checked against the field's type below
             values[name] = text
     bind_inputs(types, values)
     return values
@@ -80,16 +62,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(
         target: Annotated[Path, typer.Argument(help="a .lmp program (zero-shot) or a compiled *.lmc.json artifact")],
-        program: Annotated[Optional[str], typer.Option("--program", help="which program of the file to run")] = None,
+        program: common.Program = None,
         input: Annotated[Optional[str], typer.Option("--input", help="one input as a JSON object")] = None,
         field: Annotated[Optional[list[str]], typer.Option("-i", help="one input field as name=value (repeatable)")] = None,
         data: Annotated[Optional[Path], typer.Option("--data", help="JSONL inputs, one example per line")] = None,
         out: Annotated[
             Optional[Path], typer.Option("--out", help="JSONL results (resumes when it exists); without it --data streams them to stdout")
         ] = None,
-        lm: Annotated[Optional[str], typer.Option("--lm", help="LM, e.g. openai/gpt-4o-mini or local/gemma-3-270m")] = None,
-        api_base: Annotated[Optional[str], typer.Option("--api-base", help="URL of an OpenAI-compatible server")] = None,
-        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="LM response cache (default .lmc/cache)")] = None,
+        lm: common.Lm = None,
+        api_base: common.ApiBase = None,
+        cache_dir: common.CacheDir = None,
         no_cache: common.NoCache = False,
         jobs: common.Jobs = None,
         rpm: common.Rpm = None,
@@ -100,18 +82,12 @@ def register(app: typer.Typer) -> None:
         example_timeout: common.ExampleTimeout = None,
         max_steps: common.MaxSteps = None,
         allow_python: common.AllowPython = None,
-        max_calls: Annotated[Optional[int], common.max_calls_option()] = None,
+        max_calls: Annotated[Optional[int], common.max_calls_option("run")] = None,
         max_cost: common.MaxCost = None,
         price_per_mtok_in: common.PricePerMtokIn = None,
         price_per_mtok_out: common.PricePerMtokOut = None,
         truncate_inputs: common.TruncateInputs = None,
-        max_lm_errors: Annotated[
-            Optional[str],
-            typer.Option(
-                "--max-lm-errors",
-                help="stop the batch (exit 3) once more LM calls failed than this: a share (20%, 0.2) of at least 10 calls, or a count; default: never, each failure fails its example",
-            ),
-        ] = None,
+        max_lm_errors: Annotated[Optional[str], common.max_lm_errors_option("run")] = None,
         transport: common.Transport = None,
         progress: common.ProgressOpt = None,
         quiet: common.Quiet = False,

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from lmc.errors import DatasetError, did_you_mean
 from lmc.limits import human, open_input
+from lmc.strict_json import NotJson, loads as strict_loads
 
 # A JSONL line longer than this is refused.  Real examples are a few KB; a 10 MiB
 # line is almost always a mis-saved file (a whole JSON list on one line, a binary
@@ -85,47 +86,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- loading
-
-
-class _BadValue(ValueError):
-    """Raised from inside json.loads hooks; turned into a DatasetError by the caller."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _BadValue(f"{name} is not valid JSON; write null or a string instead")
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    obj: dict = {}
-    for key, value in pairs:
-        if key in obj:
-            # Python's json keeps the last value silently; a dataset with two
-            # 'answer' keys is a bug in whoever wrote it, so say so.
-            raise _BadValue(f"duplicate key '{key}' in one object")
-        obj[key] = value
-    return obj
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        # 1e999 is valid JSON syntax that Python reads as infinity: the same bad value as Infinity.
-        raise _BadValue(f"{text[:40]} overflows to infinity; write a smaller number or a string")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
-        raise _BadValue(f"a number with {len(text)} digits is too long; write it as a string") from None
-
-
-def _parse(text: str) -> Any:
-    """json.loads that refuses NaN/Infinity (also 1e999), huge ints and duplicate keys; raises JSONDecodeError or _BadValue."""
-    return json.loads(
-        text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int, object_pairs_hook=_object_without_duplicates
-    )
 
 
 def _type_name(value: Any) -> str:
@@ -211,7 +171,7 @@ def _parse_line(text: str, shown: str, lineno: int) -> dict:
     return value
 
 
-def parse_json(text: str, shown: str, lineno: int | None = None, *, hint: str | None = None, loads: Callable[[str], Any] = _parse) -> Any:
+def parse_json(text: str, shown: str, lineno: int | None = None, *, hint: str | None = None, loads: Callable[[str], Any] = strict_loads) -> Any:
     """The JSON value of one line of `shown` (or of the whole file: `lineno` None), or a DatasetError naming the
     file and line: a syntax error (with `hint` when the line looks like part of a JSON list), a value `loads`
     refuses (NaN, a duplicate key, ...), or nesting too deep."""
@@ -221,8 +181,8 @@ def parse_json(text: str, shown: str, lineno: int | None = None, *, hint: str | 
         looks_like_list = text.strip() in ("[", "]") or text.lstrip().startswith("[{")
         line = lineno if lineno is not None else exc.lineno
         raise DatasetError(f"not valid JSON: {exc.msg} at column {exc.colno}", shown, line, hint=hint if looks_like_list else None) from None
-    except ValueError as exc:
-        raise DatasetError(str(exc), shown, lineno) from None
+    except NotJson as exc:
+        raise DatasetError(str(exc), shown, lineno, hint=exc.hint) from None
     except RecursionError:
         raise DatasetError("not valid JSON: nested too deeply", shown, lineno) from None
 

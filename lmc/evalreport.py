@@ -326,35 +326,10 @@ async def aevaluate_files(
     on_start(len(examples), len(jobs))
     runs = await evaluate_targets(session, jobs, examples, threshold=threshold, on_result=on_result)
 
-    cand = build_report(
-        program=cand_t.name,
-        program_sha256=cand_t.sha256,
-        kind=cand_t.kind,
-        path=target,
-        ir=cand_t.ir,
-        metric=cand_metric,
-        threshold=threshold,
-        dataset=dataset,
-        shard=shard,
-        run=runs[0],
-        program_path=program_ref(cand_t).path,
-    )
+    cand = build_report(cand_t, cand_metric, threshold, dataset, shard, runs[0])
     base = base_report
-    if base_target is not None and gates.baseline is not None:
-        base_t, base_metric = base_target
-        base = build_report(
-            program=base_t.name,
-            program_sha256=base_t.sha256,
-            kind=base_t.kind,
-            path=gates.baseline,
-            ir=base_t.ir,
-            metric=base_metric,
-            threshold=threshold,
-            dataset=dataset,
-            shard=shard,
-            run=runs[1],
-            program_path=program_ref(base_t).path,
-        )
+    if base_target is not None:
+        base = build_report(*base_target, threshold, dataset, shard, runs[1])
     if opts.report is not None:
         cand.save(opts.report)
         notes.append(f"wrote {opts.report}")
@@ -422,26 +397,13 @@ def example_result(outcome: Any, ir: IR, metric: MetricIR, threshold: float) -> 
     )
 
 
-def build_report(
-    *,
-    program: str,
-    program_sha256: str,
-    kind: str,
-    path: str,
-    ir: IR,
-    metric: MetricIR,
-    threshold: float,
-    dataset: Dataset,
-    shard: tuple[int, int] | None,
-    run: Run,
-    program_path: str | None = None,
-) -> gate.Report:
+def build_report(target: Target, metric: MetricIR, threshold: float, dataset: Dataset, shard: tuple[int, int] | None, run: Run) -> gate.Report:
     """The `lmc-report/1` of one evaluated target; the file sha256 is taken now."""
-    examples = tuple(example_result(o, ir, metric, threshold) for o in run.outcomes)
+    examples = tuple(example_result(o, target.ir, metric, threshold) for o in run.outcomes)
     summary = gate.summarize(examples, duration_s=round(run.duration_s, 3), **run.usage)
     return gate.Report(
-        program=gate.ProgramRef(program, program_sha256, program_path),
-        target=target_ref(kind, path),
+        program=program_ref(target),
+        target=target_ref(target.kind, target.path),
         metric=metric_ref(metric, threshold),
         data=data_ref(dataset),
         shard=None if shard is None else gate.Shard(*shard),

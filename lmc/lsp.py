@@ -26,7 +26,7 @@ from .check import Analysis
 from .errors import CompileErrors, Diagnostic, LmcError, Span
 from .fmt import format_source
 from .completion import complete
-from .ide import Index, RenameError, analyze_for_index, hover, index_source, outline, rename
+from .ide import Index, RenameError, Symbol, analyze_for_index, hover, index_source, outline, rename
 from .incremental import Reparser
 
 DEBOUNCE_S = 0.15
@@ -227,31 +227,32 @@ def build_server():  # noqa: C901 - the handlers are registered here, one small 
         span = at[0] if at is not None else (word[1] if word is not None else None)
         return T.Hover(contents=T.MarkupContent(kind=T.MarkupKind.Markdown, value=text), range=rng(doc, span) if span is not None else None)
 
-    @ls.feature(T.TEXT_DOCUMENT_DEFINITION)
-    def on_definition(params: T.DefinitionParams):
+    def symbol_at(params: Any) -> tuple[_Doc, Index, tuple[Span, Symbol] | None]:
+        """A position request's document, its index, and the symbol named at the position with the span of
+        that naming (None off any symbol): what definition, references and rename start from."""
         doc = doc_of(params.text_document.uri)
         ix = refresh(doc)
-        found = ix.at(*from_lsp(doc, params.position))
-        if found is None:
-            return None
-        return T.Location(uri=doc.uri, range=rng(doc, found[1].span))
+        return doc, ix, ix.at(*from_lsp(doc, params.position))
+
+    @ls.feature(T.TEXT_DOCUMENT_DEFINITION)
+    def on_definition(params: T.DefinitionParams):
+        doc, _, found = symbol_at(params)
+        return None if found is None else T.Location(uri=doc.uri, range=rng(doc, found[1].span))
 
     @ls.feature(T.TEXT_DOCUMENT_REFERENCES)
     def on_references(params: T.ReferenceParams):
-        doc = doc_of(params.text_document.uri)
-        ix = refresh(doc)
-        found = ix.at(*from_lsp(doc, params.position))
+        doc, ix, found = symbol_at(params)
         if found is None:
             return []
-        spans = ix.references(found[1])
+        sym = found[1]
+        spans = ix.references(sym)
         if not params.context.include_declaration:
-            spans = [sp for sp in spans if sp != found[1].span]
+            spans = [sp for sp in spans if sp != sym.span]
         return [T.Location(uri=doc.uri, range=rng(doc, sp)) for sp in spans]
 
     @ls.feature(T.TEXT_DOCUMENT_PREPARE_RENAME)
     def on_prepare_rename(params: T.PrepareRenameParams):
-        doc = doc_of(params.text_document.uri)
-        found = refresh(doc).at(*from_lsp(doc, params.position))
+        doc, _, found = symbol_at(params)
         return None if found is None else rng(doc, found[0])
 
     @ls.feature(T.TEXT_DOCUMENT_RENAME)

@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from . import strict_json
 from .datasets import check_value, parse_json
 from .errors import ConfigError, DatasetError
 from .limits import open_input
@@ -191,12 +192,8 @@ _LIST_HINT = "write one JSON object per line, or export the runs as one JSON doc
 
 
 def _loads(text: str) -> Any:
-    """Traces come from other tools too: duplicate keys and any value are taken as read; NaN/Infinity are not."""
-    return json.loads(text, parse_constant=_no_constant)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number JSON allows")
+    """Traces come from other tools too: duplicate keys are taken as read; NaN/Infinity are not."""
+    return strict_json.loads(text, duplicate_keys=True)
 
 
 def _document(text: str) -> Any:
@@ -484,29 +481,28 @@ def to_examples(
 
 
 def _shape(rec: Record, inputs: Mapping[str, Any], outputs: Mapping[str, Any], conv: Conversion, with_outputs: bool) -> dict | None:
-    got_in = _aligned(rec.inputs, inputs) if rec.foreign else rec.inputs
     example: dict = {"id": rec.id}
-    for name, tp in inputs.items():
-        if name not in got_in:
-            conv.skip(f"without input '{name}'", rec.where)
-            return None
-        problem = check_value(tp, got_in[name])
-        if problem is not None:
-            conv.skip(f"with a bad '{name}' ({problem})", rec.where)
-            return None
-        example[name] = got_in[name]
-    if with_outputs and rec.outputs is not None:
-        got_out = _aligned(rec.outputs, outputs) if rec.foreign else rec.outputs
-        for name, tp in outputs.items():
-            if name not in got_out:
-                conv.skip(f"without output '{name}'", rec.where)
-                return None
-            problem = check_value(tp, got_out[name])
-            if problem is not None:
-                conv.skip(f"with a bad output '{name}' ({problem})", rec.where)
-                return None
-            example[name] = got_out[name]
+    if not _take(example, rec, rec.inputs, inputs, "input", conv):
+        return None
+    if with_outputs and rec.outputs is not None and not _take(example, rec, rec.outputs, outputs, "output", conv):
+        return None
     return example
+
+
+def _take(example: dict, rec: Record, values: Mapping[str, Any], fields: Mapping[str, Any], side: str, conv: Conversion) -> bool:
+    """Copy each of `fields` (the program's inputs or outputs: `side`) from the record's `values` into
+    `example`; False, the record skipped with the reason, at the first one missing or not of its type."""
+    got = _aligned(values, fields) if rec.foreign else values
+    for name, tp in fields.items():
+        if name not in got:
+            conv.skip(f"without {side} '{name}'", rec.where)
+            return False
+        problem = check_value(tp, got[name])
+        if problem is not None:
+            conv.skip(f"with a bad {side} '{name}' ({problem})", rec.where)
+            return False
+        example[name] = got[name]
+    return True
 
 
 def _aligned(values: Mapping[str, Any], fields: Mapping[str, Any]) -> Mapping[str, Any]:

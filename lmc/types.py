@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from . import strict_json
 from .errors import OutputParseError
 from .files import find_non_finite
 
@@ -109,22 +110,19 @@ class Type:
         return None
 
 
+# bool before int: True is an int to isinstance.
+_JSON_TYPES: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"), (dict, "dict"))
+
+
 def _jtype(value: Any) -> str:
+    """The lmc type name of a JSON value, for "expected X, got Y" messages.
+
+    >>> _jtype(True), _jtype(3), _jtype(None), _jtype({})
+    ('bool', 'int', 'null', 'dict')
+    """
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "dict"
-    return type(value).__name__
+    return next((name for tp, name in _JSON_TYPES if isinstance(value, tp)), type(value).__name__)
 
 
 STR = Type("str")
@@ -355,21 +353,10 @@ def coerce(text: Any, t: Type) -> Any:  # noqa: C901 - one branch per type kind
 _FAIL = object()
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is not a finite number")
-    return value
-
-
 def _load_json(s: str) -> Any:
     try:
         # NaN, Infinity and 1e999 are not JSON: an answer holding them fails to parse (and is asked again).
-        return json.loads(s, parse_constant=_refuse_constant, parse_float=_finite)
+        return strict_json.loads(s, duplicate_keys=True)
     except ValueError:
         pass
     if not s or s[0] not in "[{":

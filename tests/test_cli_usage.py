@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import typer
 
@@ -129,6 +131,39 @@ def test_the_reported_cases(run, args, expected):
 def test_no_arguments_prints_help_and_exits_2(run):
     code, out, err = run()
     assert code == 2 and "compile" in out + err
+
+
+# Options the running commands share under one name but with another meaning each (compile's --out is the
+# artifact, run's the results; eval's --data needs gold labels; eval traces only its candidate).
+_OTHER_MEANING = {"--out", "--data", "--trace"}
+# Help that ends with what the option means for that command: "...; default: ..." or "...; when they run out ...".
+_COMMAND_TAIL = re.compile(r"; (default|when they run out)\b.*$")
+
+
+def test_an_option_the_running_commands_share_reads_the_same_in_each():
+    helps: dict[str, dict[str, str]] = {}
+    for words, cmd in COMMANDS:
+        if words not in (("run",), ("eval",), ("compile",)):
+            continue
+        for p in cmd.params:
+            if p.param_type_name == "option" and p.opts[0] not in _OTHER_MEANING:
+                name = max(p.opts, key=len)
+                helps.setdefault(name, {})[words[0]] = _COMMAND_TAIL.sub("", p.help or "").replace(f"the {words[0]} ", "the COMMAND ")
+    shared = {name: by for name, by in helps.items() if len(by) > 1}
+    assert {
+        "--lm",
+        "--program",
+        "--metric",
+        "--threshold",
+        "--max-calls",
+        "--max-lm-errors",
+        "--api-base",
+        "--cache-dir",
+        "--no-cache",
+        "--rpm",
+    } <= set(shared)
+    differ = {name: by for name, by in shared.items() if len(set(by.values())) > 1}
+    assert not differ, differ
 
 
 def test_version(run):

@@ -108,6 +108,18 @@ def test_example_program_features_over_stdio():
                 T.ReferenceParams(text_document=s.doc(), position=T.Position(21, 5), context=T.ReferenceContext(include_declaration=True))
             )
             assert [(r.range.start.line, r.range.start.character) for r in refs] == [(21, 4), (22, 16), (23, 12), (23, 62), (24, 36)]
+            refs = await s.client.text_document_references_async(
+                T.ReferenceParams(text_document=s.doc(), position=T.Position(21, 5), context=T.ReferenceContext(include_declaration=False))
+            )
+            assert [(r.range.start.line, r.range.start.character) for r in refs] == [(22, 16), (23, 12), (23, 62), (24, 36)]
+            # off any symbol (a blank line): no definition, no references, nothing to rename
+            assert await s.client.text_document_definition_async(T.DefinitionParams(text_document=s.doc(), position=T.Position(13, 0))) is None
+            none = T.ReferenceParams(text_document=s.doc(), position=T.Position(13, 0), context=T.ReferenceContext(include_declaration=True))
+            assert list(await s.client.text_document_references_async(none)) == []
+            where = T.PrepareRenameParams(text_document=s.doc(), position=T.Position(13, 0))
+            assert await s.client.text_document_prepare_rename_async(where) is None
+            r = await s.client.text_document_prepare_rename_async(T.PrepareRenameParams(text_document=s.doc(), position=T.Position(2, 12)))
+            assert (r.start.line, r.start.character) == (2, 10)
             # completion: builtins and variables in a body; output fields after '.'
             c = await s.client.text_document_completion_async(T.CompletionParams(text_document=s.doc(), position=T.Position(26, 2)))
             labels = {i.label for i in c.items}

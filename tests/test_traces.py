@@ -242,7 +242,7 @@ def test_bad_input_is_one_line_with_file_and_line(cli, tmp_path):
     # The line parser datasets use, with the traces' own reading of values and their own hint.
     (tmp_path / "n.jsonl").write_text('{"schema": "lmc-trace/1", "id": "a", "inputs": {"review": NaN}, "calls": []}\n')
     code, _, err = cli("dataset", "from-traces", "n.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
-    assert code == 2 and one_error(err) == "error: n.jsonl:1: NaN is not a number JSON allows"
+    assert code == 2 and one_error(err) == "error: n.jsonl:1: NaN is not valid JSON; write null or a string instead"
     (tmp_path / "l.jsonl").write_text('[{"schema": "lmc-trace/1",\n "id": "a"}\n')
     code, _, err = cli("dataset", "from-traces", "l.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     assert code == 2 and one_error(err).startswith("error: l.jsonl:1: not valid JSON") and "export the runs as one JSON document" in err
@@ -272,7 +272,7 @@ def test_nothing_matching_writes_nothing(cli, tmp_path):
     code, _, err = cli("dataset", "from-traces", "t.jsonl", "--program", "s.lmp", "-o", "o.jsonl")
     line = one_error(err)
     assert code == 2 and "no trace gave an example" in line
-    assert "without input 'review' (first at t.jsonl:1)" in line and "with a bad 'review'" in line
+    assert "without input 'review' (first at t.jsonl:1)" in line and "with a bad input 'review'" in line
     assert not (tmp_path / "o.jsonl").exists()
 
 
