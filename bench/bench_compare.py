@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -491,6 +492,28 @@ def dspy_config(task: str, system: str, version: dict) -> tuple[str, str]:
     return default, "default (no complete config study at this commit)"
 
 
+def _last_exception(log: Path) -> str:
+    """The last `SomeError: message` line of a traceback in `log` (the log itself is not kept in git)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    found = [ln.strip() for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln.strip())]
+    return found[-1][:300] if found else "no exception in the log"
+
+
+def _why(r: dict) -> str:
+    """A failed run's reason, with the exception its log ends on when the log is still on disk."""
+    err = str(r["error"])
+    m = re.search(r"; see (\S+)$", err)
+    if m and "): " not in err:
+        log = Path(m.group(1))  # recorded where the run was made; the same file under this checkout's results
+        if "results/compare/" in log.as_posix():
+            log = RESULTS / log.as_posix().split("results/compare/", 1)[1]
+        err = f"{err[: m.start()]}: {_last_exception(log)}"
+    return re.sub(r"; see \S+$", "", err)
+
+
 def run_dspy(run: Run, endpoint) -> dict:
     source = "config study run"
     if run.study_config:
@@ -515,7 +538,7 @@ def run_dspy(run: Run, endpoint) -> dict:
         )
     out_path = Path(job["out"])
     if proc.returncode != 0 or not out_path.exists():
-        raise RuntimeError(f"DSPy {run.optimizer} failed (exit {proc.returncode}); see {run.log}")
+        raise RuntimeError(f"DSPy {run.optimizer} failed (exit {proc.returncode}): {_last_exception(run.log)}; see {run.log}")
     res = json.loads(out_path.read_text())
     out_path.unlink()
     job_path.unlink()
@@ -808,7 +831,8 @@ def study_table(study: list[dict], commit: str | None, used: dict | None = None)
         return []
     by = {(r["dspy_config"], r["optimizer"]): r for r in rows}
     lines = [
-        "**DSPy configuration study** (scored on the dev split, never test; per-example answers in `study/<config>-<optimizer>.answers.jsonl`)",
+        f"**DSPy configuration study** at lmc commit `{commit}` (scored on the dev split, never test; per-example answers in "
+        "`study/<config>-<optimizer>.answers.jsonl`)",
         "",
         "| configuration | zero-shot dev acc (unparsed, no reply, top answer share) "
         "| LabeledFewShot dev acc (unparsed, no reply, top answer share) | LM calls | s per call |",
@@ -884,8 +908,14 @@ def summarize(tasks: list[str], size: str) -> dict:
         else:
             md += ["No clean run yet: no table.", ""]
         scommit = measured_commit(study)
-        used = {system: sorted({str(r.get("dspy_config")) for r in current if r["system"] == system}) for system in ("dspy-server", "dspy-grammar")}
+        used = {
+            system: sorted({r["dspy_config"] for r in current if r["system"] == system and r.get("dspy_config")})
+            for system in ("dspy-server", "dspy-grammar")
+        }
         md += study_table(study, scommit, used) + ([""] if scommit else [])
+        failed = [r for r in current if "error" in r]
+        if failed:
+            md += ["Failed runs at this commit: " + "; ".join(f"`{r['system']}/{r['optimizer']}`: {_why(r)}" for r in failed), ""]
         if stale:
             md += [
                 "Stale runs (another commit or uncommitted edits; not used above): "
