@@ -663,13 +663,18 @@ def _cli_logprob(before: str, token: str) -> float:
     return {" positive": pos, " negative": neg}.get(token, -5.0)
 
 
-def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(tmp_path, monkeypatch, capsys):
-    from lmc.cli import main
-
+def _binary_workspace(tmp_path, monkeypatch) -> None:
+    """BINARY as b.lmp and the dev reviews as dev.jsonl, in tmp_path made the working directory."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "b.lmp").write_text(BINARY)
     rows = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_calibrate_from_the_cli_is_shown_by_inspect_and_diff_and_applied_by_run(tmp_path, monkeypatch, capsys):
+    from lmc.cli import main
+
+    _binary_workspace(tmp_path, monkeypatch)
     with LoopbackServer(lambda r: " positive", logprob=_cli_logprob) as srv:
         lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
         assert main(["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "none", "-o", "plain.lmc.json", *lm]) == 0, (
@@ -799,10 +804,7 @@ def test_random_search_calibrates_from_the_cli_and_a_warm_recompile_sends_nothin
     from lmc.artifact import read
     from lmc.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "b.lmp").write_text(BINARY)
-    rows = [{"id": f"d{i}", "review": r, "sentiment": DEV_GOLD[r]} for i, r in enumerate(DEV_SCORES)]
-    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _binary_workspace(tmp_path, monkeypatch)
     with LoopbackServer(lambda r: " positive", logprob=_cli_logprob) as srv:
         args = ["compile", "b.lmp", "--train", "dev.jsonl", "--dev", "dev.jsonl", "--optimizer", "random-search", "--candidates", "1"]
         lm = ["--lm", "text-completion-openai/base", "--api-base", srv.url, "--cache-dir", str(tmp_path / "cache")]
