@@ -38,13 +38,15 @@ def label_options(p: I.Predictor) -> tuple[str, ...]:
 
 def reply_constraint(p: I.Predictor) -> tuple[tuple[str, ...], Shape]:
     """(choices, shape) of `p`'s completion reply: the labels of a single label output, or the fields of a reply
-    holding a typed field (ChainOfThought's reasoning then its label); ((), ()) leaves the reply free."""
+    of several fields or a typed one (ChainOfThought's reasoning then its answer); ((), ()) leaves the reply free."""
     options = label_options(p)
     if options:
         return options, ()
     outs = p.signature.outputs
     kinds = [f.type.kind for f in outs]
-    if not any(k in TYPED_KINDS for k in kinds) or not all(k in SHAPE_KINDS for k in kinds):
+    # Several text fields are held to their order too: a base model's ChainOfThought otherwise reasons past its
+    # token bound and never writes the answer's prefix (a RAG program's replies: 17 of 20 unparseable).
+    if not all(k in SHAPE_KINDS for k in kinds) or not (len(kinds) > 1 or any(k in TYPED_KINDS for k in kinds)):
         return (), ()
     shape = tuple((f.label, f.type.kind, tuple(f.type.args) if f.type.kind == "literal" else ()) for f in outs)
     return (), shape

@@ -104,6 +104,24 @@ def test_every_kind_constrains_its_typed_outputs_in_completion_mode():
     assert re.fullmatch(rx, " it holds\nVerdict: unsure") and not re.fullmatch(rx, " it holds\nVerdict: maybe")
 
 
+def test_a_chain_of_thought_with_a_text_answer_is_held_to_one_line_of_reasoning_then_its_answer():
+    # A base model's free reasoning ran past its token bound and never wrote "Answer:" (RAG: 17 of 20 unparseable).
+    source = """
+signature Ask(question: str -> answer: str)
+  "Answer the question."
+module ask = ChainOfThought(Ask)
+program main(question: str) -> (answer: str) { return ask(question=question) }
+"""
+    p = lower(check_source(source, "a.lmp")).predictor("ask")
+    choices, shape = reply_constraint(p)
+    assert choices == () and shape == (("Reasoning", "str", ()), ("Answer", "str", ()))
+    assert gbnf(choices, shape) == 'root ::= " "? [^\\n]{1,480} "\\n" "Answer:" " "? [^\\n]*'
+    rx = regex(choices, shape)
+    assert re.fullmatch(rx, " the text says 1822\nAnswer: 1822") and not re.fullmatch(rx, " reasoning\nmore reasoning")
+    single = lower(check_source(source.replace("ChainOfThought(Ask)", "Predict(Ask)"), "a.lmp")).predictor("ask")
+    assert reply_constraint(single) == ((), ())  # one free-text field: nothing to hold in order
+
+
 COT_LABEL = """
 signature Review(review: str -> sentiment: "positive" | "negative")
   "Classify the review."
