@@ -177,7 +177,7 @@ def ceiling(clean_s: float, extra_requests: int, exchange_ms: float, tail_s: flo
 
 def _kills(kills: int, n: int, seed: int) -> dict:
     """`lmc run` killed with SIGKILL `kills` times at random points, then finished; repeats of settled requests."""
-    from tests.reliability.helpers import lmc_cmd, reviews, sentiment_responder, subprocess_env, write_jsonl
+    from tests.reliability.helpers import reviews, run_data_cmd, sentiment_responder, subprocess_env, write_jsonl
     from tests.reliability.test_crash_resume import TimedServer, _kill_at_random, _repeats_after_kills
 
     rng = random.Random(seed)
@@ -185,22 +185,7 @@ def _kills(kills: int, n: int, seed: int) -> dict:
         d = Path(tmp)
         write_jsonl(d / "in.jsonl", reviews(n))
         with TimedServer(sentiment_responder, latency=0.03) as srv:
-            cmd = lmc_cmd(
-                "run",
-                PROGRAM,
-                "--lm",
-                "openai/test",
-                "--api-base",
-                srv.url,
-                "--data",
-                "in.jsonl",
-                "--out",
-                "out.jsonl",
-                "--cache-dir",
-                "cache",
-                "-j",
-                "4",
-            )
+            cmd = run_data_cmd(PROGRAM, srv.url, 4)
             landed = []
             for _ in range(kills):
                 _, at, _ = _kill_at_random(cmd, d, srv, rng, signal.SIGKILL, 0.5)

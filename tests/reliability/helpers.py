@@ -83,6 +83,11 @@ def lmc_cmd(*args: str) -> list[str]:
     return [PY, "-m", "tests.reliability.launch", *map(str, args)]
 
 
+def run_data_cmd(program, url: str, jobs: int, data: str = "in.jsonl", out: str = "out.jsonl") -> list[str]:
+    """argv of `lmc run PROGRAM --data ... --out ...` against the loopback server at `url`, cache in ./cache."""
+    return lmc_cmd("run", program, "--lm", "openai/test", "--api-base", url, "--data", data, "--out", out, "--cache-dir", "cache", "-j", str(jobs))
+
+
 def run_lmc(*args: str, cwd: Path, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     full = subprocess_env(**(env or {}))
     return subprocess.run(lmc_cmd(*args), cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,16 @@ import subprocess
 import pytest
 
 from tests.lmserver import LoopbackServer
-from tests.reliability.helpers import SENTIMENT, expected_sentiment, lmc_cmd, read_jsonl, reviews, sentiment_responder, subprocess_env, write_jsonl
+from tests.reliability.helpers import (
+    SENTIMENT,
+    expected_sentiment,
+    read_jsonl,
+    run_data_cmd,
+    reviews,
+    sentiment_responder,
+    subprocess_env,
+    write_jsonl,
+)
 from tests.reliability.test_crash_resume import _check_cache
 
 N = 600  # per process; the two overlap on half of their examples
@@ -23,22 +32,7 @@ def test_two_processes_share_one_cache(tmp_path):
 
         def start(name):
             return subprocess.Popen(
-                lmc_cmd(
-                    "run",
-                    SENTIMENT,
-                    "--lm",
-                    "openai/test",
-                    "--api-base",
-                    srv.url,
-                    "--data",
-                    f"{name}.jsonl",
-                    "--out",
-                    f"{name}.out.jsonl",
-                    "--cache-dir",
-                    "cache",
-                    "-j",
-                    "64",
-                ),
+                run_data_cmd(SENTIMENT, srv.url, 64, data=f"{name}.jsonl", out=f"{name}.out.jsonl"),
                 cwd=tmp_path,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -60,22 +54,7 @@ def test_two_processes_share_one_cache(tmp_path):
         write_jsonl(tmp_path / "all.jsonl", reviews(N + N // 2))
         before = srv.requests
         third = subprocess.run(
-            lmc_cmd(
-                "run",
-                SENTIMENT,
-                "--lm",
-                "openai/test",
-                "--api-base",
-                srv.url,
-                "--data",
-                "all.jsonl",
-                "--out",
-                "all.out.jsonl",
-                "--cache-dir",
-                "cache",
-                "-j",
-                "64",
-            ),
+            run_data_cmd(SENTIMENT, srv.url, 64, data="all.jsonl", out="all.out.jsonl"),
             cwd=tmp_path,
             env=env,
             capture_output=True,

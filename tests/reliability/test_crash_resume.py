@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.lmserver import LoopbackServer, body_hash
-from tests.reliability.helpers import SENTIMENT, labeled_reviews, lmc_cmd, read_jsonl, reviews, sentiment_responder, subprocess_env, write_jsonl
+from tests.reliability.helpers import (
+    SENTIMENT,
+    labeled_reviews,
+    lmc_cmd,
+    read_jsonl,
+    run_data_cmd,
+    reviews,
+    sentiment_responder,
+    subprocess_env,
+    write_jsonl,
+)
 
 KILLS = 20
 # The default (direct) transport: every restart through litellm would spend ~3 s importing it, and what is
@@ -150,22 +160,7 @@ def test_run_survives_20_kill9_and_resumes_exactly(tmp_path):
     write_jsonl(tmp_path / "in.jsonl", reviews(n))
     # ~40 answers a second: 20 lives of about 0.25 s each leave about half the work for the final rerun.
     with TimedServer(sentiment_responder, latency=0.05) as srv:
-        cmd = lmc_cmd(
-            "run",
-            SENTIMENT,
-            "--lm",
-            "openai/test",
-            "--api-base",
-            srv.url,
-            "--data",
-            "in.jsonl",
-            "--out",
-            "out.jsonl",
-            "--cache-dir",
-            "cache",
-            "-j",
-            "2",
-        )
+        cmd = run_data_cmd(SENTIMENT, srv.url, 2)
         kills: list[float] = []
         for _ in range(KILLS):
             rc, at, err = _kill_at_random(cmd, tmp_path, srv, rng, signal.SIGKILL, 0.5)
@@ -196,22 +191,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
     n = 150
     write_jsonl(tmp_path / "in.jsonl", reviews(n))
     with TimedServer(sentiment_responder, latency=0.03) as srv:
-        cmd = lmc_cmd(
-            "run",
-            SENTIMENT,
-            "--lm",
-            "openai/test",
-            "--api-base",
-            srv.url,
-            "--data",
-            "in.jsonl",
-            "--out",
-            "out.jsonl",
-            "--cache-dir",
-            "cache",
-            "-j",
-            "4",
-        )
+        cmd = run_data_cmd(SENTIMENT, srv.url, 4)
         kills = []
         for _ in range(5):
             rc, at, err = _kill_at_random(cmd, tmp_path, srv, rng, signal.SIGINT, 0.4)
