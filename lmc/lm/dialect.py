@@ -5,7 +5,8 @@ against --max-calls and are retried like any request (one that never gets an ans
 refused), and remembered in the LM cache, so a warm rerun sends none.  A completion endpoint gets
 
 * a log-probability probe: the prompt "lmc probe: one two" sent with `echo` and `logprobs`, one
-  token generated; the endpoint scores labels when the reply lists the prompt's tokens with theirs;
+  token generated; the endpoint can score labels when the reply lists the prompt's tokens with theirs
+  (lmc does so only where no dialect below holds, or under `score_labels=true`: see client.py);
 * dialect probes: the same tiny prompt constrained to one odd word, in each dialect in turn
   (llama.cpp's `grammar`, vLLM's `guided_choice`, Ollama's `format`); the first whose reply is
   exactly that word is the endpoint's.  A server that refuses a field, or ignores it, fails its probe.
