@@ -29,7 +29,7 @@ def parse_inputs(raw_json: str | None, pairs: list[str] | None, types: dict) -> 
     values: dict = {}
     if raw_json is not None:
         try:
-            obj = strict_json.loads(raw_json, duplicate_keys=True)
+            obj = strict_json.loads(raw_json)  # a key given twice is refused, as in a --data line
         except strict_json.NotJson as e:
             raise ConfigError(f"--input: {e}", hint=e.hint) from None
         except RecursionError:

@@ -104,6 +104,7 @@ def test_single_input_that_fails_exits_1_with_raw_output(cli, server):
         (["--input", '{"review": 3}'], "input field 'review' does not fit str"),
         (["--input", "[" * 50_000 + "]" * 50_000], "--input: JSON nested too deeply"),
         (["--input", '{"review": ' + "1" * 5000 + "}"], "--input: a number with 5000 digits is too long; write it as a string"),
+        (["--input", '{"review": "a", "review": "b"}'], "--input: duplicate key 'review' in one object"),
         (["-i", "review"], "expected field=value"),
         ([], "nothing to run"),
         (["-i", "review=x", "--out", "o.jsonl"], "--out is for --data"),
