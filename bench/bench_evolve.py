@@ -1,7 +1,7 @@
 """evolve vs mipro on the embedded Gemma 3 270M at the same --max-calls budget: held-out accuracy and LM calls.
 
 Two tasks, small on purpose (on two cores shared with other work the embedded model answered one call in
-several seconds): SST-2 (train 30, dev 20, test 50 of bench_sst2's quick split) and the six-intent BANKING77
+several seconds): SST-2 (train 30, dev 20, test 50 of bench_compare's split) and the six-intent BANKING77
 route subset (`datasets/route_*.jsonl`: train 30, dev 20, test 48).  Each optimizer compiles through the CLI with a fresh
 cache, the same seed and the same budget; the task LM and the reflection/proposal LM are both the embedded
 model.  Each run writes `bench/results/evolve/<task>-<optimizer>.json` (skipped next time unless --fresh);
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_sst2 import _lmc, split  # noqa: E402
+from bench_compare import TASKS, _lmc, task_split  # noqa: E402
 
 LM = "local/gemma-3-270m"
 OUT = ROOT / "bench" / "results" / "evolve"
@@ -38,10 +38,7 @@ def _jsonl(rows: list[dict], path: Path) -> Path:
 
 
 def tasks() -> dict[str, dict]:
-    sst = split(quick=True)
-    route = {
-        k: [json.loads(x) for x in (ROOT / "datasets" / f"route_{k}.jsonl").read_text().splitlines() if x.strip()] for k in ("train", "dev", "test")
-    }
+    sst, route = task_split(TASKS["sst2"]), task_split(TASKS["route"])
     return {
         "sst2": {
             "program": ROOT / "bench" / "programs" / "sst2.lmp",
@@ -101,9 +98,9 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
         *OPTIONS[optimizer],
     ]
     start = time.perf_counter()
-    proc = _lmc(args, log)
+    code = _lmc(args, log)
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
+    if code != 0:
         raise RuntimeError(f"lmc compile failed; see {log}")
     rep = json.loads(artifact.read_text())["compile"]
     stats = json.loads(artifact.with_name(artifact.name.replace(".lmc.json", ".stats.json")).read_text())
