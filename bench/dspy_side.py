@@ -248,12 +248,15 @@ def compile_program(opt: str, student, train: list, dev: list, settings: dict, m
         return program, {}
     if opt == "evolve":
         # Reflections go to the same endpoint, without the task's grammar as for MIPROv2's proposals; the
-        # budget is lmc's --max-calls as max_metric_calls (see bench_compare.settings).
+        # budget is lmc's --max-calls as max_metric_calls (see bench_compare.settings). Unparsed answers are
+        # shown to the reflection LM, as evolve shows them: by default GEPA drops them, and where no answer
+        # parses (DSPy zero-shot on this model) it then has nothing to reflect on and never proposes.
         tele = dspy.GEPA(
             metric=make_feedback_metric(task["output"]),
             max_metric_calls=settings["max_calls"],
             reflection_minibatch_size=settings["reflection_minibatch"],
             reflection_lm=free_lm() if free_lm is not None else dspy.settings.lm,
+            add_format_failure_as_feedback=True,
             num_threads=THREADS,
             seed=0,
             track_stats=True,
