@@ -43,13 +43,14 @@ sys.path.insert(0, str(BENCH))
 RESULTS = BENCH / "results" / "compare"
 SERVER_LM = "text-completion-openai/gemma-3-270m"
 LOCAL_LM = "local/gemma-3-270m"
-OPTIMIZERS = ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble")
+OPTIMIZERS = ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "evolve", "knn", "ensemble")
 DSPY_NAMES = {
     "zero-shot": "Predict (no compile)",
     "labeled": "LabeledFewShot",
     "bootstrap": "BootstrapFewShot",
     "random-search": "BootstrapFewShotWithRandomSearch",
     "mipro": "MIPROv2",
+    "evolve": "GEPA",
     "knn": "KNNFewShot",
     "ensemble": "Ensemble(majority) of random search's top programs",
 }
@@ -223,6 +224,12 @@ def settings(task: Task, size: str, n_dev: int) -> dict:
         "minibatch": min(25, n_dev),
         "knn_k": task.demos,
         "ensemble_size": s["ensemble_size"],
+        # evolve and GEPA: both reflect on 3 train examples a round (GEPA's default), and both stop at one
+        # number: lmc's --max-calls (every request: runs, reflections, retries) and GEPA's max_metric_calls
+        # (program runs scored by the metric; its reflections and adapter retries come on top). Four dev
+        # evaluations' worth: the first, and a few rounds of two minibatches and maybe a dev score each.
+        "reflection_minibatch": 3,
+        "max_calls": 4 * n_dev,
     }
 
 
@@ -313,6 +320,9 @@ def lmc_compile_args(run: Run) -> list[str]:
         args += ["--max-labeled", str(s["max_labeled"])]
     elif opt == "knn":
         args += ["--k", str(s["knn_k"]), "--max-demos", str(s["knn_k"]), "--max-labeled", str(s["knn_k"])]
+    elif opt == "evolve":
+        # As many rounds as calls: the call budget, not the round count, ends the search (as it ends GEPA's).
+        args += ["--max-calls", str(s["max_calls"]), "--rounds", str(s["max_calls"]), "--minibatch", str(s["reflection_minibatch"])]
     else:
         args += ["--max-demos", str(s["max_demos"]), "--max-labeled", str(s["max_labeled"])]
     if opt in ("random-search", "ensemble"):

@@ -128,6 +128,21 @@ def make_metric(field: str):
     return metric
 
 
+def make_feedback_metric(field: str):
+    """make_metric's score as GEPA wants it, with the words lmc's `accuracy` gives evolve about the same answer."""
+    import dspy
+
+    from lmc.metrics import explain
+
+    right = make_metric(field)
+
+    def metric(gold, pred, trace=None, pred_name=None, pred_trace=None):
+        score = float(right(gold, pred))
+        return dspy.Prediction(score=score, feedback=explain("accuracy", gold[field], getattr(pred, field, None), score))
+
+    return metric
+
+
 def tfidf_vectorizer(texts: list[str]):
     """A bag-of-words TF-IDF embedder for KNNFewShot (lmc's `knn` ranks by BM25 over the same words), no model."""
     import numpy as np
@@ -231,6 +246,30 @@ def compile_program(opt: str, student, train: list, dev: list, settings: dict, m
             student, trainset=train, valset=dev, num_trials=settings["trials"], minibatch_size=settings["minibatch"], minibatch_full_eval_steps=5
         )
         return program, {}
+    if opt == "evolve":
+        # Reflections go to the same endpoint, without the task's grammar as for MIPROv2's proposals; the
+        # budget is lmc's --max-calls as max_metric_calls (see bench_compare.settings). Unparsed answers are
+        # shown to the reflection LM, as evolve shows them: by default GEPA drops them, and where no answer
+        # parses (DSPy zero-shot on this model) it then has nothing to reflect on and never proposes.
+        tele = dspy.GEPA(
+            metric=make_feedback_metric(task["output"]),
+            max_metric_calls=settings["max_calls"],
+            reflection_minibatch_size=settings["reflection_minibatch"],
+            reflection_lm=free_lm() if free_lm is not None else dspy.settings.lm,
+            add_format_failure_as_feedback=True,
+            num_threads=THREADS,
+            seed=0,
+            track_stats=True,
+        )
+        program = tele.compile(student, trainset=train, valset=dev)
+        r = program.detailed_results
+        return program, {
+            "metric_calls": r.total_metric_calls,
+            "candidates": [
+                {"dev": round(s, 3), "parents": p, "instructions": c.predictors()[0].signature.instructions[:300]}
+                for c, s, p in zip(r.candidates, r.val_aggregate_scores, r.parents)
+            ],
+        }
     if opt == "knn":
         texts = [" | ".join(f"{key}: {value}" for key, value in ex.inputs().items()) for ex in train]
         tele = dspy.KNNFewShot(
@@ -301,7 +340,7 @@ def run_job(job: dict) -> dict:
     start = time.perf_counter()
     free_lm = None
     if CONFIGS[job["config"]].get("grammar"):
-        # The same configuration without its grammar; only MIPROv2's instruction proposals use it.
+        # The same configuration without its grammar, for MIPROv2's instruction proposals and GEPA's reflections.
 
         def free_lm():
             return make_lm(job["config"], job["api_base"], task["output"], task["labels"], constrained=False)[0]

@@ -364,7 +364,7 @@ def _compare_figs(r: dict) -> list[Figure]:
             out.append(Figure(f"{task} ({r['size']} split)", "no clean run yet: no table"))
             continue
         for title, lmc_sys, dspy_sys in (("same endpoint", "lmc-server", "dspy-server"), ("each at its best", "lmc-local", "dspy-grammar")):
-            for opt in ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "knn", "ensemble"):
+            for opt in ("zero-shot", "labeled", "bootstrap", "random-search", "mipro", "evolve", "knn", "ensemble"):
                 a, b = t["runs"].get(f"{lmc_sys}/{opt}"), t["runs"].get(f"{dspy_sys}/{opt}")
                 if a is None or b is None or "error" in a or "error" in b:
                     continue

@@ -147,6 +147,23 @@ def test_optimizer_pairs_use_the_same_budgets(bc):
     assert value("--candidates") == value("--instructions") == str(s["candidates"])
     assert value("--trials") == str(s["trials"]) and value("--minibatch") == str(min(25, 20))
     assert args("labeled")[args("labeled").index("--max-labeled") + 1] == "12"
+    evolve = args("evolve")
+    # GEPA's max_metric_calls is the same number (dspy_side.compile_program).
+    assert evolve[evolve.index("--max-calls") + 1] == str(s["max_calls"]) == "80"
+    assert evolve[evolve.index("--minibatch") + 1] == str(s["reflection_minibatch"])
+
+
+def test_gepa_metric_scores_like_the_others_and_explains_like_lmc():
+    dspy = pytest.importorskip("dspy")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import dspy_side
+
+    metric = dspy_side.make_feedback_metric("sentiment")
+    gold = dspy.Example(review="fine", sentiment="positive").with_inputs("review")
+    wrong = metric(gold, dspy.Prediction(sentiment="negative"), None, "classify", None)  # GEPA's five arguments
+    assert wrong.score == 0.0 and wrong.feedback == 'wrong: expected "positive", got "negative"'
+    assert metric(gold, dspy.Prediction(sentiment="Positive")).score == 1.0
+    assert metric(gold, dspy.Prediction()).feedback == 'no answer; expected "positive"'
 
 
 def test_task_definitions_match_their_programs(bc):
