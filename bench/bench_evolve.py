@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from bench_compare import TASKS, _lmc, task_split  # noqa: E402
+from bench_compare import TASKS, _lmc, code_version, task_split  # noqa: E402
 
 LM = "local/gemma-3-270m"
 OUT = ROOT / "bench" / "results" / "evolve"
@@ -63,15 +63,19 @@ def evaluate(target: Path, test: Path, out: Path, log: Path) -> dict:
     }
 
 
-def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
+def run_one(task: str, spec: dict, optimizer: str, fresh: bool, version: dict) -> dict:
+    """One run, or the stored one when it measured this very commit on a clean tree (so one table is one commit)."""
     result_path = OUT / f"{task}-{optimizer}.json"
     if result_path.exists() and not fresh:
-        return json.loads(result_path.read_text())
+        old = json.loads(result_path.read_text())
+        if old.get("lmc_commit") == version["lmc_commit"] and old.get("clean") and version["clean"]:
+            return old
     files = {k: _jsonl(v, OUT / f"{task}-{k}.jsonl") for k, v in spec["data"].items()}
     log = OUT / f"{task}-{optimizer}.log"
     log.write_text("")
     if optimizer == "zero-shot":
-        res = {"task": task, "optimizer": optimizer, "compile_calls": 0, **evaluate(spec["program"], files["test"], OUT / f"{task}-{optimizer}", log)}
+        scores = evaluate(spec["program"], files["test"], OUT / f"{task}-{optimizer}", log)
+        res = {"task": task, "optimizer": optimizer, "compile_calls": 0, **version, **scores}
         result_path.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
         return res
     artifact = OUT / f"{task}-{optimizer}.lmc.json"
@@ -105,6 +109,7 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
     rep = json.loads(artifact.read_text())["compile"]
     stats = json.loads(artifact.with_name(artifact.name.replace(".lmc.json", ".stats.json")).read_text())
     res = {
+        **version,
         "task": task,
         "optimizer": optimizer,
         "command": "lmc " + " ".join(args),
@@ -130,12 +135,15 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool) -> dict:
 
 def markdown(results: list[dict]) -> str:
     """The RESULTS.md table of the runs measured so far."""
-    lines = ["| task | optimizer | test accuracy | dev before → after | compile LM calls (cap) | compile wall |", "|---|---|---|---|---|---|"]
+    head = "| task | optimizer | test accuracy | dev before → after | compile LM calls (cap) | compile wall | lmc commit |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in results:
         dev = "—" if "dev_final" not in r else f"{r['dev_baseline']:.3f} → {r['dev_final']:.3f}"
         cap = f" ({BUDGET})" if r["optimizer"] != "zero-shot" else ""
         wall = f"{r['compile_wall_s']:.0f} s" if "compile_wall_s" in r else "—"
-        lines.append(f"| {r['task']} | {r['optimizer']} | {r['test_acc']:.3f} (n={r['test_n']}) | {dev} | {r['compile_calls']}{cap} | {wall} |")
+        commit = "not recorded" if "lmc_commit" not in r else f"{r['lmc_commit']}{'' if r['clean'] else ' (edits)'}"
+        acc = f"{r['test_acc']:.3f} (n={r['test_n']})"
+        lines.append(f"| {r['task']} | {r['optimizer']} | {acc} | {dev} | {r['compile_calls']}{cap} | {wall} | {commit} |")
     return "\n".join(lines)
 
 
@@ -157,12 +165,13 @@ def main() -> None:
         return
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
+    version = code_version()
     for task, spec in tasks().items():
         if args.only and task not in args.only.split(","):
             continue
         for optimizer in ("zero-shot", "mipro", "evolve"):
             print(f"{task} {optimizer} ...", file=sys.stderr, flush=True)
-            results.append(run_one(task, spec, optimizer, args.fresh))
+            results.append(run_one(task, spec, optimizer, args.fresh, version))
     print(json.dumps(results, indent=2, sort_keys=True))
 
 
