@@ -116,6 +116,10 @@ class Ledger:
         self.listed_price = listed_price  # a model's price in litellm's table, when it lists one
         self.held_requests = 0
         self.held_cost = 0.0
+        # compile sets this: the first ask of an answer the cache holds then counts against --max-calls as the
+        # request a cold cache sends, so a budget-limited search stops at the same point, cold or warm.
+        self.count_cached = False
+        self.replayed = 0
 
     def price_of(self, spec: Any) -> Price | None:
         if spec.is_local:
@@ -144,7 +148,7 @@ class Ledger:
     def reserve(self, usage: Any, spec: Any, req: Any) -> Hold:
         """Count this request against the caps or raise BudgetExceeded; nothing is sent on a refusal."""
         # The messages name the cap only: they land in artifact notes, which must not depend on timing.
-        if self.max_calls is not None and usage.requests + self.held_requests + 1 > self.max_calls:
+        if self.max_calls is not None and usage.requests + self.held_requests + self.replayed + 1 > self.max_calls:
             raise BudgetExceeded(f"LM call budget spent (--max-calls {self.max_calls})")
         if self.max_cost is not None and self.price_of(spec) is None:
             self.check_prices([spec])
@@ -154,6 +158,15 @@ class Ledger:
         self.held_requests += 1
         self.held_cost += worst
         return Hold(worst)
+
+    def replay(self, usage: Any, requests: int = 1) -> None:
+        """Count what the cache served in place of `requests` requests, when `count_cached`; raise
+        BudgetExceeded as `reserve` would."""
+        if not self.count_cached:
+            return
+        if self.max_calls is not None and usage.requests + self.held_requests + self.replayed + requests > self.max_calls:
+            raise BudgetExceeded(f"LM call budget spent (--max-calls {self.max_calls})")
+        self.replayed += requests
 
     def release(self, hold: Hold) -> None:
         if not hold.settled:

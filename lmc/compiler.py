@@ -305,6 +305,7 @@ async def compile_async(
     # a --max-cost over an LM with no known price, a metric that cannot be called, a server not listening.
     session = setup.open(target)
     client = session.client
+    client.ledger.count_cached = True  # the same search, cold or warm, under --max-calls (README: Caps and failures)
     timeline = Timeline(started)
     timeline.client = client
     log = timeline.wrap_log(log)

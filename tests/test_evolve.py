@@ -428,3 +428,19 @@ def test_a_program_without_lm_calls_is_left_as_it_is_with_a_note():
     assert run(run_pass("evolve", ir, ctx)) == ir
     assert ctx.notes == ["evolve: the program calls no LM, so there is no instruction to improve"]
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("optimizer", ["evolve", "random-search", "mipro"])
+def test_a_warm_recompile_under_a_spent_max_calls_stops_where_the_cold_one_did(lmc, tmp_path, server, optimizer):
+    # Cached answers count against --max-calls in compile: were they free, the warm run would search further
+    # (it did: 9 more requests and another program) and a budget-limited compile would depend on its cache.
+    args = ("--optimizer", optimizer, "--max-calls", "12", "--allow-partial", "--seed", "1")
+    server.reset_counters()
+    assert lmc.compile(*args, out="a.lmc.json")[0] == 0
+    cold = json.loads((tmp_path / "a.lmc.json").read_text())["compile"]
+    before = server.requests
+    assert cold["budget"]["exhausted"] and before <= 12
+    code, _, err = lmc.compile(*args, out="b.lmc.json")
+    assert code == 0, err
+    assert server.requests == before
+    assert (tmp_path / "a.lmc.json").read_bytes() == (tmp_path / "b.lmc.json").read_bytes()

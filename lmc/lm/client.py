@@ -112,6 +112,7 @@ class LMClient:
         self._litellm = LiteLLMTransport()
         self._local: Any = None
         self.usage = Usage()
+        self._asked: set[str] = set()  # cache keys asked so far, kept when the ledger counts cached answers
         self.warnings = Warnings()
         self.last_error: LMError | None = None
         self._fatal: LMError | None = None  # once set (auth refused, unreachable, too many failures) nothing is sent
@@ -121,7 +122,7 @@ class LMClient:
         self._sem: asyncio.Semaphore | None = None
         self._limiter: _RateLimiter | None = None
         # What each OpenAI-compatible endpoint understands (constraint dialect, log-probabilities), probed once.
-        self.endpoints = Endpoints(self._probe_send, self.cache, constraints)
+        self.endpoints = Endpoints(self._probe_send, self.cache, constraints, replay=lambda n: self.ledger.replay(self.usage, n))
         # OpenTelemetry spans of every call, when the run exports them (lmc/telemetry.py); off by default.
         self.telemetry: Any = NO_TELEMETRY
 
@@ -267,13 +268,9 @@ class LMClient:
             if endpoint.dialect != "none":
                 req = replace(req, wire=endpoint.dialect)
         key = req.cache_key(spec.model, extra_settings(spec)) if self.cache is not None else ""
-        if self.cache is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                result = _from_cache(hit)
-                for usage, t in self._books(tag, meter):
-                    usage.add_result(t, result)
-                return result
+        cached = self._cached(key, tag, meter)
+        if cached is not None:
+            return cached
         if self._fatal is not None:
             raise self._fatal
         books = self._books(tag, meter)
@@ -284,6 +281,22 @@ class LMClient:
                 for usage, t in books:
                     usage.add_error(t)
             raise self._failed(e) from None
+
+    def _cached(self, key: str, tag: str, meter: Usage | None) -> LMResult | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get(key)
+        if self.ledger.count_cached and key not in self._asked:
+            # The first ask of a key in this compile is what a cold cache sends; a repeat is a hit either way.
+            if hit is not None:
+                self.ledger.replay(self.usage)
+            self._asked.add(key)
+        if hit is None:
+            return None
+        result = _from_cache(hit)
+        for usage, t in self._books(tag, meter):
+            usage.add_result(t, result)
+        return result
 
     def on_server(self, spec: LMSpec) -> bool:
         """Whether calls to `spec` go to a server (whose constraint dialect and log-probabilities lmc probes)."""

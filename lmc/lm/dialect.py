@@ -62,9 +62,10 @@ Send = Callable[[LMSpec, LMRequest], Awaitable["LMResult | None"]]
 class Endpoints:
     """Probes and remembers endpoints; `send` makes one counted request, None when the endpoint refused it."""
 
-    def __init__(self, send: Send, cache: Any, setting: str | None = None):
+    def __init__(self, send: Send, cache: Any, setting: str | None = None, replay: Callable[[int], None] = lambda requests: None):
         self.send = send
         self.cache = cache
+        self.replay = replay  # counts a remembered record's probe requests against the caps that count cached answers
         self.setting = setting or "auto"
         self._known: dict[tuple[str, str], Endpoint] = {}
         # One probe per endpoint even when many examples reach it at once: the first probes, the others wait.
@@ -99,13 +100,22 @@ class Endpoints:
                 known = Endpoint(str(data["dialect"]), bool(data["logprobs"]))
             except (ValueError, KeyError, TypeError):
                 known = None
+            else:
+                self.replay(int(data.get("requests", 0)))
         if known is None:
-            known = await self._probe(spec)
+            sent = 0
+
+            async def send(spec: LMSpec, req: LMRequest) -> "LMResult | None":
+                nonlocal sent
+                sent += 1
+                return await self.send(spec, req)
+
+            known = await self._probe(spec, send)
             if self.cache is not None:
                 await self.cache.aput(
                     key,
                     {
-                        "text": json.dumps({"dialect": known.dialect, "logprobs": known.logprobs}),
+                        "text": json.dumps({"dialect": known.dialect, "logprobs": known.logprobs, "requests": sent}),
                         "model": spec.model,
                         "prompt_tokens": 0,
                         "completion_tokens": 0,
@@ -120,22 +130,22 @@ class Endpoints:
             return False
         return self.setting == "openai" or (on_server and (await self.of(spec)).dialect == "openai")
 
-    async def _probe(self, spec: LMSpec) -> Endpoint:
+    async def _probe(self, spec: LMSpec, send: Send) -> Endpoint:
         if spec.mode == "chat":  # no echo of a chat prompt, and the constraint a chat endpoint may take is a JSON schema
             req = LMRequest(
                 messages=({"role": "user", "content": PROBE_PROMPT},),
                 max_tokens=24,
                 schema=json.dumps(PROBE_SCHEMA, sort_keys=True, separators=(",", ":")),
             )
-            got = await self.send(spec, req)
+            got = await send(spec, req)
             return Endpoint("openai" if got is not None and probe_answered(got.text) else "none", False)
-        echoed = await self.send(spec, LMRequest(prompt=PROBE_PROMPT, max_tokens=1, echo=True))
+        echoed = await send(spec, LMRequest(prompt=PROBE_PROMPT, max_tokens=1, echo=True))
         logprobs = echoed is not None and covers(echoed, len(PROBE_PROMPT))
         if self.setting != "auto":
             return Endpoint(self.setting, logprobs)
         for dialect in DIALECTS:
             req = LMRequest(prompt=PROBE_PROMPT, max_tokens=8, choices=(PROBE_WORD,), wire=dialect)
-            got = await self.send(spec, req)
+            got = await send(spec, req)
             if got is not None and got.text.strip() == PROBE_WORD:
                 return Endpoint(dialect, logprobs)
         return Endpoint("none", logprobs)
