@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def run_one(task: str, spec: dict, optimizer: str, fresh: bool, version: dict) -
         return res
     artifact = OUT / f"{task}-{optimizer}.lmc.json"
     cache = OUT / f"cache-{task}-{optimizer}"
+    shutil.rmtree(cache, ignore_errors=True)  # a fresh cache: the compile's calls are all its own
     args = [
         "compile",
         str(spec["program"]),
