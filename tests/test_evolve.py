@@ -142,6 +142,13 @@ def test_a_child_no_better_on_its_minibatch_is_rejected_without_a_dev_score():
     assert len(fake.calls) == 4 + 8 + 8  # dev for the start, the parent's and the child's minibatch; no child dev
 
 
+def test_a_reflection_too_short_to_use_is_said_in_the_log():
+    reflector = FakeLM(lambda spec, req: "<instruction>Be good.</instruction>")
+    ctx, fake, ir = make_ctx(SENTIMENT, magic_lm, TRAIN, DEV, prompt_script=reflector, rounds=2, minibatch=8, merges=0, pick="round-robin")
+    assert run(run_pass("evolve", ir, ctx)) == ir
+    assert sum("instruction is too short or too long to use: " in line and "Be good." in line for line in ctx.logged) == 2
+
+
 def two_lm(spec, req):
     """make_query writes QPLUS under an ALPHA instruction; needA questions need QPLUS, hateA ones QMINUS,
     needB ones a BETA instruction on reply."""

@@ -274,7 +274,12 @@ class Search:
         if res.outputs is None:
             self.inputs.log(f"evolve: round {r}: the reflection LM gave no instruction: {res.error}")
             return None
-        return clean_instruction(res.outputs["instruction"])
+        text = clean_instruction(res.outputs["instruction"])
+        if text is None:
+            self.inputs.log(
+                f"evolve: round {r}: the reflection LM's instruction is too short or too long to use: {_short(str(res.outputs['instruction']))}"
+            )
+        return text
 
     async def round(self, r: int, batch: Sequence[Example]) -> None:
         i = self.choose_parent(r)
