@@ -328,6 +328,7 @@ async def compile_async(
         on_score=on_score,
         on_batch=on_batch,
         on_example=on_example,
+        calls_left=client.calls_left,
     )
     inputs = PassInputs(
         tuple(train), metric, lab, seed=opts.seed, source=target.source, log=log, on_record=timeline.candidate, on_progress=on_progress

@@ -451,3 +451,15 @@ def test_a_warm_recompile_under_a_spent_max_calls_stops_where_the_cold_one_did(l
     assert code == 0, err
     assert server.requests == before
     assert (tmp_path / "a.lmc.json").read_bytes() == (tmp_path / "b.lmc.json").read_bytes()
+
+
+@pytest.mark.parametrize("cap", [30, 40])
+def test_mipro_under_a_small_max_calls_keeps_enough_to_score_its_best_trial_on_dev(lmc, tmp_path, server, cap):
+    # Without the reserve, the trials spent these budgets and the compile ended with no program scored on dev.
+    server.reset_counters()
+    code, _, err = lmc.compile("--optimizer", "mipro", "--max-calls", str(cap), "--allow-partial", "--trials", "12", "--minibatch", "4")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "out.lmc.json").read_text())["compile"]
+    assert [(c["name"], c["dev"]) for c in rep["candidates"]] == [("as-written", pytest.approx(2 / 3)), ("mipro:trial-1", 1.0)]
+    assert any("LM calls left of --max-calls; the trials stop so the best of them is scored on dev" in n for n in rep["notes"])
+    assert server.requests <= cap

@@ -165,6 +165,11 @@ class LMClient:
     def max_calls(self) -> int | None:
         return self.ledger.max_calls
 
+    def calls_left(self) -> int | None:
+        """What --max-calls still allows (None: no cap), counting requests in flight and, in compile, cached answers."""
+        led = self.ledger
+        return None if led.max_calls is None else max(0, led.max_calls - self.usage.requests - led.held_requests - led.replayed)
+
     @property
     def max_cost(self) -> float | None:
         return self.ledger.max_cost

@@ -55,8 +55,10 @@ class Lab:
         on_score: Callable[[str, float], None] = lambda label, score: None,
         on_batch: Callable[[int], None] = lambda n: None,
         on_example: Callable[[Outcome], None] = lambda outcome: None,
+        calls_left: Callable[[], int | None] = lambda: None,
     ):
         self.make_runtime = make_runtime
+        self.calls_left = calls_left  # what --max-calls still allows (None: no cap), for passes that plan their spend
         self.teacher = teacher or make_runtime  # runs the bootstrapping teacher (--teacher-lm)
         self.proposer = proposer or make_runtime  # proposes instructions (--prompt-lm)
         self.devset = list(devset)

@@ -151,6 +151,31 @@ async def demo_sets_for(ir: I.IR, found: Findings, n_sets: int, max_demos: int, 
     return demo_sets
 
 
+def _suggest(trial, ir: I.IR, texts: dict, demo_sets: dict, most: dict) -> dict:
+    """One trial's choice per predictor: instruction, demo set, demo count and order."""
+    choice = {}
+    for p in ir.predictors:
+        choice[f"{p.id}:i"] = trial.suggest_int(f"{p.id}:i", 0, len(texts[p.id]) - 1)
+        choice[f"{p.id}:d"] = trial.suggest_int(f"{p.id}:d", 0, len(demo_sets[p.id]) - 1)
+        choice[f"{p.id}:n"] = trial.suggest_int(f"{p.id}:n", 0, most[p.id])
+        choice[f"{p.id}:o"] = trial.suggest_int(f"{p.id}:o", 0, len(ORDERS) - 1)
+    return choice
+
+
+def _best(seen: dict[str, list[float]]) -> str:
+    """The trial with the best mean minibatch score (ties: the one scored on more minibatches)."""
+    return max(seen, key=lambda k: (sum(seen[k]) / len(seen[k]), len(seen[k])))
+
+
+def _save_for_dev(seen: dict, full_scores: dict, left: int | None, need: float) -> bool:
+    """Whether the trials must stop now so that one candidate can still be scored on the whole dev set."""
+    return bool(seen) and not full_scores and left is not None and left < need
+
+
+def _spent(before: int | None, after: int | None) -> int:
+    return 0 if before is None or after is None else before - after
+
+
 async def mipro(
     ir: I.IR,
     inputs: PassInputs,
@@ -220,20 +245,26 @@ async def mipro(
         found.record(f"mipro:trial-{len(full_scores)}", cand, score, choice=choices[key])
         inputs.log(f"mipro: full dev score {score:.3f}")
 
+    per_example = 0.0  # LM calls one minibatch example has cost so far, the most of any trial
     for t in range(trials):
         if found.exhausted:
             break
+        left = inputs.lab.calls_left()
+        if _save_for_dev(seen, full_scores, left, per_example * (minibatch + len(devset))):
+            # Another trial could leave too little of --max-calls to score anything on the whole dev set: the
+            # search would end with no program measured. Score the best minibatch candidate while it fits.
+            found.notes.append(f"mipro: {left} LM calls left of --max-calls; the trials stop so the best of them is scored on dev")
+            inputs.log(found.notes[-1])
+            await full_eval(_best(seen))
+            break
         trial = study.ask()
-        choice = {}
-        for p in ir.predictors:
-            choice[f"{p.id}:i"] = trial.suggest_int(f"{p.id}:i", 0, len(texts[p.id]) - 1)
-            choice[f"{p.id}:d"] = trial.suggest_int(f"{p.id}:d", 0, len(demo_sets[p.id]) - 1)
-            choice[f"{p.id}:n"] = trial.suggest_int(f"{p.id}:n", 0, most[p.id])
-            choice[f"{p.id}:o"] = trial.suggest_int(f"{p.id}:o", 0, len(ORDERS) - 1)
+        choice = _suggest(trial, ir, texts, demo_sets, most)
         key = json.dumps(choice, sort_keys=True)
         choices[key] = choice
         batch = inputs.rng(f"mipro:batch{t}").sample(devset, minibatch)
+        before = inputs.lab.calls_left()
         score = await found.guard(inputs.lab.score(build(choice), batch), "mipro trial")
+        per_example = max(per_example, _spent(before, inputs.lab.calls_left()) / minibatch)
         if score is None:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             break
@@ -241,7 +272,7 @@ async def mipro(
         seen[key].append(score)
         inputs.log(f"mipro: trial {t + 1}/{trials} minibatch {score:.3f}")
         if (t + 1) % full_eval_every == 0 or t == trials - 1:
-            await full_eval(max(seen, key=lambda k: (sum(seen[k]) / len(seen[k]), len(seen[k]))))
+            await full_eval(_best(seen))
     if base_key not in full_scores and base_key in choices:
         await full_eval(base_key)
     if not full_scores:
