@@ -67,6 +67,7 @@ VARIANTS_DIR = "lmc-local-variants"
 SST2_GREEDY = BENCH / "programs" / "sst2_greedy.lmp"
 VARIANTS: dict[str, tuple[str, list[str], Path | None]] = {
     "greedy-zero-shot": ("zero-shot", [], SST2_GREEDY),
+    "calibrate": ("calibrate", [], None),
     "knn4": ("knn", ["--k", "4", "--max-demos", "4", "--max-labeled", "4"], None),
     "knn8": ("knn", ["--k", "8", "--max-demos", "8", "--max-labeled", "8"], None),
     "knn6-calibrate": ("knn", ["--k", "6", "--max-demos", "6", "--max-labeled", "6", "--then", "calibrate"], None),
