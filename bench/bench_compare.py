@@ -83,6 +83,11 @@ VARIANTS: dict[str, tuple[str, list[str], Path | None]] = {
         ["--max-demos", "16", "--max-labeled", "16", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
         None,
     ),
+    "ensemble32-922": (
+        "ensemble",
+        ["--max-demos", "32", "--max-labeled", "32", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
+        None,
+    ),
 }
 STUDY_OPTIMIZERS = ("zero-shot", "labeled")
 # Outputs of the benchmarks themselves never make the tree "dirty".
