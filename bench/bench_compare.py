@@ -60,6 +60,36 @@ SYSTEMS = ("lmc-server", "dspy-server", "dspy-grammar", "lmc-local")
 DSPY_SERVER_CONFIG = "chat-stop"
 DSPY_GRAMMAR_CONFIG = "chat-grammar"
 TABLES = (("same endpoint", "lmc-server", "dspy-server"), ("each at its best", "lmc-local", "dspy-grammar"))
+# lmc-only configurations (`--variants`), in-process, tried for issue 15's SST-2 full-split figure: compile calls
+# within today's mipro (922), each scoring dev itself so that one is chosen on dev, never on test. Name -> (first
+# pass, further `lmc compile` options, program or None for the task's). They write to `<task>-<size>/VARIANTS_DIR/`,
+# apart from the tables' runs, so they never make a table's runs stale.
+VARIANTS_DIR = "lmc-local-variants"
+SST2_GREEDY = BENCH / "programs" / "sst2_greedy.lmp"
+VARIANTS: dict[str, tuple[str, list[str], Path | None]] = {
+    "greedy-zero-shot": ("zero-shot", [], SST2_GREEDY),
+    "calibrate": ("calibrate", [], None),
+    "knn4": ("knn", ["--k", "4", "--max-demos", "4", "--max-labeled", "4"], None),
+    "knn8": ("knn", ["--k", "8", "--max-demos", "8", "--max-labeled", "8"], None),
+    "knn6-calibrate": ("knn", ["--k", "6", "--max-demos", "6", "--max-labeled", "6", "--then", "calibrate"], None),
+    "random-search8-922": ("random-search", ["--max-demos", "8", "--max-labeled", "8", "--candidates", "2", "--max-calls", "922"], None),
+    "random-search16-922": ("random-search", ["--max-demos", "16", "--max-labeled", "16", "--candidates", "2", "--max-calls", "922"], None),
+    "ensemble8-922": (
+        "ensemble",
+        ["--max-demos", "8", "--max-labeled", "8", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
+        None,
+    ),
+    "ensemble16-922": (
+        "ensemble",
+        ["--max-demos", "16", "--max-labeled", "16", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
+        None,
+    ),
+    "ensemble32-922": (
+        "ensemble",
+        ["--max-demos", "32", "--max-labeled", "32", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
+        None,
+    ),
+}
 STUDY_OPTIMIZERS = ("zero-shot", "labeled")
 # Outputs of the benchmarks themselves never make the tree "dirty".
 OUTPUT_PATHS = ("bench/results", "bench/RESULTS.md")
@@ -264,17 +294,26 @@ class Run:
     counts: dict[str, int]
     settings: dict
     study_config: str | None = None  # set for a config-study run (DSPy only)
+    variant: str | None = None  # set for a run of VARIANTS (lmc-local only)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def program(self) -> Path:
+        return (VARIANTS[self.variant][2] if self.variant else None) or self.task.program
 
     @property
     def dir(self) -> Path:
         base = RESULTS / f"{self.task.name}-{self.size}"
         if self.study_config:
             return base / "study"
+        if self.variant:
+            return base / VARIANTS_DIR
         return base / self.system
 
     @property
     def stem(self) -> str:
+        if self.variant:
+            return self.variant
         return f"{self.study_config}-{self.optimizer}" if self.study_config else self.optimizer
 
     @property
@@ -312,6 +351,8 @@ def lmc_compile_args(run: Run) -> list[str]:
     """`lmc compile` options of one optimizer, paired with DSPy's (see DSPY_NAMES and dspy_side.compile_program)."""
     s, opt = run.settings, run.optimizer
     args = ["--optimizer", opt, "--seed", "0", "--max-lm-errors", "100%"]
+    if run.variant:
+        return args + VARIANTS[run.variant][1]
     if opt in ("labeled", "bootstrap", "knn"):
         # DSPy's LabeledFewShot, BootstrapFewShot and KNNFewShot never look at the dev set; scoring it (lmc's
         # default, to refuse a compiled program worse than the one written) would add calls DSPy does not make.
@@ -360,12 +401,12 @@ def run_lmc(run: Run, endpoint) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     out: dict = {}
-    target = run.task.program
+    target = run.program
     if run.optimizer != "zero-shot":
         artifact = run.dir / f"{run.stem}.lmc.json"
         args = [
             "compile",
-            str(run.task.program),
+            str(run.program),
             "--train",
             str(run.files["train"]),
             "--dev",
@@ -618,6 +659,8 @@ def execute(run: Run, endpoint, fresh: bool) -> dict | None:
     }
     if run.study_config:
         base["dspy_config"] = run.study_config
+    if run.variant:
+        base["variant"] = run.variant
     try:
         res = run_lmc(run, endpoint) if run.system.startswith("lmc") else run_dspy(run, endpoint)
     except RuntimeError as e:
@@ -668,8 +711,9 @@ STUDY_SIZE = "small"  # the config study always scores on the small split's dev 
 STUDY_TASK = "sst2"  # whose study configures a task that has none of its own
 
 
-def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tuple[str, ...], study: str) -> list[Run]:
-    """The study first (if asked), then the server runs pair by pair (one llama.cpp server), then the in-process runs."""
+def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tuple[str, ...], study: str, variants: tuple[str, ...] = ()) -> list[Run]:
+    """The study first (if asked), then the server runs pair by pair (one llama.cpp server), then the in-process runs
+    (the VARIANTS asked for last)."""
     studies: list[Run] = []
     runs: list[Run] = []
     local: list[Run] = []
@@ -698,6 +742,7 @@ def plan(tasks: list[str], size: str, systems: tuple[str, ...], optimizers: tupl
             for system in systems:
                 r = Run(task, size, system, opt, files, counts, s)
                 (local if system == "lmc-local" else runs).append(r)
+        local += [Run(task, size, "lmc-local", VARIANTS[v][0], files, counts, s, variant=v) for v in variants]
     return studies + runs + local
 
 
@@ -710,6 +755,7 @@ def run(
     fresh: bool = False,
     summary_only: bool = False,
     wire_log: bool = False,
+    variants: str = "",
 ) -> dict:
     """Run (or resume) the planned runs, then summarize every run on disk for these tasks and this size.
 
@@ -725,10 +771,13 @@ def run(
         raise SystemExit(f"size must be one of {list(SIZES)} and study one of no, only, also")
     sys_list = tuple(s.strip() for s in systems.split(",") if s.strip())
     opt_list = tuple(o.strip() for o in optimizers.split(",") if o.strip())
-    bad = [s for s in sys_list if s not in SYSTEMS] + [o for o in opt_list if o not in OPTIMIZERS]
+    var_list = tuple(v.strip() for v in variants.split(",") if v.strip())
+    bad = [s for s in sys_list if s not in SYSTEMS] + [o for o in opt_list if o not in OPTIMIZERS] + [v for v in var_list if v not in VARIANTS]
     if bad:
-        raise SystemExit(f"unknown system(s)/optimizer(s) {bad}; systems: {SYSTEMS}; optimizers: {OPTIMIZERS}")
-    runs = [] if summary_only else plan(task_list, size, sys_list, opt_list, study)
+        raise SystemExit(
+            f"unknown system(s)/optimizer(s)/variant(s) {bad}; systems: {SYSTEMS}; optimizers: {OPTIMIZERS}; variants: {tuple(VARIANTS)}"
+        )
+    runs = [] if summary_only else plan(task_list, size, sys_list, opt_list, study, var_list)
     endpoint = None
     try:
         for r in runs:
@@ -978,8 +1027,13 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="redo runs already finished at this commit")
     ap.add_argument("--summary-only", action="store_true", help="start nothing; print the tables from disk")
     ap.add_argument("--wire-log", action="store_true", help="append every request and reply to results/compare/wire.jsonl")
+    ap.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated lmc-only configurations, run after the rest (give --optimizers '' for them alone): {', '.join(VARIANTS)}",
+    )
     a = ap.parse_args()
-    res = run(a.size, a.tasks, a.systems, a.optimizers, a.study, a.fresh, a.summary_only, a.wire_log)
+    res = run(a.size, a.tasks, a.systems, a.optimizers, a.study, a.fresh, a.summary_only, a.wire_log, a.variants)
     print(res["markdown"])
 
 

@@ -166,6 +166,18 @@ def test_gepa_metric_scores_like_the_others_and_explains_like_lmc():
     assert metric(gold, dspy.Prediction()).feedback == 'no answer; expected "positive"'
 
 
+def test_variants_score_dev_stay_in_their_own_folder_and_come_last(bc):
+    runs = bc.plan(["sst2"], "small", ("lmc-local",), ("zero-shot",), "no", ("knn8", "greedy-zero-shot"))
+    assert [r.stem for r in runs] == ["zero-shot", "knn8", "greedy-zero-shot"]
+    knn, greedy = runs[1], runs[2]
+    # Chosen on dev: a variant keeps lmc's dev scoring, unlike the tables' knn (paired with DSPy's, which skips dev).
+    assert "--no-score-dev" not in bc.lmc_compile_args(knn) and bc.lmc_compile_args(knn)[:2] == ["--optimizer", "knn"]
+    assert knn.dir.name == bc.VARIANTS_DIR and knn.program == bc.TASKS["sst2"].program and greedy.program == bc.SST2_GREEDY
+    assert "score_labels=false" in greedy.program.read_text()
+    # Outside SYSTEMS' folders: the tables never load them, so they cannot make the tables' runs stale.
+    assert bc.VARIANTS_DIR not in bc.SYSTEMS
+
+
 def test_task_definitions_match_their_programs(bc):
     for task in bc.TASKS.values():
         task.check_program()
