@@ -139,15 +139,30 @@ def test_max_calls_holds_at_any_concurrency_with_retries_counted(lmc, ws, transp
     assert rep["budget"]["exhausted"] is True
 
 
-def test_cache_hits_cost_nothing_against_the_cap(lmc, ws, transport):
+def test_a_warm_compile_counts_its_cached_answers_and_a_warm_run_does_not(lmc, ws, transport):
     with LoopbackServer(responder) as srv:
         code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled"))
         assert code == 0, err
         first = srv.requests
-        # The same compile again needs no request at all, so the smallest cap cannot stop it.
-        code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled", "--max-calls", "1", out="again.lmc.json"))
+        # compile: what a cold cache sent, a warm one counts, so a cap the cold compile needed whole is needed
+        # whole again (no request is sent) and a smaller cap stops the warm compile where it stops a cold one.
+        code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled", "--max-calls", str(first), out="again.lmc.json"))
         assert code == 0, err
         assert srv.requests == first
+        assert json.loads((ws / "again.lmc.json").read_text())["ir"] == json.loads((ws / "out.lmc.json").read_text())["ir"]
+        code, _, err = lmc(*compile_args(srv.url, "--optimizer", "labeled", "--max-calls", "1", out="capped.lmc.json"))
+        assert code == 2 and "the budget (--max-calls/--max-cost) ran out before the first candidate was scored" in err
+        assert srv.requests == first
+        # run: cache hits are free, so the smallest cap does not stop a run whose answers are all cached.
+        write_jsonl(ws / "in.jsonl", [{"id": r["id"], "review": r["review"]} for r in reviews(10, start=100)])
+        code, _, err = lmc("run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o.jsonl", "--cache-dir", "cache")
+        assert code == 0, err
+        sent = srv.requests
+        code, _, err = lmc(
+            "run", "s.lmp", *LM, "--api-base", srv.url, "--data", "in.jsonl", "--out", "o2.jsonl", "--cache-dir", "cache", "--max-calls", "1"
+        )
+        assert code == 0, err
+        assert srv.requests == sent
     assert json.loads((ws / "again.stats.json").read_text())["requests"] == 0
 
 
