@@ -74,6 +74,8 @@ VARIANTS: dict[str, tuple[str, list[str], Path | None]] = {
     "knn6-calibrate": ("knn", ["--k", "6", "--max-demos", "6", "--max-labeled", "6", "--then", "calibrate"], None),
     "random-search8-922": ("random-search", ["--max-demos", "8", "--max-labeled", "8", "--candidates", "2", "--max-calls", "922"], None),
     "random-search16-922": ("random-search", ["--max-demos", "16", "--max-labeled", "16", "--candidates", "2", "--max-calls", "922"], None),
+    # mipro keeps the calls of one full dev evaluation since feb9830; before, a cap spent by its trials left none scored.
+    "mipro16-922": ("mipro", ["--max-demos", "16", "--max-labeled", "16", "--max-calls", "922"], None),
     "ensemble8-922": (
         "ensemble",
         ["--max-demos", "8", "--max-labeled", "8", "--candidates", "2", "--ensemble-size", "3", "--max-calls", "922"],
