@@ -165,3 +165,23 @@ def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_not_cut():
         r"local/gemma-3-270m with 64 tokens kept for the answer",
     ):
         check_fits(220_936, 4096, 64)
+
+
+def test_models_still_loaded_at_exit_are_closed_then_and_a_failing_close_is_ignored():
+    from lmc.lm import local
+
+    class Model:
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    class Broken:
+        def close(self):
+            raise RuntimeError("already freed")
+
+    good, bad = Model(), Broken()
+    local._LOADED.add(good)
+    local._LOADED.add(bad)
+    local._close_loaded()  # what atexit runs, before interpreter shutdown leaves llama_cpp half torn down
+    assert good.closed == 1 and len(local._LOADED) == 0

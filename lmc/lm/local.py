@@ -9,6 +9,7 @@ lock with its file descriptors, so a crash never leaves the model blocked.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,22 @@ def _import_llama() -> Any:
     except OSError as e:  # the shared library exists but cannot load (wrong arch, missing libgomp ...)
         raise ConfigError(f"llama-cpp-python is installed but cannot load ({e}); reinstall it: {INSTALL_HINT}") from None
     return llama_cpp
+
+
+# Every model loaded in this process, closed at exit while llama_cpp is still whole: left to `Llama.__del__`
+# during interpreter shutdown, freeing one printed "TypeError: 'NoneType' object is not callable" (its
+# module's globals already gone).  atexit runs after the worker threads are joined, so none is generating.
+_LOADED: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_loaded() -> None:
+    for llm in list(_LOADED):
+        try:
+            llm.close()
+        except Exception:  # a model that cannot be freed at exit costs nothing
+            pass
+    _LOADED.clear()
 
 
 class _Quiet:
@@ -231,6 +249,7 @@ class LocalBackend:
                         verbose=False,
                         logits_all=False,
                     )
+                _LOADED.add(self._llama)
             return self._llama
 
     def ensure_available(self) -> None:
