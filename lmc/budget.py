@@ -148,7 +148,7 @@ class Ledger:
     def reserve(self, usage: Any, spec: Any, req: Any) -> Hold:
         """Count this request against the caps or raise BudgetExceeded; nothing is sent on a refusal."""
         # The messages name the cap only: they land in artifact notes, which must not depend on timing.
-        if self.max_calls is not None and usage.requests + self.held_requests + self.replayed + 1 > self.max_calls:
+        if self.calls_left(usage) == 0:
             raise BudgetExceeded(f"LM call budget spent (--max-calls {self.max_calls})")
         if self.max_cost is not None and self.price_of(spec) is None:
             self.check_prices([spec])
@@ -164,9 +164,17 @@ class Ledger:
         BudgetExceeded as `reserve` would."""
         if not self.count_cached:
             return
-        if self.max_calls is not None and usage.requests + self.held_requests + self.replayed + requests > self.max_calls:
+        left = self.calls_left(usage)
+        if left is not None and requests > left:
             raise BudgetExceeded(f"LM call budget spent (--max-calls {self.max_calls})")
         self.replayed += requests
+
+    def calls_left(self, usage: Any) -> int | None:
+        """What --max-calls still allows (None: no cap): committed requests, those in flight and, when
+        `count_cached`, the cached answers counted in their place."""
+        if self.max_calls is None:
+            return None
+        return max(0, self.max_calls - usage.requests - self.held_requests - self.replayed)
 
     def release(self, hold: Hold) -> None:
         if not hold.settled:

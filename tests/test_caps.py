@@ -620,3 +620,35 @@ def test_the_default_error_limit_is_20_percent_for_compile_and_eval_and_off_for_
     (ws / "lmc.yaml").write_text("max_lm_errors: lots\n")
     code, _, err = lmc("eval", "s.lmp", "--data", "dev.jsonl", *LM, "--api-base", "http://127.0.0.1:9/v1")
     assert code == 2 and "'max_lm_errors': 'lots' is not a valid max lm errors" in err, err
+
+
+@pytest.mark.parametrize("stored, probed, replayed", [(2, False, [2]), (-1000, True, []), ("many", True, [])])
+def test_a_remembered_endpoint_counts_its_probes_and_an_edited_record_is_probed_again(stored, probed, replayed):
+    # compile counts a remembered probe record as the probes it took; a record that would lower the count
+    # (negative, or not a number) is read as no record, never as a refund against --max-calls.
+    import asyncio
+
+    from lmc.lm.dialect import Endpoints
+    from lmc.lm.spec import parse_lm
+
+    class Cache:
+        def __init__(self):
+            self.entries: dict = {}
+
+        def get(self, key):
+            return self.entries.get(key)
+
+        async def aput(self, key, payload):
+            self.entries[key] = payload
+
+    cache, sent, counted = Cache(), [], []
+
+    async def send(spec, req):
+        sent.append(req)
+        return None  # the endpoint refuses every probe: no dialect, no log-probabilities
+
+    spec = parse_lm("text-completion-openai/m", "http://127.0.0.1:9/v1")
+    eps = Endpoints(send, cache, replay=counted.append)
+    cache.entries[eps._key(spec)] = {"text": json.dumps({"dialect": "none", "logprobs": False, "requests": stored})}
+    found = asyncio.run(eps.of(spec))
+    assert found.dialect == "none" and bool(sent) is probed and counted == replayed

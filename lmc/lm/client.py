@@ -167,8 +167,7 @@ class LMClient:
 
     def calls_left(self) -> int | None:
         """What --max-calls still allows (None: no cap), counting requests in flight and, in compile, cached answers."""
-        led = self.ledger
-        return None if led.max_calls is None else max(0, led.max_calls - self.usage.requests - led.held_requests - led.replayed)
+        return self.ledger.calls_left(self.usage)
 
     @property
     def max_cost(self) -> float | None:

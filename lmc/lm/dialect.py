@@ -98,10 +98,13 @@ class Endpoints:
             try:
                 data = json.loads(hit["text"])
                 known = Endpoint(str(data["dialect"]), bool(data["logprobs"]))
-            except (ValueError, KeyError, TypeError):
-                known = None
+                probes = int(data.get("requests", 0))
+                if probes < 0:  # an edited record must not lower what --max-calls counts
+                    raise ValueError("requests")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                known = None  # probed again, as when there is no record
             else:
-                self.replay(int(data.get("requests", 0)))
+                self.replay(probes)
         if known is None:
             sent = 0
 
